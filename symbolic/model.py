@@ -1,0 +1,170 @@
+"""The checked model of a spec: ordered per-neuron scalar equations (pipeline stage 2).
+
+Input: nothing (these are data classes). Output of :mod:`symbolic.parse`.
+
+Every equation is a SymPy expression in per-neuron scalars, like the paper's index
+notation. A contraction ``W@v`` (the paper's sum_j W_ij v_j) is one opaque
+:class:`Projection` whose symbol stands in the equations; it is emitted as a matrix
+product, never unrolled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sympy as sp
+
+FEEDFORWARD = "feedforward"
+RECURRENT = "recurrent"
+COST = "cost"
+KINDS = (FEEDFORWARD, RECURRENT, COST)
+
+
+@dataclass(frozen=True)
+class Equation:
+    """``name = expr`` for one neuron.
+
+    Attributes:
+        name: The symbol the equation defines.
+        expr: Its right-hand side (SymPy; projections appear as their symbols).
+        line: The spec line it came from.
+        source: The right-hand side as written in the spec.
+        lifted: True for an intermediate the parser introduced (the argument of a
+            ``@`` that was an expression, e.g. ``r*h`` in ``U@(r*h)``).
+    """
+
+    name: str
+    expr: sp.Expr
+    line: int
+    source: str
+    lifted: bool = False
+
+
+@dataclass(frozen=True)
+class Projection:
+    """``name = matrix @ arg``: the paper's sum_j W_ij v_j, one matrix product.
+
+    Attributes:
+        name: The per-neuron symbol standing for the product.
+        matrix: The matrix parameter.
+        arg: The vector multiplied: the input, a state or an intermediate.
+        line: The spec line where it appears.
+    """
+
+    name: str
+    matrix: str
+    arg: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A stated derivative to verify (``[claims]`` of a spec).
+
+    Attributes:
+        key: ``dC_d<name>``.
+        wrt: The parameter, input or state it differentiates by.
+        expr: The claimed value. Adjoints appear as symbols ``dC_d<symbol>``; a
+            transposed product ``M.T @ v`` appears as a :class:`TransposedProjection`
+            symbol.
+        line: The spec line.
+        source: The text as written.
+        transposed: ``symbol name -> (matrix, vector expr)`` for each ``M.T @ v``.
+    """
+
+    key: str
+    wrt: str
+    expr: sp.Expr
+    line: int
+    source: str
+    transposed: dict[str, tuple[str, sp.Expr]] = field(default_factory=dict)
+
+
+@dataclass
+class Cell:
+    """A feedforward or recurrent cell, checked and ordered.
+
+    Attributes:
+        path: The spec file.
+        name, title, kind: From the spec.
+        input: The input symbol (size n_in); it enters only through projections.
+        output: The output symbol (size n_out).
+        states: ``state -> equation`` giving the state's next value (spec order).
+        params: ``name -> "matrix" | "vector"`` (spec order).
+        equations: In evaluation order (lifted intermediates included).
+        projections: Every ``W@v``, in order of first use.
+        claims: Stated derivatives to verify.
+        text: The spec file's text; sha256 its digest.
+    """
+
+    path: Path
+    name: str
+    title: str
+    kind: str
+    input: str
+    output: str
+    states: dict[str, str]
+    params: dict[str, str]
+    equations: list[Equation]
+    projections: list[Projection]
+    claims: list[Claim]
+    text: str
+    sha256: str
+
+    def symbol(self, name: str) -> sp.Symbol:
+        """The SymPy symbol of a name of this cell."""
+        return sp.Symbol(name)
+
+    @property
+    def equation_names(self) -> list[str]:
+        return [eq.name for eq in self.equations]
+
+    def equation(self, name: str) -> Equation:
+        for eq in self.equations:
+            if eq.name == name:
+                return eq
+        raise KeyError(name)
+
+    def projection(self, name: str) -> Projection:
+        for proj in self.projections:
+            if proj.name == name:
+                return proj
+        raise KeyError(name)
+
+    def size(self, name: str) -> str:
+        """``"in"`` for the input, ``"out"`` for every other vector symbol."""
+        return "in" if name == self.input else "out"
+
+    def matrix_shape(self, param: str) -> tuple[str, str]:
+        """A matrix's shape in sizes ``("out", "in" | "out")``, from what it multiplies."""
+        for proj in self.projections:
+            if proj.matrix == param:
+                return ("out", self.size(proj.arg))
+        raise KeyError(param)
+
+
+@dataclass
+class Cost:
+    """A cost: C = sum of ``per_unit`` over units (and time) / batch size.
+
+    Attributes:
+        path, name, title: From the spec.
+        prediction, target: The names of the prediction and the target in ``per_unit``.
+        per_unit: The per-unit cost (SymPy).
+        line: The spec line of ``per_unit``; source its text.
+        text, sha256: The spec file's text and digest.
+    """
+
+    path: Path
+    name: str
+    title: str
+    prediction: str
+    target: str
+    per_unit: sp.Expr
+    line: int
+    source: str
+    text: str
+    sha256: str
+    kind: str = COST
+    claims: list[Claim] = field(default_factory=list)

@@ -1,0 +1,554 @@
+"""Spec (TOML) -> checked model (pipeline stage 1).
+
+Input: a spec file's path. Output: a :class:`~symbolic.model.Cell` or
+:class:`~symbolic.model.Cost`.
+
+A spec is data: its equations are read by walking Python's ``ast`` and building SymPy
+objects node by node. Nothing in a spec is ever evaluated (no ``eval``, ``sympify`` or
+``parse_expr`` of its text), so loading one never runs code. Every error is a
+:class:`SpecError` naming the file, the line and the symbol.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import hashlib
+import keyword
+import re
+import tomllib
+from pathlib import Path
+
+import sympy as sp
+
+from symbolic import primitives
+from symbolic.model import (
+    COST,
+    FEEDFORWARD,
+    KINDS,
+    RECURRENT,
+    Claim,
+    Cell,
+    Cost,
+    Equation,
+    Projection,
+)
+
+#: Names generated code uses for its own modules.
+RESERVED = frozenset({"np", "math", "numba", "nb", "prange", "C"})
+CELL_KEYS = {
+    "name",
+    "title",
+    "kind",
+    "input",
+    "output",
+    "state",
+    "params",
+    "equations",
+    "claims",
+}
+COST_KEYS = {"name", "title", "kind", "prediction", "target", "per_unit", "claims"}
+PARAM_KINDS = ("matrix", "vector")
+MAX_EXPR_NODES = 2000
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used: names the file, the line and the symbol."""
+
+    def __init__(self, path: Path | str, line: int | None, symbol: str | None, message: str):
+        self.path = str(path)
+        self.line = line
+        self.symbol = symbol
+        self.message = message
+        where = f"{self.path}:{line}" if line else self.path
+        what = f" '{symbol}'" if symbol else ""
+        super().__init__(f"{where}:{what} {message}")
+
+
+class _Lines:
+    """Where each key of a TOML file stands (tomllib keeps no positions)."""
+
+    _HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\"' -]+?)\s*\]\s*(#.*)?$")
+    _KEY = re.compile(r"""^\s*("([^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
+
+    def __init__(self, text: str):
+        self.lines: dict[tuple[str, str], int] = {}
+        self.tables: dict[str, int] = {}
+        table = ""
+        for number, raw in enumerate(text.splitlines(), start=1):
+            header = self._HEADER.match(raw)
+            if header and not raw.lstrip().startswith("[["):
+                table = header.group(1).strip().strip("\"'")
+                self.tables.setdefault(table, number)
+                continue
+            key = self._KEY.match(raw)
+            if key:
+                name = key.group(1).strip("\"'")
+                self.lines.setdefault((table, name), number)
+
+    def of(self, table: str, key: str) -> int | None:
+        return self.lines.get((table, key)) or self.tables.get(table)
+
+
+def _check_identifier(path, line, name, what: str) -> None:
+    if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
+        raise SpecError(path, line, str(name), f"{what} is not a valid identifier")
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise SpecError(path, line, name, f"{what} shadows the Python keyword '{name}'")
+    if hasattr(builtins, name):
+        raise SpecError(path, line, name, f"{what} shadows the Python builtin '{name}'")
+    if name in primitives.PRIMITIVES:
+        raise SpecError(path, line, name, f"{what} shadows the primitive '{name}'")
+    if name in RESERVED:
+        raise SpecError(path, line, name, f"{what} is reserved for generated code")
+    if name.startswith("_"):
+        raise SpecError(path, line, name, f"{what} may not start with '_' (kept for temporaries)")
+
+
+def _string(path, lines: _Lines, data: dict, key: str, *, required=True, default=None) -> str:
+    if key not in data:
+        if required:
+            raise SpecError(path, None, key, f"missing required key '{key}'")
+        return default
+    value = data[key]
+    if not isinstance(value, str):
+        raise SpecError(path, lines.of("", key), key, f"'{key}' must be a string")
+    return value
+
+
+class _ExprBuilder:
+    """Builds a SymPy expression from a parsed Python expression, node by node."""
+
+    def __init__(self, path, line: int, target: str, names: dict[str, str], *, claims=False):
+        self.path = path
+        self.line = line
+        self.target = target
+        # name -> role: "input", "state", "vector", "matrix", "equation", "target", ...
+        self.names = names
+        self.claims = claims
+        self.projections: list[tuple[str, sp.Expr]] = []
+        self.transposed: list[tuple[str, sp.Expr]] = []
+        self.used: set[str] = set()
+        self.nodes = 0
+
+    def error(self, symbol, message):
+        raise SpecError(self.path, self.line, symbol, f"in '{self.target}': {message}")
+
+    def build(self, text: str) -> sp.Expr:
+        if not isinstance(text, str):
+            raise SpecError(self.path, self.line, self.target, "the equation must be a string")
+        try:
+            tree = ast.parse(text.strip(), mode="eval")
+        except SyntaxError as exc:
+            raise SpecError(
+                self.path, self.line, self.target, f"syntax error in '{text}': {exc.msg}"
+            ) from None
+        except (ValueError, MemoryError, RecursionError) as exc:
+            raise SpecError(self.path, self.line, self.target, f"cannot read '{text}': {exc}") from None
+        try:
+            return self.visit(tree.body)
+        except RecursionError:
+            self.error(self.target, "expression nested too deeply")
+
+    def visit(self, node) -> sp.Expr:
+        self.nodes += 1
+        if self.nodes > MAX_EXPR_NODES:
+            self.error(self.target, f"expression longer than {MAX_EXPR_NODES} nodes")
+        method = getattr(self, "visit_" + type(node).__name__, None)
+        if method is None:
+            self.error(type(node).__name__, f"unsupported syntax '{ast.unparse(node)}'")
+        return method(node)
+
+    def visit_Constant(self, node):
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.error(repr(value), "only numbers may appear as constants")
+        if isinstance(value, int):
+            return sp.Integer(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            self.error(repr(value), "constants must be finite")
+        return sp.Rational(repr(value)) if len(repr(value)) < 30 else sp.Float(value)
+
+    def visit_Name(self, node):
+        name = node.id
+        role = self.names.get(name)
+        if role is None:
+            self.error(name, f"unknown name '{name}'")
+        if role == "later":
+            self.error(name, f"'{name}' is used before its definition")
+        if role == "matrix":
+            self.error(name, f"matrix parameter '{name}' may only stand left of '@'")
+        if role == "input" and not self._in_projection:
+            self.error(
+                name,
+                f"the input '{name}' has n_in units: it may only enter through a matrix "
+                f"product (W@{name})",
+            )
+        self.used.add(name)
+        return sp.Symbol(name)
+
+    _in_projection = False
+
+    def visit_UnaryOp(self, node):
+        operand = self.visit(node.operand)
+        if isinstance(node.op, ast.USub):
+            return -operand
+        if isinstance(node.op, ast.UAdd):
+            return operand
+        self.error(type(node.op).__name__, f"unsupported operator in '{ast.unparse(node)}'")
+
+    def visit_BinOp(self, node):
+        if isinstance(node.op, ast.MatMult):
+            return self.matmul(node)
+        left, right = self.visit(node.left), self.visit(node.right)
+        op = node.op
+        if isinstance(op, ast.Add):
+            return left + right
+        if isinstance(op, ast.Sub):
+            return left - right
+        if isinstance(op, ast.Mult):
+            return left * right
+        if isinstance(op, ast.Div):
+            if right == 0:
+                self.error(ast.unparse(node.right), "division by zero")
+            return left / right
+        if isinstance(op, ast.Pow):
+            if left == 0 and right.is_number and right.is_negative:
+                self.error(ast.unparse(node), "zero to a negative power")
+            return left**right
+        self.error(type(op).__name__, f"unsupported operator in '{ast.unparse(node)}'")
+
+    def matmul(self, node):
+        left = node.left
+        transposed = (
+            self.claims
+            and isinstance(left, ast.Attribute)
+            and left.attr == "T"
+            and isinstance(left.value, ast.Name)
+        )
+        matrix_node = left.value if transposed else left
+        if not isinstance(matrix_node, ast.Name) or self.names.get(matrix_node.id) != "matrix":
+            self.error(
+                ast.unparse(left), "the left side of '@' must be a matrix parameter"
+            )
+        matrix = matrix_node.id
+        self.used.add(matrix)
+        previous = self._in_projection
+        self._in_projection = True
+        try:
+            arg = self.visit(node.right)
+        finally:
+            self._in_projection = previous
+        inputs = {s.name for s in arg.free_symbols if self.names.get(s.name) == "input"}
+        if inputs and arg != sp.Symbol(next(iter(inputs))):
+            self.error(
+                ast.unparse(node),
+                "the input may only be multiplied alone (W@x): it has n_in units, "
+                "the other symbols n_out",
+            )
+        if transposed:
+            self.transposed.append((matrix, arg))
+            return sp.Symbol(f"{matrix}_T_{len(self.transposed) - 1}")
+        self.projections.append((matrix, arg))
+        return sp.Symbol(f"__proj{len(self.projections) - 1}")
+
+    def visit_Call(self, node):
+        if not isinstance(node.func, ast.Name):
+            self.error(ast.unparse(node.func), "only primitive functions may be called")
+        fname = node.func.id
+        if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
+            self.error(fname, f"'{fname}' takes exactly one positional argument")
+        if fname in primitives.PRIMITIVES:
+            return primitives.function(fname)(self.visit(node.args[0]))
+        if self.claims and fname.endswith("_prime") and fname[:-6] in primitives.PRIMITIVES:
+            return primitives.prime(fname[:-6], self.visit(node.args[0]))
+        known = ", ".join(sorted(primitives.PRIMITIVES))
+        self.error(fname, f"unknown function '{fname}' (primitives: {known})")
+
+    def visit_Attribute(self, node):
+        self.error(ast.unparse(node), "attributes are not allowed here")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def load(path: str | Path) -> Cell | Cost:
+    """Read and check one spec file.
+
+    Args:
+        path: The TOML file.
+
+    Returns:
+        The checked model.
+
+    Raises:
+        SpecError: Anything wrong, naming the file, the line and the symbol.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(path, None, None, f"cannot read the spec: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(path, None, None, "the spec is not UTF-8 text") from None
+    return loads(text, path)
+
+
+def loads(text: str, path: str | Path = "<spec>") -> Cell | Cost:
+    """Check a spec given as text (``path`` only names it in errors)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        raise SpecError(
+            path, int(match.group(1)) if match else None, None, f"TOML syntax error: {exc}"
+        ) from None
+    lines = _Lines(text)
+    kind = _string(path, lines, data, "kind")
+    if kind not in KINDS:
+        raise SpecError(
+            path, lines.of("", "kind"), kind, f"unknown kind (expected one of {', '.join(KINDS)})"
+        )
+    allowed = COST_KEYS if kind == COST else CELL_KEYS
+    for key in data:
+        if key not in allowed:
+            raise SpecError(
+                path, lines.of("", key) or lines.of(key, ""), key, f"unknown key for a {kind} spec"
+            )
+    name = _string(path, lines, data, "name")
+    _check_identifier(path, lines.of("", "name"), name, "the spec name")
+    title = _string(path, lines, data, "title", required=False, default=name)
+    if kind == COST:
+        return _load_cost(path, text, data, lines, name, title)
+    return _load_cell(path, text, data, lines, name, title, kind)
+
+
+def _load_cost(path, text, data, lines, name, title) -> Cost:
+    prediction = _string(path, lines, data, "prediction")
+    target = _string(path, lines, data, "target")
+    for key, value in (("prediction", prediction), ("target", target)):
+        _check_identifier(path, lines.of("", key), value, f"the {key}")
+    if prediction == target:
+        raise SpecError(path, lines.of("", "target"), target, "prediction and target are the same name")
+    line = lines.of("", "per_unit")
+    source = _string(path, lines, data, "per_unit")
+    builder = _ExprBuilder(path, line, "per_unit", {prediction: "vector", target: "vector"})
+    per_unit = builder.build(source)
+    if prediction not in builder.used:
+        raise SpecError(path, line, prediction, "per_unit does not depend on the prediction")
+    if "claims" in data:
+        raise SpecError(path, lines.of("claims", ""), "claims", "claims are not supported on costs")
+    return Cost(path, name, title, prediction, target, per_unit, line, source, text, _digest(text))
+
+
+def _table(path, lines, data, key) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise SpecError(path, lines.of("", key), key, f"'{key}' must be a table")
+    return value
+
+
+def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
+    input_name = _string(path, lines, data, "input")
+    output = _string(path, lines, data, "output")
+    _check_identifier(path, lines.of("", "input"), input_name, "the input")
+    _check_identifier(path, lines.of("", "output"), output, "the output")
+
+    roles: dict[str, str] = {input_name: "input"}
+    defined_at: dict[str, int | None] = {input_name: lines.of("", "input")}
+
+    def claim_name(table, key, role):
+        line = lines.of(table, key)
+        _check_identifier(path, line, key, f"the {role.replace('vector', 'parameter')} name")
+        if key in roles:
+            raise SpecError(
+                path, line, key, f"'{key}' is already defined (line {defined_at[key]})"
+            )
+        roles[key] = role
+        defined_at[key] = line
+
+    states = _table(path, lines, data, "state")
+    if kind == RECURRENT and not states:
+        raise SpecError(path, lines.of("", "kind"), "state", "a recurrent cell needs a 'state'")
+    if kind == FEEDFORWARD and states:
+        raise SpecError(path, lines.of("", "state"), "state", "a feedforward cell has no 'state'")
+    for state, target in states.items():
+        claim_name("state", state, "state")
+        if not isinstance(target, str):
+            raise SpecError(path, lines.of("state", state), state, "a state maps to an equation name")
+
+    params = _table(path, lines, data, "params")
+    for param, pkind in params.items():
+        claim_name("params", param, "vector")
+        if pkind not in PARAM_KINDS:
+            raise SpecError(
+                path, lines.of("params", param), param,
+                f"unknown parameter kind {pkind!r} (expected 'matrix' or 'vector')",
+            )
+        roles[param] = "matrix" if pkind == "matrix" else "vector"
+
+    equations_src = _table(path, lines, data, "equations")
+    if not equations_src:
+        raise SpecError(path, lines.of("", "equations"), "equations", "the cell has no equations")
+    order = list(equations_src)
+    for eq_name in order:
+        claim_name("equations", eq_name, "later")
+
+    equations: list[Equation] = []
+    projections: list[Projection] = []
+    by_key: dict[tuple[str, sp.Expr], str] = {}
+    used: set[str] = set()
+    references: dict[str, set[str]] = {}
+    temp = 0
+    for eq_name in order:
+        line = lines.of("equations", eq_name)
+        source = equations_src[eq_name]
+        # Find cycles before reporting a plain use-before-definition.
+        builder = _ExprBuilder(path, line, eq_name, roles)
+        try:
+            expr = builder.build(source)
+        except SpecError as exc:
+            if exc.symbol in order and roles.get(exc.symbol) == "later":
+                cycle = _find_cycle(eq_name, exc.symbol, equations_src, order, roles)
+                if cycle:
+                    raise SpecError(path, line, exc.symbol, "cycle: " + " -> ".join(cycle)) from None
+            raise
+        references[eq_name] = builder.used
+        used |= builder.used
+        substitutions = {}
+        for index, (matrix, arg) in enumerate(builder.projections):
+            if isinstance(arg, sp.Symbol):
+                arg_name = arg.name
+            else:
+                arg_name = f"_t{temp}"
+                temp += 1
+                equations.append(Equation(arg_name, arg, line, str(arg), lifted=True))
+                roles[arg_name] = "equation"
+            key = (matrix, sp.Symbol(arg_name) if isinstance(arg, sp.Symbol) else arg)
+            proj_name = by_key.get(key)
+            if proj_name is None:
+                proj_name = f"{matrix}_{arg_name}" if isinstance(arg, sp.Symbol) else f"{matrix}{arg_name}"
+                while proj_name in roles:
+                    proj_name += "_p"
+                by_key[key] = proj_name
+                projections.append(Projection(proj_name, matrix, arg_name, line))
+                roles[proj_name] = "projection"
+            substitutions[sp.Symbol(f"__proj{index}")] = sp.Symbol(proj_name)
+        expr = expr.xreplace(substitutions)
+        if expr.free_symbols == set() and not builder.projections:
+            pass  # a constant equation is allowed (e.g. a fixed gate); it just has no inputs
+        equations.append(Equation(eq_name, expr, line, str(source)))
+        roles[eq_name] = "equation"
+
+    if output not in equations_src:
+        raise SpecError(path, lines.of("", "output"), output, "the output has no defining equation")
+    for state, target in states.items():
+        if target not in equations_src:
+            raise SpecError(
+                path, lines.of("state", state), target,
+                f"state '{state}' has no defining equation '{target}'",
+            )
+        if state not in used:
+            raise SpecError(path, lines.of("state", state), state, f"state '{state}' is never used")
+    for param in params:
+        if param not in used:
+            raise SpecError(path, lines.of("params", param), param, f"parameter '{param}' is unused")
+    if input_name not in used:
+        raise SpecError(path, lines.of("", "input"), input_name, "the input is never used")
+    # Every equation must reach the output or a state: dead equations are mistakes.
+    needed = {output, *states.values()}
+    for eq_name in reversed(order):
+        if eq_name in needed:
+            needed |= {n for n in references[eq_name] if n in equations_src}
+    for eq_name in order:
+        if eq_name not in needed:
+            raise SpecError(
+                path, lines.of("equations", eq_name), eq_name,
+                "the equation is never used (it feeds neither the output nor a state)",
+            )
+    # The adjoint of each symbol is named d<symbol> in generated code.
+    for sym in list(roles):
+        if ("d" + sym) in roles and roles.get("d" + sym) not in (None,):
+            raise SpecError(
+                path, defined_at.get("d" + sym), "d" + sym,
+                f"'d{sym}' would clash with the adjoint of '{sym}' in generated code",
+            )
+
+    cell = Cell(
+        path=path,
+        name=name,
+        title=title,
+        kind=kind,
+        input=input_name,
+        output=output,
+        states=dict(states),
+        params={p: params[p] for p in params},
+        equations=equations,
+        projections=projections,
+        claims=[],
+        text=text,
+        sha256=_digest(text),
+    )
+    cell.claims = _load_claims(path, lines, _table(path, lines, data, "claims"), cell, roles)
+    return cell
+
+
+def _find_cycle(start, first, equations_src, order, roles) -> list[str] | None:
+    """A path start -> first -> ... -> start through later equations, if any."""
+    names = set(order)
+
+    def refs(eq):
+        try:
+            tree = ast.parse(str(equations_src[eq]).strip(), mode="eval")
+        except SyntaxError:
+            return set()
+        return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in names}
+
+    stack = [(first, [start, first])]
+    seen = set()
+    while stack:
+        node, trail = stack.pop()
+        if node == start:
+            return trail
+        if node in seen:
+            continue
+        seen.add(node)
+        for nxt in sorted(refs(node)):
+            stack.append((nxt, trail + [nxt]))
+    return None
+
+
+def _load_claims(path, lines, claims_src, cell: Cell, roles) -> list[Claim]:
+    claims = []
+    names = {n: r for n, r in roles.items() if r != "projection"}
+    names = {n: ("vector" if r in ("later", "equation") else r) for n, r in names.items()}
+    # Inside claims the input stands for the entry's input x_j, so it may appear alone.
+    names[cell.input] = "claim-input"
+    symbols = [n for n, r in roles.items() if r not in ("matrix", "projection")]
+    for sym in symbols:
+        names["dC_d" + sym] = "adjoint"
+    for key, source in claims_src.items():
+        line = lines.of("claims", key)
+        if not key.startswith("dC_d"):
+            raise SpecError(path, line, key, "a claim's key is dC_d<name>")
+        wrt = key[4:]
+        if wrt not in cell.params and wrt != cell.input and wrt not in cell.states:
+            raise SpecError(
+                path, line, key, f"'{wrt}' is not a parameter, the input or a state of the cell"
+            )
+        builder = _ExprBuilder(path, line, key, names, claims=True)
+        expr = builder.build(source)
+        transposed = {
+            f"{m}_T_{i}": (m, arg) for i, (m, arg) in enumerate(builder.transposed)
+        }
+        if builder.projections:
+            raise SpecError(
+                path, line, key,
+                "a claim is a per-neuron value: write M.T @ v for a sum over the layer's neurons",
+            )
+        claims.append(Claim(key, wrt, expr, line, str(source), transposed))
+    return claims
