@@ -35,7 +35,17 @@ from symbolic.model import (
 )
 
 #: Names generated code uses for its own modules.
-RESERVED = frozenset({"np", "math", "numba", "nb", "prange", "C"})
+RESERVED = frozenset(
+    {
+        "np", "math", "numba", "nb", "prange", "C",
+        # the generated modules' API names and arguments
+        "NAME", "KIND", "PARAMS", "STATES", "SPEC_SHA256", "RECURRENCE",
+        "param_shapes", "init_params", "forward", "backward", "loss",
+        "params", "cache", "grads", "state0", "dstate", "da", "dx",
+    }
+)
+#: Suffixes generated code appends to names (buffers, seeds, carried adjoints).
+RESERVED_SUFFIXES = ("_seq", "_in", "_next")
 CELL_KEYS = {
     "name",
     "title",
@@ -101,6 +111,10 @@ def _check_identifier(path, line, name, what: str) -> None:
         raise SpecError(path, line, name, f"{what} shadows the primitive '{name}'")
     if name in RESERVED:
         raise SpecError(path, line, name, f"{what} is reserved for generated code")
+    if name.endswith(RESERVED_SUFFIXES):
+        raise SpecError(
+            path, line, name, f"{what} may not end with {', '.join(RESERVED_SUFFIXES)} (kept for buffers)"
+        )
     if name.startswith("_"):
         raise SpecError(path, line, name, f"{what} may not start with '_' (kept for temporaries)")
 

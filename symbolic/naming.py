@@ -1,0 +1,46 @@
+"""Every naming rule of generated code, in the paper's notation, in one place.
+
+Deterministic names only: golden files depend on them.
+"""
+
+from __future__ import annotations
+
+
+def adjoint(symbol: str) -> str:
+    """The adjoint of ``symbol``: dC/d<symbol> is ``d<symbol>`` (dZu, dG, dh ...)."""
+    return "d" + symbol
+
+
+def upstream(output: str) -> str:
+    """The gradient arriving from above for the output at this step (``da_in``)."""
+    return adjoint(output) + "_in"
+
+
+def carried(state: str) -> str:
+    """The adjoint of a state arriving from step t+1 (``dh_next``)."""
+    return adjoint(state) + "_next"
+
+
+def matvec_adjoint(arg: str, matrix: str) -> str:
+    """The path of ``arg`` through ``matrix`` (``_dh_U``: sum_i U_ij dP_i)."""
+    return f"_{adjoint(arg)}_{matrix}"
+
+
+def temporary(index: int, prefix: str = "_t") -> str:
+    """A temporary: lifted intermediates ``_t0, _t1 ...``; CSE temporaries ``_c0 ...``."""
+    return f"{prefix}{index}"
+
+
+def sequence(symbol: str) -> str:
+    """The buffer holding ``symbol`` for every time step (``Zu_seq``, shape (T, B, n))."""
+    return symbol + "_seq"
+
+
+def param_array(param: str) -> str:
+    """A parameter's array inside a compiled kernel (``p_WTu``)."""
+    return "p_" + param
+
+
+def grad_array(param: str) -> str:
+    """A parameter's per-lane gradient accumulator inside a compiled kernel."""
+    return "g_" + param

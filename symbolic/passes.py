@@ -1,0 +1,131 @@
+"""Optimisation passes over straight-line statement lists (pipeline stage: passes).
+
+Input: a list of statements (:class:`~symbolic.derive.Assign` and
+:class:`~symbolic.derive.MatVec`, in single-assignment form within one step) and the
+names that must survive it. Output: an equivalent, shorter list. Each pass is one
+function with its own test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sympy as sp
+
+from symbolic import naming
+from symbolic.derive import Assign, MatVec
+
+Stmt = Assign | MatVec
+
+
+def _reads(stmt: Stmt) -> set[str]:
+    if isinstance(stmt, MatVec):
+        return {stmt.arg}
+    return {s.name for s in stmt.expr.free_symbols}
+
+
+def dead_code(stmts: list[Stmt], live: Iterable[str]) -> list[Stmt]:
+    """Drop every statement whose target nobody reads.
+
+    Args:
+        stmts: The statements, in order.
+        live: Names read after the list (stores, later stages, the carried state).
+    """
+    needed = set(live)
+    kept: list[Stmt] = []
+    for stmt in reversed(stmts):
+        if stmt.target in needed:
+            kept.append(stmt)
+            needed |= _reads(stmt)
+    return kept[::-1]
+
+
+def copy_propagation(
+    stmts: list[Stmt], protected: Iterable[str] = ()
+) -> tuple[list[Stmt], dict[str, str]]:
+    """Remove ``x = y`` copies, reading ``y`` wherever ``x`` was read.
+
+    Args:
+        stmts: The statements, in order.
+        protected: Targets that must keep their name (e.g. the adjoint of a state).
+
+    Returns:
+        The statements and the renaming applied (``x -> y``), for later stages that
+        refer to ``x``.
+    """
+    protected = set(protected)
+    rename: dict[str, str] = {}
+    out: list[Stmt] = []
+    for stmt in stmts:
+        if isinstance(stmt, MatVec):
+            out.append(
+                MatVec(stmt.target, stmt.matrix, rename.get(stmt.arg, stmt.arg), stmt.transpose, stmt.comment)
+            )
+            continue
+        expr = stmt.expr.xreplace({sp.Symbol(a): sp.Symbol(b) for a, b in rename.items()})
+        if isinstance(expr, sp.Symbol) and stmt.target not in protected:
+            rename[stmt.target] = expr.name
+            continue
+        out.append(Assign(stmt.target, expr, stmt.comment))
+    return out, rename
+
+
+def cse(stmts: list[Stmt], start: int = 0, prefix: str = "_c") -> list[Stmt]:
+    """Common-subexpression elimination across the statements of one step.
+
+    Each shared subexpression gets a temporary (``_c0, _c1 ...``), placed just before
+    the first statement that reads it, so dependencies on earlier targets hold.
+
+    Args:
+        stmts: The statements, in order.
+        start: The first temporary index (to keep names unique across calls).
+        prefix: The temporaries' prefix.
+    """
+    assigns = [s for s in stmts if isinstance(s, Assign)]
+    if not assigns:
+        return list(stmts)
+    symbols = sp.numbered_symbols(prefix, start=start)
+    replacements, reduced = sp.cse([s.expr for s in assigns], symbols=symbols, order="none")
+    defs = {sym: expr for sym, expr in replacements}
+    reduced_by_id = {id(s): r for s, r in zip(assigns, reduced, strict=True)}
+    emitted: set[sp.Symbol] = set()
+    out: list[Stmt] = []
+
+    def emit(sym: sp.Symbol) -> None:
+        if sym in emitted:
+            return
+        for dep in sorted(defs[sym].free_symbols & defs.keys(), key=sp.default_sort_key):
+            emit(dep)
+        emitted.add(sym)
+        out.append(Assign(sym.name, defs[sym], "shared subexpression"))
+
+    for stmt in stmts:
+        if isinstance(stmt, MatVec):
+            out.append(stmt)
+            continue
+        expr = reduced_by_id[id(stmt)]
+        for sym in sorted(expr.free_symbols & defs.keys(), key=sp.default_sort_key):
+            emit(sym)
+        out.append(Assign(stmt.target, expr, stmt.comment))
+    return out
+
+
+def count_ops(stmts: list[Stmt]) -> dict[str, int]:
+    """Operation counts per lane: arithmetic, transcendental calls, matrix products."""
+    arith = calls = matvecs = 0
+    for stmt in stmts:
+        if isinstance(stmt, MatVec):
+            matvecs += 1
+            continue
+        ops = sp.count_ops(stmt.expr, visual=True)
+        for term in sp.Add.make_args(ops):
+            coeff, sym = term.as_coeff_Mul()
+            name = getattr(sym, "name", "")
+            if name.upper() in ("ADD", "SUB", "MUL", "DIV", "NEG", "POW"):
+                arith += int(coeff)
+            elif name:
+                calls += int(coeff)
+    return {"arithmetic": arith, "calls": calls, "matvecs": matvecs}
+
+
+__all__ = ["dead_code", "copy_propagation", "cse", "count_ops", "naming"]

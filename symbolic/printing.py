@@ -1,0 +1,95 @@
+"""Expressions -> code text (pipeline stage: print).
+
+Input: SymPy expressions of the kernel IR. Output: Python source strings, one per
+expression, handed to the templates. Nothing else in derivgen turns a SymPy object into
+code: no ``str(expr)`` and no f-strings of expressions reach a template.
+
+Two printers share everything but the primitives' code: :class:`NumpyPrinter` (arrays,
+``np.tanh``) and :class:`NumbaPrinter` (scalars inside a compiled loop, ``math.tanh``).
+Both print a symbol through a name map, so the same expression can read per-step
+locals (``G``) or whole-sequence buffers (``G_seq``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sympy as sp
+from sympy.printing.pycode import PythonCodePrinter
+from sympy.printing.precedence import precedence
+
+from symbolic import primitives
+
+
+class NumpyPrinter(PythonCodePrinter):
+    """Prints per-neuron expressions as NumPy array code."""
+
+    backend = "numpy"
+    printmethod = "_derivgen_numpy"
+
+    def __init__(self, names: Mapping[str, str] | None = None):
+        super().__init__({"fully_qualified_modules": False, "standard": "python3"})
+        self.names = dict(names or {})
+
+    def _print_Symbol(self, expr):
+        return self.names.get(expr.name, expr.name)
+
+    def _print(self, expr, **kwargs):
+        # Primitives are dispatched here, before SymPy's own printers of functions
+        # that happen to share a name (tanh, exp, log).
+        if primitives.is_primitive_call(expr):
+            prim = primitives.PRIMITIVES[type(expr).__name__]
+            return getattr(prim, self.backend).format(self._print(expr.args[0]))
+        return super()._print(expr, **kwargs)
+
+    def _print_Function(self, expr):
+        raise TypeError(f"no code for the function {type(expr).__name__}: not a primitive")
+
+    def _print_Rational(self, expr):
+        value = float(expr)
+        if sp.Rational(value) == expr:
+            return repr(value)
+        return f"({expr.p}/{expr.q})"
+
+    def _print_Integer(self, expr):
+        return str(int(expr))
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Half(self, expr):
+        return "0.5"
+
+    def _print_Pow(self, expr, rational=False):
+        base, exp = expr.as_base_exp()
+        prec = precedence(expr)
+        if exp == -1:
+            return f"1/{self.parenthesize(base, prec)}"
+        if exp.is_Integer and exp < 0:
+            return f"1/{self.parenthesize(base, prec)}**{int(-exp)}"
+        if exp == sp.Rational(1, 2):
+            return f"{self._sqrt()}({self._print(base)})"
+        if exp.is_Integer:
+            return f"{self.parenthesize(base, prec)}**{int(exp)}"
+        return f"{self.parenthesize(base, prec)}**{self.parenthesize(exp, prec)}"
+
+    def _sqrt(self) -> str:
+        return "np.sqrt"
+
+
+class NumbaPrinter(NumpyPrinter):
+    """Prints per-neuron expressions as scalar code inside a Numba loop."""
+
+    backend = "numba"
+    printmethod = "_derivgen_numba"
+
+    def _sqrt(self) -> str:
+        return "math.sqrt"
+
+
+PRINTERS = {"numpy": NumpyPrinter, "numba": NumbaPrinter}
+
+
+def code(expr: sp.Expr, backend: str = "numpy", names: Mapping[str, str] | None = None) -> str:
+    """The code of ``expr`` for ``backend``, with symbols renamed through ``names``."""
+    return PRINTERS[backend](names).doprint(expr)
