@@ -124,8 +124,10 @@ def backward(params, cache, da):
     da_in = _as_array(da, "da", (_B, _n_out))
     W = params["W"]
     a = cache["a"]
+    # adjoint of a = sigmoid(z)
+    da = da_in
     # adjoint of z = W@x + B
-    dz = a * da_in * (1 - a)
+    dz = a * da * (1 - a)
     grads = {}
     grads["W"] = dz.T @ _x
     grads["B"] = np.sum(dz, axis=0)

@@ -118,7 +118,10 @@ def lower(derivation: Derivation) -> Kernel:
     forward = [s for where, s in derivation.forward if where == STEP]
     state_adjoints = list(derivation.state_adjoints.values())
 
-    backward, rename = passes.copy_propagation(derivation.backward, protected=state_adjoints)
+    seeds = {naming.upstream(cell.output)} | {naming.carried(s) for s in cell.states}
+    backward, rename = passes.copy_propagation(
+        derivation.backward, protected=state_adjoints, inputs=seeds
+    )
 
     def renamed(name: str) -> str:
         return rename.get(name, name)
@@ -145,7 +148,6 @@ def lower(derivation: Derivation) -> Kernel:
     stored = sorted(_targets(backward) & post_reads)
 
     params = set(cell.params)
-    seeds = {naming.upstream(cell.output)} | {naming.carried(s) for s in cell.states}
     needed_fwd = (_reads(backward) | post_reads) - _targets(backward) - params - seeds
     needed_fwd.discard(cell.input)  # the input is kept whole, not per step
     cached = sorted(needed_fwd)

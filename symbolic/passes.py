@@ -41,19 +41,22 @@ def dead_code(stmts: list[Stmt], live: Iterable[str]) -> list[Stmt]:
 
 
 def copy_propagation(
-    stmts: list[Stmt], protected: Iterable[str] = ()
+    stmts: list[Stmt], protected: Iterable[str] = (), inputs: Iterable[str] = ()
 ) -> tuple[list[Stmt], dict[str, str]]:
     """Remove ``x = y`` copies, reading ``y`` wherever ``x`` was read.
 
     Args:
         stmts: The statements, in order.
         protected: Targets that must keep their name (e.g. the adjoint of a state).
+        inputs: Names that come from outside the list (seeds): a copy of one is kept,
+            so that every adjoint read after the list is computed inside it.
 
     Returns:
         The statements and the renaming applied (``x -> y``), for later stages that
         refer to ``x``.
     """
     protected = set(protected)
+    inputs = set(inputs)
     rename: dict[str, str] = {}
     out: list[Stmt] = []
     for stmt in stmts:
@@ -63,7 +66,7 @@ def copy_propagation(
             )
             continue
         expr = stmt.expr.xreplace({sp.Symbol(a): sp.Symbol(b) for a, b in rename.items()})
-        if isinstance(expr, sp.Symbol) and stmt.target not in protected:
+        if isinstance(expr, sp.Symbol) and stmt.target not in protected and expr.name not in inputs:
             rename[stmt.target] = expr.name
             continue
         out.append(Assign(stmt.target, expr, stmt.comment))
