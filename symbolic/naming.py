@@ -44,3 +44,13 @@ def param_array(param: str) -> str:
 def grad_array(param: str) -> str:
     """A parameter's per-lane gradient accumulator inside a compiled kernel."""
     return "g_" + param
+
+
+def buffer(symbol: str) -> str:
+    """The buffer holding ``symbol`` for every lane of a batch (``z_buf``, (B, n))."""
+    return symbol + "_buf"
+
+
+def state_array(state: str) -> str:
+    """The working array of a state inside a compiled kernel (``_s_h``, (B, n))."""
+    return "_s_" + state

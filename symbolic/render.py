@@ -16,7 +16,7 @@ import sympy as sp
 
 from symbolic import __version__, naming, printing
 from symbolic.derive import Assign, MatVec, derive, derive_cost
-from symbolic.lower import Kernel, lower
+from symbolic.lower import AFFINE, DIAGONAL, NONE, Kernel, lower
 from symbolic.model import COST, RECURRENT, Cell, Cost
 
 BACKENDS = ("numpy", "numba")
@@ -86,14 +86,26 @@ def _names(stmt) -> set[str]:
 
 
 def cell_context(kernel: Kernel, backend: str) -> dict:
-    """The template keys of a cell module: names and printed code, nothing else."""
+    """The template keys of a cell module: names and printed code, nothing else.
+
+    Each vector symbol has a per-lane scalar (or, in NumPy, per-step array) named as in
+    the spec, and a buffer holding it for every lane (and step): ``array``.
+    """
     cell: Cell = kernel.cell
-    # Whole-sequence buffers are read after a recurrent cell's time loop.
-    if cell.kind == RECURRENT:
-        seq = {name: naming.sequence(name) for name in kernel.cached + kernel.stored}
-    else:
-        seq = {name: name for name in kernel.cached + kernel.stored}
-    seq[cell.input] = "_x"
+    recurrent = cell.kind == RECURRENT
+    names = set(kernel.cached) | set(kernel.stored) | {cell.output}
+    names |= {s.target for s in kernel.pre}
+    if recurrent:
+        arrays = {name: naming.sequence(name) for name in names}
+    elif backend == "numba":
+        arrays = {name: naming.buffer(name) for name in names}
+    else:  # NumPy feedforward code works on whole arrays named like the symbols
+        arrays = {name: name for name in names}
+    arrays[cell.input] = "_x"
+
+    def entry(name: str) -> dict:
+        return {"name": name, "array": arrays[name]}
+
     shapes = {"in": "n_in", "out": "n_out"}
     params = []
     for name, kind in cell.params.items():
@@ -103,30 +115,45 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
             fan_in = shapes[cols]
         else:
             shape, fan_in = "(n_out,)", "n_out"
-        params.append({"name": name, "kind": kind, "shape": shape, "fan_in": fan_in})
-    grads = []
+        params.append(
+            {"name": name, "kind": kind, "shape": shape, "fan_in": fan_in,
+             "array": naming.param_array(name)}
+        )
     vector = dict(kernel.vector_grads)
     matrix = dict(kernel.matrix_grads)
+    grads = []
     for name, kind in cell.params.items():
         if kind == "vector":
             grads.append(
                 {
                     "param": name,
                     "kind": kind,
-                    "code": printing.code(vector[name], backend, seq),
+                    "code": printing.code(vector[name], backend if backend == "numpy" else "numpy", arrays),
+                    "local": printing.code(vector[name], backend),
+                    "array": naming.grad_array(name),
                     "terms": [],
                 }
             )
         else:
             terms = [
-                {"adjoint": seq[adj], "arg": seq[arg], "arg_size": "_n_in" if arg == cell.input else "_n_out"}
+                {
+                    "adjoint": arrays[adj],
+                    "arg": arrays[arg],
+                    "arg_size": "_n_in" if arg == cell.input else "_n_out",
+                }
                 for adj, arg in matrix[name]
             ]
-            grads.append({"param": name, "kind": kind, "code": "", "terms": terms})
-    stores = sorted(set(kernel.cached) | {cell.output})
+            grads.append(
+                {"param": name, "kind": kind, "code": "", "local": "", "array": "", "terms": terms}
+            )
     read_back = {n for s in kernel.backward for n in _names(s)}
     read_back |= {m for _, m in kernel.input_grads}
+    vector_params = [p for p in params if p["kind"] == "vector"]
+    forward = [_stmt(s, backend) for s in kernel.forward]
+    backward = [_stmt(s, backend) for s in kernel.backward]
+    printed = [s["code"] for s in forward + backward] + [g["local"] for g in grads]
     return {
+        "uses_math": any("math." in text for text in printed),
         "name": cell.name,
         "title": cell.title,
         "kind": cell.kind,
@@ -136,32 +163,34 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
         "version": __version__,
         "input": cell.input,
         "output": cell.output,
+        "output_array": arrays[cell.output],
         "upstream": naming.upstream(cell.output),
-        "output_adjoint": naming.adjoint(cell.output),
         "params": params,
         "backward_params": [p["name"] for p in params if p["name"] in read_back],
+        "vector_params": vector_params,
+        "backward_vector_params": [p for p in vector_params if p["name"] in read_back],
         "states": [
             {
                 "name": state,
                 "target": target,
                 "adjoint": naming.adjoint(state),
                 "carried": naming.carried(state),
+                "array": naming.state_array(state),
+                "carried_array": naming.state_array(naming.carried(state)),
             }
             for state, target in cell.states.items()
         ],
         "equations": [
-            {"name": eq.name, "source": eq.source}
-            for eq in cell.equations
-            if not eq.lifted
+            {"name": eq.name, "source": eq.source} for eq in cell.equations if not eq.lifted
         ],
-        "pre": [_stmt(s, backend) for s in kernel.pre],
-        "forward": [_stmt(s, backend) for s in kernel.forward],
-        "cached": kernel.cached,
-        "stores": stores,
-        "backward": [_stmt(s, backend) for s in kernel.backward],
-        "stored": kernel.stored,
+        "pre": [dict(_stmt(s, backend), array=arrays[s.target]) for s in kernel.pre],
+        "forward": forward,
+        "cached": [entry(n) for n in kernel.cached],
+        "stores": [entry(n) for n in sorted(set(kernel.cached) | {cell.output})],
+        "backward": backward,
+        "stored": [entry(n) for n in kernel.stored],
         "grads": grads,
-        "input_grads": [{"adjoint": seq[adj], "matrix": m} for adj, m in kernel.input_grads],
+        "input_grads": [{"adjoint": arrays[adj], "matrix": m} for adj, m in kernel.input_grads],
     }
 
 
@@ -194,6 +223,11 @@ def render(model: Cell | Cost, backend: str) -> Module:
         template = env.get_template(f"{backend}_cost.py.j2")
     else:
         kernel = lower(derive(model))
+        if backend == "numba" and kernel.recurrence not in (DIAGONAL, AFFINE, NONE):
+            raise NotImplementedError(
+                f"{model.path}: the numba backend does not support a {kernel.recurrence} "
+                "recurrence yet (a matrix product inside the time loop); use --backend numpy"
+            )
         context = cell_context(kernel, backend)
         template = env.get_template(f"{backend}_{model.kind}.py.j2")
     return Module(f"{model.name}_{backend}.py", template.render(**context))
