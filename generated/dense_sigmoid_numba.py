@@ -23,6 +23,12 @@ except ImportError as _exc:  # the numpy modules keep working without numba
         "(or use generated.dense_sigmoid_numpy)"
     ) from _exc
 
+
+@numba.njit(cache=True)
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
 NAME = "dense_sigmoid"
 KIND = "feedforward"
 PARAMS = (
@@ -109,7 +115,7 @@ def _forward_kernel(
         # z = W@x + B
         z = B + W_x
         # a = sigmoid(z)
-        a = 0.5 + 0.5 * math.tanh(0.5 * (z))
+        a = _sigmoid(z)
         a_buf[_b, _i] = a
 
 

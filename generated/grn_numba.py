@@ -30,6 +30,19 @@ except ImportError as _exc:  # the numpy modules keep working without numba
         "(or use generated.grn_numpy)"
     ) from _exc
 
+
+@numba.njit(cache=True)
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@numba.njit(cache=True)
+def _tanh(x):
+    e = math.expm1(-2.0 * abs(x))
+    t = -e / (2.0 + e)
+    return t if x >= 0 else -t
+
+
 NAME = "grn"
 KIND = "recurrent"
 PARAMS = (
@@ -129,6 +142,11 @@ def _states(value, name, batch, n_out, dtype):
     return out
 
 
+# Lanes are processed in blocks: within a block the inner loop runs over neighbouring
+# neurons, so every load and store of a time step is contiguous in memory.
+_BLOCK = 64
+
+
 @numba.njit(parallel=True, cache=True)
 def _forward_kernel(
     p_WTu,
@@ -144,33 +162,35 @@ def _forward_kernel(
     h_seq,
 ):
     _T, _B, _n = a_seq.shape
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        WTu = p_WTu[_i]
-        WTc = p_WTc[_i]
-        Bu = p_Bu[_i]
-        Bc = p_Bc[_i]
-        h = _s_h[_b, _i]
+    _blocks = (_n + _BLOCK - 1) // _BLOCK
+    for _job in numba.prange(_B * _blocks):
+        _b = _job // _blocks
+        _i0 = (_job - _b * _blocks) * _BLOCK
+        _i1 = min(_i0 + _BLOCK, _n)
         for _t in range(_T):
-            WXu_x = WXu_x_seq[_t, _b, _i]
-            WXc_x = WXc_x_seq[_t, _b, _i]
-            # Zu = WTu*h + WXu@x + Bu
-            Zu = Bu + WTu * h + WXu_x
-            # Zc = WTc*h + WXc@x + Bc
-            Zc = Bc + WTc * h + WXc_x
-            # G = sigmoid(Zu)
-            G = 0.5 + 0.5 * math.tanh(0.5 * (Zu))
-            # ac = tanh(Zc)
-            ac = math.tanh(Zc)
-            # a = G*ac + (1 - G)*h
-            a = G * ac + h * (1 - G)
-            G_seq[_t, _b, _i] = G
-            a_seq[_t, _b, _i] = a
-            ac_seq[_t, _b, _i] = ac
-            h_seq[_t, _b, _i] = h
-            h = a
-        _s_h[_b, _i] = h
+            for _i in range(_i0, _i1):
+                WTu = p_WTu[_i]
+                WTc = p_WTc[_i]
+                Bu = p_Bu[_i]
+                Bc = p_Bc[_i]
+                h = _s_h[_b, _i]
+                WXu_x = WXu_x_seq[_t, _b, _i]
+                WXc_x = WXc_x_seq[_t, _b, _i]
+                # Zu = WTu*h + WXu@x + Bu
+                Zu = Bu + WTu * h + WXu_x
+                # Zc = WTc*h + WXc@x + Bc
+                Zc = Bc + WTc * h + WXc_x
+                # G = sigmoid(Zu)
+                G = _sigmoid(Zu)
+                # ac = tanh(Zc)
+                ac = _tanh(Zc)
+                # a = G*ac + (1 - G)*h
+                a = G * ac + h * (1 - G)
+                G_seq[_t, _b, _i] = G
+                a_seq[_t, _b, _i] = a
+                ac_seq[_t, _b, _i] = ac
+                h_seq[_t, _b, _i] = h
+                _s_h[_b, _i] = a
 
 
 @numba.njit(parallel=True, cache=True)
@@ -190,47 +210,41 @@ def _backward_kernel(
     g_Bc,
 ):
     _T, _B, _n = _dout.shape
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        WTu = p_WTu[_i]
-        WTc = p_WTc[_i]
-        dh_next = _s_dh_next[_b, _i]
-        _acc_WTu = 0.0
-        _acc_WTc = 0.0
-        _acc_Bu = 0.0
-        _acc_Bc = 0.0
+    _blocks = (_n + _BLOCK - 1) // _BLOCK
+    for _job in numba.prange(_B * _blocks):
+        _b = _job // _blocks
+        _i0 = (_job - _b * _blocks) * _BLOCK
+        _i1 = min(_i0 + _BLOCK, _n)
         for _t in range(_T - 1, -1, -1):
-            da_in = _dout[_t, _b, _i]
-            G = G_seq[_t, _b, _i]
-            ac = ac_seq[_t, _b, _i]
-            h = h_seq[_t, _b, _i]
-            # adjoint of a = G*ac + (1 - G)*h
-            da = da_in + dh_next
-            # adjoint of ac = tanh(Zc)
-            dac = G * da
-            # adjoint of G = sigmoid(Zu)
-            dG = da * (ac - h)
-            # adjoint of Zc = WTc*h + WXc@x + Bc
-            dZc = dac * (1 - ac**2)
-            # shared subexpression
-            _c0 = 1 - G
-            # adjoint of Zu = WTu*h + WXu@x + Bu
-            dZu = G * _c0 * dG
-            # adjoint of h: flows to the step before
-            dh = WTc * dZc + WTu * dZu + _c0 * da
-            dZc_seq[_t, _b, _i] = dZc
-            dZu_seq[_t, _b, _i] = dZu
-            _acc_WTu += dZu * h
-            _acc_WTc += dZc * h
-            _acc_Bu += dZu
-            _acc_Bc += dZc
-            dh_next = dh
-        _s_dh_next[_b, _i] = dh_next
-        g_WTu[_b, _i] = _acc_WTu
-        g_WTc[_b, _i] = _acc_WTc
-        g_Bu[_b, _i] = _acc_Bu
-        g_Bc[_b, _i] = _acc_Bc
+            for _i in range(_i0, _i1):
+                WTu = p_WTu[_i]
+                WTc = p_WTc[_i]
+                dh_next = _s_dh_next[_b, _i]
+                da_in = _dout[_t, _b, _i]
+                G = G_seq[_t, _b, _i]
+                ac = ac_seq[_t, _b, _i]
+                h = h_seq[_t, _b, _i]
+                # adjoint of a = G*ac + (1 - G)*h
+                da = da_in + dh_next
+                # adjoint of ac = tanh(Zc)
+                dac = G * da
+                # adjoint of G = sigmoid(Zu)
+                dG = da * (ac - h)
+                # adjoint of Zc = WTc*h + WXc@x + Bc
+                dZc = dac * (1 - ac**2)
+                # shared subexpression
+                _c0 = 1 - G
+                # adjoint of Zu = WTu*h + WXu@x + Bu
+                dZu = G * _c0 * dG
+                # adjoint of h: flows to the step before
+                dh = WTc * dZc + WTu * dZu + _c0 * da
+                dZc_seq[_t, _b, _i] = dZc
+                dZu_seq[_t, _b, _i] = dZu
+                g_WTu[_b, _i] += dZu * h
+                g_WTc[_b, _i] += dZc * h
+                g_Bu[_b, _i] += dZu
+                g_Bc[_b, _i] += dZc
+                _s_dh_next[_b, _i] = dh
 
 
 def forward(params, x, state0=None):
@@ -323,10 +337,11 @@ def backward(params, cache, da, dstate=None):
     h_seq = cache["h"]
     dZc_seq = np.empty((_T, _B, _n_out), _dtype)
     dZu_seq = np.empty((_T, _B, _n_out), _dtype)
-    g_WTu = np.empty((_B, _n_out), _dtype)
-    g_WTc = np.empty((_B, _n_out), _dtype)
-    g_Bu = np.empty((_B, _n_out), _dtype)
-    g_Bc = np.empty((_B, _n_out), _dtype)
+    # Per-lane sums of the vector parameters' gradients, accumulated in float64.
+    g_WTu = np.zeros((_B, _n_out), np.float64)
+    g_WTc = np.zeros((_B, _n_out), np.float64)
+    g_Bu = np.zeros((_B, _n_out), np.float64)
+    g_Bc = np.zeros((_B, _n_out), np.float64)
     _s_dh_next = np.array(_dstate["h"], dtype=_dtype, order="C")
     _backward_kernel(
         WTu,
@@ -347,10 +362,10 @@ def backward(params, cache, da, dstate=None):
     grads = {}
     grads["WXu"] = dZu_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
     grads["WXc"] = dZc_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["WTu"] = g_WTu.sum(axis=0)
-    grads["WTc"] = g_WTc.sum(axis=0)
-    grads["Bu"] = g_Bu.sum(axis=0)
-    grads["Bc"] = g_Bc.sum(axis=0)
+    grads["WTu"] = g_WTu.sum(axis=0).astype(_dtype)
+    grads["WTc"] = g_WTc.sum(axis=0).astype(_dtype)
+    grads["Bu"] = g_Bu.sum(axis=0).astype(_dtype)
+    grads["Bc"] = g_Bc.sum(axis=0).astype(_dtype)
     dx = (dZu_seq.reshape(-1, _n_out) @ WXu + dZc_seq.reshape(-1, _n_out) @ WXc).reshape(
         _T, _B, _n_in
     )

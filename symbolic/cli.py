@@ -43,7 +43,9 @@ def _cmd_generate(args) -> int:
         if problems:
             for problem in problems:
                 print(problem)
-            print(f"{len(problems)} module(s) are not what the specs produce: run derivgen generate")
+            print(
+                f"{len(problems)} module(s) are not what the specs produce: run derivgen generate"
+            )
             return 1
         print("generated modules are current")
         return 0

@@ -56,8 +56,16 @@ def format_code(text: str, filename: str) -> str:
     try:
         result = subprocess.run(
             [
-                sys.executable, "-m", "ruff", "format", "--isolated",
-                "--line-length", str(LINE_LENGTH), "--stdin-filename", filename, "-",
+                sys.executable,
+                "-m",
+                "ruff",
+                "format",
+                "--isolated",
+                "--line-length",
+                str(LINE_LENGTH),
+                "--stdin-filename",
+                filename,
+                "-",
             ],
             input=text.encode(),
             capture_output=True,
@@ -79,7 +87,9 @@ def build(specs: Sequence[Path], backends: Iterable[str]) -> list[Module]:
     for model in models:
         if model.name in names:
             raise parse.SpecError(
-                model.path, None, model.name,
+                model.path,
+                None,
+                model.name,
                 f"two specs define '{model.name}' (also {names[model.name]})",
             )
         names[model.name] = model.path

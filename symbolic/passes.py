@@ -62,7 +62,13 @@ def copy_propagation(
     for stmt in stmts:
         if isinstance(stmt, MatVec):
             out.append(
-                MatVec(stmt.target, stmt.matrix, rename.get(stmt.arg, stmt.arg), stmt.transpose, stmt.comment)
+                MatVec(
+                    stmt.target,
+                    stmt.matrix,
+                    rename.get(stmt.arg, stmt.arg),
+                    stmt.transpose,
+                    stmt.comment,
+                )
             )
             continue
         expr = stmt.expr.xreplace({sp.Symbol(a): sp.Symbol(b) for a, b in rename.items()})

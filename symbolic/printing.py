@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import sympy as sp
-from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.precedence import precedence
+from sympy.printing.pycode import PythonCodePrinter
 
 from symbolic import primitives
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
-from symbolic import __version__, naming, printing
+from symbolic import __version__, naming, primitives, printing
 from symbolic.derive import Assign, MatVec, derive, derive_cost
 from symbolic.lower import AFFINE, DIAGONAL, NONE, Kernel, lower
 from symbolic.model import COST, RECURRENT, Cell, Cost
@@ -116,8 +116,13 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
         else:
             shape, fan_in = "(n_out,)", "n_out"
         params.append(
-            {"name": name, "kind": kind, "shape": shape, "fan_in": fan_in,
-             "array": naming.param_array(name)}
+            {
+                "name": name,
+                "kind": kind,
+                "shape": shape,
+                "fan_in": fan_in,
+                "array": naming.param_array(name),
+            }
         )
     vector = dict(kernel.vector_grads)
     matrix = dict(kernel.matrix_grads)
@@ -128,7 +133,9 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
                 {
                     "param": name,
                     "kind": kind,
-                    "code": printing.code(vector[name], backend if backend == "numpy" else "numpy", arrays),
+                    "code": printing.code(
+                        vector[name], backend if backend == "numpy" else "numpy", arrays
+                    ),
                     "local": printing.code(vector[name], backend),
                     "array": naming.grad_array(name),
                     "terms": [],
@@ -152,8 +159,17 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
     forward = [_stmt(s, backend) for s in kernel.forward]
     backward = [_stmt(s, backend) for s in kernel.backward]
     printed = [s["code"] for s in forward + backward] + [g["local"] for g in grads]
+    used = set()
+    for stmt in kernel.forward + kernel.backward:
+        if isinstance(stmt, Assign):
+            used |= primitives.used(stmt.expr)
+    for _, expr in kernel.vector_grads:
+        used |= primitives.used(expr)
+    helpers = [primitives.PRIMITIVES[n].numba_helper.strip() for n in sorted(used)]
+    helpers = [h for h in helpers if h] if backend == "numba" else []
     return {
-        "uses_math": any("math." in text for text in printed),
+        "helpers": helpers,
+        "uses_math": any("math." in text for text in printed + helpers),
         "name": cell.name,
         "title": cell.title,
         "kind": cell.kind,
