@@ -37,6 +37,8 @@ class Primitive:
         numba: Code template for the Numba backend (scalar code).
         reference: A NumPy implementation used by numeric checks (independent of SymPy).
         note: What a reader should know (e.g. the value chosen at a kink).
+        numba_helper: Source of a compiled helper the Numba code calls, if any (emitted
+            once into each module that uses the primitive).
     """
 
     name: str
@@ -47,6 +49,7 @@ class Primitive:
     numba: str
     reference: Callable[[np.ndarray], np.ndarray]
     note: str = ""
+    numba_helper: str = ""
 
 
 PRIMITIVES: dict[str, Primitive] = {}
@@ -89,12 +92,21 @@ def register(
     numba: str,
     reference: Callable[[np.ndarray], np.ndarray],
     note: str = "",
+    numba_helper: str = "",
 ) -> Primitive:
     """Add a primitive to the table (one call per primitive, nothing else to edit)."""
     if name in PRIMITIVES:
         raise ValueError(f"primitive {name!r} is already registered")
     prim = Primitive(
-        name, _make_function(name), derivative, elementary, numpy, numba, reference, note
+        name,
+        _make_function(name),
+        derivative,
+        elementary,
+        numpy,
+        numba,
+        reference,
+        note,
+        numba_helper,
     )
     PRIMITIVES[name] = prim
     return prim
@@ -112,16 +124,30 @@ register(
     # 1/(1+exp(-x)) overflows at x = -1000; the tanh form is exact in floating point
     # terms and costs one transcendental.
     numpy="(0.5 + 0.5*np.tanh(0.5*({0})))",
-    numba="(0.5 + 0.5*math.tanh(0.5*({0})))",
+    numba="_sigmoid({0})",
     reference=_sigmoid_ref,
+    # Scalar code: one exp (a cheaper library call than tanh); exp(1000) = inf gives 0.
+    numba_helper="""
+@numba.njit(cache=True)
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+""",
 )
 register(
     "tanh",
     lambda out, x: 1 - out**2,
     sp.tanh,
     numpy="np.tanh({0})",
-    numba="math.tanh({0})",
+    numba="_tanh({0})",
     reference=np.tanh,
+    # Scalar code: expm1 is a cheaper library call than tanh, and exact near 0.
+    numba_helper="""
+@numba.njit(cache=True)
+def _tanh(x):
+    e = math.expm1(-2.0 * abs(x))
+    t = -e / (2.0 + e)
+    return t if x >= 0 else -t
+""",
 )
 register(
     "exp",
@@ -200,3 +226,8 @@ def to_elementary(expr: sp.Expr) -> sp.Expr:
 def numeric_namespace() -> dict[str, Callable]:
     """Name -> NumPy reference, for evaluating expressions numerically."""
     return {name: prim.reference for name, prim in PRIMITIVES.items()}
+
+
+def used(expr: sp.Expr) -> set[str]:
+    """The names of the primitives ``expr`` calls."""
+    return {type(c).__name__ for c in sp.preorder_traversal(expr) if is_primitive_call(c)}
