@@ -112,7 +112,6 @@ def _forward_kernel(
 def _backward_kernel(
     _dout,
     da_buf,
-    g_B,
 ):
     _B, _n = _dout.shape
     for _lane in numba.prange(_B * _n):
@@ -122,7 +121,6 @@ def _backward_kernel(
         # adjoint of a = W@x + B
         da = da_in
         da_buf[_b, _i] = da
-        g_B[_b, _i] = da
 
 
 def forward(params, x):
@@ -173,14 +171,12 @@ def backward(params, cache, da):
     _dout = np.ascontiguousarray(_as_array(da, "da", (_B, _n_out)), dtype=_dtype)
     W = params["W"]
     da_buf = np.empty((_B, _n_out), _dtype)
-    g_B = np.empty((_B, _n_out), _dtype)
     _backward_kernel(
         _dout,
         da_buf,
-        g_B,
     )
     grads = {}
     grads["W"] = da_buf.T @ _x
-    grads["B"] = g_B.sum(axis=0)
+    grads["B"] = da_buf.sum(axis=0)
     dx = da_buf @ W
     return grads, dx

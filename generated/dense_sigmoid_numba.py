@@ -124,7 +124,6 @@ def _backward_kernel(
     _dout,
     a_buf,
     dz_buf,
-    g_B,
 ):
     _B, _n = _dout.shape
     for _lane in numba.prange(_B * _n):
@@ -137,7 +136,6 @@ def _backward_kernel(
         # adjoint of z = W@x + B
         dz = a * da * (1 - a)
         dz_buf[_b, _i] = dz
-        g_B[_b, _i] = dz
 
 
 def forward(params, x):
@@ -189,15 +187,13 @@ def backward(params, cache, da):
     W = params["W"]
     a_buf = cache["a"]
     dz_buf = np.empty((_B, _n_out), _dtype)
-    g_B = np.empty((_B, _n_out), _dtype)
     _backward_kernel(
         _dout,
         a_buf,
         dz_buf,
-        g_B,
     )
     grads = {}
     grads["W"] = dz_buf.T @ _x
-    grads["B"] = g_B.sum(axis=0)
+    grads["B"] = dz_buf.sum(axis=0)
     dx = dz_buf @ W
     return grads, dx

@@ -206,8 +206,6 @@ def _backward_kernel(
     dZu_seq,
     g_WTu,
     g_WTc,
-    g_Bu,
-    g_Bc,
 ):
     _T, _B, _n = _dout.shape
     _blocks = (_n + _BLOCK - 1) // _BLOCK
@@ -242,8 +240,6 @@ def _backward_kernel(
                 dZu_seq[_t, _b, _i] = dZu
                 g_WTu[_b, _i] += dZu * h
                 g_WTc[_b, _i] += dZc * h
-                g_Bu[_b, _i] += dZu
-                g_Bc[_b, _i] += dZc
                 _s_dh_next[_b, _i] = dh
 
 
@@ -340,8 +336,6 @@ def backward(params, cache, da, dstate=None):
     # Per-lane sums of the vector parameters' gradients, accumulated in float64.
     g_WTu = np.zeros((_B, _n_out), np.float64)
     g_WTc = np.zeros((_B, _n_out), np.float64)
-    g_Bu = np.zeros((_B, _n_out), np.float64)
-    g_Bc = np.zeros((_B, _n_out), np.float64)
     _s_dh_next = np.array(_dstate["h"], dtype=_dtype, order="C")
     _backward_kernel(
         WTu,
@@ -355,8 +349,6 @@ def backward(params, cache, da, dstate=None):
         dZu_seq,
         g_WTu,
         g_WTc,
-        g_Bu,
-        g_Bc,
     )
     # Parameter gradients: sums over every step and lane, after the loop.
     grads = {}
@@ -364,8 +356,8 @@ def backward(params, cache, da, dstate=None):
     grads["WXc"] = dZc_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
     grads["WTu"] = g_WTu.sum(axis=0).astype(_dtype)
     grads["WTc"] = g_WTc.sum(axis=0).astype(_dtype)
-    grads["Bu"] = g_Bu.sum(axis=0).astype(_dtype)
-    grads["Bc"] = g_Bc.sum(axis=0).astype(_dtype)
+    grads["Bu"] = dZu_seq.sum(axis=(0, 1))
+    grads["Bc"] = dZc_seq.sum(axis=(0, 1))
     dx = (dZu_seq.reshape(-1, _n_out) @ WXu + dZc_seq.reshape(-1, _n_out) @ WXc).reshape(
         _T, _B, _n_in
     )

@@ -42,6 +42,7 @@ class Kernel:
         input_grads: ``(adjoint, matrix)``: ``dx = sum adjoint @ matrix``.
         recurrence: :data:`DIAGONAL`, :data:`COUPLED` or :data:`NONE`.
         affine: For an affine recurrence ``h_t = A_t*h_{t-1} + b_t``: state -> (A, b).
+        scan: Its parallel-scan form, when it has one.
     """
 
     derivation: Derivation
@@ -55,6 +56,7 @@ class Kernel:
     input_grads: list[tuple[str, str]]
     recurrence: str
     affine: dict[str, tuple[sp.Expr, sp.Expr]] = field(default_factory=dict)
+    scan: Scan | None = None
 
     @property
     def cell(self):
@@ -86,29 +88,87 @@ def classify(derivation: Derivation) -> tuple[str, dict]:
         return NONE, {}
     in_loop = [s for where, s in derivation.forward if where == STEP and isinstance(s, MatVec)]
     kind = COUPLED if in_loop else DIAGONAL
-    # Affine analysis: substitute equations into the state's next value.
+    if in_loop:
+        return kind, {}
+    # Affine analysis: write each state's next value in the states and the symbols that
+    # do not depend on any state (those can be computed for every step at once).
+    assigns = [s for where, s in derivation.forward if where == STEP and isinstance(s, Assign)]
+    states = {sp.Symbol(s) for s in cell.states}
+    dependent = set(states)
     subs: dict[sp.Symbol, sp.Expr] = {}
-    for where, stmt in derivation.forward:
-        if where == STEP and isinstance(stmt, Assign):
-            subs[sp.Symbol(stmt.target)] = stmt.expr.xreplace(subs)
-    states = [sp.Symbol(s) for s in cell.states]
+    for stmt in assigns:
+        if stmt.expr.free_symbols & dependent:
+            target = sp.Symbol(stmt.target)
+            dependent.add(target)
+            subs[target] = stmt.expr.xreplace(subs)
     affine = {}
-    if not in_loop:
-        for state, target in cell.states.items():
-            nxt = subs[sp.Symbol(target)]
-            h = sp.Symbol(state)
-            coeff = sp.diff(nxt, h)
-            if coeff.free_symbols & set(states):
-                affine = {}
-                break
-            rest = sp.expand(nxt - coeff * h)
-            if rest.free_symbols & set(states):
-                affine = {}
-                break
-            affine[state] = (coeff, rest)
-    if affine and kind == DIAGONAL and len(affine) == len(cell.states):
-        return AFFINE, affine
-    return kind, {}
+    for state, target in cell.states.items():
+        nxt = subs.get(sp.Symbol(target), sp.Symbol(target))
+        h = sp.Symbol(state)
+        coeff = sp.diff(nxt, h)
+        rest = nxt.xreplace({h: 0})
+        if (coeff.free_symbols | rest.free_symbols) & dependent:
+            return kind, {}
+        affine[state] = (coeff, rest)
+    return AFFINE, affine
+
+
+@dataclass
+class Scan:
+    """A parallel scan of an affine recurrence h_t = A_t*h_{t-1} + b_t (one state, the
+    output's own: minGRU's form).
+
+    Attributes:
+        state: The state (h); its next value is the output.
+        coeff, offset: A_t and b_t, in symbols that do not depend on the state.
+        before: Forward statements free of the state (every step at once, before).
+        after: Forward statements that read the state (every step at once, after).
+        backward: The adjoint step without its seed: every step at once, once the
+            output's adjoint is known for every step.
+    """
+
+    state: str
+    coeff: sp.Expr
+    offset: sp.Expr
+    before: list[Assign]
+    after: list[Assign]
+    backward: list[Assign]
+
+
+def plan_scan(kernel: Kernel) -> Scan | None:
+    """The parallel-scan form of an affine recurrence, or None when it does not apply.
+
+    It applies to one state whose next value is the output, when the state's adjoint
+    within a step is A_t times the output's adjoint (true of h_t = A_t*h_{t-1} + b_t:
+    the state enters the step only through A_t*h).
+    """
+    cell = kernel.cell
+    if kernel.recurrence != AFFINE or len(cell.states) != 1:
+        return None
+    ((state, target),) = cell.states.items()
+    if target != cell.output or any(
+        isinstance(s, MatVec) for s in kernel.forward + kernel.backward
+    ):
+        return None
+    coeff, offset = kernel.affine[state]
+    dependent = {state}
+    before, after = [], []
+    for stmt in kernel.forward:
+        if {s.name for s in stmt.expr.free_symbols} & dependent:
+            dependent.add(stmt.target)
+            after.append(stmt)
+        else:
+            before.append(stmt)
+    seed = naming.adjoint(cell.output)
+    adjoint = naming.adjoint(state)
+    body = [s for s in kernel.backward if s.target != seed]
+    defs = {sp.Symbol(s.target): s.expr for s in kernel.backward}
+    dh = sp.Symbol(adjoint)
+    while dh.free_symbols & (defs.keys() - {sp.Symbol(seed)}):
+        dh = dh.xreplace({k: v for k, v in defs.items() if k.name != seed})
+    if sp.expand(dh - coeff * sp.Symbol(seed)) != 0:
+        return None
+    return Scan(state, coeff, offset, before, after, body)
 
 
 def lower(derivation: Derivation) -> Kernel:
@@ -119,21 +179,47 @@ def lower(derivation: Derivation) -> Kernel:
     state_adjoints = list(derivation.state_adjoints.values())
 
     seeds = {naming.upstream(cell.output)} | {naming.carried(s) for s in cell.states}
-    backward, rename = passes.copy_propagation(
-        derivation.backward, protected=state_adjoints, inputs=seeds
-    )
+    # The vector parameters' gradients join the step as pseudo-statements, so CSE sees
+    # that d(bias) is the adjoint a projection already has (dUz_h), not a new product.
+    pseudo = {
+        naming.grad_array(g.param): g.param for g in derivation.param_grads if g.kind == "vector"
+    }
+    body = list(derivation.backward) + [
+        Assign(naming.grad_array(g.param), g.expr, g.comment)
+        for g in derivation.param_grads
+        if g.kind == "vector"
+    ]
+    # copy propagation, CSE, naming CSE temporaries after whole copies, copies again
+    body, rename = passes.copy_propagation(body, protected=state_adjoints, inputs=seeds)
+    body = passes.fold_temporaries(passes.cse(body))
+    body, again = passes.copy_propagation(body, protected=state_adjoints, inputs=seeds)
+    rename = {a: again.get(b, b) for a, b in rename.items()} | again
 
     def renamed(name: str) -> str:
         return rename.get(name, name)
 
+    temps = {
+        sp.Symbol(st.target): st.expr
+        for st in body
+        if isinstance(st, Assign) and st.target.startswith("_c")
+    }
+
+    def inline(expr: sp.Expr) -> sp.Expr:
+        while expr.free_symbols & temps.keys():
+            expr = expr.xreplace(temps)
+        return expr
+
+    grad_exprs = {st.target: inline(st.expr) for st in body if st.target in pseudo}
+    backward = [st for st in body if st.target not in pseudo]
     vector_grads: list[tuple[str, sp.Expr]] = []
     matrix_grads: dict[str, list[tuple[str, str]]] = {}
     for grad in derivation.param_grads:
-        expr = grad.expr.xreplace({sp.Symbol(a): sp.Symbol(b) for a, b in rename.items()})
         if grad.kind == "vector":
+            key = naming.grad_array(grad.param)
+            expr = grad_exprs.get(key, sp.Symbol(renamed(key)))
             vector_grads.append((grad.param, expr))
         else:
-            matrix_grads.setdefault(grad.param, []).append((expr.name, grad.arg))
+            matrix_grads.setdefault(grad.param, []).append((renamed(grad.expr.name), grad.arg))
     input_grads = [(renamed(mv.arg), mv.matrix) for mv in derivation.input_grads]
 
     post_reads: set[str] = set()
@@ -153,10 +239,16 @@ def lower(derivation: Derivation) -> Kernel:
     cached = sorted(needed_fwd)
     live_fwd = set(cached) | {cell.output} | set(cell.states.values())
     forward = passes.dead_code(forward, live=live_fwd)
-    backward = passes.cse(backward)
 
     recurrence, affine = classify(derivation)
-    return Kernel(
+    if recurrence == AFFINE:
+        # the backward scan needs A_t for every step
+        for coeff, _ in affine.values():
+            for sym in coeff.free_symbols:
+                if sym.name not in params and sym.name not in cached:
+                    cached.append(sym.name)
+        cached.sort()
+    kernel = Kernel(
         derivation=derivation,
         pre=pre,
         forward=forward,
@@ -169,3 +261,5 @@ def lower(derivation: Derivation) -> Kernel:
         recurrence=recurrence,
         affine=affine,
     )
+    kernel.scan = plan_scan(kernel)
+    return kernel

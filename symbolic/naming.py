@@ -54,3 +54,8 @@ def buffer(symbol: str) -> str:
 def state_array(state: str) -> str:
     """The working array of a state inside a compiled kernel (``_s_h``, (B, n))."""
     return "_s_" + state
+
+
+def work(symbol: str) -> str:
+    """A (B, n) buffer holding ``symbol`` between the kernels of one time step."""
+    return "_w_" + symbol.lstrip("_")

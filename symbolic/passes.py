@@ -119,6 +119,49 @@ def cse(stmts: list[Stmt], start: int = 0, prefix: str = "_c") -> list[Stmt]:
     return out
 
 
+def fold_temporaries(stmts: list[Stmt], prefix: str = "_c") -> list[Stmt]:
+    """Name a temporary after the statement that copies it whole.
+
+    CSE turns ``dUz_h = e; dWz_x = e`` into ``_c0 = e; dUz_h = _c0; dWz_x = _c0``; this
+    pass makes it ``dUz_h = e; dWz_x = dUz_h`` (copy propagation then removes the copy),
+    so one buffer holds what was stored twice.
+    """
+    temps = {s.target for s in stmts if isinstance(s, Assign) and s.target.startswith(prefix)}
+    names: dict[str, str] = {}
+    dropped: set[int] = set()
+    for index, stmt in enumerate(stmts):
+        if (
+            isinstance(stmt, Assign)
+            and isinstance(stmt.expr, sp.Symbol)
+            and stmt.expr.name in temps
+            and stmt.expr.name not in names
+        ):
+            names[stmt.expr.name] = stmt.target
+            dropped.add(index)
+    rename = {sp.Symbol(a): sp.Symbol(b) for a, b in names.items()}
+    out: list[Stmt] = []
+    for index, stmt in enumerate(stmts):
+        if index in dropped:
+            continue
+        if isinstance(stmt, MatVec):
+            out.append(
+                MatVec(
+                    stmt.target,
+                    stmt.matrix,
+                    names.get(stmt.arg, stmt.arg),
+                    stmt.transpose,
+                    stmt.comment,
+                )
+            )
+            continue
+        target = names.get(stmt.target, stmt.target)
+        comment = stmt.comment
+        if target != stmt.target:
+            comment = next(s.comment for s in stmts if isinstance(s, Assign) and s.target == target)
+        out.append(Assign(target, stmt.expr.xreplace(rename), comment))
+    return out
+
+
 def count_ops(stmts: list[Stmt]) -> dict[str, int]:
     """Operation counts per lane: arithmetic, transcendental calls, matrix products."""
     arith = calls = matvecs = 0
@@ -137,4 +180,4 @@ def count_ops(stmts: list[Stmt]) -> dict[str, int]:
     return {"arithmetic": arith, "calls": calls, "matvecs": matvecs}
 
 
-__all__ = ["dead_code", "copy_propagation", "cse", "count_ops", "naming"]
+__all__ = ["dead_code", "copy_propagation", "cse", "fold_temporaries", "count_ops", "naming"]

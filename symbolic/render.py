@@ -16,7 +16,7 @@ import sympy as sp
 
 from symbolic import __version__, naming, primitives, printing
 from symbolic.derive import Assign, MatVec, derive, derive_cost
-from symbolic.lower import AFFINE, DIAGONAL, NONE, Kernel, lower
+from symbolic.lower import COUPLED, Kernel, lower
 from symbolic.model import COST, RECURRENT, Cell, Cost
 
 BACKENDS = ("numpy", "numba")
@@ -138,6 +138,10 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
                     ),
                     "local": printing.code(vector[name], backend),
                     "array": naming.grad_array(name),
+                    # a gradient that is a stored adjoint summed needs no accumulator
+                    "stored": arrays[vector[name].name]
+                    if isinstance(vector[name], sp.Symbol) and vector[name].name in kernel.stored
+                    else "",
                     "terms": [],
                 }
             )
@@ -151,7 +155,15 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
                 for adj, arg in matrix[name]
             ]
             grads.append(
-                {"param": name, "kind": kind, "code": "", "local": "", "array": "", "terms": terms}
+                {
+                    "param": name,
+                    "kind": kind,
+                    "code": "",
+                    "local": "",
+                    "array": "",
+                    "stored": "",
+                    "terms": terms,
+                }
             )
     read_back = {n for s in kernel.backward for n in _names(s)}
     read_back |= {m for _, m in kernel.input_grads}
@@ -185,6 +197,7 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
         "backward_params": [p["name"] for p in params if p["name"] in read_back],
         "vector_params": vector_params,
         "backward_vector_params": [p for p in vector_params if p["name"] in read_back],
+        "state_names": list(cell.states),
         "states": [
             {
                 "name": state,
@@ -207,6 +220,170 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
         "stored": [entry(n) for n in kernel.stored],
         "grads": grads,
         "input_grads": [{"adjoint": arrays[adj], "matrix": m} for adj, m in kernel.input_grads],
+        "scan": scan_context(kernel) if backend == "numpy" else None,
+    }
+
+
+def scan_context(kernel: Kernel) -> dict | None:
+    """The parallel-scan functions of an affine recurrence: every statement runs on
+    whole (T, B, n) arrays named like its symbols."""
+    scan = kernel.scan
+    if scan is None:
+        return None
+    cell = kernel.cell
+    bare = {cell.input: "_x"}
+    grads = []
+    vector = dict(kernel.vector_grads)
+    matrix = dict(kernel.matrix_grads)
+    for name, kind in cell.params.items():
+        if kind == "vector":
+            grads.append(
+                {
+                    "param": name,
+                    "kind": kind,
+                    "code": printing.code(vector[name], "numpy", bare),
+                    "terms": [],
+                }
+            )
+        else:
+            terms = [
+                {
+                    "adjoint": bare.get(adj, adj),
+                    "arg": bare.get(arg, arg),
+                    "arg_size": "_n_in" if arg == cell.input else "_n_out",
+                }
+                for adj, arg in matrix[name]
+            ]
+            grads.append({"param": name, "kind": kind, "code": "", "terms": terms})
+    return {
+        "state": scan.state,
+        "state_adjoint": naming.adjoint(scan.state),
+        "seed": naming.adjoint(cell.output),
+        "coeff": printing.code(scan.coeff, "numpy"),
+        "offset": printing.code(scan.offset, "numpy"),
+        "coeff_source": sp.sstr(scan.coeff),
+        "offset_source": sp.sstr(scan.offset),
+        "before": [_stmt(s, "numpy") for s in scan.before],
+        "after": [_stmt(s, "numpy") for s in scan.after],
+        "backward": [_stmt(s, "numpy") for s in scan.backward],
+        "grads": grads,
+        "input_grads": [{"adjoint": adj, "matrix": m} for adj, m in kernel.input_grads],
+    }
+
+
+def _segments(stmts, backend, place, writes_extra=None) -> list[dict]:
+    """Split a step into lane segments (one compiled kernel each) at matrix products.
+
+    Args:
+        stmts: The step's statements.
+        backend: The printer.
+        place: ``name -> (array, index)``: where a symbol lives between kernels.
+        writes_extra: ``name -> [(array, index)]``: further places a target is written
+            (a state's next value, for the next step).
+    """
+    writes_extra = writes_extra or {}
+    segments: list[dict] = []
+    current: list = []
+
+    def close():
+        if not current:
+            return
+        defined = {st.target for st in current}
+        reads = sorted({n for st in current for n in _names(st)} - defined)
+        loads = [
+            {"name": n, "array": place[n][0], "index": place[n][1]} for n in reads if n in place
+        ]
+        stores = []
+        for st in current:
+            if st.target in place:
+                stores.append(
+                    {"name": st.target, "array": place[st.target][0], "index": place[st.target][1]}
+                )
+            for array, index in writes_extra.get(st.target, []):
+                stores.append({"name": st.target, "array": array, "index": index})
+        arrays = sorted({x["array"] for x in loads + stores})
+        segments.append(
+            {
+                "matvec": False,
+                "index": len(segments),
+                "statements": [_stmt(st, backend) for st in current],
+                "loads": loads,
+                "stores": stores,
+                "arrays": arrays,
+            }
+        )
+        current.clear()
+
+    for st in stmts:
+        if isinstance(st, MatVec):
+            close()
+            segments.append(
+                {
+                    "matvec": True,
+                    "index": len(segments),
+                    "comment": st.comment,
+                    "matrix": st.matrix,
+                    "transpose": st.transpose,
+                    "arg": place[st.arg][0] + ("[_t]" if place[st.arg][1].startswith("_t") else ""),
+                    "out": place[st.target][0]
+                    + ("[_t]" if place[st.target][1].startswith("_t") else ""),
+                }
+            )
+        else:
+            current.append(st)
+    close()
+    return segments
+
+
+def coupled_context(kernel: Kernel, context: dict) -> dict:
+    """Layout of a matrix-coupled recurrence for the Numba backend.
+
+    Time runs in Python; inside each step the elementwise work between two matrix
+    products is one compiled kernel, parallel over lanes. Forward values live in
+    (T, B, n) buffers (states in (T + 1, B, n): the value at the start of each step),
+    adjoints in (B, n) work buffers unless the gradients read them after the loop.
+    """
+    cell = kernel.cell
+    lane = "_t, _b, _i"
+    place: dict[str, tuple[str, str]] = {}
+    for p in context["vector_params"]:
+        place[p["name"]] = (p["array"], "_i")
+    for st in kernel.pre + kernel.forward:
+        place[st.target] = (naming.sequence(st.target), lane)
+    for state in cell.states:
+        place[state] = (naming.sequence(state), lane)
+    extra = {t: [(naming.sequence(s), "_t + 1, _b, _i")] for s, t in cell.states.items()}
+    forward_buffers = sorted(
+        {naming.sequence(st.target) for st in kernel.forward}
+        - {naming.sequence(s) for s in cell.states}
+    )
+    forward = _segments(kernel.forward, "numba", place, extra)
+
+    bplace: dict[str, tuple[str, str]] = {}
+    for p in context["vector_params"]:
+        bplace[p["name"]] = (p["array"], "_i")
+    for name in kernel.cached:
+        bplace[name] = (naming.sequence(name), lane)
+    bplace[naming.upstream(cell.output)] = ("_dout", lane)
+    work = []
+    for state in cell.states:
+        carried = naming.carried(state)
+        bplace[carried] = (naming.state_array(carried), "_b, _i")
+        bplace[naming.adjoint(state)] = (naming.work(naming.adjoint(state)), "_b, _i")
+    for st in kernel.backward:
+        if st.target in bplace:
+            continue
+        if st.target in kernel.stored:
+            bplace[st.target] = (naming.sequence(st.target), lane)
+        else:
+            bplace[st.target] = (naming.work(st.target), "_b, _i")
+            work.append(naming.work(st.target))
+    backward = _segments(kernel.backward, "numba", bplace)
+    return {
+        "forward_segments": forward,
+        "forward_buffers": forward_buffers,
+        "backward_segments": backward,
+        "work": sorted(set(work)),
     }
 
 
@@ -239,13 +416,12 @@ def render(model: Cell | Cost, backend: str) -> Module:
         template = env.get_template(f"{backend}_cost.py.j2")
     else:
         kernel = lower(derive(model))
-        if backend == "numba" and kernel.recurrence not in (DIAGONAL, AFFINE, NONE):
-            raise NotImplementedError(
-                f"{model.path}: the numba backend does not support a {kernel.recurrence} "
-                "recurrence yet (a matrix product inside the time loop); use --backend numpy"
-            )
         context = cell_context(kernel, backend)
-        template = env.get_template(f"{backend}_{model.kind}.py.j2")
+        layout = f"{backend}_{model.kind}"
+        if backend == "numba" and kernel.recurrence == COUPLED:
+            context |= coupled_context(kernel, context)
+            layout += "_coupled"
+        template = env.get_template(f"{layout}.py.j2")
     return Module(f"{model.name}_{backend}.py", template.render(**context))
 
 
