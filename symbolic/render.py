@@ -215,6 +215,8 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
         "pre": [dict(_stmt(s, backend), array=arrays[s.target]) for s in kernel.pre],
         "forward": forward,
         "cached": [entry(n) for n in kernel.cached],
+        # what the backward step reads of the cache (the rest is read after the loop)
+        "backward_loads": [entry(n) for n in kernel.cached if n in read_back],
         "stores": [entry(n) for n in sorted(set(kernel.cached) | {cell.output})],
         "backward": backward,
         "stored": [entry(n) for n in kernel.stored],
