@@ -166,6 +166,10 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
                 }
             )
     read_back = {n for s in kernel.backward for n in _names(s)}
+    # Numba accumulates the vector gradients inside the step, NumPy after the loop.
+    step_reads = set(read_back)
+    if backend == "numba":
+        step_reads |= {s.name for _, e in kernel.vector_grads for s in e.free_symbols}
     read_back |= {m for _, m in kernel.input_grads}
     vector_params = [p for p in params if p["kind"] == "vector"]
     forward = [_stmt(s, backend) for s in kernel.forward]
@@ -216,7 +220,7 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
         "forward": forward,
         "cached": [entry(n) for n in kernel.cached],
         # what the backward step reads of the cache (the rest is read after the loop)
-        "backward_loads": [entry(n) for n in kernel.cached if n in read_back],
+        "backward_loads": [entry(n) for n in kernel.cached if n in step_reads],
         "stores": [entry(n) for n in sorted(set(kernel.cached) | {cell.output})],
         "backward": backward,
         "stored": [entry(n) for n in kernel.stored],
