@@ -135,10 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from symbolic.parse import SpecError
+    from symbolic.render import UnsupportedSpec
 
     try:
         return args.func(args)
-    except SpecError as exc:
+    except (SpecError, UnsupportedSpec) as exc:
         print(f"derivgen: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -42,6 +42,10 @@ def environment() -> jinja2.Environment:
     )
 
 
+class UnsupportedSpec(ValueError):
+    """A valid spec that a backend cannot generate code for yet (never wrong code)."""
+
+
 @dataclass(frozen=True)
 class Module:
     """One generated module: its file name and text."""
@@ -422,6 +426,16 @@ def render(model: Cell | Cost, backend: str) -> Module:
         template = env.get_template(f"{backend}_cost.py.j2")
     else:
         kernel = lower(derive(model))
+        if (
+            backend == "numba"
+            and model.kind != RECURRENT
+            and any(isinstance(st, MatVec) for st in kernel.forward + kernel.backward)
+        ):
+            raise UnsupportedSpec(
+                f"{model.path}: the numba backend does not support a matrix product of an "
+                "intermediate in a feedforward cell yet (a '@' whose right side is not the "
+                "input); generate it with --backend numpy"
+            )
         context = cell_context(kernel, backend)
         layout = f"{backend}_{model.kind}"
         if backend == "numba" and kernel.recurrence == COUPLED:
