@@ -190,3 +190,23 @@ def test_unsupported_layout_is_a_clear_error_and_writes_nothing(tmp_path):
     # the NumPy backend handles it
     generate([spec], ["numpy"], out=out)
     assert (out / "deep_numpy.py").exists()
+
+
+def test_numba_modules_name_the_extra_when_numba_is_missing():
+    """Without numba, a numba module says which extra to install; numpy modules work."""
+    import subprocess
+
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["numba"] = None  # as if numba were not installed
+        import generated.grn_numpy
+        try:
+            import generated.grn_numba
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'derivgen[numba]'" in out.stdout
+    assert "generated.grn_numpy" in out.stdout
