@@ -18,6 +18,32 @@ from symbolic.generate import generate
 from symbolic.render import UnsupportedSpec
 
 CELLS = {
+    # the README's walk-through: the GRN's candidate given a reset gate
+    "grn_reset": """
+        name = "grn_reset"
+        kind = "recurrent"
+        input = "x"
+        output = "a"
+        state = { h = "a" }
+        [params]
+        WXu = "matrix"
+        WXc = "matrix"
+        WTu = "vector"
+        WTc = "vector"
+        Bu  = "vector"
+        Bc  = "vector"
+        WXr = "matrix"
+        WTr = "vector"
+        Br  = "vector"
+        [equations]
+        Zr = "WTr*h + WXr@x + Br"
+        r  = "sigmoid(Zr)"
+        Zu = "WTu*h + WXu@x + Bu"
+        Zc = "WTc*(r*h) + WXc@x + Bc"
+        G  = "sigmoid(Zu)"
+        ac = "tanh(Zc)"
+        a  = "G*ac + (1 - G)*h"
+    """,
     # a matrix applied to an intermediate inside the step, the same matrix twice,
     # and a state read after the matrix products (weight sharing)
     "shared": """
@@ -138,7 +164,7 @@ def _fd_worst(module, dtype=np.float64, seed=0) -> float:
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
-@pytest.mark.parametrize("name", ["shared", "split"])
+@pytest.mark.parametrize("name", ["shared", "split", "grn_reset"])
 def test_recurrent_edge_cells_match_finite_differences(built, name, backend):
     module = importlib.import_module(f"{built}.{name}_{backend}")
     assert _fd_worst(module) < 1e-6
