@@ -96,7 +96,7 @@ def test_ids_are_distinct_and_lines_point_at_their_source():
 def test_packaged_paper_is_the_shared_paper_byte_for_byte():
     if not SHARED_PAPER.exists():
         pytest.skip(f"no shared copy of the paper at {SHARED_PAPER}")
-    packaged = Path(__file__).resolve().parents[1] / "symbolic" / "paper" / SHARED_PAPER.name
+    packaged = Path(__file__).resolve().parents[1] / "symbolic" / "papers" / SHARED_PAPER.name
     assert packaged.read_bytes() == SHARED_PAPER.read_bytes()
     assert "\n".join(paper_lines()) == SHARED_PAPER.read_text(encoding="utf-8")
 
