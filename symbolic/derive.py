@@ -138,7 +138,11 @@ def lift_primitives(cell: Cell) -> list[Equation]:
             ]
             # innermost first: a call none of whose arguments holds another call
             inner = [
-                c for c in calls if not any(primitives.is_primitive_call(a) for a in sp.preorder_traversal(c.args[0]))
+                c
+                for c in calls
+                if not any(
+                    primitives.is_primitive_call(a) for a in sp.preorder_traversal(c.args[0])
+                )
             ]
             if not inner:
                 break
@@ -156,9 +160,7 @@ def lift_primitives(cell: Cell) -> list[Equation]:
 def forward_values(equations: list[Equation]) -> dict[sp.Expr, sp.Symbol]:
     """Primitive call -> the symbol caching it (for writing derivatives with outputs)."""
     return {
-        eq.expr: sp.Symbol(eq.name)
-        for eq in equations
-        if primitives.is_primitive_call(eq.expr)
+        eq.expr: sp.Symbol(eq.name) for eq in equations if primitives.is_primitive_call(eq.expr)
     }
 
 
@@ -189,7 +191,16 @@ def derive(cell: Cell) -> Derivation:
     def emit_projections(arg: str, where: str) -> None:
         for proj in proj_by_arg.get(arg, []):
             forward.append(
-                (where, MatVec(proj.name, proj.matrix, arg, False, f"{proj.name} = sum_j {proj.matrix}_ij {arg}_j"))
+                (
+                    where,
+                    MatVec(
+                        proj.name,
+                        proj.matrix,
+                        arg,
+                        False,
+                        f"{proj.name} = sum_j {proj.matrix}_ij {arg}_j",
+                    ),
+                )
             )
 
     emit_projections(cell.input, PRE)
@@ -226,11 +237,18 @@ def derive(cell: Cell) -> Derivation:
             terms = contributions.get(stmt.target)
             if not terms:
                 continue
-            backward.append(Assign(adjoint_name(stmt.target), sp.Add(*terms), f"adjoint of {stmt.comment}"))
+            backward.append(
+                Assign(adjoint_name(stmt.target), sp.Add(*terms), f"adjoint of {stmt.comment}")
+            )
             temp = naming.matvec_adjoint(stmt.arg, stmt.matrix)
             backward.append(
-                MatVec(temp, stmt.matrix, adjoint_name(stmt.target), True,
-                       f"sum_i {stmt.matrix}_ij d{stmt.target}_i: the path of {stmt.arg} through {stmt.matrix}")
+                MatVec(
+                    temp,
+                    stmt.matrix,
+                    adjoint_name(stmt.target),
+                    True,
+                    f"sum_i {stmt.matrix}_ij d{stmt.target}_i: the path of {stmt.arg} through {stmt.matrix}",
+                )
             )
             add(stmt.arg, sp.Symbol(temp))
             continue
@@ -254,13 +272,21 @@ def derive(cell: Cell) -> Derivation:
     # Projections of the input are summed after the loop: their adjoints are complete.
     for proj in proj_by_arg.get(cell.input, []):
         terms = contributions.get(proj.name, [])
-        backward.append(Assign(adjoint_name(proj.name), sp.Add(*terms), f"adjoint of {proj.name} = {proj.matrix}@{cell.input}"))
+        backward.append(
+            Assign(
+                adjoint_name(proj.name),
+                sp.Add(*terms),
+                f"adjoint of {proj.name} = {proj.matrix}@{cell.input}",
+            )
+        )
 
     state_adjoints: dict[str, str] = {}
     for state in cell.states:
         terms = contributions.get(state, [])
         name = adjoint_name(state)
-        backward.append(Assign(name, sp.Add(*terms), f"adjoint of {state}: flows to the step before"))
+        backward.append(
+            Assign(name, sp.Add(*terms), f"adjoint of {state}: flows to the step before")
+        )
         state_adjoints[state] = name
 
     param_grads: list[ParamGrad] = []
@@ -272,15 +298,27 @@ def derive(cell: Cell) -> Derivation:
             projs = [p for p in cell.projections if p.matrix == param]
             for proj in projs:
                 param_grads.append(
-                    ParamGrad(param, kind, sp.Symbol(adjoint_name(proj.name)), proj.arg,
-                              f"gradient of {param}: sum over lanes of d{proj.name}_i {proj.arg}_j")
+                    ParamGrad(
+                        param,
+                        kind,
+                        sp.Symbol(adjoint_name(proj.name)),
+                        proj.arg,
+                        f"gradient of {param}: sum over lanes of d{proj.name}_i {proj.arg}_j",
+                    )
                 )
     input_grads = [
-        MatVec(naming.matvec_adjoint(cell.input, proj.matrix), proj.matrix, adjoint_name(proj.name), True,
-               f"sum_i {proj.matrix}_ij d{proj.name}_i")
+        MatVec(
+            naming.matvec_adjoint(cell.input, proj.matrix),
+            proj.matrix,
+            adjoint_name(proj.name),
+            True,
+            f"sum_i {proj.matrix}_ij d{proj.name}_i",
+        )
         for proj in proj_by_arg.get(cell.input, [])
     ]
-    return Derivation(cell, equations, forward, backward, param_grads, input_grads, state_adjoints, seeds, local)
+    return Derivation(
+        cell, equations, forward, backward, param_grads, input_grads, state_adjoints, seeds, local
+    )
 
 
 @dataclass

@@ -27,8 +27,8 @@ from symbolic.model import (
     FEEDFORWARD,
     KINDS,
     RECURRENT,
-    Claim,
     Cell,
+    Claim,
     Cost,
     Equation,
     Projection,
@@ -37,11 +37,31 @@ from symbolic.model import (
 #: Names generated code uses for its own modules.
 RESERVED = frozenset(
     {
-        "np", "math", "numba", "nb", "prange", "C",
+        "np",
+        "math",
+        "numba",
+        "nb",
+        "prange",
+        "C",
         # the generated modules' API names and arguments
-        "NAME", "KIND", "PARAMS", "STATES", "SPEC_SHA256", "RECURRENCE",
-        "param_shapes", "init_params", "forward", "backward", "loss",
-        "params", "cache", "grads", "state0", "dstate", "da", "dx",
+        "NAME",
+        "KIND",
+        "PARAMS",
+        "STATES",
+        "SPEC_SHA256",
+        "RECURRENCE",
+        "param_shapes",
+        "init_params",
+        "forward",
+        "backward",
+        "loss",
+        "params",
+        "cache",
+        "grads",
+        "state0",
+        "dstate",
+        "da",
+        "dx",
     }
 )
 #: Suffixes generated code appends to names (buffers, seeds, carried adjoints).
@@ -60,6 +80,12 @@ CELL_KEYS = {
 COST_KEYS = {"name", "title", "kind", "prediction", "target", "per_unit", "claims"}
 PARAM_KINDS = ("matrix", "vector")
 MAX_EXPR_NODES = 2000
+#: Deepest SymPy expression an equation may build (later stages recurse over it).
+MAX_EXPR_DEPTH = 40
+#: Largest numeric exponent and constant: SymPy evaluates powers of numbers exactly, so
+#: ``2**10**10**10`` would never finish.
+MAX_EXPONENT = 64
+MAX_CONSTANT_BITS = 4096
 
 
 class SpecError(ValueError):
@@ -75,6 +101,10 @@ class SpecError(ValueError):
         super().__init__(f"{where}:{what} {message}")
 
 
+class _UsedTooEarly(SpecError):
+    """A reference to an equation defined later (maybe a cycle: the loader looks)."""
+
+
 class _Lines:
     """Where each key of a TOML file stands (tomllib keeps no positions)."""
 
@@ -84,20 +114,45 @@ class _Lines:
     def __init__(self, text: str):
         self.lines: dict[tuple[str, str], int] = {}
         self.tables: dict[str, int] = {}
+        #: line -> the key (or table) written on it, to name the symbol of a TOML error
+        self.names: dict[int, str] = {}
+        #: (table, key, line) of each key written a second time
+        self.duplicates: list[tuple[str, str, int]] = []
         table = ""
-        for number, raw in enumerate(text.splitlines(), start=1):
+        multiline = None  # the delimiter of a multi-line string being skipped
+        # TOML ends lines at "\n" only; str.splitlines() would also split at \u2028,
+        # \x0c, ... inside comments and strings and shift every later line number.
+        for number, raw in enumerate(text.split("\n"), start=1):
+            if multiline:
+                if raw.count(multiline) % 2:
+                    multiline = None
+                continue
             header = self._HEADER.match(raw)
             if header and not raw.lstrip().startswith("[["):
                 table = header.group(1).strip().strip("\"'")
                 self.tables.setdefault(table, number)
+                self.names[number] = table
                 continue
             key = self._KEY.match(raw)
             if key:
                 name = key.group(1).strip("\"'")
+                if (table, name) in self.lines:
+                    self.duplicates.append((table, name, number))
                 self.lines.setdefault((table, name), number)
+                self.names[number] = name
+                # A value opening a multi-line string: its lines are not keys.
+                value = raw[key.end() :].lstrip()
+                for delim in ('"""', "'''"):
+                    if value.startswith(delim) and value.count(delim) % 2:
+                        multiline = delim
 
     def of(self, table: str, key: str) -> int | None:
-        return self.lines.get((table, key)) or self.tables.get(table)
+        if (table, key) in self.lines:
+            return self.lines[(table, key)]
+        if not table:
+            return self.tables.get(key)  # a top-level key written as a [table]
+        # An inline table (state = { h = "a" }) has no header: fall back to its key's line.
+        return self.tables.get(table) or self.lines.get(("", table))
 
 
 def _check_identifier(path, line, name, what: str) -> None:
@@ -113,7 +168,10 @@ def _check_identifier(path, line, name, what: str) -> None:
         raise SpecError(path, line, name, f"{what} is reserved for generated code")
     if name.endswith(RESERVED_SUFFIXES):
         raise SpecError(
-            path, line, name, f"{what} may not end with {', '.join(RESERVED_SUFFIXES)} (kept for buffers)"
+            path,
+            line,
+            name,
+            f"{what} may not end with {', '.join(RESERVED_SUFFIXES)} (kept for buffers)",
         )
     if name.startswith("_"):
         raise SpecError(path, line, name, f"{what} may not start with '_' (kept for temporaries)")
@@ -145,24 +203,33 @@ class _ExprBuilder:
         self.used: set[str] = set()
         self.nodes = 0
 
-    def error(self, symbol, message):
-        raise SpecError(self.path, self.line, symbol, f"in '{self.target}': {message}")
+    def error(self, symbol, message, error=SpecError):
+        if isinstance(symbol, str) and len(symbol) > 80:
+            symbol = symbol[:77] + "..."
+        raise error(self.path, self.line, symbol, f"in '{self.target}': {message}")
 
     def build(self, text: str) -> sp.Expr:
         if not isinstance(text, str):
             raise SpecError(self.path, self.line, self.target, "the equation must be a string")
         try:
-            tree = ast.parse(text.strip(), mode="eval")
+            # In parentheses, so that an equation may span lines (a TOML multi-line
+            # string) as Python allows inside brackets.
+            tree = ast.parse("(\n" + text.strip() + "\n)", mode="eval")
         except SyntaxError as exc:
             raise SpecError(
                 self.path, self.line, self.target, f"syntax error in '{text}': {exc.msg}"
             ) from None
         except (ValueError, MemoryError, RecursionError) as exc:
-            raise SpecError(self.path, self.line, self.target, f"cannot read '{text}': {exc}") from None
+            raise SpecError(
+                self.path, self.line, self.target, f"cannot read '{text}': {exc}"
+            ) from None
         try:
-            return self.visit(tree.body)
+            expr = self.visit(tree.body)
         except RecursionError:
             self.error(self.target, "expression nested too deeply")
+        if _depth(expr) > MAX_EXPR_DEPTH:
+            self.error(self.target, f"expression nested deeper than {MAX_EXPR_DEPTH} levels")
+        return expr
 
     def visit(self, node) -> sp.Expr:
         self.nodes += 1
@@ -170,7 +237,8 @@ class _ExprBuilder:
             self.error(self.target, f"expression longer than {MAX_EXPR_NODES} nodes")
         method = getattr(self, "visit_" + type(node).__name__, None)
         if method is None:
-            self.error(type(node).__name__, f"unsupported syntax '{ast.unparse(node)}'")
+            # The symbol is the offending text: a node type name would not help a reader.
+            self.error(ast.unparse(node), f"unsupported syntax ({type(node).__name__})")
         return method(node)
 
     def visit_Constant(self, node):
@@ -178,7 +246,7 @@ class _ExprBuilder:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.error(repr(value), "only numbers may appear as constants")
         if isinstance(value, int):
-            return sp.Integer(value)
+            return self.check_constant(node, sp.Integer(value))
         if value != value or value in (float("inf"), float("-inf")):
             self.error(repr(value), "constants must be finite")
         return sp.Rational(repr(value)) if len(repr(value)) < 30 else sp.Float(value)
@@ -189,7 +257,7 @@ class _ExprBuilder:
         if role is None:
             self.error(name, f"unknown name '{name}'")
         if role == "later":
-            self.error(name, f"'{name}' is used before its definition")
+            self.error(name, f"'{name}' is used before its definition", _UsedTooEarly)
         if role == "matrix":
             self.error(name, f"matrix parameter '{name}' may only stand left of '@'")
         if role == "input" and not self._in_projection:
@@ -209,7 +277,7 @@ class _ExprBuilder:
             return -operand
         if isinstance(node.op, ast.UAdd):
             return operand
-        self.error(type(node.op).__name__, f"unsupported operator in '{ast.unparse(node)}'")
+        self.error(ast.unparse(node), f"unsupported operator ({type(node.op).__name__})")
 
     def visit_BinOp(self, node):
         if isinstance(node.op, ast.MatMult):
@@ -221,16 +289,29 @@ class _ExprBuilder:
         if isinstance(op, ast.Sub):
             return left - right
         if isinstance(op, ast.Mult):
-            return left * right
+            return self.check_constant(node, left * right)
         if isinstance(op, ast.Div):
             if right == 0:
                 self.error(ast.unparse(node.right), "division by zero")
-            return left / right
+            return self.check_constant(node, left / right)
         if isinstance(op, ast.Pow):
             if left == 0 and right.is_number and right.is_negative:
                 self.error(ast.unparse(node), "zero to a negative power")
-            return left**right
-        self.error(type(op).__name__, f"unsupported operator in '{ast.unparse(node)}'")
+            if right.is_number and not abs(right) <= MAX_EXPONENT:
+                self.error(ast.unparse(node), f"exponent larger than {MAX_EXPONENT}")
+            result = left**right
+            if result.is_number and result.is_extended_real is not True:
+                self.error(ast.unparse(node), "not a real number")
+            return self.check_constant(node, result)
+        self.error(ast.unparse(node), f"unsupported operator ({type(op).__name__})")
+
+    def check_constant(self, node, value: sp.Expr) -> sp.Expr:
+        """Reject exact constants too large to compute with (each op stays cheap)."""
+        if isinstance(value, sp.Rational) and (
+            max(abs(value.p).bit_length(), value.q.bit_length()) > MAX_CONSTANT_BITS
+        ):
+            self.error(ast.unparse(node), f"constant larger than 2**{MAX_CONSTANT_BITS}")
+        return value
 
     def matmul(self, node):
         left = node.left
@@ -242,9 +323,7 @@ class _ExprBuilder:
         )
         matrix_node = left.value if transposed else left
         if not isinstance(matrix_node, ast.Name) or self.names.get(matrix_node.id) != "matrix":
-            self.error(
-                ast.unparse(left), "the left side of '@' must be a matrix parameter"
-            )
+            self.error(ast.unparse(left), "the left side of '@' must be a matrix parameter")
         matrix = matrix_node.id
         self.used.add(matrix)
         previous = self._in_projection
@@ -283,6 +362,16 @@ class _ExprBuilder:
         self.error(ast.unparse(node), "attributes are not allowed here")
 
 
+def _depth(expr: sp.Basic) -> int:
+    """The depth of an expression tree (iterative: the tree may be deep)."""
+    deepest, stack = 0, [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((arg, depth + 1) for arg in node.args)
+    return deepest
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -318,9 +407,23 @@ def loads(text: str, path: str | Path = "<spec>") -> Cell | Cost:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
-        raise SpecError(
-            path, int(match.group(1)) if match else None, None, f"TOML syntax error: {exc}"
-        ) from None
+        line = int(match.group(1)) if match else None
+        scanned = _Lines(text)
+        symbol = scanned.names.get(line)
+        if line is None and scanned.duplicates:
+            # tomllib reports a key written twice "at end of document": find it.
+            table, symbol, line = scanned.duplicates[0]
+            first = scanned.lines[(table, symbol)]
+            raise SpecError(
+                path,
+                line,
+                symbol,
+                f"TOML syntax error: '{symbol}' is defined twice (first at line {first})",
+            ) from None
+        raise SpecError(path, line, symbol, f"TOML syntax error: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise SpecError(path, None, None, "TOML syntax error: values nested too deeply") from None
     lines = _Lines(text)
     kind = _string(path, lines, data, "kind")
     if kind not in KINDS:
@@ -347,7 +450,9 @@ def _load_cost(path, text, data, lines, name, title) -> Cost:
     for key, value in (("prediction", prediction), ("target", target)):
         _check_identifier(path, lines.of("", key), value, f"the {key}")
     if prediction == target:
-        raise SpecError(path, lines.of("", "target"), target, "prediction and target are the same name")
+        raise SpecError(
+            path, lines.of("", "target"), target, "prediction and target are the same name"
+        )
     line = lines.of("", "per_unit")
     source = _string(path, lines, data, "per_unit")
     builder = _ExprBuilder(path, line, "per_unit", {prediction: "vector", target: "vector"})
@@ -377,11 +482,10 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
 
     def claim_name(table, key, role):
         line = lines.of(table, key)
-        _check_identifier(path, line, key, f"the {role.replace('vector', 'parameter')} name")
+        what = {"state": "state", "vector": "parameter", "later": "equation"}[role]
+        _check_identifier(path, line, key, f"the {what} name")
         if key in roles:
-            raise SpecError(
-                path, line, key, f"'{key}' is already defined (line {defined_at[key]})"
-            )
+            raise SpecError(path, line, key, f"'{key}' is already defined (line {defined_at[key]})")
         roles[key] = role
         defined_at[key] = line
 
@@ -393,14 +497,18 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
     for state, target in states.items():
         claim_name("state", state, "state")
         if not isinstance(target, str):
-            raise SpecError(path, lines.of("state", state), state, "a state maps to an equation name")
+            raise SpecError(
+                path, lines.of("state", state), state, "a state maps to an equation name"
+            )
 
     params = _table(path, lines, data, "params")
     for param, pkind in params.items():
         claim_name("params", param, "vector")
         if pkind not in PARAM_KINDS:
             raise SpecError(
-                path, lines.of("params", param), param,
+                path,
+                lines.of("params", param),
+                param,
                 f"unknown parameter kind {pkind!r} (expected 'matrix' or 'vector')",
             )
         roles[param] = "matrix" if pkind == "matrix" else "vector"
@@ -425,27 +533,41 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
         builder = _ExprBuilder(path, line, eq_name, roles)
         try:
             expr = builder.build(source)
-        except SpecError as exc:
+        except _UsedTooEarly as exc:
+            # Only a reference to a later equation can start a cycle (not, say, a syntax
+            # error, whose symbol is the equation's own name).
             if exc.symbol in order and roles.get(exc.symbol) == "later":
                 cycle = _find_cycle(eq_name, exc.symbol, equations_src, order, roles)
                 if cycle:
-                    raise SpecError(path, line, exc.symbol, "cycle: " + " -> ".join(cycle)) from None
+                    raise SpecError(
+                        path, line, exc.symbol, "cycle: " + " -> ".join(cycle)
+                    ) from None
             raise
         references[eq_name] = builder.used
         used |= builder.used
         substitutions = {}
         for index, (matrix, arg) in enumerate(builder.projections):
-            if isinstance(arg, sp.Symbol):
-                arg_name = arg.name
-            else:
-                arg_name = f"_t{temp}"
-                temp += 1
-                equations.append(Equation(arg_name, arg, line, str(arg), lifted=True))
-                roles[arg_name] = "equation"
-            key = (matrix, sp.Symbol(arg_name) if isinstance(arg, sp.Symbol) else arg)
+            # Inner products come first (W@(U@h)): their names replace them in arg.
+            arg = arg.xreplace(substitutions)
+            # Only the input, a state or an equation is a vector the forward pass holds
+            # when it multiplies; anything else (an expression, a vector parameter, a
+            # product) gets its own lifted equation.
+            direct = isinstance(arg, sp.Symbol) and roles.get(arg.name) in (
+                "input",
+                "state",
+                "equation",
+            )
+            key = (matrix, arg)
             proj_name = by_key.get(key)
             if proj_name is None:
-                proj_name = f"{matrix}_{arg_name}" if isinstance(arg, sp.Symbol) else f"{matrix}{arg_name}"
+                if direct:
+                    arg_name = arg.name
+                else:
+                    arg_name = f"_t{temp}"
+                    temp += 1
+                    equations.append(Equation(arg_name, arg, line, str(arg), lifted=True))
+                    roles[arg_name] = "equation"
+                proj_name = f"{matrix}_{arg_name}" if direct else f"{matrix}{arg_name}"
                 while proj_name in roles:
                     proj_name += "_p"
                 by_key[key] = proj_name
@@ -458,19 +580,36 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
         equations.append(Equation(eq_name, expr, line, str(source)))
         roles[eq_name] = "equation"
 
+    # A matrix's shape is inferred from what it multiplies: it must be one shape.
+    shapes: dict[str, tuple[str, int]] = {}
+    for proj in projections:
+        size = "n_in" if proj.arg == input_name else "n_out"
+        first, first_line = shapes.setdefault(proj.matrix, (size, proj.line))
+        if size != first:
+            raise SpecError(
+                path,
+                proj.line,
+                proj.matrix,
+                f"matrix '{proj.matrix}' multiplies vectors of {first} units (line "
+                f"{first_line}) and of {size} units: its shape cannot be both",
+            )
     if output not in equations_src:
         raise SpecError(path, lines.of("", "output"), output, "the output has no defining equation")
     for state, target in states.items():
         if target not in equations_src:
             raise SpecError(
-                path, lines.of("state", state), target,
+                path,
+                lines.of("state", state),
+                target,
                 f"state '{state}' has no defining equation '{target}'",
             )
         if state not in used:
             raise SpecError(path, lines.of("state", state), state, f"state '{state}' is never used")
     for param in params:
         if param not in used:
-            raise SpecError(path, lines.of("params", param), param, f"parameter '{param}' is unused")
+            raise SpecError(
+                path, lines.of("params", param), param, f"parameter '{param}' is unused"
+            )
     if input_name not in used:
         raise SpecError(path, lines.of("", "input"), input_name, "the input is never used")
     # Every equation must reach the output or a state: dead equations are mistakes.
@@ -481,14 +620,18 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
     for eq_name in order:
         if eq_name not in needed:
             raise SpecError(
-                path, lines.of("equations", eq_name), eq_name,
+                path,
+                lines.of("equations", eq_name),
+                eq_name,
                 "the equation is never used (it feeds neither the output nor a state)",
             )
     # The adjoint of each symbol is named d<symbol> in generated code.
     for sym in list(roles):
         if ("d" + sym) in roles and roles.get("d" + sym) not in (None,):
             raise SpecError(
-                path, defined_at.get("d" + sym), "d" + sym,
+                path,
+                defined_at.get("d" + sym),
+                "d" + sym,
                 f"'d{sym}' would clash with the adjoint of '{sym}' in generated code",
             )
 
@@ -518,7 +661,7 @@ def _find_cycle(start, first, equations_src, order, roles) -> list[str] | None:
     def refs(eq):
         try:
             tree = ast.parse(str(equations_src[eq]).strip(), mode="eval")
-        except SyntaxError:
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
             return set()
         return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in names}
 
@@ -556,12 +699,12 @@ def _load_claims(path, lines, claims_src, cell: Cell, roles) -> list[Claim]:
             )
         builder = _ExprBuilder(path, line, key, names, claims=True)
         expr = builder.build(source)
-        transposed = {
-            f"{m}_T_{i}": (m, arg) for i, (m, arg) in enumerate(builder.transposed)
-        }
+        transposed = {f"{m}_T_{i}": (m, arg) for i, (m, arg) in enumerate(builder.transposed)}
         if builder.projections:
             raise SpecError(
-                path, line, key,
+                path,
+                line,
+                key,
                 "a claim is a per-neuron value: write M.T @ v for a sum over the layer's neurons",
             )
         claims.append(Claim(key, wrt, expr, line, str(source), transposed))

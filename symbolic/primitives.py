@@ -208,8 +208,10 @@ def prime(name: str, arg: sp.Expr) -> sp.Expr:
 
 def is_primitive_call(expr: sp.Basic) -> bool:
     """True when ``expr`` is an application of a registered primitive."""
-    return isinstance(expr, sp.Function) and type(expr).__name__ in PRIMITIVES and (
-        PRIMITIVES[type(expr).__name__].func is type(expr)
+    return (
+        isinstance(expr, sp.Function)
+        and type(expr).__name__ in PRIMITIVES
+        and (PRIMITIVES[type(expr).__name__].func is type(expr))
     )
 
 
@@ -217,9 +219,7 @@ def to_elementary(expr: sp.Expr) -> sp.Expr:
     """Rewrite every primitive call in ``expr`` in SymPy's elementary functions."""
     return expr.replace(
         is_primitive_call,
-        lambda call: PRIMITIVES[type(call).__name__].elementary(
-            to_elementary(call.args[0])
-        ),
+        lambda call: PRIMITIVES[type(call).__name__].elementary(to_elementary(call.args[0])),
     )
 
 

@@ -1,0 +1,232 @@
+"""The primitives table: every entry complete, its derivative right, its code stable.
+
+The oracle for each derivative is a central finite difference of the primitive's NumPy
+``reference`` (independent of SymPy); the SymPy side is ``sympy.diff`` rewritten in
+elementary functions. A primitive added to the table is picked up by every test here.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from functools import cache
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from symbolic import primitives
+from symbolic.primitives import PRIMITIVES, Primitive, to_elementary
+
+NAMES = sorted(PRIMITIVES)
+X = sp.Symbol("x", real=True)
+OUT = sp.Symbol("out", real=True)
+
+#: Where each primitive is smooth and defined (kinks and the log's pole excluded).
+DOMAINS = {"log": (0.05, 6.0)}
+KINKS = {"relu": 0.0, "step": 0.0}
+#: Primitives whose derivative needs the argument, not only the output.
+NEEDS_ARGUMENT = {"log"}  # log' = 1/x: the output log(x) does not help
+
+
+def sample(name: str, n: int = 40, seed: int = 0) -> np.ndarray:
+    """Random points in the primitive's domain, away from its kink."""
+    rng = np.random.default_rng(seed)
+    low, high = DOMAINS.get(name, (-6.0, 6.0))
+    x = rng.uniform(low, high, size=n)
+    if name in KINKS:
+        x = np.where(np.abs(x - KINKS[name]) < 0.1, x + 0.5, x)
+    return x
+
+
+def numpy_code(prim: Primitive, x: np.ndarray) -> np.ndarray:
+    # Our own template (not spec text): eval is the point, it is what generated code runs.
+    return np.asarray(eval(prim.numpy.format("x"), {"np": np}, {"x": x}), dtype=float)
+
+
+def numba_code(prim: Primitive, x: float) -> float:
+    """The Numba template run as plain Python (it is scalar Python), helper included."""
+    stub = SimpleNamespace(njit=lambda *args, **kwargs: lambda f: f)
+    namespace = {"math": math, "numba": stub}
+    exec(prim.numba_helper, namespace)  # our own table's code, not spec text
+    return float(eval(prim.numba.format("x"), namespace, {"x": x}))
+
+
+@cache
+def compiled(name: str):
+    """The Numba template compiled by Numba (its float semantics: exp(1000) = inf)."""
+    numba = pytest.importorskip("numba")
+    prim = PRIMITIVES[name]
+    namespace = {"math": math, "numba": numba}
+    # exec'd code has no file for Numba's on-disk cache to sit next to.
+    exec(prim.numba_helper.replace("cache=True", "cache=False"), namespace)
+    exec(f"def kernel(x):\n    return {prim.numba.format('x')}\n", namespace)
+    return numba.njit(namespace["kernel"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_entry_is_complete(name):
+    prim = PRIMITIVES[name]
+    assert prim.name == name
+    assert issubclass(prim.func, sp.Function) and prim.func.__name__ == name
+    assert primitives.function(name) is prim.func
+    for hook in (prim.derivative, prim.elementary, prim.reference):
+        assert callable(hook)
+    for template in (prim.numpy, prim.numba):
+        assert isinstance(template, str) and "{0}" in template
+    assert isinstance(prim.note, str)
+    assert isinstance(prim.numba_helper, str)
+    if prim.numba_helper:  # the helper defines what the template calls
+        called = prim.numba.split("(")[0].strip()
+        assert f"def {called}(" in prim.numba_helper
+    call = prim.func(X)
+    assert primitives.is_primitive_call(call)
+    assert not primitives.is_primitive_call(sp.sin(X))
+    # The elementary definition contains no primitive call.
+    assert not any(
+        primitives.is_primitive_call(a) for a in sp.preorder_traversal(to_elementary(call))
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_derivative_matches_finite_difference(name):
+    prim = PRIMITIVES[name]
+    derivative = to_elementary(sp.diff(prim.func(X), X))
+    assert not any(primitives.is_primitive_call(a) for a in sp.preorder_traversal(derivative))
+    symbolic = sp.lambdify(X, derivative, "numpy")
+    x = sample(name)
+    h = 1e-6
+    central = (prim.reference(x + h) - prim.reference(x - h)) / (2 * h)
+    np.testing.assert_allclose(np.broadcast_to(symbolic(x), x.shape), central, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_elementary_definition_matches_reference(name):
+    prim = PRIMITIVES[name]
+    x = sample(name, seed=1)
+    elementary = sp.lambdify(X, prim.elementary(X), "numpy")
+    np.testing.assert_allclose(elementary(x), prim.reference(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES) - NEEDS_ARGUMENT))
+def test_derivative_is_written_with_the_output(name):
+    prim = PRIMITIVES[name]
+    # Stated with the output alone: no trace of the argument.
+    assert X not in prim.derivative(OUT, X).free_symbols
+    # And sympy.diff, through fdiff, speaks in the one call f(x): replacing it by a symbol
+    # leaves nothing of x.
+    call = prim.func(X)
+    assert X not in sp.diff(call, X).xreplace({call: OUT}).free_symbols
+
+
+def test_sigmoid_and_tanh_derivatives_reuse_the_output():
+    sigmoid, tanh = PRIMITIVES["sigmoid"].func, PRIMITIVES["tanh"].func
+    ds = sp.diff(sigmoid(X), X)
+    assert ds.atoms(sp.Function) == {sigmoid(X)}
+    assert not ds.atoms(sp.exp)
+    assert sp.expand(ds - sigmoid(X) * (1 - sigmoid(X))) == 0
+    dt = sp.diff(tanh(X), X)
+    assert dt.atoms(sp.Function) == {tanh(X)}
+    assert sp.expand(dt - (1 - tanh(X) ** 2)) == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_prime_is_the_derivative(name):
+    prim = PRIMITIVES[name]
+    assert primitives.prime(name, X) == sp.diff(prim.func(X), X)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_numpy_template_matches_reference(name):
+    prim = PRIMITIVES[name]
+    x = sample(name, seed=2)
+    with np.errstate(all="raise"):
+        np.testing.assert_allclose(numpy_code(prim, x), prim.reference(x), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_numba_template_matches_reference(name):
+    prim = PRIMITIVES[name]
+    x = sample(name, n=10, seed=3)
+    scalar = np.array([numba_code(prim, float(v)) for v in x])
+    np.testing.assert_allclose(scalar, prim.reference(x), rtol=1e-12, atol=1e-15)
+    kernel = compiled(name)
+    np.testing.assert_allclose(
+        [kernel(float(v)) for v in x], prim.reference(x), rtol=1e-12, atol=1e-15
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_evalf_uses_the_elementary_definition(name):
+    prim = PRIMITIVES[name]
+    value = sp.Rational(3, 7)
+    expected = prim.elementary(value).evalf(30)
+    assert abs(prim.func(value).evalf(30) - expected) < sp.Float(10) ** -25
+
+
+@pytest.mark.parametrize("x, expected", [(1000.0, 1.0), (-1000.0, 0.0), (0.0, 0.5)])
+def test_sigmoid_is_stable_at_large_arguments(x, expected):
+    prim = PRIMITIVES["sigmoid"]
+    arr = np.array([x])
+    with np.errstate(all="raise"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert numpy_code(prim, arr)[0] == expected
+        assert prim.reference(arr)[0] == expected
+        assert compiled("sigmoid")(x) == expected
+
+
+@pytest.mark.parametrize("x, expected", [(1000.0, 1000.0), (-1000.0, 0.0), (0.0, math.log(2.0))])
+def test_softplus_is_stable_at_large_arguments(x, expected):
+    prim = PRIMITIVES["softplus"]
+    arr = np.array([x])
+    # exp(-1000) underflowing to 0 inside logaddexp is harmless (and unavoidable: the
+    # answer's last bits are below double precision); overflow and invalid values are not.
+    with np.errstate(all="raise", under="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for value in (numpy_code(prim, arr)[0], prim.reference(arr)[0], compiled("softplus")(x)):
+            assert math.isfinite(value)
+            assert value == pytest.approx(expected, rel=1e-15, abs=1e-300)
+
+
+def test_relu_derivative_at_zero_is_zero():
+    relu = PRIMITIVES["relu"]
+    derivative = sp.diff(relu.func(X), X)
+    # Symbolically, through the elementary definitions (Heaviside(0, 0) = 0) ...
+    assert to_elementary(derivative.subs(X, 0)) == 0
+    # ... and as the backends compute it, from the cached output relu(0) = 0.
+    step = PRIMITIVES["step"]
+    out = numpy_code(relu, np.array([0.0]))
+    assert float(numpy_code(step, out)[0]) == 0.0
+    assert numba_code(step, numba_code(relu, 0.0)) == 0.0
+    assert compiled("step")(compiled("relu")(0.0)) == 0.0
+    # Either side of the kink the derivative is 0 and 1.
+    assert to_elementary(derivative.subs(X, -1)) == 0
+    assert to_elementary(derivative.subs(X, 1)) == 1
+
+
+def test_log_derivative_is_one_over_argument():
+    log = PRIMITIVES["log"].func
+    assert sp.diff(log(X), X) == 1 / X
+
+
+def test_a_primitive_is_registered_once():
+    prim = PRIMITIVES["sigmoid"]
+    with pytest.raises(ValueError, match="already registered"):
+        primitives.register(
+            "sigmoid", prim.derivative, prim.elementary, prim.numpy, prim.numba, prim.reference
+        )
+    assert PRIMITIVES["sigmoid"] is prim
+
+
+def test_numeric_namespace_covers_every_primitive():
+    namespace = primitives.numeric_namespace()
+    assert set(namespace) == set(PRIMITIVES)
+    x = sample("sigmoid")
+    np.testing.assert_allclose(namespace["sigmoid"](x), 1 / (1 + np.exp(-x)))
+
+
+def test_to_elementary_rewrites_nested_calls():
+    sigmoid, tanh = PRIMITIVES["sigmoid"].func, PRIMITIVES["tanh"].func
+    expr = sigmoid(tanh(X) + 1)
+    assert to_elementary(expr) == 1 / (1 + sp.exp(-(sp.tanh(X) + 1)))
