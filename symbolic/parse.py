@@ -173,6 +173,10 @@ def _check_identifier(path, line, name, what: str) -> None:
             name,
             f"{what} may not end with {', '.join(RESERVED_SUFFIXES)} (kept for buffers)",
         )
+    if name.startswith("d_"):
+        raise SpecError(
+            path, line, name, f"{what} may not start with 'd_' (kept for adjoints of temporaries)"
+        )
     if name.startswith("_"):
         raise SpecError(path, line, name, f"{what} may not start with '_' (kept for temporaries)")
 

@@ -477,6 +477,13 @@ BAD = [
         id="leading-underscore",
     ),
     pytest.param(
+        spec(params='[params]\nW = "matrix"\nU = "vector"\nB = "vector"\nd_t0 = "vector"\n'),
+        "d_t0",
+        "d_t0",
+        "'d_'",
+        id="adjoint-of-a-temporary",
+    ),
+    pytest.param(
         spec(equations='[equations]\nz = "W@x + U*h + B"\ndz = "z"\na = "tanh(dz)"\n'),
         "dz =",
         "dz",
