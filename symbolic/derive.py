@@ -78,7 +78,8 @@ class Derivation:
         equations: The forward equations after lifting nested primitive calls.
         forward: The forward program: ``(where, statement)`` in order.
         backward: The adjoint program of one step, in order (reverse of forward).
-        param_grads: One per parameter, in spec order.
+        param_grads: In spec order: one per vector parameter, one per product of a
+            matrix (a matrix used in several products has several, to be summed).
         input_grads: The projections of the input: ``dx = sum dP @ W``.
         state_adjoints: ``state -> adjoint symbol`` flowing to the previous step.
         seeds: ``adjoint symbol -> [seed symbols]`` added at the top of a step.
