@@ -91,7 +91,7 @@ def init_params(n_in, n_out, *, seed=0, dtype=np.float64):
     }
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _forward_kernel(
     p_B,
     W_x_buf,
@@ -108,7 +108,7 @@ def _forward_kernel(
         a_buf[_b, _i] = a
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _backward_kernel(
     _dout,
     da_buf,

@@ -24,9 +24,41 @@ except ImportError as _exc:  # the numpy modules keep working without numba
     ) from _exc
 
 
-@numba.njit(cache=True)
+@numba.extending.intrinsic
+def _float_from_bits(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(numba.types.float64))
+
+    return numba.types.float64(numba.types.int64), codegen
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _exp(x):
+    y = min(max(x, -708.0), 709.78)
+    k = math.floor(y * 1.4426950408889634 + 0.5)
+    r = (y - k * 0.6931471803691238) - k * 1.9082149292705877e-10
+    p = 1.6059043836821613e-10
+    p = p * r + 2.08767569878681e-09
+    p = p * r + 2.505210838544172e-08
+    p = p * r + 2.755731922398589e-07
+    p = p * r + 2.7557319223985893e-06
+    p = p * r + 2.48015873015873e-05
+    p = p * r + 0.0001984126984126984
+    p = p * r + 0.001388888888888889
+    p = p * r + 0.008333333333333333
+    p = p * r + 0.041666666666666664
+    p = p * r + 0.16666666666666666
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    e = p * _float_from_bits((numba.int64(k) + 1022) << 52) * 2.0
+    e = e if x > -708.0 else 0.0
+    return e if x < 709.78 else math.inf
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x))
+    return 1.0 / (1.0 + _exp(-x))
 
 
 NAME = "dense_sigmoid"
@@ -100,7 +132,7 @@ def init_params(n_in, n_out, *, seed=0, dtype=np.float64):
     }
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _forward_kernel(
     p_B,
     W_x_buf,
@@ -119,7 +151,7 @@ def _forward_kernel(
         a_buf[_b, _i] = a
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _backward_kernel(
     _dout,
     a_buf,

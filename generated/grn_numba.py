@@ -31,16 +31,56 @@ except ImportError as _exc:  # the numpy modules keep working without numba
     ) from _exc
 
 
-@numba.njit(cache=True)
+@numba.extending.intrinsic
+def _float_from_bits(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(numba.types.float64))
+
+    return numba.types.float64(numba.types.int64), codegen
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _exp(x):
+    y = min(max(x, -708.0), 709.78)
+    k = math.floor(y * 1.4426950408889634 + 0.5)
+    r = (y - k * 0.6931471803691238) - k * 1.9082149292705877e-10
+    p = 1.6059043836821613e-10
+    p = p * r + 2.08767569878681e-09
+    p = p * r + 2.505210838544172e-08
+    p = p * r + 2.755731922398589e-07
+    p = p * r + 2.7557319223985893e-06
+    p = p * r + 2.48015873015873e-05
+    p = p * r + 0.0001984126984126984
+    p = p * r + 0.001388888888888889
+    p = p * r + 0.008333333333333333
+    p = p * r + 0.041666666666666664
+    p = p * r + 0.16666666666666666
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    e = p * _float_from_bits((numba.int64(k) + 1022) << 52) * 2.0
+    e = e if x > -708.0 else 0.0
+    return e if x < 709.78 else math.inf
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x))
+    return 1.0 / (1.0 + _exp(-x))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _tanh(x):
-    e = math.expm1(-2.0 * abs(x))
-    t = -e / (2.0 + e)
-    return t if x >= 0 else -t
+    a = abs(x)
+    z = x * x
+    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z
+    p = p - 1.61468768441708447952e3
+    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z
+    q = q + 4.84406305325125486048e3
+    small = x + x * z * p / q
+    s = _exp(-2.0 * a)
+    large = (1.0 - s) / (1.0 + s)
+    large = large if x >= 0 else -large
+    return small if a < 0.625 else large
 
 
 NAME = "grn"
@@ -147,7 +187,7 @@ def _states(value, name, batch, n_out, dtype):
 _BLOCK = 64
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _forward_kernel(
     p_WTu,
     p_WTc,
@@ -167,23 +207,43 @@ def _forward_kernel(
         _b = _job // _blocks
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
+        _k_G = np.empty(_BLOCK)
+        _k_Zc = np.empty(_BLOCK)
+        _k_Zu = np.empty(_BLOCK)
+        _k_ac = np.empty(_BLOCK)
         for _t in range(_T):
-            for _i in range(_i0, _i1):
-                WTu = p_WTu[_i]
-                WTc = p_WTc[_i]
-                Bu = p_Bu[_i]
+            for _k in range(_i1 - _i0):
+                _i = _i0 + _k
                 Bc = p_Bc[_i]
-                h = _s_h[_b, _i]
-                WXu_x = WXu_x_seq[_t, _b, _i]
+                Bu = p_Bu[_i]
+                WTc = p_WTc[_i]
+                WTu = p_WTu[_i]
                 WXc_x = WXc_x_seq[_t, _b, _i]
+                WXu_x = WXu_x_seq[_t, _b, _i]
+                h = _s_h[_b, _i]
                 # Zu = WTu*h + WXu@x + Bu
                 Zu = Bu + WTu * h + WXu_x
                 # Zc = WTc*h + WXc@x + Bc
                 Zc = Bc + WTc * h + WXc_x
+                _k_Zu[_k] = Zu
+                _k_Zc[_k] = Zc
+            # one vectorizable loop per primitive call
+            for _k in range(_i1 - _i0):
+                Zu = _k_Zu[_k]
                 # G = sigmoid(Zu)
                 G = _sigmoid(Zu)
+                _k_G[_k] = G
+            # one vectorizable loop per primitive call
+            for _k in range(_i1 - _i0):
+                Zc = _k_Zc[_k]
                 # ac = tanh(Zc)
                 ac = _tanh(Zc)
+                _k_ac[_k] = ac
+            for _k in range(_i1 - _i0):
+                _i = _i0 + _k
+                G = _k_G[_k]
+                ac = _k_ac[_k]
+                h = _s_h[_b, _i]
                 # a = G*ac + (1 - G)*h
                 a = G * ac + h * (1 - G)
                 G_seq[_t, _b, _i] = G
@@ -193,7 +253,7 @@ def _forward_kernel(
                 _s_h[_b, _i] = a
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _backward_kernel(
     p_WTu,
     p_WTc,
@@ -214,13 +274,14 @@ def _backward_kernel(
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
         for _t in range(_T - 1, -1, -1):
-            for _i in range(_i0, _i1):
-                WTu = p_WTu[_i]
-                WTc = p_WTc[_i]
-                dh_next = _s_dh_next[_b, _i]
-                da_in = _dout[_t, _b, _i]
+            for _k in range(_i1 - _i0):
+                _i = _i0 + _k
                 G = G_seq[_t, _b, _i]
+                WTc = p_WTc[_i]
+                WTu = p_WTu[_i]
                 ac = ac_seq[_t, _b, _i]
+                da_in = _dout[_t, _b, _i]
+                dh_next = _s_dh_next[_b, _i]
                 h = h_seq[_t, _b, _i]
                 # adjoint of a = G*ac + (1 - G)*h
                 da = da_in + dh_next

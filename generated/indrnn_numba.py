@@ -119,7 +119,7 @@ def _states(value, name, batch, n_out, dtype):
 _BLOCK = 64
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _forward_kernel(
     p_u,
     p_b,
@@ -135,11 +135,13 @@ def _forward_kernel(
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
         for _t in range(_T):
-            for _i in range(_i0, _i1):
-                u = p_u[_i]
+            # one vectorizable loop per primitive call
+            for _k in range(_i1 - _i0):
+                _i = _i0 + _k
+                W_x = W_x_seq[_t, _b, _i]
                 b = p_b[_i]
                 h = _s_h[_b, _i]
-                W_x = W_x_seq[_t, _b, _i]
+                u = p_u[_i]
                 # a = relu(W@x + u*h + b)
                 a = max(W_x + b + h * u, 0.0)
                 a_seq[_t, _b, _i] = a
@@ -147,7 +149,7 @@ def _forward_kernel(
                 _s_h[_b, _i] = a
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _backward_kernel(
     p_u,
     _dout,
@@ -164,12 +166,13 @@ def _backward_kernel(
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
         for _t in range(_T - 1, -1, -1):
-            for _i in range(_i0, _i1):
-                u = p_u[_i]
-                dh_next = _s_dh_next[_b, _i]
-                da_in = _dout[_t, _b, _i]
+            for _k in range(_i1 - _i0):
+                _i = _i0 + _k
                 a = a_seq[_t, _b, _i]
+                da_in = _dout[_t, _b, _i]
+                dh_next = _s_dh_next[_b, _i]
                 h = h_seq[_t, _b, _i]
+                u = p_u[_i]
                 # adjoint of a = relu(W@x + u*h + b)
                 da = da_in + dh_next
                 # adjoint of W_x = W@x

@@ -33,16 +33,56 @@ except ImportError as _exc:  # the numpy modules keep working without numba
     ) from _exc
 
 
-@numba.njit(cache=True)
+@numba.extending.intrinsic
+def _float_from_bits(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(numba.types.float64))
+
+    return numba.types.float64(numba.types.int64), codegen
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _exp(x):
+    y = min(max(x, -708.0), 709.78)
+    k = math.floor(y * 1.4426950408889634 + 0.5)
+    r = (y - k * 0.6931471803691238) - k * 1.9082149292705877e-10
+    p = 1.6059043836821613e-10
+    p = p * r + 2.08767569878681e-09
+    p = p * r + 2.505210838544172e-08
+    p = p * r + 2.755731922398589e-07
+    p = p * r + 2.7557319223985893e-06
+    p = p * r + 2.48015873015873e-05
+    p = p * r + 0.0001984126984126984
+    p = p * r + 0.001388888888888889
+    p = p * r + 0.008333333333333333
+    p = p * r + 0.041666666666666664
+    p = p * r + 0.16666666666666666
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    e = p * _float_from_bits((numba.int64(k) + 1022) << 52) * 2.0
+    e = e if x > -708.0 else 0.0
+    return e if x < 709.78 else math.inf
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x))
+    return 1.0 / (1.0 + _exp(-x))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _tanh(x):
-    e = math.expm1(-2.0 * abs(x))
-    t = -e / (2.0 + e)
-    return t if x >= 0 else -t
+    a = abs(x)
+    z = x * x
+    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z
+    p = p - 1.61468768441708447952e3
+    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z
+    q = q + 4.84406305325125486048e3
+    small = x + x * z * p / q
+    s = _exp(-2.0 * a)
+    large = (1.0 - s) / (1.0 + s)
+    large = large if x >= 0 else -large
+    return small if a < 0.625 else large
 
 
 NAME = "lstm"
@@ -165,7 +205,7 @@ def _states(value, name, batch, n_out, dtype):
     return out
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _forward_4(
     _t,
     _B,
@@ -233,7 +273,7 @@ def _forward_4(
         h_seq[_t + 1, _b, _i] = a
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _backward_0(
     _t,
     _B,
@@ -292,7 +332,7 @@ def _backward_0(
         dUg_h_seq[_t, _b, _i] = dUg_h
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _backward_2(
     _t,
     _B,
@@ -311,7 +351,7 @@ def _backward_2(
         dUo_h_seq[_t, _b, _i] = dUo_h
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _backward_4(
     _t,
     _B,
@@ -330,7 +370,7 @@ def _backward_4(
         dUf_h_seq[_t, _b, _i] = dUf_h
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _backward_6(
     _t,
     _B,
@@ -349,7 +389,7 @@ def _backward_6(
         dUi_h_seq[_t, _b, _i] = dUi_h
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _backward_8(
     _t,
     _B,

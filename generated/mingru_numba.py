@@ -29,9 +29,41 @@ except ImportError as _exc:  # the numpy modules keep working without numba
     ) from _exc
 
 
-@numba.njit(cache=True)
+@numba.extending.intrinsic
+def _float_from_bits(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(numba.types.float64))
+
+    return numba.types.float64(numba.types.int64), codegen
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _exp(x):
+    y = min(max(x, -708.0), 709.78)
+    k = math.floor(y * 1.4426950408889634 + 0.5)
+    r = (y - k * 0.6931471803691238) - k * 1.9082149292705877e-10
+    p = 1.6059043836821613e-10
+    p = p * r + 2.08767569878681e-09
+    p = p * r + 2.505210838544172e-08
+    p = p * r + 2.755731922398589e-07
+    p = p * r + 2.7557319223985893e-06
+    p = p * r + 2.48015873015873e-05
+    p = p * r + 0.0001984126984126984
+    p = p * r + 0.001388888888888889
+    p = p * r + 0.008333333333333333
+    p = p * r + 0.041666666666666664
+    p = p * r + 0.16666666666666666
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    e = p * _float_from_bits((numba.int64(k) + 1022) << 52) * 2.0
+    e = e if x > -708.0 else 0.0
+    return e if x < 709.78 else math.inf
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x))
+    return 1.0 / (1.0 + _exp(-x))
 
 
 NAME = "mingru"
@@ -132,7 +164,7 @@ def _states(value, name, batch, n_out, dtype):
 _BLOCK = 64
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _forward_kernel(
     p_bz,
     p_bh,
@@ -150,15 +182,22 @@ def _forward_kernel(
         _b = _job // _blocks
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
+        _k_z = np.empty(_BLOCK)
         for _t in range(_T):
-            for _i in range(_i0, _i1):
-                bz = p_bz[_i]
-                bh = p_bh[_i]
-                h = _s_h[_b, _i]
+            # one vectorizable loop per primitive call
+            for _k in range(_i1 - _i0):
+                _i = _i0 + _k
                 Wz_x = Wz_x_seq[_t, _b, _i]
-                Wh_x = Wh_x_seq[_t, _b, _i]
+                bz = p_bz[_i]
                 # z = sigmoid(Wz@x + bz)
                 z = _sigmoid(Wz_x + bz)
+                _k_z[_k] = z
+            for _k in range(_i1 - _i0):
+                _i = _i0 + _k
+                Wh_x = Wh_x_seq[_t, _b, _i]
+                bh = p_bh[_i]
+                h = _s_h[_b, _i]
+                z = _k_z[_k]
                 # hc = Wh@x + bh
                 hc = Wh_x + bh
                 # a = (1 - z)*h + z*hc
@@ -170,7 +209,7 @@ def _forward_kernel(
                 _s_h[_b, _i] = a
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def _backward_kernel(
     _dout,
     h_seq,
@@ -187,9 +226,10 @@ def _backward_kernel(
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
         for _t in range(_T - 1, -1, -1):
-            for _i in range(_i0, _i1):
-                dh_next = _s_dh_next[_b, _i]
+            for _k in range(_i1 - _i0):
+                _i = _i0 + _k
                 da_in = _dout[_t, _b, _i]
+                dh_next = _s_dh_next[_b, _i]
                 h = h_seq[_t, _b, _i]
                 hc = hc_seq[_t, _b, _i]
                 z = z_seq[_t, _b, _i]

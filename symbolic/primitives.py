@@ -39,6 +39,7 @@ class Primitive:
         note: What a reader should know (e.g. the value chosen at a kink).
         numba_helper: Source of a compiled helper the Numba code calls, if any (emitted
             once into each module that uses the primitive).
+        numba_requires: Primitives whose helpers this helper calls.
     """
 
     name: str
@@ -50,6 +51,7 @@ class Primitive:
     reference: Callable[[np.ndarray], np.ndarray]
     note: str = ""
     numba_helper: str = ""
+    numba_requires: tuple[str, ...] = ()
 
 
 PRIMITIVES: dict[str, Primitive] = {}
@@ -93,6 +95,7 @@ def register(
     reference: Callable[[np.ndarray], np.ndarray],
     note: str = "",
     numba_helper: str = "",
+    numba_requires: tuple[str, ...] = (),
 ) -> Primitive:
     """Add a primitive to the table (one call per primitive, nothing else to edit)."""
     if name in PRIMITIVES:
@@ -107,13 +110,18 @@ def register(
         reference,
         note,
         numba_helper,
+        numba_requires,
     )
     PRIMITIVES[name] = prim
     return prim
 
 
 def _sigmoid_ref(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    # accurate to the last bit in relative terms, also for x << 0 (no cancellation)
+    x = np.asarray(x, dtype=float)
+    with np.errstate(under="ignore"):  # exp(-1000) = 0 is the right answer
+        e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 # One line per primitive: name, derivative (out, arg), elementary definition, backends.
@@ -126,12 +134,13 @@ register(
     numpy="(0.5 + 0.5*np.tanh(0.5*({0})))",
     numba="_sigmoid({0})",
     reference=_sigmoid_ref,
-    # Scalar code: one exp (a cheaper library call than tanh); exp(1000) = inf gives 0.
+    # Scalar code for a compiled loop: with the polynomial _exp below, LLVM vectorizes it.
     numba_helper="""
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x))
+    return 1.0 / (1.0 + _exp(-x))
 """,
+    numba_requires=("exp",),
 )
 register(
     "tanh",
@@ -140,22 +149,67 @@ register(
     numpy="np.tanh({0})",
     numba="_tanh({0})",
     reference=np.tanh,
-    # Scalar code: expm1 is a cheaper library call than tanh, and exact near 0.
+    # Cephes' rational form near 0 (exact to 1 ulp, no cancellation), 1 - 2/(e^2|x| + 1)
+    # beyond; both branches are computed and one selected, so the loop vectorizes.
     numba_helper="""
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _tanh(x):
-    e = math.expm1(-2.0 * abs(x))
-    t = -e / (2.0 + e)
-    return t if x >= 0 else -t
+    a = abs(x)
+    z = x * x
+    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z
+    p = p - 1.61468768441708447952e3
+    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z
+    q = q + 4.84406305325125486048e3
+    small = x + x * z * p / q
+    s = _exp(-2.0 * a)
+    large = (1.0 - s) / (1.0 + s)
+    large = large if x >= 0 else -large
+    return small if a < 0.625 else large
 """,
+    numba_requires=("exp",),
 )
 register(
     "exp",
     lambda out, x: out,
     sp.exp,
     numpy="np.exp({0})",
-    numba="math.exp({0})",
+    numba="_exp({0})",
     reference=np.exp,
+    # exp(x) = 2**k * exp(r), |r| <= ln(2)/2, exp(r) by its degree-13 Taylor polynomial
+    # (error below 1e-17), 2**k built from its bits: pure arithmetic, so a compiled loop
+    # over lanes vectorizes (math.exp is a library call per element).
+    numba_helper="""
+@numba.extending.intrinsic
+def _float_from_bits(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(numba.types.float64))
+
+    return numba.types.float64(numba.types.int64), codegen
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _exp(x):
+    y = min(max(x, -708.0), 709.78)
+    k = math.floor(y * 1.4426950408889634 + 0.5)
+    r = (y - k * 0.6931471803691238) - k * 1.9082149292705877e-10
+    p = 1.6059043836821613e-10
+    p = p * r + 2.08767569878681e-09
+    p = p * r + 2.505210838544172e-08
+    p = p * r + 2.755731922398589e-07
+    p = p * r + 2.7557319223985893e-06
+    p = p * r + 2.48015873015873e-05
+    p = p * r + 0.0001984126984126984
+    p = p * r + 0.001388888888888889
+    p = p * r + 0.008333333333333333
+    p = p * r + 0.041666666666666664
+    p = p * r + 0.16666666666666666
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    e = p * _float_from_bits((numba.int64(k) + 1022) << 52) * 2.0
+    e = e if x > -708.0 else 0.0
+    return e if x < 709.78 else math.inf
+""",
 )
 register(
     "log",
@@ -231,3 +285,19 @@ def numeric_namespace() -> dict[str, Callable]:
 def used(expr: sp.Expr) -> set[str]:
     """The names of the primitives ``expr`` calls."""
     return {type(c).__name__ for c in sp.preorder_traversal(expr) if is_primitive_call(c)}
+
+
+def numba_helpers(names) -> list[str]:
+    """The helper sources the Numba code of ``names`` needs, dependencies first."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        prim = PRIMITIVES[name]
+        for dep in prim.numba_requires:
+            visit(dep)
+        if prim.numba_helper and prim.numba_helper.strip() not in ordered:
+            ordered.append(prim.numba_helper.strip())
+
+    for name in sorted(names):
+        visit(name)
+    return ordered

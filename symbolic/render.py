@@ -185,8 +185,7 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
             used |= primitives.used(stmt.expr)
     for _, expr in kernel.vector_grads:
         used |= primitives.used(expr)
-    helpers = [primitives.PRIMITIVES[n].numba_helper.strip() for n in sorted(used)]
-    helpers = [h for h in helpers if h] if backend == "numba" else []
+    helpers = primitives.numba_helpers(used) if backend == "numba" else []
     return {
         "helpers": helpers,
         "uses_math": any("math." in text for text in printed + helpers),
@@ -345,6 +344,135 @@ def _segments(stmts, backend, place, writes_extra=None) -> list[dict]:
     return segments
 
 
+def _phases(stmts, backend, place, final_stores) -> tuple[list[dict], list[str]]:
+    """Split one lane block's step into loops a compiler can vectorize.
+
+    Each primitive call gets a loop of its own over the block (``_k``), reading and
+    writing small block-local scratch arrays: with only those in it, the loop has no
+    possible aliasing and LLVM vectorizes the call's arithmetic. The other statements
+    are grouped between calls.
+
+    Args:
+        stmts: The step's statements (elementwise only).
+        backend: The printer.
+        place: ``name -> indexed global`` (``"p_Bu[_i]"``, ``"Zu_seq[_t, _b, _i]"``).
+        final_stores: ``(lhs, op, rhs expr)`` written at the end of the step (stores
+            of cached values, states, gradient sums), in order.
+
+    Returns:
+        The phases, and the scratch arrays they use.
+    """
+    groups: list[tuple[bool, list]] = []
+    for st in stmts:
+        call = primitives.is_primitive_call(st.expr)
+        if call or not groups or groups[-1][0]:
+            groups.append((call, [st]))
+        else:
+            groups[-1][1].append(st)
+    if not groups:
+        groups.append((False, []))
+    defined_in: dict[str, int] = {}
+    for index, (_, group) in enumerate(groups):
+        for st in group:
+            defined_in[st.target] = index
+    last = len(groups) - 1
+    reads_by_phase: list[set[str]] = []
+    for index, (_, group) in enumerate(groups):
+        reads = {n for st in group for n in _names(st)} - {st.target for st in group}
+        if index == last:
+            for _, _, rhs in final_stores:
+                reads |= {s.name for s in rhs.free_symbols} - {st.target for st in group}
+        reads_by_phase.append(reads)
+    crossing = sorted({n for reads in reads_by_phase for n in reads if n in defined_in})
+    scratch = {n: "_k_" + n.lstrip("_") for n in crossing}
+    phases = []
+    for index, (call, group) in enumerate(groups):
+        loads = []
+        for name in sorted(reads_by_phase[index]):
+            if name in scratch and defined_in[name] < index:
+                loads.append({"name": name, "source": f"{scratch[name]}[_k]"})
+            elif name in place:
+                loads.append({"name": name, "source": place[name]})
+            else:
+                raise KeyError(f"{name} has no place in the kernel")
+        stores = [
+            {"lhs": f"{scratch[st.target]}[_k]", "op": "=", "rhs": st.target}
+            for st in group
+            if st.target in scratch
+            and any(st.target in reads_by_phase[later] for later in range(index + 1, len(groups)))
+        ]
+        if index == last:
+            stores += [
+                {"lhs": lhs, "op": op, "rhs": printing.code(rhs, backend)}
+                for lhs, op, rhs in final_stores
+            ]
+        phases.append(
+            {
+                "call": call,
+                "lane": any("_i]" in x["source"] for x in loads)
+                or any("_i]" in x["lhs"] for x in stores),
+                "loads": loads,
+                "statements": [_stmt(st, backend) for st in group],
+                "stores": stores,
+            }
+        )
+    return phases, sorted(scratch.values())
+
+
+def diagonal_context(kernel: Kernel, context: dict) -> dict:
+    """Layout of a diagonal recurrence for the Numba backend: one kernel per pass,
+    parallel over blocks of lanes, sequential over time, each step of a block split
+    into vectorizable loops (see :func:`_phases`)."""
+    cell = kernel.cell
+    lane = "[_t, _b, _i]"
+    place: dict[str, str] = {}
+    for p in context["vector_params"]:
+        place[p["name"]] = f"{p['array']}[_i]"
+    for st in kernel.pre:
+        place[st.target] = naming.sequence(st.target) + lane
+    for state in cell.states:
+        place[state] = f"{naming.state_array(state)}[_b, _i]"
+    final = [
+        (f"{naming.sequence(name)}{lane}", "=", sp.Symbol(name))
+        for name in sorted(set(kernel.cached) | {cell.output})
+    ]
+    final += [
+        (f"{naming.state_array(state)}[_b, _i]", "=", sp.Symbol(target))
+        for state, target in cell.states.items()
+    ]
+    forward, forward_scratch = _phases(kernel.forward, "numba", place, final)
+
+    bplace: dict[str, str] = {}
+    for p in context["backward_vector_params"]:
+        bplace[p["name"]] = f"{p['array']}[_i]"
+    for entry in context["backward_loads"]:
+        bplace[entry["name"]] = f"{entry['array']}{lane}"
+    bplace[naming.upstream(cell.output)] = "_dout" + lane
+    for state in cell.states:
+        carried = naming.carried(state)
+        bplace[carried] = f"{naming.state_array(carried)}[_b, _i]"
+    bfinal = [(f"{naming.sequence(name)}{lane}", "=", sp.Symbol(name)) for name in kernel.stored]
+    vector = dict(kernel.vector_grads)
+    for g in context["grads"]:
+        if g["kind"] == "vector" and not g["stored"]:
+            bfinal.append((f"{g['array']}[_b, _i]", "+=", vector[g["param"]]))
+    bfinal += [
+        (
+            f"{naming.state_array(naming.carried(state))}[_b, _i]",
+            "=",
+            sp.Symbol(naming.adjoint(state)),
+        )
+        for state in cell.states
+    ]
+    backward, backward_scratch = _phases(kernel.backward, "numba", bplace, bfinal)
+    return {
+        "forward_phases": forward,
+        "forward_scratch": forward_scratch,
+        "backward_phases": backward,
+        "backward_scratch": backward_scratch,
+    }
+
+
 def coupled_context(kernel: Kernel, context: dict) -> dict:
     """Layout of a matrix-coupled recurrence for the Numba backend.
 
@@ -441,6 +569,8 @@ def render(model: Cell | Cost, backend: str) -> Module:
         if backend == "numba" and kernel.recurrence == COUPLED:
             context |= coupled_context(kernel, context)
             layout += "_coupled"
+        elif backend == "numba" and model.kind == RECURRENT:
+            context |= diagonal_context(kernel, context)
         template = env.get_template(f"{layout}.py.j2")
     return Module(f"{model.name}_{backend}.py", template.render(**context))
 
