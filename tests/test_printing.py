@@ -1,0 +1,287 @@
+"""The printers (symbolic/printing.py): exact strings for each backend.
+
+The templates receive these strings verbatim, so every case pins the exact text. The
+NumPy printer emits array code (``np.tanh``); the Numba printer emits scalar code for a
+compiled loop (``math.tanh``). Both read symbols through a name map.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import sympy as sp
+
+from symbolic import primitives
+from symbolic.printing import NumbaPrinter, NumpyPrinter, code
+
+x, y, z, h = sp.symbols("x y z h")
+P = primitives.function
+
+BACKENDS = ("numpy", "numba")
+
+# (expression, numpy text, numba text)
+CASES = [
+    # arithmetic
+    pytest.param(x + y, "x + y", "x + y", id="add"),
+    pytest.param(x - y, "x - y", "x - y", id="sub"),
+    pytest.param(-x, "-x", "-x", id="neg"),
+    pytest.param(2 * x, "2*x", "2*x", id="int-coefficient"),
+    pytest.param(x / y, "x/y", "x/y", id="div"),
+    pytest.param(x * y**2 / (x + y), "x*y**2/(x + y)", "x*y**2/(x + y)", id="mul-div"),
+    pytest.param(sp.Integer(3), "3", "3", id="integer"),
+    pytest.param(sp.Float(0.1) * x, "0.1*x", "0.1*x", id="float"),
+    pytest.param(sp.Float(1e-30), "1e-30", "1e-30", id="tiny-float"),
+    # powers
+    pytest.param(x**2, "x**2", "x**2", id="square"),
+    pytest.param(x**3, "x**3", "x**3", id="cube"),
+    pytest.param((x - y) ** 3, "(x - y)**3", "(x - y)**3", id="power-of-sum"),
+    pytest.param(1 / x, "1/x", "1/x", id="reciprocal"),
+    pytest.param(1 / (x + y), "1/(x + y)", "1/(x + y)", id="reciprocal-of-sum"),
+    pytest.param(1 / x**2, "1/x**2", "1/x**2", id="reciprocal-square"),
+    pytest.param(x**-3, "1/x**3", "1/x**3", id="reciprocal-cube"),
+    pytest.param(sp.sqrt(x), "np.sqrt(x)", "math.sqrt(x)", id="sqrt"),
+    pytest.param(sp.sqrt(x + y), "np.sqrt(x + y)", "math.sqrt(x + y)", id="sqrt-of-sum"),
+    pytest.param(2 * sp.sqrt(x), "2*np.sqrt(x)", "2*math.sqrt(x)", id="sqrt-times"),
+    pytest.param(x ** sp.Rational(-3, 2), "x**(-1.5)", "x**(-1.5)", id="rational-power"),
+    # rationals: exact binary fractions as floats, others as a division
+    pytest.param(sp.Rational(1, 2), "0.5", "0.5", id="half"),
+    pytest.param(sp.Rational(-1, 2), "-0.5", "-0.5", id="minus-half"),
+    pytest.param(sp.Rational(3, 2), "1.5", "1.5", id="three-halves"),
+    pytest.param(sp.Rational(1, 3), "(1/3)", "(1/3)", id="third"),
+    pytest.param(sp.Rational(1, 10), "(1/10)", "(1/10)", id="tenth"),
+    pytest.param(x / 2, "(0.5)*x", "(0.5)*x", id="half-x"),
+    pytest.param(x / 3, "((1/3))*x", "((1/3))*x", id="third-x"),
+    pytest.param(-x / 3, "-(1/3)*x", "-(1/3)*x", id="minus-third-x"),
+    pytest.param(2 * x / 3, "((2/3))*x", "((2/3))*x", id="two-thirds-x"),
+    # primitives
+    pytest.param(P("sigmoid")(x), "(0.5 + 0.5*np.tanh(0.5*(x)))", "_sigmoid(x)", id="sigmoid"),
+    pytest.param(P("tanh")(x), "np.tanh(x)", "_tanh(x)", id="tanh"),
+    pytest.param(P("exp")(x), "np.exp(x)", "_exp(x)", id="exp"),
+    pytest.param(P("exp")(-x), "np.exp(-x)", "_exp(-x)", id="exp-neg"),
+    pytest.param(P("log")(x), "np.log(x)", "math.log(x)", id="log"),
+    pytest.param(
+        P("softplus")(x),
+        "np.logaddexp(0, x)",
+        "(max(x, 0.0) + math.log1p(math.exp(-abs(x))))",
+        id="softplus",
+    ),
+    pytest.param(P("relu")(x), "np.maximum(x, 0)", "max(x, 0.0)", id="relu"),
+    pytest.param(P("step")(x), "((x) > 0)", "(1.0 if (x) > 0 else 0.0)", id="step"),
+    # primitives inside expressions: arguments printed recursively, precedence kept
+    pytest.param(P("tanh")(x + y), "np.tanh(x + y)", "_tanh(x + y)", id="tanh-of-sum"),
+    pytest.param(
+        P("sigmoid")(P("tanh")(x)),
+        "(0.5 + 0.5*np.tanh(0.5*(np.tanh(x))))",
+        "_sigmoid(_tanh(x))",
+        id="nested",
+    ),
+    pytest.param(1 - P("tanh")(x) ** 2, "1 - np.tanh(x)**2", "1 - _tanh(x)**2", id="tanh-prime"),
+    pytest.param(
+        -P("sigmoid")(x),
+        "-(0.5 + 0.5*np.tanh(0.5*(x)))",
+        "-_sigmoid(x)",
+        id="neg-sigmoid",
+    ),
+    pytest.param(
+        1 / P("sigmoid")(x),
+        "1/(0.5 + 0.5*np.tanh(0.5*(x)))",
+        "1/_sigmoid(x)",
+        id="reciprocal-sigmoid",
+    ),
+    pytest.param(
+        P("softplus")(x) ** 2,
+        "np.logaddexp(0, x)**2",
+        "(max(x, 0.0) + math.log1p(math.exp(-abs(x))))**2",
+        id="softplus-squared",
+    ),
+    pytest.param(y * P("step")(x), "y*((x) > 0)", "y*(1.0 if (x) > 0 else 0.0)", id="step-times"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("expr", "numpy_text", "numba_text"), CASES)
+def test_exact_text(expr, numpy_text, numba_text, backend):
+    expected = numpy_text if backend == "numpy" else numba_text
+    assert code(expr, backend) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_symbols_are_renamed_through_the_name_map(backend):
+    names = {"x": "G_seq", "h": "h_seq", "y": "p_W"}
+    assert code(x * y + h, backend, names) == "h_seq + G_seq*p_W"
+    assert (
+        code(P("tanh")(x) * z, backend, names)
+        == {
+            "numpy": "z*np.tanh(G_seq)",
+            "numba": "z*_tanh(G_seq)",
+        }[backend]
+    )
+    # names not in the map print as themselves; the map is not mutated
+    assert code(z, backend, names) == "z"
+    assert names == {"x": "G_seq", "h": "h_seq", "y": "p_W"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_renaming_applies_inside_primitive_arguments_and_powers(backend):
+    names = {"x": "Zu", "y": "ac"}
+    assert (
+        code(P("sigmoid")(x), backend, names)
+        == {
+            "numpy": "(0.5 + 0.5*np.tanh(0.5*(Zu)))",
+            "numba": "_sigmoid(Zu)",
+        }[backend]
+    )
+    assert code(1 - y**2, backend, names) == "1 - ac**2"
+    assert code(1 / y**2, backend, names) == "1/ac**2"
+
+
+def test_printer_classes_and_code_agree():
+    assert NumpyPrinter({"x": "u"}).doprint(x**2) == code(x**2, "numpy", {"x": "u"})
+    assert NumbaPrinter().doprint(sp.sqrt(x)) == code(sp.sqrt(x), "numba")
+
+
+def _bare_call(name: str, text: str) -> bool:
+    """True when ``text`` calls ``name`` without a module prefix (``tanh(`` not ``np.tanh(``)."""
+    return re.search(rf"(?<![\w.]){re.escape(name)}\(", text) is not None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(primitives.PRIMITIVES))
+def test_no_primitive_is_printed_as_a_bare_sympy_name(name, backend):
+    prim = primitives.PRIMITIVES[name]
+    # each primitive, alone, nested, and inside arithmetic
+    for expr in (prim.func(x), prim.func(x + y) * z, prim.func(P("tanh")(x)), prim.func(x) ** 2):
+        text = code(expr, backend)
+        for other in primitives.PRIMITIVES:
+            assert not _bare_call(other, text), f"{expr} printed as {text!r}"
+        assert str(expr) != text
+    # the printed entry is the registry's, so a primitive has one definition
+    assert code(prim.func(x), backend) == getattr(prim, backend).format("x")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unknown_functions_are_refused(backend):
+    with pytest.raises(TypeError, match="not a primitive"):
+        code(sp.Function("f")(x), backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "expr",
+    [
+        pytest.param(sp.log(2) * x, id="log(2)"),
+        pytest.param(sp.exp(x), id="sympy-exp"),
+        pytest.param(sp.tanh(x), id="sympy-tanh"),
+        pytest.param(sp.log(x), id="sympy-log"),
+    ],
+)
+@pytest.mark.xfail(
+    reason=(
+        "BUG symbolic/printing.py NumpyPrinter: SymPy's own exp/tanh/log (not the "
+        "registered primitives) bypass the _print_Function guard and print as bare "
+        "'log(2)', 'exp(x)' ..., names the generated modules never define. Reachable: "
+        "the spec equation a = '2**(W@x)' generates 'dW_x = 2**W_x * da * log(2)' -> "
+        "NameError in backward"
+    ),
+    raises=AssertionError,
+    strict=True,
+)
+def test_sympy_builtin_functions_are_not_printed_bare(expr, backend):
+    try:
+        text = code(expr, backend)
+    except TypeError:
+        return  # refusing is fine; emitting an undefined name is not
+    for name in ("exp", "tanh", "log"):
+        assert not _bare_call(name, text), f"{expr} printed as {text!r}"
+
+
+def _namespace(backend: str) -> dict:
+    """What generated code of ``backend`` has in scope: np, math and, for Numba, the
+    primitives' helper functions, compiled by Numba from the registry's source (without
+    on-disk caching, which needs a source file)."""
+    import math
+
+    import numpy as np
+
+    namespace = {"np": np, "math": math}
+    if backend == "numba":
+        import numba
+        import numba.extending  # noqa: F401 - helpers may use numba.extending.intrinsic
+
+        namespace["numba"] = numba
+        for prim in primitives.PRIMITIVES.values():
+            helper = getattr(prim, "numba_helper", "")
+            if helper:
+                exec(helper.replace("cache=True", "cache=False"), namespace)  # noqa: S102
+    return namespace
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_printed_code_evaluates_to_the_expression(backend):
+    """The strings are code: evaluate them and compare with SymPy's elementary value."""
+    values = {"x": 0.7, "y": 1.3, "z": -0.4}
+    exprs = [
+        x**2 / y,
+        1 / x**2 + sp.sqrt(y),
+        sp.Rational(1, 3) * x - sp.Rational(1, 2) * y,
+        P("sigmoid")(z) * (1 - P("sigmoid")(z)),
+        P("tanh")(z) + P("tanh")(x) * P("sigmoid")(-y),
+        P("softplus")(z) + P("relu")(z) + P("step")(x) + P("log")(y) + P("exp")(-x),
+        x ** sp.Rational(-3, 2),
+    ]
+    namespace = _namespace(backend)
+    for expr in exprs:
+        text = code(expr, backend)
+        got = float(eval(text, namespace, dict(values)))  # noqa: S307 - test oracle
+        want = float(primitives.to_elementary(expr).subs(values).evalf(30))
+        assert got == pytest.approx(want, rel=1e-13), text
+
+
+#: Points where each primitive's printed code must match its NumPy reference: around
+#: zero, the curved region, and far out (|x| = 1000 for the bounded ones).
+POINTS = {
+    "sigmoid": [-1000, -40, -5, -1, -1e-9, 0, 1e-9, 0.3, 1, 5, 40, 1000],
+    "tanh": [-1000, -20, -1, -0.6, -0.1, -1e-9, 0, 1e-9, 0.1, 0.6, 0.7, 1, 20, 1000],
+    "exp": [-700, -30, -1, -1e-9, 0, 1e-9, 0.5, 1, 30, 700],
+    "log": [1e-300, 1e-9, 0.5, 1, 2, 1e300],
+    "softplus": [-1000, -40, -1, 0, 1e-9, 1, 40, 1000],
+    "relu": [-1000, -1, -1e-9, 0, 1e-9, 1, 1000],
+    "step": [-1000, -1, -1e-300, 0, 1e-300, 1, 1000],
+}
+
+
+def _reference_cases() -> list:
+    cases = []
+    for name in sorted(primitives.PRIMITIVES):
+        for backend in BACKENDS:
+            marks = ()
+            if (name, backend) == ("sigmoid", "numpy"):
+                marks = pytest.mark.xfail(
+                    reason="BUG symbolic/primitives.py sigmoid numpy entry "
+                    "'(0.5 + 0.5*np.tanh(0.5*({0})))' cancels for z << 0: relative error "
+                    "9e-9 at z=-20, 2e-4 at z=-30, exactly 0.0 for z <= -38 (true 3e-17); "
+                    "the registry's reference and the numba helper are accurate",
+                    raises=AssertionError,
+                    strict=True,
+                )
+            cases.append(pytest.param(name, backend, marks=marks, id=f"{name}-{backend}"))
+    return cases
+
+
+@pytest.mark.parametrize(("name", "backend"), _reference_cases())
+def test_each_primitive_computes_its_reference(name, backend):
+    """The printed code of each primitive, run, agrees with the registry's NumPy
+    reference to 1e-13 (relative), far into the tails included, without overflow or
+    invalid operations (underflow to 0 is the right answer in a tail)."""
+    import numpy as np
+
+    assert name in POINTS, f"no test points for the primitive {name}: add them"
+    namespace = _namespace(backend)
+    text = code(primitives.function(name)(x), backend)
+    prim = primitives.PRIMITIVES[name]
+    for point in POINTS[name]:
+        with np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
+            got = float(eval(text, namespace, {"x": float(point)}))  # noqa: S307
+            want = float(prim.reference(np.float64(point)))
+        assert got == pytest.approx(want, rel=1e-13, abs=1e-300), f"{name}({point}): {text}"

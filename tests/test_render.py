@@ -1,0 +1,417 @@
+"""The templates' inputs (symbolic/render.py, templates/*.j2) and what they stamp.
+
+- the context dicts carry exactly the keys the templates read (checked with jinja2's
+  ``meta.find_undeclared_variables`` over each template and the ones it includes);
+- every template renders under ``StrictUndefined`` (a missing key is an error);
+- each generated module starts with its banner: do not edit, the spec file, the spec's
+  sha256, the generator version;
+- each emitted block carries a comment naming its equation or adjoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+import jinja2
+import pytest
+import sympy as sp
+from jinja2 import meta, nodes
+
+import symbolic
+from symbolic import parse
+from symbolic import render as render_stage
+from symbolic.derive import derive
+from symbolic.generate import builtin_specs, default_out
+from symbolic.lower import lower
+from symbolic.model import COST
+from symbolic.render import BACKENDS, cell_context, environment, templates_dir
+
+ENV = environment()
+SPECS = {path.stem: path for path in builtin_specs()}
+MODELS = {name: parse.load(path) for name, path in SPECS.items()}
+MODULE_TEMPLATE = re.compile(
+    r"^(?P<backend>[a-z]+)_(?P<kind>feedforward|recurrent|cost)(_\w+)?\.py\.j2$"
+)
+
+
+def module_templates() -> list[str]:
+    return sorted(p.name for p in Path(templates_dir()).glob("*.j2") if not p.name.startswith("_"))
+
+
+def backend_ready(backend: str, kind: str) -> bool:
+    """Whether any template lays out ``kind`` modules for ``backend`` yet."""
+    return any(n.startswith(f"{backend}_{kind}") for n in module_templates())
+
+
+SPEC_BACKENDS = [
+    pytest.param(
+        (name, backend),
+        id=f"{name}-{backend}",
+        marks=()
+        if backend_ready(backend, model.kind)
+        else pytest.mark.skip(reason=f"no templates/{backend}_{model.kind}*.py.j2 yet"),
+    )
+    for name, model in MODELS.items()
+    for backend in BACKENDS
+]
+READY = [c.values[0] for c in SPEC_BACKENDS if not c.marks]
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """What ``render`` handed to Jinja for one module: the template and its context."""
+
+    template: str
+    context: dict
+    text: str
+
+
+@functools.cache
+def rendering(name: str, backend: str) -> Rendering:
+    """Render through ``symbolic.render.render`` itself, recording the template it picks
+    and the exact keyword arguments it passes (so the test follows any layout choice)."""
+    seen: dict = {}
+    real = environment()
+
+    class Spy:
+        def get_template(self, template_name):
+            template = real.get_template(template_name)
+
+            class Recorder:
+                def render(self, **context):
+                    seen["template"], seen["context"] = template_name, context
+                    return template.render(**context)
+
+            return Recorder()
+
+    with mock.patch.object(render_stage, "environment", lambda: Spy()):
+        module = render_stage.render(MODELS[name], backend)
+    return Rendering(seen["template"], seen["context"], module.text)
+
+
+def renderings_of(template: str) -> list[Rendering]:
+    return [r for r in map(lambda c: rendering(*c), READY) if r.template == template]
+
+
+def _trees(name: str) -> list[nodes.Template]:
+    """A template's AST and those of every template it includes (recursively)."""
+    source = ENV.loader.get_source(ENV, name)[0]
+    tree = ENV.parse(source)
+    out = [tree]
+    for ref in meta.find_referenced_templates(tree):
+        assert ref is not None, f"{name}: dynamic include"
+        out += _trees(ref)
+    return out
+
+
+def used_keys(name: str) -> set[str]:
+    keys: set[str] = set()
+    for tree in _trees(name):
+        keys |= meta.find_undeclared_variables(tree)
+    return keys
+
+
+def used_fields(name: str) -> dict[str, set[str]]:
+    """``{list key: fields read from its items}`` for loops ``{% for s in key %}``."""
+    fields: dict[str, set[str]] = {}
+    for tree in _trees(name):
+        for loop in tree.find_all(nodes.For):
+            if not (isinstance(loop.iter, nodes.Name) and isinstance(loop.target, nodes.Name)):
+                continue
+            var = loop.target.name
+            found = fields.setdefault(loop.iter.name, set())
+            parts = list(loop.body) + ([loop.test] if loop.test is not None else [])
+            for part in parts:
+                attrs = list(part.find_all(nodes.Getattr))
+                if isinstance(part, nodes.Getattr):
+                    attrs.append(part)
+                for attr in attrs:
+                    if isinstance(attr.node, nodes.Name) and attr.node.name == var:
+                        found.add(attr.attr)
+    return fields
+
+
+# ---------------------------------------------------------------------------------------
+# The environment
+# ---------------------------------------------------------------------------------------
+
+
+def test_environment_is_strict_and_trims_blocks():
+    assert ENV.undefined is jinja2.StrictUndefined
+    assert ENV.trim_blocks and ENV.lstrip_blocks
+    assert ENV.keep_trailing_newline
+    assert not ENV.autoescape
+
+
+def test_every_template_file_is_known():
+    """Module templates are ``<backend>_<kind>[_<layout>].py.j2``; every include is
+    included by some template; every module template is used by a built-in spec (so
+    that the strict rendering below reaches it)."""
+    included = set()
+    for name in module_templates():
+        for tree in _trees(name):
+            included |= set(meta.find_referenced_templates(tree))
+    for path in Path(templates_dir()).glob("_*.j2"):
+        assert path.name in included, f"{path.name} is included by no template"
+    used = {rendering(*case).template for case in READY}
+    for name in module_templates():
+        match = MODULE_TEMPLATE.match(name)
+        assert match and match["backend"] in BACKENDS, f"unexpected template {name}"
+        assert name in used, f"{name} is rendered by no built-in spec"
+
+
+# ---------------------------------------------------------------------------------------
+# Context keys == template keys
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", SPEC_BACKENDS)
+def test_every_key_a_template_reads_is_in_its_context(case):
+    r = rendering(*case)
+    missing = used_keys(r.template) - set(r.context)
+    assert not missing, f"{r.template} reads {sorted(missing)}, absent from the context"
+
+
+@pytest.mark.parametrize("template", module_templates())
+def test_every_field_a_template_reads_from_a_list_exists(template):
+    """``{% for s in forward %} ... s.code``: some item of some context has ``code``.
+
+    (A field read under a condition, like ``s.arg`` under ``s.matvec``, need not be on
+    every item; rendering under StrictUndefined checks the items that reach it.)
+    """
+    provided: dict[str, set[str]] = {}
+    for r in renderings_of(template):
+        for key, value in r.context.items():
+            if isinstance(value, list):
+                for item in value:
+                    if isinstance(item, dict):
+                        provided.setdefault(key, set()).update(item)
+    for key, wanted in used_fields(template).items():
+        if key not in provided:  # a list that is empty in every built-in spec
+            continue
+        conditional = {"arg", "matrix", "transpose"}  # only on matrix-product statements
+        missing = wanted - provided[key] - conditional
+        assert not missing, f"{template}: items of {key!r} never have {sorted(missing)}"
+
+
+def _dead_keys(costs: bool) -> set[str]:
+    """Keys some context provides that none of the templates it feeds reads."""
+    read: set[str] = set()
+    provided: set[str] = set()
+    for case in READY:
+        if (MODELS[case[0]].kind == COST) != costs:
+            continue
+        r = rendering(*case)
+        read |= used_keys(r.template)
+        provided |= set(r.context)
+    return provided - read
+
+
+# Keys no template reads, known and reported; any other dead key fails outright.
+KNOWN_DEAD_CELL_KEYS = {"input", "state_names"}
+KNOWN_DEAD_COST_KEYS = {"kind"}
+
+
+def test_cell_context_has_no_unknown_dead_key():
+    assert _dead_keys(costs=False) <= KNOWN_DEAD_CELL_KEYS
+
+
+def test_cost_context_has_no_unknown_dead_key():
+    assert _dead_keys(costs=True) <= KNOWN_DEAD_COST_KEYS
+
+
+@pytest.mark.xfail(
+    reason="BUG symbolic/render.py cell_context: keys 'input' and 'state_names' are read "
+    "by no template",
+    raises=AssertionError,
+    strict=True,
+)
+def test_cell_context_has_exactly_the_keys_the_templates_read():
+    assert _dead_keys(costs=False) == set()
+
+
+@pytest.mark.xfail(
+    reason="BUG symbolic/render.py cost_context: key 'kind' is read by no template "
+    '(numpy_cost.py.j2 writes KIND = "cost" literally)',
+    raises=AssertionError,
+    strict=True,
+)
+def test_cost_context_has_exactly_the_keys_the_templates_read():
+    assert _dead_keys(costs=True) == set()
+
+
+@pytest.mark.parametrize("case", SPEC_BACKENDS)
+def test_context_values_are_text_not_sympy(case):
+    """Templates receive printed text: no SymPy object reaches a template."""
+
+    def walk(value, where):
+        assert not isinstance(value, sp.Basic), f"{where} is a SymPy object: {value!r}"
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(value, list | tuple):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+        else:
+            assert value is None or isinstance(value, str | bool | int), (
+                f"{where}: {type(value).__name__}"
+            )
+
+    walk(rendering(*case).context, case[0])
+
+
+# ---------------------------------------------------------------------------------------
+# Rendering under StrictUndefined
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", SPEC_BACKENDS)
+def test_every_template_renders_with_strict_undefined(case):
+    r = rendering(*case)  # render() itself, with the strict environment checked above
+    assert r.text.strip()
+    compile(r.text, f"{case[0]}_{case[1]}.py", "exec")  # the rendering is Python
+    # and the same context renders again identically (no hidden state)
+    assert ENV.get_template(r.template).render(**r.context) == r.text
+
+
+@pytest.mark.parametrize("template", module_templates())
+def test_a_missing_key_is_an_error_not_an_empty_string(template):
+    """Dropping any key a template reads fails loudly, for some built-in spec that reaches
+    the place where it is read."""
+    renderings = renderings_of(template)
+    assert renderings, f"{template}: rendered by no built-in spec"
+    jinja_template = ENV.get_template(template)
+    for key in sorted(used_keys(template)):
+        for r in renderings:
+            partial = {k: v for k, v in r.context.items() if k != key}
+            try:
+                jinja_template.render(**partial)
+            except jinja2.UndefinedError:
+                break
+        else:
+            pytest.fail(f"{template}: rendering without {key!r} did not fail")
+
+
+# ---------------------------------------------------------------------------------------
+# What the generated modules carry: banner and per-block provenance
+# ---------------------------------------------------------------------------------------
+
+
+COUPLED_SPEC = """
+name = "gated"
+kind = "recurrent"
+input = "x"
+output = "a"
+state = { h = "a" }
+
+[params]
+W = "matrix"
+R = "matrix"
+U = "matrix"
+b = "vector"
+
+[equations]
+r = "sigmoid(R@h)"
+n = "tanh(W@x + U@(r*h) + b)"
+a = "n + 0.5*h"
+"""
+
+
+def test_matrix_products_inside_the_loop_render_strictly(tmp_path):
+    """A matrix-coupled recurrence (``U@(r*h)``) takes the templates' matrix-product
+    branches, which no built-in spec reaches; rendering must still be strict and valid."""
+    from symbolic.render import render
+
+    spec = tmp_path / "gated.toml"
+    spec.write_text(COUPLED_SPEC)
+    cell = parse.load(spec)
+    ctx = cell_context(lower(derive(cell)), "numpy")
+    assert any(s["matvec"] for s in ctx["forward"]) and any(s["matvec"] for s in ctx["backward"])
+    text = render(cell, "numpy").text
+    compile(text, "gated_numpy.py", "exec")
+
+
+def module_path(spec: str, backend: str) -> Path:
+    return default_out() / f"{spec}_{backend}.py"
+
+
+@pytest.mark.parametrize("case", SPEC_BACKENDS)
+def test_banner(case):
+    spec, backend = case
+    spec_path = SPECS[spec]
+    lines = module_path(spec, backend).read_text(encoding="utf-8").splitlines()
+    digest = hashlib.sha256(spec_path.read_bytes()).hexdigest()
+    assert lines[:3] == [
+        f"# Generated by derivgen {symbolic.__version__} from symbolic/specs/{spec}.toml: "
+        "do NOT edit by hand.",
+        f"# spec sha256: {digest}",
+        "# Regenerate with `derivgen generate`; `derivgen generate --check` finds stale files.",
+    ]
+
+
+def test_banner_never_holds_an_absolute_path(tmp_path):
+    """A spec outside the package is named by its file name only (no machine paths)."""
+    from symbolic.render import render
+
+    spec = tmp_path / "deep" / "mine.toml"
+    spec.parent.mkdir()
+    text = SPECS["dense_linear"].read_text().replace('name = "dense_linear"', 'name = "mine"')
+    spec.write_text(text)
+    module = render(parse.load(spec), "numpy")
+    first = module.text.splitlines()[0]
+    assert (
+        first
+        == f"# Generated by derivgen {symbolic.__version__} from mine.toml: do NOT edit by hand."
+    )
+    assert str(tmp_path) not in module.text
+
+
+def _comment_then_statement(lines: list[str], comment: str, target: str) -> bool:
+    """Some ``# comment`` line is directly followed by code that computes ``target`` (an
+    assignment ``target = ...``, a buffer write ``target_seq[...] = ...`` or a product
+    ``np.matmul(..., out=_w_target)``: whatever the layout)."""
+    # the name, possibly decorated (``a_seq``, ``_w_dh_U``), but not inside another word
+    left = "" if target.startswith("_") else "(?<![A-Za-z0-9])"
+    name = re.compile(rf"{left}{re.escape(target)}(?![A-Za-z0-9])")
+    for i, line in enumerate(lines[:-1]):
+        if line.strip() == f"# {comment}" and name.search(lines[i + 1]):
+            return True
+    return False
+
+
+CELL_CASES = [c for c in SPEC_BACKENDS if MODELS[c.values[0][0]].kind != COST]
+COST_CASES = [c for c in SPEC_BACKENDS if MODELS[c.values[0][0]].kind == COST]
+
+
+@pytest.mark.parametrize("case", CELL_CASES)
+def test_each_block_names_its_equation_or_adjoint(case):
+    spec, backend = case
+    lines = module_path(spec, backend).read_text(encoding="utf-8").splitlines()
+    kernel = lower(derive(MODELS[spec]))
+    # every statement of the kernel IR is emitted under its provenance comment
+    for stmt in kernel.pre + kernel.forward + kernel.backward:
+        assert stmt.comment, f"{stmt.target} has no comment"
+        assert _comment_then_statement(lines, stmt.comment, stmt.target), (
+            f"{spec}_{backend}: no '# {stmt.comment}' just before the code of {stmt.target}"
+        )
+    # and, from the spec itself: each equation is named by a forward block and an adjoint
+    data = tomllib.loads(SPECS[spec].read_text())
+    text = "\n".join(line.strip() for line in lines)
+    for name, source in data["equations"].items():
+        assert f"# {name} = {source}" in text, f"no forward block names {name}"
+        assert f"# adjoint of {name} = {source}" in text, f"no adjoint block names {name}"
+
+
+@pytest.mark.parametrize("case", COST_CASES)
+def test_cost_blocks_name_the_cost_and_its_gradient(case):
+    spec, backend = case
+    data = tomllib.loads(SPECS[spec].read_text())
+    text = module_path(spec, backend).read_text(encoding="utf-8")
+    assert f"# C = sum of {data['per_unit']}" in text
+    assert f"# dC/d{data['prediction']}" in text
