@@ -31,12 +31,15 @@ SPEC_SHA256 = "15ef9833f27ce4f4ef3afdcb13b77b226f90eacf880f61492c0287d521c3db25"
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _as_array(value, name, shape):
+def _as_array(value, name, shape, dtype=None):
     """``value`` as a float32/float64 array whose shape matches ``shape`` (a tuple of
-    ints or names); raises ValueError naming the argument and the expected shape."""
+    ints or names) and, if given, whose dtype is ``dtype``; raises ValueError naming the
+    argument and what was expected."""
     array = np.asarray(value)
     if array.dtype not in _DTYPES:
         raise ValueError(f"{name}: expected dtype float32 or float64, got {array.dtype}")
+    if dtype is not None and array.dtype != dtype:
+        raise ValueError(f"{name}: expected dtype {dtype} (the input's), got {array.dtype}")
     expected = "(" + ", ".join(str(n) for n in shape) + ")"
     if array.ndim != len(shape) or any(
         isinstance(n, int) and n != m for n, m in zip(shape, array.shape, strict=False)
@@ -168,7 +171,7 @@ def backward(params, cache, da):
     _n_out = _size_out(params)
     _dtype = _x.dtype
     _check_params(params, _n_in, _n_out, _dtype)
-    _dout = np.ascontiguousarray(_as_array(da, "da", (_B, _n_out)), dtype=_dtype)
+    _dout = np.ascontiguousarray(_as_array(da, "da", (_B, _n_out), _dtype))
     W = params["W"]
     da_buf = np.empty((_B, _n_out), _dtype)
     _backward_kernel(

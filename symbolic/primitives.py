@@ -284,7 +284,12 @@ def numeric_namespace() -> dict[str, Callable]:
 
 def used(expr: sp.Expr) -> set[str]:
     """The names of the primitives ``expr`` calls."""
-    return {type(c).__name__ for c in sp.preorder_traversal(expr) if is_primitive_call(c)}
+    # SymPy's own exp, log and tanh (from diff of a power) print as the primitive too
+    return {
+        type(c).__name__
+        for c in sp.preorder_traversal(expr)
+        if isinstance(c, sp.Function) and type(c).__name__ in PRIMITIVES
+    }
 
 
 def numba_helpers(names) -> list[str]:

@@ -40,6 +40,16 @@ class NumpyPrinter(PythonCodePrinter):
         if primitives.is_primitive_call(expr):
             prim = primitives.PRIMITIVES[type(expr).__name__]
             return getattr(prim, self.backend).format(self._print(expr.args[0]))
+        if isinstance(expr, sp.Expr) and expr.is_number and not expr.is_Rational:
+            # a constant such as log(2) from d(2**z)/dz: its value, not a call
+            value = complex(expr.evalf(20))
+            if value.imag != 0:
+                raise TypeError(f"the constant {expr} is not real")
+            return repr(value.real)
+        if isinstance(expr, sp.Function) and type(expr).__name__ in primitives.PRIMITIVES:
+            # SymPy's own exp, log, tanh (from diff of a power, say): the primitive's code
+            prim = primitives.PRIMITIVES[type(expr).__name__]
+            return getattr(prim, self.backend).format(self._print(expr.args[0]))
         return super()._print(expr, **kwargs)
 
     def _print_Function(self, expr):

@@ -17,7 +17,7 @@ import sympy as sp
 from symbolic import __version__, naming, primitives, printing
 from symbolic.derive import Assign, MatVec, derive, derive_cost
 from symbolic.lower import COUPLED, Kernel, lower
-from symbolic.model import COST, RECURRENT, Cell, Cost
+from symbolic.model import RECURRENT, Cell, Cost
 
 BACKENDS = ("numpy", "numba")
 
@@ -196,7 +196,6 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
         "spec_file": spec_label(cell.path),
         "spec_sha256": cell.sha256,
         "version": __version__,
-        "input": cell.input,
         "output": cell.output,
         "output_array": arrays[cell.output],
         "upstream": naming.upstream(cell.output),
@@ -531,7 +530,6 @@ def cost_context(cost: Cost, backend: str) -> dict:
     return {
         "name": cost.name,
         "title": cost.title,
-        "kind": COST,
         "spec_file": spec_label(cost.path),
         "spec_sha256": cost.sha256,
         "version": __version__,

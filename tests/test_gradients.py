@@ -513,25 +513,7 @@ def test_wrong_shapes_and_dtypes_raise_value_error_naming_the_argument(case):
         mod.init_params(N_IN, N_OUT, dtype=np.int32)
 
 
-def _xfail_numpy_da(case):
-    name, backend = case.values[0]
-    marks = list(case.marks)
-    if backend == "numpy":
-        marks.append(
-            pytest.mark.xfail(
-                reason=(
-                    "BUG templates/numpy_{feedforward,recurrent}.py.j2 backward: da's dtype is "
-                    "not checked against the forward's; float64 da into a float32 cell "
-                    "silently promotes grads/dx (feedforward) or dstate0 (recurrent)"
-                ),
-                raises=AssertionError,
-                strict=True,
-            )
-        )
-    return pytest.param(case.values[0], marks=marks, id=case.id)
-
-
-@pytest.mark.parametrize("case", [_xfail_numpy_da(c) for c in CELLS])
+@pytest.mark.parametrize("case", CELLS)
 def test_float64_da_into_a_float32_cell_raises_or_keeps_float32(case):
     name, backend = case
     mod = module(name, backend)
@@ -625,13 +607,6 @@ a = "2**(W@x)"
 """
 
 
-@pytest.mark.xfail(
-    reason="BUG symbolic/printing.py: d(2**z)/dz = 2**z*log(2) is emitted as "
-    "'dW_x = 2**W_x * da * log(2)' with a bare SymPy 'log', undefined in the module: "
-    "backward raises NameError",
-    raises=NameError,
-    strict=True,
-)
 def test_a_power_of_a_constant_generates_a_working_backward(tmp_path, monkeypatch):
     from symbolic.generate import generate
 

@@ -226,22 +226,10 @@ def test_cost_context_has_no_unknown_dead_key():
     assert _dead_keys(costs=True) <= KNOWN_DEAD_COST_KEYS
 
 
-@pytest.mark.xfail(
-    reason="BUG symbolic/render.py cell_context: keys 'input' and 'state_names' are read "
-    "by no template",
-    raises=AssertionError,
-    strict=True,
-)
 def test_cell_context_has_exactly_the_keys_the_templates_read():
     assert _dead_keys(costs=False) == set()
 
 
-@pytest.mark.xfail(
-    reason="BUG symbolic/render.py cost_context: key 'kind' is read by no template "
-    '(numpy_cost.py.j2 writes KIND = "cost" literally)',
-    raises=AssertionError,
-    strict=True,
-)
 def test_cost_context_has_exactly_the_keys_the_templates_read():
     assert _dead_keys(costs=True) == set()
 
