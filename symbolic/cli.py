@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -78,7 +79,8 @@ def _cmd_run(args) -> int:
     return tour_main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The command's parser; ``selected`` is the subcommand whose options to load."""
     parser = argparse.ArgumentParser(
         prog="derivgen",
         description="Neural-network equations -> verified, fast NumPy and Numba code.",
@@ -103,36 +105,34 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, default=None, help="output folder (default: generated/)")
     gen.set_defaults(func=_cmd_generate)
 
-    from symbolic.train import add_arguments as train_arguments
-
-    train = sub.add_parser("train", help="train a model built from generated modules")
-    train_arguments(train)
-    train.set_defaults(func=_cmd_train)
-
-    from symbolic.report import add_arguments as report_arguments
-
-    report = sub.add_parser("report", help="a Markdown report of specs, derivations, verdicts")
-    report_arguments(report)
-    report.set_defaults(func=_cmd_report)
-
-    from symbolic.bench import add_arguments as bench_arguments
-
-    bench = sub.add_parser("bench", help="benchmark generated code against other tools")
-    bench_arguments(bench)
-    bench.set_defaults(func=_cmd_bench)
-
-    from symbolic.tour import add_arguments as run_arguments
-
-    run = sub.add_parser(
-        "run", help="the main job: verify the paper, check generated/, train the MLP and GRN"
-    )
-    run_arguments(run)
-    run.set_defaults(func=_cmd_run)
+    # The heavier commands bring their own options; only the one being run is imported,
+    # so that `derivgen generate` never depends on the training or benchmark stack.
+    heavy = {
+        "train": ("symbolic.train", "train a model built from generated modules", _cmd_train),
+        "report": (
+            "symbolic.report",
+            "a Markdown report of specs, derivations, verdicts",
+            _cmd_report,
+        ),
+        "bench": ("symbolic.bench", "benchmark generated code against other tools", _cmd_bench),
+        "run": (
+            "symbolic.tour",
+            "the main job: verify the paper, check generated/, train the MLP and GRN",
+            _cmd_run,
+        ),
+    }
+    for name, (module, text, func) in heavy.items():
+        command = sub.add_parser(name, help=text)
+        if name == selected:
+            importlib.import_module(module).add_arguments(command)
+        command.set_defaults(func=func)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(selected)
     args = parser.parse_args(argv)
     from symbolic.parse import SpecError
     from symbolic.render import UnsupportedSpec
