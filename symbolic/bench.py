@@ -195,15 +195,19 @@ GEMM = "gemm"
 #   worker is woken, so none spins on a core a Numba thread needs.
 # - numba1: Numba's loops on one thread (the caller's), matrix products on every core:
 #   OpenBLAS's spinning workers then hold cores no Numba thread wants.
-# - none: both pools at their defaults, as a user who does nothing gets them.
+# - none: both pools on every core. `derivgen` sets OPENBLAS_THREAD_TIMEOUT=1 before NumPy
+#   loads (symbolic/cli.py), so OpenBLAS's workers sleep right after each product instead
+#   of spinning for 0.1 s; the label says which timeout the run had.
 POLICIES = ("blas1", "numba1", "none")
-# The policy of plain "numba": where the work is. The GRN's time is in its recurrent
-# kernels, the MLP's in its matrix products.
-DEFAULT_POLICY = {"grn": "blas1", "mlp": "numba1"}
+# The policy of plain "numba", by measurement (`derivgen bench`, 2 cores): with the
+# workers asleep the GRN does best with both pools on both cores; the MLP's time is in
+# its matrix products, which its one short Numba loop per layer must not slow down.
+DEFAULT_POLICY = {"grn": "none", "mlp": "numba1"}
 POLICY_LABELS = {
     "blas1": "BLAS 1 thread, Numba all",
     "numba1": "Numba 1 thread, BLAS all",
-    "none": "no thread control",
+    "none": "both pools, OPENBLAS_THREAD_TIMEOUT="
+    + os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset"),
 }
 
 # Plain "numba" runs under the workload's default policy; the explicit policies beside it
