@@ -12,7 +12,6 @@ from collections.abc import Iterable
 
 import sympy as sp
 
-from symbolic import naming
 from symbolic.derive import Assign, MatVec
 
 Stmt = Assign | MatVec
@@ -180,4 +179,4 @@ def count_ops(stmts: list[Stmt]) -> dict[str, int]:
     return {"arithmetic": arith, "calls": calls, "matvecs": matvecs}
 
 
-__all__ = ["dead_code", "copy_propagation", "cse", "fold_temporaries", "count_ops", "naming"]
+__all__ = ["dead_code", "copy_propagation", "cse", "fold_temporaries", "count_ops"]

@@ -573,4 +573,4 @@ def render(model: Cell | Cost, backend: str) -> Module:
     return Module(f"{model.name}_{backend}.py", template.render(**context))
 
 
-__all__ = ["BACKENDS", "Module", "render", "Assign"]
+__all__ = ["BACKENDS", "Module", "UnsupportedSpec", "render"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import sympy as sp
 
 from symbolic import passes, primitives
-from symbolic.derive import Assign, MatVec, derive, derive_cost
+from symbolic.derive import MatVec, derive, derive_cost
 from symbolic.generate import builtin_specs
 from symbolic.lower import AFFINE, COUPLED, DIAGONAL, NONE, lower
 from symbolic.model import Cell, Cost
@@ -192,4 +192,4 @@ def main(args) -> int:
     return 0
 
 
-__all__ = ["report", "add_arguments", "main", "Assign"]
+__all__ = ["report", "add_arguments", "main"]

@@ -18,7 +18,6 @@ It is decided twice, independently:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -413,4 +412,4 @@ def verify_table(findings: list[Finding], elapsed: float | None = None) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["verify_specs", "verify_table", "verify_claim", "SingleStep", "math"]
+__all__ = ["verify_specs", "verify_table", "verify_claim", "SingleStep"]
