@@ -17,7 +17,7 @@ of the output is ``d<output>_in``; the adjoint of a state flowing in from step t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sympy as sp
 
@@ -94,7 +94,6 @@ class Derivation:
     input_grads: list[MatVec]
     state_adjoints: dict[str, str]
     seeds: dict[str, list[str]]
-    local: dict[str, sp.Expr] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"# forward of {self.cell.name}"]
@@ -229,7 +228,6 @@ def derive(cell: Cell) -> Derivation:
     params = set(cell.params)
     vector_grads: dict[str, list[sp.Expr]] = {p: [] for p in cell.params}
     backward: list[Assign | MatVec] = []
-    local: dict[str, sp.Expr] = {}
 
     for where, stmt in reversed(forward):
         if isinstance(stmt, MatVec):
@@ -263,7 +261,6 @@ def derive(cell: Cell) -> Derivation:
             partial = local_partial(expr, sym, cached)
             if partial == 0:
                 continue
-            local[f"{eq_name}/{sym.name}"] = partial
             term = d_eq * partial
             if sym.name in params:
                 vector_grads[sym.name].append(term)
@@ -318,7 +315,7 @@ def derive(cell: Cell) -> Derivation:
         for proj in proj_by_arg.get(cell.input, [])
     ]
     return Derivation(
-        cell, equations, forward, backward, param_grads, input_grads, state_adjoints, seeds, local
+        cell, equations, forward, backward, param_grads, input_grads, state_adjoints, seeds
     )
 
 
