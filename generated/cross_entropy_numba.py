@@ -37,8 +37,27 @@ def loss(a, y):
         raise ValueError(f"y: expected shape {a.shape}, got {y.shape}")
     y = y.astype(a.dtype, copy=False)
     _batch = a.shape[-2]
-    # C = sum of -(y*log(a) + (1 - y)*log(1 - a))
-    C = float(np.sum(-y * np.log(a) - (1 - y) * np.log(1 - a))) / _batch
-    # dC/da
-    _grad = ((1 - y) / (1 - a) - y / a) / _batch
-    return C, np.broadcast_to(_grad, a.shape).astype(a.dtype)
+    _scale = 1.0 / _batch
+    # C = sum of -(y*log(a) + (1 - y)*log(1 - a)), over every unit and step, divided by the batch size
+    # dC/da = ((1 - y)/(1 - a) - y/a) / batch size
+    _cw0 = np.empty_like(a)
+    # _u0 = 1 - y
+    _u0 = np.empty_like(a)
+    np.subtract(1.0, y, out=_u0)
+    # _u1 = 1 - a
+    _u1 = np.empty_like(a)
+    np.subtract(1.0, a, out=_u1)
+    _buf = np.empty_like(a)
+    np.log(_u1, out=_buf)
+    np.multiply(_buf, _u0, out=_buf)
+    np.negative(_buf, out=_buf)
+    np.log(a, out=_cw0)
+    np.multiply(_cw0, y, out=_cw0)
+    np.subtract(_buf, _cw0, out=_buf)
+    _sum = float(np.sum(_buf))
+    np.multiply(_u0, _scale, out=_u0)
+    np.divide(_u0, _u1, out=_u0)
+    np.multiply(_scale, y, out=_cw0)
+    np.divide(_cw0, a, out=_cw0)
+    np.subtract(_u0, _cw0, out=_u0)
+    return _sum * _scale, _u0

@@ -29,10 +29,10 @@ def _as_array(value, name, shape, dtype=None):
         raise ValueError(f"{name}: expected dtype float32 or float64, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype} (the input's), got {array.dtype}")
-    expected = "(" + ", ".join(str(n) for n in shape) + ")"
     if array.ndim != len(shape) or any(
         isinstance(n, int) and n != m for n, m in zip(shape, array.shape, strict=False)
     ):
+        expected = "(" + ", ".join(str(n) for n in shape) + ")"
         raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
     return array
 
@@ -98,35 +98,44 @@ def forward(params, x):
     _check_params(params, _n_in, _size_out(params), _x.dtype)
     W = params["W"]
     B = params["B"]
+    _B = _x.shape[0]
+    _n_out = _size_out(params)
+    _dtype = _x.dtype
     # W_x = sum_j W_ij x_j
     W_x = _x @ W.T
     # a = W@x + B
-    a = B + W_x
+    np.add(W_x, B, out=W_x)
+    a = W_x
     cache = {"x": _x, "a": a}
     return a, cache
 
 
-def backward(params, cache, da):
+def backward(params, cache, da, *, need_dx=True):
     """Gradients of the cost, given its gradient ``da`` by the output.
 
     Args:
         params: The parameters used by ``forward``.
         cache: What ``forward`` returned with the output.
         da: (B, n_out): dC/da.
+        need_dx: False skips the input's gradient (a first layer does not need it).
 
     Returns:
-        ``(grads, dx)``: grads has the keys and shapes of params; dx is (B, n_in).
+        ``(grads, dx)``: grads has the keys and shapes of params; dx is (B, n_in), or
+        None when not needed.
     """
     _x = cache["x"]
     _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _check_params(params, _n_in, _n_out, _x.dtype)
     da_in = _as_array(da, "da", (_B, _n_out), _x.dtype)
+    _dtype = _x.dtype
     W = params["W"]
     # adjoint of a = W@x + B
     da = da_in
     grads = {}
+    dx = None
     grads["W"] = da.T @ _x
     grads["B"] = np.sum(da, axis=0)
-    dx = da @ W
+    if need_dx:
+        dx = da @ W
     return grads, dx

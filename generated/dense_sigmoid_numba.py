@@ -81,10 +81,10 @@ def _as_array(value, name, shape, dtype=None):
         raise ValueError(f"{name}: expected dtype float32 or float64, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype} (the input's), got {array.dtype}")
-    expected = "(" + ", ".join(str(n) for n in shape) + ")"
     if array.ndim != len(shape) or any(
         isinstance(n, int) and n != m for n, m in zip(shape, array.shape, strict=False)
     ):
+        expected = "(" + ", ".join(str(n) for n in shape) + ")"
         raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
     return array
 
@@ -202,16 +202,18 @@ def forward(params, x):
     return a_buf, cache
 
 
-def backward(params, cache, da):
+def backward(params, cache, da, *, need_dx=True):
     """Gradients of the cost, given its gradient ``da`` by the output.
 
     Args:
         params: The parameters used by ``forward``.
         cache: What ``forward`` returned with the output.
         da: (B, n_out): dC/da.
+        need_dx: False skips the input's gradient (a first layer does not need it).
 
     Returns:
-        ``(grads, dx)``: grads has the keys and shapes of params; dx is (B, n_in).
+        ``(grads, dx)``: grads has the keys and shapes of params; dx is (B, n_in), or
+        None when not needed.
     """
     _x = cache["x"]
     _B, _n_in = _x.shape
@@ -230,5 +232,8 @@ def backward(params, cache, da):
     grads = {}
     grads["W"] = dz_buf.T @ _x
     grads["B"] = dz_buf.sum(axis=0)
-    dx = dz_buf @ W
+    dx = None
+    if need_dx:
+        dx = dz_buf @ W
+
     return grads, dx

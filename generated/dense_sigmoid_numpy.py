@@ -30,10 +30,10 @@ def _as_array(value, name, shape, dtype=None):
         raise ValueError(f"{name}: expected dtype float32 or float64, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype} (the input's), got {array.dtype}")
-    expected = "(" + ", ".join(str(n) for n in shape) + ")"
     if array.ndim != len(shape) or any(
         isinstance(n, int) and n != m for n, m in zip(shape, array.shape, strict=False)
     ):
+        expected = "(" + ", ".join(str(n) for n in shape) + ")"
         raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
     return array
 
@@ -99,40 +99,56 @@ def forward(params, x):
     _check_params(params, _n_in, _size_out(params), _x.dtype)
     W = params["W"]
     B = params["B"]
+    _B = _x.shape[0]
+    _n_out = _size_out(params)
+    _dtype = _x.dtype
     # W_x = sum_j W_ij x_j
     W_x = _x @ W.T
+    _k0 = (0.5) * B
     # z = W@x + B
-    z = B + W_x
     # a = sigmoid(z)
-    a = 0.5 + 0.5 * np.tanh(0.5 * (z))
+    np.multiply(W_x, 0.5, out=W_x)
+    np.add(W_x, _k0, out=W_x)
+    np.tanh(W_x, out=W_x)
+    np.multiply(W_x, 0.5, out=W_x)
+    np.add(W_x, 0.5, out=W_x)
+    a = W_x
     cache = {"x": _x, "a": a}
     return a, cache
 
 
-def backward(params, cache, da):
+def backward(params, cache, da, *, need_dx=True):
     """Gradients of the cost, given its gradient ``da`` by the output.
 
     Args:
         params: The parameters used by ``forward``.
         cache: What ``forward`` returned with the output.
         da: (B, n_out): dC/da.
+        need_dx: False skips the input's gradient (a first layer does not need it).
 
     Returns:
-        ``(grads, dx)``: grads has the keys and shapes of params; dx is (B, n_in).
+        ``(grads, dx)``: grads has the keys and shapes of params; dx is (B, n_in), or
+        None when not needed.
     """
     _x = cache["x"]
     _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _check_params(params, _n_in, _n_out, _x.dtype)
     da_in = _as_array(da, "da", (_B, _n_out), _x.dtype)
+    _dtype = _x.dtype
     W = params["W"]
     a = cache["a"]
     # adjoint of a = sigmoid(z)
     da = da_in
     # adjoint of z = W@x + B
-    dz = a * da * (1 - a)
+    dz = np.empty((_B, _n_out), _dtype)
+    np.subtract(1.0, a, out=dz)
+    np.multiply(dz, a, out=dz)
+    np.multiply(dz, da, out=dz)
     grads = {}
+    dx = None
     grads["W"] = dz.T @ _x
     grads["B"] = np.sum(dz, axis=0)
-    dx = dz @ W
+    if need_dx:
+        dx = dz @ W
     return grads, dx

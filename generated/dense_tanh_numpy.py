@@ -29,10 +29,10 @@ def _as_array(value, name, shape, dtype=None):
         raise ValueError(f"{name}: expected dtype float32 or float64, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype} (the input's), got {array.dtype}")
-    expected = "(" + ", ".join(str(n) for n in shape) + ")"
     if array.ndim != len(shape) or any(
         isinstance(n, int) and n != m for n, m in zip(shape, array.shape, strict=False)
     ):
+        expected = "(" + ", ".join(str(n) for n in shape) + ")"
         raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
     return array
 
@@ -98,38 +98,51 @@ def forward(params, x):
     _check_params(params, _n_in, _size_out(params), _x.dtype)
     W = params["W"]
     B = params["B"]
+    _B = _x.shape[0]
+    _n_out = _size_out(params)
+    _dtype = _x.dtype
     # W_x = sum_j W_ij x_j
     W_x = _x @ W.T
     # a = tanh(W@x + B)
-    a = np.tanh(B + W_x)
+    np.add(W_x, B, out=W_x)
+    np.tanh(W_x, out=W_x)
+    a = W_x
     cache = {"x": _x, "a": a}
     return a, cache
 
 
-def backward(params, cache, da):
+def backward(params, cache, da, *, need_dx=True):
     """Gradients of the cost, given its gradient ``da`` by the output.
 
     Args:
         params: The parameters used by ``forward``.
         cache: What ``forward`` returned with the output.
         da: (B, n_out): dC/da.
+        need_dx: False skips the input's gradient (a first layer does not need it).
 
     Returns:
-        ``(grads, dx)``: grads has the keys and shapes of params; dx is (B, n_in).
+        ``(grads, dx)``: grads has the keys and shapes of params; dx is (B, n_in), or
+        None when not needed.
     """
     _x = cache["x"]
     _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _check_params(params, _n_in, _n_out, _x.dtype)
     da_in = _as_array(da, "da", (_B, _n_out), _x.dtype)
+    _dtype = _x.dtype
     W = params["W"]
     a = cache["a"]
     # adjoint of a = tanh(W@x + B)
     da = da_in
     # adjoint of W_x = W@x
-    dW_x = da * (1 - a**2)
+    dW_x = np.empty((_B, _n_out), _dtype)
+    np.multiply(a, a, out=dW_x)
+    np.subtract(1.0, dW_x, out=dW_x)
+    np.multiply(dW_x, da, out=dW_x)
     grads = {}
+    dx = None
     grads["W"] = dW_x.T @ _x
     grads["B"] = np.sum(dW_x, axis=0)
-    dx = dW_x @ W
+    if need_dx:
+        dx = dW_x @ W
     return grads, dx

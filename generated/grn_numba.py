@@ -109,10 +109,10 @@ def _as_array(value, name, shape, dtype=None):
         raise ValueError(f"{name}: expected dtype float32 or float64, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype} (the input's), got {array.dtype}")
-    expected = "(" + ", ".join(str(n) for n in shape) + ")"
     if array.ndim != len(shape) or any(
         isinstance(n, int) and n != m for n, m in zip(shape, array.shape, strict=False)
     ):
+        expected = "(" + ", ".join(str(n) for n in shape) + ")"
         raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
     return array
 
@@ -368,7 +368,7 @@ def forward(params, x, state0=None):
     return a_seq, cache
 
 
-def backward(params, cache, da, dstate=None):
+def backward(params, cache, da, dstate=None, *, need_dx=True):
     """Backpropagation through time.
 
     Args:
@@ -376,10 +376,12 @@ def backward(params, cache, da, dstate=None):
         cache: What ``forward`` returned with the output.
         da: (T, B, n_out): dC/da at every step (from the cost or the layer above).
         dstate: ``{state: (B, n_out)}``: dC/d(state after the last step), or None.
+        need_dx: False skips the input's gradient (a first layer does not need it).
 
     Returns:
         ``(grads, dx, dstate0)``: grads has the keys and shapes of params; dx is
-        (T, B, n_in); dstate0 is dC/d(state0), ``{state: (B, n_out)}``.
+        (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
+        ``{state: (B, n_out)}``.
     """
     _x = cache["x"]
     _T, _B, _n_in = _x.shape
@@ -422,9 +424,11 @@ def backward(params, cache, da, dstate=None):
     grads["WTc"] = g_WTc.sum(axis=0).astype(_dtype)
     grads["Bu"] = dZu_seq.sum(axis=(0, 1))
     grads["Bc"] = dZc_seq.sum(axis=(0, 1))
-    dx = (dZu_seq.reshape(-1, _n_out) @ WXu + dZc_seq.reshape(-1, _n_out) @ WXc).reshape(
-        _T, _B, _n_in
-    )
+    dx = None
+    if need_dx:
+        dx = (dZu_seq.reshape(-1, _n_out) @ WXu + dZc_seq.reshape(-1, _n_out) @ WXc).reshape(
+            _T, _B, _n_in
+        )
     dstate0 = {
         "h": _s_dh_next,
     }

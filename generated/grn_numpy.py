@@ -41,10 +41,10 @@ def _as_array(value, name, shape, dtype=None):
         raise ValueError(f"{name}: expected dtype float32 or float64, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype} (the input's), got {array.dtype}")
-    expected = "(" + ", ".join(str(n) for n in shape) + ")"
     if array.ndim != len(shape) or any(
         isinstance(n, int) and n != m for n, m in zip(shape, array.shape, strict=False)
     ):
+        expected = "(" + ", ".join(str(n) for n in shape) + ")"
         raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
     return array
 
@@ -141,51 +141,67 @@ def forward(params, x, state0=None):
     WTc = params["WTc"]
     Bu = params["Bu"]
     Bc = params["Bc"]
-    # Projections of the input, every step at once: one matrix product each.
+    # Projections of the input, every step at once.
     _x2 = _x.reshape(_T * _B, _n_in)
     # WXu_x = sum_j WXu_ij x_j
-    WXu_x_seq = (_x2 @ WXu.T).reshape(_T, _B, _n_out)
     # WXc_x = sum_j WXc_ij x_j
-    WXc_x_seq = (_x2 @ WXc.T).reshape(_T, _B, _n_out)
-    # What the backward pass reads, for every step.
+    # (the matrices stacked: one product for all of them)
+    _W_in = np.concatenate((0.5 * WXu, WXc))
+    # (with the constant terms as a bias column, against a column of ones)
+    _W_in = np.concatenate((_W_in, np.concatenate(((0.5) * Bu, Bc))[:, None]), axis=1)
+    _x1 = np.empty((_T * _B, _n_in + 1), _dtype)
+    _x1[:, :_n_in] = _x2
+    _x1[:, _n_in] = 1.0
+    _P = (_x1 @ _W_in.T).reshape(_T, _B, 2 * _n_out)
+    WXu_x_seq = _P[:, :, :_n_out]
+    WXc_x_seq = _P[:, :, _n_out:]
+    # Buffers: the states of every step (row t + 1 is step t's value), what the
+    # backward pass reads, and work buffers of one step.
+    _h_all = np.empty((_T + 1, _B, _n_out), _dtype)
+    _h_all[0] = _state0["h"]
     G_seq = np.empty((_T, _B, _n_out), _dtype)
-    a_seq = np.empty((_T, _B, _n_out), _dtype)
     ac_seq = np.empty((_T, _B, _n_out), _dtype)
-    h_seq = np.empty((_T, _B, _n_out), _dtype)
-    h = _state0["h"]
+    # What does not change inside the loop, computed once.
+    _k0 = (0.5) * WTu
+    # _s0 = Bu/2 + WXu_x/2: computed by the product
+    # _s1 = Bc + WXc_x: computed by the product
     for _t in range(_T):
-        WXu_x = WXu_x_seq[_t]
-        WXc_x = WXc_x_seq[_t]
+        h = _h_all[_t]
+        G = G_seq[_t]
+        ac = ac_seq[_t]
+        a = _h_all[_t + 1]
+        _s0 = WXu_x_seq[_t]
+        _s1 = WXc_x_seq[_t]
         # Zu = WTu*h + WXu@x + Bu
-        Zu = Bu + WTu * h + WXu_x
-        # Zc = WTc*h + WXc@x + Bc
-        Zc = Bc + WTc * h + WXc_x
         # G = sigmoid(Zu)
-        G = 0.5 + 0.5 * np.tanh(0.5 * (Zu))
+        np.multiply(_k0, h, out=G)
+        np.add(G, _s0, out=G)
+        np.tanh(G, out=G)
+        np.multiply(G, 0.5, out=G)
+        np.add(G, 0.5, out=G)
+        # Zc = WTc*h + WXc@x + Bc
         # ac = tanh(Zc)
-        ac = np.tanh(Zc)
+        np.multiply(WTc, h, out=ac)
+        np.add(ac, _s1, out=ac)
+        np.tanh(ac, out=ac)
         # a = G*ac + (1 - G)*h
-        a = G * ac + h * (1 - G)
-        G_seq[_t] = G
-        a_seq[_t] = a
-        ac_seq[_t] = ac
-        h_seq[_t] = h
-        # The states of the next step.
-        h = a
+        np.subtract(ac, h, out=a)
+        np.multiply(a, G, out=a)
+        np.add(a, h, out=a)
     cache = {
         "x": _x,
         "G": G_seq,
-        "a": a_seq,
+        "a": _h_all[1:],
         "ac": ac_seq,
-        "h": h_seq,
+        "h": _h_all[:-1],
         "state": {
-            "h": h,
+            "h": _h_all[-1],
         },
     }
-    return a_seq, cache
+    return _h_all[1:], cache
 
 
-def backward(params, cache, da, dstate=None):
+def backward(params, cache, da, dstate=None, *, need_dx=True):
     """Backpropagation through time.
 
     Args:
@@ -193,10 +209,12 @@ def backward(params, cache, da, dstate=None):
         cache: What ``forward`` returned with the output.
         da: (T, B, n_out): dC/da at every step (from the cost or the layer above).
         dstate: ``{state: (B, n_out)}``: dC/d(state after the last step), or None.
+        need_dx: False skips the input's gradient (a first layer does not need it).
 
     Returns:
         ``(grads, dx, dstate0)``: grads has the keys and shapes of params; dx is
-        (T, B, n_in); dstate0 is dC/d(state0), ``{state: (B, n_out)}``.
+        (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
+        ``{state: (B, n_out)}``.
     """
     _x = cache["x"]
     _T, _B, _n_in = _x.shape
@@ -212,44 +230,84 @@ def backward(params, cache, da, dstate=None):
     G_seq = cache["G"]
     ac_seq = cache["ac"]
     h_seq = cache["h"]
-    # Adjoints the parameter gradients read after the loop.
-    dZc_seq = np.empty((_T, _B, _n_out), _dtype)
-    dZu_seq = np.empty((_T, _B, _n_out), _dtype)
-    dh_next = _dstate["h"]
-    for _t in range(_T - 1, -1, -1):
-        da_in = _dout[_t]
-        G = G_seq[_t]
-        ac = ac_seq[_t]
-        h = h_seq[_t]
-        # adjoint of a = G*ac + (1 - G)*h
-        da = da_in + dh_next
-        # adjoint of ac = tanh(Zc)
-        dac = G * da
-        # adjoint of G = sigmoid(Zu)
-        dG = da * (ac - h)
-        # adjoint of Zc = WTc*h + WXc@x + Bc
-        dZc = dac * (1 - ac**2)
-        # shared subexpression
-        _c0 = 1 - G
-        # adjoint of Zu = WTu*h + WXu@x + Bu
-        dZu = G * _c0 * dG
-        # adjoint of h: flows to the step before
-        dh = WTc * dZc + WTu * dZu + _c0 * da
-        dZc_seq[_t] = dZc
-        dZu_seq[_t] = dZu
-        # The adjoints of the states flow to the step before.
-        dh_next = dh
-    # Parameter gradients: sums over every step and lane, after the loop.
+    dh_next = np.array(_dstate["h"], dtype=_dtype)
     grads = {}
-    grads["WXu"] = dZu_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["WXc"] = dZc_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["WTu"] = np.sum(dZu_seq * h_seq, axis=(0, 1))
-    grads["WTc"] = np.sum(dZc_seq * h_seq, axis=(0, 1))
-    grads["Bu"] = np.sum(dZu_seq, axis=(0, 1))
-    grads["Bc"] = np.sum(dZc_seq, axis=(0, 1))
-    dx = (dZu_seq.reshape(-1, _n_out) @ WXu + dZc_seq.reshape(-1, _n_out) @ WXc).reshape(
-        _T, _B, _n_in
-    )
+    # The backward recurrence is linear in the adjoints: every adjoint of a step is a
+    # coefficient (from forward values only) times the seed. Coefficients are computed
+    # for a block of steps at once; only the scan over the seeds is sequential.
+    _block = max(1, min(_T, 131072 // (_B * _n_out * _dtype.itemsize)))
+    _dP = np.empty((_T, _B, 2 * _n_out), _dtype)
+    dZu_seq = _dP[:, :, :_n_out]
+    dZc_seq = _dP[:, :, _n_out:]
+    _bk_c0 = np.empty((_block, _B, _n_out), _dtype)
+    _bk_dG_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk_dZc_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk_dZu_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk_dh_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk_da = np.empty((_block, _B, _n_out), _dtype)
+    _bw0 = np.empty((_block, _B, _n_out), _dtype)
+    grads["WTu"] = np.zeros(_n_out, _dtype)
+    grads["WTc"] = np.zeros(_n_out, _dtype)
+    for _t1 in range(_T, 0, -_block):
+        _t0 = max(0, _t1 - _block)
+        _m = _t1 - _t0
+        G = G_seq[_t0:_t1]
+        ac = ac_seq[_t0:_t1]
+        h = h_seq[_t0:_t1]
+        _c0 = _bk_c0[:_m]
+        dG_per_da = _bk_dG_per_da[:_m]
+        dZc_per_da = _bk_dZc_per_da[:_m]
+        dZu_per_da = _bk_dZu_per_da[:_m]
+        dh_per_da = _bk_dh_per_da[:_m]
+        da = _bk_da[:_m]
+        dZc = dZc_seq[_t0:_t1]
+        dZu = dZu_seq[_t0:_t1]
+        # adjoint of ac = tanh(Zc): dac = G * da
+        # shared subexpression
+        np.subtract(1.0, G, out=_c0)
+        # adjoint of G = sigmoid(Zu): dG = dG_per_da * da
+        np.subtract(ac, h, out=dG_per_da)
+        # adjoint of Zc = WTc*h + WXc@x + Bc: dZc = dZc_per_da * da
+        np.multiply(ac, ac, out=dZc_per_da)
+        np.subtract(1.0, dZc_per_da, out=dZc_per_da)
+        np.multiply(dZc_per_da, G, out=dZc_per_da)
+        # adjoint of Zu = WTu*h + WXu@x + Bu: dZu = dZu_per_da * da
+        np.multiply(G, _c0, out=dZu_per_da)
+        np.multiply(dZu_per_da, dG_per_da, out=dZu_per_da)
+        # adjoint of h: flows to the step before: dh = dh_per_da * da
+        np.multiply(WTc, dZc_per_da, out=dh_per_da)
+        np.multiply(WTu, dZu_per_da, out=_bw0[:_m])
+        np.add(dh_per_da, _bw0[:_m], out=dh_per_da)
+        np.add(dh_per_da, _c0, out=dh_per_da)
+        for _k in range(_m - 1, -1, -1):
+            # adjoint of a = G*ac + (1 - G)*h: da = da_in + dh_next
+            np.add(_dout[_t0 + _k], dh_next, out=da[_k])
+            # dh_next = dh of this step, for the step before
+            np.multiply(dh_per_da[_k], da[_k], out=dh_next)
+        # The adjoints the gradients read, for the block.
+        # dZc = dZc_per_da*da
+        np.multiply(dZc_per_da, da, out=dZc)
+        # dZu = dZu_per_da*da
+        np.multiply(dZu_per_da, da, out=dZu)
+        grads["WTu"] += np.einsum("tbj,tbj->j", dZu, h)
+        grads["WTc"] += np.einsum("tbj,tbj->j", dZc, h)
+    # Parameter gradients: sums over every step and lane, after the loop.
+    _x2 = _x.reshape(_T * _B, _n_in)
+    _dx = None
+    # the input matrices' gradients: one product for all of them
+    _dP2 = _dP.reshape(_T * _B, 2 * _n_out)
+    _dW_in = _dP2.T @ _x2
+    # the sums of the stacked adjoints over every step and lane, at once
+    _dP_sum = _dP2.sum(axis=0)
+    grads["WXu"] = _dW_in[:_n_out]
+    grads["WXc"] = _dW_in[_n_out:]
+    grads["Bu"] = _dP_sum[:_n_out]
+    grads["Bc"] = _dP_sum[_n_out:]
+    if need_dx:
+        _W_in = np.concatenate((WXu, WXc))
+        _dx = _dP2 @ _W_in
+    grads = {name: grads[name] for name in PARAMS}
+    dx = None if _dx is None else _dx.reshape(_T, _B, _n_in)
     dstate0 = {
         "h": dh_next,
     }

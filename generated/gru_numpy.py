@@ -43,10 +43,10 @@ def _as_array(value, name, shape, dtype=None):
         raise ValueError(f"{name}: expected dtype float32 or float64, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype} (the input's), got {array.dtype}")
-    expected = "(" + ", ".join(str(n) for n in shape) + ")"
     if array.ndim != len(shape) or any(
         isinstance(n, int) and n != m for n, m in zip(shape, array.shape, strict=False)
     ):
+        expected = "(" + ", ".join(str(n) for n in shape) + ")"
         raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
     return array
 
@@ -152,66 +152,90 @@ def forward(params, x, state0=None):
     Wn = params["Wn"]
     Un = params["Un"]
     bn = params["bn"]
-    # Projections of the input, every step at once: one matrix product each.
+    # Projections of the input, every step at once.
     _x2 = _x.reshape(_T * _B, _n_in)
     # Wz_x = sum_j Wz_ij x_j
-    Wz_x_seq = (_x2 @ Wz.T).reshape(_T, _B, _n_out)
     # Wr_x = sum_j Wr_ij x_j
-    Wr_x_seq = (_x2 @ Wr.T).reshape(_T, _B, _n_out)
     # Wn_x = sum_j Wn_ij x_j
-    Wn_x_seq = (_x2 @ Wn.T).reshape(_T, _B, _n_out)
-    # What the backward pass reads, for every step.
+    # (the matrices stacked: one product for all of them)
+    _W_in = np.concatenate((0.5 * Wz, 0.5 * Wr, Wn))
+    # (with the constant terms as a bias column, against a column of ones)
+    _W_in = np.concatenate((_W_in, np.concatenate(((0.5) * bz, (0.5) * br, bn))[:, None]), axis=1)
+    _x1 = np.empty((_T * _B, _n_in + 1), _dtype)
+    _x1[:, :_n_in] = _x2
+    _x1[:, _n_in] = 1.0
+    _P = (_x1 @ _W_in.T).reshape(_T, _B, 3 * _n_out)
+    Wz_x_seq = _P[:, :, :_n_out]
+    Wr_x_seq = _P[:, :, _n_out : 2 * _n_out]
+    Wn_x_seq = _P[:, :, 2 * _n_out :]
+    # Buffers: the states of every step (row t + 1 is step t's value), what the
+    # backward pass reads, and work buffers of one step.
+    _h_all = np.empty((_T + 1, _B, _n_out), _dtype)
+    _h_all[0] = _state0["h"]
     _t0_seq = np.empty((_T, _B, _n_out), _dtype)
-    a_seq = np.empty((_T, _B, _n_out), _dtype)
-    h_seq = np.empty((_T, _B, _n_out), _dtype)
     n_seq = np.empty((_T, _B, _n_out), _dtype)
     r_seq = np.empty((_T, _B, _n_out), _dtype)
     z_seq = np.empty((_T, _B, _n_out), _dtype)
-    h = _state0["h"]
+    _w_Uz_h = np.empty((_B, _n_out), _dtype)
+    _w_Ur_h = np.empty((_B, _n_out), _dtype)
+    _w_Un_t0 = np.empty((_B, _n_out), _dtype)
+    # What does not change inside the loop, computed once.
+    # _s0 = Wz_x/2 + bz/2: computed by the product
+    # _s1 = Wr_x/2 + br/2: computed by the product
+    # _s2 = Wn_x + bn: computed by the product
     for _t in range(_T):
-        Wz_x = Wz_x_seq[_t]
-        Wr_x = Wr_x_seq[_t]
-        Wn_x = Wn_x_seq[_t]
+        h = _h_all[_t]
+        z = z_seq[_t]
+        r = r_seq[_t]
+        _t0 = _t0_seq[_t]
+        n = n_seq[_t]
+        a = _h_all[_t + 1]
+        _s0 = Wz_x_seq[_t]
+        _s1 = Wr_x_seq[_t]
+        _s2 = Wn_x_seq[_t]
         # Uz_h = sum_j Uz_ij h_j
-        Uz_h = h @ Uz.T
+        np.matmul(h, Uz.T, out=_w_Uz_h)
         # Ur_h = sum_j Ur_ij h_j
-        Ur_h = h @ Ur.T
+        np.matmul(h, Ur.T, out=_w_Ur_h)
         # z = sigmoid(Wz@x + Uz@h + bz)
-        z = 0.5 + 0.5 * np.tanh(0.5 * (Uz_h + Wz_x + bz))
+        np.multiply(_w_Uz_h, 0.5, out=z)
+        np.add(z, _s0, out=z)
+        np.tanh(z, out=z)
+        np.multiply(z, 0.5, out=z)
+        np.add(z, 0.5, out=z)
         # r = sigmoid(Wr@x + Ur@h + br)
-        r = 0.5 + 0.5 * np.tanh(0.5 * (Ur_h + Wr_x + br))
+        np.multiply(_w_Ur_h, 0.5, out=r)
+        np.add(r, _s1, out=r)
+        np.tanh(r, out=r)
+        np.multiply(r, 0.5, out=r)
+        np.add(r, 0.5, out=r)
         # _t0 = h*r
-        _t0 = h * r
+        np.multiply(h, r, out=_t0)
         # Un_t0 = sum_j Un_ij _t0_j
-        Un_t0 = _t0 @ Un.T
+        np.matmul(_t0, Un.T, out=_w_Un_t0)
         # n = tanh(Wn@x + Un@(r*h) + bn)
-        n = np.tanh(Un_t0 + Wn_x + bn)
+        np.add(_w_Un_t0, _s2, out=n)
+        np.tanh(n, out=n)
         # a = (1 - z)*n + z*h
-        a = h * z + n * (1 - z)
-        _t0_seq[_t] = _t0
-        a_seq[_t] = a
-        h_seq[_t] = h
-        n_seq[_t] = n
-        r_seq[_t] = r
-        z_seq[_t] = z
-        # The states of the next step.
-        h = a
+        np.subtract(h, n, out=a)
+        np.multiply(a, z, out=a)
+        np.add(a, n, out=a)
     cache = {
         "x": _x,
         "_t0": _t0_seq,
-        "a": a_seq,
-        "h": h_seq,
+        "a": _h_all[1:],
+        "h": _h_all[:-1],
         "n": n_seq,
         "r": r_seq,
         "z": z_seq,
         "state": {
-            "h": h,
+            "h": _h_all[-1],
         },
     }
-    return a_seq, cache
+    return _h_all[1:], cache
 
 
-def backward(params, cache, da, dstate=None):
+def backward(params, cache, da, dstate=None, *, need_dx=True):
     """Backpropagation through time.
 
     Args:
@@ -219,10 +243,12 @@ def backward(params, cache, da, dstate=None):
         cache: What ``forward`` returned with the output.
         da: (T, B, n_out): dC/da at every step (from the cost or the layer above).
         dstate: ``{state: (B, n_out)}``: dC/d(state after the last step), or None.
+        need_dx: False skips the input's gradient (a first layer does not need it).
 
     Returns:
         ``(grads, dx, dstate0)``: grads has the keys and shapes of params; dx is
-        (T, B, n_in); dstate0 is dC/d(state0), ``{state: (B, n_out)}``.
+        (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
+        ``{state: (B, n_out)}``.
     """
     _x = cache["x"]
     _T, _B, _n_in = _x.shape
@@ -242,62 +268,90 @@ def backward(params, cache, da, dstate=None):
     n_seq = cache["n"]
     r_seq = cache["r"]
     z_seq = cache["z"]
-    # Adjoints the parameter gradients read after the loop.
-    dUn_t0_seq = np.empty((_T, _B, _n_out), _dtype)
-    dUr_h_seq = np.empty((_T, _B, _n_out), _dtype)
-    dUz_h_seq = np.empty((_T, _B, _n_out), _dtype)
-    dh_next = _dstate["h"]
+    dh_next = np.array(_dstate["h"], dtype=_dtype)
+    grads = {}
+    _dP = np.empty((_T, _B, 3 * _n_out), _dtype)
+    dUz_h_seq = _dP[:, :, :_n_out]
+    dUr_h_seq = _dP[:, :, _n_out : 2 * _n_out]
+    dUn_t0_seq = _dP[:, :, 2 * _n_out :]
+    _w_dh = np.empty((_B, _n_out), _dtype)
+    _w_da = np.empty((_B, _n_out), _dtype)
+    _w_c0 = np.empty((_B, _n_out), _dtype)
+    _w_dn = np.empty((_B, _n_out), _dtype)
+    _w_d_t0_Un = np.empty((_B, _n_out), _dtype)
+    _w_dr = np.empty((_B, _n_out), _dtype)
+    _w_dz = np.empty((_B, _n_out), _dtype)
+    _w_dh_Ur = np.empty((_B, _n_out), _dtype)
+    _w_dh_Uz = np.empty((_B, _n_out), _dtype)
+    _w0 = np.empty((_B, _n_out), _dtype)
     for _t in range(_T - 1, -1, -1):
         da_in = _dout[_t]
         h = h_seq[_t]
         n = n_seq[_t]
         r = r_seq[_t]
         z = z_seq[_t]
+        dUn_t0 = dUn_t0_seq[_t]
+        dUr_h = dUr_h_seq[_t]
+        dUz_h = dUz_h_seq[_t]
+        dh = _w_dh
         # adjoint of a = (1 - z)*n + z*h
-        da = da_in + dh_next
+        np.add(da_in, dh_next, out=_w_da)
         # shared subexpression
-        _c0 = 1 - z
+        np.subtract(1.0, z, out=_w_c0)
         # adjoint of n = tanh(Wn@x + Un@(r*h) + bn)
-        dn = _c0 * da
+        np.multiply(_w_c0, _w_da, out=_w_dn)
         # adjoint of Un_t0 = sum_j Un_ij _t0_j
-        dUn_t0 = dn * (1 - n**2)
+        np.multiply(n, n, out=dUn_t0)
+        np.subtract(1.0, dUn_t0, out=dUn_t0)
+        np.multiply(dUn_t0, _w_dn, out=dUn_t0)
         # sum_i Un_ij dUn_t0_i: the path of _t0 through Un
-        _d_t0_Un = dUn_t0 @ Un
+        np.matmul(dUn_t0, Un, out=_w_d_t0_Un)
         # adjoint of r = sigmoid(Wr@x + Ur@h + br)
-        dr = _d_t0_Un * h
+        np.multiply(_w_d_t0_Un, h, out=_w_dr)
         # adjoint of z = sigmoid(Wz@x + Uz@h + bz)
-        dz = da * (h - n)
+        np.subtract(h, n, out=_w_dz)
+        np.multiply(_w_dz, _w_da, out=_w_dz)
         # adjoint of Ur_h = sum_j Ur_ij h_j
-        dUr_h = dr * r * (1 - r)
+        np.subtract(1.0, r, out=dUr_h)
+        np.multiply(dUr_h, _w_dr, out=dUr_h)
+        np.multiply(dUr_h, r, out=dUr_h)
         # sum_i Ur_ij dUr_h_i: the path of h through Ur
-        _dh_Ur = dUr_h @ Ur
+        np.matmul(dUr_h, Ur, out=_w_dh_Ur)
         # adjoint of Uz_h = sum_j Uz_ij h_j
-        dUz_h = _c0 * dz * z
+        np.multiply(_w_c0, _w_dz, out=dUz_h)
+        np.multiply(dUz_h, z, out=dUz_h)
         # sum_i Uz_ij dUz_h_i: the path of h through Uz
-        _dh_Uz = dUz_h @ Uz
+        np.matmul(dUz_h, Uz, out=_w_dh_Uz)
         # adjoint of h: flows to the step before
-        dh = _d_t0_Un * r + _dh_Ur + _dh_Uz + da * z
-        dUn_t0_seq[_t] = dUn_t0
-        dUr_h_seq[_t] = dUr_h
-        dUz_h_seq[_t] = dUz_h
-        # The adjoints of the states flow to the step before.
-        dh_next = dh
+        np.multiply(_w_d_t0_Un, r, out=dh)
+        np.multiply(_w_da, z, out=_w0)
+        np.add(dh, _w0, out=dh)
+        np.add(dh, _w_dh_Ur, out=dh)
+        np.add(dh, _w_dh_Uz, out=dh)
+        # the adjoints of the states flow to the step before
+        _w_dh, dh_next = dh_next, dh
     # Parameter gradients: sums over every step and lane, after the loop.
-    grads = {}
-    grads["Wz"] = dUz_h_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Uz"] = dUz_h_seq.reshape(-1, _n_out).T @ h_seq.reshape(-1, _n_out)
-    grads["bz"] = np.sum(dUz_h_seq, axis=(0, 1))
-    grads["Wr"] = dUr_h_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Ur"] = dUr_h_seq.reshape(-1, _n_out).T @ h_seq.reshape(-1, _n_out)
-    grads["br"] = np.sum(dUr_h_seq, axis=(0, 1))
-    grads["Wn"] = dUn_t0_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Un"] = dUn_t0_seq.reshape(-1, _n_out).T @ _t0_seq.reshape(-1, _n_out)
-    grads["bn"] = np.sum(dUn_t0_seq, axis=(0, 1))
-    dx = (
-        dUz_h_seq.reshape(-1, _n_out) @ Wz
-        + dUr_h_seq.reshape(-1, _n_out) @ Wr
-        + dUn_t0_seq.reshape(-1, _n_out) @ Wn
-    ).reshape(_T, _B, _n_in)
+    _x2 = _x.reshape(_T * _B, _n_in)
+    _dx = None
+    # the input matrices' gradients: one product for all of them
+    _dP2 = _dP.reshape(_T * _B, 3 * _n_out)
+    _dW_in = _dP2.T @ _x2
+    # the sums of the stacked adjoints over every step and lane, at once
+    _dP_sum = _dP2.sum(axis=0)
+    grads["Wz"] = _dW_in[:_n_out]
+    grads["Uz"] = dUz_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
+    grads["bz"] = _dP_sum[:_n_out]
+    grads["Wr"] = _dW_in[_n_out : 2 * _n_out]
+    grads["Ur"] = dUr_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
+    grads["br"] = _dP_sum[_n_out : 2 * _n_out]
+    grads["Wn"] = _dW_in[2 * _n_out :]
+    grads["Un"] = dUn_t0_seq.reshape(_T * _B, _n_out).T @ _t0_seq.reshape(_T * _B, _n_out)
+    grads["bn"] = _dP_sum[2 * _n_out :]
+    if need_dx:
+        _W_in = np.concatenate((Wz, Wr, Wn))
+        _dx = _dP2 @ _W_in
+    grads = {name: grads[name] for name in PARAMS}
+    dx = None if _dx is None else _dx.reshape(_T, _B, _n_in)
     dstate0 = {
         "h": dh_next,
     }

@@ -34,10 +34,10 @@ def _as_array(value, name, shape, dtype=None):
         raise ValueError(f"{name}: expected dtype float32 or float64, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype} (the input's), got {array.dtype}")
-    expected = "(" + ", ".join(str(n) for n in shape) + ")"
     if array.ndim != len(shape) or any(
         isinstance(n, int) and n != m for n, m in zip(shape, array.shape, strict=False)
     ):
+        expected = "(" + ", ".join(str(n) for n in shape) + ")"
         raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
     return array
 
@@ -125,34 +125,43 @@ def forward(params, x, state0=None):
     W = params["W"]
     u = params["u"]
     b = params["b"]
-    # Projections of the input, every step at once: one matrix product each.
+    # Projections of the input, every step at once.
     _x2 = _x.reshape(_T * _B, _n_in)
     # W_x = sum_j W_ij x_j
-    W_x_seq = (_x2 @ W.T).reshape(_T, _B, _n_out)
-    # What the backward pass reads, for every step.
-    a_seq = np.empty((_T, _B, _n_out), _dtype)
-    h_seq = np.empty((_T, _B, _n_out), _dtype)
-    h = _state0["h"]
+    _W_in = W
+    # (with the constant terms as a bias column, against a column of ones)
+    _W_in = np.concatenate((_W_in, b[:, None]), axis=1)
+    _x1 = np.empty((_T * _B, _n_in + 1), _dtype)
+    _x1[:, :_n_in] = _x2
+    _x1[:, _n_in] = 1.0
+    _P = (_x1 @ _W_in.T).reshape(_T, _B, _n_out)
+    W_x_seq = _P[:, :, :]
+    # Buffers: the states of every step (row t + 1 is step t's value), what the
+    # backward pass reads, and work buffers of one step.
+    _h_all = np.empty((_T + 1, _B, _n_out), _dtype)
+    _h_all[0] = _state0["h"]
+    # What does not change inside the loop, computed once.
+    # _s0 = W_x + b: computed by the product
     for _t in range(_T):
-        W_x = W_x_seq[_t]
+        h = _h_all[_t]
+        a = _h_all[_t + 1]
+        _s0 = W_x_seq[_t]
         # a = relu(W@x + u*h + b)
-        a = np.maximum(W_x + b + h * u, 0)
-        a_seq[_t] = a
-        h_seq[_t] = h
-        # The states of the next step.
-        h = a
+        np.multiply(h, u, out=a)
+        np.add(a, _s0, out=a)
+        np.maximum(a, 0, out=a)
     cache = {
         "x": _x,
-        "a": a_seq,
-        "h": h_seq,
+        "a": _h_all[1:],
+        "h": _h_all[:-1],
         "state": {
-            "h": h,
+            "h": _h_all[-1],
         },
     }
-    return a_seq, cache
+    return _h_all[1:], cache
 
 
-def backward(params, cache, da, dstate=None):
+def backward(params, cache, da, dstate=None, *, need_dx=True):
     """Backpropagation through time.
 
     Args:
@@ -160,10 +169,12 @@ def backward(params, cache, da, dstate=None):
         cache: What ``forward`` returned with the output.
         da: (T, B, n_out): dC/da at every step (from the cost or the layer above).
         dstate: ``{state: (B, n_out)}``: dC/d(state after the last step), or None.
+        need_dx: False skips the input's gradient (a first layer does not need it).
 
     Returns:
         ``(grads, dx, dstate0)``: grads has the keys and shapes of params; dx is
-        (T, B, n_in); dstate0 is dC/d(state0), ``{state: (B, n_out)}``.
+        (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
+        ``{state: (B, n_out)}``.
     """
     _x = cache["x"]
     _T, _B, _n_in = _x.shape
@@ -176,27 +187,48 @@ def backward(params, cache, da, dstate=None):
     u = params["u"]
     a_seq = cache["a"]
     h_seq = cache["h"]
-    # Adjoints the parameter gradients read after the loop.
-    dW_x_seq = np.empty((_T, _B, _n_out), _dtype)
-    dh_next = _dstate["h"]
-    for _t in range(_T - 1, -1, -1):
-        da_in = _dout[_t]
-        a = a_seq[_t]
-        # adjoint of a = relu(W@x + u*h + b)
-        da = da_in + dh_next
-        # adjoint of W_x = W@x
-        dW_x = da * ((a) > 0)
-        # adjoint of h: flows to the step before
-        dh = dW_x * u
-        dW_x_seq[_t] = dW_x
-        # The adjoints of the states flow to the step before.
-        dh_next = dh
-    # Parameter gradients: sums over every step and lane, after the loop.
+    dh_next = np.array(_dstate["h"], dtype=_dtype)
     grads = {}
-    grads["W"] = dW_x_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["u"] = np.sum(dW_x_seq * h_seq, axis=(0, 1))
+    # The backward recurrence is linear in the adjoints: every adjoint of a step is a
+    # coefficient (from forward values only) times the seed. Coefficients are computed
+    # for a block of steps at once; only the scan over the seeds is sequential.
+    _block = max(1, min(_T, 131072 // (_B * _n_out * _dtype.itemsize)))
+    dW_x_seq = np.empty((_T, _B, _n_out), _dtype)
+    _bk_dW_x_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk_dh_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk_da = np.empty((_block, _B, _n_out), _dtype)
+    grads["u"] = np.zeros(_n_out, _dtype)
+    for _t1 in range(_T, 0, -_block):
+        _t0 = max(0, _t1 - _block)
+        _m = _t1 - _t0
+        a = a_seq[_t0:_t1]
+        h = h_seq[_t0:_t1]
+        dW_x_per_da = _bk_dW_x_per_da[:_m]
+        dh_per_da = _bk_dh_per_da[:_m]
+        da = _bk_da[:_m]
+        dW_x = dW_x_seq[_t0:_t1]
+        # adjoint of W_x = W@x: dW_x = dW_x_per_da * da
+        np.greater(a, 0, out=dW_x_per_da, casting="unsafe")
+        # adjoint of h: flows to the step before: dh = dh_per_da * da
+        np.multiply(dW_x_per_da, u, out=dh_per_da)
+        for _k in range(_m - 1, -1, -1):
+            # adjoint of a = relu(W@x + u*h + b): da = da_in + dh_next
+            np.add(_dout[_t0 + _k], dh_next, out=da[_k])
+            # dh_next = dh of this step, for the step before
+            np.multiply(dh_per_da[_k], da[_k], out=dh_next)
+        # The adjoints the gradients read, for the block.
+        # dW_x = dW_x_per_da*da
+        np.multiply(dW_x_per_da, da, out=dW_x)
+        grads["u"] += np.einsum("tbj,tbj->j", dW_x, h)
+    # Parameter gradients: sums over every step and lane, after the loop.
+    _x2 = _x.reshape(_T * _B, _n_in)
+    _dx = None
+    grads["W"] = dW_x_seq.reshape(_T * _B, _n_out).T @ _x2
     grads["b"] = np.sum(dW_x_seq, axis=(0, 1))
-    dx = (dW_x_seq.reshape(-1, _n_out) @ W).reshape(_T, _B, _n_in)
+    if need_dx:
+        _dx = dW_x_seq.reshape(_T * _B, _n_out) @ W
+    grads = {name: grads[name] for name in PARAMS}
+    dx = None if _dx is None else _dx.reshape(_T, _B, _n_in)
     dstate0 = {
         "h": dh_next,
     }

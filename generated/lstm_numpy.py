@@ -52,10 +52,10 @@ def _as_array(value, name, shape, dtype=None):
         raise ValueError(f"{name}: expected dtype float32 or float64, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype} (the input's), got {array.dtype}")
-    expected = "(" + ", ".join(str(n) for n in shape) + ")"
     if array.ndim != len(shape) or any(
         isinstance(n, int) and n != m for n, m in zip(shape, array.shape, strict=False)
     ):
+        expected = "(" + ", ".join(str(n) for n in shape) + ")"
         raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
     return array
 
@@ -170,84 +170,117 @@ def forward(params, x, state0=None):
     Wg = params["Wg"]
     Ug = params["Ug"]
     bg = params["bg"]
-    # Projections of the input, every step at once: one matrix product each.
+    # Projections of the input, every step at once.
     _x2 = _x.reshape(_T * _B, _n_in)
     # Wi_x = sum_j Wi_ij x_j
-    Wi_x_seq = (_x2 @ Wi.T).reshape(_T, _B, _n_out)
     # Wf_x = sum_j Wf_ij x_j
-    Wf_x_seq = (_x2 @ Wf.T).reshape(_T, _B, _n_out)
     # Wo_x = sum_j Wo_ij x_j
-    Wo_x_seq = (_x2 @ Wo.T).reshape(_T, _B, _n_out)
     # Wg_x = sum_j Wg_ij x_j
-    Wg_x_seq = (_x2 @ Wg.T).reshape(_T, _B, _n_out)
-    # What the backward pass reads, for every step.
+    # (the matrices stacked: one product for all of them)
+    _W_in = np.concatenate((0.5 * Wi, 0.5 * Wf, 0.5 * Wo, Wg))
+    # (with the constant terms as a bias column, against a column of ones)
+    _W_in = np.concatenate(
+        (_W_in, np.concatenate(((0.5) * bi, (0.5) * bf, (0.5) * bo, bg))[:, None]), axis=1
+    )
+    _x1 = np.empty((_T * _B, _n_in + 1), _dtype)
+    _x1[:, :_n_in] = _x2
+    _x1[:, _n_in] = 1.0
+    _P = (_x1 @ _W_in.T).reshape(_T, _B, 4 * _n_out)
+    Wi_x_seq = _P[:, :, :_n_out]
+    Wf_x_seq = _P[:, :, _n_out : 2 * _n_out]
+    Wo_x_seq = _P[:, :, 2 * _n_out : 3 * _n_out]
+    Wg_x_seq = _P[:, :, 3 * _n_out :]
+    # Buffers: the states of every step (row t + 1 is step t's value), what the
+    # backward pass reads, and work buffers of one step.
+    _h_all = np.empty((_T + 1, _B, _n_out), _dtype)
+    _h_all[0] = _state0["h"]
+    _c_all = np.empty((_T + 1, _B, _n_out), _dtype)
+    _c_all[0] = _state0["c"]
     _t0_seq = np.empty((_T, _B, _n_out), _dtype)
-    a_seq = np.empty((_T, _B, _n_out), _dtype)
-    c_seq = np.empty((_T, _B, _n_out), _dtype)
     fg_seq = np.empty((_T, _B, _n_out), _dtype)
     g_seq = np.empty((_T, _B, _n_out), _dtype)
-    h_seq = np.empty((_T, _B, _n_out), _dtype)
     ig_seq = np.empty((_T, _B, _n_out), _dtype)
     og_seq = np.empty((_T, _B, _n_out), _dtype)
-    h = _state0["h"]
-    c = _state0["c"]
+    _w_Ui_h = np.empty((_B, _n_out), _dtype)
+    _w_Uf_h = np.empty((_B, _n_out), _dtype)
+    _w_Uo_h = np.empty((_B, _n_out), _dtype)
+    _w_Ug_h = np.empty((_B, _n_out), _dtype)
+    _w0 = np.empty((_B, _n_out), _dtype)
+    # What does not change inside the loop, computed once.
+    # _s0 = Wi_x/2 + bi/2: computed by the product
+    # _s1 = Wf_x/2 + bf/2: computed by the product
+    # _s2 = Wo_x/2 + bo/2: computed by the product
+    # _s3 = Wg_x + bg: computed by the product
     for _t in range(_T):
-        Wi_x = Wi_x_seq[_t]
-        Wf_x = Wf_x_seq[_t]
-        Wo_x = Wo_x_seq[_t]
-        Wg_x = Wg_x_seq[_t]
+        h = _h_all[_t]
+        c = _c_all[_t]
+        ig = ig_seq[_t]
+        fg = fg_seq[_t]
+        og = og_seq[_t]
+        g = g_seq[_t]
+        cn = _c_all[_t + 1]
+        _t0 = _t0_seq[_t]
+        a = _h_all[_t + 1]
+        _s0 = Wi_x_seq[_t]
+        _s1 = Wf_x_seq[_t]
+        _s2 = Wo_x_seq[_t]
+        _s3 = Wg_x_seq[_t]
         # Ui_h = sum_j Ui_ij h_j
-        Ui_h = h @ Ui.T
+        np.matmul(h, Ui.T, out=_w_Ui_h)
         # Uf_h = sum_j Uf_ij h_j
-        Uf_h = h @ Uf.T
+        np.matmul(h, Uf.T, out=_w_Uf_h)
         # Uo_h = sum_j Uo_ij h_j
-        Uo_h = h @ Uo.T
+        np.matmul(h, Uo.T, out=_w_Uo_h)
         # Ug_h = sum_j Ug_ij h_j
-        Ug_h = h @ Ug.T
+        np.matmul(h, Ug.T, out=_w_Ug_h)
         # ig = sigmoid(Wi@x + Ui@h + bi)
-        ig = 0.5 + 0.5 * np.tanh(0.5 * (Ui_h + Wi_x + bi))
+        np.multiply(_w_Ui_h, 0.5, out=ig)
+        np.add(ig, _s0, out=ig)
+        np.tanh(ig, out=ig)
+        np.multiply(ig, 0.5, out=ig)
+        np.add(ig, 0.5, out=ig)
         # fg = sigmoid(Wf@x + Uf@h + bf)
-        fg = 0.5 + 0.5 * np.tanh(0.5 * (Uf_h + Wf_x + bf))
+        np.multiply(_w_Uf_h, 0.5, out=fg)
+        np.add(fg, _s1, out=fg)
+        np.tanh(fg, out=fg)
+        np.multiply(fg, 0.5, out=fg)
+        np.add(fg, 0.5, out=fg)
         # og = sigmoid(Wo@x + Uo@h + bo)
-        og = 0.5 + 0.5 * np.tanh(0.5 * (Uo_h + Wo_x + bo))
+        np.multiply(_w_Uo_h, 0.5, out=og)
+        np.add(og, _s2, out=og)
+        np.tanh(og, out=og)
+        np.multiply(og, 0.5, out=og)
+        np.add(og, 0.5, out=og)
         # g = tanh(Wg@x + Ug@h + bg)
-        g = np.tanh(Ug_h + Wg_x + bg)
+        np.add(_w_Ug_h, _s3, out=g)
+        np.tanh(g, out=g)
         # cn = fg*c + ig*g
-        cn = c * fg + g * ig
+        np.multiply(c, fg, out=cn)
+        np.multiply(g, ig, out=_w0)
+        np.add(cn, _w0, out=cn)
         # _t0 = tanh(cn)
-        _t0 = np.tanh(cn)
+        np.tanh(cn, out=_t0)
         # a = og*tanh(cn)
-        a = _t0 * og
-        _t0_seq[_t] = _t0
-        a_seq[_t] = a
-        c_seq[_t] = c
-        fg_seq[_t] = fg
-        g_seq[_t] = g
-        h_seq[_t] = h
-        ig_seq[_t] = ig
-        og_seq[_t] = og
-        # The states of the next step.
-        h = a
-        c = cn
+        np.multiply(_t0, og, out=a)
     cache = {
         "x": _x,
         "_t0": _t0_seq,
-        "a": a_seq,
-        "c": c_seq,
+        "a": _h_all[1:],
+        "c": _c_all[:-1],
         "fg": fg_seq,
         "g": g_seq,
-        "h": h_seq,
+        "h": _h_all[:-1],
         "ig": ig_seq,
         "og": og_seq,
         "state": {
-            "h": h,
-            "c": c,
+            "h": _h_all[-1],
+            "c": _c_all[-1],
         },
     }
-    return a_seq, cache
+    return _h_all[1:], cache
 
 
-def backward(params, cache, da, dstate=None):
+def backward(params, cache, da, dstate=None, *, need_dx=True):
     """Backpropagation through time.
 
     Args:
@@ -255,10 +288,12 @@ def backward(params, cache, da, dstate=None):
         cache: What ``forward`` returned with the output.
         da: (T, B, n_out): dC/da at every step (from the cost or the layer above).
         dstate: ``{state: (B, n_out)}``: dC/d(state after the last step), or None.
+        need_dx: False skips the input's gradient (a first layer does not need it).
 
     Returns:
         ``(grads, dx, dstate0)``: grads has the keys and shapes of params; dx is
-        (T, B, n_in); dstate0 is dC/d(state0), ``{state: (B, n_out)}``.
+        (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
+        ``{state: (B, n_out)}``.
     """
     _x = cache["x"]
     _T, _B, _n_in = _x.shape
@@ -282,13 +317,27 @@ def backward(params, cache, da, dstate=None):
     h_seq = cache["h"]
     ig_seq = cache["ig"]
     og_seq = cache["og"]
-    # Adjoints the parameter gradients read after the loop.
-    dUf_h_seq = np.empty((_T, _B, _n_out), _dtype)
-    dUg_h_seq = np.empty((_T, _B, _n_out), _dtype)
-    dUi_h_seq = np.empty((_T, _B, _n_out), _dtype)
-    dUo_h_seq = np.empty((_T, _B, _n_out), _dtype)
-    dh_next = _dstate["h"]
-    dc_next = _dstate["c"]
+    dh_next = np.array(_dstate["h"], dtype=_dtype)
+    dc_next = np.array(_dstate["c"], dtype=_dtype)
+    grads = {}
+    _dP = np.empty((_T, _B, 4 * _n_out), _dtype)
+    dUi_h_seq = _dP[:, :, :_n_out]
+    dUf_h_seq = _dP[:, :, _n_out : 2 * _n_out]
+    dUo_h_seq = _dP[:, :, 2 * _n_out : 3 * _n_out]
+    dUg_h_seq = _dP[:, :, 3 * _n_out :]
+    _w_dh = np.empty((_B, _n_out), _dtype)
+    _w_dc = np.empty((_B, _n_out), _dtype)
+    _w_da = np.empty((_B, _n_out), _dtype)
+    _w_d_t0 = np.empty((_B, _n_out), _dtype)
+    _w_dcn = np.empty((_B, _n_out), _dtype)
+    _w_dg = np.empty((_B, _n_out), _dtype)
+    _w_dog = np.empty((_B, _n_out), _dtype)
+    _w_dfg = np.empty((_B, _n_out), _dtype)
+    _w_dig = np.empty((_B, _n_out), _dtype)
+    _w_dh_Ug = np.empty((_B, _n_out), _dtype)
+    _w_dh_Uo = np.empty((_B, _n_out), _dtype)
+    _w_dh_Uf = np.empty((_B, _n_out), _dtype)
+    _w_dh_Ui = np.empty((_B, _n_out), _dtype)
     for _t in range(_T - 1, -1, -1):
         da_in = _dout[_t]
         _t0 = _t0_seq[_t]
@@ -297,67 +346,87 @@ def backward(params, cache, da, dstate=None):
         g = g_seq[_t]
         ig = ig_seq[_t]
         og = og_seq[_t]
+        dUg_h = dUg_h_seq[_t]
+        dUo_h = dUo_h_seq[_t]
+        dUf_h = dUf_h_seq[_t]
+        dUi_h = dUi_h_seq[_t]
+        dh = _w_dh
+        dc = _w_dc
         # adjoint of a = og*tanh(cn)
-        da = da_in + dh_next
+        np.add(da_in, dh_next, out=_w_da)
         # adjoint of _t0 = tanh(cn)
-        d_t0 = da * og
+        np.multiply(_w_da, og, out=_w_d_t0)
         # adjoint of cn = fg*c + ig*g
-        dcn = d_t0 * (1 - _t0**2) + dc_next
+        np.multiply(_t0, _t0, out=_w_dcn)
+        np.subtract(1.0, _w_dcn, out=_w_dcn)
+        np.multiply(_w_dcn, _w_d_t0, out=_w_dcn)
+        np.add(_w_dcn, dc_next, out=_w_dcn)
         # adjoint of g = tanh(Wg@x + Ug@h + bg)
-        dg = dcn * ig
+        np.multiply(_w_dcn, ig, out=_w_dg)
         # adjoint of og = sigmoid(Wo@x + Uo@h + bo)
-        dog = _t0 * da
+        np.multiply(_t0, _w_da, out=_w_dog)
         # adjoint of fg = sigmoid(Wf@x + Uf@h + bf)
-        dfg = c * dcn
+        np.multiply(c, _w_dcn, out=_w_dfg)
         # adjoint of ig = sigmoid(Wi@x + Ui@h + bi)
-        dig = dcn * g
+        np.multiply(_w_dcn, g, out=_w_dig)
         # adjoint of Ug_h = sum_j Ug_ij h_j
-        dUg_h = dg * (1 - g**2)
+        np.multiply(g, g, out=dUg_h)
+        np.subtract(1.0, dUg_h, out=dUg_h)
+        np.multiply(dUg_h, _w_dg, out=dUg_h)
         # sum_i Ug_ij dUg_h_i: the path of h through Ug
-        _dh_Ug = dUg_h @ Ug
+        np.matmul(dUg_h, Ug, out=_w_dh_Ug)
         # adjoint of Uo_h = sum_j Uo_ij h_j
-        dUo_h = dog * og * (1 - og)
+        np.subtract(1.0, og, out=dUo_h)
+        np.multiply(dUo_h, _w_dog, out=dUo_h)
+        np.multiply(dUo_h, og, out=dUo_h)
         # sum_i Uo_ij dUo_h_i: the path of h through Uo
-        _dh_Uo = dUo_h @ Uo
+        np.matmul(dUo_h, Uo, out=_w_dh_Uo)
         # adjoint of Uf_h = sum_j Uf_ij h_j
-        dUf_h = dfg * fg * (1 - fg)
+        np.subtract(1.0, fg, out=dUf_h)
+        np.multiply(dUf_h, _w_dfg, out=dUf_h)
+        np.multiply(dUf_h, fg, out=dUf_h)
         # sum_i Uf_ij dUf_h_i: the path of h through Uf
-        _dh_Uf = dUf_h @ Uf
+        np.matmul(dUf_h, Uf, out=_w_dh_Uf)
         # adjoint of Ui_h = sum_j Ui_ij h_j
-        dUi_h = dig * ig * (1 - ig)
+        np.subtract(1.0, ig, out=dUi_h)
+        np.multiply(dUi_h, _w_dig, out=dUi_h)
+        np.multiply(dUi_h, ig, out=dUi_h)
         # sum_i Ui_ij dUi_h_i: the path of h through Ui
-        _dh_Ui = dUi_h @ Ui
+        np.matmul(dUi_h, Ui, out=_w_dh_Ui)
         # adjoint of h: flows to the step before
-        dh = _dh_Uf + _dh_Ug + _dh_Ui + _dh_Uo
+        np.add(_w_dh_Uf, _w_dh_Ug, out=dh)
+        np.add(dh, _w_dh_Ui, out=dh)
+        np.add(dh, _w_dh_Uo, out=dh)
         # adjoint of c: flows to the step before
-        dc = dcn * fg
-        dUf_h_seq[_t] = dUf_h
-        dUg_h_seq[_t] = dUg_h
-        dUi_h_seq[_t] = dUi_h
-        dUo_h_seq[_t] = dUo_h
-        # The adjoints of the states flow to the step before.
-        dh_next = dh
-        dc_next = dc
+        np.multiply(_w_dcn, fg, out=dc)
+        # the adjoints of the states flow to the step before
+        _w_dh, dh_next = dh_next, dh
+        _w_dc, dc_next = dc_next, dc
     # Parameter gradients: sums over every step and lane, after the loop.
-    grads = {}
-    grads["Wi"] = dUi_h_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Ui"] = dUi_h_seq.reshape(-1, _n_out).T @ h_seq.reshape(-1, _n_out)
-    grads["bi"] = np.sum(dUi_h_seq, axis=(0, 1))
-    grads["Wf"] = dUf_h_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Uf"] = dUf_h_seq.reshape(-1, _n_out).T @ h_seq.reshape(-1, _n_out)
-    grads["bf"] = np.sum(dUf_h_seq, axis=(0, 1))
-    grads["Wo"] = dUo_h_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Uo"] = dUo_h_seq.reshape(-1, _n_out).T @ h_seq.reshape(-1, _n_out)
-    grads["bo"] = np.sum(dUo_h_seq, axis=(0, 1))
-    grads["Wg"] = dUg_h_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Ug"] = dUg_h_seq.reshape(-1, _n_out).T @ h_seq.reshape(-1, _n_out)
-    grads["bg"] = np.sum(dUg_h_seq, axis=(0, 1))
-    dx = (
-        dUi_h_seq.reshape(-1, _n_out) @ Wi
-        + dUf_h_seq.reshape(-1, _n_out) @ Wf
-        + dUo_h_seq.reshape(-1, _n_out) @ Wo
-        + dUg_h_seq.reshape(-1, _n_out) @ Wg
-    ).reshape(_T, _B, _n_in)
+    _x2 = _x.reshape(_T * _B, _n_in)
+    _dx = None
+    # the input matrices' gradients: one product for all of them
+    _dP2 = _dP.reshape(_T * _B, 4 * _n_out)
+    _dW_in = _dP2.T @ _x2
+    # the sums of the stacked adjoints over every step and lane, at once
+    _dP_sum = _dP2.sum(axis=0)
+    grads["Wi"] = _dW_in[:_n_out]
+    grads["Ui"] = dUi_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
+    grads["bi"] = _dP_sum[:_n_out]
+    grads["Wf"] = _dW_in[_n_out : 2 * _n_out]
+    grads["Uf"] = dUf_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
+    grads["bf"] = _dP_sum[_n_out : 2 * _n_out]
+    grads["Wo"] = _dW_in[2 * _n_out : 3 * _n_out]
+    grads["Uo"] = dUo_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
+    grads["bo"] = _dP_sum[2 * _n_out : 3 * _n_out]
+    grads["Wg"] = _dW_in[3 * _n_out :]
+    grads["Ug"] = dUg_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
+    grads["bg"] = _dP_sum[3 * _n_out :]
+    if need_dx:
+        _W_in = np.concatenate((Wi, Wf, Wo, Wg))
+        _dx = _dP2 @ _W_in
+    grads = {name: grads[name] for name in PARAMS}
+    dx = None if _dx is None else _dx.reshape(_T, _B, _n_in)
     dstate0 = {
         "h": dh_next,
         "c": dc_next,

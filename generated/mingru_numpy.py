@@ -37,10 +37,10 @@ def _as_array(value, name, shape, dtype=None):
         raise ValueError(f"{name}: expected dtype float32 or float64, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype} (the input's), got {array.dtype}")
-    expected = "(" + ", ".join(str(n) for n in shape) + ")"
     if array.ndim != len(shape) or any(
         isinstance(n, int) and n != m for n, m in zip(shape, array.shape, strict=False)
     ):
+        expected = "(" + ", ".join(str(n) for n in shape) + ")"
         raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
     return array
 
@@ -131,47 +131,59 @@ def forward(params, x, state0=None):
     bz = params["bz"]
     Wh = params["Wh"]
     bh = params["bh"]
-    # Projections of the input, every step at once: one matrix product each.
+    # Projections of the input, every step at once.
     _x2 = _x.reshape(_T * _B, _n_in)
     # Wz_x = sum_j Wz_ij x_j
-    Wz_x_seq = (_x2 @ Wz.T).reshape(_T, _B, _n_out)
     # Wh_x = sum_j Wh_ij x_j
-    Wh_x_seq = (_x2 @ Wh.T).reshape(_T, _B, _n_out)
-    # What the backward pass reads, for every step.
-    a_seq = np.empty((_T, _B, _n_out), _dtype)
-    h_seq = np.empty((_T, _B, _n_out), _dtype)
+    # (the matrices stacked: one product for all of them)
+    _W_in = np.concatenate((Wz, Wh))
+    _P = (_x2 @ _W_in.T).reshape(_T, _B, 2 * _n_out)
+    Wz_x_seq = _P[:, :, :_n_out]
+    Wh_x_seq = _P[:, :, _n_out:]
+    # Buffers: the states of every step (row t + 1 is step t's value), what the
+    # backward pass reads, and work buffers of one step.
+    _h_all = np.empty((_T + 1, _B, _n_out), _dtype)
+    _h_all[0] = _state0["h"]
     hc_seq = np.empty((_T, _B, _n_out), _dtype)
     z_seq = np.empty((_T, _B, _n_out), _dtype)
-    h = _state0["h"]
+    # What does not change inside the loop, computed once.
+    _k0 = (0.5) * bz
+    # z = sigmoid(Wz@x + bz) (every step at once)
+    np.multiply(Wz_x_seq, 0.5, out=z_seq)
+    np.add(z_seq, _k0, out=z_seq)
+    np.tanh(z_seq, out=z_seq)
+    np.multiply(z_seq, 0.5, out=z_seq)
+    np.add(z_seq, 0.5, out=z_seq)
+    # hc = Wh@x + bh (every step at once)
+    np.add(Wh_x_seq, bh, out=hc_seq)
+    # _s0 = 1 - z, every step at once
+    _s0_seq = np.empty((_T, _B, _n_out), _dtype)
+    np.subtract(1.0, z_seq, out=_s0_seq)
+    # _s1 = hc*z, every step at once
+    _s1_seq = np.empty((_T, _B, _n_out), _dtype)
+    np.multiply(hc_seq, z_seq, out=_s1_seq)
     for _t in range(_T):
-        Wz_x = Wz_x_seq[_t]
-        Wh_x = Wh_x_seq[_t]
-        # z = sigmoid(Wz@x + bz)
-        z = 0.5 + 0.5 * np.tanh(0.5 * (Wz_x + bz))
-        # hc = Wh@x + bh
-        hc = Wh_x + bh
+        h = _h_all[_t]
+        a = _h_all[_t + 1]
+        _s0 = _s0_seq[_t]
+        _s1 = _s1_seq[_t]
         # a = (1 - z)*h + z*hc
-        a = h * (1 - z) + hc * z
-        a_seq[_t] = a
-        h_seq[_t] = h
-        hc_seq[_t] = hc
-        z_seq[_t] = z
-        # The states of the next step.
-        h = a
+        np.multiply(_s0, h, out=a)
+        np.add(a, _s1, out=a)
     cache = {
         "x": _x,
-        "a": a_seq,
-        "h": h_seq,
+        "a": _h_all[1:],
+        "h": _h_all[:-1],
         "hc": hc_seq,
         "z": z_seq,
         "state": {
-            "h": h,
+            "h": _h_all[-1],
         },
     }
-    return a_seq, cache
+    return _h_all[1:], cache
 
 
-def backward(params, cache, da, dstate=None):
+def backward(params, cache, da, dstate=None, *, need_dx=True):
     """Backpropagation through time.
 
     Args:
@@ -179,10 +191,12 @@ def backward(params, cache, da, dstate=None):
         cache: What ``forward`` returned with the output.
         da: (T, B, n_out): dC/da at every step (from the cost or the layer above).
         dstate: ``{state: (B, n_out)}``: dC/d(state after the last step), or None.
+        need_dx: False skips the input's gradient (a first layer does not need it).
 
     Returns:
         ``(grads, dx, dstate0)``: grads has the keys and shapes of params; dx is
-        (T, B, n_in); dstate0 is dC/d(state0), ``{state: (B, n_out)}``.
+        (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
+        ``{state: (B, n_out)}``.
     """
     _x = cache["x"]
     _T, _B, _n_in = _x.shape
@@ -196,40 +210,67 @@ def backward(params, cache, da, dstate=None):
     h_seq = cache["h"]
     hc_seq = cache["hc"]
     z_seq = cache["z"]
-    # Adjoints the parameter gradients read after the loop.
-    dWz_x_seq = np.empty((_T, _B, _n_out), _dtype)
-    dhc_seq = np.empty((_T, _B, _n_out), _dtype)
-    dh_next = _dstate["h"]
-    for _t in range(_T - 1, -1, -1):
-        da_in = _dout[_t]
-        h = h_seq[_t]
-        hc = hc_seq[_t]
-        z = z_seq[_t]
-        # adjoint of a = (1 - z)*h + z*hc
-        da = da_in + dh_next
-        # adjoint of hc = Wh@x + bh
-        dhc = da * z
-        # adjoint of z = sigmoid(Wz@x + bz)
-        dz = da * (-h + hc)
-        # shared subexpression
-        _c0 = 1 - z
-        # adjoint of Wz_x = Wz@x
-        dWz_x = _c0 * dz * z
-        # adjoint of h: flows to the step before
-        dh = _c0 * da
-        dWz_x_seq[_t] = dWz_x
-        dhc_seq[_t] = dhc
-        # The adjoints of the states flow to the step before.
-        dh_next = dh
-    # Parameter gradients: sums over every step and lane, after the loop.
+    dh_next = np.array(_dstate["h"], dtype=_dtype)
     grads = {}
-    grads["Wz"] = dWz_x_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["bz"] = np.sum(dWz_x_seq, axis=(0, 1))
-    grads["Wh"] = dhc_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["bh"] = np.sum(dhc_seq, axis=(0, 1))
-    dx = (dWz_x_seq.reshape(-1, _n_out) @ Wz + dhc_seq.reshape(-1, _n_out) @ Wh).reshape(
-        _T, _B, _n_in
-    )
+    # The backward recurrence is linear in the adjoints: every adjoint of a step is a
+    # coefficient (from forward values only) times the seed. Coefficients are computed
+    # for a block of steps at once; only the scan over the seeds is sequential.
+    _block = max(1, min(_T, 131072 // (_B * _n_out * _dtype.itemsize)))
+    _dP = np.empty((_T, _B, 2 * _n_out), _dtype)
+    dWz_x_seq = _dP[:, :, :_n_out]
+    dhc_seq = _dP[:, :, _n_out:]
+    _bk_c0 = np.empty((_block, _B, _n_out), _dtype)
+    _bk_dz_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk_dWz_x_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk_da = np.empty((_block, _B, _n_out), _dtype)
+    for _t1 in range(_T, 0, -_block):
+        _t0 = max(0, _t1 - _block)
+        _m = _t1 - _t0
+        h = h_seq[_t0:_t1]
+        hc = hc_seq[_t0:_t1]
+        z = z_seq[_t0:_t1]
+        _c0 = _bk_c0[:_m]
+        dz_per_da = _bk_dz_per_da[:_m]
+        dWz_x_per_da = _bk_dWz_x_per_da[:_m]
+        da = _bk_da[:_m]
+        dWz_x = dWz_x_seq[_t0:_t1]
+        dhc = dhc_seq[_t0:_t1]
+        # adjoint of hc = Wh@x + bh: dhc = z * da
+        # adjoint of h: flows to the step before: dh = _c0 * da
+        # shared subexpression
+        np.subtract(1.0, z, out=_c0)
+        # adjoint of z = sigmoid(Wz@x + bz): dz = dz_per_da * da
+        np.subtract(hc, h, out=dz_per_da)
+        # adjoint of Wz_x = Wz@x: dWz_x = dWz_x_per_da * da
+        np.multiply(_c0, dz_per_da, out=dWz_x_per_da)
+        np.multiply(dWz_x_per_da, z, out=dWz_x_per_da)
+        for _k in range(_m - 1, -1, -1):
+            # adjoint of a = (1 - z)*h + z*hc: da = da_in + dh_next
+            np.add(_dout[_t0 + _k], dh_next, out=da[_k])
+            # dh_next = dh of this step, for the step before
+            np.multiply(_c0[_k], da[_k], out=dh_next)
+        # The adjoints the gradients read, for the block.
+        # dWz_x = dWz_x_per_da*da
+        np.multiply(dWz_x_per_da, da, out=dWz_x)
+        # dhc = da*z
+        np.multiply(da, z, out=dhc)
+    # Parameter gradients: sums over every step and lane, after the loop.
+    _x2 = _x.reshape(_T * _B, _n_in)
+    _dx = None
+    # the input matrices' gradients: one product for all of them
+    _dP2 = _dP.reshape(_T * _B, 2 * _n_out)
+    _dW_in = _dP2.T @ _x2
+    # the sums of the stacked adjoints over every step and lane, at once
+    _dP_sum = _dP2.sum(axis=0)
+    grads["Wz"] = _dW_in[:_n_out]
+    grads["bz"] = _dP_sum[:_n_out]
+    grads["Wh"] = _dW_in[_n_out:]
+    grads["bh"] = _dP_sum[_n_out:]
+    if need_dx:
+        _W_in = np.concatenate((Wz, Wh))
+        _dx = _dP2 @ _W_in
+    grads = {name: grads[name] for name in PARAMS}
+    dx = None if _dx is None else _dx.reshape(_T, _B, _n_in)
     dstate0 = {
         "h": dh_next,
     }
@@ -303,7 +344,7 @@ def forward_scan(params, x, state0=None):
     return a, cache
 
 
-def backward_scan(params, cache, da, dstate=None):
+def backward_scan(params, cache, da, dstate=None, *, need_dx=True):
     """``backward`` by a parallel scan over time: the adjoint of the output obeys
     da_t = da_t + A_{t+1}*da_{t+1}, a reverse affine scan. Same
     arguments and results as ``backward``."""
@@ -336,5 +377,7 @@ def backward_scan(params, cache, da, dstate=None):
     grads["bz"] = np.sum(dWz_x, axis=(0, 1))
     grads["Wh"] = dhc.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
     grads["bh"] = np.sum(dhc, axis=(0, 1))
-    dx = (dWz_x.reshape(-1, _n_out) @ Wz + dhc.reshape(-1, _n_out) @ Wh).reshape(_T, _B, _n_in)
+    dx = None
+    if need_dx:
+        dx = (dWz_x.reshape(-1, _n_out) @ Wz + dhc.reshape(-1, _n_out) @ Wh).reshape(_T, _B, _n_in)
     return grads, dx, {"h": dh[0]}

@@ -37,8 +37,13 @@ def loss(a, y):
         raise ValueError(f"y: expected shape {a.shape}, got {y.shape}")
     y = y.astype(a.dtype, copy=False)
     _batch = a.shape[-2]
-    # C = sum of (a - y)**2
-    C = float(np.sum((a - y) ** 2)) / _batch
-    # dC/da
-    _grad = (2 * a - 2 * y) / _batch
-    return C, np.broadcast_to(_grad, a.shape).astype(a.dtype)
+    _scale = 1.0 / _batch
+    # C = sum of (a - y)**2, over every unit and step, divided by the batch size
+    # dC/da = (2*a - 2*y) / batch size
+    # _u0 = a - y
+    _u0 = np.empty_like(a)
+    np.subtract(a, y, out=_u0)
+    _sum = float(np.dot(_u0.reshape(-1), _u0.reshape(-1)))
+    _k0 = 2 * _scale
+    np.multiply(_u0, _k0, out=_u0)
+    return _sum * _scale, _u0

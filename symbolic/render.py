@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
-from symbolic import __version__, naming, primitives, printing
+from symbolic import __version__, naming, numpy_plan, primitives, printing
 from symbolic.derive import Assign, MatVec, derive, derive_cost
 from symbolic.lower import COUPLED, Kernel, lower
 from symbolic.model import RECURRENT, Cell, Cost
@@ -536,10 +536,8 @@ def cost_context(cost: Cost, backend: str) -> dict:
         "prediction": cost.prediction,
         "target": cost.target,
         "per_unit_source": cost.source,
-        "per_unit": printing.code(derived.per_unit, "numpy"),
-        "gradient": printing.code(derived.gradient, "numpy"),
         "gradient_source": sp.sstr(derived.gradient),
-    }
+    } | numpy_plan.cost_context(derived.per_unit, derived.gradient, cost.prediction, cost.target)
 
 
 def render(model: Cell | Cost, backend: str) -> Module:
@@ -569,6 +567,11 @@ def render(model: Cell | Cost, backend: str) -> Module:
             layout += "_coupled"
         elif backend == "numba" and model.kind == RECURRENT:
             context |= diagonal_context(kernel, context)
+        elif backend == "numpy" and model.kind != RECURRENT:
+            context |= numpy_plan.feedforward_context(kernel)
+        elif model.kind == RECURRENT:
+            context |= numpy_plan.recurrent_context(kernel)
+            context["block_bytes"] = numpy_plan.BLOCK_BYTES
         template = env.get_template(f"{layout}.py.j2")
     return Module(f"{model.name}_{backend}.py", template.render(**context))
 

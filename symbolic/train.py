@@ -575,14 +575,17 @@ class Network:
                 full = np.zeros(shape, dtype=d.dtype)
                 full[-1] = d
                 d = full
+            need_dx = index > 0  # the data needs no gradient
             if layer.recurrent:
-                g, d, _ = layer.module.backward(p, cache, d)
+                g, d, _ = layer.module.backward(p, cache, d, need_dx=need_dx)
             elif d.ndim == 3:
                 steps, batch, width = d.shape
-                g, dx = layer.module.backward(p, cache, d.reshape(steps * batch, width))
-                d = dx.reshape(steps, batch, layer.n_in)
+                g, dx = layer.module.backward(
+                    p, cache, d.reshape(steps * batch, width), need_dx=need_dx
+                )
+                d = None if dx is None else dx.reshape(steps, batch, layer.n_in)
             else:
-                g, d = layer.module.backward(p, cache, d)
+                g, d = layer.module.backward(p, cache, d, need_dx=need_dx)
             for name, value in g.items():
                 grads[f"{layer.key}.{name}"] = value
         return grads

@@ -161,6 +161,7 @@ def test_workload_table_and_backend_parsing():
     with pytest.raises(argparse.ArgumentTypeError):
         bench.parse_backends("numba[sometimes]")
     problem = bench.make_problem(bench.WORKLOADS["A1"], np.dtype("float32"))
-    # 6 * batch * sum(n_in * n_out): forward, weight and input gradients of every layer.
-    assert bench.mlp_gemm_flops(problem) == 6 * 256 * (64 * 128 + 128 * 128 + 128 * 10)
+    # 2 * batch * n_in * n_out per product: forward and weight gradient of every layer,
+    # the input gradient of all but the first (whose input is the data).
+    assert bench.mlp_gemm_flops(problem) == 2 * 256 * (2 * 64 * 128 + 3 * 128 * 128 + 3 * 128 * 10)
     assert problem.x.dtype == np.float32 and problem.params["layer3.W"].shape == (10, 128)

@@ -623,3 +623,80 @@ def test_a_power_of_a_constant_generates_a_working_backward(tmp_path, monkeypatc
     d = rng.standard_normal(params["W"].shape)
     fd = directional_fd(lambda w: float(np.sum(mod.forward({"W": w}, x)[0])), params["W"], d)
     assert rel_err(fd, float(np.sum(grads["W"] * d))) < 1e-6
+
+
+# ---------------------------------------------------------------------------------------
+# 5. need_dx=False, and the NumPy backward's blocks of steps
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CELLS)
+def test_need_dx_false_skips_only_dx(case):
+    """``backward(..., need_dx=False)`` returns dx = None and the very same gradients."""
+    name, backend = case
+    mod, cost = module(name, backend), cost_module(backend)
+    prob = Problem(name, seed=3)
+    if prob.recurrent:
+        a, cache = mod.forward(prob.params, prob.x, prob.state0)
+        da = cost.loss(a, prob.y)[1] + prob.upstream
+        full = mod.backward(prob.params, cache, da, prob.dstate)
+        lean = mod.backward(prob.params, cache, da, prob.dstate, need_dx=False)
+        assert lean[1] is None and full[1] is not None
+        for s in prob.state0:
+            np.testing.assert_array_equal(lean[2][s], full[2][s])
+    else:
+        a, cache = mod.forward(prob.params, prob.x)
+        da = cost.loss(a, prob.y)[1] + prob.upstream
+        full = mod.backward(prob.params, cache, da)
+        lean = mod.backward(prob.params, cache, da, need_dx=False)
+        assert lean[1] is None and full[1] is not None
+    assert list(lean[0]) == list(mod.PARAMS) == list(full[0])
+    for k in mod.PARAMS:
+        np.testing.assert_array_equal(lean[0][k], full[0][k])
+
+
+DIAGONAL_NUMPY = [
+    name
+    for name, model in MODELS.items()
+    if model.kind == RECURRENT and module(name, "numpy").RECURRENCE in ("diagonal", "affine")
+]
+
+
+@pytest.mark.parametrize("name", DIAGONAL_NUMPY)
+def test_numpy_backward_over_several_blocks_of_steps(name):
+    """The NumPy backward of a diagonal recurrence runs over blocks of steps (16 KiB per
+    step here: blocks of 8, so T = 21 is 8 + 8 + 5): it agrees with the Numba module (a
+    separate layout: one compiled loop per lane) and with finite differences."""
+    pytest.importorskip("numba")
+    npy, nba = module(name, "numpy"), module(name, "numba")
+    steps, batch, n_in, n_out = 21, 16, 3, 128
+    rng = np.random.default_rng(4)
+    params = {k: 0.8 * rng.standard_normal(s) for k, s in npy.param_shapes(n_in, n_out).items()}
+    x = rng.standard_normal((steps, batch, n_in))
+    state0 = {s: 0.5 * rng.standard_normal((batch, n_out)) for s in npy.STATES}
+    da = rng.standard_normal((steps, batch, n_out))
+    dstate = {s: rng.standard_normal((batch, n_out)) for s in npy.STATES}
+    results = []
+    for mod in (npy, nba):
+        a, cache = mod.forward(params, x, state0)
+        results.append((a, *mod.backward(params, cache, da, dstate)))
+    (a1, g1, dx1, d1), (a2, g2, dx2, d2) = results
+    np.testing.assert_allclose(a1, a2, rtol=1e-12, atol=1e-13)
+    for k in npy.PARAMS:
+        np.testing.assert_allclose(g1[k], g2[k], rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(dx1, dx2, rtol=1e-11, atol=1e-11)
+    for s in npy.STATES:
+        np.testing.assert_allclose(d1[s], d2[s], rtol=1e-11, atol=1e-11)
+
+    def objective(p):
+        a, cache = npy.forward(p, x, state0)
+        final = {
+            s: a[-1] if t == MODELS[name].output else cache["state"][s]
+            for s, t in MODELS[name].states.items()
+        }
+        return float(np.sum(da * a)) + sum(float(np.sum(dstate[s] * final[s])) for s in final)
+
+    for k in npy.PARAMS:
+        d = rng.standard_normal(params[k].shape)
+        fd = directional_fd(lambda v, k=k: objective({**params, k: v}), params[k], d)
+        assert rel_err(fd, float(np.sum(g1[k] * d))) < 1e-6, k

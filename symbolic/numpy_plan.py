@@ -1,0 +1,966 @@
+"""Kernel IR -> the NumPy modules' statements, as ufunc calls into buffers.
+
+The NumPy backend's layout (pipeline stage: print, for the NumPy templates). What it
+decides, for a cell's :class:`~symbolic.lower.Kernel`:
+
+- **One product for every input projection.** The matrices that multiply the input are
+  stacked, so the projections of every step are one matrix product (and their gradients
+  and the input's gradient one product each after the loop).
+- **Nothing computed twice, nothing allocated in the loop.** Every value lives in a
+  buffer allocated once: forward values the backward reads are written straight into
+  their (T, B, n) arrays, the states into one (T + 1, B, n) array whose rows are also the
+  output; other values into (B, n) work buffers. Each statement is a few ufunc calls
+  with ``out=`` (:mod:`symbolic.ufuncs`).
+- **What does not change stays out of the loop.** Products of parameters are computed
+  once, and the state-free part of each step (``WXu@x + Bu``) for every step at once.
+- **The backward recurrence as a scan.** Reverse mode is linear in the adjoints: for a
+  diagonal recurrence, every adjoint of a step is a coefficient (a function of forward
+  values only) times the output's adjoint. The coefficients are computed for blocks of
+  steps at once; the sequential part is two calls a step (``da = da_in + dh_next``,
+  ``dh_next = dh_per_da * da``).
+
+Every name that reaches the code is a checked identifier or one made here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from symbolic import naming, passes, printing, ufuncs
+from symbolic.derive import Assign, MatVec
+from symbolic.lower import COUPLED, Kernel
+
+# Bytes of one (block of steps, B, n) buffer of the backward: a block's coefficient
+# arrays stay in the L2 cache while the scan reads them.
+BLOCK_BYTES = 1 << 17
+
+
+@dataclass
+class Code:
+    """Lines of code with one comment line before each group."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def comment(self, text: str) -> None:
+        self.lines.extend("# " + line for line in text.split("\n"))
+
+    def add(self, lines) -> None:
+        self.lines.extend(lines)
+
+
+def _assign_reads(stmt) -> set[str]:
+    if isinstance(stmt, MatVec):
+        return {stmt.arg}
+    return {s.name for s in stmt.expr.free_symbols}
+
+
+def inline_single_use(stmts, keep: set[str]) -> list:
+    """Substitute each elementwise value read exactly once, by another elementwise
+    statement, into that statement (``Zu`` into ``G = sigmoid(Zu)``), unless it is in
+    ``keep`` (cached, output, next state)."""
+    stmts = list(stmts)
+    changed = True
+    while changed:
+        changed = False
+        for index, stmt in enumerate(stmts):
+            if not isinstance(stmt, Assign) or stmt.target in keep:
+                continue
+            users = [i for i, s in enumerate(stmts) if stmt.target in _assign_reads(s)]
+            if len(users) != 1 or not isinstance(stmts[users[0]], Assign):
+                continue
+            user = stmts[users[0]]
+            if sum(1 for s in sp.preorder_traversal(user.expr) if s == sp.Symbol(stmt.target)) != 1:
+                continue
+            comment = f"{stmt.comment}\n{user.comment}" if user.comment else stmt.comment
+            stmts[users[0]] = Assign(
+                user.target, user.expr.xreplace({sp.Symbol(stmt.target): stmt.expr}), comment
+            )
+            del stmts[index]
+            changed = True
+            break
+    return stmts
+
+
+def _uses(expr: sp.Expr, name: str) -> int:
+    symbol = sp.Symbol(name)
+    return sum(1 for s in sp.preorder_traversal(expr) if s == symbol)
+
+
+def _emit(expr, out, place, scratch, alias=None) -> tuple[list[str], int]:
+    emitter = ufuncs.Emitter(place, scratch)
+    lines = emitter.into(ufuncs.cheapest(expr), out, alias)
+    return lines, emitter.scratch_used
+
+
+def _stacking(kernel: Kernel) -> dict:
+    """The input projections: one product for all of them (stacked matrices)."""
+    cell = kernel.cell
+    pre = kernel.pre
+    by_matrix = dict((m, adj) for adj, m in kernel.input_grads)
+    adjoints = [by_matrix.get(s.matrix) for s in pre]
+    stacked = len(pre) > 1
+    backward_stacked = (
+        stacked
+        and None not in adjoints
+        and len(set(adjoints)) == len(adjoints)
+        and all(a in kernel.stored for a in adjoints)
+        and len(kernel.input_grads) == len(pre)
+    )
+    return {
+        "pre": pre,
+        "adjoints": adjoints,
+        "stacked": stacked,
+        "backward_stacked": backward_stacked,
+        "input": cell.input,
+    }
+
+
+def _slice(j: int, k: int) -> str:
+    lo = "" if j == 0 else ("_n_out" if j == 1 else f"{j} * _n_out")
+    hi = "" if j == k - 1 else ("_n_out" if j == 0 else f"{j + 1} * _n_out")
+    return f"{lo}:{hi}"
+
+
+def _affine_in(expr: sp.Expr, name: str, params: set[str]):
+    """``(c, v)`` when ``expr`` is ``c*name + v`` with c and v made of parameters and
+    numbers only, else None."""
+    symbol = sp.Symbol(name)
+    c = sp.diff(expr, symbol)
+    v = expr.xreplace({symbol: sp.S.Zero})
+    if not (_names(c) <= params and _names(v) <= params):
+        return None
+    if sp.expand(expr - c * symbol - v) != 0:
+        return None
+    return c, v
+
+
+def projection_lines(kernel: Kernel, rows: str, shape: str, folds=None) -> list[str]:
+    """The forward products of the input (``_x2`` is (rows, n_in)), reshaped by
+    ``shape`` (a format string taking the width).
+
+    ``folds``: projection -> ``(c, v)``: that block of the product computes c*P + v
+    (its matrix's rows scaled by c, and v as a bias column against a column of ones).
+    """
+    info = _stacking(kernel)
+    pre = info["pre"]
+    folds = folds or {}
+    lines = []
+    if not pre:
+        return lines
+    k = len(pre)
+    lines.extend(f"# {s.comment}" for s in pre)
+    weights, biases = [], []
+    for s in pre:
+        c, v = folds.get(s.target, (sp.S.One, sp.S.Zero))
+        if c == 1:
+            weights.append(s.matrix)
+        elif c.is_number:
+            weights.append(f"{printing.code(c, 'numpy')} * {s.matrix}")
+        else:
+            weights.append(f"({printing.code(c, 'numpy')})[:, None] * {s.matrix}")
+        biases.append(v)
+    if k > 1:
+        lines.append("# (the matrices stacked: one product for all of them)")
+        lines.append(f"_W_in = np.concatenate(({', '.join(weights)}))")
+    else:
+        lines.append(f"_W_in = {weights[0]}")
+    source = "_x2"
+    if any(v != 0 for v in biases):
+        lines.append("# (with the constant terms as a bias column, against a column of ones)")
+        parts = [
+            printing.code(v, "numpy") if _names(v) else f"np.full(_n_out, {float(v)!r}, _dtype)"
+            for v in biases
+        ]
+        bias = parts[0] if k == 1 else f"np.concatenate(({', '.join(parts)}))"
+        lines.append(f"_W_in = np.concatenate((_W_in, {bias}[:, None]), axis=1)")
+        lines.append(f"_x1 = np.empty(({rows}, _n_in + 1), _dtype)")
+        lines.append("_x1[:, :_n_in] = _x2")
+        lines.append("_x1[:, _n_in] = 1.0")
+        source = "_x1"
+    width = f"{k} * _n_out" if k > 1 else "_n_out"
+    lines.append(f"_P = ({source} @ _W_in.T).reshape({shape.format(width)})")
+    for j, s in enumerate(pre):
+        index = ", ".join([":"] * (shape.count(",")) + [_slice(j, k)])
+        lines.append(f"{naming.sequence(s.target)} = _P[{index}]")
+    return lines
+
+
+def gradient_lines(kernel: Kernel, place, rows: str, sum_axes: str, vector_done: set[str]):
+    """Matrix gradients, vector gradients not accumulated already, and dx."""
+    cell = kernel.cell
+    info = _stacking(kernel)
+    pre = info["pre"]
+    lines = []
+    matrix = dict(kernel.matrix_grads)
+    vector = dict(kernel.vector_grads)
+    from_stack: dict[str, str] = {}
+    summed: dict[str, str] = {}
+    if info["backward_stacked"]:
+        k = len(pre)
+        lines.append("# the input matrices' gradients: one product for all of them")
+        lines.append(f"_dP2 = _dP.reshape({rows}, {k} * _n_out)")
+        lines.append("_dW_in = _dP2.T @ _x2")
+        for j, s in enumerate(pre):
+            from_stack[s.matrix] = f"_dW_in[{_slice(j, k)}]"
+        bare = {
+            str(vector[n]): n
+            for n, kind in cell.params.items()
+            if kind == "vector" and n not in vector_done and isinstance(vector[n], sp.Symbol)
+        }
+        if any(adj in bare for adj in info["adjoints"]):
+            lines.append("# the sums of the stacked adjoints over every step and lane, at once")
+            lines.append("_dP_sum = _dP2.sum(axis=0)")
+            for j, adj in enumerate(info["adjoints"]):
+                if adj in bare:
+                    summed[bare[adj]] = f"_dP_sum[{_slice(j, k)}]"
+    for name, kind in cell.params.items():
+        if kind == "vector":
+            if name in vector_done:
+                continue
+            if name in summed:
+                lines.append(f'grads["{name}"] = {summed[name]}')
+                continue
+            expr = vector[name]
+            code = printing.code(expr, "numpy", {n: place(n) for n in _names(expr)})
+            lines.append(f'grads["{name}"] = np.sum({code}, axis={sum_axes})')
+            continue
+        terms = []
+        for adj, arg in matrix[name]:
+            if arg == cell.input and name in from_stack:
+                terms.append(from_stack[name])
+                continue
+            arg_size = "_n_in" if arg == cell.input else "_n_out"
+            arg_code = "_x2" if arg == cell.input else f"{place(arg)}.reshape({rows}, {arg_size})"
+            terms.append(f"{place(adj)}.reshape({rows}, _n_out).T @ {arg_code}")
+        lines.append(f'grads["{name}"] = ' + " + ".join(terms))
+    lines.append("if need_dx:")
+    if info["backward_stacked"]:
+        lines.append(f"    _W_in = np.concatenate(({', '.join(s.matrix for s in pre)}))")
+        lines.append("    _dx = _dP2 @ _W_in")
+    else:
+        terms = [f"{place(adj)}.reshape({rows}, _n_out) @ {m}" for adj, m in kernel.input_grads]
+        lines.append("    _dx = " + " + ".join(terms))
+    return lines
+
+
+def _names(expr) -> set[str]:
+    return {s.name for s in expr.free_symbols}
+
+
+def identifiers(lines) -> set[str]:
+    """Every identifier the lines mention (to bind only what the code reads)."""
+    found: set[str] = set()
+    for line in lines:
+        if not line.lstrip().startswith("#"):
+            code = re.sub(r"\"[^\"]*\"", "", line)
+            found |= set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", code))
+    return found
+
+
+# --- recurrent cells --------------------------------------------------------------------
+
+
+def recurrent_context(kernel: Kernel) -> dict:
+    """Template keys of a recurrent NumPy module: the lines of each part."""
+    cell = kernel.cell
+    params = set(cell.params)
+    states = dict(cell.states)
+    state_of_target = {t: s for s, t in states.items()}
+    cached = set(kernel.cached)
+    keep = cached | {cell.output} | set(states.values())
+    forward = inline_single_use(kernel.forward, keep)
+    info = _stacking(kernel)
+    projections = {s.target for s in kernel.pre}
+
+    # Which statements are free of the state: whole statements computed before the loop.
+    dependent = set(states)
+    early, step = [], []
+    for st in forward:
+        if isinstance(st, Assign) and not (_assign_reads(st) & dependent):
+            early.append(st)
+        else:
+            dependent.add(st.target)
+            step.append(st)
+    varying = projections | {st.target for st in early}
+    hoister = ufuncs.Hoister(params, varying)
+    step_exprs = {}
+    for st in step:
+        if isinstance(st, Assign):
+            step_exprs[st.target] = hoister(ufuncs.numpy_form(st.expr))
+    early_exprs = {st.target: hoister.constants_of(ufuncs.numpy_form(st.expr)) for st in early}
+
+    # Where each value lives for the whole sequence.
+    seq: dict[str, str] = {}
+    for name in projections:
+        seq[name] = naming.sequence(name)
+    alloc: list[str] = []
+    for s in states:
+        alloc.append(f"_{s}_all = np.empty((_T + 1, _B, _n_out), _dtype)")
+        alloc.append(f'_{s}_all[0] = _state0["{s}"]')
+    for name in sorted((cached | {cell.output}) - set(states)):
+        if name in state_of_target:
+            continue
+        seq[name] = naming.sequence(name)
+        alloc.append(f"{naming.sequence(name)} = np.empty((_T, _B, _n_out), _dtype)")
+    for st in early:
+        if st.target not in seq:
+            seq[st.target] = naming.sequence(st.target)
+            alloc.append(f"{naming.sequence(st.target)} = np.empty((_T, _B, _n_out), _dtype)")
+
+    # Uses of each projection, to know which buffers a sequence may take over.
+    all_exprs = list(step_exprs.values()) + list(early_exprs.values())
+    all_exprs += list(hoister.sequences)
+    reads_back = set()
+    for st in kernel.backward:
+        reads_back |= _assign_reads(st)
+
+    def free_buffer(expr) -> str | None:
+        for name in sorted(_names(expr) & projections):
+            uses = sum(_uses(e, name) for e in all_exprs)
+            if uses == 1 and name not in reads_back and name not in cached:
+                return name
+        return None
+
+    before = Code()
+    whole_scratch = [0]
+
+    def whole_place(name: str) -> str:
+        return seq.get(name, name)
+
+    def whole_scratch_name(i: int) -> str:
+        return f"_ws{i}"
+
+    for st in early:
+        before.comment(st.comment + " (every step at once)")
+        lines, used = _emit(early_exprs[st.target], seq[st.target], whole_place, whole_scratch_name)
+        whole_scratch[0] = max(whole_scratch[0], used)
+        before.add(lines)
+    inverse = {k: e for e, k in hoister.constants.items()}
+    folds: dict[str, tuple[sp.Expr, sp.Expr]] = {}
+    for expr, sym in hoister.sequences.items():
+        alias = free_buffer(expr)
+        fold = _affine_in(expr.xreplace(inverse), alias, params) if alias else None
+        if fold is not None:
+            # c*P + v: the product computes it (rows scaled by c, v as a bias column)
+            folds[alias] = fold
+            seq[sym.name] = seq[alias]
+            before.comment(
+                f"{sym.name} = {sp.sstr(expr.xreplace(inverse))}: computed by the product"
+            )
+            continue
+        if alias:
+            seq[sym.name] = seq[alias]
+            before.comment(f"{sym.name} = {sp.sstr(expr)}, every step at once (in place)")
+        else:
+            seq[sym.name] = naming.sequence(sym.name)
+            before.comment(f"{sym.name} = {sp.sstr(expr)}, every step at once")
+            before.add([f"{seq[sym.name]} = np.empty((_T, _B, _n_out), _dtype)"])
+        place = {alias: seq[alias]} if alias else {}
+        lines, used = _emit(
+            expr,
+            seq[sym.name],
+            lambda n, place=place: place.get(n, whole_place(n)),
+            whole_scratch_name,
+            alias=alias,
+        )
+        whole_scratch[0] = max(whole_scratch[0], used)
+        before.add(lines)
+    scratch_alloc = [
+        f"_ws{i} = np.empty((_T, _B, _n_out), _dtype)" for i in range(whole_scratch[0])
+    ]
+    before_lines = before.lines
+
+    # The step: bind this step's rows, then the ufunc calls.
+    bind = []
+    for s in states:
+        bind.append(f"{s} = _{s}_all[_t]")
+    step_targets = {st.target for st in step}
+    work = []
+    for st in step:
+        t = st.target
+        if t in state_of_target:
+            bind.append(f"{t} = _{state_of_target[t]}_all[_t + 1]")
+        elif t in seq:
+            bind.append(f"{t} = {seq[t]}[_t]")
+        else:
+            work.append(t)
+    read_in_step = set()
+    for e in step_exprs.values():
+        read_in_step |= _names(e)
+    read_in_step |= {st.arg for st in step if isinstance(st, MatVec)}
+    for name in sorted(read_in_step - step_targets - set(states) - params):
+        if name in seq:
+            bind.append(f"{name} = {seq[name]}[_t]")
+    body = Code()
+    step_scratch = 0
+    for st in step:
+        out = st.target if st.target not in work else f"_w_{st.target.lstrip('_')}"
+        body.comment(st.comment)
+        if isinstance(st, MatVec):
+            body.add([f"np.matmul({st.arg}, {st.matrix}.T, out={out})"])
+            continue
+        lines, used = _emit(step_exprs[st.target], out, _work_place(work), _step_scratch)
+        step_scratch = max(step_scratch, used)
+        body.add(lines)
+    work_alloc = [f"_w_{w.lstrip('_')} = np.empty((_B, _n_out), _dtype)" for w in work] + [
+        f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(step_scratch)
+    ]
+
+    cache_entries = []
+    for name in sorted(cached | {cell.output}):
+        if name in states:
+            cache_entries.append((name, f"_{name}_all[:-1]"))
+        elif name in state_of_target:
+            cache_entries.append((name, f"_{state_of_target[name]}_all[1:]"))
+        else:
+            cache_entries.append((name, seq[name]))
+    output = (
+        f"_{state_of_target[cell.output]}_all[1:]"
+        if cell.output in state_of_target
+        else seq[cell.output]
+    )
+    used = identifiers(before_lines + body.lines)
+    constants = [
+        f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items() if k.name in used
+    ]
+    context = {
+        "projections": projection_lines(kernel, "_T * _B", "_T, _B, {}", folds),
+        "before": constants + before_lines,
+        "alloc": alloc + scratch_alloc + work_alloc,
+        "bind": bind,
+        "step": body.lines,
+        "cache_entries": [{"name": n, "array": a} for n, a in cache_entries],
+        "final_states": [{"name": s, "array": f"_{s}_all[-1]"} for s in states],
+        "output_array": output,
+    }
+    context |= {key: [] for key in BACKWARD_KEYS}
+    if kernel.recurrence == COUPLED or any(isinstance(s, MatVec) for s in kernel.backward):
+        context |= _backward_per_step(kernel, info)
+    else:
+        context |= _backward_scan(kernel, info)
+    used = identifiers(sum((context[k] for k in BACKWARD_KEYS if k in context), []))
+    context["bptt_params"] = [p for p in cell.params if p in used]
+    context["cache_reads"] = [
+        line for line in context["cache_reads"] if line.split(" = ")[0] in used
+    ]
+    return context
+
+
+BACKWARD_KEYS = (
+    "backward_alloc",
+    "backward_before",
+    "block_bind",
+    "coefficients",
+    "scan_lines",
+    "adjoint_lines",
+    "sum_lines",
+    "backward_bind",
+    "backward_step",
+    "grad_lines",
+)
+
+
+def _work_place(work):
+    def place(name: str) -> str:
+        return f"_w_{name.lstrip('_')}" if name in work else name
+
+    return place
+
+
+def _step_scratch(i: int) -> str:
+    return f"_w{i}"
+
+
+def _stored_alloc(kernel: Kernel, info: dict) -> tuple[list[str], dict[str, str]]:
+    lines = []
+    where: dict[str, str] = {}
+    if info["backward_stacked"]:
+        k = len(info["pre"])
+        lines.append(f"_dP = np.empty((_T, _B, {k} * _n_out), _dtype)")
+        for j, adj in enumerate(info["adjoints"]):
+            where[adj] = naming.sequence(adj)
+            lines.append(f"{naming.sequence(adj)} = _dP[:, :, {_slice(j, k)}]")
+    for name in kernel.stored:
+        if name not in where:
+            where[name] = naming.sequence(name)
+            lines.append(f"{naming.sequence(name)} = np.empty((_T, _B, _n_out), _dtype)")
+    return lines, where
+
+
+def _cache_reads(kernel: Kernel) -> list[str]:
+    """Lines binding the forward values the backward reads to (T, B, n) arrays."""
+    return [f'{naming.sequence(n)} = cache["{n}"]' for n in kernel.cached]
+
+
+def _backward_per_step(kernel: Kernel, info: dict) -> dict:
+    """The adjoint step one step at a time (matrix-coupled recurrences)."""
+    cell = kernel.cell
+    params = set(cell.params)
+    stored_alloc, stored = _stored_alloc(kernel, info)
+    state_adjoints = {naming.adjoint(s): s for s in cell.states}
+    upstream = naming.upstream(cell.output)
+    hoister = ufuncs.Hoister(params, ())
+    exprs = {
+        st.target: hoister.constants_of(ufuncs.numpy_form(st.expr))
+        for st in kernel.backward
+        if isinstance(st, Assign)
+    }
+    bind = [f"{upstream} = _dout[_t]"]
+    read = set()
+    for e in exprs.values():
+        read |= _names(e)
+    read |= {st.arg for st in kernel.backward if isinstance(st, MatVec)}
+    for name in kernel.cached:
+        if name in read:
+            bind.append(f"{name} = {naming.sequence(name)}[_t]")
+    work = []
+    for st in kernel.backward:
+        if st.target in state_adjoints:
+            bind.append(f"{st.target} = _w_{st.target}")
+        elif st.target in stored:
+            bind.append(f"{st.target} = {stored[st.target]}[_t]")
+        else:
+            work.append(st.target)
+    body = Code()
+    scratch = 0
+    place = _work_place(work)
+    for st in kernel.backward:
+        out = place(st.target)
+        body.comment(st.comment)
+        if isinstance(st, MatVec):
+            body.add([f"np.matmul({place(st.arg)}, {st.matrix}, out={out})"])
+            continue
+        lines, used = _emit(exprs[st.target], out, place, _step_scratch)
+        scratch = max(scratch, used)
+        body.add(lines)
+    swap = [
+        f"_w_{naming.adjoint(s)}, {naming.carried(s)} = {naming.carried(s)}, {naming.adjoint(s)}"
+        for s in cell.states
+    ]
+    alloc = stored_alloc + [
+        f"_w_{naming.adjoint(s)} = np.empty((_B, _n_out), _dtype)" for s in cell.states
+    ]
+    alloc += [f"_w_{w.lstrip('_')} = np.empty((_B, _n_out), _dtype)" for w in work]
+    alloc += [f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(scratch)]
+
+    def whole(name: str) -> str:
+        if name in stored:
+            return stored[name]
+        if name in kernel.cached:
+            return naming.sequence(name)
+        return name
+
+    grads = gradient_lines(kernel, whole, "_T * _B", "(0, 1)", set())
+    return {
+        "backward_alloc": alloc,
+        "backward_before": [
+            f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items()
+        ],
+        "backward_bind": bind,
+        "backward_step": body.lines
+        + ["# the adjoints of the states flow to the step before"]
+        + swap,
+        "block_scan": False,
+        "grad_lines": grads,
+        "cache_reads": _cache_reads(kernel),
+    }
+
+
+def _substitute_leaves(stmts, env: dict) -> list[Assign]:
+    """Statements with known values (symbols, numbers) substituted forward; the
+    statements whose value became such a leaf are dropped into ``env``."""
+    out = []
+    for st in stmts:
+        expr = st.expr.xreplace(env)
+        if isinstance(expr, sp.Symbol) or expr.is_number:
+            env[sp.Symbol(st.target)] = expr
+            continue
+        out.append(Assign(st.target, expr, st.comment))
+    return out
+
+
+def _backward_scan(kernel: Kernel, info: dict) -> dict:
+    """The adjoint recurrence of a diagonal cell as coefficients and a scan."""
+    cell = kernel.cell
+    params = set(cell.params)
+    out = cell.output
+    upstream = naming.upstream(out)
+    states = list(cell.states)
+    out_state = next((s for s, t in cell.states.items() if t == out), None)
+    body = list(kernel.backward)
+    seed_out = naming.adjoint(out)
+    combined = False
+    if out_state is not None:
+        first = next((st for st in body if st.target == seed_out), None)
+        expected = sp.Symbol(upstream) + sp.Symbol(naming.carried(out_state))
+        if first is not None and sp.expand(first.expr - expected) == 0:
+            combined = True
+            body = [st for st in body if st is not first]
+    # The seeds: the adjoints every other adjoint of the step is linear in.
+    if combined:
+        seeds = [seed_out] + [naming.carried(s) for s in states if s != out_state]
+    else:
+        seeds = [upstream] + [naming.carried(s) for s in states]
+    targets = set(kernel.stored) | {naming.adjoint(s) for s in states}
+
+    coeff: dict[str, dict[str, sp.Expr]] = {t: {} for t in targets}
+    # Statements free of every seed (forward values, like 1 - G) are computed once.
+    linear = set(seeds) | {upstream}
+    for st in body:
+        if _assign_reads(st) & linear:
+            linear.add(st.target)
+    shared = [st for st in body if st.target not in linear]
+    body = [st for st in body if st.target in linear]
+    programs: list[Assign] = []
+    live = set(targets)
+    notes: list[str] = []  # adjoints whose coefficient is a value the code has already
+    for seed in seeds:
+        env = {sp.Symbol(s): (sp.S.One if s == seed else sp.S.Zero) for s in seeds}
+        if combined:
+            env[sp.Symbol(upstream)] = sp.S.Zero
+        suffix = f"_per_{seed}"
+        stmts = _substitute_leaves(body, env)
+        stmts = passes.dead_code(stmts, live=targets)
+        for st in stmts:
+            live |= _assign_reads(st)
+        rename = {sp.Symbol(st.target): sp.Symbol(st.target + suffix) for st in stmts}
+        for st in stmts:
+            programs.append(
+                Assign(
+                    st.target + suffix,
+                    st.expr.xreplace(rename),
+                    f"{st.comment}: {st.target} = {st.target + suffix} * {seed}",
+                )
+            )
+        for st in body:
+            value = env.get(sp.Symbol(st.target))
+            if value is not None and value != 0 and sp.Symbol(st.target) not in rename:
+                notes.append(f"{st.comment}: {st.target} = {sp.sstr(value)} * {seed}")
+        for t in targets:
+            sym = sp.Symbol(t)
+            coeff[t][seed] = rename.get(sym, env.get(sym, sp.S.Zero).xreplace(rename))
+    for t in targets:
+        for seed in seeds:
+            live |= _names(coeff[t][seed])
+    programs = passes.dead_code(shared, live=live) + programs
+    # every adjoint must be linear in the seeds with seed-free coefficients
+    for st in programs:
+        if _names(st.expr) & (set(seeds) | {upstream}):
+            raise ValueError(f"{cell.name}: the adjoint step is not linear in its seeds")
+
+    hoister = ufuncs.Hoister(params, ())
+    block_vals = [st.target for st in programs]
+    exprs = {st.target: hoister.constants_of(ufuncs.numpy_form(st.expr)) for st in programs}
+    stored_alloc, stored = _stored_alloc(kernel, info)
+
+    seed_bufs = [s for s in seeds if s != upstream]
+
+    def seed_place(name: str) -> str:
+        if name == upstream:
+            return "_dout[_t0:_t1]"
+        if name == seed_out and combined:
+            return name
+        return "_S_" + name if name in seeds else name
+
+    alloc = list(stored_alloc)
+    alloc += [
+        f"_bk_{v.lstrip('_')} = np.empty((_block, _B, _n_out), _dtype)"
+        for v in block_vals + seed_bufs
+    ]
+    bind = []
+    read = set()
+    for e in exprs.values():
+        read |= _names(e)
+    vector = dict(kernel.vector_grads)
+    for name, kind in cell.params.items():
+        if kind == "vector":
+            read |= _names(vector[name])
+    for name in kernel.cached:
+        if name in read:
+            bind.append(f"{name} = {naming.sequence(name)}[_t0:_t1]")
+    for v in block_vals:
+        bind.append(f"{v} = _bk_{v.lstrip('_')}[:_m]")
+    for v in seed_bufs:
+        bind.append(f"{seed_place(v)} = _bk_{v.lstrip('_')}[:_m]")
+    coefficients = Code()
+    scratch = 0
+
+    def block_scratch(i: int) -> str:
+        return f"_bw{i}[:_m]"
+
+    for note in notes:
+        coefficients.comment(note)
+    for st in programs:
+        coefficients.comment(st.comment)
+        lines, used = _emit(exprs[st.target], st.target, lambda n: n, block_scratch)
+        scratch = max(scratch, used)
+        coefficients.add(lines)
+    # The scan.
+    scan = Code()
+    if combined:
+        carried_out = naming.carried(out_state)
+        scan.comment(f"{first.comment}: {seed_out} = {upstream} + {carried_out}")
+        scan.add([f"np.add(_dout[_t0 + _k], {carried_out}, out={seed_out}[_k])"])
+    for s in states:
+        c = naming.carried(s)
+        if c in seeds:
+            scan.add([f"np.copyto({seed_place(c)}[_k], {c})"])
+    scan_scratch = False
+    for s in states:
+        target = naming.adjoint(s)
+        c = naming.carried(s)
+        scan.comment(f"{c} = {target} of this step, for the step before")
+        terms = [(coeff[target][seed], seed) for seed in seeds if coeff[target][seed] != 0]
+        if not terms:
+            scan.add([f"{c}.fill(0)"])
+            continue
+        first = True
+        for k, seed in terms:
+            sv = f"{seed_place(seed)}[_k]" if seed != upstream else "_dout[_t0 + _k]"
+            kv = f"{k.name}[_k]" if isinstance(k, sp.Symbol) else None
+            dest = c if first else "_wscan"
+            if kv is None and k == 1:
+                line = f"np.copyto({dest}, {sv})"
+            elif kv is None:
+                line = f"np.multiply({sv}, {ufuncs.Emitter(str, str).leaf(k)}, out={dest})"
+            else:
+                line = f"np.multiply({kv}, {sv}, out={dest})"
+            scan.add([line])
+            if not first:
+                scan.add([f"np.add({c}, _wscan, out={c})"])
+                scan_scratch = True
+            first = False
+    # The adjoints the gradients read, for the block.
+    adjoints = Code()
+    for name in kernel.stored:
+        expr = sp.Add(*[coeff[name][seed] * sp.Symbol(seed) for seed in seeds])
+        adjoints.comment(f"{name} = {sp.sstr(expr)}")
+        lines, used = _emit(expr, name, seed_place, block_scratch)
+        scratch = max(scratch, used)
+        adjoints.add(lines)
+    bind += [f"{name} = {stored[name]}[_t0:_t1]" for name in kernel.stored]
+    # Vector gradients that are not a stored adjoint summed: accumulated per block.
+    sums = Code()
+    accumulated = set()
+    acc_alloc = []
+    for name, kind in cell.params.items():
+        if kind != "vector":
+            continue
+        expr = vector[name]
+        if isinstance(expr, sp.Symbol):
+            continue
+        accumulated.add(name)
+        acc_alloc.append(f'grads["{name}"] = np.zeros(_n_out, _dtype)')
+        factors = sp.Mul.make_args(expr)
+        if expr.is_Mul and len(factors) == 2 and all(isinstance(f, sp.Symbol) for f in factors):
+            a, b = factors
+            sums.add([f'grads["{name}"] += np.einsum("tbj,tbj->j", {a}, {b})'])
+        else:
+            lines, used = _emit(expr, "_bw_sum[:_m]", lambda n: n, block_scratch)
+            scratch = max(scratch, used)
+            sums.add(lines + [f'grads["{name}"] += _bw_sum[:_m].sum(axis=(0, 1))'])
+            if "_bw_sum = np.empty((_block, _B, _n_out), _dtype)" not in alloc:
+                alloc.append("_bw_sum = np.empty((_block, _B, _n_out), _dtype)")
+    alloc += [f"_bw{i} = np.empty((_block, _B, _n_out), _dtype)" for i in range(scratch)]
+    if scan_scratch:
+        alloc.append("_wscan = np.empty((_B, _n_out), _dtype)")
+
+    def whole(name: str) -> str:
+        if name in stored:
+            return stored[name]
+        if name in kernel.cached:
+            return naming.sequence(name)
+        return name
+
+    grads = gradient_lines(kernel, whole, "_T * _B", "(0, 1)", accumulated)
+    return {
+        "block_scan": True,
+        "backward_alloc": alloc + acc_alloc,
+        "backward_before": [
+            f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items()
+        ],
+        "block_bind": bind,
+        "coefficients": coefficients.lines,
+        "scan_lines": scan.lines,
+        "adjoint_lines": adjoints.lines,
+        "sum_lines": sums.lines,
+        "grad_lines": grads,
+        "cache_reads": _cache_reads(kernel),
+    }
+
+
+# --- costs ------------------------------------------------------------------------------
+
+
+def cost_context(per_unit: sp.Expr, gradient: sp.Expr, prediction: str, target: str) -> dict:
+    """The lines of a cost's ``loss``: shared subexpressions once, the sum of the
+    per-unit cost (a dot product when it is a square), the gradient scaled by 1/B,
+    all into buffers of the prediction's shape."""
+    scale = sp.Symbol("_scale")
+    gradient = sp.factor_terms(gradient)
+    (shared, (value, grad)) = sp.cse([per_unit, gradient * scale], symbols=_cse_names())
+    names = {prediction, target}
+    lines = Code()
+    owned = []
+    for sym, expr in shared:
+        lines.comment(f"{sym} = {sp.sstr(expr)}")
+        lines.add([f"{sym} = np.empty_like({prediction})"])
+        emitted, _ = _emit(expr, sym.name, str, _cost_scratch)
+        lines.add(emitted)
+        owned.append(sym.name)
+    names |= set(owned)
+    if value.is_Pow and value.exp == 2 and isinstance(value.base, sp.Symbol):
+        flat = f"{value.base}.reshape(-1)"
+        lines.add([f"_sum = float(np.dot({flat}, {flat}))"])
+    else:
+        lines.add(["_buf = np.empty_like(" + prediction + ")"])
+        emitted, _ = _emit(value, "_buf", str, _cost_scratch)
+        lines.add(emitted + ["_sum = float(np.sum(_buf))"])
+    hoister = ufuncs.Hoister({"_scale"}, ())
+    grad = hoister.constants_of(grad)
+    lines.add(f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items())
+    # the gradient takes over a shared buffer read once by it (and never again)
+    alias = next(
+        (n for n in owned if _uses(grad, n) == 1),
+        None,
+    )
+    out = alias if alias else "_grad"
+    if not alias:
+        lines.add([f"_grad = np.empty_like({prediction})"])
+    emitted, _ = _emit(grad, out, str, _cost_scratch, alias=alias)
+    lines.add(emitted)
+    text = "\n".join(lines.lines)
+    scratch = sorted(set(re.findall(r"_cw\d+", text)))
+    return {
+        "cost_lines": [f"{s} = np.empty_like({prediction})" for s in scratch] + lines.lines,
+        "cost_grad": out,
+    }
+
+
+def _cse_names():
+    index = 0
+    while True:
+        yield sp.Symbol(f"_u{index}")
+        index += 1
+
+
+def _cost_scratch(i: int) -> str:
+    return f"_cw{i}"
+
+
+# --- feedforward cells ------------------------------------------------------------------
+
+
+def _flat(stmts, exprs, owned: set[str], keep: set[str], live_after: set[str], place, scratch):
+    """Straight-line code for whole-batch statements: each into a new (B, n_out) buffer,
+    or into the buffer of an operand nobody reads afterwards (``owned``: buffers this
+    code allocated; ``keep``: values that must survive)."""
+    code = Code()
+    used = 0
+    owned = set(owned)
+    for index, st in enumerate(stmts):
+        later = set(live_after)
+        for other in stmts[index + 1 :]:
+            later |= _assign_reads(other)
+        code.comment(st.comment)
+        if isinstance(st, MatVec):
+            matrix = st.matrix if st.transpose else f"{st.matrix}.T"
+            code.add([f"{st.target} = {place(st.arg)} @ {matrix}"])
+            owned.add(st.target)
+            continue
+        expr = exprs[st.target]
+        if isinstance(expr, sp.Symbol):  # a second name for the same array
+            code.add([f"{st.target} = {place(expr.name)}"])
+            if expr.name in owned:
+                owned.add(st.target)
+            continue
+        alias = None
+        for name in sorted(_names(expr) & owned):
+            if name not in keep and name not in later and _uses(expr, name) == 1:
+                alias = name
+                break
+        out = place(alias) if alias else st.target
+        if not alias:
+            code.add([f"{st.target} = np.empty((_B, _n_out), _dtype)"])
+        lines, n = _emit(expr, out, place, scratch, alias=alias)
+        used = max(used, n)
+        code.add(lines)
+        if alias:
+            code.add([f"{st.target} = {out}"])
+        owned.add(st.target)
+    return code.lines, used
+
+
+def feedforward_context(kernel: Kernel) -> dict:
+    """Template keys of a feedforward NumPy module: the lines of forward and backward."""
+    cell = kernel.cell
+    params = set(cell.params)
+    cached = set(kernel.cached)
+    keep = cached | {cell.output}
+    forward = inline_single_use(kernel.forward, keep)
+    hoister = ufuncs.Hoister(params, ())
+    exprs = {
+        st.target: hoister.constants_of(ufuncs.numpy_form(st.expr))
+        for st in forward
+        if isinstance(st, Assign)
+    }
+
+    def place(name: str) -> str:
+        return "_x" if name == cell.input else name
+
+    projections = []
+    info = _stacking(kernel)
+    if info["stacked"]:
+        k = len(kernel.pre)
+        projections.extend(f"# {s.comment}" for s in kernel.pre)
+        projections.append(f"_W_in = np.concatenate(({', '.join(s.matrix for s in kernel.pre)}))")
+        projections.append("_P = _x @ _W_in.T")
+        for j, s in enumerate(kernel.pre):
+            projections.append(f"{s.target} = _P[:, {_slice(j, k)}]")
+        owned: set[str] = set()  # views of one buffer: not taken over
+    else:
+        for s in kernel.pre:
+            projections.append(f"# {s.comment}")
+            projections.append(f"{s.target} = _x @ {s.matrix}.T")
+        owned = {s.target for s in kernel.pre}
+    lines, used = _flat(forward, exprs, owned, keep, keep, place, _step_scratch)
+    constants = [f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items()]
+    scratch = [f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(used)]
+
+    # Backward: the adjoint program on whole arrays, then the gradients.
+    bhoister = ufuncs.Hoister(params, ())
+    bexprs = {
+        st.target: bhoister.constants_of(ufuncs.numpy_form(st.expr))
+        for st in kernel.backward
+        if isinstance(st, Assign)
+    }
+    stored = set(kernel.stored) | {adj for adj, _ in kernel.input_grads}
+    blines, bused = _flat(kernel.backward, bexprs, set(), stored, stored, place, _step_scratch)
+    bconstants = [f"{k} = {printing.code(e, 'numpy')}" for e, k in bhoister.constants.items()]
+    bscratch = [f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(bused)]
+    grads = []
+    vector = dict(kernel.vector_grads)
+    matrix = dict(kernel.matrix_grads)
+    for name, kind in cell.params.items():
+        if kind == "vector":
+            expr = vector[name]
+            code = printing.code(expr, "numpy", {n: place(n) for n in _names(expr)})
+            grads.append(f'grads["{name}"] = np.sum({code}, axis=0)')
+        else:
+            terms = [f"{place(adj)}.T @ {place(arg)}" for adj, arg in matrix[name]]
+            grads.append(f'grads["{name}"] = ' + " + ".join(terms))
+    grads.append("if need_dx:")
+    terms = [f"{place(adj)} @ {m}" for adj, m in kernel.input_grads]
+    grads.append("    dx = " + " + ".join(terms))
+    used_back = identifiers(bconstants + blines + grads)
+    return {
+        "ff_projections": projections,
+        "ff_forward": constants + scratch + lines,
+        "ff_backward": bconstants + bscratch + blines,
+        "ff_grads": grads,
+        "ff_backward_params": [p for p in cell.params if p in used_back],
+        "ff_cached": [n for n in kernel.cached if n in used_back],
+    }

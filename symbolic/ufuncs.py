@@ -1,0 +1,343 @@
+"""Expressions -> NumPy ufunc calls that write into buffers (three-address code).
+
+NumPy evaluates ``G*ac + h*(1 - G)`` one operation at a time, and every operation
+allocates a fresh array for its result. In a time loop that is one allocation per
+operation per step, and for small arrays the call overhead, not the arithmetic, is the
+cost. This module turns an expression into a short list of ufunc calls, each writing
+with ``out=`` into a buffer allocated once: the target itself where possible, a scratch
+buffer where a subexpression needs one.
+
+Before it is emitted, an expression is put in the form that needs the fewest calls:
+
+- :func:`numpy_form`: primitives rewritten for NumPy (sigmoid(z) = 1/2 + tanh(z/2)/2,
+  with the 1/2 distributed over the terms of z so it can be folded into coefficients);
+- :func:`hoist`: the parts that do not change inside the loop become symbols computed
+  once before it: products of parameters (``_k0 = WTu/2``) and sums of terms free of the
+  state (``_s0 = WXu_x/2 + Bu/2``, computed for every step at once);
+- :func:`cheapest`: the algebraic form with the fewest calls among a few candidates
+  (``h + G*(ac - h)``: three calls instead of four for ``G*ac + h*(1 - G)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import sympy as sp
+
+from symbolic import primitives
+
+# In-place forms, ``{i}`` the input and ``{o}`` the output (they may be the same array).
+INPLACE = {
+    "tanh": "np.tanh({i}, out={o})",
+    "exp": "np.exp({i}, out={o})",
+    "log": "np.log({i}, out={o})",
+    "softplus": "np.logaddexp(0, {i}, out={o})",
+    "relu": "np.maximum({i}, 0, out={o})",
+    "step": "np.greater({i}, 0, out={o}, casting='unsafe')",
+}
+
+
+def _primitive(expr: sp.Basic) -> str | None:
+    if isinstance(expr, sp.Function) and type(expr).__name__ in primitives.PRIMITIVES:
+        return type(expr).__name__
+    return None
+
+
+def _half_of(expr: sp.Expr) -> sp.Expr:
+    return sp.Add(*[sp.S.Half * term for term in sp.Add.make_args(expr)])
+
+
+def numpy_form(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with every primitive written the way the NumPy code computes it."""
+    tanh = primitives.function("tanh")
+
+    def rewrite(call):
+        (arg,) = call.args
+        if _primitive(call) == "sigmoid":
+            # 1/(1 + e^-z) = (1 + tanh(z/2))/2: no overflow for large |z|, one call.
+            return sp.S.Half + sp.S.Half * tanh(_half_of(arg))
+        return call
+
+    return expr.replace(lambda e: _primitive(e) == "sigmoid", rewrite)
+
+
+def _is_leaf(expr: sp.Basic) -> bool:
+    return isinstance(expr, sp.Symbol) or bool(expr.is_number)
+
+
+def _sign(term: sp.Expr) -> tuple[int, sp.Expr]:
+    """``(-1, t)`` for a term written ``-t``, else ``(1, term)``."""
+    if term.is_number:
+        return 1, term
+    coeff, rest = term.as_coeff_Mul()
+    if coeff.is_negative:
+        return -1, -term
+    return 1, term
+
+
+class Emitter:
+    """Writes ufunc calls for expressions whose symbols live in arrays.
+
+    Args:
+        place: ``symbol name -> code`` of the array holding it (a name, or a view such as
+            ``G_seq[_t]``); unknown names are printed as they are.
+        scratch: ``index -> code`` of the scratch buffers (same shape as the targets).
+    """
+
+    def __init__(self, place: Callable[[str], str], scratch: Callable[[int], str]):
+        self.place = place
+        self.scratch = scratch
+        self.scratch_used = 0
+
+    # -- leaves ------------------------------------------------------------------
+
+    def leaf(self, expr: sp.Expr) -> str:
+        if isinstance(expr, sp.Symbol):
+            return self.place(expr.name)
+        value = float(expr)
+        return repr(value) if value != int(value) or abs(value) > 1e15 else f"{value:.1f}"
+
+    # -- emission ----------------------------------------------------------------
+
+    def into(self, expr: sp.Expr, out: str, alias: str | None = None, depth: int = 0) -> list[str]:
+        """Calls that leave ``expr`` in ``out``.
+
+        ``alias``: a symbol whose array *is* ``out``; it is read before ``out`` is first
+        written (it must occur once in ``expr``).
+        """
+        if _is_leaf(expr):
+            text = self.leaf(expr)
+            if isinstance(expr, sp.Symbol) and expr.name == alias:
+                return []
+            return [f"np.copyto({out}, {text})"]
+        order = self._order(alias)
+        if expr.is_Add:
+            return self._add(list(expr.args), out, alias, depth, order)
+        if expr.is_Mul:
+            return self._mul(expr, out, alias, depth, order)
+        if expr.is_Pow:
+            return self._pow(expr, out, alias, depth)
+        name = _primitive(expr)
+        if name is not None:
+            (arg,) = expr.args
+            if name not in INPLACE:
+                raise NotImplementedError(f"no NumPy form for {name}")
+            if _is_leaf(arg) and not (isinstance(arg, sp.Symbol) and arg.name == alias):
+                return [INPLACE[name].format(i=self.leaf(arg), o=out)]
+            return self.into(arg, out, alias, depth) + [INPLACE[name].format(i=out, o=out)]
+        raise NotImplementedError(f"cannot emit {expr}")
+
+    def _order(self, alias):
+        def key(arg):
+            holds = alias is not None and sp.Symbol(alias) in arg.free_symbols
+            return (not holds, _is_leaf(_sign(arg)[1]), sp.default_sort_key(arg))
+
+        return key
+
+    def _operand(self, expr: sp.Expr, depth: int) -> tuple[str, list[str]]:
+        """``expr`` as an operand: a leaf's code, or a scratch buffer filled first."""
+        if _is_leaf(expr):
+            return self.leaf(expr), []
+        buf = self.scratch(depth)
+        self.scratch_used = max(self.scratch_used, depth + 1)
+        return buf, self.into(expr, buf, None, depth + 1)
+
+    def _add(self, terms, out, alias, depth, order) -> list[str]:
+        terms = sorted(terms, key=order)
+        signed = [_sign(t) for t in terms]
+        lines: list[str] = []
+        if len(terms) >= 2 and _is_leaf(signed[0][1]) and _is_leaf(signed[1][1]):
+            (s0, t0), (s1, t1) = signed[0], signed[1]
+            a, b = self.leaf(t0), self.leaf(t1)
+            if s0 > 0 and s1 > 0:
+                lines.append(f"np.add({a}, {b}, out={out})")
+            elif s0 > 0:
+                lines.append(f"np.subtract({a}, {b}, out={out})")
+            elif s1 > 0:
+                lines.append(f"np.subtract({b}, {a}, out={out})")
+            else:
+                lines += [f"np.add({a}, {b}, out={out})", f"np.negative({out}, out={out})"]
+            rest = signed[2:]
+        elif (
+            signed[0][0] < 0
+            and alias is None
+            and any(sign > 0 and _is_leaf(t) for sign, t in signed[1:])
+        ):
+            # -t + c: t into out, then c - out (no negation)
+            k = next(i for i, (sign, t) in enumerate(signed) if i and sign > 0 and _is_leaf(t))
+            lines += self.into(signed[0][1], out, alias, depth)
+            lines.append(f"np.subtract({self.leaf(signed[k][1])}, {out}, out={out})")
+            rest = signed[1:k] + signed[k + 1 :]
+        else:
+            lines += self.into(terms[0], out, alias, depth)
+            rest = signed[1:]
+        for sign, term in rest:
+            operand, pre = self._operand(term, depth)
+            lines += pre
+            ufunc = "add" if sign > 0 else "subtract"
+            lines.append(f"np.{ufunc}({out}, {operand}, out={out})")
+        return lines
+
+    def _mul(self, expr, out, alias, depth, order) -> list[str]:
+        coeff, rest = expr.as_coeff_Mul()
+        factors = sorted(sp.Mul.make_args(rest), key=order)
+        divisors = [f.base for f in factors if f.is_Pow and f.exp == -1 and not f.base.is_number]
+        factors = [f for f in factors if not (f.is_Pow and f.exp == -1 and not f.base.is_number)]
+        lines: list[str] = []
+        held = [d for d in divisors if alias is not None and sp.Symbol(alias) in d.free_symbols]
+        if held:
+            # the operand written over is in a divisor: that divisor first, inverted
+            divisors.remove(held[0])
+            lines += self.into(held[0], out, alias, depth)
+            lines.append(f"np.divide({self.leaf(coeff)}, {out}, out={out})")
+            coeff = sp.S.One
+        elif not factors:
+            operand, pre = self._operand(divisors.pop(0), depth)
+            lines += pre + [f"np.divide({self.leaf(coeff)}, {operand}, out={out})"]
+            coeff = sp.S.One
+        elif len(factors) == 1 and _is_leaf(factors[0]) and coeff != 1:
+            text = "np.negative({a}, out={o})" if coeff == -1 else "np.multiply({a}, {c}, out={o})"
+            lines.append(text.format(a=self.leaf(factors[0]), c=self.leaf(coeff), o=out))
+            coeff = sp.S.One
+            factors = []
+        elif len(factors) >= 2 and _is_leaf(factors[0]) and _is_leaf(factors[1]):
+            a, b = self.leaf(factors[0]), self.leaf(factors[1])
+            lines.append(f"np.multiply({a}, {b}, out={out})")
+            factors = factors[2:]
+        else:
+            lines += self.into(factors[0], out, alias, depth)
+            factors = factors[1:]
+        for factor in factors:
+            operand, pre = self._operand(factor, depth)
+            lines += pre + [f"np.multiply({out}, {operand}, out={out})"]
+        for divisor in divisors:
+            operand, pre = self._operand(divisor, depth)
+            lines += pre + [f"np.divide({out}, {operand}, out={out})"]
+        if coeff == -1:
+            lines.append(f"np.negative({out}, out={out})")
+        elif coeff != 1:
+            lines.append(f"np.multiply({out}, {self.leaf(coeff)}, out={out})")
+        return lines
+
+    def _pow(self, expr, out, alias, depth) -> list[str]:
+        base, exp = expr.args
+        if _is_leaf(base) and not (isinstance(base, sp.Symbol) and base.name == alias):
+            src, lines = self.leaf(base), []
+        else:
+            src, lines = out, self.into(base, out, alias, depth)
+        if exp == 2:
+            return lines + [f"np.multiply({src}, {src}, out={out})"]
+        if exp == -1:
+            return lines + [f"np.divide(1.0, {src}, out={out})"]
+        if exp == sp.S.Half:
+            return lines + [f"np.sqrt({src}, out={out})"]
+        return lines + [f"np.power({src}, {self.leaf(exp)}, out={out})"]
+
+
+def count(expr: sp.Expr) -> int:
+    """How many calls :meth:`Emitter.into` needs for ``expr`` (scratch fills included)."""
+    emitter = Emitter(lambda name: name, lambda i: f"_w{i}")
+    return len(emitter.into(expr, "_out"))
+
+
+def cheapest(expr: sp.Expr) -> sp.Expr:
+    """The form of ``expr`` with the fewest calls, among: as written, expanded, and
+    expanded then collected in each of its symbols. Ties keep the earlier candidate."""
+    if _is_leaf(expr) or _primitive(expr) is not None:
+        return expr
+    expanded = sp.expand_mul(expr)
+    candidates = [expr, expanded]
+    for sym in sorted(expr.free_symbols, key=sp.default_sort_key):
+        candidates.append(sp.collect(expanded, sym))
+    best = expr
+    best_count = count(expr)
+    for cand in candidates[1:]:
+        n = count(cand)
+        if n < best_count:
+            best, best_count = cand, n
+    return best
+
+
+class Hoister:
+    """Splits expressions into what changes inside the loop and what does not.
+
+    Args:
+        invariant: Names that never change in the loop (parameters).
+        varying: Names that change with the step but not with the state (projections
+            of the input, values computed from them): their sums can be computed for
+            every step at once, before the loop.
+
+    New symbols: ``_k0, _k1 ...`` for constants, ``_s0, _s1 ...`` for sequences.
+    """
+
+    def __init__(self, invariant: Iterable[str], varying: Iterable[str]):
+        self.invariant = set(invariant)
+        self.varying = set(varying)
+        self.constants: dict[sp.Expr, sp.Symbol] = {}
+        self.sequences: dict[sp.Expr, sp.Symbol] = {}
+
+    def _names(self, expr: sp.Expr) -> set[str]:
+        return {s.name for s in expr.free_symbols}
+
+    def _is_invariant(self, expr: sp.Expr) -> bool:
+        return self._names(expr) <= self.invariant
+
+    def _is_free(self, expr: sp.Expr) -> bool:
+        return self._names(expr) <= self.invariant | self.varying
+
+    def _constant(self, expr: sp.Expr) -> sp.Expr:
+        if _is_leaf(expr):
+            return expr
+        if expr not in self.constants:
+            self.constants[expr] = sp.Symbol(f"_k{len(self.constants)}")
+        return self.constants[expr]
+
+    def _sequence(self, expr: sp.Expr) -> sp.Expr:
+        if _is_leaf(expr):
+            return expr
+        if self._is_invariant(expr):
+            return self._constant(expr)
+        expr = self.constants_of(expr)
+        if expr not in self.sequences:
+            self.sequences[expr] = sp.Symbol(f"_s{len(self.sequences)}")
+        return self.sequences[expr]
+
+    def constants_of(self, expr: sp.Expr) -> sp.Expr:
+        """``expr`` with its invariant parts replaced by constants."""
+        if _is_leaf(expr):
+            return expr
+        if self._is_invariant(expr):
+            return self._constant(expr)
+        if expr.is_Add or expr.is_Mul:
+            inv = [a for a in expr.args if self._is_invariant(a)]
+            rest = [self.constants_of(a) for a in expr.args if not self._is_invariant(a)]
+            if inv and not all(a.is_number for a in inv):
+                inv = [self._constant(type(expr)(*inv))]
+            return type(expr)(*(rest + inv))
+        return expr.func(*[self.constants_of(a) for a in expr.args])
+
+    def __call__(self, expr: sp.Expr) -> sp.Expr:
+        """``expr`` (one step's value) with its loop-invariant and state-free parts
+        replaced by constants and sequences."""
+        if _is_leaf(expr):
+            return expr
+        if self._is_free(expr):
+            return self._sequence(expr)
+        if expr.is_Add:
+            free = [a for a in expr.args if self._is_free(a)]
+            rest = [self(a) for a in expr.args if not self._is_free(a)]
+            if any(not self._is_invariant(a) for a in free):
+                rest.append(self._sequence(sp.Add(*free)))
+            elif free:
+                rest.append(self.constants_of(sp.Add(*free)))
+            return sp.Add(*rest)
+        if expr.is_Mul:
+            inv = [a for a in expr.args if self._is_invariant(a)]
+            var = [a for a in expr.args if self._is_free(a) and not self._is_invariant(a)]
+            rest = [self(a) for a in expr.args if not self._is_free(a)]
+            if inv:
+                rest.append(self.constants_of(sp.Mul(*inv)))
+            if var:
+                rest.append(self._sequence(sp.Mul(*var)))
+            return sp.Mul(*rest)
+        return expr.func(*[self(a) for a in expr.args])
