@@ -48,6 +48,12 @@ def _as_array(value, name, shape, dtype=None):
     ints or names) and, if given, whose dtype is ``dtype``; raises ValueError naming the
     argument and what was expected."""
     array = np.asarray(value)
+    if (
+        array.dtype in _DTYPES
+        and (dtype is None or array.dtype == dtype)
+        and (array.shape == shape or (array.ndim == len(shape) and isinstance(shape[0], str)))
+    ):
+        return array  # the common case, checked fast: names fix only the rank
     if array.dtype not in _DTYPES:
         raise ValueError(f"{name}: expected dtype float32 or float64, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
@@ -61,6 +67,15 @@ def _as_array(value, name, shape, dtype=None):
 
 
 def _check_params(params, n_in, n_out, dtype):
+    if isinstance(params, dict) and len(params) == len(PARAMS):
+        try:
+            if all(
+                params[name].shape == shape and params[name].dtype == dtype
+                for name, shape in param_shapes(n_in, n_out).items()
+            ):
+                return
+        except (KeyError, AttributeError):
+            pass  # reported below, with what was expected
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict with keys {PARAMS}")
     missing = [p for p in PARAMS if p not in params]
