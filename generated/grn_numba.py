@@ -229,16 +229,25 @@ def _forward_kernel(
         _k_Zc = np.empty(_BLOCK)
         _k_Zu = np.empty(_BLOCK)
         _k_ac = np.empty(_BLOCK)
+        _r_p_Bc = p_Bc[_i0:_i1]
+        _r_p_Bu = p_Bu[_i0:_i1]
+        _r_p_WTc = p_WTc[_i0:_i1]
+        _r_p_WTu = p_WTu[_i0:_i1]
+        _r_s_h = _s_h[_b, _i0:_i1]
         for _t in range(_T):
+            _r_G_seq = G_seq[_t, _b, _i0:_i1]
+            _r_WXc_x_seq = WXc_x_seq[_t, _b, _i0:_i1]
+            _r_WXu_x_seq = WXu_x_seq[_t, _b, _i0:_i1]
+            _r_a_seq = a_seq[_t, _b, _i0:_i1]
+            _r_ac_seq = ac_seq[_t, _b, _i0:_i1]
             for _k in range(_i1 - _i0):
-                _i = _i0 + _k
-                Bc = p_Bc[_i]
-                Bu = p_Bu[_i]
-                WTc = p_WTc[_i]
-                WTu = p_WTu[_i]
-                WXc_x = WXc_x_seq[_t, _b, _i]
-                WXu_x = WXu_x_seq[_t, _b, _i]
-                h = _s_h[_b, _i]
+                Bc = _r_p_Bc[_k]
+                Bu = _r_p_Bu[_k]
+                WTc = _r_p_WTc[_k]
+                WTu = _r_p_WTu[_k]
+                WXc_x = _r_WXc_x_seq[_k]
+                WXu_x = _r_WXu_x_seq[_k]
+                h = _r_s_h[_k]
                 # Zu = WTu*h + WXu@x + Bu
                 Zu = Bu + WTu * h + WXu_x
                 # Zc = WTc*h + WXc@x + Bc
@@ -258,17 +267,15 @@ def _forward_kernel(
                 ac = _tanh(Zc)
                 _k_ac[_k] = ac
             for _k in range(_i1 - _i0):
-                _i = _i0 + _k
                 G = _k_G[_k]
                 ac = _k_ac[_k]
-                h = _s_h[_b, _i]
+                h = _r_s_h[_k]
                 # a = G*ac + (1 - G)*h
                 a = G * ac + h * (1 - G)
-                G_seq[_t, _b, _i] = G
-                a_seq[_t, _b, _i] = a
-                ac_seq[_t, _b, _i] = ac
-                h_seq[_t, _b, _i] = h
-                _s_h[_b, _i] = a
+                _r_G_seq[_k] = G
+                _r_a_seq[_k] = a
+                _r_ac_seq[_k] = ac
+                _r_s_h[_k] = a
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
@@ -291,16 +298,26 @@ def _backward_kernel(
         _b = _job // _blocks
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
+        _r_g_WTc = g_WTc[_b, _i0:_i1]
+        _r_g_WTu = g_WTu[_b, _i0:_i1]
+        _r_p_WTc = p_WTc[_i0:_i1]
+        _r_p_WTu = p_WTu[_i0:_i1]
+        _r_s_dh_next = _s_dh_next[_b, _i0:_i1]
         for _t in range(_T - 1, -1, -1):
+            _r_G_seq = G_seq[_t, _b, _i0:_i1]
+            _r_ac_seq = ac_seq[_t, _b, _i0:_i1]
+            _r_dZc_seq = dZc_seq[_t, _b, _i0:_i1]
+            _r_dZu_seq = dZu_seq[_t, _b, _i0:_i1]
+            _r_dout = _dout[_t, _b, _i0:_i1]
+            _r_h_seq = h_seq[_t, _b, _i0:_i1]
             for _k in range(_i1 - _i0):
-                _i = _i0 + _k
-                G = G_seq[_t, _b, _i]
-                WTc = p_WTc[_i]
-                WTu = p_WTu[_i]
-                ac = ac_seq[_t, _b, _i]
-                da_in = _dout[_t, _b, _i]
-                dh_next = _s_dh_next[_b, _i]
-                h = h_seq[_t, _b, _i]
+                G = _r_G_seq[_k]
+                WTc = _r_p_WTc[_k]
+                WTu = _r_p_WTu[_k]
+                ac = _r_ac_seq[_k]
+                da_in = _r_dout[_k]
+                dh_next = _r_s_dh_next[_k]
+                h = _r_h_seq[_k]
                 # adjoint of a = G*ac + (1 - G)*h
                 da = da_in + dh_next
                 # adjoint of ac = tanh(Zc)
@@ -315,11 +332,11 @@ def _backward_kernel(
                 dZu = G * _c0 * dG
                 # adjoint of h: flows to the step before
                 dh = WTc * dZc + WTu * dZu + _c0 * da
-                dZc_seq[_t, _b, _i] = dZc
-                dZu_seq[_t, _b, _i] = dZu
-                g_WTu[_b, _i] += dZu * h
-                g_WTc[_b, _i] += dZc * h
-                _s_dh_next[_b, _i] = dh
+                _r_dZc_seq[_k] = dZc
+                _r_dZu_seq[_k] = dZu
+                _r_g_WTu[_k] += dZu * h
+                _r_g_WTc[_k] += dZc * h
+                _r_s_dh_next[_k] = dh
 
 
 def forward(params, x, state0=None):
@@ -346,16 +363,21 @@ def forward(params, x, state0=None):
     WTc = params["WTc"]
     Bu = params["Bu"]
     Bc = params["Bc"]
-    # Projections of the input, every step at once: one matrix product each.
+    # Projections of the input, every step at once.
     _x2 = _x.reshape(_T * _B, _n_in)
     # WXu_x = sum_j WXu_ij x_j
-    WXu_x_seq = (_x2 @ WXu.T).reshape(_T, _B, _n_out)
     # WXc_x = sum_j WXc_ij x_j
-    WXc_x_seq = (_x2 @ WXc.T).reshape(_T, _B, _n_out)
+    # (the matrices stacked: one product for all of them)
+    _W_in = np.concatenate((WXu, WXc))
+    _P = (_x2 @ _W_in.T).reshape(_T, _B, 2 * _n_out)
+    WXu_x_seq = _P[:, :, :_n_out]
+    WXc_x_seq = _P[:, :, _n_out:]
     G_seq = np.empty((_T, _B, _n_out), _dtype)
-    a_seq = np.empty((_T, _B, _n_out), _dtype)
+    _h_all = np.empty((_T + 1, _B, _n_out), _dtype)
+    _h_all[0] = _state0["h"]
+    a_seq = _h_all[1:]
+    h_seq = _h_all[:-1]
     ac_seq = np.empty((_T, _B, _n_out), _dtype)
-    h_seq = np.empty((_T, _B, _n_out), _dtype)
     _s_h = np.array(_state0["h"], dtype=_dtype, order="C")
     _forward_kernel(
         WTu,
@@ -412,8 +434,9 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     G_seq = cache["G"]
     ac_seq = cache["ac"]
     h_seq = cache["h"]
-    dZc_seq = np.empty((_T, _B, _n_out), _dtype)
-    dZu_seq = np.empty((_T, _B, _n_out), _dtype)
+    _dP = np.empty((_T, _B, 2 * _n_out), _dtype)
+    dZu_seq = _dP[:, :, :_n_out]
+    dZc_seq = _dP[:, :, _n_out:]
     # Per-lane sums of the vector parameters' gradients, accumulated in float64.
     g_WTu = np.zeros((_B, _n_out), np.float64)
     g_WTc = np.zeros((_B, _n_out), np.float64)
@@ -433,17 +456,24 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     )
     # Parameter gradients: sums over every step and lane, after the loop.
     grads = {}
-    grads["WXu"] = dZu_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["WXc"] = dZc_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
     grads["WTu"] = g_WTu.sum(axis=0).astype(_dtype)
     grads["WTc"] = g_WTc.sum(axis=0).astype(_dtype)
-    grads["Bu"] = dZu_seq.sum(axis=(0, 1))
-    grads["Bc"] = dZc_seq.sum(axis=(0, 1))
-    dx = None
+    _x2 = _x.reshape(_T * _B, _n_in)
+    _dx = None
+    # the input matrices' gradients: one product for all of them
+    _dP2 = _dP.reshape(_T * _B, 2 * _n_out)
+    _dW_in = (_x2.T @ _dP2).T
+    # the sums of the stacked adjoints over every step and lane, at once
+    _dP_sum = _dP2.sum(axis=0)
+    grads["WXu"] = _dW_in[:_n_out]
+    grads["WXc"] = _dW_in[_n_out:]
+    grads["Bu"] = _dP_sum[:_n_out]
+    grads["Bc"] = _dP_sum[_n_out:]
     if need_dx:
-        dx = (dZu_seq.reshape(-1, _n_out) @ WXu + dZc_seq.reshape(-1, _n_out) @ WXc).reshape(
-            _T, _B, _n_in
-        )
+        _W_in = np.concatenate((WXu, WXc))
+        _dx = _dP2 @ _W_in
+    grads = {name: grads[name] for name in PARAMS}
+    dx = None if _dx is None else _dx.reshape(_T, _B, _n_in)
     dstate0 = {
         "h": _s_dh_next,
     }

@@ -350,17 +350,17 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     _dx = None
     # the input matrices' gradients: one product for all of them
     _dP2 = _dP.reshape(_T * _B, 3 * _n_out)
-    _dW_in = _dP2.T @ _x2
+    _dW_in = (_x2.T @ _dP2).T
     # the sums of the stacked adjoints over every step and lane, at once
     _dP_sum = _dP2.sum(axis=0)
     grads["Wz"] = _dW_in[:_n_out]
-    grads["Uz"] = dUz_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
+    grads["Uz"] = (h_seq.reshape(_T * _B, _n_out).T @ dUz_h_seq.reshape(_T * _B, _n_out)).T
     grads["bz"] = _dP_sum[:_n_out]
     grads["Wr"] = _dW_in[_n_out : 2 * _n_out]
-    grads["Ur"] = dUr_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
+    grads["Ur"] = (h_seq.reshape(_T * _B, _n_out).T @ dUr_h_seq.reshape(_T * _B, _n_out)).T
     grads["br"] = _dP_sum[_n_out : 2 * _n_out]
     grads["Wn"] = _dW_in[2 * _n_out :]
-    grads["Un"] = dUn_t0_seq.reshape(_T * _B, _n_out).T @ _t0_seq.reshape(_T * _B, _n_out)
+    grads["Un"] = (_t0_seq.reshape(_T * _B, _n_out).T @ dUn_t0_seq.reshape(_T * _B, _n_out)).T
     grads["bn"] = _dP_sum[2 * _n_out :]
     if need_dx:
         _W_in = np.concatenate((Wz, Wr, Wn))

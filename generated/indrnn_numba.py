@@ -152,19 +152,22 @@ def _forward_kernel(
         _b = _job // _blocks
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
+        _r_p_b = p_b[_i0:_i1]
+        _r_p_u = p_u[_i0:_i1]
+        _r_s_h = _s_h[_b, _i0:_i1]
         for _t in range(_T):
+            _r_W_x_seq = W_x_seq[_t, _b, _i0:_i1]
+            _r_a_seq = a_seq[_t, _b, _i0:_i1]
             # one vectorizable loop per primitive call
             for _k in range(_i1 - _i0):
-                _i = _i0 + _k
-                W_x = W_x_seq[_t, _b, _i]
-                b = p_b[_i]
-                h = _s_h[_b, _i]
-                u = p_u[_i]
+                W_x = _r_W_x_seq[_k]
+                b = _r_p_b[_k]
+                h = _r_s_h[_k]
+                u = _r_p_u[_k]
                 # a = relu(W@x + u*h + b)
                 a = max(W_x + b + h * u, 0.0)
-                a_seq[_t, _b, _i] = a
-                h_seq[_t, _b, _i] = h
-                _s_h[_b, _i] = a
+                _r_a_seq[_k] = a
+                _r_s_h[_k] = a
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
@@ -183,23 +186,29 @@ def _backward_kernel(
         _b = _job // _blocks
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
+        _r_g_u = g_u[_b, _i0:_i1]
+        _r_p_u = p_u[_i0:_i1]
+        _r_s_dh_next = _s_dh_next[_b, _i0:_i1]
         for _t in range(_T - 1, -1, -1):
+            _r_a_seq = a_seq[_t, _b, _i0:_i1]
+            _r_dW_x_seq = dW_x_seq[_t, _b, _i0:_i1]
+            _r_dout = _dout[_t, _b, _i0:_i1]
+            _r_h_seq = h_seq[_t, _b, _i0:_i1]
             for _k in range(_i1 - _i0):
-                _i = _i0 + _k
-                a = a_seq[_t, _b, _i]
-                da_in = _dout[_t, _b, _i]
-                dh_next = _s_dh_next[_b, _i]
-                h = h_seq[_t, _b, _i]
-                u = p_u[_i]
+                a = _r_a_seq[_k]
+                da_in = _r_dout[_k]
+                dh_next = _r_s_dh_next[_k]
+                h = _r_h_seq[_k]
+                u = _r_p_u[_k]
                 # adjoint of a = relu(W@x + u*h + b)
                 da = da_in + dh_next
                 # adjoint of W_x = W@x
                 dW_x = da * (1.0 if (a) > 0 else 0.0)
                 # adjoint of h: flows to the step before
                 dh = dW_x * u
-                dW_x_seq[_t, _b, _i] = dW_x
-                g_u[_b, _i] += dW_x * h
-                _s_dh_next[_b, _i] = dh
+                _r_dW_x_seq[_k] = dW_x
+                _r_g_u[_k] += dW_x * h
+                _r_s_dh_next[_k] = dh
 
 
 def forward(params, x, state0=None):
@@ -223,12 +232,16 @@ def forward(params, x, state0=None):
     W = params["W"]
     u = params["u"]
     b = params["b"]
-    # Projections of the input, every step at once: one matrix product each.
+    # Projections of the input, every step at once.
     _x2 = _x.reshape(_T * _B, _n_in)
     # W_x = sum_j W_ij x_j
-    W_x_seq = (_x2 @ W.T).reshape(_T, _B, _n_out)
-    a_seq = np.empty((_T, _B, _n_out), _dtype)
-    h_seq = np.empty((_T, _B, _n_out), _dtype)
+    _W_in = W
+    _P = (_x2 @ _W_in.T).reshape(_T, _B, _n_out)
+    W_x_seq = _P[:, :, :]
+    _h_all = np.empty((_T + 1, _B, _n_out), _dtype)
+    _h_all[0] = _state0["h"]
+    a_seq = _h_all[1:]
+    h_seq = _h_all[:-1]
     _s_h = np.array(_state0["h"], dtype=_dtype, order="C")
     _forward_kernel(
         u,
@@ -290,12 +303,15 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     )
     # Parameter gradients: sums over every step and lane, after the loop.
     grads = {}
-    grads["W"] = dW_x_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
     grads["u"] = g_u.sum(axis=0).astype(_dtype)
-    grads["b"] = dW_x_seq.sum(axis=(0, 1))
-    dx = None
+    _x2 = _x.reshape(_T * _B, _n_in)
+    _dx = None
+    grads["W"] = (_x2.T @ dW_x_seq.reshape(_T * _B, _n_out)).T
+    grads["b"] = np.sum(dW_x_seq, axis=(0, 1))
     if need_dx:
-        dx = (dW_x_seq.reshape(-1, _n_out) @ W).reshape(_T, _B, _n_in)
+        _dx = dW_x_seq.reshape(_T * _B, _n_out) @ W
+    grads = {name: grads[name] for name in PARAMS}
+    dx = None if _dx is None else _dx.reshape(_T, _B, _n_in)
     dstate0 = {
         "h": _s_dh_next,
     }

@@ -238,7 +238,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     # Parameter gradients: sums over every step and lane, after the loop.
     _x2 = _x.reshape(_T * _B, _n_in)
     _dx = None
-    grads["W"] = dW_x_seq.reshape(_T * _B, _n_out).T @ _x2
+    grads["W"] = (_x2.T @ dW_x_seq.reshape(_T * _B, _n_out)).T
     grads["b"] = np.sum(dW_x_seq, axis=(0, 1))
     if need_dx:
         _dx = dW_x_seq.reshape(_T * _B, _n_out) @ W

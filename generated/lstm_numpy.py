@@ -422,20 +422,20 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     _dx = None
     # the input matrices' gradients: one product for all of them
     _dP2 = _dP.reshape(_T * _B, 4 * _n_out)
-    _dW_in = _dP2.T @ _x2
+    _dW_in = (_x2.T @ _dP2).T
     # the sums of the stacked adjoints over every step and lane, at once
     _dP_sum = _dP2.sum(axis=0)
     grads["Wi"] = _dW_in[:_n_out]
-    grads["Ui"] = dUi_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
+    grads["Ui"] = (h_seq.reshape(_T * _B, _n_out).T @ dUi_h_seq.reshape(_T * _B, _n_out)).T
     grads["bi"] = _dP_sum[:_n_out]
     grads["Wf"] = _dW_in[_n_out : 2 * _n_out]
-    grads["Uf"] = dUf_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
+    grads["Uf"] = (h_seq.reshape(_T * _B, _n_out).T @ dUf_h_seq.reshape(_T * _B, _n_out)).T
     grads["bf"] = _dP_sum[_n_out : 2 * _n_out]
     grads["Wo"] = _dW_in[2 * _n_out : 3 * _n_out]
-    grads["Uo"] = dUo_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
+    grads["Uo"] = (h_seq.reshape(_T * _B, _n_out).T @ dUo_h_seq.reshape(_T * _B, _n_out)).T
     grads["bo"] = _dP_sum[2 * _n_out : 3 * _n_out]
     grads["Wg"] = _dW_in[3 * _n_out :]
-    grads["Ug"] = dUg_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
+    grads["Ug"] = (h_seq.reshape(_T * _B, _n_out).T @ dUg_h_seq.reshape(_T * _B, _n_out)).T
     grads["bg"] = _dP_sum[3 * _n_out :]
     if need_dx:
         _W_in = np.concatenate((Wi, Wf, Wo, Wg))

@@ -201,30 +201,35 @@ def _forward_kernel(
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
         _k_z = np.empty(_BLOCK)
+        _r_p_bh = p_bh[_i0:_i1]
+        _r_p_bz = p_bz[_i0:_i1]
+        _r_s_h = _s_h[_b, _i0:_i1]
         for _t in range(_T):
+            _r_Wh_x_seq = Wh_x_seq[_t, _b, _i0:_i1]
+            _r_Wz_x_seq = Wz_x_seq[_t, _b, _i0:_i1]
+            _r_a_seq = a_seq[_t, _b, _i0:_i1]
+            _r_hc_seq = hc_seq[_t, _b, _i0:_i1]
+            _r_z_seq = z_seq[_t, _b, _i0:_i1]
             # one vectorizable loop per primitive call
             for _k in range(_i1 - _i0):
-                _i = _i0 + _k
-                Wz_x = Wz_x_seq[_t, _b, _i]
-                bz = p_bz[_i]
+                Wz_x = _r_Wz_x_seq[_k]
+                bz = _r_p_bz[_k]
                 # z = sigmoid(Wz@x + bz)
                 z = _sigmoid(Wz_x + bz)
                 _k_z[_k] = z
             for _k in range(_i1 - _i0):
-                _i = _i0 + _k
-                Wh_x = Wh_x_seq[_t, _b, _i]
-                bh = p_bh[_i]
-                h = _s_h[_b, _i]
+                Wh_x = _r_Wh_x_seq[_k]
+                bh = _r_p_bh[_k]
+                h = _r_s_h[_k]
                 z = _k_z[_k]
                 # hc = Wh@x + bh
                 hc = Wh_x + bh
                 # a = (1 - z)*h + z*hc
                 a = h * (1 - z) + hc * z
-                a_seq[_t, _b, _i] = a
-                h_seq[_t, _b, _i] = h
-                hc_seq[_t, _b, _i] = hc
-                z_seq[_t, _b, _i] = z
-                _s_h[_b, _i] = a
+                _r_a_seq[_k] = a
+                _r_hc_seq[_k] = hc
+                _r_z_seq[_k] = z
+                _r_s_h[_k] = a
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
@@ -243,14 +248,20 @@ def _backward_kernel(
         _b = _job // _blocks
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
+        _r_s_dh_next = _s_dh_next[_b, _i0:_i1]
         for _t in range(_T - 1, -1, -1):
+            _r_dWz_x_seq = dWz_x_seq[_t, _b, _i0:_i1]
+            _r_dhc_seq = dhc_seq[_t, _b, _i0:_i1]
+            _r_dout = _dout[_t, _b, _i0:_i1]
+            _r_h_seq = h_seq[_t, _b, _i0:_i1]
+            _r_hc_seq = hc_seq[_t, _b, _i0:_i1]
+            _r_z_seq = z_seq[_t, _b, _i0:_i1]
             for _k in range(_i1 - _i0):
-                _i = _i0 + _k
-                da_in = _dout[_t, _b, _i]
-                dh_next = _s_dh_next[_b, _i]
-                h = h_seq[_t, _b, _i]
-                hc = hc_seq[_t, _b, _i]
-                z = z_seq[_t, _b, _i]
+                da_in = _r_dout[_k]
+                dh_next = _r_s_dh_next[_k]
+                h = _r_h_seq[_k]
+                hc = _r_hc_seq[_k]
+                z = _r_z_seq[_k]
                 # adjoint of a = (1 - z)*h + z*hc
                 da = da_in + dh_next
                 # adjoint of hc = Wh@x + bh
@@ -263,9 +274,9 @@ def _backward_kernel(
                 dWz_x = _c0 * dz * z
                 # adjoint of h: flows to the step before
                 dh = _c0 * da
-                dWz_x_seq[_t, _b, _i] = dWz_x
-                dhc_seq[_t, _b, _i] = dhc
-                _s_dh_next[_b, _i] = dh
+                _r_dWz_x_seq[_k] = dWz_x
+                _r_dhc_seq[_k] = dhc
+                _r_s_dh_next[_k] = dh
 
 
 def forward(params, x, state0=None):
@@ -290,14 +301,19 @@ def forward(params, x, state0=None):
     bz = params["bz"]
     Wh = params["Wh"]
     bh = params["bh"]
-    # Projections of the input, every step at once: one matrix product each.
+    # Projections of the input, every step at once.
     _x2 = _x.reshape(_T * _B, _n_in)
     # Wz_x = sum_j Wz_ij x_j
-    Wz_x_seq = (_x2 @ Wz.T).reshape(_T, _B, _n_out)
     # Wh_x = sum_j Wh_ij x_j
-    Wh_x_seq = (_x2 @ Wh.T).reshape(_T, _B, _n_out)
-    a_seq = np.empty((_T, _B, _n_out), _dtype)
-    h_seq = np.empty((_T, _B, _n_out), _dtype)
+    # (the matrices stacked: one product for all of them)
+    _W_in = np.concatenate((Wz, Wh))
+    _P = (_x2 @ _W_in.T).reshape(_T, _B, 2 * _n_out)
+    Wz_x_seq = _P[:, :, :_n_out]
+    Wh_x_seq = _P[:, :, _n_out:]
+    _h_all = np.empty((_T + 1, _B, _n_out), _dtype)
+    _h_all[0] = _state0["h"]
+    a_seq = _h_all[1:]
+    h_seq = _h_all[:-1]
     hc_seq = np.empty((_T, _B, _n_out), _dtype)
     z_seq = np.empty((_T, _B, _n_out), _dtype)
     _s_h = np.array(_state0["h"], dtype=_dtype, order="C")
@@ -352,8 +368,9 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     h_seq = cache["h"]
     hc_seq = cache["hc"]
     z_seq = cache["z"]
-    dWz_x_seq = np.empty((_T, _B, _n_out), _dtype)
-    dhc_seq = np.empty((_T, _B, _n_out), _dtype)
+    _dP = np.empty((_T, _B, 2 * _n_out), _dtype)
+    dWz_x_seq = _dP[:, :, :_n_out]
+    dhc_seq = _dP[:, :, _n_out:]
     # Per-lane sums of the vector parameters' gradients, accumulated in float64.
     _s_dh_next = np.array(_dstate["h"], dtype=_dtype, order="C")
     _backward_kernel(
@@ -367,15 +384,22 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     )
     # Parameter gradients: sums over every step and lane, after the loop.
     grads = {}
-    grads["Wz"] = dWz_x_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["bz"] = dWz_x_seq.sum(axis=(0, 1))
-    grads["Wh"] = dhc_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["bh"] = dhc_seq.sum(axis=(0, 1))
-    dx = None
+    _x2 = _x.reshape(_T * _B, _n_in)
+    _dx = None
+    # the input matrices' gradients: one product for all of them
+    _dP2 = _dP.reshape(_T * _B, 2 * _n_out)
+    _dW_in = (_x2.T @ _dP2).T
+    # the sums of the stacked adjoints over every step and lane, at once
+    _dP_sum = _dP2.sum(axis=0)
+    grads["Wz"] = _dW_in[:_n_out]
+    grads["bz"] = _dP_sum[:_n_out]
+    grads["Wh"] = _dW_in[_n_out:]
+    grads["bh"] = _dP_sum[_n_out:]
     if need_dx:
-        dx = (dWz_x_seq.reshape(-1, _n_out) @ Wz + dhc_seq.reshape(-1, _n_out) @ Wh).reshape(
-            _T, _B, _n_in
-        )
+        _W_in = np.concatenate((Wz, Wh))
+        _dx = _dP2 @ _W_in
+    grads = {name: grads[name] for name in PARAMS}
+    dx = None if _dx is None else _dx.reshape(_T, _B, _n_in)
     dstate0 = {
         "h": _s_dh_next,
     }

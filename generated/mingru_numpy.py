@@ -274,7 +274,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     _dx = None
     # the input matrices' gradients: one product for all of them
     _dP2 = _dP.reshape(_T * _B, 2 * _n_out)
-    _dW_in = _dP2.T @ _x2
+    _dW_in = (_x2.T @ _dP2).T
     # the sums of the stacked adjoints over every step and lane, at once
     _dP_sum = _dP2.sum(axis=0)
     grads["Wz"] = _dW_in[:_n_out]

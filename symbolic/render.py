@@ -8,6 +8,7 @@ Jinja templates in ``templates/`` receive strings only and hold layout, not logi
 from __future__ import annotations
 
 import importlib.resources
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -431,10 +432,32 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
         place[st.target] = naming.sequence(st.target) + lane
     for state in cell.states:
         place[state] = f"{naming.state_array(state)}[_b, _i]"
+    # A state that is the previous step's output (h = a_{t-1}) is stored once: the
+    # output's buffer has one more row in front, state0, and h_seq is a view of it.
+    shifted = {
+        state
+        for state, target in cell.states.items()
+        if target == cell.output and state in kernel.cached
+    }
     final = [
         (f"{naming.sequence(name)}{lane}", "=", sp.Symbol(name))
         for name in sorted(set(kernel.cached) | {cell.output})
+        if name not in shifted
     ]
+    alloc = []
+    for name in sorted(set(kernel.cached) | {cell.output}):
+        if name in shifted:
+            continue
+        if name == cell.output and shifted:
+            (state,) = sorted(shifted)
+            alloc += [
+                f"_{state}_all = np.empty((_T + 1, _B, _n_out), _dtype)",
+                f'_{state}_all[0] = _state0["{state}"]',
+                f"{naming.sequence(name)} = _{state}_all[1:]",
+                f"{naming.sequence(state)} = _{state}_all[:-1]",
+            ]
+        else:
+            alloc.append(f"{naming.sequence(name)} = np.empty((_T, _B, _n_out), _dtype)")
     final += [
         (f"{naming.state_array(state)}[_b, _i]", "=", sp.Symbol(target))
         for state, target in cell.states.items()
@@ -464,12 +487,57 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
         for state in cell.states
     ]
     backward, backward_scratch = _phases(kernel.backward, "numba", bplace, bfinal)
+    info = numpy_plan._stacking(kernel)
+    stored_alloc, stored = numpy_plan._stored_alloc(kernel, info)
+
+    def whole(name: str) -> str:
+        return stored.get(name, naming.sequence(name) if name in kernel.cached else name)
+
+    accumulated = {
+        g["param"] for g in context["grads"] if g["kind"] == "vector" and not g["stored"]
+    }
+    grad_lines = numpy_plan.gradient_lines(kernel, whole, "_T * _B", "(0, 1)", accumulated)
+    forward, forward_rows = _row_views(forward)
+    backward, backward_rows = _row_views(backward)
     return {
+        "projections": numpy_plan.projection_lines(kernel, "_T * _B", "_T, _B, {}"),
+        "forward_alloc": alloc,
+        "stored_alloc": stored_alloc,
+        "grad_lines": grad_lines,
         "forward_phases": forward,
         "forward_scratch": forward_scratch,
+        "forward_job_rows": forward_rows["job"],
+        "forward_step_rows": forward_rows["step"],
         "backward_phases": backward,
         "backward_scratch": backward_scratch,
+        "backward_job_rows": backward_rows["job"],
+        "backward_step_rows": backward_rows["step"],
     }
+
+
+_LANE_INDEX = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\[((?:_t, )?(?:_b, )?)_i\]")
+
+
+def _row_views(phases: list[dict]) -> tuple[list[dict], dict[str, list[str]]]:
+    """Every ``array[_t, _b, _i]`` (or ``[_b, _i]``, ``[_i]``) of a lane block's loops
+    read through a 1-D view of the block's lanes, ``_r_array[_k]``: one view per job
+    (arrays without ``_t``) or per step, and loops whose only index is ``_k``, which
+    LLVM vectorizes."""
+    rows: dict[str, dict[str, str]] = {"job": {}, "step": {}}
+
+    def view(match: re.Match) -> str:
+        array, prefix = match.group(1), match.group(2)
+        name = "_r_" + array.lstrip("_")
+        where = "step" if prefix.startswith("_t") else "job"
+        rows[where][name] = f"{name} = {array}[{prefix}_i0:_i1]"
+        return f"{name}[_k]"
+
+    out = []
+    for ph in phases:
+        loads = [dict(x, source=_LANE_INDEX.sub(view, x["source"])) for x in ph["loads"]]
+        stores = [dict(x, lhs=_LANE_INDEX.sub(view, x["lhs"])) for x in ph["stores"]]
+        out.append(dict(ph, loads=loads, stores=stores, lane=False))
+    return out, {k: sorted(v.values()) for k, v in rows.items()}
 
 
 def coupled_context(kernel: Kernel, context: dict) -> dict:

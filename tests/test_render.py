@@ -395,11 +395,11 @@ def test_each_block_names_its_equation_or_adjoint(case):
     lines = module_path(spec, backend).read_text(encoding="utf-8").splitlines()
     kernel = lower(derive(MODELS[spec]))
     # every statement of the kernel IR is emitted under its provenance comment; the NumPy
-    # backend fuses statements (Zu into G = sigmoid(Zu)) and stacks the projections, so
-    # there a comment line per statement heads a block of code that computes it
+    # backend fuses statements (Zu into G = sigmoid(Zu)), and both stack the input
+    # projections, so there a comment line per statement heads the code that computes it
     for stmt in kernel.pre + kernel.forward + kernel.backward:
         assert stmt.comment, f"{stmt.target} has no comment"
-        if backend == "numpy":
+        if backend == "numpy" or stmt in kernel.pre:
             assert _comment_heads_code(lines, stmt.comment), (
                 f"{spec}_{backend}: no '# {stmt.comment}' heading code"
             )
