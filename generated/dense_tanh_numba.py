@@ -105,15 +105,18 @@ def _as_array(value, name, shape, dtype=None):
 
 
 def _check_params(params, n_in, n_out, dtype):
-    if isinstance(params, dict) and len(params) == len(PARAMS):
-        try:
-            if all(
-                params[name].shape == shape and params[name].dtype == dtype
-                for name, shape in param_shapes(n_in, n_out).items()
-            ):
-                return
-        except (KeyError, AttributeError):
-            pass  # reported below, with what was expected
+    try:  # the common case, checked fast
+        if (
+            type(params) is dict
+            and len(params) == len(PARAMS)
+            and params["W"].shape == (n_out, n_in)
+            and params["W"].dtype == dtype
+            and params["B"].shape == (n_out,)
+            and params["B"].dtype == dtype
+        ):
+            return
+    except (KeyError, AttributeError):
+        pass  # reported below, with what was expected
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict with keys {PARAMS}")
     missing = [p for p in PARAMS if p not in params]

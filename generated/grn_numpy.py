@@ -56,15 +56,26 @@ def _as_array(value, name, shape, dtype=None):
 
 
 def _check_params(params, n_in, n_out, dtype):
-    if isinstance(params, dict) and len(params) == len(PARAMS):
-        try:
-            if all(
-                params[name].shape == shape and params[name].dtype == dtype
-                for name, shape in param_shapes(n_in, n_out).items()
-            ):
-                return
-        except (KeyError, AttributeError):
-            pass  # reported below, with what was expected
+    try:  # the common case, checked fast
+        if (
+            type(params) is dict
+            and len(params) == len(PARAMS)
+            and params["WXu"].shape == (n_out, n_in)
+            and params["WXu"].dtype == dtype
+            and params["WXc"].shape == (n_out, n_in)
+            and params["WXc"].dtype == dtype
+            and params["WTu"].shape == (n_out,)
+            and params["WTu"].dtype == dtype
+            and params["WTc"].shape == (n_out,)
+            and params["WTc"].dtype == dtype
+            and params["Bu"].shape == (n_out,)
+            and params["Bu"].dtype == dtype
+            and params["Bc"].shape == (n_out,)
+            and params["Bc"].dtype == dtype
+        ):
+            return
+    except (KeyError, AttributeError):
+        pass  # reported below, with what was expected
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict with keys {PARAMS}")
     missing = [p for p in PARAMS if p not in params]
@@ -168,16 +179,19 @@ def forward(params, x, state0=None):
     _x1[:, :_n_in] = _x2
     _x1[:, _n_in] = 1.0
     _P = (_x1 @ _W_in.T).reshape(_T, _B, 2 * _n_out)
-    WXu_x_seq = _P[:, :, :_n_out]
-    WXc_x_seq = _P[:, :, _n_out:]
     # Buffers: the states of every step (row t + 1 is step t's value), what the
     # backward pass reads, and work buffers of one step.
     _h_all = np.empty((_T + 1, _B, _n_out), _dtype)
     _h_all[0] = _state0["h"]
     G_seq = np.empty((_T, _B, _n_out), _dtype)
     ac_seq = np.empty((_T, _B, _n_out), _dtype)
+    _F0 = np.empty((_B, 2, _n_out), _dtype)
+    _P3 = _P.reshape(_T, _B, 2, _n_out)
+    _f0_0 = _F0[:, 0]
+    _f0_1 = _F0[:, 1]
     # What does not change inside the loop, computed once.
     _k0 = (0.5) * WTu
+    _K0 = np.stack((_k0, WTc))
     # _s0 = Bu/2 + WXu_x/2: computed by the product
     # _s1 = Bc + WXc_x: computed by the product
     for _t in range(_T):
@@ -185,20 +199,17 @@ def forward(params, x, state0=None):
         G = G_seq[_t]
         ac = ac_seq[_t]
         a = _h_all[_t + 1]
-        _s0 = WXu_x_seq[_t]
-        _s1 = WXc_x_seq[_t]
+        # tanh of 2 gates at once: tanh(_k0*h + _s0); tanh(WTc*h + _s1)
+        np.multiply(_K0, h[:, None, :], out=_F0)
+        np.add(_F0, _P3[_t, :, 0:2], out=_F0)
+        np.tanh(_F0, out=_F0)
         # Zu = WTu*h + WXu@x + Bu
         # G = sigmoid(Zu)
-        np.multiply(_k0, h, out=G)
-        np.add(G, _s0, out=G)
-        np.tanh(G, out=G)
-        np.multiply(G, 0.5, out=G)
+        np.multiply(_f0_0, 0.5, out=G)
         np.add(G, 0.5, out=G)
         # Zc = WTc*h + WXc@x + Bc
         # ac = tanh(Zc)
-        np.multiply(WTc, h, out=ac)
-        np.add(ac, _s1, out=ac)
-        np.tanh(ac, out=ac)
+        np.copyto(ac, _f0_1)
         # a = G*ac + (1 - G)*h
         np.subtract(ac, h, out=a)
         np.multiply(a, G, out=a)

@@ -126,15 +126,32 @@ def _as_array(value, name, shape, dtype=None):
 
 
 def _check_params(params, n_in, n_out, dtype):
-    if isinstance(params, dict) and len(params) == len(PARAMS):
-        try:
-            if all(
-                params[name].shape == shape and params[name].dtype == dtype
-                for name, shape in param_shapes(n_in, n_out).items()
-            ):
-                return
-        except (KeyError, AttributeError):
-            pass  # reported below, with what was expected
+    try:  # the common case, checked fast
+        if (
+            type(params) is dict
+            and len(params) == len(PARAMS)
+            and params["Wz"].shape == (n_out, n_in)
+            and params["Wz"].dtype == dtype
+            and params["Uz"].shape == (n_out, n_out)
+            and params["Uz"].dtype == dtype
+            and params["bz"].shape == (n_out,)
+            and params["bz"].dtype == dtype
+            and params["Wr"].shape == (n_out, n_in)
+            and params["Wr"].dtype == dtype
+            and params["Ur"].shape == (n_out, n_out)
+            and params["Ur"].dtype == dtype
+            and params["br"].shape == (n_out,)
+            and params["br"].dtype == dtype
+            and params["Wn"].shape == (n_out, n_in)
+            and params["Wn"].dtype == dtype
+            and params["Un"].shape == (n_out, n_out)
+            and params["Un"].dtype == dtype
+            and params["bn"].shape == (n_out,)
+            and params["bn"].dtype == dtype
+        ):
+            return
+    except (KeyError, AttributeError):
+        pass  # reported below, with what was expected
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict with keys {PARAMS}")
     missing = [p for p in PARAMS if p not in params]

@@ -49,15 +49,20 @@ def _as_array(value, name, shape, dtype=None):
 
 
 def _check_params(params, n_in, n_out, dtype):
-    if isinstance(params, dict) and len(params) == len(PARAMS):
-        try:
-            if all(
-                params[name].shape == shape and params[name].dtype == dtype
-                for name, shape in param_shapes(n_in, n_out).items()
-            ):
-                return
-        except (KeyError, AttributeError):
-            pass  # reported below, with what was expected
+    try:  # the common case, checked fast
+        if (
+            type(params) is dict
+            and len(params) == len(PARAMS)
+            and params["W"].shape == (n_out, n_in)
+            and params["W"].dtype == dtype
+            and params["u"].shape == (n_out,)
+            and params["u"].dtype == dtype
+            and params["b"].shape == (n_out,)
+            and params["b"].dtype == dtype
+        ):
+            return
+    except (KeyError, AttributeError):
+        pass  # reported below, with what was expected
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict with keys {PARAMS}")
     missing = [p for p in PARAMS if p not in params]
@@ -150,7 +155,7 @@ def forward(params, x, state0=None):
     _x1[:, :_n_in] = _x2
     _x1[:, _n_in] = 1.0
     _P = (_x1 @ _W_in.T).reshape(_T, _B, _n_out)
-    W_x_seq = _P[:, :, :]
+    W_x_seq = _P[...]
     # Buffers: the states of every step (row t + 1 is step t's value), what the
     # backward pass reads, and work buffers of one step.
     _h_all = np.empty((_T + 1, _B, _n_out), _dtype)

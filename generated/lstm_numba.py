@@ -135,15 +135,38 @@ def _as_array(value, name, shape, dtype=None):
 
 
 def _check_params(params, n_in, n_out, dtype):
-    if isinstance(params, dict) and len(params) == len(PARAMS):
-        try:
-            if all(
-                params[name].shape == shape and params[name].dtype == dtype
-                for name, shape in param_shapes(n_in, n_out).items()
-            ):
-                return
-        except (KeyError, AttributeError):
-            pass  # reported below, with what was expected
+    try:  # the common case, checked fast
+        if (
+            type(params) is dict
+            and len(params) == len(PARAMS)
+            and params["Wi"].shape == (n_out, n_in)
+            and params["Wi"].dtype == dtype
+            and params["Ui"].shape == (n_out, n_out)
+            and params["Ui"].dtype == dtype
+            and params["bi"].shape == (n_out,)
+            and params["bi"].dtype == dtype
+            and params["Wf"].shape == (n_out, n_in)
+            and params["Wf"].dtype == dtype
+            and params["Uf"].shape == (n_out, n_out)
+            and params["Uf"].dtype == dtype
+            and params["bf"].shape == (n_out,)
+            and params["bf"].dtype == dtype
+            and params["Wo"].shape == (n_out, n_in)
+            and params["Wo"].dtype == dtype
+            and params["Uo"].shape == (n_out, n_out)
+            and params["Uo"].dtype == dtype
+            and params["bo"].shape == (n_out,)
+            and params["bo"].dtype == dtype
+            and params["Wg"].shape == (n_out, n_in)
+            and params["Wg"].dtype == dtype
+            and params["Ug"].shape == (n_out, n_out)
+            and params["Ug"].dtype == dtype
+            and params["bg"].shape == (n_out,)
+            and params["bg"].dtype == dtype
+        ):
+            return
+    except (KeyError, AttributeError):
+        pass  # reported below, with what was expected
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict with keys {PARAMS}")
     missing = [p for p in PARAMS if p not in params]

@@ -207,7 +207,9 @@ POLICY_LABELS = {
     "blas1": "BLAS 1 thread, Numba all",
     "numba1": "Numba 1 thread, BLAS all",
     "none": "both pools, OPENBLAS_THREAD_TIMEOUT="
-    + os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset"),
+    + os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset")
+    + ", OMP_WAIT_POLICY="
+    + os.environ.get("OMP_WAIT_POLICY", "unset"),
 }
 
 # Plain "numba" runs under the workload's default policy; the explicit policies beside it

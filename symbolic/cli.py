@@ -131,14 +131,17 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
 
 def _quiet_blas_threads() -> None:
-    """Ask OpenBLAS's workers to sleep right after each matrix product.
+    """Ask both thread pools to sleep as soon as their work is done.
 
-    By default they spin for about 0.1 s, holding the cores that the compiled Numba
-    loops run on next: on a 2-core machine that made a GRN step 2 to 4 times slower.
-    The variable is read when NumPy loads OpenBLAS, so it is set before any import of
-    NumPy; a value the user set is kept.
+    OpenBLAS's workers spin for about 0.1 s after each matrix product, holding the cores
+    that the compiled Numba loops run on next: on a 2-core machine that made a GRN step
+    2 to 4 times slower. Numba's OpenMP threads spin likewise after each parallel loop,
+    slowing the matrix product that follows (B2, float32: 52-64 ms a step spinning,
+    45-50 ms passive). The variables are read when the libraries load, so they are set
+    before any import of NumPy or Numba; values the user set are kept.
     """
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main(argv: list[str] | None = None) -> int:

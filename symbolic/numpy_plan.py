@@ -184,7 +184,11 @@ def projection_lines(kernel: Kernel, rows: str, shape: str, folds=None) -> list[
     lines.append(f"_P = ({source} @ _W_in.T).reshape({shape.format(width)})")
     for j, s in enumerate(pre):
         index = ", ".join([":"] * (shape.count(",")) + [_slice(j, k)])
-        lines.append(f"{naming.sequence(s.target)} = _P[{index}]")
+        lines.append(
+            f"{naming.sequence(s.target)} = _P[{index}]"
+            if k > 1
+            else f"{naming.sequence(s.target)} = _P[...]"
+        )
     return lines
 
 
@@ -374,6 +378,13 @@ def recurrent_context(kernel: Kernel) -> dict:
         f"_ws{i} = np.empty((_T, _B, _n_out), _dtype)" for i in range(whole_scratch[0])
     ]
     before_lines = before.lines
+    block_of = {
+        sym.name: [s.target for s in kernel.pre].index(alias)
+        for expr, sym in hoister.sequences.items()
+        for alias in [free_buffer(expr)]
+        if alias in folds
+    }
+    fused = _fuse_calls(step, step_exprs, states, block_of, len(kernel.pre))
 
     # The step: bind this step's rows, then the ufunc calls.
     bind = []
@@ -397,6 +408,7 @@ def recurrent_context(kernel: Kernel) -> dict:
         if name in seq:
             bind.append(f"{name} = {seq[name]}[_t]")
     body = Code()
+    body.add(fused["step"])
     step_scratch = 0
     for st in step:
         out = st.target if st.target not in work else f"_w_{st.target.lstrip('_')}"
@@ -410,6 +422,7 @@ def recurrent_context(kernel: Kernel) -> dict:
     work_alloc = [f"_w_{w.lstrip('_')} = np.empty((_B, _n_out), _dtype)" for w in work] + [
         f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(step_scratch)
     ]
+    work_alloc += fused["alloc"]
 
     cache_entries = []
     for name in sorted(cached | {cell.output}):
@@ -424,12 +437,19 @@ def recurrent_context(kernel: Kernel) -> dict:
         if cell.output in state_of_target
         else seq[cell.output]
     )
-    used = identifiers(before_lines + body.lines)
+    used = identifiers(before_lines + body.lines + fused["before"])
     constants = [
         f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items() if k.name in used
     ]
+    constants += fused["before"]
+    forward_used = identifiers(constants + before_lines + body.lines + bind + work_alloc)
+    projections = [
+        line
+        for line in projection_lines(kernel, "_T * _B", "_T, _B, {}", folds)
+        if not line.endswith("]") or line.split(" = ")[0] in forward_used
+    ]
     context = {
-        "projections": projection_lines(kernel, "_T * _B", "_T, _B, {}", folds),
+        "projections": projections,
         "before": constants + before_lines,
         "alloc": alloc + scratch_alloc + work_alloc,
         "bind": bind,
@@ -463,6 +483,96 @@ BACKWARD_KEYS = (
     "backward_step",
     "grad_lines",
 )
+
+
+def _fuse_calls(step, step_exprs, states, block_of: dict[str, int], blocks: int) -> dict:
+    """One set of calls for several gates of the same form (horizontal fusion).
+
+    Calls ``f(c_i*h + s_i)`` of one primitive on one state, where each s_i is a block of
+    the stacked input projection and the blocks are neighbours (the GRN's
+    ``tanh(WTu/2*h + _s0)`` and ``tanh(WTc*h + _s1)``), become three calls for all of
+    them on a (B, m, n) buffer: the constants stacked times h, plus the projection's
+    blocks, then f. Each gate then reads its row of the buffer. The expressions in
+    ``step_exprs`` are rewritten in place.
+
+    Returns:
+        ``before`` (lines before the loop), ``alloc`` (buffers), ``step`` (lines at the
+        start of each step).
+    """
+    found: dict[tuple[str, str], dict[int, tuple[sp.Expr, sp.Expr]]] = {}
+    for st in step:
+        if not isinstance(st, Assign):
+            continue
+        for call in sp.preorder_traversal(step_exprs[st.target]):
+            name = ufuncs.primitive_name(call)
+            if name not in ufuncs.INPLACE:
+                continue
+            terms = sp.Add.make_args(call.args[0])
+            seqs = [t for t in terms if isinstance(t, sp.Symbol) and t.name in block_of]
+            rest = [t for t in terms if t not in seqs]
+            if len(seqs) != 1 or len(rest) != 1:
+                continue
+            coeff, state = rest[0].as_coeff_Mul()
+            if coeff != 1 or not state.is_Mul:
+                coeff, state = sp.S.One, rest[0]
+            if isinstance(state, sp.Mul):
+                factors = [f for f in state.args if isinstance(f, sp.Symbol)]
+                if len(factors) != 2 or len(state.args) != 2:
+                    continue
+                hs = [f for f in factors if f.name in states]
+                if len(hs) != 1:
+                    continue
+                h = hs[0]
+                coeff = factors[0] if factors[1] == h else factors[1]
+            elif isinstance(state, sp.Symbol) and state.name in states:
+                h = state
+            else:
+                continue
+            block = block_of[seqs[0].name]
+            found.setdefault((name, h.name), {}).setdefault(block, (call, coeff))
+    out = {"before": [], "alloc": [], "step": []}
+    replace: dict[sp.Expr, sp.Symbol] = {}
+    index = 0
+    for (name, h), members in sorted(found.items()):
+        ordered = sorted(members)
+        runs: list[list[int]] = []
+        for block in ordered:
+            if runs and block == runs[-1][-1] + 1:
+                runs[-1].append(block)
+            else:
+                runs.append([block])
+        for run in runs:
+            if len(run) < 2:
+                continue
+            buf, consts = f"_F{index}", f"_K{index}"
+            m = len(run)
+            coeffs = [members[b][1] for b in run]
+            stacked = ", ".join(
+                printing.code(c, "numpy") if not c.is_number else f"np.full(_n_out, {float(c)!r})"
+                for c in coeffs
+            )
+            out["before"].append(f"{consts} = np.stack(({stacked}))")
+            out["alloc"].append(f"{buf} = np.empty((_B, {m}, _n_out), _dtype)")
+            out["alloc"].append(f"_P3 = _P.reshape(_T, _B, {blocks}, _n_out)")
+            calls = [members[b][0] for b in run]
+            for i, call in enumerate(calls):
+                sym = sp.Symbol(f"_f{index}_{i}")
+                replace[call] = sym
+                out["alloc"].append(f"{sym} = {buf}[:, {i}]")
+            out["step"].append(
+                f"# {name} of {m} gates at once: " + "; ".join(sp.sstr(c) for c in calls)
+            )
+            out["step"] += [
+                f"np.multiply({consts}, {h}[:, None, :], out={buf})",
+                f"np.add({buf}, _P3[_t, :, {run[0]}:{run[-1] + 1}], out={buf})",
+                ufuncs.INPLACE[name].format(i=buf, o=buf),
+            ]
+            index += 1
+    if replace:
+        for target in step_exprs:
+            step_exprs[target] = step_exprs[target].xreplace(replace)
+    out["alloc"] = sorted(set(out["alloc"]), key=out["alloc"].index)
+    return out
 
 
 def _work_place(work):

@@ -37,10 +37,14 @@ INPLACE = {
 }
 
 
-def _primitive(expr: sp.Basic) -> str | None:
+def primitive_name(expr: sp.Basic) -> str | None:
+    """The primitive ``expr`` applies, or None."""
     if isinstance(expr, sp.Function) and type(expr).__name__ in primitives.PRIMITIVES:
         return type(expr).__name__
     return None
+
+
+_primitive = primitive_name
 
 
 def _half_of(expr: sp.Expr) -> sp.Expr:
