@@ -160,16 +160,19 @@ def _forward_kernel(
     a_buf,
 ):
     _B, _n = a_buf.shape
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        B = p_B[_i]
-        W_x = W_x_buf[_b, _i]
-        # z = W@x + B
-        z = B + W_x
-        # a = sigmoid(z)
-        a = _sigmoid(z)
-        a_buf[_b, _i] = a
+    for _b in numba.prange(_B):
+        # one row at a time, through 1-D views: a loop LLVM vectorizes (the arrays
+        # must not overlap: a loop writing where it reads is not vectorized)
+        _r_W_x_buf = W_x_buf[_b]
+        _r_a_buf = a_buf[_b]
+        for _i in range(_n):
+            B = p_B[_i]
+            W_x = _r_W_x_buf[_i]
+            # z = W@x + B
+            z = B + W_x
+            # a = sigmoid(z)
+            a = _sigmoid(z)
+            _r_a_buf[_i] = a
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
@@ -179,16 +182,19 @@ def _backward_kernel(
     dz_buf,
 ):
     _B, _n = _dout.shape
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        da_in = _dout[_b, _i]
-        a = a_buf[_b, _i]
-        # adjoint of a = sigmoid(z)
-        da = da_in
-        # adjoint of z = W@x + B
-        dz = a * da * (1 - a)
-        dz_buf[_b, _i] = dz
+    for _b in numba.prange(_B):
+        # one row at a time, through 1-D views: a loop LLVM vectorizes
+        _r_dout = _dout[_b]
+        _r_a_buf = a_buf[_b]
+        _r_dz_buf = dz_buf[_b]
+        for _i in range(_n):
+            da_in = _r_dout[_i]
+            a = _r_a_buf[_i]
+            # adjoint of a = sigmoid(z)
+            da = da_in
+            # adjoint of z = W@x + B
+            dz = a * da * (1 - a)
+            _r_dz_buf[_i] = dz
 
 
 def forward(params, x):
