@@ -199,10 +199,24 @@ GEMM = "gemm"
 #   loads (symbolic/cli.py), so OpenBLAS's workers sleep right after each product instead
 #   of spinning for 0.1 s; the label says which timeout the run had.
 POLICIES = ("blas1", "numba1", "none")
-# The policy of plain "numba", by measurement (`derivgen bench`, 2 cores): with the
-# workers asleep the GRN does best with both pools on both cores; the MLP's time is in
-# its matrix products, which its one short Numba loop per layer must not slow down.
-DEFAULT_POLICY = {"grn": "none", "mlp": "numba1"}
+# The policy of plain "numba", by measurement (`derivgen bench`, 2 cores): the MLP's time
+# is in its matrix products, which its one short Numba loop per layer must not slow down
+# (numba1). A GRN whose input projection is small gains nothing from a second BLAS thread
+# and pays for waking it before every product (blas1: B1 and B3 ran 1.5-2.4x faster than
+# with both pools); a large one does best with both pools on both cores (none: B2 ran
+# 1.06-1.14x faster than blas1), the workers of each sleeping as soon as they are done.
+SMALL_PROJECTION_FLOPS = 1e8
+
+
+def default_policy(workload: Workload) -> str:
+    """The thread policy of plain "numba" for ``workload`` (see above)."""
+    if workload.kind == "mlp":
+        return "numba1"
+    d = workload.dims
+    flops = 2.0 * d["T"] * d["B"] * d["D"] * 2 * d["H"]
+    return "blas1" if flops < SMALL_PROJECTION_FLOPS else "none"
+
+
 POLICY_LABELS = {
     "blas1": "BLAS 1 thread, Numba all",
     "numba1": "Numba 1 thread, BLAS all",
@@ -540,7 +554,7 @@ class Bench:
             label, factory = self.settings.extra[key]
             return Row(key, label, ours=False, competitor=True), lambda: factory(problem)
         if base == NUMBA:
-            policy = policy or DEFAULT_POLICY[problem.kind]
+            policy = policy or default_policy(problem.workload)
             label = f"{LABELS[NUMBA]} ({POLICY_LABELS[policy]})"
             row = Row(key, label, ours=True, competitor=False, policy=policy)
             return row, lambda: _generated(problem, NUMBA)
@@ -559,7 +573,7 @@ class Bench:
         if key == GEMM:
             return workload.kind == "mlp"
         base, policy = _split_backend(key)
-        return not (base == NUMBA and policy == DEFAULT_POLICY[workload.kind] and NUMBA in keys)
+        return not (base == NUMBA and policy == default_policy(workload) and NUMBA in keys)
 
     def _prepare(self, row: Row, build: Callable[[], Prepared], problem: Problem) -> None:
         tag = f"[{problem.workload.name} {problem.dtype.name}] {row.label}"
@@ -987,8 +1001,13 @@ def thread_note_lines(sections: list[Section]) -> list[str]:
         "Numba's own thread pool. OpenBLAS's workers keep spinning for about 0.1 s after "
         "each call, so on a small machine a Numba loop started right after a matrix product "
         "finds its cores busy. The plain `generated numba` rows apply a policy with "
-        "threadpoolctl: "
-        + "; ".join(f"{kind}: {POLICY_LABELS[p]}" for kind, p in DEFAULT_POLICY.items())
+        "threadpoolctl: the MLP, "
+        + POLICY_LABELS["numba1"]
+        + f"; a GRN whose input projection is under {SMALL_PROJECTION_FLOPS:.0e} "
+        "floating-point operations, "
+        + POLICY_LABELS["blas1"]
+        + "; a larger one, "
+        + POLICY_LABELS["none"]
         + ". Every sample starts after the process has idled for the settle time, so no "
         "backend pays for the threads the previous one left spinning."
     )
