@@ -261,7 +261,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     # The backward recurrence is linear in the adjoints: every adjoint of a step is a
     # coefficient (from forward values only) times the seed. Coefficients are computed
     # for a block of steps at once; only the scan over the seeds is sequential.
-    _block = max(1, min(_T, 131072 // (_B * _n_out * _dtype.itemsize)))
+    _block = max(1, min(_T, 65536 // (_B * _n_out * _dtype.itemsize)))
     _dP = np.empty((_T, _B, 2 * _n_out), _dtype)
     dZu_seq = _dP[:, :, :_n_out]
     dZc_seq = _dP[:, :, _n_out:]
