@@ -74,8 +74,8 @@ def _check_params(params, n_in, n_out, dtype):
 
 
 def _size_out(params):
-    first = params.get(PARAMS[0]) if isinstance(params, dict) else None
-    if not isinstance(first, np.ndarray) or first.ndim < 1:
+    first = params.get(PARAMS[0]) if type(params) is dict else None
+    if type(first) is not np.ndarray or first.ndim < 1:
         raise ValueError(f"params[{PARAMS[0]!r}]: expected an array")
     return first.shape[0]
 
@@ -160,7 +160,7 @@ def backward(params, cache, da, *, need_dx=True):
     grads = {}
     dx = None
     grads["W"] = dW_x.T @ _x
-    grads["B"] = np.sum(dW_x, axis=0)
+    grads["B"] = dW_x.sum(axis=0)
     if need_dx:
         dx = dW_x @ W
     return grads, dx

@@ -94,8 +94,8 @@ def _check_params(params, n_in, n_out, dtype):
 
 
 def _size_out(params):
-    first = params.get(PARAMS[0]) if isinstance(params, dict) else None
-    if not isinstance(first, np.ndarray) or first.ndim < 1:
+    first = params.get(PARAMS[0]) if type(params) is dict else None
+    if type(first) is not np.ndarray or first.ndim < 1:
         raise ValueError(f"params[{PARAMS[0]!r}]: expected an array")
     return first.shape[0]
 

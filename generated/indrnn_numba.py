@@ -94,8 +94,8 @@ def _check_params(params, n_in, n_out, dtype):
 
 
 def _size_out(params):
-    first = params.get(PARAMS[0]) if isinstance(params, dict) else None
-    if not isinstance(first, np.ndarray) or first.ndim < 1:
+    first = params.get(PARAMS[0]) if type(params) is dict else None
+    if type(first) is not np.ndarray or first.ndim < 1:
         raise ValueError(f"params[{PARAMS[0]!r}]: expected an array")
     return first.shape[0]
 
@@ -312,7 +312,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     _x2 = _x.reshape(_T * _B, _n_in)
     _dx = None
     grads["W"] = (_x2.T @ dW_x_seq.reshape(_T * _B, _n_out)).T
-    grads["b"] = np.sum(dW_x_seq, axis=(0, 1))
+    grads["b"] = dW_x_seq.sum(axis=(0, 1))
     if need_dx:
         _dx = dW_x_seq.reshape(_T * _B, _n_out) @ W
     grads = {name: grads[name] for name in PARAMS}

@@ -234,7 +234,7 @@ def gradient_lines(kernel: Kernel, place, rows: str, sum_axes: str, vector_done:
                 continue
             expr = vector[name]
             code = printing.code(expr, "numpy", {n: place(n) for n in _names(expr)})
-            lines.append(f'grads["{name}"] = np.sum({code}, axis={sum_axes})')
+            lines.append(f'grads["{name}"] = {_operand_text(code)}.sum(axis={sum_axes})')
             continue
         terms = []
         for adj, arg in matrix[name]:
@@ -257,6 +257,11 @@ def gradient_lines(kernel: Kernel, place, rows: str, sum_axes: str, vector_done:
 
 def _names(expr) -> set[str]:
     return {s.name for s in expr.free_symbols}
+
+
+def _operand_text(code: str) -> str:
+    """``code`` ready for a method call: parenthesized unless it is a name."""
+    return code if code.isidentifier() else f"({code})"
 
 
 def identifiers(lines) -> set[str]:
@@ -1063,7 +1068,7 @@ def feedforward_context(kernel: Kernel) -> dict:
         if kind == "vector":
             expr = vector[name]
             code = printing.code(expr, "numpy", {n: place(n) for n in _names(expr)})
-            grads.append(f'grads["{name}"] = np.sum({code}, axis=0)')
+            grads.append(f'grads["{name}"] = {_operand_text(code)}.sum(axis=0)')
         else:
             terms = [f"{place(adj)}.T @ {place(arg)}" for adj, arg in matrix[name]]
             grads.append(f'grads["{name}"] = ' + " + ".join(terms))
