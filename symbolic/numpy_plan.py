@@ -98,7 +98,7 @@ def _emit(expr, out, place, scratch, alias=None) -> tuple[list[str], int]:
     return lines, emitter.scratch_used
 
 
-def _stacking(kernel: Kernel) -> dict:
+def stacking(kernel: Kernel) -> dict:
     """The input projections: one product for all of them (stacked matrices)."""
     cell = kernel.cell
     pre = kernel.pre
@@ -147,7 +147,7 @@ def projection_lines(kernel: Kernel, rows: str, shape: str, folds=None) -> list[
     ``folds``: projection -> ``(c, v)``: that block of the product computes c*P + v
     (its matrix's rows scaled by c, and v as a bias column against a column of ones).
     """
-    info = _stacking(kernel)
+    info = stacking(kernel)
     pre = info["pre"]
     folds = folds or {}
     lines = []
@@ -198,7 +198,7 @@ def projection_lines(kernel: Kernel, rows: str, shape: str, folds=None) -> list[
 def gradient_lines(kernel: Kernel, place, rows: str, sum_axes: str, vector_done: set[str]):
     """Matrix gradients, vector gradients not accumulated already, and dx."""
     cell = kernel.cell
-    info = _stacking(kernel)
+    info = stacking(kernel)
     pre = info["pre"]
     lines = []
     matrix = dict(kernel.matrix_grads)
@@ -286,7 +286,7 @@ def recurrent_context(kernel: Kernel) -> dict:
     cached = set(kernel.cached)
     keep = cached | {cell.output} | set(states.values())
     forward = inline_single_use(kernel.forward, keep)
-    info = _stacking(kernel)
+    info = stacking(kernel)
     projections = {s.target for s in kernel.pre}
 
     # Which statements are free of the state: whole statements computed before the loop.
@@ -594,7 +594,7 @@ def _step_scratch(i: int) -> str:
     return f"_w{i}"
 
 
-def _stored_alloc(kernel: Kernel, info: dict) -> tuple[list[str], dict[str, str]]:
+def stored_buffers(kernel: Kernel, info: dict) -> tuple[list[str], dict[str, str]]:
     lines = []
     where: dict[str, str] = {}
     if info["backward_stacked"]:
@@ -610,6 +610,19 @@ def _stored_alloc(kernel: Kernel, info: dict) -> tuple[list[str], dict[str, str]
     return lines, where
 
 
+def whole_place(kernel: Kernel, stored: dict[str, str]):
+    """``name -> array`` holding it for every step: stored adjoints, cached values."""
+
+    def place(name: str) -> str:
+        if name in stored:
+            return stored[name]
+        if name in kernel.cached:
+            return naming.sequence(name)
+        return name
+
+    return place
+
+
 def _cache_reads(kernel: Kernel) -> list[str]:
     """Lines binding the forward values the backward reads to (T, B, n) arrays."""
     return [f'{naming.sequence(n)} = cache["{n}"]' for n in kernel.cached]
@@ -619,7 +632,7 @@ def _backward_per_step(kernel: Kernel, info: dict) -> dict:
     """The adjoint step one step at a time (matrix-coupled recurrences)."""
     cell = kernel.cell
     params = set(cell.params)
-    stored_alloc, stored = _stored_alloc(kernel, info)
+    stored_lines, stored = stored_buffers(kernel, info)
     state_adjoints = {naming.adjoint(s): s for s in cell.states}
     upstream = naming.upstream(cell.output)
     hoister = ufuncs.Hoister(params, ())
@@ -660,20 +673,13 @@ def _backward_per_step(kernel: Kernel, info: dict) -> dict:
         f"_w_{naming.adjoint(s)}, {naming.carried(s)} = {naming.carried(s)}, {naming.adjoint(s)}"
         for s in cell.states
     ]
-    alloc = stored_alloc + [
+    alloc = stored_lines + [
         f"_w_{naming.adjoint(s)} = np.empty((_B, _n_out), _dtype)" for s in cell.states
     ]
     alloc += [f"_w_{w.lstrip('_')} = np.empty((_B, _n_out), _dtype)" for w in work]
     alloc += [f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(scratch)]
 
-    def whole(name: str) -> str:
-        if name in stored:
-            return stored[name]
-        if name in kernel.cached:
-            return naming.sequence(name)
-        return name
-
-    grads = gradient_lines(kernel, whole, "_T * _B", "(0, 1)", set())
+    grads = gradient_lines(kernel, whole_place(kernel, stored), "_T * _B", "(0, 1)", set())
     return {
         "backward_alloc": alloc,
         "backward_before": [
@@ -774,7 +780,7 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
     hoister = ufuncs.Hoister(params, ())
     block_vals = [st.target for st in programs]
     exprs = {st.target: hoister.constants_of(ufuncs.numpy_form(st.expr)) for st in programs}
-    stored_alloc, stored = _stored_alloc(kernel, info)
+    stored_lines, stored = stored_buffers(kernel, info)
 
     seed_bufs = [s for s in seeds if s != upstream]
 
@@ -785,7 +791,7 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
             return name
         return "_S_" + name if name in seeds else name
 
-    alloc = list(stored_alloc)
+    alloc = list(stored_lines)
     alloc += [
         f"_bk_{v.lstrip('_')} = np.empty((_block, _B, _n_out), _dtype)"
         for v in block_vals + seed_bufs
@@ -888,14 +894,7 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
     if scan_scratch:
         alloc.append("_wscan = np.empty((_B, _n_out), _dtype)")
 
-    def whole(name: str) -> str:
-        if name in stored:
-            return stored[name]
-        if name in kernel.cached:
-            return naming.sequence(name)
-        return name
-
-    grads = gradient_lines(kernel, whole, "_T * _B", "(0, 1)", accumulated)
+    grads = gradient_lines(kernel, whole_place(kernel, stored), "_T * _B", "(0, 1)", accumulated)
     return {
         "block_scan": True,
         "backward_alloc": alloc + acc_alloc,
@@ -1032,7 +1031,7 @@ def feedforward_context(kernel: Kernel) -> dict:
         return "_x" if name == cell.input else name
 
     projections = []
-    info = _stacking(kernel)
+    info = stacking(kernel)
     if info["stacked"]:
         k = len(kernel.pre)
         projections.extend(f"# {s.comment}" for s in kernel.pre)

@@ -487,22 +487,20 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
         for state in cell.states
     ]
     backward, backward_scratch = _phases(kernel.backward, "numba", bplace, bfinal)
-    info = numpy_plan._stacking(kernel)
-    stored_alloc, stored = numpy_plan._stored_alloc(kernel, info)
-
-    def whole(name: str) -> str:
-        return stored.get(name, naming.sequence(name) if name in kernel.cached else name)
+    info = numpy_plan.stacking(kernel)
+    stored_lines, stored = numpy_plan.stored_buffers(kernel, info)
 
     accumulated = {
         g["param"] for g in context["grads"] if g["kind"] == "vector" and not g["stored"]
     }
+    whole = numpy_plan.whole_place(kernel, stored)
     grad_lines = numpy_plan.gradient_lines(kernel, whole, "_T * _B", "(0, 1)", accumulated)
     forward, forward_rows = _row_views(forward)
     backward, backward_rows = _row_views(backward)
     return {
         "projections": numpy_plan.projection_lines(kernel, "_T * _B", "_T, _B, {}"),
         "forward_alloc": alloc,
-        "stored_alloc": stored_alloc,
+        "stored_alloc": stored_lines,
         "grad_lines": grad_lines,
         "forward_phases": forward,
         "forward_scratch": forward_scratch,
