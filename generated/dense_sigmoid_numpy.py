@@ -113,20 +113,18 @@ def forward(params, x):
         ``(a, cache)``: a is (B, n_out); cache feeds ``backward``.
     """
     _x = _as_array(x, "x", ("B", "n_in"))
-    _n_in = _x.shape[1]
-    _check_params(params, _n_in, _size_out(params), _x.dtype)
-    W = params["W"]
-    B = params["B"]
-    _B = _x.shape[0]
+    _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
+    _check_params(params, _n_in, _n_out, _dtype)
+    W = params["W"]
+    B = params["B"]
     # W_x = sum_j W_ij x_j
     W_x = _x @ W.T
-    _k0 = (0.5) * B
     # z = W@x + B
     # a = sigmoid(z)
+    np.add(W_x, B, out=W_x)
     np.multiply(W_x, 0.5, out=W_x)
-    np.add(W_x, _k0, out=W_x)
     np.tanh(W_x, out=W_x)
     np.multiply(W_x, 0.5, out=W_x)
     np.add(W_x, 0.5, out=W_x)

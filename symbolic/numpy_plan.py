@@ -1022,7 +1022,7 @@ def feedforward_context(kernel: Kernel) -> dict:
     forward = inline_single_use(kernel.forward, keep)
     hoister = ufuncs.Hoister(params, ())
     exprs = {
-        st.target: hoister.constants_of(ufuncs.numpy_form(st.expr))
+        st.target: hoister.constants_of(ufuncs.numpy_form(st.expr, distribute=False))
         for st in forward
         if isinstance(st, Assign)
     }

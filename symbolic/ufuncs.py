@@ -51,15 +51,21 @@ def _half_of(expr: sp.Expr) -> sp.Expr:
     return sp.Add(*[sp.S.Half * term for term in sp.Add.make_args(expr)])
 
 
-def numpy_form(expr: sp.Expr) -> sp.Expr:
-    """``expr`` with every primitive written the way the NumPy code computes it."""
+def numpy_form(expr: sp.Expr, distribute: bool = True) -> sp.Expr:
+    """``expr`` with every primitive written the way the NumPy code computes it.
+
+    ``distribute``: write sigmoid's z/2 as a sum of halves (in a loop, where the halves
+    of the loop-invariant terms become constants); without it, (z)/2 stays one scaling,
+    which costs one call less where nothing is hoisted.
+    """
     tanh = primitives.function("tanh")
 
     def rewrite(call):
         (arg,) = call.args
         if _primitive(call) == "sigmoid":
             # 1/(1 + e^-z) = (1 + tanh(z/2))/2: no overflow for large |z|, one call.
-            return sp.S.Half + sp.S.Half * tanh(_half_of(arg))
+            half = _half_of(arg) if distribute else sp.Mul(sp.S.Half, arg, evaluate=False)
+            return sp.S.Half + sp.S.Half * tanh(half)
         return call
 
     return expr.replace(lambda e: _primitive(e) == "sigmoid", rewrite)
@@ -317,6 +323,10 @@ class Hoister:
             rest = [self.constants_of(a) for a in expr.args if not self._is_invariant(a)]
             if inv and not all(a.is_number for a in inv):
                 inv = [self._constant(type(expr)(*inv))]
+            if expr.is_Mul and inv and any(a.is_Add for a in rest):
+                # keep c*(u + v) whole: SymPy would distribute a number over the sum,
+                # which costs a call per term
+                return sp.Mul(*(rest + inv), evaluate=False)
             return type(expr)(*(rest + inv))
         return expr.func(*[self.constants_of(a) for a in expr.args])
 
