@@ -914,14 +914,13 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
 # --- costs ------------------------------------------------------------------------------
 
 
-def cost_context(per_unit: sp.Expr, gradient: sp.Expr, prediction: str, target: str) -> dict:
+def cost_context(per_unit: sp.Expr, gradient: sp.Expr, prediction: str) -> dict:
     """The lines of a cost's ``loss``: shared subexpressions once, the sum of the
     per-unit cost (a dot product when it is a square), the gradient scaled by 1/B,
     all into buffers of the prediction's shape."""
     scale = sp.Symbol("_scale")
     gradient = sp.factor_terms(gradient)
     (shared, (value, grad)) = sp.cse([per_unit, gradient * scale], symbols=_cse_names())
-    names = {prediction, target}
     lines = Code()
     owned = []
     for sym, expr in shared:
@@ -930,7 +929,6 @@ def cost_context(per_unit: sp.Expr, gradient: sp.Expr, prediction: str, target: 
         emitted, _ = _emit(expr, sym.name, str, _cost_scratch)
         lines.add(emitted)
         owned.append(sym.name)
-    names |= set(owned)
     if value.is_Pow and value.exp == 2 and isinstance(value.base, sp.Symbol):
         flat = f"{value.base}.reshape(-1)"
         lines.add([f"_sum = float(np.dot({flat}, {flat}))"])

@@ -603,7 +603,7 @@ def cost_context(cost: Cost, backend: str) -> dict:
         "target": cost.target,
         "per_unit_source": cost.source,
         "gradient_source": sp.sstr(derived.gradient),
-    } | numpy_plan.cost_context(derived.per_unit, derived.gradient, cost.prediction, cost.target)
+    } | numpy_plan.cost_context(derived.per_unit, derived.gradient, cost.prediction)
 
 
 def render(model: Cell | Cost, backend: str) -> Module:
