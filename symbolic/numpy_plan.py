@@ -354,12 +354,15 @@ def recurrent_context(kernel: Kernel) -> dict:
         before.add(lines)
     inverse = {k: e for e, k in hoister.constants.items()}
     folds: dict[str, tuple[sp.Expr, sp.Expr]] = {}
+    block_of: dict[str, int] = {}  # a sequence the product computes -> its block
+    projection_order = [s.target for s in kernel.pre]
     for expr, sym in hoister.sequences.items():
         alias = free_buffer(expr)
         fold = _affine_in(expr.xreplace(inverse), alias, params) if alias else None
         if fold is not None:
             # c*P + v: the product computes it (rows scaled by c, v as a bias column)
             folds[alias] = fold
+            block_of[sym.name] = projection_order.index(alias)
             seq[sym.name] = seq[alias]
             before.comment(
                 f"{sym.name} = {sp.sstr(expr.xreplace(inverse))}: computed by the product"
@@ -386,12 +389,6 @@ def recurrent_context(kernel: Kernel) -> dict:
         f"_ws{i} = np.empty((_T, _B, _n_out), _dtype)" for i in range(whole_scratch[0])
     ]
     before_lines = before.lines
-    block_of = {
-        sym.name: [s.target for s in kernel.pre].index(alias)
-        for expr, sym in hoister.sequences.items()
-        for alias in [free_buffer(expr)]
-        if alias in folds
-    }
     fused = _fuse_calls(step, step_exprs, states, block_of, len(kernel.pre))
 
     # The step: bind this step's rows, then the ufunc calls.

@@ -40,6 +40,12 @@ class Primitive:
         numba_helper: Source of a compiled helper the Numba code calls, if any (emitted
             once into each module that uses the primitive).
         numba_requires: Primitives whose helpers this helper calls.
+        numpy_out: The NumPy call writing the result into a buffer: ``{i}`` the input,
+            ``{o}`` the output (they may be the same array). Empty when the primitive is
+            rewritten instead.
+        numpy_rewrite: ``(z, scale) -> expr``: the primitive in other primitives, as the
+            NumPy code computes it; ``scale(c, z)`` builds c*z (the caller decides
+            whether to distribute c over a sum).
     """
 
     name: str
@@ -52,6 +58,8 @@ class Primitive:
     note: str = ""
     numba_helper: str = ""
     numba_requires: tuple[str, ...] = ()
+    numpy_out: str = ""
+    numpy_rewrite: Callable[[sp.Expr, Callable], sp.Expr] | None = None
 
 
 PRIMITIVES: dict[str, Primitive] = {}
@@ -96,6 +104,8 @@ def register(
     note: str = "",
     numba_helper: str = "",
     numba_requires: tuple[str, ...] = (),
+    numpy_out: str = "",
+    numpy_rewrite: Callable[[sp.Expr, Callable], sp.Expr] | None = None,
 ) -> Primitive:
     """Add a primitive to the table (one call per primitive, nothing else to edit)."""
     if name in PRIMITIVES:
@@ -111,6 +121,8 @@ def register(
         note,
         numba_helper,
         numba_requires,
+        numpy_out,
+        numpy_rewrite,
     )
     PRIMITIVES[name] = prim
     return prim
@@ -132,6 +144,10 @@ register(
     # 1/(1+exp(-x)) overflows at x = -1000; the tanh form is exact in floating point
     # terms and costs one transcendental.
     numpy="(0.5 + 0.5*np.tanh(0.5*({0})))",
+    # in place: 1/(1 + e^-z) = (1 + tanh(z/2))/2, one call, no overflow for large |z|
+    numpy_rewrite=lambda z, scale: (
+        sp.S.Half + sp.S.Half * PRIMITIVES["tanh"].func(scale(sp.S.Half, z))
+    ),
     numba="_sigmoid({0})",
     reference=_sigmoid_ref,
     # Scalar code for a compiled loop: with the polynomial _exp below, LLVM vectorizes it.
@@ -147,6 +163,7 @@ register(
     lambda out, x: 1 - out**2,
     sp.tanh,
     numpy="np.tanh({0})",
+    numpy_out="np.tanh({i}, out={o})",
     numba="_tanh({0})",
     reference=np.tanh,
     # Cephes' rational form near 0 (exact to 1 ulp, no cancellation), 1 - 2/(e^2|x| + 1)
@@ -173,6 +190,7 @@ register(
     lambda out, x: out,
     sp.exp,
     numpy="np.exp({0})",
+    numpy_out="np.exp({i}, out={o})",
     numba="_exp({0})",
     reference=np.exp,
     # exp(x) = 2**k * exp(r), |r| <= ln(2)/2, exp(r) by its degree-13 Taylor polynomial
@@ -216,6 +234,7 @@ register(
     lambda out, x: 1 / x,
     sp.log,
     numpy="np.log({0})",
+    numpy_out="np.log({i}, out={o})",
     numba="math.log({0})",
     reference=np.log,
 )
@@ -225,6 +244,7 @@ register(
     lambda out, x: 1 - PRIMITIVES["exp"].func(-out),
     lambda x: sp.log(1 + sp.exp(x)),
     numpy="np.logaddexp(0, {0})",
+    numpy_out="np.logaddexp(0, {i}, out={o})",
     numba="(max({0}, 0.0) + math.log1p(math.exp(-abs({0}))))",
     reference=lambda x: np.logaddexp(0, x),
 )
@@ -233,6 +253,7 @@ register(
     lambda out, x: sp.Integer(0),
     lambda x: sp.Heaviside(x, 0),
     numpy="(({0}) > 0)",
+    numpy_out="np.greater({i}, 0, out={o}, casting='unsafe')",
     numba="(1.0 if ({0}) > 0 else 0.0)",
     reference=lambda x: (x > 0).astype(float),
     note="step(0) = 0; its derivative is taken as 0 everywhere (almost everywhere true)",
@@ -243,6 +264,7 @@ register(
     lambda out, x: PRIMITIVES["step"].func(out),
     lambda x: sp.Max(x, 0),
     numpy="np.maximum({0}, 0)",
+    numpy_out="np.maximum({i}, 0, out={o})",
     numba="max({0}, 0.0)",
     reference=lambda x: np.maximum(x, 0),
     note="relu'(0) = 0 (the subgradient chosen at the kink, as PyTorch and JAX do)",
@@ -282,14 +304,17 @@ def numeric_namespace() -> dict[str, Callable]:
     return {name: prim.reference for name, prim in PRIMITIVES.items()}
 
 
+def name_of(expr: sp.Basic) -> str | None:
+    """The primitive ``expr`` applies, or None. SymPy's own exp, log and tanh (from diff
+    of a power) count as the primitive of that name: they print as it."""
+    if isinstance(expr, sp.Function) and type(expr).__name__ in PRIMITIVES:
+        return type(expr).__name__
+    return None
+
+
 def used(expr: sp.Expr) -> set[str]:
     """The names of the primitives ``expr`` calls."""
-    # SymPy's own exp, log and tanh (from diff of a power) print as the primitive too
-    return {
-        type(c).__name__
-        for c in sp.preorder_traversal(expr)
-        if isinstance(c, sp.Function) and type(c).__name__ in PRIMITIVES
-    }
+    return {name for c in sp.preorder_traversal(expr) if (name := name_of(c))}
 
 
 def numba_helpers(names) -> list[str]:

@@ -26,49 +26,34 @@ import sympy as sp
 
 from symbolic import primitives
 
-# In-place forms, ``{i}`` the input and ``{o}`` the output (they may be the same array).
-INPLACE = {
-    "tanh": "np.tanh({i}, out={o})",
-    "exp": "np.exp({i}, out={o})",
-    "log": "np.log({i}, out={o})",
-    "softplus": "np.logaddexp(0, {i}, out={o})",
-    "relu": "np.maximum({i}, 0, out={o})",
-    "step": "np.greater({i}, 0, out={o}, casting='unsafe')",
-}
+# In-place forms from the primitives' table: ``{i}`` the input, ``{o}`` the output.
+INPLACE = {name: p.numpy_out for name, p in primitives.PRIMITIVES.items() if p.numpy_out}
 
-
-def primitive_name(expr: sp.Basic) -> str | None:
-    """The primitive ``expr`` applies, or None."""
-    if isinstance(expr, sp.Function) and type(expr).__name__ in primitives.PRIMITIVES:
-        return type(expr).__name__
-    return None
-
-
-_primitive = primitive_name
-
-
-def _half_of(expr: sp.Expr) -> sp.Expr:
-    return sp.Add(*[sp.S.Half * term for term in sp.Add.make_args(expr)])
+primitive_name = primitives.name_of
 
 
 def numpy_form(expr: sp.Expr, distribute: bool = True) -> sp.Expr:
-    """``expr`` with every primitive written the way the NumPy code computes it.
+    """``expr`` with every primitive written the way the NumPy code computes it (the
+    table's ``numpy_rewrite``: sigmoid in terms of tanh).
 
-    ``distribute``: write sigmoid's z/2 as a sum of halves (in a loop, where the halves
-    of the loop-invariant terms become constants); without it, (z)/2 stays one scaling,
-    which costs one call less where nothing is hoisted.
+    ``distribute``: write a constant times a sum, such as sigmoid's z/2, as a sum of
+    scaled terms (in a loop, where the scaled loop-invariant terms become constants);
+    without it c*z stays one scaling, which costs one call less where nothing is hoisted.
     """
-    tanh = primitives.function("tanh")
 
-    def rewrite(call):
-        (arg,) = call.args
-        if _primitive(call) == "sigmoid":
-            # 1/(1 + e^-z) = (1 + tanh(z/2))/2: no overflow for large |z|, one call.
-            half = _half_of(arg) if distribute else sp.Mul(sp.S.Half, arg, evaluate=False)
-            return sp.S.Half + sp.S.Half * tanh(half)
-        return call
+    def scale(c: sp.Expr, z: sp.Expr) -> sp.Expr:
+        if distribute:
+            return sp.Add(*[c * term for term in sp.Add.make_args(z)])
+        return sp.Mul(c, z, evaluate=False)
 
-    return expr.replace(lambda e: _primitive(e) == "sigmoid", rewrite)
+    def rewritten(e: sp.Basic) -> bool:
+        name = primitive_name(e)
+        return name is not None and primitives.PRIMITIVES[name].numpy_rewrite is not None
+
+    return expr.replace(
+        rewritten,
+        lambda call: primitives.PRIMITIVES[type(call).__name__].numpy_rewrite(call.args[0], scale),
+    )
 
 
 def _is_leaf(expr: sp.Basic) -> bool:
@@ -127,7 +112,7 @@ class Emitter:
             return self._mul(expr, out, alias, depth, order)
         if expr.is_Pow:
             return self._pow(expr, out, alias, depth)
-        name = _primitive(expr)
+        name = primitive_name(expr)
         if name is not None:
             (arg,) = expr.args
             if name not in INPLACE:
@@ -253,7 +238,7 @@ def count(expr: sp.Expr) -> int:
 def cheapest(expr: sp.Expr) -> sp.Expr:
     """The form of ``expr`` with the fewest calls, among: as written, expanded, and
     expanded then collected in each of its symbols. Ties keep the earlier candidate."""
-    if _is_leaf(expr) or _primitive(expr) is not None:
+    if _is_leaf(expr) or primitive_name(expr) is not None:
         return expr
     expanded = sp.expand_mul(expr)
     candidates = [expr, expanded]
