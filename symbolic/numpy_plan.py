@@ -140,12 +140,16 @@ def _affine_in(expr: sp.Expr, name: str, params: set[str]):
     return c, v
 
 
-def projection_lines(kernel: Kernel, rows: str, shape: str, folds=None) -> list[str]:
+def projection_lines(
+    kernel: Kernel, rows: str, shape: str, folds=None, read: set[str] | None = None
+) -> list[str]:
     """The forward products of the input (``_x2`` is (rows, n_in)), reshaped by
     ``shape`` (a format string taking the width).
 
     ``folds``: projection -> ``(c, v)``: that block of the product computes c*P + v
     (its matrix's rows scaled by c, and v as a bias column against a column of ones).
+    ``read``: the names the code reads, when known: a view of a block nobody reads is
+    not bound.
     """
     info = stacking(kernel)
     pre = info["pre"]
@@ -186,6 +190,8 @@ def projection_lines(kernel: Kernel, rows: str, shape: str, folds=None) -> list[
     width = f"{k} * _n_out" if k > 1 else "_n_out"
     lines.append(f"_P = ({source} @ _W_in.T).reshape({shape.format(width)})")
     for j, s in enumerate(pre):
+        if read is not None and naming.sequence(s.target) not in read:
+            continue
         index = ", ".join([":"] * (shape.count(",")) + [_slice(j, k)])
         lines.append(
             f"{naming.sequence(s.target)} = _P[{index}]"
@@ -448,11 +454,7 @@ def recurrent_context(kernel: Kernel) -> dict:
     ]
     constants += fused["before"]
     forward_used = identifiers(constants + before_lines + body.lines + bind + work_alloc)
-    projections = [
-        line
-        for line in projection_lines(kernel, "_T * _B", "_T, _B, {}", folds)
-        if not line.endswith("]") or line.split(" = ")[0] in forward_used
-    ]
+    projections = projection_lines(kernel, "_T * _B", "_T, _B, {}", folds, forward_used)
     context = {
         "projections": projections,
         "before": constants + before_lines,
