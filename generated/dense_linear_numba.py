@@ -174,7 +174,7 @@ def forward(params, x):
         W_x_buf,
         a_buf,
     )
-    cache = {"x": _x, "a": a_buf}
+    cache = {"x": _x}
     return a_buf, cache
 
 

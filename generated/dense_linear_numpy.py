@@ -123,7 +123,7 @@ def forward(params, x):
     # a = W@x + B
     np.add(W_x, B, out=W_x)
     a = W_x
-    cache = {"x": _x, "a": a}
+    cache = {"x": _x}
     return a, cache
 
 

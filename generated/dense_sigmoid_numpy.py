@@ -130,7 +130,7 @@ def forward(params, x):
     np.add(W_x, 0.5, out=W_x)
     a = W_x
     cache = {"x": _x, "a": a}
-    return a, cache
+    return a.copy(), cache
 
 
 def backward(params, cache, da, *, need_dx=True):

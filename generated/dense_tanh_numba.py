@@ -51,8 +51,9 @@ def _exp(x):
     p = p * r + 1.0
     p = p * r + 1.0
     e = p * _float_from_bits((numba.int64(k) + 1022) << 52) * 2.0
-    e = e if x > -708.0 else 0.0
-    return e if x < 709.78 else math.inf
+    e = 0.0 if x <= -708.0 else e
+    e = math.inf if x >= 709.78 else e
+    return e if x == x else x  # NaN stays NaN
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -230,7 +231,7 @@ def forward(params, x):
         a_buf,
     )
     cache = {"x": _x, "a": a_buf}
-    return a_buf, cache
+    return a_buf.copy(), cache
 
 
 def backward(params, cache, da, *, need_dx=True):

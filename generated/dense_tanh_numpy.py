@@ -125,7 +125,7 @@ def forward(params, x):
     np.tanh(W_x, out=W_x)
     a = W_x
     cache = {"x": _x, "a": a}
-    return a, cache
+    return a.copy(), cache
 
 
 def backward(params, cache, da, *, need_dx=True):

@@ -59,8 +59,9 @@ def _exp(x):
     p = p * r + 1.0
     p = p * r + 1.0
     e = p * _float_from_bits((numba.int64(k) + 1022) << 52) * 2.0
-    e = e if x > -708.0 else 0.0
-    return e if x < 709.78 else math.inf
+    e = 0.0 if x <= -708.0 else e
+    e = math.inf if x >= 709.78 else e
+    return e if x == x else x  # NaN stays NaN
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -406,14 +407,13 @@ def forward(params, x, state0=None):
     cache = {
         "x": _x,
         "G": G_seq,
-        "a": a_seq,
         "ac": ac_seq,
         "h": h_seq,
         "state": {
             "h": _s_h,
         },
     }
-    return a_seq, cache
+    return a_seq.copy(), cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):

@@ -174,7 +174,15 @@ def forward(params, x, state0=None):
     # (the matrices stacked: one product for all of them)
     _W_in = np.concatenate((0.5 * WXu, WXc))
     # (with the constant terms as a bias column, against a column of ones)
-    _W_in = np.concatenate((_W_in, np.concatenate(((0.5) * Bu, Bc))[:, None]), axis=1)
+    _W_in = np.concatenate(
+        (
+            _W_in,
+            np.concatenate(
+                (np.broadcast_to((0.5) * Bu, (_n_out,)), np.broadcast_to(Bc, (_n_out,)))
+            )[:, None],
+        ),
+        axis=1,
+    )
     _x1 = np.empty((_T * _B, _n_in + 1), _dtype)
     _x1[:, :_n_in] = _x2
     _x1[:, _n_in] = 1.0
@@ -217,14 +225,13 @@ def forward(params, x, state0=None):
     cache = {
         "x": _x,
         "G": G_seq,
-        "a": _h_all[1:],
         "ac": ac_seq,
         "h": _h_all[:-1],
         "state": {
-            "h": _h_all[-1],
+            "h": _h_all[-1].copy(),
         },
     }
-    return _h_all[1:], cache
+    return _h_all[1:].copy(), cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):
@@ -261,7 +268,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     # The backward recurrence is linear in the adjoints: every adjoint of a step is a
     # coefficient (from forward values only) times the seed. Coefficients are computed
     # for a block of steps at once; only the scan over the seeds is sequential.
-    _block = max(1, min(_T, 65536 // (_B * _n_out * _dtype.itemsize)))
+    _block = max(1, min(_T, 65536 // max(1, _B * _n_out * _dtype.itemsize)))
     _dP = np.empty((_T, _B, 2 * _n_out), _dtype)
     dZu_seq = _dP[:, :, :_n_out]
     dZc_seq = _dP[:, :, _n_out:]
@@ -274,20 +281,20 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     _bw0 = np.empty((_block, _B, _n_out), _dtype)
     grads["WTu"] = np.zeros(_n_out, _dtype)
     grads["WTc"] = np.zeros(_n_out, _dtype)
-    for _t1 in range(_T, 0, -_block):
-        _t0 = max(0, _t1 - _block)
-        _m = _t1 - _t0
-        G = G_seq[_t0:_t1]
-        ac = ac_seq[_t0:_t1]
-        h = h_seq[_t0:_t1]
+    for _hi in range(_T, 0, -_block):
+        _lo = max(0, _hi - _block)
+        _m = _hi - _lo
+        G = G_seq[_lo:_hi]
+        ac = ac_seq[_lo:_hi]
+        h = h_seq[_lo:_hi]
         _c0 = _bk_c0[:_m]
         dG_per_da = _bk_dG_per_da[:_m]
         dZc_per_da = _bk_dZc_per_da[:_m]
         dZu_per_da = _bk_dZu_per_da[:_m]
         dh_per_da = _bk_dh_per_da[:_m]
         da = _bk_da[:_m]
-        dZc = dZc_seq[_t0:_t1]
-        dZu = dZu_seq[_t0:_t1]
+        dZc = dZc_seq[_lo:_hi]
+        dZu = dZu_seq[_lo:_hi]
         # adjoint of ac = tanh(Zc): dac = G * da
         # shared subexpression
         np.subtract(1.0, G, out=_c0)
@@ -307,7 +314,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         np.add(dh_per_da, _c0, out=dh_per_da)
         for _k in range(_m - 1, -1, -1):
             # adjoint of a = G*ac + (1 - G)*h: da = da_in + dh_next
-            np.add(_dout[_t0 + _k], dh_next, out=da[_k])
+            np.add(_dout[_lo + _k], dh_next, out=da[_k])
             # dh_next = dh of this step, for the step before
             np.multiply(dh_per_da[_k], da[_k], out=dh_next)
         # The adjoints the gradients read, for the block.

@@ -58,8 +58,9 @@ def _exp(x):
     p = p * r + 1.0
     p = p * r + 1.0
     e = p * _float_from_bits((numba.int64(k) + 1022) << 52) * 2.0
-    e = e if x > -708.0 else 0.0
-    return e if x < 709.78 else math.inf
+    e = 0.0 if x <= -708.0 else e
+    e = math.inf if x >= 709.78 else e
+    return e if x == x else x  # NaN stays NaN
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -494,7 +495,6 @@ def forward(params, x, state0=None):
     cache = {
         "x": _x,
         "_t0": _t0_seq,
-        "a": a_seq,
         "h": h_seq[:_T],
         "n": n_seq,
         "r": r_seq,
@@ -503,7 +503,7 @@ def forward(params, x, state0=None):
             "h": h_seq[_T],
         },
     }
-    return a_seq, cache
+    return a_seq.copy(), cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):
@@ -612,21 +612,21 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         _s_dh_next, _w_dh = _w_dh, _s_dh_next
     # Parameter gradients: sums over every step and lane, after the loop.
     grads = {}
-    grads["Wz"] = dUz_h_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Uz"] = dUz_h_seq.reshape(-1, _n_out).T @ h_seq.reshape(-1, _n_out)
+    grads["Wz"] = dUz_h_seq.reshape(_T * _B, _n_out).T @ _x.reshape(_T * _B, _n_in)
+    grads["Uz"] = dUz_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
     grads["bz"] = np.sum(dUz_h_seq, axis=(0, 1))
-    grads["Wr"] = dUr_h_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Ur"] = dUr_h_seq.reshape(-1, _n_out).T @ h_seq.reshape(-1, _n_out)
+    grads["Wr"] = dUr_h_seq.reshape(_T * _B, _n_out).T @ _x.reshape(_T * _B, _n_in)
+    grads["Ur"] = dUr_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
     grads["br"] = np.sum(dUr_h_seq, axis=(0, 1))
-    grads["Wn"] = dUn_t0_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Un"] = dUn_t0_seq.reshape(-1, _n_out).T @ _t0_seq.reshape(-1, _n_out)
+    grads["Wn"] = dUn_t0_seq.reshape(_T * _B, _n_out).T @ _x.reshape(_T * _B, _n_in)
+    grads["Un"] = dUn_t0_seq.reshape(_T * _B, _n_out).T @ _t0_seq.reshape(_T * _B, _n_out)
     grads["bn"] = np.sum(dUn_t0_seq, axis=(0, 1))
     dx = None
     if need_dx:
         dx = (
-            dUz_h_seq.reshape(-1, _n_out) @ Wz
-            + dUr_h_seq.reshape(-1, _n_out) @ Wr
-            + dUn_t0_seq.reshape(-1, _n_out) @ Wn
+            dUz_h_seq.reshape(_T * _B, _n_out) @ Wz
+            + dUr_h_seq.reshape(_T * _B, _n_out) @ Wr
+            + dUn_t0_seq.reshape(_T * _B, _n_out) @ Wn
         ).reshape(_T, _B, _n_in)
     dstate0 = {
         "h": _s_dh_next,

@@ -192,7 +192,19 @@ def forward(params, x, state0=None):
     # (the matrices stacked: one product for all of them)
     _W_in = np.concatenate((0.5 * Wz, 0.5 * Wr, Wn))
     # (with the constant terms as a bias column, against a column of ones)
-    _W_in = np.concatenate((_W_in, np.concatenate(((0.5) * bz, (0.5) * br, bn))[:, None]), axis=1)
+    _W_in = np.concatenate(
+        (
+            _W_in,
+            np.concatenate(
+                (
+                    np.broadcast_to((0.5) * bz, (_n_out,)),
+                    np.broadcast_to((0.5) * br, (_n_out,)),
+                    np.broadcast_to(bn, (_n_out,)),
+                )
+            )[:, None],
+        ),
+        axis=1,
+    )
     _x1 = np.empty((_T * _B, _n_in + 1), _dtype)
     _x1[:, :_n_in] = _x2
     _x1[:, _n_in] = 1.0
@@ -255,16 +267,15 @@ def forward(params, x, state0=None):
     cache = {
         "x": _x,
         "_t0": _t0_seq,
-        "a": _h_all[1:],
         "h": _h_all[:-1],
         "n": n_seq,
         "r": r_seq,
         "z": z_seq,
         "state": {
-            "h": _h_all[-1],
+            "h": _h_all[-1].copy(),
         },
     }
-    return _h_all[1:], cache
+    return _h_all[1:].copy(), cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):

@@ -24,6 +24,12 @@ except ImportError as _exc:  # the numpy modules keep working without numba
         "(or use generated.indrnn_numpy)"
     ) from _exc
 
+
+@numba.njit(cache=True, error_model="numpy")
+def _step(x):
+    return 1.0 if x > 0 else (0.0 if x <= 0 else x)
+
+
 NAME = "indrnn"
 KIND = "recurrent"
 PARAMS = (
@@ -208,7 +214,7 @@ def _backward_kernel(
                 # adjoint of a = relu(W@x + u*h + b)
                 da = da_in + dh_next
                 # adjoint of W_x = W@x
-                dW_x = da * (1.0 if (a) > 0 else 0.0)
+                dW_x = da * _step(a)
                 # adjoint of h: flows to the step before
                 dh = dW_x * u
                 _r_dW_x_seq[_k] = dW_x
@@ -264,7 +270,7 @@ def forward(params, x, state0=None):
             "h": _s_h,
         },
     }
-    return a_seq, cache
+    return a_seq.copy(), cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):

@@ -150,7 +150,7 @@ def forward(params, x, state0=None):
     # W_x = sum_j W_ij x_j
     _W_in = W
     # (with the constant terms as a bias column, against a column of ones)
-    _W_in = np.concatenate((_W_in, b[:, None]), axis=1)
+    _W_in = np.concatenate((_W_in, np.broadcast_to(b, (_n_out,))[:, None]), axis=1)
     _x1 = np.empty((_T * _B, _n_in + 1), _dtype)
     _x1[:, :_n_in] = _x2
     _x1[:, _n_in] = 1.0
@@ -175,10 +175,10 @@ def forward(params, x, state0=None):
         "a": _h_all[1:],
         "h": _h_all[:-1],
         "state": {
-            "h": _h_all[-1],
+            "h": _h_all[-1].copy(),
         },
     }
-    return _h_all[1:], cache
+    return _h_all[1:].copy(), cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):
@@ -212,28 +212,28 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     # The backward recurrence is linear in the adjoints: every adjoint of a step is a
     # coefficient (from forward values only) times the seed. Coefficients are computed
     # for a block of steps at once; only the scan over the seeds is sequential.
-    _block = max(1, min(_T, 65536 // (_B * _n_out * _dtype.itemsize)))
+    _block = max(1, min(_T, 65536 // max(1, _B * _n_out * _dtype.itemsize)))
     dW_x_seq = np.empty((_T, _B, _n_out), _dtype)
     _bk_dW_x_per_da = np.empty((_block, _B, _n_out), _dtype)
     _bk_dh_per_da = np.empty((_block, _B, _n_out), _dtype)
     _bk_da = np.empty((_block, _B, _n_out), _dtype)
     grads["u"] = np.zeros(_n_out, _dtype)
-    for _t1 in range(_T, 0, -_block):
-        _t0 = max(0, _t1 - _block)
-        _m = _t1 - _t0
-        a = a_seq[_t0:_t1]
-        h = h_seq[_t0:_t1]
+    for _hi in range(_T, 0, -_block):
+        _lo = max(0, _hi - _block)
+        _m = _hi - _lo
+        a = a_seq[_lo:_hi]
+        h = h_seq[_lo:_hi]
         dW_x_per_da = _bk_dW_x_per_da[:_m]
         dh_per_da = _bk_dh_per_da[:_m]
         da = _bk_da[:_m]
-        dW_x = dW_x_seq[_t0:_t1]
+        dW_x = dW_x_seq[_lo:_hi]
         # adjoint of W_x = W@x: dW_x = dW_x_per_da * da
-        np.greater(a, 0, out=dW_x_per_da, casting="unsafe")
+        np.heaviside(a, 0.0, out=dW_x_per_da)
         # adjoint of h: flows to the step before: dh = dh_per_da * da
         np.multiply(dW_x_per_da, u, out=dh_per_da)
         for _k in range(_m - 1, -1, -1):
             # adjoint of a = relu(W@x + u*h + b): da = da_in + dh_next
-            np.add(_dout[_t0 + _k], dh_next, out=da[_k])
+            np.add(_dout[_lo + _k], dh_next, out=da[_k])
             # dh_next = dh of this step, for the step before
             np.multiply(dh_per_da[_k], da[_k], out=dh_next)
         # The adjoints the gradients read, for the block.

@@ -61,8 +61,9 @@ def _exp(x):
     p = p * r + 1.0
     p = p * r + 1.0
     e = p * _float_from_bits((numba.int64(k) + 1022) << 52) * 2.0
-    e = e if x > -708.0 else 0.0
-    return e if x < 709.78 else math.inf
+    e = 0.0 if x <= -708.0 else e
+    e = math.inf if x >= 709.78 else e
+    return e if x == x else x  # NaN stays NaN
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -559,7 +560,6 @@ def forward(params, x, state0=None):
     cache = {
         "x": _x,
         "_t0": _t0_seq,
-        "a": a_seq,
         "c": c_seq[:_T],
         "fg": fg_seq,
         "g": g_seq,
@@ -571,7 +571,7 @@ def forward(params, x, state0=None):
             "c": c_seq[_T],
         },
     }
-    return a_seq, cache
+    return a_seq.copy(), cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):
@@ -704,25 +704,25 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         _s_dc_next, _w_dc = _w_dc, _s_dc_next
     # Parameter gradients: sums over every step and lane, after the loop.
     grads = {}
-    grads["Wi"] = dUi_h_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Ui"] = dUi_h_seq.reshape(-1, _n_out).T @ h_seq.reshape(-1, _n_out)
+    grads["Wi"] = dUi_h_seq.reshape(_T * _B, _n_out).T @ _x.reshape(_T * _B, _n_in)
+    grads["Ui"] = dUi_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
     grads["bi"] = np.sum(dUi_h_seq, axis=(0, 1))
-    grads["Wf"] = dUf_h_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Uf"] = dUf_h_seq.reshape(-1, _n_out).T @ h_seq.reshape(-1, _n_out)
+    grads["Wf"] = dUf_h_seq.reshape(_T * _B, _n_out).T @ _x.reshape(_T * _B, _n_in)
+    grads["Uf"] = dUf_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
     grads["bf"] = np.sum(dUf_h_seq, axis=(0, 1))
-    grads["Wo"] = dUo_h_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Uo"] = dUo_h_seq.reshape(-1, _n_out).T @ h_seq.reshape(-1, _n_out)
+    grads["Wo"] = dUo_h_seq.reshape(_T * _B, _n_out).T @ _x.reshape(_T * _B, _n_in)
+    grads["Uo"] = dUo_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
     grads["bo"] = np.sum(dUo_h_seq, axis=(0, 1))
-    grads["Wg"] = dUg_h_seq.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
-    grads["Ug"] = dUg_h_seq.reshape(-1, _n_out).T @ h_seq.reshape(-1, _n_out)
+    grads["Wg"] = dUg_h_seq.reshape(_T * _B, _n_out).T @ _x.reshape(_T * _B, _n_in)
+    grads["Ug"] = dUg_h_seq.reshape(_T * _B, _n_out).T @ h_seq.reshape(_T * _B, _n_out)
     grads["bg"] = np.sum(dUg_h_seq, axis=(0, 1))
     dx = None
     if need_dx:
         dx = (
-            dUi_h_seq.reshape(-1, _n_out) @ Wi
-            + dUf_h_seq.reshape(-1, _n_out) @ Wf
-            + dUo_h_seq.reshape(-1, _n_out) @ Wo
-            + dUg_h_seq.reshape(-1, _n_out) @ Wg
+            dUi_h_seq.reshape(_T * _B, _n_out) @ Wi
+            + dUf_h_seq.reshape(_T * _B, _n_out) @ Wf
+            + dUo_h_seq.reshape(_T * _B, _n_out) @ Wo
+            + dUg_h_seq.reshape(_T * _B, _n_out) @ Wg
         ).reshape(_T, _B, _n_in)
     dstate0 = {
         "h": _s_dh_next,

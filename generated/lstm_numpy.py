@@ -218,7 +218,18 @@ def forward(params, x, state0=None):
     _W_in = np.concatenate((0.5 * Wi, 0.5 * Wf, 0.5 * Wo, Wg))
     # (with the constant terms as a bias column, against a column of ones)
     _W_in = np.concatenate(
-        (_W_in, np.concatenate(((0.5) * bi, (0.5) * bf, (0.5) * bo, bg))[:, None]), axis=1
+        (
+            _W_in,
+            np.concatenate(
+                (
+                    np.broadcast_to((0.5) * bi, (_n_out,)),
+                    np.broadcast_to((0.5) * bf, (_n_out,)),
+                    np.broadcast_to((0.5) * bo, (_n_out,)),
+                    np.broadcast_to(bg, (_n_out,)),
+                )
+            )[:, None],
+        ),
+        axis=1,
     )
     _x1 = np.empty((_T * _B, _n_in + 1), _dtype)
     _x1[:, :_n_in] = _x2
@@ -303,7 +314,6 @@ def forward(params, x, state0=None):
     cache = {
         "x": _x,
         "_t0": _t0_seq,
-        "a": _h_all[1:],
         "c": _c_all[:-1],
         "fg": fg_seq,
         "g": g_seq,
@@ -311,11 +321,11 @@ def forward(params, x, state0=None):
         "ig": ig_seq,
         "og": og_seq,
         "state": {
-            "h": _h_all[-1],
-            "c": _c_all[-1],
+            "h": _h_all[-1].copy(),
+            "c": _c_all[-1].copy(),
         },
     }
-    return _h_all[1:], cache
+    return _h_all[1:].copy(), cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):

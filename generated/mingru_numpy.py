@@ -194,15 +194,14 @@ def forward(params, x, state0=None):
         np.add(a, _s1, out=a)
     cache = {
         "x": _x,
-        "a": _h_all[1:],
         "h": _h_all[:-1],
         "hc": hc_seq,
         "z": z_seq,
         "state": {
-            "h": _h_all[-1],
+            "h": _h_all[-1].copy(),
         },
     }
-    return _h_all[1:], cache
+    return _h_all[1:].copy(), cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):
@@ -237,7 +236,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     # The backward recurrence is linear in the adjoints: every adjoint of a step is a
     # coefficient (from forward values only) times the seed. Coefficients are computed
     # for a block of steps at once; only the scan over the seeds is sequential.
-    _block = max(1, min(_T, 65536 // (_B * _n_out * _dtype.itemsize)))
+    _block = max(1, min(_T, 65536 // max(1, _B * _n_out * _dtype.itemsize)))
     _dP = np.empty((_T, _B, 2 * _n_out), _dtype)
     dWz_x_seq = _dP[:, :, :_n_out]
     dhc_seq = _dP[:, :, _n_out:]
@@ -245,18 +244,18 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     _bk_dz_per_da = np.empty((_block, _B, _n_out), _dtype)
     _bk_dWz_x_per_da = np.empty((_block, _B, _n_out), _dtype)
     _bk_da = np.empty((_block, _B, _n_out), _dtype)
-    for _t1 in range(_T, 0, -_block):
-        _t0 = max(0, _t1 - _block)
-        _m = _t1 - _t0
-        h = h_seq[_t0:_t1]
-        hc = hc_seq[_t0:_t1]
-        z = z_seq[_t0:_t1]
+    for _hi in range(_T, 0, -_block):
+        _lo = max(0, _hi - _block)
+        _m = _hi - _lo
+        h = h_seq[_lo:_hi]
+        hc = hc_seq[_lo:_hi]
+        z = z_seq[_lo:_hi]
         _c0 = _bk_c0[:_m]
         dz_per_da = _bk_dz_per_da[:_m]
         dWz_x_per_da = _bk_dWz_x_per_da[:_m]
         da = _bk_da[:_m]
-        dWz_x = dWz_x_seq[_t0:_t1]
-        dhc = dhc_seq[_t0:_t1]
+        dWz_x = dWz_x_seq[_lo:_hi]
+        dhc = dhc_seq[_lo:_hi]
         # adjoint of hc = Wh@x + bh: dhc = z * da
         # adjoint of h: flows to the step before: dh = _c0 * da
         # shared subexpression
@@ -268,7 +267,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         np.multiply(dWz_x_per_da, z, out=dWz_x_per_da)
         for _k in range(_m - 1, -1, -1):
             # adjoint of a = (1 - z)*h + z*hc: da = da_in + dh_next
-            np.add(_dout[_t0 + _k], dh_next, out=da[_k])
+            np.add(_dout[_lo + _k], dh_next, out=da[_k])
             # dh_next = dh of this step, for the step before
             np.multiply(_c0[_k], da[_k], out=dh_next)
         # The adjoints the gradients read, for the block.
@@ -350,20 +349,24 @@ def forward_scan(params, x, state0=None):
     # hc = Wh@x + bh
     hc = Wh_x + bh
     # h_t = A_t*h_{t-1} + b_t, every step at once.
-    _all = _scan(1 - z, hc * z, _state0["h"])
+    _shape = (_T, _B, _n_out)
+    _all = _scan(
+        np.broadcast_to(np.asarray(1 - z, _dtype), _shape),
+        np.broadcast_to(np.asarray(hc * z, _dtype), _shape),
+        _state0["h"],
+    )
     h = _all[:-1]
     # What reads the state, every step at once.
     # a = (1 - z)*h + z*hc
     a = h * (1 - z) + hc * z
     cache = {
         "x": _x,
-        "a": a,
         "h": h,
         "hc": hc,
         "z": z,
-        "state": {"h": _all[-1]},
+        "state": {"h": _all[-1].copy()},
     }
-    return a, cache
+    return a.copy(), cache
 
 
 def backward_scan(params, cache, da, dstate=None, *, need_dx=True):
@@ -383,7 +386,11 @@ def backward_scan(params, cache, da, dstate=None, *, need_dx=True):
     hc = cache["hc"]
     z = cache["z"]
     da_in = _dout
-    da = _scan_reverse(1 - z, da_in, _dstate["h"])
+    da = _scan_reverse(
+        np.broadcast_to(np.asarray(1 - z, _dtype), _dout.shape),
+        da_in,
+        _dstate["h"],
+    )
     # adjoint of hc = Wh@x + bh
     dhc = da * z
     # adjoint of z = sigmoid(Wz@x + bz)
@@ -395,11 +402,13 @@ def backward_scan(params, cache, da, dstate=None, *, need_dx=True):
     # adjoint of h: flows to the step before
     dh = _c0 * da
     grads = {}
-    grads["Wz"] = dWz_x.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
+    grads["Wz"] = dWz_x.reshape(_T * _B, _n_out).T @ _x.reshape(_T * _B, _n_in)
     grads["bz"] = np.sum(dWz_x, axis=(0, 1))
-    grads["Wh"] = dhc.reshape(-1, _n_out).T @ _x.reshape(-1, _n_in)
+    grads["Wh"] = dhc.reshape(_T * _B, _n_out).T @ _x.reshape(_T * _B, _n_in)
     grads["bh"] = np.sum(dhc, axis=(0, 1))
     dx = None
     if need_dx:
-        dx = (dWz_x.reshape(-1, _n_out) @ Wz + dhc.reshape(-1, _n_out) @ Wh).reshape(_T, _B, _n_in)
+        dx = (dWz_x.reshape(_T * _B, _n_out) @ Wz + dhc.reshape(_T * _B, _n_out) @ Wh).reshape(
+            _T, _B, _n_in
+        )
     return grads, dx, {"h": dh[0]}

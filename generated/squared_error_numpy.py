@@ -37,7 +37,8 @@ def loss(a, y):
         raise ValueError(f"y: expected shape {a.shape}, got {y.shape}")
     y = y.astype(a.dtype, copy=False)
     _batch = a.shape[-2]
-    _scale = 1.0 / _batch
+    # an empty batch has no mean: NaN, as 0/0 is in IEEE arithmetic
+    _scale = 1.0 / _batch if _batch else float("nan")
     # C = sum of (a - y)**2, over every unit and step, divided by the batch size
     # dC/da = (2*a - 2*y) / batch size
     # _u0 = a - y

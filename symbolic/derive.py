@@ -235,6 +235,11 @@ def derive(cell: Cell) -> Derivation:
                 continue
             terms = contributions.get(stmt.target)
             if not terms:
+                # nothing depends on the product (step' = 0): its adjoint is zero, and
+                # the matrix's gradient reads it
+                backward.append(
+                    Assign(adjoint_name(stmt.target), sp.S.Zero, f"adjoint of {stmt.comment}")
+                )
                 continue
             backward.append(
                 Assign(adjoint_name(stmt.target), sp.Add(*terms), f"adjoint of {stmt.comment}")

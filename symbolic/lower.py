@@ -106,8 +106,12 @@ def classify(derivation: Derivation) -> tuple[str, dict]:
         nxt = subs.get(sp.Symbol(target), sp.Symbol(target))
         h = sp.Symbol(state)
         coeff = sp.diff(nxt, h)
-        rest = nxt.xreplace({h: 0})
+        rest = nxt.xreplace({h: sp.S.Zero})
         if (coeff.free_symbols | rest.free_symbols) & dependent:
+            return kind, {}
+        # the decomposition must give back the value: step(h) has derivative 0 and
+        # step(0) at h = 0, but is not affine in h
+        if sp.expand(nxt - coeff * h - rest) != 0:
             return kind, {}
         affine[state] = (coeff, rest)
     return AFFINE, affine
@@ -191,7 +195,7 @@ def lower(derivation: Derivation) -> Kernel:
     ]
     # copy propagation, CSE, naming CSE temporaries after whole copies, copies again
     body, rename = passes.copy_propagation(body, protected=state_adjoints, inputs=seeds)
-    body = passes.fold_temporaries(passes.cse(body))
+    body = passes.fold_temporaries(passes.cse(body), avoid=pseudo)
     body, again = passes.copy_propagation(body, protected=state_adjoints, inputs=seeds)
     rename = {a: again.get(b, b) for a, b in rename.items()} | again
 

@@ -77,10 +77,12 @@ def inline_single_use(stmts, keep: set[str]) -> list:
             user = stmts[users[0]]
             if sum(1 for s in sp.preorder_traversal(user.expr) if s == sp.Symbol(stmt.target)) != 1:
                 continue
+            merged = user.expr.xreplace({sp.Symbol(stmt.target): stmt.expr})
+            if _names(merged) != (_names(user.expr) - {stmt.target}) | _names(stmt.expr):
+                # a symbol cancelled (v + (2 - v)): a NaN in it would no longer propagate
+                continue
             comment = f"{stmt.comment}\n{user.comment}" if user.comment else stmt.comment
-            stmts[users[0]] = Assign(
-                user.target, user.expr.xreplace({sp.Symbol(stmt.target): stmt.expr}), comment
-            )
+            stmts[users[0]] = Assign(user.target, merged, comment)
             del stmts[index]
             changed = True
             break
@@ -94,7 +96,7 @@ def _uses(expr: sp.Expr, name: str) -> int:
 
 def _emit(expr, out, place, scratch, alias=None) -> tuple[list[str], int]:
     emitter = ufuncs.Emitter(place, scratch)
-    lines = emitter.into(ufuncs.cheapest(expr), out, alias)
+    lines = emitter.into(ufuncs.cheapest(expr, once=alias), out, alias)
     return lines, emitter.scratch_used
 
 
@@ -178,7 +180,9 @@ def projection_lines(
     if any(v != 0 for v in biases):
         lines.append("# (with the constant terms as a bias column, against a column of ones)")
         parts = [
-            printing.code(v, "numpy") if _names(v) else f"np.full(_n_out, {float(v)!r}, _dtype)"
+            f"np.broadcast_to({printing.code(v, 'numpy')}, (_n_out,))"
+            if _names(v)
+            else f"np.full(_n_out, {float(v)!r}, _dtype)"
             for v in biases
         ]
         bias = parts[0] if k == 1 else f"np.concatenate(({', '.join(parts)}))"
@@ -238,9 +242,7 @@ def gradient_lines(kernel: Kernel, place, rows: str, sum_axes: str, vector_done:
             if name in summed:
                 lines.append(f'grads["{name}"] = {summed[name]}')
                 continue
-            expr = vector[name]
-            code = printing.code(expr, "numpy", {n: place(n) for n in _names(expr)})
-            lines.append(f'grads["{name}"] = {_operand_text(code)}.sum(axis={sum_axes})')
+            lines.append(f'grads["{name}"] = {_vector_sum(vector[name], place, sum_axes)}')
             continue
         terms = []
         for adj, arg in matrix[name]:
@@ -259,6 +261,15 @@ def gradient_lines(kernel: Kernel, place, rows: str, sum_axes: str, vector_done:
         terms = [f"{place(adj)}.reshape({rows}, _n_out) @ {m}" for adj, m in kernel.input_grads]
         lines.append("    _dx = " + " + ".join(terms))
     return lines
+
+
+def _vector_sum(expr: sp.Expr, place, sum_axes: str) -> str:
+    """A vector parameter's gradient: ``expr`` summed over every lane (and step); zeros
+    when the parameter does not reach the cost (``B - B``)."""
+    if expr == 0:
+        return "np.zeros(_n_out, _dtype)"
+    code = printing.code(expr, "numpy", {n: place(n) for n in _names(expr)})
+    return f"{_operand_text(code)}.sum(axis={sum_axes})"
 
 
 def _names(expr) -> set[str]:
@@ -288,7 +299,12 @@ def recurrent_context(kernel: Kernel) -> dict:
     cell = kernel.cell
     params = set(cell.params)
     states = dict(cell.states)
-    state_of_target = {t: s for s, t in states.items()}
+    # A value that is the next value of several states lives in the first one's buffer;
+    # the others copy it at the end of each step.
+    state_of_target: dict[str, str] = {}
+    for s, t in states.items():
+        state_of_target.setdefault(t, s)
+    followers = [(s, state_of_target[t]) for s, t in states.items() if state_of_target[t] != s]
     cached = set(kernel.cached)
     keep = cached | {cell.output} | set(states.values())
     forward = inline_single_use(kernel.forward, keep)
@@ -320,8 +336,11 @@ def recurrent_context(kernel: Kernel) -> dict:
     for s in states:
         alloc.append(f"_{s}_all = np.empty((_T + 1, _B, _n_out), _dtype)")
         alloc.append(f'_{s}_all[0] = _state0["{s}"]')
+    for target, s in state_of_target.items():
+        # the next value of a state, every step: rows 1.. of the state's buffer
+        seq[target] = f"_{s}_all[1:]"
     for name in sorted((cached | {cell.output}) - set(states)):
-        if name in state_of_target:
+        if name in seq:  # a projection (a view of the product) or a state's next value
             continue
         seq[name] = naming.sequence(name)
         alloc.append(f"{naming.sequence(name)} = np.empty((_T, _B, _n_out), _dtype)")
@@ -430,13 +449,16 @@ def recurrent_context(kernel: Kernel) -> dict:
         lines, used = _emit(step_exprs[st.target], out, _work_place(work), _step_scratch)
         step_scratch = max(step_scratch, used)
         body.add(lines)
+    for s, owner in followers:
+        body.comment(f"{s} takes the same next value as {owner}")
+        body.add([f"np.copyto(_{s}_all[_t + 1], _{owner}_all[_t + 1])"])
     work_alloc = [f"_w_{w.lstrip('_')} = np.empty((_B, _n_out), _dtype)" for w in work] + [
         f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(step_scratch)
     ]
     work_alloc += fused["alloc"]
 
     cache_entries = []
-    for name in sorted(cached | {cell.output}):
+    for name in sorted(cached):
         if name in states:
             cache_entries.append((name, f"_{name}_all[:-1]"))
         elif name in state_of_target:
@@ -668,6 +690,9 @@ def _backward_per_step(kernel: Kernel, info: dict) -> dict:
         lines, used = _emit(exprs[st.target], out, place, _step_scratch)
         scratch = max(scratch, used)
         body.add(lines)
+    for name in state_adjoints:
+        if name in stored:  # a state's adjoint a gradient also reads after the loop
+            body.add([f"np.copyto({stored[name]}[_t], {name})"])
     swap = [
         f"_w_{naming.adjoint(s)}, {naming.carried(s)} = {naming.carried(s)}, {naming.adjoint(s)}"
         for s in cell.states
@@ -748,7 +773,11 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
             env[sp.Symbol(upstream)] = sp.S.Zero
         suffix = f"_per_{seed}"
         stmts = _substitute_leaves(body, env)
-        stmts = passes.dead_code(stmts, live=targets)
+        # a target whose value became another symbol (dW_x = _c1) keeps that one alive
+        needed = set(targets)
+        for t in targets:
+            needed |= _names(env.get(sp.Symbol(t), sp.S.Zero))
+        stmts = passes.dead_code(stmts, live=needed)
         for st in stmts:
             live |= _assign_reads(st)
         rename = {sp.Symbol(st.target): sp.Symbol(st.target + suffix) for st in stmts}
@@ -785,7 +814,7 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
 
     def seed_place(name: str) -> str:
         if name == upstream:
-            return "_dout[_t0:_t1]"
+            return "_dout[_lo:_hi]"
         if name == seed_out and combined:
             return name
         return "_S_" + name if name in seeds else name
@@ -803,9 +832,12 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
     for name, kind in cell.params.items():
         if kind == "vector":
             read |= _names(vector[name])
+    for per_seed in coeff.values():  # a coefficient may be a forward value itself
+        for value in per_seed.values():
+            read |= _names(value)
     for name in kernel.cached:
         if name in read:
-            bind.append(f"{name} = {naming.sequence(name)}[_t0:_t1]")
+            bind.append(f"{name} = {naming.sequence(name)}[_lo:_hi]")
     for v in block_vals:
         bind.append(f"{v} = _bk_{v.lstrip('_')}[:_m]")
     for v in seed_bufs:
@@ -828,7 +860,7 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
     if combined:
         carried_out = naming.carried(out_state)
         scan.comment(f"{first.comment}: {seed_out} = {upstream} + {carried_out}")
-        scan.add([f"np.add(_dout[_t0 + _k], {carried_out}, out={seed_out}[_k])"])
+        scan.add([f"np.add(_dout[_lo + _k], {carried_out}, out={seed_out}[_k])"])
     for s in states:
         c = naming.carried(s)
         if c in seeds:
@@ -844,8 +876,11 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
             continue
         first = True
         for k, seed in terms:
-            sv = f"{seed_place(seed)}[_k]" if seed != upstream else "_dout[_t0 + _k]"
-            kv = f"{k.name}[_k]" if isinstance(k, sp.Symbol) else None
+            sv = f"{seed_place(seed)}[_k]" if seed != upstream else "_dout[_lo + _k]"
+            # a coefficient per step of the block, or a parameter (the same every step)
+            kv = None
+            if isinstance(k, sp.Symbol):
+                kv = k.name if k.name in params else f"{k.name}[_k]"
             dest = c if first else "_wscan"
             if kv is None and k == 1:
                 line = f"np.copyto({dest}, {sv})"
@@ -866,7 +901,7 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
         lines, used = _emit(expr, name, seed_place, block_scratch)
         scratch = max(scratch, used)
         adjoints.add(lines)
-    bind += [f"{name} = {stored[name]}[_t0:_t1]" for name in kernel.stored]
+    bind += [f"{name} = {stored[name]}[_lo:_hi]" for name in kernel.stored]
     # Vector gradients that are not a stored adjoint summed: accumulated per block.
     sums = Code()
     accumulated = set()
@@ -879,8 +914,14 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
             continue
         accumulated.add(name)
         acc_alloc.append(f'grads["{name}"] = np.zeros(_n_out, _dtype)')
+        if expr == 0:  # the parameter does not reach the cost
+            continue
         factors = sp.Mul.make_args(expr)
-        if expr.is_Mul and len(factors) == 2 and all(isinstance(f, sp.Symbol) for f in factors):
+        if (
+            expr.is_Mul
+            and len(factors) == 2
+            and all(isinstance(f, sp.Symbol) and f.name not in params for f in factors)
+        ):
             a, b = factors
             sums.add([f'grads["{name}"] += np.einsum("tbj,tbj->j", {a}, {b})'])
         else:
@@ -918,7 +959,8 @@ def cost_context(per_unit: sp.Expr, gradient: sp.Expr, prediction: str) -> dict:
     per-unit cost (a dot product when it is a square), the gradient scaled by 1/B,
     all into buffers of the prediction's shape."""
     scale = sp.Symbol("_scale")
-    gradient = sp.factor_terms(gradient)
+    per_unit = ufuncs.numpy_form(per_unit, distribute=False)
+    gradient = ufuncs.numpy_form(sp.factor_terms(gradient), distribute=False)
     (shared, (value, grad)) = sp.cse([per_unit, gradient * scale], symbols=_cse_names())
     lines = Code()
     owned = []
@@ -970,13 +1012,25 @@ def _cost_scratch(i: int) -> str:
 # --- feedforward cells ------------------------------------------------------------------
 
 
-def _flat(stmts, exprs, owned: set[str], keep: set[str], live_after: set[str], place, scratch):
+def _flat(
+    stmts, exprs, owned: set[str], keep: set[str], live_after: set[str], place, scratch, lanes
+):
     """Straight-line code for whole-batch statements: each into a new (B, n_out) buffer,
     or into the buffer of an operand nobody reads afterwards (``owned``: buffers this
     code allocated; ``keep``: values that must survive)."""
     code = Code()
     used = 0
     owned = set(owned)
+    # values with a lane axis (B, n): anything else (a parameter, a constant) is copied
+    # into a buffer of its own, broadcast over the batch
+    lanes = set(lanes)
+    # several names may hold one array (``e1 = Wa_x``): name -> the first one
+    root: dict[str, str] = {}
+
+    def names_of(name: str) -> set[str]:
+        first = root.get(name, name)
+        return {n for n in (*root, first) if root.get(n, n) == first}
+
     for index, st in enumerate(stmts):
         later = set(live_after)
         for other in stmts[index + 1 :]:
@@ -986,16 +1040,26 @@ def _flat(stmts, exprs, owned: set[str], keep: set[str], live_after: set[str], p
             matrix = st.matrix if st.transpose else f"{st.matrix}.T"
             code.add([f"{st.target} = {place(st.arg)} @ {matrix}"])
             owned.add(st.target)
+            lanes.add(st.target)
             continue
         expr = exprs[st.target]
-        if isinstance(expr, sp.Symbol):  # a second name for the same array
+        if isinstance(expr, sp.Symbol) and expr.name in lanes:  # a second name, same array
             code.add([f"{st.target} = {place(expr.name)}"])
             if expr.name in owned:
                 owned.add(st.target)
+            lanes.add(st.target)
+            root[st.target] = root.get(expr.name, expr.name)
             continue
+        lanes.add(st.target)
         alias = None
         for name in sorted(_names(expr) & owned):
-            if name not in keep and name not in later and _uses(expr, name) == 1:
+            # written over only if no name of its array is kept, read later, or read
+            # twice here
+            same = names_of(name)
+            if (
+                not same & (keep | later)
+                and sum(_uses(expr, n) for n in same) == 1
+            ):
                 alias = name
                 break
         out = place(alias) if alias else st.target
@@ -1006,6 +1070,7 @@ def _flat(stmts, exprs, owned: set[str], keep: set[str], live_after: set[str], p
         code.add(lines)
         if alias:
             code.add([f"{st.target} = {out}"])
+            root[st.target] = root.get(alias, alias)
         owned.add(st.target)
     return code.lines, used
 
@@ -1042,7 +1107,8 @@ def feedforward_context(kernel: Kernel) -> dict:
             projections.append(f"# {s.comment}")
             projections.append(f"{s.target} = _x @ {s.matrix}.T")
         owned = {s.target for s in kernel.pre}
-    lines, used = _flat(forward, exprs, owned, keep, keep, place, _step_scratch)
+    inputs = {cell.input} | {s.target for s in kernel.pre}
+    lines, used = _flat(forward, exprs, owned, keep, keep, place, _step_scratch, inputs)
     constants = [f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items()]
     scratch = [f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(used)]
 
@@ -1054,7 +1120,10 @@ def feedforward_context(kernel: Kernel) -> dict:
         if isinstance(st, Assign)
     }
     stored = set(kernel.stored) | {adj for adj, _ in kernel.input_grads}
-    blines, bused = _flat(kernel.backward, bexprs, set(), stored, stored, place, _step_scratch)
+    seeds = {naming.upstream(cell.output)} | set(kernel.cached) | {cell.input}
+    blines, bused = _flat(
+        kernel.backward, bexprs, set(), stored, stored, place, _step_scratch, seeds
+    )
     bconstants = [f"{k} = {printing.code(e, 'numpy')}" for e, k in bhoister.constants.items()]
     bscratch = [f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(bused)]
     grads = []
@@ -1062,9 +1131,7 @@ def feedforward_context(kernel: Kernel) -> dict:
     matrix = dict(kernel.matrix_grads)
     for name, kind in cell.params.items():
         if kind == "vector":
-            expr = vector[name]
-            code = printing.code(expr, "numpy", {n: place(n) for n in _names(expr)})
-            grads.append(f'grads["{name}"] = {_operand_text(code)}.sum(axis=0)')
+            grads.append(f'grads["{name}"] = {_vector_sum(vector[name], place, "0")}')
         else:
             terms = [f"{place(adj)}.T @ {place(arg)}" for adj, arg in matrix[name]]
             grads.append(f'grads["{name}"] = ' + " + ".join(terms))

@@ -118,13 +118,22 @@ def cse(stmts: list[Stmt], start: int = 0, prefix: str = "_c") -> list[Stmt]:
     return out
 
 
-def fold_temporaries(stmts: list[Stmt], prefix: str = "_c") -> list[Stmt]:
+def fold_temporaries(
+    stmts: list[Stmt], prefix: str = "_c", avoid: Iterable[str] = ()
+) -> list[Stmt]:
     """Name a temporary after the statement that copies it whole.
 
     CSE turns ``dUz_h = e; dWz_x = e`` into ``_c0 = e; dUz_h = _c0; dWz_x = _c0``; this
     pass makes it ``dUz_h = e; dWz_x = dUz_h`` (copy propagation then removes the copy),
     so one buffer holds what was stored twice.
+
+    Args:
+        stmts: The statements, in order.
+        prefix: The temporaries' prefix.
+        avoid: Targets a temporary must not be named after (statements a later stage
+            takes out of the list, whose value the others must not read by that name).
     """
+    avoid = set(avoid)
     temps = {s.target for s in stmts if isinstance(s, Assign) and s.target.startswith(prefix)}
     names: dict[str, str] = {}
     dropped: set[int] = set()
@@ -134,6 +143,7 @@ def fold_temporaries(stmts: list[Stmt], prefix: str = "_c") -> list[Stmt]:
             and isinstance(stmt.expr, sp.Symbol)
             and stmt.expr.name in temps
             and stmt.expr.name not in names
+            and stmt.target not in avoid
         ):
             names[stmt.expr.name] = stmt.target
             dropped.add(index)

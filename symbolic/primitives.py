@@ -225,8 +225,9 @@ def _exp(x):
     p = p * r + 1.0
     p = p * r + 1.0
     e = p * _float_from_bits((numba.int64(k) + 1022) << 52) * 2.0
-    e = e if x > -708.0 else 0.0
-    return e if x < 709.78 else math.inf
+    e = 0.0 if x <= -708.0 else e
+    e = math.inf if x >= 709.78 else e
+    return e if x == x else x  # NaN stays NaN
 """,
 )
 register(
@@ -252,11 +253,19 @@ register(
     "step",
     lambda out, x: sp.Integer(0),
     lambda x: sp.Heaviside(x, 0),
-    numpy="(({0}) > 0)",
-    numpy_out="np.greater({i}, 0, out={o}, casting='unsafe')",
-    numba="(1.0 if ({0}) > 0 else 0.0)",
-    reference=lambda x: (x > 0).astype(float),
-    note="step(0) = 0; its derivative is taken as 0 everywhere (almost everywhere true)",
+    # in the argument's dtype (a comparison's bool would make tanh(step(z)) float16),
+    # and NaN stays NaN
+    numpy="np.heaviside({0}, 0.0)",
+    numpy_out="np.heaviside({i}, 0.0, out={o})",
+    numba="_step({0})",
+    reference=lambda x: np.where(x > 0, 1.0, np.where(x <= 0, 0.0, np.nan)),
+    note="step(0) = 0, step(NaN) = NaN; its derivative is taken as 0 everywhere (almost "
+    "everywhere true)",
+    numba_helper="""
+@numba.njit(cache=True, error_model="numpy")
+def _step(x):
+    return 1.0 if x > 0 else (0.0 if x <= 0 else x)
+""",
 )
 register(
     "relu",

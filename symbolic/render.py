@@ -141,6 +141,8 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
                     "code": printing.code(
                         vector[name], backend if backend == "numpy" else "numpy", arrays
                     ),
+                    # the parameter does not reach the cost (``B - B``): zeros
+                    "zero": vector[name] == 0,
                     "local": printing.code(vector[name], backend),
                     "array": naming.grad_array(name),
                     # a gradient that is a stored adjoint summed needs no accumulator
@@ -171,11 +173,12 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
                 }
             )
     read_back = {n for s in kernel.backward for n in _names(s)}
+    grad_reads = {s.name for _, e in kernel.vector_grads for s in e.free_symbols}
     # Numba accumulates the vector gradients inside the step, NumPy after the loop.
     step_reads = set(read_back)
     if backend == "numba":
-        step_reads |= {s.name for _, e in kernel.vector_grads for s in e.free_symbols}
-    read_back |= {m for _, m in kernel.input_grads}
+        step_reads |= grad_reads
+    read_back |= {m for _, m in kernel.input_grads} | grad_reads
     vector_params = [p for p in params if p["kind"] == "vector"]
     forward = [_stmt(s, backend) for s in kernel.forward]
     backward = [_stmt(s, backend) for s in kernel.backward]
@@ -225,6 +228,10 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
         # what the backward step reads of the cache (the rest is read after the loop)
         "backward_loads": [entry(n) for n in kernel.cached if n in step_reads],
         "stores": [entry(n) for n in sorted(set(kernel.cached) | {cell.output})],
+        # The returned output is the caller's to edit: a copy when the cache holds it
+        # (or the state buffer it is a view of).
+        "output_shared": cell.output in kernel.cached
+        or any(s in kernel.cached and t == cell.output for s, t in cell.states.items()),
         "backward": backward,
         "stored": [entry(n) for n in kernel.stored],
         "grads": grads,
@@ -251,6 +258,7 @@ def scan_context(kernel: Kernel) -> dict | None:
                     "param": name,
                     "kind": kind,
                     "code": printing.code(vector[name], "numpy", bare),
+                    "zero": vector[name] == 0,
                     "terms": [],
                 }
             )
@@ -272,12 +280,21 @@ def scan_context(kernel: Kernel) -> dict | None:
         "offset": printing.code(scan.offset, "numpy"),
         "coeff_source": sp.sstr(scan.coeff),
         "offset_source": sp.sstr(scan.offset),
-        "before": [_stmt(s, "numpy") for s in scan.before],
-        "after": [_stmt(s, "numpy") for s in scan.after],
-        "backward": [_stmt(s, "numpy") for s in scan.backward],
+        "before": [_whole(s, cell, "(_T, _B, _n_out)") for s in scan.before],
+        "after": [_whole(s, cell, "(_T, _B, _n_out)") for s in scan.after],
+        "backward": [_whole(s, cell, "_dout.shape") for s in scan.backward],
         "grads": grads,
         "input_grads": [{"adjoint": adj, "matrix": m} for adj, m in kernel.input_grads],
     }
+
+
+def _whole(stmt, cell: Cell, shape: str) -> dict:
+    """A statement on whole (T, B, n) arrays: a value with no lane axis (a constant, a
+    parameter) is broadcast to the shape."""
+    out = _stmt(stmt, "numpy")
+    if not {s.name for s in stmt.expr.free_symbols} - set(cell.params):
+        out["code"] = f"np.full({shape}, {out['code']}, _dtype)"
+    return out
 
 
 def _segments(stmts, backend, place, writes_extra=None) -> list[dict]:

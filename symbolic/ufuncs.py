@@ -235,9 +235,13 @@ def count(expr: sp.Expr) -> int:
     return len(emitter.into(expr, "_out"))
 
 
-def cheapest(expr: sp.Expr) -> sp.Expr:
+def cheapest(expr: sp.Expr, once: str | None = None) -> sp.Expr:
     """The form of ``expr`` with the fewest calls, among: as written, expanded, and
-    expanded then collected in each of its symbols. Ties keep the earlier candidate."""
+    expanded then collected in each of its symbols. Ties keep the earlier candidate.
+
+    ``once``: a symbol every candidate must read exactly once, as ``expr`` does (its
+    array is the one written: ``d*(1 - e)`` must not become ``d - d*e``).
+    """
     if _is_leaf(expr) or primitive_name(expr) is not None:
         return expr
     expanded = sp.expand_mul(expr)
@@ -246,7 +250,10 @@ def cheapest(expr: sp.Expr) -> sp.Expr:
         candidates.append(sp.collect(expanded, sym))
     best = expr
     best_count = count(expr)
+    symbol = sp.Symbol(once) if once else None
     for cand in candidates[1:]:
+        if symbol is not None and sum(1 for s in sp.preorder_traversal(cand) if s == symbol) != 1:
+            continue
         n = count(cand)
         if n < best_count:
             best, best_count = cand, n

@@ -67,7 +67,7 @@ CASES = [
         id="softplus",
     ),
     pytest.param(P("relu")(x), "np.maximum(x, 0)", "max(x, 0.0)", id="relu"),
-    pytest.param(P("step")(x), "((x) > 0)", "(1.0 if (x) > 0 else 0.0)", id="step"),
+    pytest.param(P("step")(x), "np.heaviside(x, 0.0)", "_step(x)", id="step"),
     # primitives inside expressions: arguments printed recursively, precedence kept
     pytest.param(P("tanh")(x + y), "np.tanh(x + y)", "_tanh(x + y)", id="tanh-of-sum"),
     pytest.param(
@@ -95,7 +95,7 @@ CASES = [
         "(max(x, 0.0) + math.log1p(math.exp(-abs(x))))**2",
         id="softplus-squared",
     ),
-    pytest.param(y * P("step")(x), "y*((x) > 0)", "y*(1.0 if (x) > 0 else 0.0)", id="step-times"),
+    pytest.param(y * P("step")(x), "y*np.heaviside(x, 0.0)", "y*_step(x)", id="step-times"),
 ]
 
 
