@@ -40,7 +40,13 @@ def _cmd_generate(args) -> int:
     from symbolic.render import BACKENDS
 
     backends = BACKENDS if args.backend == "all" else (args.backend,)
-    written, problems = generate(args.spec or None, backends, args.out, check_only=args.check)
+    written, problems = generate(
+        args.spec or None,
+        backends,
+        args.out,
+        check_only=args.check,
+        validate=args.validate,
+    )
     if args.check:
         if problems:
             for problem in problems:
@@ -104,6 +110,12 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     gen.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
     gen.add_argument("--backend", choices=("numpy", "numba", "all"), default="all")
     gen.add_argument("--out", type=Path, default=None, help="output folder (default: generated/)")
+    gen.add_argument(
+        "--no-validate",
+        dest="validate",
+        action="store_false",
+        help="write without first running every module against its spec",
+    )
     gen.set_defaults(func=_cmd_generate)
 
     # The heavier commands bring their own options; only the one being run is imported,
@@ -150,14 +162,18 @@ def main(argv: list[str] | None = None) -> int:
     selected = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(selected)
     args = parser.parse_args(argv)
+    from symbolic.generate import GeneratorBug, Unvalidated
     from symbolic.parse import SpecError
     from symbolic.render import UnsupportedSpec
 
     try:
         return args.func(args)
-    except (SpecError, UnsupportedSpec) as exc:
+    except (SpecError, UnsupportedSpec, Unvalidated) as exc:
         print(f"derivgen: error: {exc}", file=sys.stderr)
         return 2
+    except GeneratorBug as exc:
+        print(f"derivgen: error: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("derivgen: interrupted", file=sys.stderr)
         return 130

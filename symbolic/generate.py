@@ -82,6 +82,13 @@ def format_code(text: str, filename: str) -> str:
 
 def build(specs: Sequence[Path], backends: Iterable[str]) -> list[Module]:
     """Render every module in memory (raises on the first bad spec; writes nothing)."""
+    return [module for _, module in build_models(specs, backends)]
+
+
+def build_models(
+    specs: Sequence[Path], backends: Iterable[str]
+) -> list[tuple[Cell | Cost, Module]]:
+    """Every module rendered in memory, with the model it came from."""
     models: list[Cell | Cost] = [parse.load(path) for path in specs]
     names: dict[str, Path] = {}
     for model in models:
@@ -97,8 +104,58 @@ def build(specs: Sequence[Path], backends: Iterable[str]) -> list[Module]:
     for model in models:
         for backend in backends:
             module = render(model, backend)
-            modules.append(Module(module.filename, format_code(module.text, module.filename)))
+            modules.append(
+                (model, Module(module.filename, format_code(module.text, module.filename)))
+            )
     return modules
+
+
+class GeneratorBug(RuntimeError):
+    """Validation found modules that do not compute their specs (exit status 3)."""
+
+
+class Unvalidated(ValueError):
+    """Specs whose modules could not be validated (exit status 2, like a bad spec)."""
+
+
+def validate_modules(built: list[tuple[Cell | Cost, Module]], *, progress: bool = True) -> None:
+    """Run every module against its spec before anything is written.
+
+    Raises:
+        GeneratorBug: A module disagrees with the reference evaluator, with finite
+            differences or with the NumPy module, or cannot even run.
+        Unvalidated: A spec's values are not finite at any random point tried.
+    """
+    from symbolic import validate
+
+    jobs: dict[str, validate.Job] = {}
+    scratch = None
+    for model, module in sorted(built, key=lambda mb: not mb[1].filename.endswith("_numpy.py")):
+        try:
+            path = validate.stage(module.text, module.filename)
+        except OSError:  # no writable cache: a private folder for this run
+            scratch = scratch or Path(tempfile.mkdtemp(prefix="derivgen-validate-"))
+            path = validate.stage(module.text, module.filename, scratch)
+        backend = module.filename.rsplit("_", 1)[1].removesuffix(".py")
+        key = str(model.path)
+        job = jobs.setdefault(key, validate.Job(key, model.text, []))
+        job.modules.append((backend, str(path)))
+    try:
+        verdicts = validate.run(list(jobs.values()), progress=progress)
+    finally:
+        if scratch is not None:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+    bugs = [v.message for v in verdicts if v.status == "bug"]
+    if bugs:
+        raise GeneratorBug(
+            "a generated module does not compute its spec (a derivgen bug; nothing was "
+            "written):\n" + "\n".join(bugs)
+        )
+    cannot = [v.message for v in verdicts if v.status == "cannot"]
+    if cannot:
+        raise Unvalidated("\n".join(sorted(set(cannot))))
 
 
 def write_atomic(out: Path, files: dict[str, str]) -> list[Path]:
@@ -184,8 +241,13 @@ def generate(
     out: Path | None = None,
     *,
     check_only: bool = False,
+    validate: bool = True,
+    progress: bool = True,
 ) -> tuple[list[Path], list[Problem]]:
     """Regenerate (or check) the modules of ``specs`` (default: the built-in specs).
+
+    Every module is validated (run against its spec) before anything is written, unless
+    ``validate`` is False; ``check_only`` compares and writes nothing.
 
     Returns:
         ``(written, problems)``: the files written (none with ``check_only``) and the
@@ -195,9 +257,12 @@ def generate(
     specs = builtin_specs() if builtin else [Path(s) for s in specs]
     out = default_out() if out is None else Path(out)
     backends = list(backends)
-    modules = build(specs, backends)
+    built = build_models(specs, backends)
+    modules = [module for _, module in built]
     if check_only:
         return [], check(out, modules, orphans=builtin and set(backends) == set(BACKENDS))
+    if validate:
+        validate_modules(built, progress=progress)
     files = {m.filename: m.text for m in modules}
     files["__init__.py"] = INIT_TEXT
     return write_atomic(out, files), []

@@ -170,9 +170,7 @@ def problem(cell: Cell, seed: int = 0) -> Problem:
     """A random problem where the interpreter's values are finite and moderate."""
     for attempt, scale in enumerate(SCALES):
         rng = np.random.default_rng([seed, attempt])
-        params = {
-            k: scale * rng.standard_normal(s) for k, s in _shapes(cell, N_IN, N_OUT).items()
-        }
+        params = {k: scale * rng.standard_normal(s) for k, s in _shapes(cell, N_IN, N_OUT).items()}
         x = rng.standard_normal((*_lead(cell), N_IN))
         state0 = {s: scale * rng.standard_normal((B, N_OUT)) for s in cell.states}
         wa = rng.standard_normal((*_lead(cell), N_OUT))
@@ -346,8 +344,11 @@ def check_gradients(cell: Cell, prob: Problem, grads, dx, dstate0, check: _Check
     rng = np.random.default_rng([seed, 7])
     for label, value, grad, split in groups:
         if not isinstance(grad, np.ndarray) or grad.shape != value.shape:
-            check.fail(label, detail=f"got {getattr(grad, 'shape', grad)!r}, expected an array "
-                       f"of shape {value.shape}")
+            check.fail(
+                label,
+                detail=f"got {getattr(grad, 'shape', grad)!r}, expected an array "
+                f"of shape {value.shape}",
+            )
         check.dtype(label, grad)
         for _ in range(4):
             direction = rng.standard_normal(value.shape)
@@ -375,8 +376,11 @@ def check_gradients(cell: Cell, prob: Problem, grads, dx, dstate0, check: _Check
                 )
             break
         else:
-            check.fail(label, detail="finite differences are not stable along any of four "
-                       "random directions (the model is not smooth at the drawn point)")
+            check.fail(
+                label,
+                detail="finite differences are not stable along any of four "
+                "random directions (the model is not smooth at the drawn point)",
+            )
 
 
 def _run(module, cell: Cell, prob: Problem):
@@ -404,6 +408,7 @@ def check_entry(cell: Cell, module: Entry, label: str, seed: int = 0) -> dict:
     prob = problem(cell, seed)
     inputs = _copy((prob.params, prob.x, prob.state0, prob.wa, prob.wstate))
     a, cache, grads, dx, dstate0 = _run(module, cell, prob)
+    _untouched(check, prob, inputs)
     check.dtype(f"the output '{cell.output}'", a)
     check.close(f"the output '{cell.output}'", a, prob.a)
     if cell.kind == RECURRENT:
@@ -423,8 +428,11 @@ def check_entry(cell: Cell, module: Entry, label: str, seed: int = 0) -> dict:
     for name, array in named.items():
         for key, held in _named_arrays(cache, "cache"):
             if isinstance(array, np.ndarray) and np.shares_memory(array, held):
-                check.fail(name, detail=f"it shares memory with {key}: editing it in place "
-                           "would change what backward reads")
+                check.fail(
+                    name,
+                    detail=f"it shares memory with {key}: editing it in place "
+                    "would change what backward reads",
+                )
     expected = _copy((a, grads, dx, dstate0))
     for array in returned:
         if isinstance(array, np.ndarray):
@@ -433,15 +441,21 @@ def check_entry(cell: Cell, module: Entry, label: str, seed: int = 0) -> dict:
     for name, got, want in _pairs(cell, again, expected):
         if not np.array_equal(got, want, equal_nan=True):
             check.fail(name, detail="a second call on the same arguments gave another result")
-    after = (prob.params, prob.x, prob.state0, prob.wa, prob.wstate)
-    for name, got, want in zip(("params", "x", "state0", "da", "dstate"), after, inputs):
-        for g, w in zip(_arrays(got), _arrays(want), strict=True):
-            if not np.array_equal(g, w):
-                check.fail(f"the argument {name}", detail="forward or backward changed it")
 
     nan = check_nan(cell, module, prob, check)
     check_empty(cell, module, check)
     return {"run": again, "nan": nan}
+
+
+def _untouched(check: _Checker, prob: Problem, inputs) -> None:
+    """The arguments of forward and backward are as they were before the calls."""
+    after = (prob.params, prob.x, prob.state0, prob.wa, prob.wstate)
+    for name, got, want in zip(
+        ("params", "x", "state0", "da", "dstate"), after, inputs, strict=True
+    ):
+        for g, w in zip(_arrays(got), _arrays(want), strict=True):
+            if not np.array_equal(g, w):
+                check.fail(f"the argument {name}", detail="forward or backward changed it")
 
 
 def _named(cell: Cell, run):
@@ -506,8 +520,12 @@ def check_empty(cell: Cell, module, check: _Checker) -> None:
         try:
             a, cache = _call_forward(module, cell, params, x, state0 or None)
             grads, dx, dstate0 = _call_backward(
-                module, cell, params, cache, da, {s: np.zeros((batch, n_out)) for s in cell.states}
-                if cell.states else None
+                module,
+                cell,
+                params,
+                cache,
+                da,
+                {s: np.zeros((batch, n_out)) for s in cell.states} if cell.states else None,
             )
         except Exception as exc:  # noqa: BLE001 - any failure is the finding
             check.fail(f"a call with {what}", detail=f"{type(exc).__name__}: {exc}")
@@ -554,7 +572,7 @@ def check_cost(cost: Cost, module: ModuleType, label: str, seed: int = 0) -> dic
         for _ in range(4):
             direction = rng.standard_normal(shape)
 
-            def f(eps, direction=direction):
+            def f(eps, direction=direction, a=a, y=y):
                 with np.errstate(all="ignore"):
                     return evaluate.cost(cost, a + eps * direction, y)
 
@@ -591,14 +609,17 @@ def check_agreement(model: Cell | Cost, label: str, mine: dict, numpy_results: d
     if isinstance(model, Cost):
         for shape, (C, da) in numpy_results.items():
             check.close(f"the cost, shape {shape}, against the NumPy module", mine[shape][0], C)
-            check.close(f"the gradient, shape {shape}, against the NumPy module", mine[shape][1], da)
+            check.close(
+                f"the gradient, shape {shape}, against the NumPy module", mine[shape][1], da
+            )
         return
-    for (name, got, want) in _pairs(model, mine["run"], numpy_results["run"][:1] + numpy_results["run"][2:]):
+    for name, got, want in _pairs(
+        model, mine["run"], numpy_results["run"][:1] + numpy_results["run"][2:]
+    ):
         check.close(f"{name}, against the NumPy module", got, want)
     nan_mine, nan_numpy = mine["nan"], numpy_results["nan"]
-    for (name, got, want) in _pairs(model, nan_mine, (nan_numpy[0], *nan_numpy[2:])):
-        check.same_finite(f"{name} (NaN in x and a parameter), against the NumPy module",
-                          got, want)
+    for name, got, want in _pairs(model, nan_mine, (nan_numpy[0], *nan_numpy[2:])):
+        check.same_finite(f"{name} (NaN in x and a parameter), against the NumPy module", got, want)
 
 
 def check(model: Cell | Cost, module: ModuleType, label: str, seed: int = 0) -> dict:
@@ -606,3 +627,196 @@ def check(model: Cell | Cost, module: ModuleType, label: str, seed: int = 0) -> 
     if isinstance(model, Cost):
         return check_cost(model, module, label, seed)
     return check_cell(model, module, label, seed)
+
+
+# --- running: worker processes ----------------------------------------------------------
+
+#: Variables set for the validating processes: Numba checks every array index (an index
+#: out of bounds is an IndexError, not a corrupted heap), and the pools do not spin.
+WORKER_ENV = {
+    "NUMBA_BOUNDSCHECK": "1",
+    "OPENBLAS_THREAD_TIMEOUT": "1",
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
+
+
+@dataclass
+class Job:
+    """The modules of one spec to validate, NumPy first (the others are compared with it).
+
+    Attributes:
+        spec: The spec's path (as errors name it).
+        text: The spec's text (parsed again by the worker).
+        modules: ``(backend, staged file)`` pairs.
+    """
+
+    spec: str
+    text: str
+    modules: list[tuple[str, str]]
+
+
+@dataclass
+class Verdict:
+    """What validation said of one module: ``ok``, ``cannot`` (the spec's values are not
+    finite anywhere: exit status 2) or ``bug`` (a generator bug: exit status 3)."""
+
+    spec: str
+    module: str
+    status: str
+    message: str = ""
+
+
+def _describe(exc: BaseException, path: str) -> str:
+    """An exception raised by a generated module, with the module's line that raised it."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
+    where = f" at line {frames[-1].lineno}: {frames[-1].line}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def validate_job(job: Job, seed: int = 0, report=None) -> list[Verdict]:
+    """Validate one spec's modules in this process."""
+    from symbolic import parse
+
+    model = parse.loads(job.text, job.spec)
+    verdicts = []
+    results: dict[str, dict] = {}
+    for backend, path in job.modules:
+        label = Path(path).name
+        if report:
+            report("start", label)
+        try:
+            module = load(Path(path))
+            results[backend] = check(model, module, label, seed)
+            if backend != "numpy" and "numpy" in results:
+                check_agreement(model, label, results[backend], results["numpy"])
+            verdict = Verdict(job.spec, label, "ok")
+        except CannotValidate as exc:
+            verdict = Verdict(job.spec, label, "cannot", str(exc))
+        except Mismatch as exc:
+            verdict = Verdict(job.spec, label, "bug", str(exc))
+        except Exception as exc:  # noqa: BLE001 - whatever the module raised is the finding
+            verdict = Verdict(
+                job.spec, label, "bug", f"{job.spec}: {label}: {_describe(exc, str(path))}"
+            )
+        verdicts.append(verdict)
+        if report:
+            report("done", verdict)
+    return verdicts
+
+
+def _worker() -> int:
+    """``python -m symbolic.validate``: jobs as JSON on stdin, a JSON line per event."""
+    import json
+    import warnings
+
+    warnings.simplefilter("ignore")  # Numba's performance hints are not findings
+    jobs = [Job(**j) for j in json.load(sys.stdin)]
+
+    def report(event, value):
+        if event == "start":
+            print(json.dumps({"start": value}), flush=True)
+        else:
+            print(json.dumps({"verdict": value.__dict__}), flush=True)
+
+    for job in jobs:
+        validate_job(job, report=report)
+    return 0
+
+
+def _weight(job: Job) -> int:
+    # a Numba module costs a compilation; a NumPy module next to nothing
+    return sum(1 if backend == "numpy" else 10 for backend, _ in job.modules)
+
+
+#: Jobs one worker process takes before a fresh one continues (compiled code and loaded
+#: modules stay in a process until it ends).
+CHUNK = 32
+
+
+def run(jobs: list[Job], workers: int | None = None, progress: bool = True) -> list[Verdict]:
+    """Validate every job in worker processes (one per core, at most ``workers``).
+
+    Workers take chunks of jobs from a shared queue, the heaviest first. A worker that
+    dies (a crash inside compiled code) takes the blame for the module it was checking:
+    a ``bug`` verdict naming it; the jobs it had not reached go back to the queue.
+    """
+    import collections
+    import json
+    import subprocess
+    import threading
+
+    from symbolic.progress import Progress
+
+    if not jobs:
+        return []
+    count = max(1, min(workers or os.cpu_count() or 1, len(jobs), 4))
+    queue = collections.deque(sorted(jobs, key=_weight, reverse=True))
+    env = dict(os.environ, **WORKER_ENV)
+    total = sum(len(j.modules) for j in jobs)
+    verdicts: list[Verdict] = []
+    lock = threading.Lock()
+    bar = Progress(total, "validate", enabled=progress)
+
+    def take() -> list[Job]:
+        with lock:
+            return [queue.popleft() for _ in range(min(CHUNK, len(queue)))]
+
+    def drive_chunk(chunk: list[Job]) -> None:
+        with tempfile.TemporaryFile("w+") as errors:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "symbolic.validate"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                env=env,
+                text=True,
+            )
+            proc.stdin.write(json.dumps([j.__dict__ for j in chunk]))
+            proc.stdin.close()
+            current, finished = None, set()
+            for line in proc.stdout:
+                event = json.loads(line)
+                if "start" in event:
+                    current = event["start"]
+                    continue
+                verdict = Verdict(**event["verdict"])
+                finished.add((verdict.spec, verdict.module))
+                with lock:
+                    verdicts.append(verdict)
+                    bar.update(1, module=verdict.module)
+            code = proc.wait()
+            errors.seek(0)
+            tail = errors.read().strip().splitlines()[-1:]
+        culprit = next(
+            (j for j in chunk for _, path in j.modules if Path(path).name == current), None
+        )
+        if code == 0 and (culprit is None or (culprit.spec, current) in finished):
+            return
+        spec = culprit.spec if culprit else chunk[0].spec
+        message = f"{spec}: {current}: the validating process died (exit status {code})"
+        with lock:
+            verdicts.append(Verdict(spec, str(current), "bug", message + (
+                f": {tail[0]}" if tail else "")))  # fmt: skip
+            bar.update(1, module=str(current))
+            # what the dead worker never reached goes back to the queue
+            index = chunk.index(culprit) if culprit else -1
+            for job in chunk[index + 1 :]:
+                queue.appendleft(job)
+
+    def drive() -> None:
+        while chunk := take():
+            drive_chunk(chunk)
+
+    threads = [threading.Thread(target=drive) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    bar.close()
+    return verdicts
+
+
+if __name__ == "__main__":
+    sys.exit(_worker())

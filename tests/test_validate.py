@@ -1,0 +1,203 @@
+"""Translation validation (symbolic/validate.py, symbolic/evaluate.py).
+
+- The reference interpreter agrees with the hand-written NumPy models of the paper (a
+  second implementation, written without the generator).
+- Each check can fail: a module mutated in its forward, a gradient, dx, dstate0, its
+  purity, its aliasing or its NaN handling is caught, and the finding names the value.
+- ``derivgen generate`` validates by default: a deliberately broken template is caught
+  before anything is written (exit status 3); a spec whose values are nowhere finite is
+  refused (exit status 2) unless ``--no-validate``; a worker that dies is reported.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from symbolic import evaluate, parse, reference, validate
+from symbolic import render as render_module
+from symbolic.generate import builtin_specs, format_code
+from symbolic.render import render
+
+SPECS = {p.stem: p for p in builtin_specs()}
+
+
+def cli(*args: str) -> int:
+    from symbolic.cli import main
+
+    return main(list(args))
+
+
+def test_interpreter_equals_the_hand_written_grn():
+    model = parse.load(SPECS["grn"])
+    rng = np.random.default_rng(0)
+    params = {
+        k: rng.standard_normal(s)
+        for k, s in {"WXu": (5, 3), "WXc": (5, 3), "WTu": (5,), "WTc": (5,), "Bu": (5,),
+                     "Bc": (5,)}.items()
+    }  # fmt: skip
+    x = rng.standard_normal((4, 2, 3))
+    h0 = rng.standard_normal((2, 5))
+    a, final = evaluate.forward(model, params, x, {"h": h0})
+    want, _ = reference.grn_forward(params, x, h0)
+    np.testing.assert_allclose(a, want, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(final["h"], want[-1], rtol=1e-13)
+
+
+def test_interpreter_equals_the_hand_written_mlp_layer_and_cost():
+    layer = parse.load(SPECS["dense_sigmoid"])
+    cost = parse.load(SPECS["squared_error"])
+    rng = np.random.default_rng(1)
+    params = {"W": rng.standard_normal((4, 3)), "B": rng.standard_normal(4)}
+    x = rng.standard_normal((5, 3))
+    a, _ = evaluate.forward(layer, params, x)
+    want, _ = reference.mlp_forward([params], x)
+    np.testing.assert_allclose(a, want, rtol=1e-14)
+    y = rng.uniform(size=a.shape)
+    assert evaluate.cost(cost, a, y) == pytest.approx(reference.squared_error(a, y)[0], 1e-14)
+
+
+# --- every check can fail -------------------------------------------------------------
+
+
+def _module_text(name: str, backend: str = "numpy") -> tuple[object, str]:
+    model = parse.load(SPECS[name])
+    module = render(model, backend)
+    return model, format_code(module.text, module.filename)
+
+
+def _check_text(model, text: str, tmp_path: Path, filename: str):
+    path = validate.stage(text, filename, tmp_path)
+    return validate.check(model, validate.load(path), filename)
+
+
+MUTATIONS = [
+    # (what is edited, the old text, the new text, the value the finding names)
+    ("forward", "np.add(a, h, out=a)\n", "np.add(a, h, out=a)\n        a *= 1.0000001\n",
+     "the output 'a'"),
+    ("a gradient", 'grads["Bc"] = _dP_sum[_n_out:]', 'grads["Bc"] = 1.001 * _dP_sum[_n_out:]',
+     "the gradient of 'Bc'"),
+    ("dx", "_dx = _dP2 @ _W_in", "_dx = 0.999 * (_dP2 @ _W_in)", "dx"),
+    ("dstate0", '"h": dh_next,', '"h": dh_next * 1.01,', "dstate0['h']"),
+    ("the returned output", "return _h_all[1:].copy(), cache", "return _h_all[1:], cache",
+     "the output 'a'"),
+    ("NaN handling", "return _h_all[1:].copy(), cache",
+     "return np.nan_to_num(_h_all[1:]), cache", "the output 'a' (NaN in x and a parameter)"),
+    ("purity", "    return grads, dx, dstate0", "    _dout[0, 0, 0] += 1.0\n    return grads, dx, dstate0",
+     "the argument da"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "old", "new", "value"), MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_each_check_catches_its_mutation(what, old, new, value, tmp_path):
+    model, text = _module_text("grn")
+    assert old in text, f"the mutation's anchor is gone from grn_numpy: {old!r}"
+    with pytest.raises(validate.Mismatch) as info:
+        _check_text(model, text.replace(old, new, 1), tmp_path, "grn_numpy.py")
+    assert info.value.value == value, str(info.value)
+    assert info.value.spec == str(model.path) and info.value.module == "grn_numpy.py"
+    assert str(info.value).startswith(f"{model.path}: grn_numpy.py: {value} is wrong")
+
+
+def test_the_unmutated_module_passes(tmp_path):
+    model, text = _module_text("grn")
+    _check_text(model, text, tmp_path, "grn_numpy.py")
+
+
+def test_a_numba_module_that_disagrees_with_numpy_is_caught(tmp_path):
+    """Both modules right by themselves is not enough: the agreement check compares
+    them (here a NumPy module off by 1e-8, under the finite-difference tolerance but not
+    the agreement's)."""
+    model, numpy_text = _module_text("dense_tanh")
+    _, numba_text = _module_text("dense_tanh", "numba")
+    mine = _check_text(model, numba_text, tmp_path, "dense_tanh_numba.py")
+    off = numpy_text.replace("return grads, dx", 'grads["B"] = grads["B"] * (1 + 1e-8)\n'
+                             "    return grads, dx")  # fmt: skip
+    theirs = _check_text(model, off, tmp_path, "dense_tanh_numpy.py")
+    with pytest.raises(validate.Mismatch, match="the gradient of 'B', against the NumPy"):
+        validate.check_agreement(model, "dense_tanh_numba.py", mine, theirs)
+
+
+# --- derivgen generate ------------------------------------------------------------------
+
+
+@pytest.fixture
+def broken_templates(tmp_path, monkeypatch):
+    """A copy of the templates in which the NumPy recurrent forward adds the state where
+    it should subtract it (a template bug)."""
+    copy = tmp_path / "templates"
+    shutil.copytree(render_module.templates_dir(), copy)
+    template = copy / "numpy_recurrent.py.j2"
+    text = template.read_text()
+    anchor = "{% for line in step %}\n        {{ line }}\n{% endfor %}\n"
+    assert anchor in text
+    template.write_text(
+        text.replace(
+            anchor, anchor + "{% for s in states %}\n        {{ s.name }} += 1e-6\n{% endfor %}\n"
+        )  # fmt: skip
+    )
+    monkeypatch.setattr(render_module, "templates_dir", lambda: copy)
+    return copy
+
+
+def test_a_broken_template_is_caught_and_nothing_is_written(broken_templates, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "grn_numpy.py").write_text("# the previous module\n")
+    code = cli("generate", "--backend", "numpy", "--out", str(out), str(SPECS["grn"]))
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "derivgen bug" in err and "grn_numpy.py" in err and "grn.toml" in err
+    assert "is wrong by" in err
+    assert sorted(p.name for p in out.iterdir()) == ["grn_numpy.py"]
+    assert (out / "grn_numpy.py").read_text() == "# the previous module\n"
+
+
+def test_no_validate_writes_what_validation_would_refuse(broken_templates, tmp_path):
+    out = tmp_path / "out"
+    code = cli("generate", "--no-validate", "--backend", "numpy", "--out", str(out),
+               str(SPECS["grn"]))  # fmt: skip
+    assert code == 0 and (out / "grn_numpy.py").exists()
+
+
+NOWHERE_FINITE = """\
+name = "log_of_a_product"
+kind = "feedforward"
+input = "x"
+output = "a"
+[params]
+W = "matrix"
+[equations]
+a = "log(W@x) + log(-(W@x))"
+"""
+
+
+def test_a_spec_nowhere_finite_is_refused(tmp_path, capsys):
+    spec = tmp_path / "log_of_a_product.toml"
+    spec.write_text(NOWHERE_FINITE)
+    out = tmp_path / "out"
+    assert cli("generate", "--backend", "numpy", "--out", str(out), str(spec)) == 2
+    err = capsys.readouterr().err
+    assert "cannot validate" in err and str(spec) in err and "--no-validate" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_worker_that_dies_is_reported_and_the_rest_still_validated(tmp_path):
+    """A module that kills the validating process is blamed; the jobs the process had not
+    reached are validated by a fresh one."""
+    path = tmp_path / "crash_numpy.py"
+    path.write_text("import os\nos._exit(7)\n")
+    model, text = _module_text("dense_tanh")
+    good = validate.stage(text, "dense_tanh_numpy.py", tmp_path)
+    jobs = [
+        validate.Job("crash.toml", model.text, [("numpy", str(path))]),
+        validate.Job("good.toml", model.text, [("numpy", str(good))]),
+    ]
+    verdicts = {v.spec: v for v in validate.run(jobs, workers=1, progress=False)}
+    assert verdicts["crash.toml"].status == "bug"
+    assert verdicts["crash.toml"].module == "crash_numpy.py"
+    assert "died (exit status 7)" in verdicts["crash.toml"].message
+    assert verdicts["good.toml"].status == "ok"
