@@ -129,7 +129,7 @@ def lift_primitives(cell: Cell) -> list[Equation]:
         counter += 1
     out: list[Equation] = []
     for eq in cell.equations:
-        expr = eq.expr
+        expr = primitives.stabilize(eq.expr)
         while True:
             calls = [
                 c
@@ -336,4 +336,5 @@ class CostDerivation:
 def derive_cost(cost: Cost) -> CostDerivation:
     """d per_unit / d prediction, the cost's only derivative."""
     pred = sp.Symbol(cost.prediction)
-    return CostDerivation(cost, cost.per_unit, sp.diff(cost.per_unit, pred))
+    per_unit = primitives.stabilize(cost.per_unit)
+    return CostDerivation(cost, per_unit, sp.diff(per_unit, pred))

@@ -17,7 +17,7 @@ decides, for a cell's :class:`~symbolic.lower.Kernel`:
   diagonal recurrence, every adjoint of a step is a coefficient (a function of forward
   values only) times the output's adjoint. The coefficients are computed for blocks of
   steps at once; the sequential part is two calls a step (``da = da_in + dh_next``,
-  ``dh_next = dh_per_da * da``).
+  ``dh_next = _dh_per_da * da``).
 
 Every name that reaches the code is a checked identifier or one made here.
 """
@@ -441,7 +441,7 @@ def recurrent_context(kernel: Kernel) -> dict:
     body.add(fused["step"])
     step_scratch = 0
     for st in step:
-        out = st.target if st.target not in work else f"_w_{st.target.lstrip('_')}"
+        out = st.target if st.target not in work else naming.work(st.target)
         body.comment(st.comment)
         if isinstance(st, MatVec):
             body.add([f"np.matmul({st.arg}, {st.matrix}.T, out={out})"])
@@ -452,7 +452,7 @@ def recurrent_context(kernel: Kernel) -> dict:
     for s, owner in followers:
         body.comment(f"{s} takes the same next value as {owner}")
         body.add([f"np.copyto(_{s}_all[_t + 1], _{owner}_all[_t + 1])"])
-    work_alloc = [f"_w_{w.lstrip('_')} = np.empty((_B, _n_out), _dtype)" for w in work] + [
+    work_alloc = [f"{naming.work(w)} = np.empty((_B, _n_out), _dtype)" for w in work] + [
         f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(step_scratch)
     ]
     work_alloc += fused["alloc"]
@@ -606,7 +606,7 @@ def _fuse_calls(step, step_exprs, states, block_of: dict[str, int], blocks: int)
 
 def _work_place(work):
     def place(name: str) -> str:
-        return f"_w_{name.lstrip('_')}" if name in work else name
+        return naming.work(name) if name in work else name
 
     return place
 
@@ -673,7 +673,7 @@ def _backward_per_step(kernel: Kernel, info: dict) -> dict:
     work = []
     for st in kernel.backward:
         if st.target in state_adjoints:
-            bind.append(f"{st.target} = _w_{st.target}")
+            bind.append(f"{st.target} = {naming.work(st.target)}")
         elif st.target in stored:
             bind.append(f"{st.target} = {stored[st.target]}[_t]")
         else:
@@ -694,13 +694,14 @@ def _backward_per_step(kernel: Kernel, info: dict) -> dict:
         if name in stored:  # a state's adjoint a gradient also reads after the loop
             body.add([f"np.copyto({stored[name]}[_t], {name})"])
     swap = [
-        f"_w_{naming.adjoint(s)}, {naming.carried(s)} = {naming.carried(s)}, {naming.adjoint(s)}"
+        f"{naming.work(naming.adjoint(s))}, {naming.carried(s)} = "
+        f"{naming.carried(s)}, {naming.adjoint(s)}"
         for s in cell.states
     ]
     alloc = stored_lines + [
-        f"_w_{naming.adjoint(s)} = np.empty((_B, _n_out), _dtype)" for s in cell.states
+        f"{naming.work(naming.adjoint(s))} = np.empty((_B, _n_out), _dtype)" for s in cell.states
     ]
-    alloc += [f"_w_{w.lstrip('_')} = np.empty((_B, _n_out), _dtype)" for w in work]
+    alloc += [f"{naming.work(w)} = np.empty((_B, _n_out), _dtype)" for w in work]
     alloc += [f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(scratch)]
 
     grads = gradient_lines(kernel, whole_place(kernel, stored), "_T * _B", "(0, 1)", set())
@@ -771,7 +772,6 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
         env = {sp.Symbol(s): (sp.S.One if s == seed else sp.S.Zero) for s in seeds}
         if combined:
             env[sp.Symbol(upstream)] = sp.S.Zero
-        suffix = f"_per_{seed}"
         stmts = _substitute_leaves(body, env)
         # a target whose value became another symbol (dW_x = _c1) keeps that one alive
         needed = set(targets)
@@ -780,13 +780,14 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
         stmts = passes.dead_code(stmts, live=needed)
         for st in stmts:
             live |= _assign_reads(st)
-        rename = {sp.Symbol(st.target): sp.Symbol(st.target + suffix) for st in stmts}
+        rename = {
+            sp.Symbol(st.target): sp.Symbol(naming.coefficient(st.target, seed)) for st in stmts
+        }
         for st in stmts:
+            name = naming.coefficient(st.target, seed)
             programs.append(
                 Assign(
-                    st.target + suffix,
-                    st.expr.xreplace(rename),
-                    f"{st.comment}: {st.target} = {st.target + suffix} * {seed}",
+                    name, st.expr.xreplace(rename), f"{st.comment}: {st.target} = {name} * {seed}"
                 )
             )
         for st in body:
@@ -821,7 +822,7 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
 
     alloc = list(stored_lines)
     alloc += [
-        f"_bk_{v.lstrip('_')} = np.empty((_block, _B, _n_out), _dtype)"
+        f"{naming.block(v)} = np.empty((_block, _B, _n_out), _dtype)"
         for v in block_vals + seed_bufs
     ]
     bind = []
@@ -839,9 +840,9 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
         if name in read:
             bind.append(f"{name} = {naming.sequence(name)}[_lo:_hi]")
     for v in block_vals:
-        bind.append(f"{v} = _bk_{v.lstrip('_')}[:_m]")
+        bind.append(f"{v} = {naming.block(v)}[:_m]")
     for v in seed_bufs:
-        bind.append(f"{seed_place(v)} = _bk_{v.lstrip('_')}[:_m]")
+        bind.append(f"{seed_place(v)} = {naming.block(v)}[:_m]")
     coefficients = Code()
     scratch = 0
 
@@ -1056,10 +1057,7 @@ def _flat(
             # written over only if no name of its array is kept, read later, or read
             # twice here
             same = names_of(name)
-            if (
-                not same & (keep | later)
-                and sum(_uses(expr, n) for n in same) == 1
-            ):
+            if not same & (keep | later) and sum(_uses(expr, n) for n in same) == 1:
                 alias = name
                 break
         out = place(alias) if alias else st.target

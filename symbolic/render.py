@@ -192,6 +192,8 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
     helpers = primitives.numba_helpers(used) if backend == "numba" else []
     return {
         "helpers": helpers,
+        # the NumPy code of either backend (whole-array statements) calls these
+        "numpy_helpers": primitives.numpy_helpers(used),
         "uses_math": any("math." in text for text in printed + helpers),
         "name": cell.name,
         "title": cell.title,
@@ -227,7 +229,13 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
         "cached": [entry(n) for n in kernel.cached],
         # what the backward step reads of the cache (the rest is read after the loop)
         "backward_loads": [entry(n) for n in kernel.cached if n in step_reads],
-        "stores": [entry(n) for n in sorted(set(kernel.cached) | {cell.output})],
+        # what the forward kernel writes (the projections of the input are computed
+        # before it, in arrays of their own)
+        "stores": [
+            entry(n)
+            for n in sorted(set(kernel.cached) | {cell.output})
+            if n not in {st.target for st in kernel.pre}
+        ],
         # The returned output is the caller's to edit: a copy when the cache holds it
         # (or the state buffer it is a view of).
         "output_shared": cell.output in kernel.cached
@@ -401,7 +409,7 @@ def _phases(stmts, backend, place, final_stores) -> tuple[list[dict], list[str]]
                 reads |= {s.name for s in rhs.free_symbols} - {st.target for st in group}
         reads_by_phase.append(reads)
     crossing = sorted({n for reads in reads_by_phase for n in reads if n in defined_in})
-    scratch = {n: "_k_" + n.lstrip("_") for n in crossing}
+    scratch = {n: naming.scratch(n) for n in crossing}
     phases = []
     for index, (call, group) in enumerate(groups):
         loads = []
@@ -451,18 +459,22 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
         place[state] = f"{naming.state_array(state)}[_b, _i]"
     # A state that is the previous step's output (h = a_{t-1}) is stored once: the
     # output's buffer has one more row in front, state0, and h_seq is a view of it.
+    # (one state at most: others with the same next value keep buffers of their own)
     shifted = {
         state
         for state, target in cell.states.items()
         if target == cell.output and state in kernel.cached
     }
+    shifted = set(sorted(shifted)[:1])
+    # the projections of the input are computed before the kernel, in arrays of their own
+    values = sorted((set(kernel.cached) | {cell.output}) - {st.target for st in kernel.pre})
     final = [
         (f"{naming.sequence(name)}{lane}", "=", sp.Symbol(name))
-        for name in sorted(set(kernel.cached) | {cell.output})
+        for name in values
         if name not in shifted
     ]
     alloc = []
-    for name in sorted(set(kernel.cached) | {cell.output}):
+    for name in values:
         if name in shifted:
             continue
         if name == cell.output and shifted:
@@ -542,7 +554,7 @@ def _row_views(phases: list[dict]) -> tuple[list[dict], dict[str, list[str]]]:
 
     def view(match: re.Match) -> str:
         array, prefix = match.group(1), match.group(2)
-        name = "_r_" + array.lstrip("_")
+        name = naming.row(array)
         where = "step" if prefix.startswith("_t") else "job"
         rows[where][name] = f"{name} = {array}[{prefix}_i0:_i1]"
         return f"{name}[_k]"
@@ -572,7 +584,9 @@ def coupled_context(kernel: Kernel, context: dict) -> dict:
         place[st.target] = (naming.sequence(st.target), lane)
     for state in cell.states:
         place[state] = (naming.sequence(state), lane)
-    extra = {t: [(naming.sequence(s), "_t + 1, _b, _i")] for s, t in cell.states.items()}
+    extra: dict[str, list] = {}
+    for s, t in cell.states.items():  # several states may take one value
+        extra.setdefault(t, []).append((naming.sequence(s), "_t + 1, _b, _i"))
     forward_buffers = sorted(
         {naming.sequence(st.target) for st in kernel.forward}
         - {naming.sequence(s) for s in cell.states}
@@ -598,7 +612,13 @@ def coupled_context(kernel: Kernel, context: dict) -> dict:
         else:
             bplace[st.target] = (naming.work(st.target), "_b, _i")
             work.append(naming.work(st.target))
-    backward = _segments(kernel.backward, "numba", bplace)
+    # a state's adjoint that a gradient also reads after the loop is stored as well
+    bextra = {
+        naming.adjoint(state): [(naming.sequence(naming.adjoint(state)), lane)]
+        for state in cell.states
+        if naming.adjoint(state) in kernel.stored
+    }
+    backward = _segments(kernel.backward, "numba", bplace, bextra)
     return {
         "forward_segments": forward,
         "forward_buffers": forward_buffers,
@@ -610,7 +630,9 @@ def coupled_context(kernel: Kernel, context: dict) -> dict:
 def cost_context(cost: Cost, backend: str) -> dict:
     """The template keys of a cost module."""
     derived = derive_cost(cost)
+    used = primitives.used(derived.per_unit) | primitives.used(derived.gradient)
     return {
+        "numpy_helpers": primitives.numpy_helpers(used),
         "name": cost.name,
         "title": cost.title,
         "spec_file": spec_label(cost.path),
@@ -633,16 +655,15 @@ def render(model: Cell | Cost, backend: str) -> Module:
         template = env.get_template(f"{backend}_cost.py.j2")
     else:
         kernel = lower(derive(model))
-        if (
-            backend == "numba"
-            and model.kind != RECURRENT
-            and any(isinstance(st, MatVec) for st in kernel.forward + kernel.backward)
-        ):
-            raise UnsupportedSpec(
-                f"{model.path}: the numba backend does not support a matrix product of an "
-                "intermediate in a feedforward cell yet (a '@' whose right side is not the "
-                "input); generate it with --backend numpy"
-            )
+        if backend == "numba" and model.kind != RECURRENT:
+            inner = [p for p in model.projections if p.arg != model.input]
+            if inner:
+                raise UnsupportedSpec(
+                    f"{model.path}:{inner[0].line}: '{inner[0].matrix}@{inner[0].arg}': the "
+                    "numba backend does not compile a matrix product of an intermediate in a "
+                    "feedforward cell yet (only W@input); generate this spec with "
+                    "--backend numpy"
+                )
         context = cell_context(kernel, backend)
         layout = f"{backend}_{model.kind}"
         if backend == "numba" and kernel.recurrence == COUPLED:

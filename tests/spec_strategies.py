@@ -1,0 +1,286 @@
+"""Hypothesis strategies that build random *valid* specs, for differential fuzzing.
+
+Each example is a :class:`FuzzSpec`: the TOML text of a feedforward cell, a recurrent
+cell with one to three states, or a cost, and the set of constructs it contains (so a
+test can show that a sample covers every one of them). The equations form a random DAG
+over every primitive, ``+ - * /``, integer powers and constants; projections of the
+input, of states, of intermediates and of expressions; projections used as factors and
+products of two projections; states whose next value depends on no state; outputs that
+are not states; a matrix used twice; vector parameters anywhere.
+
+Numerics are kept tame so that a random point has finite values: ``log`` and division
+only see positive arguments (``log(1 + e**2)``, ``e/(2 + tanh(f))``), ``exp`` sees
+bounded ones unless drawn plain.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from hypothesis import strategies as st
+
+from symbolic.primitives import PRIMITIVES
+
+#: Every construct the strategy can produce (a test checks that a sample covers them).
+FEATURES = frozenset(
+    {f"primitive:{name}" for name in PRIMITIVES}
+    | {"op:+", "op:-", "op:*", "op:/", "op:**", "constant"}
+    | {"kind:feedforward", "kind:recurrent", "kind:cost"}
+    | {"states:1", "states:2", "states:3"}
+    | {"projection:input", "projection:state", "projection:intermediate"}
+    | {"projection:expression", "projection:factor", "projection:product"}
+    | {"state:stateless", "output:not-a-state", "matrix:twice", "vector:in-primitive"}
+    | {"vector:in-projection", "vector:divisor", "vector:factor"}
+)
+
+INPUT_MATRICES = ("Wa", "Wb", "Wc")
+MATRICES = ("Ua", "Ub", "Uc")
+VECTORS = ("va", "vb", "vc", "vd")
+STATES = ("h", "c", "m")
+CONSTANTS = ("0.5", "2", "1", "3", "0.25")
+
+
+@dataclass
+class FuzzSpec:
+    """A random valid spec and the constructs it uses."""
+
+    text: str
+    kind: str
+    features: set[str] = field(default_factory=set)
+
+    def __repr__(self) -> str:  # hypothesis prints the falsifying example with this
+        return f"FuzzSpec(kind={self.kind!r}, text=\n{self.text}\n)"
+
+
+class _Builder:
+    """Draws one expression tree at a time, tracking the names it uses."""
+
+    def __init__(self, draw, recurrent: bool, states: list[str], features: set[str]):
+        self.draw = draw
+        self.recurrent = recurrent
+        self.states = states
+        self.features = features
+        self.used: set[str] = set()
+        self.matrix_uses: dict[str, int] = {}
+
+    def matrix(self, pool) -> str:
+        name = self.draw(st.sampled_from(pool))
+        self.matrix_uses[name] = self.matrix_uses.get(name, 0) + 1
+        if self.matrix_uses[name] == 2:
+            self.features.add("matrix:twice")
+        self.used.add(name)
+        return name
+
+    def vector(self) -> str:
+        name = self.draw(st.sampled_from(VECTORS))
+        self.used.add(name)
+        return name
+
+    def leaf(self, earlier: list[str]) -> tuple[str, str]:
+        """(text, what): a leaf of an equation."""
+        kinds = ["input", "vector", "constant"]
+        if earlier:
+            kinds += ["equation", "projection:intermediate"]
+        if self.states:
+            kinds += ["state", "projection:state", "projection:expression"]
+        kind = self.draw(st.sampled_from(kinds))
+        if kind == "input":
+            self.features.add("projection:input")
+            return f"{self.matrix(INPUT_MATRICES)}@x", "projection"
+        if kind == "vector":
+            return self.vector(), "vector"
+        if kind == "constant":
+            self.features.add("constant")
+            return self.draw(st.sampled_from(CONSTANTS)), "constant"
+        if kind == "equation":
+            name = self.draw(st.sampled_from(earlier))
+            self.used.add(name)
+            return name, "symbol"
+        if kind == "state":
+            name = self.draw(st.sampled_from(self.states))
+            self.used.add(name)
+            return name, "symbol"
+        if kind == "projection:state":
+            self.features.add(kind)
+            state = self.draw(st.sampled_from(self.states))
+            self.used.add(state)
+            return f"{self.matrix(MATRICES)}@{state}", "projection"
+        if kind == "projection:intermediate":
+            self.features.add(kind)
+            name = self.draw(st.sampled_from(earlier))
+            self.used.add(name)
+            return f"{self.matrix(MATRICES)}@{name}", "projection"
+        # a projection of an expression: U@(v*h), U@(e*h), U@(h + v)
+        self.features.add("projection:expression")
+        state = self.draw(st.sampled_from(self.states))
+        self.used.add(state)
+        other = self.draw(st.sampled_from([*earlier, "vector"]))
+        if other == "vector":
+            other = self.vector()
+            self.features.add("vector:in-projection")
+        else:
+            self.used.add(other)
+        op = self.draw(st.sampled_from(["*", "+"]))
+        return f"{self.matrix(MATRICES)}@({other}{op}{state})", "projection"
+
+    def expr(self, earlier: list[str], depth: int) -> tuple[str, str]:
+        if depth <= 0 or self.draw(st.integers(0, 3)) == 0:
+            return self.leaf(earlier)
+        node = self.draw(
+            st.sampled_from(["+", "-", "*", "*", "/", "**", "call", "call", "product"])
+        )
+        if node == "call":
+            name = self.draw(st.sampled_from(sorted(PRIMITIVES)))
+            self.features.add(f"primitive:{name}")
+            arg, what = self.expr(earlier, depth - 1)
+            if what == "vector":
+                self.features.add("vector:in-primitive")
+            if name == "log":  # positive arguments only
+                form = self.draw(
+                    st.sampled_from(["1 + ({})**2", "sigmoid({})", "softplus({}) + 1"])
+                )
+                if "sigmoid" in form:
+                    self.features.add("primitive:sigmoid")
+                if "softplus" in form:
+                    self.features.add("primitive:softplus")
+                return f"log({form.format(arg)})", "call"
+            if name == "exp" and self.draw(st.booleans()):
+                self.features.add("primitive:tanh")
+                return f"exp(tanh({arg}))", "call"
+            return f"{name}({arg})", "call"
+        if node == "product":  # two projections multiplied
+            left, lwhat = self.leaf(earlier)
+            right, rwhat = self.leaf(earlier)
+            if lwhat == rwhat == "projection":
+                self.features.add("projection:product")
+            if "projection" in (lwhat, rwhat):
+                self.features.add("projection:factor")
+            self.features.add("op:*")
+            return f"({left})*({right})", "product"
+        left, lwhat = self.expr(earlier, depth - 1)
+        self.features.add(f"op:{node}")
+        if node == "**":
+            power = self.draw(st.sampled_from(["2", "3", "-1"]))
+            if power == "-1":
+                return f"(1 + ({left})**2)**-1", "power"
+            return f"({left})**{power}", "power"
+        right, rwhat = self.expr(earlier, depth - 1)
+        if node == "*":
+            if "projection" in (lwhat, rwhat):
+                self.features.add("projection:factor")
+            if "vector" in (lwhat, rwhat):
+                self.features.add("vector:factor")
+            return f"({left})*({right})", "product"
+        if node == "/":  # a positive divisor
+            if rwhat == "vector":
+                self.features.add("vector:divisor")
+            form = self.draw(st.sampled_from(["2 + tanh({})", "1 + ({})**2"]))
+            self.features.add("primitive:tanh" if "tanh" in form else "op:**")
+            return f"({left})/({form.format(right)})", "quotient"
+        return f"({left}) {node} ({right})", "sum"
+
+
+@st.composite
+def cells(draw, kinds=("feedforward", "recurrent")) -> FuzzSpec:
+    """A random valid feedforward or recurrent cell."""
+    kind = draw(st.sampled_from(kinds))
+    features = {f"kind:{kind}"}
+    recurrent = kind == "recurrent"
+    n_states = draw(st.integers(1, 3)) if recurrent else 0
+    states = list(STATES[:n_states])
+    if recurrent:
+        features.add(f"states:{n_states}")
+    builder = _Builder(draw, recurrent, states, features)
+    n_eq = draw(st.integers(0, 4))
+    names = [f"e{i}" for i in range(n_eq)]
+    equations: dict[str, str] = {}
+    for i, name in enumerate(names):
+        equations[name] = builder.expr(names[:i], depth=draw(st.integers(1, 3)))[0]
+    output_expr = builder.expr(names, depth=draw(st.integers(1, 3)))[0]
+    targets = {}
+    for s in states:
+        # a state carries the output, an intermediate, or a value of the input alone
+        choice = draw(st.sampled_from(["output", "intermediate", "stateless"]))
+        if choice == "intermediate" and names:
+            targets[s] = draw(st.sampled_from(names))
+        elif choice == "stateless":
+            name = f"p{s}"
+            equations[name] = f"tanh({builder.matrix(INPUT_MATRICES)}@x + {builder.vector()})"
+            features.update({"state:stateless", "primitive:tanh", "projection:input"})
+            targets[s] = name
+        else:
+            targets[s] = "a"
+    if recurrent and "a" not in targets.values():
+        features.add("output:not-a-state")
+    # Every state, the input and every intermediate must be read somewhere.
+    extra = []
+    if not re.search(r"@x\b", "".join(equations.values()) + output_expr):
+        extra.append(f"{builder.matrix(INPUT_MATRICES)}@x")
+        features.add("projection:input")
+    for s in states:
+        if s not in builder.used:
+            extra.append(f"0.5*{s}")
+            builder.used.add(s)
+    read = set(builder.used)
+    for name in equations:
+        if name not in read and name not in targets.values():
+            extra.append(name)
+    if extra:
+        output_expr = f"{output_expr} + " + " + ".join(extra)
+    equations["a"] = output_expr
+    params = [m for m in (*INPUT_MATRICES, *MATRICES) if m in builder.used]
+    params += [v for v in VECTORS if v in builder.used]
+    lines = [f'name = "fz_{kind[:2]}"', f'kind = "{kind}"', 'input = "x"', 'output = "a"']
+    if recurrent:
+        lines.append("state = { " + ", ".join(f'{s} = "{t}"' for s, t in targets.items()) + " }")
+    lines.append("[params]")
+    lines += [f'{p} = "{"matrix" if p[0] in "WU" else "vector"}"' for p in params]
+    lines.append("[equations]")
+    # the state-only equations (p<state>) come first: they read nothing but x
+    order = [n for n in equations if n.startswith("p")] + [
+        n for n in equations if not n.startswith("p")
+    ]
+    lines += [f'{n} = "{equations[n]}"' for n in order]
+    return FuzzSpec("\n".join(lines) + "\n", kind, features)
+
+
+@st.composite
+def costs(draw) -> FuzzSpec:
+    """A random valid cost of (a, y)."""
+    features = {"kind:cost"}
+
+    def expr(depth: int) -> str:
+        if depth <= 0 or draw(st.integers(0, 2)) == 0:
+            return draw(st.sampled_from(["a", "a", "y", "0.5", "2"]))
+        node = draw(st.sampled_from(["+", "-", "*", "/", "**", "call"]))
+        if node != "call":
+            features.add(f"op:{node}")
+        if node == "call":
+            name = draw(st.sampled_from(sorted(PRIMITIVES)))
+            features.add(f"primitive:{name}")
+            arg = expr(depth - 1)
+            if name == "log":
+                return f"log(1 + ({arg})**2)"
+            return f"{name}({arg})"
+        left = expr(depth - 1)
+        if node == "**":
+            return f"({left})**{draw(st.sampled_from(['2', '3']))}"
+        right = expr(depth - 1)
+        if node == "/":
+            return f"({left})/(2 + tanh({right}))"
+        return f"({left}) {node} ({right})"
+
+    per_unit = expr(draw(st.integers(1, 4)))
+    if not re.search(r"\ba\b", per_unit):
+        per_unit = f"({per_unit}) + (a - y)**2"
+    text = (
+        'name = "fz_cost"\nkind = "cost"\nprediction = "a"\ntarget = "y"\n'
+        f'per_unit = "{per_unit}"\n'
+    )
+    return FuzzSpec(text, "cost", features)
+
+
+def specs() -> st.SearchStrategy[FuzzSpec]:
+    """Cells (feedforward and recurrent) and costs, mostly cells."""
+    return st.one_of(cells(), cells(("recurrent",)), costs())
