@@ -37,18 +37,18 @@ def sequence(symbol: str) -> str:
 
 
 def param_array(param: str) -> str:
-    """A parameter's array inside a compiled kernel (``p_WTu``)."""
-    return "p_" + param
+    """A parameter's array inside a compiled kernel (``_p_WTu``)."""
+    return "_p_" + param
 
 
 def grad_array(param: str) -> str:
-    """A parameter's per-lane gradient accumulator inside a compiled kernel."""
-    return "g_" + param
+    """A parameter's per-lane gradient accumulator inside a compiled kernel (``_g_WTu``)."""
+    return "_g_" + param
 
 
 def buffer(symbol: str) -> str:
-    """The buffer holding ``symbol`` for every lane of a batch (``z_buf``, (B, n))."""
-    return symbol + "_buf"
+    """The buffer holding ``symbol`` for every lane of a batch (``_buf_z``, (B, n))."""
+    return "_buf_" + symbol
 
 
 def state_array(state: str) -> str:
@@ -57,5 +57,28 @@ def state_array(state: str) -> str:
 
 
 def work(symbol: str) -> str:
-    """A (B, n) buffer holding ``symbol`` between the kernels of one time step."""
-    return "_w_" + symbol.lstrip("_")
+    """A (B, n) buffer holding ``symbol`` between the kernels of one time step (``_w_dG``;
+    a temporary's keeps its underscore, ``_w__t0``, so that it never meets a spec
+    name's)."""
+    return "_w_" + symbol
+
+
+def coefficient(adjoint: str, seed: str) -> str:
+    """An adjoint's coefficient in a seed of the backward scan (``_dG_per_da``:
+    dG = _dG_per_da * da)."""
+    return f"_{adjoint}_per_{seed}"
+
+
+def block(symbol: str) -> str:
+    """A (block of steps, B, n) buffer of the NumPy backward scan (``_bk_dG``)."""
+    return "_bk_" + symbol
+
+
+def scratch(symbol: str) -> str:
+    """A lane block's scratch array inside a compiled kernel (``_k_G``)."""
+    return "_k_" + symbol
+
+
+def row(array: str) -> str:
+    """A 1-D view of one row of ``array`` inside a compiled kernel (``_r_G_seq``)."""
+    return "_r_" + array

@@ -62,6 +62,10 @@ RESERVED = frozenset(
         "dstate",
         "da",
         "dx",
+        "dstate0",
+        "need_dx",
+        # cache["state"] holds the states after the last step
+        "state",
     }
 )
 #: Suffixes generated code appends to names (buffers, seeds, carried adjoints).
@@ -233,7 +237,26 @@ class _ExprBuilder:
             self.error(self.target, "expression nested too deeply")
         if _depth(expr) > MAX_EXPR_DEPTH:
             self.error(self.target, f"expression nested deeper than {MAX_EXPR_DEPTH} levels")
+        self.check_numbers(expr)
         return expr
+
+    def check_numbers(self, expr: sp.Expr) -> None:
+        """Every constant part of the expression is a finite real float64 value
+        (``1e308*10`` overflows, ``log(-1)`` is complex, ``exp(1000)`` is inf)."""
+        stack = [expr]
+        while stack:
+            node = stack.pop()
+            if not node.is_number:
+                stack.extend(node.args)
+                continue
+            try:
+                value = complex(node.evalf(30))
+                real = float(value.real)
+            except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+                value, real = complex("nan"), float("nan")
+            if value.imag != 0 or not abs(real) < float("inf"):
+                what = "is not a real number" if value.imag != 0 else "is not a finite float64"
+                self.error(sp.sstr(node), f"the constant {what} (value {value!r})")
 
     def visit(self, node) -> sp.Expr:
         self.nodes += 1
@@ -704,12 +727,23 @@ def _load_claims(path, lines, claims_src, cell: Cell, roles) -> list[Claim]:
         builder = _ExprBuilder(path, line, key, names, claims=True)
         expr = builder.build(source)
         transposed = {f"{m}_T_{i}": (m, arg) for i, (m, arg) in enumerate(builder.transposed)}
-        if builder.projections:
-            raise SpecError(
-                path,
-                line,
-                key,
-                "a claim is a per-neuron value: write M.T @ v for a sum over the layer's neurons",
-            )
+        # A product the cell computes (W@x) is its value at this neuron.
+        products = {(proj.matrix, proj.arg): proj.name for proj in cell.projections}
+        lifted = {eq.expr: eq.name for eq in cell.equations if eq.lifted}
+        substitutions = {}
+        for index, (matrix, arg) in enumerate(builder.projections):
+            arg_name = arg.name if isinstance(arg, sp.Symbol) else lifted.get(arg)
+            name = products.get((matrix, arg_name))
+            if name is None:
+                raise SpecError(
+                    path,
+                    line,
+                    key,
+                    f"{matrix}@{arg} is not a product the cell computes: a claim's value is "
+                    "per neuron (write M.T @ v for a sum over the layer's neurons)",
+                )
+            substitutions[sp.Symbol(f"__proj{index}")] = sp.Symbol(name)
+        expr = expr.xreplace(substitutions)
+        transposed = {k: (m, v.xreplace(substitutions)) for k, (m, v) in transposed.items()}
         claims.append(Claim(key, wrt, expr, line, str(source), transposed))
     return claims
