@@ -29,7 +29,8 @@ DATA = {name: tomllib.loads(path.read_text()) for name, path in SPECS.items()}
 
 #: What each backend's modules may import. ``math`` (standard library) is the scalar
 #: math of compiled Numba loops; it installs nothing.
-ALLOWED_IMPORTS = {"numpy": {"numpy"}, "numba": {"numpy", "numba", "math"}}
+# the standard library's sys: a Numba module keeps its on-disk cache under its own name
+ALLOWED_IMPORTS = {"numpy": {"numpy"}, "numba": {"numpy", "numba", "math", "sys"}}
 
 N_IN, N_OUT, T, B = 3, 4, 3, 2
 
