@@ -19,13 +19,14 @@ It is decided twice, independently:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import sympy as sp
 
 from symbolic import naming, primitives
-from symbolic.derive import Assign, Derivation, derive
+from symbolic.derive import Derivation, MatVec, derive
 from symbolic.model import Cell, Claim
 from symbolic.parse import SpecError, load
 from symbolic.verdict import FAILS, HOLDS, ILL_FORMED, UNDECIDED, Finding
@@ -49,11 +50,79 @@ def adjoint_symbol(name: str) -> sp.Symbol:
     return sp.Symbol("dC_d" + name)
 
 
+@dataclass
+class Linear:
+    """A gradient by a vector, in claim notation.
+
+    Attributes:
+        expr: The value per neuron (index j). Symbols in ``products`` stand for the
+            vectors M.T @ v (per neuron j: the sum over i of M[i, j] v[i]); they enter
+            linearly, and a product's vector may hold products itself.
+        products: ``symbol -> (matrix, vector expression)``.
+        entries: For a matrix: ``{v: coeff}``, the entry (i, j) being coeff[i] * v[j].
+    """
+
+    expr: sp.Expr = sp.S.Zero
+    products: dict[sp.Symbol, tuple[str, sp.Expr]] = field(default_factory=dict)
+    entries: dict[str, sp.Expr] = field(default_factory=dict)
+
+
+def _at(expr: sp.Expr, depth: int) -> sp.Expr:
+    """``expr`` with every symbol indexed by the summation at ``depth`` (0: the neuron
+    whose value it is)."""
+    if depth == 0:
+        return expr
+    return expr.xreplace({s: sp.Symbol(f"{s.name}@{depth}") for s in expr.free_symbols})
+
+
+def canonical(value: Linear, depth: int = 0, expr: sp.Expr | None = None) -> sp.Expr:
+    """The value as a polynomial in the entries of the matrices: M.T @ v at depth d is
+    the sum over an index at depth d + 1 of M[k, j] v(k), written as the product of the
+    symbol ``M[d+1,d]`` and v's symbols indexed at d + 1. Two values are equal for every
+    point and every matrix exactly when these polynomials are (one summation index per
+    depth: terms of one matrix at one depth combine, as the sums they stand for do)."""
+    expr = value.expr if expr is None else expr
+    present = [s for s in expr.free_symbols if s in value.products]
+    out = _at(expr.xreplace({s: sp.S.Zero for s in present}), depth)
+    for sym in present:
+        matrix, vec = value.products[sym]
+        coeff = sp.diff(expr, sym)
+        entry = sp.Symbol(f"{matrix}[{depth + 1},{depth}]")
+        out += _at(coeff, depth) * entry * canonical(value, depth + 1, vec)
+    return out
+
+
+def equal(a: Linear, b: Linear) -> bool:
+    """Symbolic identity of two values (see :func:`canonical`)."""
+    if sp.expand(canonical(a) - canonical(b)) != 0:
+        return False
+    return all(
+        sp.expand(a.entries.get(v, 0) - b.entries.get(v, 0)) == 0
+        for v in set(a.entries) | set(b.entries)
+    )
+
+
+def _check_linear(expr: sp.Expr, products) -> None:
+    symbols = set(products)
+    for sym in expr.free_symbols & symbols:
+        if sp.diff(expr, sym).free_symbols & symbols:
+            raise ValueError("M.T @ v terms may not multiply each other")
+    for _, vec in products.values():
+        for sym in vec.free_symbols & symbols:
+            if sp.diff(vec, sym).free_symbols & symbols:
+                raise ValueError("M.T @ v terms may not multiply each other")
+
+
 class SingleStep:
     """The derived single-step gradients of a cell, in claim notation.
 
-    Every expression is written in the cell's inputs (parameters, input entries, states,
-    projection symbols) and the leaf adjoints ``dC_d<leaf>``.
+    The meaning of a claim (DESIGN.md): its key ``dC_d<name>`` is the gradient that flows
+    into ``name`` through this step's equations, at one neuron; every ``dC_d<symbol>`` in
+    its value is the total gradient of C by that symbol's value at this step (all paths:
+    this step's later equations and the steps after it). Both sides are written in the
+    cell's inputs and the total adjoints of the leaves (the output and each state's next
+    value), which are independent of one another; the numeric check perturbs values of
+    one step (:class:`NumericStep`), so both read every key and every adjoint alike.
     """
 
     def __init__(self, derivation: Derivation):
@@ -66,17 +135,20 @@ class SingleStep:
             self.forward[sp.Symbol(eq.name)] = eq.expr.xreplace(self.forward)
         leaves = {naming.adjoint(n) for n in _leaves(cell)}
         self.adjoints: dict[str, sp.Expr] = {}
+        #: MatVec targets of the adjoint program: symbol -> (matrix, vector's adjoint)
+        self.products: dict[sp.Symbol, tuple[str, sp.Expr]] = {}
         for stmt in derivation.backward:
-            if not isinstance(stmt, Assign):
+            if isinstance(stmt, MatVec):
+                self.adjoints[stmt.target] = sp.Symbol(stmt.target)
+                self.products[sp.Symbol(stmt.target)] = (
+                    stmt.matrix,
+                    self.adjoints.get(stmt.arg, sp.Symbol(stmt.arg)),
+                )
                 continue
             if stmt.target in leaves:
-                name = stmt.target[1:]
-                self.adjoints[stmt.target] = adjoint_symbol(name)
+                self.adjoints[stmt.target] = adjoint_symbol(stmt.target[1:])
                 continue
             self.adjoints[stmt.target] = self._expand_adjoints(stmt.expr)
-        for stmt in derivation.backward:
-            if not isinstance(stmt, Assign):
-                self.adjoints[stmt.target] = sp.Symbol(stmt.target)
 
     def _expand_adjoints(self, expr: sp.Expr) -> sp.Expr:
         subs = {sp.Symbol(k): v for k, v in self.adjoints.items()}
@@ -86,67 +158,91 @@ class SingleStep:
         """``expr`` with every intermediate written in the cell's inputs."""
         return expr.xreplace(self.forward)
 
-    def gradient(self, wrt: str) -> sp.Expr | dict[str, sp.Expr]:
-        """The derived single-step gradient by ``wrt``.
+    def _linear(self, expr: sp.Expr) -> Linear:
+        """An adjoint expression with its products (M.T @ v) as a :class:`Linear`."""
+        products = {s: (m, self.inputs(v)) for s, (m, v) in self.products.items()}
+        return Linear(self.inputs(expr), products)
 
-        A vector parameter or a state: the per-neuron value. A matrix parameter: the
-        value at entry (i, j), with the symbol of what it multiplies standing for its
-        j-th entry. The input: ``{matrix: v}`` for ``sum_M M.T @ v``.
-        """
+    def gradient(self, wrt: str) -> Linear:
+        """The derived single-step gradient by ``wrt`` (a parameter, the input, a state)."""
         cell = self.cell
         if wrt in cell.states:
-            expr = self.adjoints[naming.adjoint(wrt)]
-            return self.inputs(expr)
+            return self._linear(self.adjoints[naming.adjoint(wrt)])
         if wrt == cell.input:
-            out: dict[str, sp.Expr] = {}
-            for proj in cell.projections:
-                if proj.arg == cell.input:
-                    dp = self.adjoints[naming.adjoint(proj.name)]
-                    out[proj.matrix] = out.get(proj.matrix, 0) + self.inputs(dp)
-            return out
-        kind = cell.params[wrt]
-        for grad in self.derivation.param_grads:
-            if grad.param != wrt:
-                continue
-            if kind == "vector":
-                return self.inputs(self._expand_adjoints(grad.expr))
-        total = sp.Integer(0)
+            value = self._linear(sp.S.Zero)
+            for p in cell.projections:
+                if p.arg == cell.input:
+                    sym = sp.Symbol(naming.matvec_adjoint(cell.input, p.matrix))
+                    value.expr += sym
+                    value.products[sym] = (
+                        p.matrix,
+                        self.inputs(self.adjoints[naming.adjoint(p.name)]),
+                    )
+            return value
+        if cell.params[wrt] == "vector":
+            grad = next(g for g in self.derivation.param_grads if g.param == wrt)
+            return self._linear(self._expand_adjoints(grad.expr))
+        entries: dict[str, sp.Expr] = {}
         for grad in self.derivation.param_grads:
             if grad.param == wrt:
-                dp = self.adjoints[grad.expr.name]
-                total += self.inputs(dp) * sp.Symbol(grad.arg)
-        return self.inputs(total)
+                dp = self.inputs(self.adjoints[grad.expr.name])
+                entries[grad.arg] = entries.get(grad.arg, sp.S.Zero) + dp
+        return Linear(entries=entries)
 
-    def claim_value(self, claim: Claim) -> sp.Expr | dict[str, sp.Expr]:
-        """The claim in the same terms (its ``dC_d<symbol>`` read as derived adjoints)."""
-        subs = {}
-        for target, value in self.adjoints.items():
-            name = target[1:]
-            subs[adjoint_symbol(name)] = value
-        expr = claim.expr.xreplace(subs)
-        if claim.wrt != self.cell.input:
-            return self.inputs(expr)
-        return _transposed_parts(claim, expr, self)
+    def claim_value(self, claim: Claim) -> Linear:
+        """The claim in the same terms (its ``dC_d<symbol>`` read as derived adjoints).
+
+        Raises:
+            ValueError: The claim cannot be read as the gradient its key names.
+        """
+        cell = self.cell
+        subs = {adjoint_symbol(t[1:]): v for t, v in self.adjoints.items()}
+        expr = self.inputs(claim.expr.xreplace(subs))
+        products = {
+            sp.Symbol(k): (m, self.inputs(v.xreplace(subs)))
+            for k, (m, v) in claim.transposed.items()
+        }
+        if cell.params.get(claim.wrt) == "matrix":
+            if products:
+                raise ValueError("a matrix entry's gradient is a product, not an M.T @ v")
+            return Linear(entries=entries_of(expr, claim.wrt, cell))
+        _check_linear(expr, products)
+        derived = {s: v for s, v in self.products.items()}
+        value = Linear(expr, {**{s: (m, self.inputs(v)) for s, (m, v) in derived.items()},
+                              **products})  # fmt: skip
+        if claim.wrt == cell.input:
+            top = [s for s in expr.free_symbols if s in products]
+            if expr.xreplace({s: 0 for s in top}) != 0 or not top:
+                raise ValueError(
+                    "a gradient by the input is a sum over the layer's neurons: write it as "
+                    "M.T @ v terms (e.g. WXc.T @ (dC_da*G*tanh_prime(Zc)))"
+                )
+            if any(not sp.diff(expr, s).is_number for s in top):
+                raise ValueError("the input's M.T @ v terms take numbers as coefficients")
+        return value
 
 
-def _transposed_parts(claim: Claim, expr: sp.Expr, single: SingleStep):
-    """Split ``sum_k coeff_k * M_k.T @ v_k`` into ``{M: v}``; raise ValueError if the
-    claim is not of that form."""
-    symbols = {sp.Symbol(k): v for k, v in claim.transposed.items()}
-    rest = sp.expand(expr.xreplace({s: 0 for s in symbols}))
-    if rest != 0 or not symbols:
-        raise ValueError(
-            "a gradient by the input is a sum over the layer's neurons: write it as "
-            "M.T @ v terms (e.g. WXc.T @ (dC_da*G*tanh_prime(Zc)))"
-        )
-    parts: dict[str, sp.Expr] = {}
-    for sym, (matrix, vector) in symbols.items():
-        coeff = sp.diff(expr, sym)
-        if coeff.free_symbols & set(symbols):
-            raise ValueError("M.T @ v terms may not multiply each other")
-        vec = vector.xreplace({adjoint_symbol(t[1:]): v for t, v in single.adjoints.items()})
-        parts[matrix] = parts.get(matrix, 0) + single.inputs(coeff * vec)
-    return parts
+def entries_of(expr: sp.Expr, matrix: str, cell: Cell) -> dict[str, sp.Expr]:
+    """A matrix entry's claimed gradient as ``{v: coeff}``: in each term, one factor is
+    the vector the matrix multiplies (its entry j); everything else is per neuron i."""
+    args = {p.arg for p in cell.projections if p.matrix == matrix}
+    out: dict[str, sp.Expr] = {}
+    for term in sp.Add.make_args(expr):
+        found = [
+            a
+            for a in args
+            for f in sp.Mul.make_args(term)
+            if f == sp.Symbol(a) or (f.is_Pow and f.base == sp.Symbol(a) and f.exp.is_positive)
+        ]
+        if len(set(found)) != 1:
+            what = " or ".join(sorted(args))
+            raise ValueError(
+                f"each term of a gradient by the matrix {matrix} is a product with one factor "
+                f"{what}: the entry's vector (index j); the rest is per neuron (index i)"
+            )
+        arg = found[0]
+        out[arg] = out.get(arg, sp.S.Zero) + term / sp.Symbol(arg)
+    return out
 
 
 # --- the numeric check: finite differences of the forward step, no derivation used ---
@@ -231,7 +327,15 @@ class NumericStep:
         return out
 
     def evaluate_claim(self, claim: Claim) -> np.ndarray:
-        """The claim's value at this point (per neuron, per matrix entry, or per input)."""
+        """The claim's value at this point (per neuron, per matrix entry, or per input).
+
+        Every ``dC_d<symbol>`` is the total gradient of C by that symbol's value at this
+        step, found by perturbing the value (:meth:`adjoint`): the same meaning the
+        symbolic check gives it.
+
+        Raises:
+            ValueError: The claim cannot be read as the gradient its key names.
+        """
         cell = self.cell
         env = self.run(self.values)
         namespace = primitives.numeric_namespace()
@@ -242,51 +346,44 @@ class NumericStep:
         for name in symbols_needed:
             if name.startswith("dC_d"):
                 target = name[4:]
-                if target in self.weights:
-                    adjoints[name] = self.weights[target]
-                elif target in cell.states or target == cell.input:
-                    raise ValueError(f"{name}: the adjoint of an input is what a claim states")
-                else:
-                    adjoints[name] = self.adjoint(target)
+                if target in cell.states or target == cell.input or target in cell.params:
+                    raise ValueError(f"{name}: the gradient by an input is what a claim states")
+                adjoints[name] = self.adjoint(target)
 
-        def value(expr, entry: str | None = None):
-            """Per neuron i; with ``entry``, per matrix entry (i, j), the symbol ``entry``
-            standing for the j-th entry of what the matrix multiplies."""
+        def value(expr):
+            if not expr.free_symbols:
+                return float(expr) * np.ones(N_OUT)
             args = sorted(expr.free_symbols, key=lambda s: s.name)
             fn = sp.lambdify(args, expr, modules=[namespace, "numpy"])
-            vals = []
-            for a in args:
-                v = adjoints[a.name] if a.name in adjoints else env[a.name]
-                if entry is not None:
-                    v = v[None, :] if a.name == entry else v[:, None]
-                vals.append(v)
+            vals = [adjoints[a.name] if a.name in adjoints else env[a.name] for a in args]
             with np.errstate(all="ignore"):
-                return np.asarray(fn(*vals), dtype=float)
+                return np.asarray(fn(*vals), dtype=float) * np.ones(N_OUT)
 
         wrt = claim.wrt
-        if wrt == cell.input:
-            total = np.zeros(N_IN)
-            for sym, (matrix, vector) in claim.transposed.items():
-                coeff = sp.diff(claim.expr, sp.Symbol(sym))
-                v = value(coeff * vector) * np.ones(N_OUT)
-                total = total + env[matrix].T @ v
-            return total
         if cell.params.get(wrt) == "matrix":
-            arg = next(p.arg for p in cell.projections if p.matrix == wrt)
-            shape = self.values[wrt].shape
-            return np.broadcast_to(value(claim.expr, entry=arg), shape).copy()
-        return value(claim.expr) * np.ones(N_OUT)
+            if claim.transposed:
+                raise ValueError("a matrix entry's gradient is a product, not an M.T @ v")
+            total = np.zeros(self.values[wrt].shape)
+            for arg, coeff in entries_of(claim.expr, wrt, cell).items():
+                total += np.outer(value(coeff), env[arg])
+            return total
+        # each M.T @ v as a vector, inner products first (the parser's order)
+        for sym, (matrix, vector) in claim.transposed.items():
+            env[sym] = env[matrix].T @ value(vector)
+        symbols = [sp.Symbol(k) for k in claim.transposed]
+        local = claim.expr.xreplace({s: 0 for s in symbols})
+        total = 0.0 if wrt == cell.input else value(local)
+        for sym in symbols:
+            if sym in claim.expr.free_symbols:
+                coeff = sp.diff(claim.expr, sym)
+                scale = value(coeff)[: env[sym.name].size] if coeff.free_symbols else float(coeff)
+                total = total + scale * env[sym.name]
+        return np.asarray(total, dtype=float) * np.ones(self.values[wrt].shape)
 
 
 def _relerr(a: np.ndarray, b: np.ndarray) -> float:
     scale = max(np.max(np.abs(a)), np.max(np.abs(b)), 1e-12)
     return float(np.max(np.abs(a - b)) / scale)
-
-
-def _show(expr: sp.Expr | dict) -> str:
-    if isinstance(expr, dict):
-        return " + ".join(f"{m}.T @ ({sp.sstr(v)})" for m, v in expr.items())
-    return sp.sstr(expr)
 
 
 def verify_claim(cell: Cell, single: SingleStep, claim: Claim) -> Finding:
@@ -295,20 +392,17 @@ def verify_claim(cell: Cell, single: SingleStep, claim: Claim) -> Finding:
         id=claim.key, line=claim.line, source=claim.source, verdict=UNDECIDED, file=str(cell.path)
     )
     derived = single.gradient(claim.wrt)
-    corrected = _show(_compact(derived, single))
+    corrected = show(derived, single)
     try:
         claimed = single.claim_value(claim)
+        NumericStep(cell, 0).evaluate_claim(claim)
     except ValueError as exc:
         finding.verdict = ILL_FORMED
         finding.detail = str(exc)
         finding.corrected = corrected
         return finding
     # 1. symbolic
-    if isinstance(derived, dict):
-        keys = set(derived) | set(claimed)
-        same = all(sp.expand(derived.get(k, 0) - claimed.get(k, 0)) == 0 for k in keys)
-    else:
-        same = sp.expand(derived - claimed) == 0
+    same = equal(derived, claimed)
     finding.checks.append(
         "symbolic: "
         + ("claim - derived expands to 0" if same else "claim - derived does not expand to 0")
@@ -354,12 +448,35 @@ def verify_claim(cell: Cell, single: SingleStep, claim: Claim) -> Finding:
     return finding
 
 
-def _compact(expr, single: SingleStep):
-    """The derived gradient with forward values put back (G for sigmoid(Zu), ...)."""
-    back = {v: k for k, v in single.forward.items() if primitives.is_primitive_call(v)}
-    if isinstance(expr, dict):
-        return {k: v.xreplace(back) for k, v in expr.items()}
-    return expr.xreplace(back)
+def show(value: Linear, single: SingleStep) -> str:
+    """A derived gradient in claim notation, readable and parseable as a claim: forward
+    values by their spec names (G for sigmoid(Zu)), the parser's own intermediates
+    written out, products of the step as ``(W@x)``, the sums over a layer's neurons as
+    ``M.T @ (...)``, adjoints as ``dC_d<name>``."""
+    cell = single.cell
+    spec_names = {eq.name for eq in cell.equations if not eq.lifted}
+    back = {
+        v: k
+        for k, v in single.forward.items()
+        if k.name in spec_names and not isinstance(v, sp.Symbol)
+    }
+    lifted = {sp.Symbol(eq.name): eq.expr for eq in cell.equations if eq.lifted}
+    display = {}
+    for proj in cell.projections:
+        arg = lifted.get(sp.Symbol(proj.arg), sp.Symbol(proj.arg))
+        text = proj.arg if isinstance(arg, sp.Symbol) else f"({sp.sstr(arg)})"
+        display[sp.Symbol(proj.name)] = sp.Symbol(f"({proj.matrix}@{text})")
+
+    def text(expr: sp.Expr) -> str:
+        names = {}
+        for sym in expr.free_symbols & set(value.products):
+            matrix, vec = value.products[sym]
+            names[sym] = sp.Symbol(f"({matrix}.T @ ({text(vec)}))")
+        return sp.sstr(expr.xreplace(back).xreplace(display).xreplace(names))
+
+    if value.entries:
+        return " + ".join(f"({text(c)})*{v}" for v, c in value.entries.items())
+    return text(value.expr)
 
 
 def verify_specs(paths: Sequence[str | Path]) -> list[Finding]:
@@ -412,4 +529,4 @@ def verify_table(findings: list[Finding], elapsed: float | None = None) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["verify_specs", "verify_table", "verify_claim", "SingleStep"]
+__all__ = ["verify_specs", "verify_table", "verify_claim", "SingleStep", "Linear", "equal"]
