@@ -10,6 +10,8 @@ Matrix products run in NumPy (BLAS); the elementwise work of each pass is one
 compiled loop, parallel over lanes (batch x neuron).
 """
 
+import sys
+
 import numpy as np
 
 try:
@@ -19,6 +21,27 @@ except ImportError as _exc:  # the numpy modules keep working without numba
         "generated.dense_linear_numba needs numba: pip install 'derivgen[numba]' "
         "(or use generated.dense_linear_numpy)"
     ) from _exc
+
+# Numba's on-disk cache records the name the module was imported under, and loading a
+# record made under another name fails. Each name therefore has cache files of its own;
+# a module that is not importable by its name (loaded from a path and not registered)
+# compiles without a cache, as it does where no cache folder is writable.
+_CACHED = getattr(sys.modules.get(__name__), "__dict__", None) is globals()
+_CACHE_TAG = "".join(c if c.isalnum() else "_" for c in __name__)
+
+
+def _jit(**options):
+    def jitted(func):
+        func.__qualname__ = f"{_CACHE_TAG}.{func.__qualname__}"
+        if _CACHED:
+            try:
+                return numba.njit(cache=True, **options)(func)
+            except RuntimeError:  # no writable cache folder
+                pass
+        return numba.njit(**options)(func)
+
+    return jitted
+
 
 NAME = "dense_linear"
 KIND = "feedforward"
@@ -112,41 +135,41 @@ def init_params(n_in, n_out, *, seed=0, dtype=np.float64):
     }
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _forward_kernel(
-    p_B,
-    W_x_buf,
-    a_buf,
+    _p_B,
+    _buf_W_x,
+    _buf_a,
 ):
-    _B, _n = a_buf.shape
+    _B, _n = _buf_a.shape
     for _b in numba.prange(_B):
         # one row at a time, through 1-D views: a loop LLVM vectorizes (the arrays
         # must not overlap: a loop writing where it reads is not vectorized)
-        _r_W_x_buf = W_x_buf[_b]
-        _r_a_buf = a_buf[_b]
+        _r__buf_W_x = _buf_W_x[_b]
+        _r__buf_a = _buf_a[_b]
         for _i in range(_n):
-            B = p_B[_i]
-            W_x = _r_W_x_buf[_i]
+            B = _p_B[_i]
+            W_x = _r__buf_W_x[_i]
             # a = W@x + B
             a = B + W_x
-            _r_a_buf[_i] = a
+            _r__buf_a[_i] = a
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_kernel(
     _dout,
-    da_buf,
+    _buf_da,
 ):
     _B, _n = _dout.shape
     for _b in numba.prange(_B):
         # one row at a time, through 1-D views: a loop LLVM vectorizes
         _r_dout = _dout[_b]
-        _r_da_buf = da_buf[_b]
+        _r__buf_da = _buf_da[_b]
         for _i in range(_n):
             da_in = _r_dout[_i]
             # adjoint of a = W@x + B
             da = da_in
-            _r_da_buf[_i] = da
+            _r__buf_da[_i] = da
 
 
 def forward(params, x):
@@ -167,15 +190,15 @@ def forward(params, x):
     W = params["W"]
     B = params["B"]
     # W_x = sum_j W_ij x_j
-    W_x_buf = _x @ W.T
-    a_buf = np.empty((_B, _n_out), _dtype)
+    _buf_W_x = _x @ W.T
+    _buf_a = np.empty((_B, _n_out), _dtype)
     _forward_kernel(
         B,
-        W_x_buf,
-        a_buf,
+        _buf_W_x,
+        _buf_a,
     )
-    cache = {"x": _x}
-    return a_buf, cache
+    cache = {"_x": _x}
+    return _buf_a, cache
 
 
 def backward(params, cache, da, *, need_dx=True):
@@ -191,23 +214,23 @@ def backward(params, cache, da, *, need_dx=True):
         ``(grads, dx)``: grads has the keys and shapes of params; dx is (B, n_in), or
         None when not needed.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
     _check_params(params, _n_in, _n_out, _dtype)
     _dout = np.ascontiguousarray(_as_array(da, "da", (_B, _n_out), _dtype))
     W = params["W"]
-    da_buf = np.empty((_B, _n_out), _dtype)
+    _buf_da = np.empty((_B, _n_out), _dtype)
     _backward_kernel(
         _dout,
-        da_buf,
+        _buf_da,
     )
     grads = {}
-    grads["W"] = da_buf.T @ _x
-    grads["B"] = da_buf.sum(axis=0)
+    grads["W"] = _buf_da.T @ _x
+    grads["B"] = _buf_da.sum(axis=0)
     dx = None
     if need_dx:
-        dx = da_buf @ W
+        dx = _buf_da @ W
 
     return grads, dx

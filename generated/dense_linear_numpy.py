@@ -123,7 +123,7 @@ def forward(params, x):
     # a = W@x + B
     np.add(W_x, B, out=W_x)
     a = W_x
-    cache = {"x": _x}
+    cache = {"_x": _x}
     return a, cache
 
 
@@ -140,7 +140,7 @@ def backward(params, cache, da, *, need_dx=True):
         ``(grads, dx)``: grads has the keys and shapes of params; dx is (B, n_in), or
         None when not needed.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _check_params(params, _n_in, _n_out, _x.dtype)

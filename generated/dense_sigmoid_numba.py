@@ -12,6 +12,7 @@ compiled loop, parallel over lanes (batch x neuron).
 """
 
 import math
+import sys
 
 import numpy as np
 
@@ -23,6 +24,26 @@ except ImportError as _exc:  # the numpy modules keep working without numba
         "(or use generated.dense_sigmoid_numpy)"
     ) from _exc
 
+# Numba's on-disk cache records the name the module was imported under, and loading a
+# record made under another name fails. Each name therefore has cache files of its own;
+# a module that is not importable by its name (loaded from a path and not registered)
+# compiles without a cache, as it does where no cache folder is writable.
+_CACHED = getattr(sys.modules.get(__name__), "__dict__", None) is globals()
+_CACHE_TAG = "".join(c if c.isalnum() else "_" for c in __name__)
+
+
+def _jit(**options):
+    def jitted(func):
+        func.__qualname__ = f"{_CACHE_TAG}.{func.__qualname__}"
+        if _CACHED:
+            try:
+                return numba.njit(cache=True, **options)(func)
+            except RuntimeError:  # no writable cache folder
+                pass
+        return numba.njit(**options)(func)
+
+    return jitted
+
 
 @numba.extending.intrinsic
 def _float_from_bits(typingctx, bits):
@@ -32,7 +53,7 @@ def _float_from_bits(typingctx, bits):
     return numba.types.float64(numba.types.int64), codegen
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _exp(x):
     y = min(max(x, -708.0), 709.78)
     k = math.floor(y * 1.4426950408889634 + 0.5)
@@ -57,9 +78,25 @@ def _exp(x):
     return e if x == x else x  # NaN stays NaN
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _sigmoid(x):
     return 1.0 / (1.0 + _exp(-x))
+
+
+def _np_sigmoid(z, out=None):
+    """1/(1 + e^-z), accurate to a few ulp for every z (no overflow, no cancellation)."""
+    z = np.asarray(z)
+    if z.ndim == 0:  # a constant
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0, e) / (1.0 + e)
+    positive = np.greater_equal(z, 0)
+    e = np.abs(z)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    out = np.empty_like(e) if out is None else out
+    np.add(e, 1.0, out=out)
+    np.copyto(e, 1.0, where=positive)
+    return np.divide(e, out, out=out)
 
 
 NAME = "dense_sigmoid"
@@ -154,48 +191,48 @@ def init_params(n_in, n_out, *, seed=0, dtype=np.float64):
     }
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _forward_kernel(
-    p_B,
-    W_x_buf,
-    a_buf,
+    _p_B,
+    _buf_W_x,
+    _buf_a,
 ):
-    _B, _n = a_buf.shape
+    _B, _n = _buf_a.shape
     for _b in numba.prange(_B):
         # one row at a time, through 1-D views: a loop LLVM vectorizes (the arrays
         # must not overlap: a loop writing where it reads is not vectorized)
-        _r_W_x_buf = W_x_buf[_b]
-        _r_a_buf = a_buf[_b]
+        _r__buf_W_x = _buf_W_x[_b]
+        _r__buf_a = _buf_a[_b]
         for _i in range(_n):
-            B = p_B[_i]
-            W_x = _r_W_x_buf[_i]
+            B = _p_B[_i]
+            W_x = _r__buf_W_x[_i]
             # z = W@x + B
             z = B + W_x
             # a = sigmoid(z)
             a = _sigmoid(z)
-            _r_a_buf[_i] = a
+            _r__buf_a[_i] = a
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_kernel(
     _dout,
-    a_buf,
-    dz_buf,
+    _buf_a,
+    _buf_dz,
 ):
     _B, _n = _dout.shape
     for _b in numba.prange(_B):
         # one row at a time, through 1-D views: a loop LLVM vectorizes
         _r_dout = _dout[_b]
-        _r_a_buf = a_buf[_b]
-        _r_dz_buf = dz_buf[_b]
+        _r__buf_a = _buf_a[_b]
+        _r__buf_dz = _buf_dz[_b]
         for _i in range(_n):
             da_in = _r_dout[_i]
-            a = _r_a_buf[_i]
+            a = _r__buf_a[_i]
             # adjoint of a = sigmoid(z)
             da = da_in
             # adjoint of z = W@x + B
             dz = a * da * (1 - a)
-            _r_dz_buf[_i] = dz
+            _r__buf_dz[_i] = dz
 
 
 def forward(params, x):
@@ -216,15 +253,15 @@ def forward(params, x):
     W = params["W"]
     B = params["B"]
     # W_x = sum_j W_ij x_j
-    W_x_buf = _x @ W.T
-    a_buf = np.empty((_B, _n_out), _dtype)
+    _buf_W_x = _x @ W.T
+    _buf_a = np.empty((_B, _n_out), _dtype)
     _forward_kernel(
         B,
-        W_x_buf,
-        a_buf,
+        _buf_W_x,
+        _buf_a,
     )
-    cache = {"x": _x, "a": a_buf}
-    return a_buf.copy(), cache
+    cache = {"_x": _x, "a": _buf_a}
+    return _buf_a.copy(), cache
 
 
 def backward(params, cache, da, *, need_dx=True):
@@ -240,25 +277,25 @@ def backward(params, cache, da, *, need_dx=True):
         ``(grads, dx)``: grads has the keys and shapes of params; dx is (B, n_in), or
         None when not needed.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
     _check_params(params, _n_in, _n_out, _dtype)
     _dout = np.ascontiguousarray(_as_array(da, "da", (_B, _n_out), _dtype))
     W = params["W"]
-    a_buf = cache["a"]
-    dz_buf = np.empty((_B, _n_out), _dtype)
+    _buf_a = cache["a"]
+    _buf_dz = np.empty((_B, _n_out), _dtype)
     _backward_kernel(
         _dout,
-        a_buf,
-        dz_buf,
+        _buf_a,
+        _buf_dz,
     )
     grads = {}
-    grads["W"] = dz_buf.T @ _x
-    grads["B"] = dz_buf.sum(axis=0)
+    grads["W"] = _buf_dz.T @ _x
+    grads["B"] = _buf_dz.sum(axis=0)
     dx = None
     if need_dx:
-        dx = dz_buf @ W
+        dx = _buf_dz @ W
 
     return grads, dx

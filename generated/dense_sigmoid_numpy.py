@@ -10,6 +10,23 @@ Equations, per neuron (from symbolic/specs/dense_sigmoid.toml):
 
 import numpy as np
 
+
+def _np_sigmoid(z, out=None):
+    """1/(1 + e^-z), accurate to a few ulp for every z (no overflow, no cancellation)."""
+    z = np.asarray(z)
+    if z.ndim == 0:  # a constant
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0, e) / (1.0 + e)
+    positive = np.greater_equal(z, 0)
+    e = np.abs(z)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    out = np.empty_like(e) if out is None else out
+    np.add(e, 1.0, out=out)
+    np.copyto(e, 1.0, where=positive)
+    return np.divide(e, out, out=out)
+
+
 NAME = "dense_sigmoid"
 KIND = "feedforward"
 PARAMS = (
@@ -124,12 +141,9 @@ def forward(params, x):
     # z = W@x + B
     # a = sigmoid(z)
     np.add(W_x, B, out=W_x)
-    np.multiply(W_x, 0.5, out=W_x)
-    np.tanh(W_x, out=W_x)
-    np.multiply(W_x, 0.5, out=W_x)
-    np.add(W_x, 0.5, out=W_x)
+    _np_sigmoid(W_x, out=W_x)
     a = W_x
-    cache = {"x": _x, "a": a}
+    cache = {"_x": _x, "a": a}
     return a.copy(), cache
 
 
@@ -146,7 +160,7 @@ def backward(params, cache, da, *, need_dx=True):
         ``(grads, dx)``: grads has the keys and shapes of params; dx is (B, n_in), or
         None when not needed.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _check_params(params, _n_in, _n_out, _x.dtype)

@@ -11,6 +11,7 @@ compiled loop, parallel over lanes (batch x neuron).
 """
 
 import math
+import sys
 
 import numpy as np
 
@@ -22,6 +23,26 @@ except ImportError as _exc:  # the numpy modules keep working without numba
         "(or use generated.dense_tanh_numpy)"
     ) from _exc
 
+# Numba's on-disk cache records the name the module was imported under, and loading a
+# record made under another name fails. Each name therefore has cache files of its own;
+# a module that is not importable by its name (loaded from a path and not registered)
+# compiles without a cache, as it does where no cache folder is writable.
+_CACHED = getattr(sys.modules.get(__name__), "__dict__", None) is globals()
+_CACHE_TAG = "".join(c if c.isalnum() else "_" for c in __name__)
+
+
+def _jit(**options):
+    def jitted(func):
+        func.__qualname__ = f"{_CACHE_TAG}.{func.__qualname__}"
+        if _CACHED:
+            try:
+                return numba.njit(cache=True, **options)(func)
+            except RuntimeError:  # no writable cache folder
+                pass
+        return numba.njit(**options)(func)
+
+    return jitted
+
 
 @numba.extending.intrinsic
 def _float_from_bits(typingctx, bits):
@@ -31,7 +52,7 @@ def _float_from_bits(typingctx, bits):
     return numba.types.float64(numba.types.int64), codegen
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _exp(x):
     y = min(max(x, -708.0), 709.78)
     k = math.floor(y * 1.4426950408889634 + 0.5)
@@ -56,7 +77,7 @@ def _exp(x):
     return e if x == x else x  # NaN stays NaN
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _tanh(x):
     a = abs(x)
     z = x * x
@@ -163,46 +184,46 @@ def init_params(n_in, n_out, *, seed=0, dtype=np.float64):
     }
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _forward_kernel(
-    p_B,
-    W_x_buf,
-    a_buf,
+    _p_B,
+    _buf_W_x,
+    _buf_a,
 ):
-    _B, _n = a_buf.shape
+    _B, _n = _buf_a.shape
     for _b in numba.prange(_B):
         # one row at a time, through 1-D views: a loop LLVM vectorizes (the arrays
         # must not overlap: a loop writing where it reads is not vectorized)
-        _r_W_x_buf = W_x_buf[_b]
-        _r_a_buf = a_buf[_b]
+        _r__buf_W_x = _buf_W_x[_b]
+        _r__buf_a = _buf_a[_b]
         for _i in range(_n):
-            B = p_B[_i]
-            W_x = _r_W_x_buf[_i]
+            B = _p_B[_i]
+            W_x = _r__buf_W_x[_i]
             # a = tanh(W@x + B)
             a = _tanh(B + W_x)
-            _r_a_buf[_i] = a
+            _r__buf_a[_i] = a
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_kernel(
     _dout,
-    a_buf,
-    dW_x_buf,
+    _buf_a,
+    _buf_dW_x,
 ):
     _B, _n = _dout.shape
     for _b in numba.prange(_B):
         # one row at a time, through 1-D views: a loop LLVM vectorizes
         _r_dout = _dout[_b]
-        _r_a_buf = a_buf[_b]
-        _r_dW_x_buf = dW_x_buf[_b]
+        _r__buf_a = _buf_a[_b]
+        _r__buf_dW_x = _buf_dW_x[_b]
         for _i in range(_n):
             da_in = _r_dout[_i]
-            a = _r_a_buf[_i]
+            a = _r__buf_a[_i]
             # adjoint of a = tanh(W@x + B)
             da = da_in
             # adjoint of W_x = W@x
             dW_x = da * (1 - a**2)
-            _r_dW_x_buf[_i] = dW_x
+            _r__buf_dW_x[_i] = dW_x
 
 
 def forward(params, x):
@@ -223,15 +244,15 @@ def forward(params, x):
     W = params["W"]
     B = params["B"]
     # W_x = sum_j W_ij x_j
-    W_x_buf = _x @ W.T
-    a_buf = np.empty((_B, _n_out), _dtype)
+    _buf_W_x = _x @ W.T
+    _buf_a = np.empty((_B, _n_out), _dtype)
     _forward_kernel(
         B,
-        W_x_buf,
-        a_buf,
+        _buf_W_x,
+        _buf_a,
     )
-    cache = {"x": _x, "a": a_buf}
-    return a_buf.copy(), cache
+    cache = {"_x": _x, "a": _buf_a}
+    return _buf_a.copy(), cache
 
 
 def backward(params, cache, da, *, need_dx=True):
@@ -247,25 +268,25 @@ def backward(params, cache, da, *, need_dx=True):
         ``(grads, dx)``: grads has the keys and shapes of params; dx is (B, n_in), or
         None when not needed.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
     _check_params(params, _n_in, _n_out, _dtype)
     _dout = np.ascontiguousarray(_as_array(da, "da", (_B, _n_out), _dtype))
     W = params["W"]
-    a_buf = cache["a"]
-    dW_x_buf = np.empty((_B, _n_out), _dtype)
+    _buf_a = cache["a"]
+    _buf_dW_x = np.empty((_B, _n_out), _dtype)
     _backward_kernel(
         _dout,
-        a_buf,
-        dW_x_buf,
+        _buf_a,
+        _buf_dW_x,
     )
     grads = {}
-    grads["W"] = dW_x_buf.T @ _x
-    grads["B"] = dW_x_buf.sum(axis=0)
+    grads["W"] = _buf_dW_x.T @ _x
+    grads["B"] = _buf_dW_x.sum(axis=0)
     dx = None
     if need_dx:
-        dx = dW_x_buf @ W
+        dx = _buf_dW_x @ W
 
     return grads, dx

@@ -19,6 +19,7 @@ as one matrix product each, and their gradients after it.
 """
 
 import math
+import sys
 
 import numpy as np
 
@@ -30,6 +31,26 @@ except ImportError as _exc:  # the numpy modules keep working without numba
         "(or use generated.grn_numpy)"
     ) from _exc
 
+# Numba's on-disk cache records the name the module was imported under, and loading a
+# record made under another name fails. Each name therefore has cache files of its own;
+# a module that is not importable by its name (loaded from a path and not registered)
+# compiles without a cache, as it does where no cache folder is writable.
+_CACHED = getattr(sys.modules.get(__name__), "__dict__", None) is globals()
+_CACHE_TAG = "".join(c if c.isalnum() else "_" for c in __name__)
+
+
+def _jit(**options):
+    def jitted(func):
+        func.__qualname__ = f"{_CACHE_TAG}.{func.__qualname__}"
+        if _CACHED:
+            try:
+                return numba.njit(cache=True, **options)(func)
+            except RuntimeError:  # no writable cache folder
+                pass
+        return numba.njit(**options)(func)
+
+    return jitted
+
 
 @numba.extending.intrinsic
 def _float_from_bits(typingctx, bits):
@@ -39,7 +60,7 @@ def _float_from_bits(typingctx, bits):
     return numba.types.float64(numba.types.int64), codegen
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _exp(x):
     y = min(max(x, -708.0), 709.78)
     k = math.floor(y * 1.4426950408889634 + 0.5)
@@ -64,12 +85,12 @@ def _exp(x):
     return e if x == x else x  # NaN stays NaN
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _sigmoid(x):
     return 1.0 / (1.0 + _exp(-x))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _tanh(x):
     a = abs(x)
     z = x * x
@@ -82,6 +103,22 @@ def _tanh(x):
     large = (1.0 - s) / (1.0 + s)
     large = large if x >= 0 else -large
     return small if a < 0.625 else large
+
+
+def _np_sigmoid(z, out=None):
+    """1/(1 + e^-z), accurate to a few ulp for every z (no overflow, no cancellation)."""
+    z = np.asarray(z)
+    if z.ndim == 0:  # a constant
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0, e) / (1.0 + e)
+    positive = np.greater_equal(z, 0)
+    e = np.abs(z)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    out = np.empty_like(e) if out is None else out
+    np.add(e, 1.0, out=out)
+    np.copyto(e, 1.0, where=positive)
+    return np.divide(e, out, out=out)
 
 
 NAME = "grn"
@@ -217,12 +254,12 @@ def _states(value, name, batch, n_out, dtype):
 _BLOCK = 64
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _forward_kernel(
-    p_WTu,
-    p_WTc,
-    p_Bu,
-    p_Bc,
+    _p_WTu,
+    _p_WTc,
+    _p_Bu,
+    _p_Bc,
     WXu_x_seq,
     WXc_x_seq,
     _s_h,
@@ -241,11 +278,11 @@ def _forward_kernel(
         _k_Zc = np.empty(_BLOCK)
         _k_Zu = np.empty(_BLOCK)
         _k_ac = np.empty(_BLOCK)
-        _r_p_Bc = p_Bc[_i0:_i1]
-        _r_p_Bu = p_Bu[_i0:_i1]
-        _r_p_WTc = p_WTc[_i0:_i1]
-        _r_p_WTu = p_WTu[_i0:_i1]
-        _r_s_h = _s_h[_b, _i0:_i1]
+        _r__p_Bc = _p_Bc[_i0:_i1]
+        _r__p_Bu = _p_Bu[_i0:_i1]
+        _r__p_WTc = _p_WTc[_i0:_i1]
+        _r__p_WTu = _p_WTu[_i0:_i1]
+        _r__s_h = _s_h[_b, _i0:_i1]
         for _t in range(_T):
             _r_G_seq = G_seq[_t, _b, _i0:_i1]
             _r_WXc_x_seq = WXc_x_seq[_t, _b, _i0:_i1]
@@ -253,13 +290,13 @@ def _forward_kernel(
             _r_a_seq = a_seq[_t, _b, _i0:_i1]
             _r_ac_seq = ac_seq[_t, _b, _i0:_i1]
             for _k in range(_i1 - _i0):
-                Bc = _r_p_Bc[_k]
-                Bu = _r_p_Bu[_k]
-                WTc = _r_p_WTc[_k]
-                WTu = _r_p_WTu[_k]
+                Bc = _r__p_Bc[_k]
+                Bu = _r__p_Bu[_k]
+                WTc = _r__p_WTc[_k]
+                WTu = _r__p_WTu[_k]
                 WXc_x = _r_WXc_x_seq[_k]
                 WXu_x = _r_WXu_x_seq[_k]
-                h = _r_s_h[_k]
+                h = _r__s_h[_k]
                 # Zu = WTu*h + WXu@x + Bu
                 Zu = Bu + WTu * h + WXu_x
                 # Zc = WTc*h + WXc@x + Bc
@@ -281,19 +318,19 @@ def _forward_kernel(
             for _k in range(_i1 - _i0):
                 G = _k_G[_k]
                 ac = _k_ac[_k]
-                h = _r_s_h[_k]
+                h = _r__s_h[_k]
                 # a = G*ac + (1 - G)*h
                 a = G * ac + h * (1 - G)
                 _r_G_seq[_k] = G
                 _r_a_seq[_k] = a
                 _r_ac_seq[_k] = ac
-                _r_s_h[_k] = a
+                _r__s_h[_k] = a
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_kernel(
-    p_WTu,
-    p_WTc,
+    _p_WTu,
+    _p_WTc,
     _dout,
     G_seq,
     ac_seq,
@@ -301,8 +338,8 @@ def _backward_kernel(
     _s_dh_next,
     dZc_seq,
     dZu_seq,
-    g_WTu,
-    g_WTc,
+    _g_WTu,
+    _g_WTc,
 ):
     _T, _B, _n = _dout.shape
     _blocks = (_n + _BLOCK - 1) // _BLOCK
@@ -310,25 +347,25 @@ def _backward_kernel(
         _b = _job // _blocks
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
-        _r_g_WTc = g_WTc[_b, _i0:_i1]
-        _r_g_WTu = g_WTu[_b, _i0:_i1]
-        _r_p_WTc = p_WTc[_i0:_i1]
-        _r_p_WTu = p_WTu[_i0:_i1]
-        _r_s_dh_next = _s_dh_next[_b, _i0:_i1]
+        _r__g_WTc = _g_WTc[_b, _i0:_i1]
+        _r__g_WTu = _g_WTu[_b, _i0:_i1]
+        _r__p_WTc = _p_WTc[_i0:_i1]
+        _r__p_WTu = _p_WTu[_i0:_i1]
+        _r__s_dh_next = _s_dh_next[_b, _i0:_i1]
         for _t in range(_T - 1, -1, -1):
             _r_G_seq = G_seq[_t, _b, _i0:_i1]
+            _r__dout = _dout[_t, _b, _i0:_i1]
             _r_ac_seq = ac_seq[_t, _b, _i0:_i1]
             _r_dZc_seq = dZc_seq[_t, _b, _i0:_i1]
             _r_dZu_seq = dZu_seq[_t, _b, _i0:_i1]
-            _r_dout = _dout[_t, _b, _i0:_i1]
             _r_h_seq = h_seq[_t, _b, _i0:_i1]
             for _k in range(_i1 - _i0):
                 G = _r_G_seq[_k]
-                WTc = _r_p_WTc[_k]
-                WTu = _r_p_WTu[_k]
+                WTc = _r__p_WTc[_k]
+                WTu = _r__p_WTu[_k]
                 ac = _r_ac_seq[_k]
-                da_in = _r_dout[_k]
-                dh_next = _r_s_dh_next[_k]
+                da_in = _r__dout[_k]
+                dh_next = _r__s_dh_next[_k]
                 h = _r_h_seq[_k]
                 # adjoint of a = G*ac + (1 - G)*h
                 da = da_in + dh_next
@@ -346,9 +383,9 @@ def _backward_kernel(
                 dh = WTc * dZc + WTu * dZu + _c0 * da
                 _r_dZc_seq[_k] = dZc
                 _r_dZu_seq[_k] = dZu
-                _r_g_WTu[_k] += dZu * h
-                _r_g_WTc[_k] += dZc * h
-                _r_s_dh_next[_k] = dh
+                _r__g_WTu[_k] += dZu * h
+                _r__g_WTc[_k] += dZc * h
+                _r__s_dh_next[_k] = dh
 
 
 def forward(params, x, state0=None):
@@ -405,7 +442,7 @@ def forward(params, x, state0=None):
         h_seq,
     )
     cache = {
-        "x": _x,
+        "_x": _x,
         "G": G_seq,
         "ac": ac_seq,
         "h": h_seq,
@@ -431,7 +468,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
@@ -449,8 +486,8 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     dZu_seq = _dP[:, :, :_n_out]
     dZc_seq = _dP[:, :, _n_out:]
     # Per-lane sums of the vector parameters' gradients, accumulated in float64.
-    g_WTu = np.zeros((_B, _n_out), np.float64)
-    g_WTc = np.zeros((_B, _n_out), np.float64)
+    _g_WTu = np.zeros((_B, _n_out), np.float64)
+    _g_WTc = np.zeros((_B, _n_out), np.float64)
     _s_dh_next = np.array(_dstate["h"], dtype=_dtype, order="C")
     _backward_kernel(
         WTu,
@@ -462,13 +499,13 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         _s_dh_next,
         dZc_seq,
         dZu_seq,
-        g_WTu,
-        g_WTc,
+        _g_WTu,
+        _g_WTc,
     )
     # Parameter gradients: sums over every step and lane, after the loop.
     grads = {}
-    grads["WTu"] = g_WTu.sum(axis=0).astype(_dtype)
-    grads["WTc"] = g_WTc.sum(axis=0).astype(_dtype)
+    grads["WTu"] = _g_WTu.sum(axis=0).astype(_dtype)
+    grads["WTc"] = _g_WTc.sum(axis=0).astype(_dtype)
     _x2 = _x.reshape(_T * _B, _n_in)
     _dx = None
     # the input matrices' gradients: one product for all of them

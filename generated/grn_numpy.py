@@ -15,6 +15,23 @@ State: h is the previous step's a.
 
 import numpy as np
 
+
+def _np_sigmoid(z, out=None):
+    """1/(1 + e^-z), accurate to a few ulp for every z (no overflow, no cancellation)."""
+    z = np.asarray(z)
+    if z.ndim == 0:  # a constant
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0, e) / (1.0 + e)
+    positive = np.greater_equal(z, 0)
+    e = np.abs(z)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    out = np.empty_like(e) if out is None else out
+    np.add(e, 1.0, out=out)
+    np.copyto(e, 1.0, where=positive)
+    return np.divide(e, out, out=out)
+
+
 NAME = "grn"
 KIND = "recurrent"
 PARAMS = (
@@ -172,14 +189,14 @@ def forward(params, x, state0=None):
     # WXu_x = sum_j WXu_ij x_j
     # WXc_x = sum_j WXc_ij x_j
     # (the matrices stacked: one product for all of them)
-    _W_in = np.concatenate((0.5 * WXu, WXc))
+    _W_in = np.concatenate((WXu, WXc))
     # (with the constant terms as a bias column, against a column of ones)
     _W_in = np.concatenate(
         (
             _W_in,
-            np.concatenate(
-                (np.broadcast_to((0.5) * Bu, (_n_out,)), np.broadcast_to(Bc, (_n_out,)))
-            )[:, None],
+            np.concatenate((np.broadcast_to(Bu, (_n_out,)), np.broadcast_to(Bc, (_n_out,))))[
+                :, None
+            ],
         ),
         axis=1,
     )
@@ -187,43 +204,40 @@ def forward(params, x, state0=None):
     _x1[:, :_n_in] = _x2
     _x1[:, _n_in] = 1.0
     _P = (_x1 @ _W_in.T).reshape(_T, _B, 2 * _n_out)
+    WXu_x_seq = _P[:, :, :_n_out]
+    WXc_x_seq = _P[:, :, _n_out:]
     # Buffers: the states of every step (row t + 1 is step t's value), what the
     # backward pass reads, and work buffers of one step.
     _h_all = np.empty((_T + 1, _B, _n_out), _dtype)
     _h_all[0] = _state0["h"]
     G_seq = np.empty((_T, _B, _n_out), _dtype)
     ac_seq = np.empty((_T, _B, _n_out), _dtype)
-    _F0 = np.empty((_B, 2, _n_out), _dtype)
-    _P3 = _P.reshape(_T, _B, 2, _n_out)
-    _f0_0 = _F0[:, 0]
-    _f0_1 = _F0[:, 1]
     # What does not change inside the loop, computed once.
-    _k0 = (0.5) * WTu
-    _K0 = np.stack((_k0, WTc))
-    # _s0 = Bu/2 + WXu_x/2: computed by the product
+    # _s0 = Bu + WXu_x: computed by the product
     # _s1 = Bc + WXc_x: computed by the product
     for _t in range(_T):
         h = _h_all[_t]
         G = G_seq[_t]
         ac = ac_seq[_t]
         a = _h_all[_t + 1]
-        # tanh of 2 gates at once: tanh(_k0*h + _s0); tanh(WTc*h + _s1)
-        np.multiply(_K0, h[:, None, :], out=_F0)
-        np.add(_F0, _P3[_t, :, 0:2], out=_F0)
-        np.tanh(_F0, out=_F0)
+        _s0 = WXu_x_seq[_t]
+        _s1 = WXc_x_seq[_t]
         # Zu = WTu*h + WXu@x + Bu
         # G = sigmoid(Zu)
-        np.multiply(_f0_0, 0.5, out=G)
-        np.add(G, 0.5, out=G)
+        np.multiply(WTu, h, out=G)
+        np.add(G, _s0, out=G)
+        _np_sigmoid(G, out=G)
         # Zc = WTc*h + WXc@x + Bc
         # ac = tanh(Zc)
-        np.copyto(ac, _f0_1)
+        np.multiply(WTc, h, out=ac)
+        np.add(ac, _s1, out=ac)
+        np.tanh(ac, out=ac)
         # a = G*ac + (1 - G)*h
         np.subtract(ac, h, out=a)
         np.multiply(a, G, out=a)
         np.add(a, h, out=a)
     cache = {
-        "x": _x,
+        "_x": _x,
         "G": G_seq,
         "ac": ac_seq,
         "h": _h_all[:-1],
@@ -249,7 +263,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
@@ -272,11 +286,11 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     _dP = np.empty((_T, _B, 2 * _n_out), _dtype)
     dZu_seq = _dP[:, :, :_n_out]
     dZc_seq = _dP[:, :, _n_out:]
-    _bk_c0 = np.empty((_block, _B, _n_out), _dtype)
-    _bk_dG_per_da = np.empty((_block, _B, _n_out), _dtype)
-    _bk_dZc_per_da = np.empty((_block, _B, _n_out), _dtype)
-    _bk_dZu_per_da = np.empty((_block, _B, _n_out), _dtype)
-    _bk_dh_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk__c0 = np.empty((_block, _B, _n_out), _dtype)
+    _bk__dG_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk__dZc_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk__dZu_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk__dh_per_da = np.empty((_block, _B, _n_out), _dtype)
     _bk_da = np.empty((_block, _B, _n_out), _dtype)
     _bw0 = np.empty((_block, _B, _n_out), _dtype)
     grads["WTu"] = np.zeros(_n_out, _dtype)
@@ -287,41 +301,41 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         G = G_seq[_lo:_hi]
         ac = ac_seq[_lo:_hi]
         h = h_seq[_lo:_hi]
-        _c0 = _bk_c0[:_m]
-        dG_per_da = _bk_dG_per_da[:_m]
-        dZc_per_da = _bk_dZc_per_da[:_m]
-        dZu_per_da = _bk_dZu_per_da[:_m]
-        dh_per_da = _bk_dh_per_da[:_m]
+        _c0 = _bk__c0[:_m]
+        _dG_per_da = _bk__dG_per_da[:_m]
+        _dZc_per_da = _bk__dZc_per_da[:_m]
+        _dZu_per_da = _bk__dZu_per_da[:_m]
+        _dh_per_da = _bk__dh_per_da[:_m]
         da = _bk_da[:_m]
         dZc = dZc_seq[_lo:_hi]
         dZu = dZu_seq[_lo:_hi]
         # adjoint of ac = tanh(Zc): dac = G * da
         # shared subexpression
         np.subtract(1.0, G, out=_c0)
-        # adjoint of G = sigmoid(Zu): dG = dG_per_da * da
-        np.subtract(ac, h, out=dG_per_da)
-        # adjoint of Zc = WTc*h + WXc@x + Bc: dZc = dZc_per_da * da
-        np.multiply(ac, ac, out=dZc_per_da)
-        np.subtract(1.0, dZc_per_da, out=dZc_per_da)
-        np.multiply(dZc_per_da, G, out=dZc_per_da)
-        # adjoint of Zu = WTu*h + WXu@x + Bu: dZu = dZu_per_da * da
-        np.multiply(G, _c0, out=dZu_per_da)
-        np.multiply(dZu_per_da, dG_per_da, out=dZu_per_da)
-        # adjoint of h: flows to the step before: dh = dh_per_da * da
-        np.multiply(WTc, dZc_per_da, out=dh_per_da)
-        np.multiply(WTu, dZu_per_da, out=_bw0[:_m])
-        np.add(dh_per_da, _bw0[:_m], out=dh_per_da)
-        np.add(dh_per_da, _c0, out=dh_per_da)
+        # adjoint of G = sigmoid(Zu): dG = _dG_per_da * da
+        np.subtract(ac, h, out=_dG_per_da)
+        # adjoint of Zc = WTc*h + WXc@x + Bc: dZc = _dZc_per_da * da
+        np.multiply(ac, ac, out=_dZc_per_da)
+        np.subtract(1.0, _dZc_per_da, out=_dZc_per_da)
+        np.multiply(_dZc_per_da, G, out=_dZc_per_da)
+        # adjoint of Zu = WTu*h + WXu@x + Bu: dZu = _dZu_per_da * da
+        np.multiply(G, _c0, out=_dZu_per_da)
+        np.multiply(_dZu_per_da, _dG_per_da, out=_dZu_per_da)
+        # adjoint of h: flows to the step before: dh = _dh_per_da * da
+        np.multiply(WTc, _dZc_per_da, out=_dh_per_da)
+        np.multiply(WTu, _dZu_per_da, out=_bw0[:_m])
+        np.add(_dh_per_da, _bw0[:_m], out=_dh_per_da)
+        np.add(_dh_per_da, _c0, out=_dh_per_da)
         for _k in range(_m - 1, -1, -1):
             # adjoint of a = G*ac + (1 - G)*h: da = da_in + dh_next
             np.add(_dout[_lo + _k], dh_next, out=da[_k])
             # dh_next = dh of this step, for the step before
-            np.multiply(dh_per_da[_k], da[_k], out=dh_next)
+            np.multiply(_dh_per_da[_k], da[_k], out=dh_next)
         # The adjoints the gradients read, for the block.
-        # dZc = dZc_per_da*da
-        np.multiply(dZc_per_da, da, out=dZc)
-        # dZu = dZu_per_da*da
-        np.multiply(dZu_per_da, da, out=dZu)
+        # dZc = _dZc_per_da*da
+        np.multiply(_dZc_per_da, da, out=dZc)
+        # dZu = _dZu_per_da*da
+        np.multiply(_dZu_per_da, da, out=dZu)
         grads["WTu"] += np.einsum("tbj,tbj->j", dZu, h)
         grads["WTc"] += np.einsum("tbj,tbj->j", dZc, h)
     # Parameter gradients: sums over every step and lane, after the loop.

@@ -18,6 +18,7 @@ projections of the input run before the loop, their gradients after it.
 """
 
 import math
+import sys
 
 import numpy as np
 
@@ -29,6 +30,26 @@ except ImportError as _exc:  # the numpy modules keep working without numba
         "(or use generated.gru_numpy)"
     ) from _exc
 
+# Numba's on-disk cache records the name the module was imported under, and loading a
+# record made under another name fails. Each name therefore has cache files of its own;
+# a module that is not importable by its name (loaded from a path and not registered)
+# compiles without a cache, as it does where no cache folder is writable.
+_CACHED = getattr(sys.modules.get(__name__), "__dict__", None) is globals()
+_CACHE_TAG = "".join(c if c.isalnum() else "_" for c in __name__)
+
+
+def _jit(**options):
+    def jitted(func):
+        func.__qualname__ = f"{_CACHE_TAG}.{func.__qualname__}"
+        if _CACHED:
+            try:
+                return numba.njit(cache=True, **options)(func)
+            except RuntimeError:  # no writable cache folder
+                pass
+        return numba.njit(**options)(func)
+
+    return jitted
+
 
 @numba.extending.intrinsic
 def _float_from_bits(typingctx, bits):
@@ -38,7 +59,7 @@ def _float_from_bits(typingctx, bits):
     return numba.types.float64(numba.types.int64), codegen
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _exp(x):
     y = min(max(x, -708.0), 709.78)
     k = math.floor(y * 1.4426950408889634 + 0.5)
@@ -63,12 +84,12 @@ def _exp(x):
     return e if x == x else x  # NaN stays NaN
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _sigmoid(x):
     return 1.0 / (1.0 + _exp(-x))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _tanh(x):
     a = abs(x)
     z = x * x
@@ -81,6 +102,22 @@ def _tanh(x):
     large = (1.0 - s) / (1.0 + s)
     large = large if x >= 0 else -large
     return small if a < 0.625 else large
+
+
+def _np_sigmoid(z, out=None):
+    """1/(1 + e^-z), accurate to a few ulp for every z (no overflow, no cancellation)."""
+    z = np.asarray(z)
+    if z.ndim == 0:  # a constant
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0, e) / (1.0 + e)
+    positive = np.greater_equal(z, 0)
+    e = np.abs(z)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    out = np.empty_like(e) if out is None else out
+    np.add(e, 1.0, out=out)
+    np.copyto(e, 1.0, where=positive)
+    return np.divide(e, out, out=out)
 
 
 NAME = "gru"
@@ -226,7 +263,7 @@ def _states(value, name, batch, n_out, dtype):
     return out
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _forward_2(
     _t,
     _B,
@@ -235,10 +272,10 @@ def _forward_2(
     Uz_h_seq,
     Wr_x_seq,
     Wz_x_seq,
+    _p_br,
+    _p_bz,
     _t0_seq,
     h_seq,
-    p_br,
-    p_bz,
     r_seq,
     z_seq,
 ):
@@ -249,8 +286,8 @@ def _forward_2(
         Uz_h = Uz_h_seq[_t, _b, _i]
         Wr_x = Wr_x_seq[_t, _b, _i]
         Wz_x = Wz_x_seq[_t, _b, _i]
-        br = p_br[_i]
-        bz = p_bz[_i]
+        br = _p_br[_i]
+        bz = _p_bz[_i]
         h = h_seq[_t, _b, _i]
         # z = sigmoid(Wz@x + Uz@h + bz)
         z = _sigmoid(Uz_h + Wz_x + bz)
@@ -263,17 +300,17 @@ def _forward_2(
         _t0_seq[_t, _b, _i] = _t0
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _forward_4(
     _t,
     _B,
     _n,
     Un_t0_seq,
     Wn_x_seq,
+    _p_bn,
     a_seq,
     h_seq,
     n_seq,
-    p_bn,
     z_seq,
 ):
     for _lane in numba.prange(_B * _n):
@@ -281,7 +318,7 @@ def _forward_4(
         _i = _lane - _b * _n
         Un_t0 = Un_t0_seq[_t, _b, _i]
         Wn_x = Wn_x_seq[_t, _b, _i]
-        bn = p_bn[_i]
+        bn = _p_bn[_i]
         h = h_seq[_t, _b, _i]
         z = z_seq[_t, _b, _i]
         # n = tanh(Wn@x + Un@(r*h) + bn)
@@ -293,14 +330,14 @@ def _forward_4(
         h_seq[_t + 1, _b, _i] = a
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_0(
     _t,
     _B,
     _n,
     _dout,
     _s_dh_next,
-    _w_c0,
+    _w__c0,
     _w_da,
     _w_dn,
     dUn_t0_seq,
@@ -323,17 +360,17 @@ def _backward_0(
         # adjoint of Un_t0 = sum_j Un_ij _t0_j
         dUn_t0 = dn * (1 - n**2)
         _w_da[_b, _i] = da
-        _w_c0[_b, _i] = _c0
+        _w__c0[_b, _i] = _c0
         _w_dn[_b, _i] = dn
         dUn_t0_seq[_t, _b, _i] = dUn_t0
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_2(
     _t,
     _B,
     _n,
-    _w_d_t0_Un,
+    _w__d_t0_Un,
     _w_da,
     _w_dr,
     _w_dz,
@@ -345,7 +382,7 @@ def _backward_2(
     for _lane in numba.prange(_B * _n):
         _b = _lane // _n
         _i = _lane - _b * _n
-        _d_t0_Un = _w_d_t0_Un[_b, _i]
+        _d_t0_Un = _w__d_t0_Un[_b, _i]
         da = _w_da[_b, _i]
         h = h_seq[_t, _b, _i]
         n = n_seq[_t, _b, _i]
@@ -361,12 +398,12 @@ def _backward_2(
         dUr_h_seq[_t, _b, _i] = dUr_h
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_4(
     _t,
     _B,
     _n,
-    _w_c0,
+    _w__c0,
     _w_dz,
     dUz_h_seq,
     z_seq,
@@ -374,7 +411,7 @@ def _backward_4(
     for _lane in numba.prange(_B * _n):
         _b = _lane // _n
         _i = _lane - _b * _n
-        _c0 = _w_c0[_b, _i]
+        _c0 = _w__c0[_b, _i]
         dz = _w_dz[_b, _i]
         z = z_seq[_t, _b, _i]
         # adjoint of Uz_h = sum_j Uz_ij h_j
@@ -382,25 +419,25 @@ def _backward_4(
         dUz_h_seq[_t, _b, _i] = dUz_h
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_6(
     _t,
     _B,
     _n,
-    _w_d_t0_Un,
+    _w__d_t0_Un,
+    _w__dh_Ur,
+    _w__dh_Uz,
     _w_da,
     _w_dh,
-    _w_dh_Ur,
-    _w_dh_Uz,
     r_seq,
     z_seq,
 ):
     for _lane in numba.prange(_B * _n):
         _b = _lane // _n
         _i = _lane - _b * _n
-        _d_t0_Un = _w_d_t0_Un[_b, _i]
-        _dh_Ur = _w_dh_Ur[_b, _i]
-        _dh_Uz = _w_dh_Uz[_b, _i]
+        _d_t0_Un = _w__d_t0_Un[_b, _i]
+        _dh_Ur = _w__dh_Ur[_b, _i]
+        _dh_Uz = _w__dh_Uz[_b, _i]
         da = _w_da[_b, _i]
         r = r_seq[_t, _b, _i]
         z = z_seq[_t, _b, _i]
@@ -436,9 +473,9 @@ def forward(params, x, state0=None):
     Wn = params["Wn"]
     Un = params["Un"]
     bn = params["bn"]
-    p_bz = bz
-    p_br = br
-    p_bn = bn
+    _p_bz = bz
+    _p_br = br
+    _p_bn = bn
     # Projections of the input, every step at once: one matrix product each.
     _x2 = _x.reshape(_T * _B, _n_in)
     # Wz_x = sum_j Wz_ij x_j
@@ -471,10 +508,10 @@ def forward(params, x, state0=None):
             Uz_h_seq,
             Wr_x_seq,
             Wz_x_seq,
+            _p_br,
+            _p_bz,
             _t0_seq,
             h_seq,
-            p_br,
-            p_bz,
             r_seq,
             z_seq,
         )
@@ -486,14 +523,14 @@ def forward(params, x, state0=None):
             _n_out,
             Un_t0_seq,
             Wn_x_seq,
+            _p_bn,
             a_seq,
             h_seq,
             n_seq,
-            p_bn,
             z_seq,
         )
     cache = {
-        "x": _x,
+        "_x": _x,
         "_t0": _t0_seq,
         "h": h_seq[:_T],
         "n": n_seq,
@@ -521,7 +558,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
@@ -544,11 +581,11 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     dUr_h_seq = np.empty((_T, _B, _n_out), _dtype)
     dUz_h_seq = np.empty((_T, _B, _n_out), _dtype)
     # Adjoints that live within one step.
-    _w_c0 = np.empty((_B, _n_out), _dtype)
-    _w_d_t0_Un = np.empty((_B, _n_out), _dtype)
+    _w__c0 = np.empty((_B, _n_out), _dtype)
+    _w__d_t0_Un = np.empty((_B, _n_out), _dtype)
+    _w__dh_Ur = np.empty((_B, _n_out), _dtype)
+    _w__dh_Uz = np.empty((_B, _n_out), _dtype)
     _w_da = np.empty((_B, _n_out), _dtype)
-    _w_dh_Ur = np.empty((_B, _n_out), _dtype)
-    _w_dh_Uz = np.empty((_B, _n_out), _dtype)
     _w_dn = np.empty((_B, _n_out), _dtype)
     _w_dr = np.empty((_B, _n_out), _dtype)
     _w_dz = np.empty((_B, _n_out), _dtype)
@@ -561,7 +598,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
             _n_out,
             _dout,
             _s_dh_next,
-            _w_c0,
+            _w__c0,
             _w_da,
             _w_dn,
             dUn_t0_seq,
@@ -569,12 +606,12 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
             z_seq,
         )
         # sum_i Un_ij dUn_t0_i: the path of _t0 through Un
-        np.matmul(dUn_t0_seq[_t], Un, out=_w_d_t0_Un)
+        np.matmul(dUn_t0_seq[_t], Un, out=_w__d_t0_Un)
         _backward_2(
             _t,
             _B,
             _n_out,
-            _w_d_t0_Un,
+            _w__d_t0_Un,
             _w_da,
             _w_dr,
             _w_dz,
@@ -584,27 +621,27 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
             r_seq,
         )
         # sum_i Ur_ij dUr_h_i: the path of h through Ur
-        np.matmul(dUr_h_seq[_t], Ur, out=_w_dh_Ur)
+        np.matmul(dUr_h_seq[_t], Ur, out=_w__dh_Ur)
         _backward_4(
             _t,
             _B,
             _n_out,
-            _w_c0,
+            _w__c0,
             _w_dz,
             dUz_h_seq,
             z_seq,
         )
         # sum_i Uz_ij dUz_h_i: the path of h through Uz
-        np.matmul(dUz_h_seq[_t], Uz, out=_w_dh_Uz)
+        np.matmul(dUz_h_seq[_t], Uz, out=_w__dh_Uz)
         _backward_6(
             _t,
             _B,
             _n_out,
-            _w_d_t0_Un,
+            _w__d_t0_Un,
+            _w__dh_Ur,
+            _w__dh_Uz,
             _w_da,
             _w_dh,
-            _w_dh_Ur,
-            _w_dh_Uz,
             r_seq,
             z_seq,
         )

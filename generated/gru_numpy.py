@@ -14,6 +14,23 @@ State: h is the previous step's a.
 
 import numpy as np
 
+
+def _np_sigmoid(z, out=None):
+    """1/(1 + e^-z), accurate to a few ulp for every z (no overflow, no cancellation)."""
+    z = np.asarray(z)
+    if z.ndim == 0:  # a constant
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0, e) / (1.0 + e)
+    positive = np.greater_equal(z, 0)
+    e = np.abs(z)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    out = np.empty_like(e) if out is None else out
+    np.add(e, 1.0, out=out)
+    np.copyto(e, 1.0, where=positive)
+    return np.divide(e, out, out=out)
+
+
 NAME = "gru"
 KIND = "recurrent"
 PARAMS = (
@@ -190,15 +207,15 @@ def forward(params, x, state0=None):
     # Wr_x = sum_j Wr_ij x_j
     # Wn_x = sum_j Wn_ij x_j
     # (the matrices stacked: one product for all of them)
-    _W_in = np.concatenate((0.5 * Wz, 0.5 * Wr, Wn))
+    _W_in = np.concatenate((Wz, Wr, Wn))
     # (with the constant terms as a bias column, against a column of ones)
     _W_in = np.concatenate(
         (
             _W_in,
             np.concatenate(
                 (
-                    np.broadcast_to((0.5) * bz, (_n_out,)),
-                    np.broadcast_to((0.5) * br, (_n_out,)),
+                    np.broadcast_to(bz, (_n_out,)),
+                    np.broadcast_to(br, (_n_out,)),
                     np.broadcast_to(bn, (_n_out,)),
                 )
             )[:, None],
@@ -224,8 +241,8 @@ def forward(params, x, state0=None):
     _w_Ur_h = np.empty((_B, _n_out), _dtype)
     _w_Un_t0 = np.empty((_B, _n_out), _dtype)
     # What does not change inside the loop, computed once.
-    # _s0 = Wz_x/2 + bz/2: computed by the product
-    # _s1 = Wr_x/2 + br/2: computed by the product
+    # _s0 = Wz_x + bz: computed by the product
+    # _s1 = Wr_x + br: computed by the product
     # _s2 = Wn_x + bn: computed by the product
     for _t in range(_T):
         h = _h_all[_t]
@@ -242,17 +259,11 @@ def forward(params, x, state0=None):
         # Ur_h = sum_j Ur_ij h_j
         np.matmul(h, Ur.T, out=_w_Ur_h)
         # z = sigmoid(Wz@x + Uz@h + bz)
-        np.multiply(_w_Uz_h, 0.5, out=z)
-        np.add(z, _s0, out=z)
-        np.tanh(z, out=z)
-        np.multiply(z, 0.5, out=z)
-        np.add(z, 0.5, out=z)
+        np.add(_w_Uz_h, _s0, out=z)
+        _np_sigmoid(z, out=z)
         # r = sigmoid(Wr@x + Ur@h + br)
-        np.multiply(_w_Ur_h, 0.5, out=r)
-        np.add(r, _s1, out=r)
-        np.tanh(r, out=r)
-        np.multiply(r, 0.5, out=r)
-        np.add(r, 0.5, out=r)
+        np.add(_w_Ur_h, _s1, out=r)
+        _np_sigmoid(r, out=r)
         # _t0 = h*r
         np.multiply(h, r, out=_t0)
         # Un_t0 = sum_j Un_ij _t0_j
@@ -265,7 +276,7 @@ def forward(params, x, state0=None):
         np.multiply(a, z, out=a)
         np.add(a, n, out=a)
     cache = {
-        "x": _x,
+        "_x": _x,
         "_t0": _t0_seq,
         "h": _h_all[:-1],
         "n": n_seq,
@@ -293,7 +304,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
@@ -319,13 +330,13 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     dUn_t0_seq = _dP[:, :, 2 * _n_out :]
     _w_dh = np.empty((_B, _n_out), _dtype)
     _w_da = np.empty((_B, _n_out), _dtype)
-    _w_c0 = np.empty((_B, _n_out), _dtype)
+    _w__c0 = np.empty((_B, _n_out), _dtype)
     _w_dn = np.empty((_B, _n_out), _dtype)
-    _w_d_t0_Un = np.empty((_B, _n_out), _dtype)
+    _w__d_t0_Un = np.empty((_B, _n_out), _dtype)
     _w_dr = np.empty((_B, _n_out), _dtype)
     _w_dz = np.empty((_B, _n_out), _dtype)
-    _w_dh_Ur = np.empty((_B, _n_out), _dtype)
-    _w_dh_Uz = np.empty((_B, _n_out), _dtype)
+    _w__dh_Ur = np.empty((_B, _n_out), _dtype)
+    _w__dh_Uz = np.empty((_B, _n_out), _dtype)
     _w0 = np.empty((_B, _n_out), _dtype)
     for _t in range(_T - 1, -1, -1):
         da_in = _dout[_t]
@@ -340,17 +351,17 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         # adjoint of a = (1 - z)*n + z*h
         np.add(da_in, dh_next, out=_w_da)
         # shared subexpression
-        np.subtract(1.0, z, out=_w_c0)
+        np.subtract(1.0, z, out=_w__c0)
         # adjoint of n = tanh(Wn@x + Un@(r*h) + bn)
-        np.multiply(_w_c0, _w_da, out=_w_dn)
+        np.multiply(_w__c0, _w_da, out=_w_dn)
         # adjoint of Un_t0 = sum_j Un_ij _t0_j
         np.multiply(n, n, out=dUn_t0)
         np.subtract(1.0, dUn_t0, out=dUn_t0)
         np.multiply(dUn_t0, _w_dn, out=dUn_t0)
         # sum_i Un_ij dUn_t0_i: the path of _t0 through Un
-        np.matmul(dUn_t0, Un, out=_w_d_t0_Un)
+        np.matmul(dUn_t0, Un, out=_w__d_t0_Un)
         # adjoint of r = sigmoid(Wr@x + Ur@h + br)
-        np.multiply(_w_d_t0_Un, h, out=_w_dr)
+        np.multiply(_w__d_t0_Un, h, out=_w_dr)
         # adjoint of z = sigmoid(Wz@x + Uz@h + bz)
         np.subtract(h, n, out=_w_dz)
         np.multiply(_w_dz, _w_da, out=_w_dz)
@@ -359,18 +370,18 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         np.multiply(dUr_h, _w_dr, out=dUr_h)
         np.multiply(dUr_h, r, out=dUr_h)
         # sum_i Ur_ij dUr_h_i: the path of h through Ur
-        np.matmul(dUr_h, Ur, out=_w_dh_Ur)
+        np.matmul(dUr_h, Ur, out=_w__dh_Ur)
         # adjoint of Uz_h = sum_j Uz_ij h_j
-        np.multiply(_w_c0, _w_dz, out=dUz_h)
+        np.multiply(_w__c0, _w_dz, out=dUz_h)
         np.multiply(dUz_h, z, out=dUz_h)
         # sum_i Uz_ij dUz_h_i: the path of h through Uz
-        np.matmul(dUz_h, Uz, out=_w_dh_Uz)
+        np.matmul(dUz_h, Uz, out=_w__dh_Uz)
         # adjoint of h: flows to the step before
-        np.multiply(_w_d_t0_Un, r, out=dh)
+        np.multiply(_w__d_t0_Un, r, out=dh)
         np.multiply(_w_da, z, out=_w0)
         np.add(dh, _w0, out=dh)
-        np.add(dh, _w_dh_Ur, out=dh)
-        np.add(dh, _w_dh_Uz, out=dh)
+        np.add(dh, _w__dh_Ur, out=dh)
+        np.add(dh, _w__dh_Uz, out=dh)
         # the adjoints of the states flow to the step before
         _w_dh, dh_next = dh_next, dh
     # Parameter gradients: sums over every step and lane, after the loop.

@@ -14,6 +14,8 @@ over lanes and sequential over time. The projections of the input run before the
 as one matrix product each, and their gradients after it.
 """
 
+import sys
+
 import numpy as np
 
 try:
@@ -24,8 +26,28 @@ except ImportError as _exc:  # the numpy modules keep working without numba
         "(or use generated.indrnn_numpy)"
     ) from _exc
 
+# Numba's on-disk cache records the name the module was imported under, and loading a
+# record made under another name fails. Each name therefore has cache files of its own;
+# a module that is not importable by its name (loaded from a path and not registered)
+# compiles without a cache, as it does where no cache folder is writable.
+_CACHED = getattr(sys.modules.get(__name__), "__dict__", None) is globals()
+_CACHE_TAG = "".join(c if c.isalnum() else "_" for c in __name__)
 
-@numba.njit(cache=True, error_model="numpy")
+
+def _jit(**options):
+    def jitted(func):
+        func.__qualname__ = f"{_CACHE_TAG}.{func.__qualname__}"
+        if _CACHED:
+            try:
+                return numba.njit(cache=True, **options)(func)
+            except RuntimeError:  # no writable cache folder
+                pass
+        return numba.njit(**options)(func)
+
+    return jitted
+
+
+@_jit(error_model="numpy")
 def _step(x):
     return 1.0 if x > 0 else (0.0 if x <= 0 else x)
 
@@ -148,10 +170,10 @@ def _states(value, name, batch, n_out, dtype):
 _BLOCK = 64
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _forward_kernel(
-    p_u,
-    p_b,
+    _p_u,
+    _p_b,
     W_x_seq,
     _s_h,
     a_seq,
@@ -163,33 +185,33 @@ def _forward_kernel(
         _b = _job // _blocks
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
-        _r_p_b = p_b[_i0:_i1]
-        _r_p_u = p_u[_i0:_i1]
-        _r_s_h = _s_h[_b, _i0:_i1]
+        _r__p_b = _p_b[_i0:_i1]
+        _r__p_u = _p_u[_i0:_i1]
+        _r__s_h = _s_h[_b, _i0:_i1]
         for _t in range(_T):
             _r_W_x_seq = W_x_seq[_t, _b, _i0:_i1]
             _r_a_seq = a_seq[_t, _b, _i0:_i1]
             # one vectorizable loop per primitive call
             for _k in range(_i1 - _i0):
                 W_x = _r_W_x_seq[_k]
-                b = _r_p_b[_k]
-                h = _r_s_h[_k]
-                u = _r_p_u[_k]
+                b = _r__p_b[_k]
+                h = _r__s_h[_k]
+                u = _r__p_u[_k]
                 # a = relu(W@x + u*h + b)
                 a = max(W_x + b + h * u, 0.0)
                 _r_a_seq[_k] = a
-                _r_s_h[_k] = a
+                _r__s_h[_k] = a
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_kernel(
-    p_u,
+    _p_u,
     _dout,
     a_seq,
     h_seq,
     _s_dh_next,
     dW_x_seq,
-    g_u,
+    _g_u,
 ):
     _T, _B, _n = _dout.shape
     _blocks = (_n + _BLOCK - 1) // _BLOCK
@@ -197,20 +219,20 @@ def _backward_kernel(
         _b = _job // _blocks
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
-        _r_g_u = g_u[_b, _i0:_i1]
-        _r_p_u = p_u[_i0:_i1]
-        _r_s_dh_next = _s_dh_next[_b, _i0:_i1]
+        _r__g_u = _g_u[_b, _i0:_i1]
+        _r__p_u = _p_u[_i0:_i1]
+        _r__s_dh_next = _s_dh_next[_b, _i0:_i1]
         for _t in range(_T - 1, -1, -1):
+            _r__dout = _dout[_t, _b, _i0:_i1]
             _r_a_seq = a_seq[_t, _b, _i0:_i1]
             _r_dW_x_seq = dW_x_seq[_t, _b, _i0:_i1]
-            _r_dout = _dout[_t, _b, _i0:_i1]
             _r_h_seq = h_seq[_t, _b, _i0:_i1]
             for _k in range(_i1 - _i0):
                 a = _r_a_seq[_k]
-                da_in = _r_dout[_k]
-                dh_next = _r_s_dh_next[_k]
+                da_in = _r__dout[_k]
+                dh_next = _r__s_dh_next[_k]
                 h = _r_h_seq[_k]
-                u = _r_p_u[_k]
+                u = _r__p_u[_k]
                 # adjoint of a = relu(W@x + u*h + b)
                 da = da_in + dh_next
                 # adjoint of W_x = W@x
@@ -218,8 +240,8 @@ def _backward_kernel(
                 # adjoint of h: flows to the step before
                 dh = dW_x * u
                 _r_dW_x_seq[_k] = dW_x
-                _r_g_u[_k] += dW_x * h
-                _r_s_dh_next[_k] = dh
+                _r__g_u[_k] += dW_x * h
+                _r__s_dh_next[_k] = dh
 
 
 def forward(params, x, state0=None):
@@ -263,7 +285,7 @@ def forward(params, x, state0=None):
         h_seq,
     )
     cache = {
-        "x": _x,
+        "_x": _x,
         "a": a_seq,
         "h": h_seq,
         "state": {
@@ -288,7 +310,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
@@ -301,7 +323,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     h_seq = cache["h"]
     dW_x_seq = np.empty((_T, _B, _n_out), _dtype)
     # Per-lane sums of the vector parameters' gradients, accumulated in float64.
-    g_u = np.zeros((_B, _n_out), np.float64)
+    _g_u = np.zeros((_B, _n_out), np.float64)
     _s_dh_next = np.array(_dstate["h"], dtype=_dtype, order="C")
     _backward_kernel(
         u,
@@ -310,11 +332,11 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         h_seq,
         _s_dh_next,
         dW_x_seq,
-        g_u,
+        _g_u,
     )
     # Parameter gradients: sums over every step and lane, after the loop.
     grads = {}
-    grads["u"] = g_u.sum(axis=0).astype(_dtype)
+    grads["u"] = _g_u.sum(axis=0).astype(_dtype)
     _x2 = _x.reshape(_T * _B, _n_in)
     _dx = None
     grads["W"] = (_x2.T @ dW_x_seq.reshape(_T * _B, _n_out)).T

@@ -171,7 +171,7 @@ def forward(params, x, state0=None):
         np.add(a, _s0, out=a)
         np.maximum(a, 0, out=a)
     cache = {
-        "x": _x,
+        "_x": _x,
         "a": _h_all[1:],
         "h": _h_all[:-1],
         "state": {
@@ -196,7 +196,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
@@ -214,8 +214,8 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     # for a block of steps at once; only the scan over the seeds is sequential.
     _block = max(1, min(_T, 65536 // max(1, _B * _n_out * _dtype.itemsize)))
     dW_x_seq = np.empty((_T, _B, _n_out), _dtype)
-    _bk_dW_x_per_da = np.empty((_block, _B, _n_out), _dtype)
-    _bk_dh_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk__dW_x_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk__dh_per_da = np.empty((_block, _B, _n_out), _dtype)
     _bk_da = np.empty((_block, _B, _n_out), _dtype)
     grads["u"] = np.zeros(_n_out, _dtype)
     for _hi in range(_T, 0, -_block):
@@ -223,22 +223,22 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         _m = _hi - _lo
         a = a_seq[_lo:_hi]
         h = h_seq[_lo:_hi]
-        dW_x_per_da = _bk_dW_x_per_da[:_m]
-        dh_per_da = _bk_dh_per_da[:_m]
+        _dW_x_per_da = _bk__dW_x_per_da[:_m]
+        _dh_per_da = _bk__dh_per_da[:_m]
         da = _bk_da[:_m]
         dW_x = dW_x_seq[_lo:_hi]
-        # adjoint of W_x = W@x: dW_x = dW_x_per_da * da
-        np.heaviside(a, 0.0, out=dW_x_per_da)
-        # adjoint of h: flows to the step before: dh = dh_per_da * da
-        np.multiply(dW_x_per_da, u, out=dh_per_da)
+        # adjoint of W_x = W@x: dW_x = _dW_x_per_da * da
+        np.heaviside(a, 0.0, out=_dW_x_per_da)
+        # adjoint of h: flows to the step before: dh = _dh_per_da * da
+        np.multiply(_dW_x_per_da, u, out=_dh_per_da)
         for _k in range(_m - 1, -1, -1):
             # adjoint of a = relu(W@x + u*h + b): da = da_in + dh_next
             np.add(_dout[_lo + _k], dh_next, out=da[_k])
             # dh_next = dh of this step, for the step before
-            np.multiply(dh_per_da[_k], da[_k], out=dh_next)
+            np.multiply(_dh_per_da[_k], da[_k], out=dh_next)
         # The adjoints the gradients read, for the block.
-        # dW_x = dW_x_per_da*da
-        np.multiply(dW_x_per_da, da, out=dW_x)
+        # dW_x = _dW_x_per_da*da
+        np.multiply(_dW_x_per_da, da, out=dW_x)
         grads["u"] += np.einsum("tbj,tbj->j", dW_x, h)
     # Parameter gradients: sums over every step and lane, after the loop.
     _x2 = _x.reshape(_T * _B, _n_in)

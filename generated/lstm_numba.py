@@ -21,6 +21,7 @@ projections of the input run before the loop, their gradients after it.
 """
 
 import math
+import sys
 
 import numpy as np
 
@@ -32,6 +33,26 @@ except ImportError as _exc:  # the numpy modules keep working without numba
         "(or use generated.lstm_numpy)"
     ) from _exc
 
+# Numba's on-disk cache records the name the module was imported under, and loading a
+# record made under another name fails. Each name therefore has cache files of its own;
+# a module that is not importable by its name (loaded from a path and not registered)
+# compiles without a cache, as it does where no cache folder is writable.
+_CACHED = getattr(sys.modules.get(__name__), "__dict__", None) is globals()
+_CACHE_TAG = "".join(c if c.isalnum() else "_" for c in __name__)
+
+
+def _jit(**options):
+    def jitted(func):
+        func.__qualname__ = f"{_CACHE_TAG}.{func.__qualname__}"
+        if _CACHED:
+            try:
+                return numba.njit(cache=True, **options)(func)
+            except RuntimeError:  # no writable cache folder
+                pass
+        return numba.njit(**options)(func)
+
+    return jitted
+
 
 @numba.extending.intrinsic
 def _float_from_bits(typingctx, bits):
@@ -41,7 +62,7 @@ def _float_from_bits(typingctx, bits):
     return numba.types.float64(numba.types.int64), codegen
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _exp(x):
     y = min(max(x, -708.0), 709.78)
     k = math.floor(y * 1.4426950408889634 + 0.5)
@@ -66,12 +87,12 @@ def _exp(x):
     return e if x == x else x  # NaN stays NaN
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _sigmoid(x):
     return 1.0 / (1.0 + _exp(-x))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _tanh(x):
     a = abs(x)
     z = x * x
@@ -84,6 +105,22 @@ def _tanh(x):
     large = (1.0 - s) / (1.0 + s)
     large = large if x >= 0 else -large
     return small if a < 0.625 else large
+
+
+def _np_sigmoid(z, out=None):
+    """1/(1 + e^-z), accurate to a few ulp for every z (no overflow, no cancellation)."""
+    z = np.asarray(z)
+    if z.ndim == 0:  # a constant
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0, e) / (1.0 + e)
+    positive = np.greater_equal(z, 0)
+    e = np.abs(z)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    out = np.empty_like(e) if out is None else out
+    np.add(e, 1.0, out=out)
+    np.copyto(e, 1.0, where=positive)
+    return np.divide(e, out, out=out)
 
 
 NAME = "lstm"
@@ -247,7 +284,7 @@ def _states(value, name, batch, n_out, dtype):
     return out
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _forward_4(
     _t,
     _B,
@@ -260,6 +297,10 @@ def _forward_4(
     Wg_x_seq,
     Wi_x_seq,
     Wo_x_seq,
+    _p_bf,
+    _p_bg,
+    _p_bi,
+    _p_bo,
     _t0_seq,
     a_seq,
     c_seq,
@@ -269,10 +310,6 @@ def _forward_4(
     h_seq,
     ig_seq,
     og_seq,
-    p_bf,
-    p_bg,
-    p_bi,
-    p_bo,
 ):
     for _lane in numba.prange(_B * _n):
         _b = _lane // _n
@@ -285,10 +322,10 @@ def _forward_4(
         Wg_x = Wg_x_seq[_t, _b, _i]
         Wi_x = Wi_x_seq[_t, _b, _i]
         Wo_x = Wo_x_seq[_t, _b, _i]
-        bf = p_bf[_i]
-        bg = p_bg[_i]
-        bi = p_bi[_i]
-        bo = p_bo[_i]
+        bf = _p_bf[_i]
+        bg = _p_bg[_i]
+        bi = _p_bi[_i]
+        bo = _p_bo[_i]
         c = c_seq[_t, _b, _i]
         # ig = sigmoid(Wi@x + Ui@h + bi)
         ig = _sigmoid(Ui_h + Wi_x + bi)
@@ -315,7 +352,7 @@ def _forward_4(
         h_seq[_t + 1, _b, _i] = a
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_0(
     _t,
     _B,
@@ -374,7 +411,7 @@ def _backward_0(
         dUg_h_seq[_t, _b, _i] = dUg_h
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_2(
     _t,
     _B,
@@ -393,7 +430,7 @@ def _backward_2(
         dUo_h_seq[_t, _b, _i] = dUo_h
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_4(
     _t,
     _B,
@@ -412,7 +449,7 @@ def _backward_4(
         dUf_h_seq[_t, _b, _i] = dUf_h
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_6(
     _t,
     _B,
@@ -431,27 +468,27 @@ def _backward_6(
         dUi_h_seq[_t, _b, _i] = dUi_h
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_8(
     _t,
     _B,
     _n,
+    _w__dh_Uf,
+    _w__dh_Ug,
+    _w__dh_Ui,
+    _w__dh_Uo,
     _w_dc,
     _w_dcn,
     _w_dh,
-    _w_dh_Uf,
-    _w_dh_Ug,
-    _w_dh_Ui,
-    _w_dh_Uo,
     fg_seq,
 ):
     for _lane in numba.prange(_B * _n):
         _b = _lane // _n
         _i = _lane - _b * _n
-        _dh_Uf = _w_dh_Uf[_b, _i]
-        _dh_Ug = _w_dh_Ug[_b, _i]
-        _dh_Ui = _w_dh_Ui[_b, _i]
-        _dh_Uo = _w_dh_Uo[_b, _i]
+        _dh_Uf = _w__dh_Uf[_b, _i]
+        _dh_Ug = _w__dh_Ug[_b, _i]
+        _dh_Ui = _w__dh_Ui[_b, _i]
+        _dh_Uo = _w__dh_Uo[_b, _i]
         dcn = _w_dcn[_b, _i]
         fg = fg_seq[_t, _b, _i]
         # adjoint of h: flows to the step before
@@ -492,10 +529,10 @@ def forward(params, x, state0=None):
     Wg = params["Wg"]
     Ug = params["Ug"]
     bg = params["bg"]
-    p_bi = bi
-    p_bf = bf
-    p_bo = bo
-    p_bg = bg
+    _p_bi = bi
+    _p_bf = bf
+    _p_bo = bo
+    _p_bg = bg
     # Projections of the input, every step at once: one matrix product each.
     _x2 = _x.reshape(_T * _B, _n_in)
     # Wi_x = sum_j Wi_ij x_j
@@ -543,6 +580,10 @@ def forward(params, x, state0=None):
             Wg_x_seq,
             Wi_x_seq,
             Wo_x_seq,
+            _p_bf,
+            _p_bg,
+            _p_bi,
+            _p_bo,
             _t0_seq,
             a_seq,
             c_seq,
@@ -552,13 +593,9 @@ def forward(params, x, state0=None):
             h_seq,
             ig_seq,
             og_seq,
-            p_bf,
-            p_bg,
-            p_bi,
-            p_bo,
         )
     cache = {
-        "x": _x,
+        "_x": _x,
         "_t0": _t0_seq,
         "c": c_seq[:_T],
         "fg": fg_seq,
@@ -589,7 +626,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
@@ -617,15 +654,15 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     dUi_h_seq = np.empty((_T, _B, _n_out), _dtype)
     dUo_h_seq = np.empty((_T, _B, _n_out), _dtype)
     # Adjoints that live within one step.
+    _w__dh_Uf = np.empty((_B, _n_out), _dtype)
+    _w__dh_Ug = np.empty((_B, _n_out), _dtype)
+    _w__dh_Ui = np.empty((_B, _n_out), _dtype)
+    _w__dh_Uo = np.empty((_B, _n_out), _dtype)
     _w_d_t0 = np.empty((_B, _n_out), _dtype)
     _w_da = np.empty((_B, _n_out), _dtype)
     _w_dcn = np.empty((_B, _n_out), _dtype)
     _w_dfg = np.empty((_B, _n_out), _dtype)
     _w_dg = np.empty((_B, _n_out), _dtype)
-    _w_dh_Uf = np.empty((_B, _n_out), _dtype)
-    _w_dh_Ug = np.empty((_B, _n_out), _dtype)
-    _w_dh_Ui = np.empty((_B, _n_out), _dtype)
-    _w_dh_Uo = np.empty((_B, _n_out), _dtype)
     _w_dig = np.empty((_B, _n_out), _dtype)
     _w_dog = np.empty((_B, _n_out), _dtype)
     _s_dh_next = np.array(_dstate["h"], dtype=_dtype, order="C")
@@ -655,7 +692,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
             og_seq,
         )
         # sum_i Ug_ij dUg_h_i: the path of h through Ug
-        np.matmul(dUg_h_seq[_t], Ug, out=_w_dh_Ug)
+        np.matmul(dUg_h_seq[_t], Ug, out=_w__dh_Ug)
         _backward_2(
             _t,
             _B,
@@ -665,7 +702,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
             og_seq,
         )
         # sum_i Uo_ij dUo_h_i: the path of h through Uo
-        np.matmul(dUo_h_seq[_t], Uo, out=_w_dh_Uo)
+        np.matmul(dUo_h_seq[_t], Uo, out=_w__dh_Uo)
         _backward_4(
             _t,
             _B,
@@ -675,7 +712,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
             fg_seq,
         )
         # sum_i Uf_ij dUf_h_i: the path of h through Uf
-        np.matmul(dUf_h_seq[_t], Uf, out=_w_dh_Uf)
+        np.matmul(dUf_h_seq[_t], Uf, out=_w__dh_Uf)
         _backward_6(
             _t,
             _B,
@@ -685,18 +722,18 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
             ig_seq,
         )
         # sum_i Ui_ij dUi_h_i: the path of h through Ui
-        np.matmul(dUi_h_seq[_t], Ui, out=_w_dh_Ui)
+        np.matmul(dUi_h_seq[_t], Ui, out=_w__dh_Ui)
         _backward_8(
             _t,
             _B,
             _n_out,
+            _w__dh_Uf,
+            _w__dh_Ug,
+            _w__dh_Ui,
+            _w__dh_Uo,
             _w_dc,
             _w_dcn,
             _w_dh,
-            _w_dh_Uf,
-            _w_dh_Ug,
-            _w_dh_Ui,
-            _w_dh_Uo,
             fg_seq,
         )
         # The adjoints of the states flow to the step before.

@@ -17,6 +17,23 @@ State: c is the previous step's cn.
 
 import numpy as np
 
+
+def _np_sigmoid(z, out=None):
+    """1/(1 + e^-z), accurate to a few ulp for every z (no overflow, no cancellation)."""
+    z = np.asarray(z)
+    if z.ndim == 0:  # a constant
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0, e) / (1.0 + e)
+    positive = np.greater_equal(z, 0)
+    e = np.abs(z)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    out = np.empty_like(e) if out is None else out
+    np.add(e, 1.0, out=out)
+    np.copyto(e, 1.0, where=positive)
+    return np.divide(e, out, out=out)
+
+
 NAME = "lstm"
 KIND = "recurrent"
 PARAMS = (
@@ -215,16 +232,16 @@ def forward(params, x, state0=None):
     # Wo_x = sum_j Wo_ij x_j
     # Wg_x = sum_j Wg_ij x_j
     # (the matrices stacked: one product for all of them)
-    _W_in = np.concatenate((0.5 * Wi, 0.5 * Wf, 0.5 * Wo, Wg))
+    _W_in = np.concatenate((Wi, Wf, Wo, Wg))
     # (with the constant terms as a bias column, against a column of ones)
     _W_in = np.concatenate(
         (
             _W_in,
             np.concatenate(
                 (
-                    np.broadcast_to((0.5) * bi, (_n_out,)),
-                    np.broadcast_to((0.5) * bf, (_n_out,)),
-                    np.broadcast_to((0.5) * bo, (_n_out,)),
+                    np.broadcast_to(bi, (_n_out,)),
+                    np.broadcast_to(bf, (_n_out,)),
+                    np.broadcast_to(bo, (_n_out,)),
                     np.broadcast_to(bg, (_n_out,)),
                 )
             )[:, None],
@@ -256,9 +273,9 @@ def forward(params, x, state0=None):
     _w_Ug_h = np.empty((_B, _n_out), _dtype)
     _w0 = np.empty((_B, _n_out), _dtype)
     # What does not change inside the loop, computed once.
-    # _s0 = Wi_x/2 + bi/2: computed by the product
-    # _s1 = Wf_x/2 + bf/2: computed by the product
-    # _s2 = Wo_x/2 + bo/2: computed by the product
+    # _s0 = Wi_x + bi: computed by the product
+    # _s1 = Wf_x + bf: computed by the product
+    # _s2 = Wo_x + bo: computed by the product
     # _s3 = Wg_x + bg: computed by the product
     for _t in range(_T):
         h = _h_all[_t]
@@ -283,23 +300,14 @@ def forward(params, x, state0=None):
         # Ug_h = sum_j Ug_ij h_j
         np.matmul(h, Ug.T, out=_w_Ug_h)
         # ig = sigmoid(Wi@x + Ui@h + bi)
-        np.multiply(_w_Ui_h, 0.5, out=ig)
-        np.add(ig, _s0, out=ig)
-        np.tanh(ig, out=ig)
-        np.multiply(ig, 0.5, out=ig)
-        np.add(ig, 0.5, out=ig)
+        np.add(_w_Ui_h, _s0, out=ig)
+        _np_sigmoid(ig, out=ig)
         # fg = sigmoid(Wf@x + Uf@h + bf)
-        np.multiply(_w_Uf_h, 0.5, out=fg)
-        np.add(fg, _s1, out=fg)
-        np.tanh(fg, out=fg)
-        np.multiply(fg, 0.5, out=fg)
-        np.add(fg, 0.5, out=fg)
+        np.add(_w_Uf_h, _s1, out=fg)
+        _np_sigmoid(fg, out=fg)
         # og = sigmoid(Wo@x + Uo@h + bo)
-        np.multiply(_w_Uo_h, 0.5, out=og)
-        np.add(og, _s2, out=og)
-        np.tanh(og, out=og)
-        np.multiply(og, 0.5, out=og)
-        np.add(og, 0.5, out=og)
+        np.add(_w_Uo_h, _s2, out=og)
+        _np_sigmoid(og, out=og)
         # g = tanh(Wg@x + Ug@h + bg)
         np.add(_w_Ug_h, _s3, out=g)
         np.tanh(g, out=g)
@@ -312,7 +320,7 @@ def forward(params, x, state0=None):
         # a = og*tanh(cn)
         np.multiply(_t0, og, out=a)
     cache = {
-        "x": _x,
+        "_x": _x,
         "_t0": _t0_seq,
         "c": _c_all[:-1],
         "fg": fg_seq,
@@ -343,7 +351,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
@@ -382,10 +390,10 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     _w_dog = np.empty((_B, _n_out), _dtype)
     _w_dfg = np.empty((_B, _n_out), _dtype)
     _w_dig = np.empty((_B, _n_out), _dtype)
-    _w_dh_Ug = np.empty((_B, _n_out), _dtype)
-    _w_dh_Uo = np.empty((_B, _n_out), _dtype)
-    _w_dh_Uf = np.empty((_B, _n_out), _dtype)
-    _w_dh_Ui = np.empty((_B, _n_out), _dtype)
+    _w__dh_Ug = np.empty((_B, _n_out), _dtype)
+    _w__dh_Uo = np.empty((_B, _n_out), _dtype)
+    _w__dh_Uf = np.empty((_B, _n_out), _dtype)
+    _w__dh_Ui = np.empty((_B, _n_out), _dtype)
     for _t in range(_T - 1, -1, -1):
         da_in = _dout[_t]
         _t0 = _t0_seq[_t]
@@ -422,29 +430,29 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         np.subtract(1.0, dUg_h, out=dUg_h)
         np.multiply(dUg_h, _w_dg, out=dUg_h)
         # sum_i Ug_ij dUg_h_i: the path of h through Ug
-        np.matmul(dUg_h, Ug, out=_w_dh_Ug)
+        np.matmul(dUg_h, Ug, out=_w__dh_Ug)
         # adjoint of Uo_h = sum_j Uo_ij h_j
         np.subtract(1.0, og, out=dUo_h)
         np.multiply(dUo_h, _w_dog, out=dUo_h)
         np.multiply(dUo_h, og, out=dUo_h)
         # sum_i Uo_ij dUo_h_i: the path of h through Uo
-        np.matmul(dUo_h, Uo, out=_w_dh_Uo)
+        np.matmul(dUo_h, Uo, out=_w__dh_Uo)
         # adjoint of Uf_h = sum_j Uf_ij h_j
         np.subtract(1.0, fg, out=dUf_h)
         np.multiply(dUf_h, _w_dfg, out=dUf_h)
         np.multiply(dUf_h, fg, out=dUf_h)
         # sum_i Uf_ij dUf_h_i: the path of h through Uf
-        np.matmul(dUf_h, Uf, out=_w_dh_Uf)
+        np.matmul(dUf_h, Uf, out=_w__dh_Uf)
         # adjoint of Ui_h = sum_j Ui_ij h_j
         np.subtract(1.0, ig, out=dUi_h)
         np.multiply(dUi_h, _w_dig, out=dUi_h)
         np.multiply(dUi_h, ig, out=dUi_h)
         # sum_i Ui_ij dUi_h_i: the path of h through Ui
-        np.matmul(dUi_h, Ui, out=_w_dh_Ui)
+        np.matmul(dUi_h, Ui, out=_w__dh_Ui)
         # adjoint of h: flows to the step before
-        np.add(_w_dh_Uf, _w_dh_Ug, out=dh)
-        np.add(dh, _w_dh_Ui, out=dh)
-        np.add(dh, _w_dh_Uo, out=dh)
+        np.add(_w__dh_Uf, _w__dh_Ug, out=dh)
+        np.add(dh, _w__dh_Ui, out=dh)
+        np.add(dh, _w__dh_Uo, out=dh)
         # adjoint of c: flows to the step before
         np.multiply(_w_dcn, fg, out=dc)
         # the adjoints of the states flow to the step before

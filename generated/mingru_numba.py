@@ -17,6 +17,7 @@ as one matrix product each, and their gradients after it.
 """
 
 import math
+import sys
 
 import numpy as np
 
@@ -28,6 +29,26 @@ except ImportError as _exc:  # the numpy modules keep working without numba
         "(or use generated.mingru_numpy)"
     ) from _exc
 
+# Numba's on-disk cache records the name the module was imported under, and loading a
+# record made under another name fails. Each name therefore has cache files of its own;
+# a module that is not importable by its name (loaded from a path and not registered)
+# compiles without a cache, as it does where no cache folder is writable.
+_CACHED = getattr(sys.modules.get(__name__), "__dict__", None) is globals()
+_CACHE_TAG = "".join(c if c.isalnum() else "_" for c in __name__)
+
+
+def _jit(**options):
+    def jitted(func):
+        func.__qualname__ = f"{_CACHE_TAG}.{func.__qualname__}"
+        if _CACHED:
+            try:
+                return numba.njit(cache=True, **options)(func)
+            except RuntimeError:  # no writable cache folder
+                pass
+        return numba.njit(**options)(func)
+
+    return jitted
+
 
 @numba.extending.intrinsic
 def _float_from_bits(typingctx, bits):
@@ -37,7 +58,7 @@ def _float_from_bits(typingctx, bits):
     return numba.types.float64(numba.types.int64), codegen
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _exp(x):
     y = min(max(x, -708.0), 709.78)
     k = math.floor(y * 1.4426950408889634 + 0.5)
@@ -62,9 +83,25 @@ def _exp(x):
     return e if x == x else x  # NaN stays NaN
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _sigmoid(x):
     return 1.0 / (1.0 + _exp(-x))
+
+
+def _np_sigmoid(z, out=None):
+    """1/(1 + e^-z), accurate to a few ulp for every z (no overflow, no cancellation)."""
+    z = np.asarray(z)
+    if z.ndim == 0:  # a constant
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0, e) / (1.0 + e)
+    positive = np.greater_equal(z, 0)
+    e = np.abs(z)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    out = np.empty_like(e) if out is None else out
+    np.add(e, 1.0, out=out)
+    np.copyto(e, 1.0, where=positive)
+    return np.divide(e, out, out=out)
 
 
 NAME = "mingru"
@@ -190,10 +227,10 @@ def _states(value, name, batch, n_out, dtype):
 _BLOCK = 64
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _forward_kernel(
-    p_bz,
-    p_bh,
+    _p_bz,
+    _p_bh,
     Wz_x_seq,
     Wh_x_seq,
     _s_h,
@@ -209,9 +246,9 @@ def _forward_kernel(
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
         _k_z = np.empty(_BLOCK)
-        _r_p_bh = p_bh[_i0:_i1]
-        _r_p_bz = p_bz[_i0:_i1]
-        _r_s_h = _s_h[_b, _i0:_i1]
+        _r__p_bh = _p_bh[_i0:_i1]
+        _r__p_bz = _p_bz[_i0:_i1]
+        _r__s_h = _s_h[_b, _i0:_i1]
         for _t in range(_T):
             _r_Wh_x_seq = Wh_x_seq[_t, _b, _i0:_i1]
             _r_Wz_x_seq = Wz_x_seq[_t, _b, _i0:_i1]
@@ -221,14 +258,14 @@ def _forward_kernel(
             # one vectorizable loop per primitive call
             for _k in range(_i1 - _i0):
                 Wz_x = _r_Wz_x_seq[_k]
-                bz = _r_p_bz[_k]
+                bz = _r__p_bz[_k]
                 # z = sigmoid(Wz@x + bz)
                 z = _sigmoid(Wz_x + bz)
                 _k_z[_k] = z
             for _k in range(_i1 - _i0):
                 Wh_x = _r_Wh_x_seq[_k]
-                bh = _r_p_bh[_k]
-                h = _r_s_h[_k]
+                bh = _r__p_bh[_k]
+                h = _r__s_h[_k]
                 z = _k_z[_k]
                 # hc = Wh@x + bh
                 hc = Wh_x + bh
@@ -237,10 +274,10 @@ def _forward_kernel(
                 _r_a_seq[_k] = a
                 _r_hc_seq[_k] = hc
                 _r_z_seq[_k] = z
-                _r_s_h[_k] = a
+                _r__s_h[_k] = a
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@_jit(parallel=True, error_model="numpy")
 def _backward_kernel(
     _dout,
     h_seq,
@@ -256,17 +293,17 @@ def _backward_kernel(
         _b = _job // _blocks
         _i0 = (_job - _b * _blocks) * _BLOCK
         _i1 = min(_i0 + _BLOCK, _n)
-        _r_s_dh_next = _s_dh_next[_b, _i0:_i1]
+        _r__s_dh_next = _s_dh_next[_b, _i0:_i1]
         for _t in range(_T - 1, -1, -1):
+            _r__dout = _dout[_t, _b, _i0:_i1]
             _r_dWz_x_seq = dWz_x_seq[_t, _b, _i0:_i1]
             _r_dhc_seq = dhc_seq[_t, _b, _i0:_i1]
-            _r_dout = _dout[_t, _b, _i0:_i1]
             _r_h_seq = h_seq[_t, _b, _i0:_i1]
             _r_hc_seq = hc_seq[_t, _b, _i0:_i1]
             _r_z_seq = z_seq[_t, _b, _i0:_i1]
             for _k in range(_i1 - _i0):
-                da_in = _r_dout[_k]
-                dh_next = _r_s_dh_next[_k]
+                da_in = _r__dout[_k]
+                dh_next = _r__s_dh_next[_k]
                 h = _r_h_seq[_k]
                 hc = _r_hc_seq[_k]
                 z = _r_z_seq[_k]
@@ -284,7 +321,7 @@ def _backward_kernel(
                 dh = _c0 * da
                 _r_dWz_x_seq[_k] = dWz_x
                 _r_dhc_seq[_k] = dhc
-                _r_s_dh_next[_k] = dh
+                _r__s_dh_next[_k] = dh
 
 
 def forward(params, x, state0=None):
@@ -337,7 +374,7 @@ def forward(params, x, state0=None):
         z_seq,
     )
     cache = {
-        "x": _x,
+        "_x": _x,
         "h": h_seq,
         "hc": hc_seq,
         "z": z_seq,
@@ -363,7 +400,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype

@@ -13,6 +13,23 @@ State: h is the previous step's a.
 
 import numpy as np
 
+
+def _np_sigmoid(z, out=None):
+    """1/(1 + e^-z), accurate to a few ulp for every z (no overflow, no cancellation)."""
+    z = np.asarray(z)
+    if z.ndim == 0:  # a constant
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0, e) / (1.0 + e)
+    positive = np.greater_equal(z, 0)
+    e = np.abs(z)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    out = np.empty_like(e) if out is None else out
+    np.add(e, 1.0, out=out)
+    np.copyto(e, 1.0, where=positive)
+    return np.divide(e, out, out=out)
+
+
 NAME = "mingru"
 KIND = "recurrent"
 PARAMS = (
@@ -169,13 +186,9 @@ def forward(params, x, state0=None):
     hc_seq = np.empty((_T, _B, _n_out), _dtype)
     z_seq = np.empty((_T, _B, _n_out), _dtype)
     # What does not change inside the loop, computed once.
-    _k0 = (0.5) * bz
     # z = sigmoid(Wz@x + bz) (every step at once)
-    np.multiply(Wz_x_seq, 0.5, out=z_seq)
-    np.add(z_seq, _k0, out=z_seq)
-    np.tanh(z_seq, out=z_seq)
-    np.multiply(z_seq, 0.5, out=z_seq)
-    np.add(z_seq, 0.5, out=z_seq)
+    np.add(Wz_x_seq, bz, out=z_seq)
+    _np_sigmoid(z_seq, out=z_seq)
     # hc = Wh@x + bh (every step at once)
     np.add(Wh_x_seq, bh, out=hc_seq)
     # _s0 = 1 - z, every step at once
@@ -193,7 +206,7 @@ def forward(params, x, state0=None):
         np.multiply(_s0, h, out=a)
         np.add(a, _s1, out=a)
     cache = {
-        "x": _x,
+        "_x": _x,
         "h": _h_all[:-1],
         "hc": hc_seq,
         "z": z_seq,
@@ -219,7 +232,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
-    _x = cache["x"]
+    _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype
@@ -240,9 +253,9 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
     _dP = np.empty((_T, _B, 2 * _n_out), _dtype)
     dWz_x_seq = _dP[:, :, :_n_out]
     dhc_seq = _dP[:, :, _n_out:]
-    _bk_c0 = np.empty((_block, _B, _n_out), _dtype)
-    _bk_dz_per_da = np.empty((_block, _B, _n_out), _dtype)
-    _bk_dWz_x_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk__c0 = np.empty((_block, _B, _n_out), _dtype)
+    _bk__dz_per_da = np.empty((_block, _B, _n_out), _dtype)
+    _bk__dWz_x_per_da = np.empty((_block, _B, _n_out), _dtype)
     _bk_da = np.empty((_block, _B, _n_out), _dtype)
     for _hi in range(_T, 0, -_block):
         _lo = max(0, _hi - _block)
@@ -250,9 +263,9 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         h = h_seq[_lo:_hi]
         hc = hc_seq[_lo:_hi]
         z = z_seq[_lo:_hi]
-        _c0 = _bk_c0[:_m]
-        dz_per_da = _bk_dz_per_da[:_m]
-        dWz_x_per_da = _bk_dWz_x_per_da[:_m]
+        _c0 = _bk__c0[:_m]
+        _dz_per_da = _bk__dz_per_da[:_m]
+        _dWz_x_per_da = _bk__dWz_x_per_da[:_m]
         da = _bk_da[:_m]
         dWz_x = dWz_x_seq[_lo:_hi]
         dhc = dhc_seq[_lo:_hi]
@@ -260,19 +273,19 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         # adjoint of h: flows to the step before: dh = _c0 * da
         # shared subexpression
         np.subtract(1.0, z, out=_c0)
-        # adjoint of z = sigmoid(Wz@x + bz): dz = dz_per_da * da
-        np.subtract(hc, h, out=dz_per_da)
-        # adjoint of Wz_x = Wz@x: dWz_x = dWz_x_per_da * da
-        np.multiply(_c0, dz_per_da, out=dWz_x_per_da)
-        np.multiply(dWz_x_per_da, z, out=dWz_x_per_da)
+        # adjoint of z = sigmoid(Wz@x + bz): dz = _dz_per_da * da
+        np.subtract(hc, h, out=_dz_per_da)
+        # adjoint of Wz_x = Wz@x: dWz_x = _dWz_x_per_da * da
+        np.multiply(_c0, _dz_per_da, out=_dWz_x_per_da)
+        np.multiply(_dWz_x_per_da, z, out=_dWz_x_per_da)
         for _k in range(_m - 1, -1, -1):
             # adjoint of a = (1 - z)*h + z*hc: da = da_in + dh_next
             np.add(_dout[_lo + _k], dh_next, out=da[_k])
             # dh_next = dh of this step, for the step before
             np.multiply(_c0[_k], da[_k], out=dh_next)
         # The adjoints the gradients read, for the block.
-        # dWz_x = dWz_x_per_da*da
-        np.multiply(dWz_x_per_da, da, out=dWz_x)
+        # dWz_x = _dWz_x_per_da*da
+        np.multiply(_dWz_x_per_da, da, out=dWz_x)
         # dhc = da*z
         np.multiply(da, z, out=dhc)
     # Parameter gradients: sums over every step and lane, after the loop.
@@ -345,7 +358,7 @@ def forward_scan(params, x, state0=None):
     Wh_x = (_x2 @ Wh.T).reshape(_T, _B, _n_out)
     # Everything free of the state, every step at once.
     # z = sigmoid(Wz@x + bz)
-    z = 0.5 + 0.5 * np.tanh(0.5 * (Wz_x + bz))
+    z = _np_sigmoid(Wz_x + bz)
     # hc = Wh@x + bh
     hc = Wh_x + bh
     # h_t = A_t*h_{t-1} + b_t, every step at once.
@@ -360,7 +373,7 @@ def forward_scan(params, x, state0=None):
     # a = (1 - z)*h + z*hc
     a = h * (1 - z) + hc * z
     cache = {
-        "x": _x,
+        "_x": _x,
         "h": h,
         "hc": hc,
         "z": z,
@@ -373,7 +386,7 @@ def backward_scan(params, cache, da, dstate=None, *, need_dx=True):
     """``backward`` by a parallel scan over time: the adjoint of the output obeys
     da_t = da_t + A_{t+1}*da_{t+1}, a reverse affine scan. Same
     arguments and results as ``backward``."""
-    _x = cache["x"]
+    _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
     _dtype = _x.dtype

@@ -27,16 +27,17 @@ def loss(a, y):
     Returns:
         ``(C, da)``: C a float; da the gradient, shaped and typed like ``a``.
     """
-    a = np.asarray(a)
-    y = np.asarray(y)
-    if a.dtype not in _DTYPES:
-        raise ValueError(f"a: expected dtype float32 or float64, got {a.dtype}")
-    if a.ndim < 2:
-        raise ValueError(f"a: expected shape (..., B, n), got {a.shape}")
-    if y.shape != a.shape:
-        raise ValueError(f"y: expected shape {a.shape}, got {y.shape}")
-    y = y.astype(a.dtype, copy=False)
-    _batch = a.shape[-2]
+    _a = np.asarray(a)
+    _y = np.asarray(y)
+    if _a.dtype not in _DTYPES:
+        raise ValueError(f"a: expected dtype float32 or float64, got {_a.dtype}")
+    if _a.ndim < 2:
+        raise ValueError(f"a: expected shape (..., B, n), got {_a.shape}")
+    if _y.shape != _a.shape:
+        raise ValueError(f"y: expected shape {_a.shape}, got {_y.shape}")
+    a = _a
+    y = _y.astype(_a.dtype, copy=False)
+    _batch = _a.shape[-2]
     # an empty batch has no mean: NaN, as 0/0 is in IEEE arithmetic
     _scale = 1.0 / _batch if _batch else float("nan")
     # C = sum of (a - y)**2, over every unit and step, divided by the batch size

@@ -39,6 +39,8 @@ class Primitive:
         note: What a reader should know (e.g. the value chosen at a kink).
         numba_helper: Source of a compiled helper the Numba code calls, if any (emitted
             once into each module that uses the primitive).
+        numpy_helper: Source of a helper function the NumPy code calls, if any (emitted
+            once into each NumPy module that uses the primitive).
         numba_requires: Primitives whose helpers this helper calls.
         numpy_out: The NumPy call writing the result into a buffer: ``{i}`` the input,
             ``{o}`` the output (they may be the same array). Empty when the primitive is
@@ -60,6 +62,7 @@ class Primitive:
     numba_requires: tuple[str, ...] = ()
     numpy_out: str = ""
     numpy_rewrite: Callable[[sp.Expr, Callable], sp.Expr] | None = None
+    numpy_helper: str = ""
 
 
 PRIMITIVES: dict[str, Primitive] = {}
@@ -106,6 +109,7 @@ def register(
     numba_requires: tuple[str, ...] = (),
     numpy_out: str = "",
     numpy_rewrite: Callable[[sp.Expr, Callable], sp.Expr] | None = None,
+    numpy_helper: str = "",
 ) -> Primitive:
     """Add a primitive to the table (one call per primitive, nothing else to edit)."""
     if name in PRIMITIVES:
@@ -123,6 +127,7 @@ def register(
         numba_requires,
         numpy_out,
         numpy_rewrite,
+        numpy_helper,
     )
     PRIMITIVES[name] = prim
     return prim
@@ -141,18 +146,32 @@ register(
     "sigmoid",
     lambda out, x: out * (1 - out),
     lambda x: 1 / (1 + sp.exp(-x)),
-    # 1/(1+exp(-x)) overflows at x = -1000; the tanh form is exact in floating point
-    # terms and costs one transcendental.
-    numpy="(0.5 + 0.5*np.tanh(0.5*({0})))",
-    # in place: 1/(1 + e^-z) = (1 + tanh(z/2))/2, one call, no overflow for large |z|
-    numpy_rewrite=lambda z, scale: (
-        sp.S.Half + sp.S.Half * PRIMITIVES["tanh"].func(scale(sp.S.Half, z))
-    ),
+    # Accurate to a few ulp for every z: e^-|z| cannot overflow, and for z < 0 the value
+    # is e^z/(1 + e^z), free of the cancellation of (1 + tanh(z/2))/2 (which is 0 for
+    # z <= -38 in float64). Seven ufunc calls where the tanh form took four.
+    numpy="_np_sigmoid({0})",
+    numpy_out="_np_sigmoid({i}, out={o})",
+    numpy_helper="""
+def _np_sigmoid(z, out=None):
+    \"\"\"1/(1 + e^-z), accurate to a few ulp for every z (no overflow, no cancellation).\"\"\"
+    z = np.asarray(z)
+    if z.ndim == 0:  # a constant
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0, e) / (1.0 + e)
+    positive = np.greater_equal(z, 0)
+    e = np.abs(z)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    out = np.empty_like(e) if out is None else out
+    np.add(e, 1.0, out=out)
+    np.copyto(e, 1.0, where=positive)
+    return np.divide(e, out, out=out)
+""",
     numba="_sigmoid({0})",
     reference=_sigmoid_ref,
     # Scalar code for a compiled loop: with the polynomial _exp below, LLVM vectorizes it.
     numba_helper="""
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _sigmoid(x):
     return 1.0 / (1.0 + _exp(-x))
 """,
@@ -169,7 +188,7 @@ register(
     # Cephes' rational form near 0 (exact to 1 ulp, no cancellation), 1 - 2/(e^2|x| + 1)
     # beyond; both branches are computed and one selected, so the loop vectorizes.
     numba_helper="""
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _tanh(x):
     a = abs(x)
     z = x * x
@@ -205,7 +224,7 @@ def _float_from_bits(typingctx, bits):
     return numba.types.float64(numba.types.int64), codegen
 
 
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _exp(x):
     y = min(max(x, -708.0), 709.78)
     k = math.floor(y * 1.4426950408889634 + 0.5)
@@ -262,7 +281,7 @@ register(
     note="step(0) = 0, step(NaN) = NaN; its derivative is taken as 0 everywhere (almost "
     "everywhere true)",
     numba_helper="""
-@numba.njit(cache=True, error_model="numpy")
+@_jit(error_model="numpy")
 def _step(x):
     return 1.0 if x > 0 else (0.0 if x <= 0 else x)
 """,
@@ -298,6 +317,27 @@ def is_primitive_call(expr: sp.Basic) -> bool:
         and type(expr).__name__ in PRIMITIVES
         and (PRIMITIVES[type(expr).__name__].func is type(expr))
     )
+
+
+def stabilize(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with compositions of primitives that lose precision written in stable
+    forms, by exact identities: log(sigmoid(u)) = -softplus(-u) and log(1 - sigmoid(u))
+    = -softplus(u) (a sigmoid that rounds to 0 or 1 would give log(0) = -inf, and its
+    gradient inf or NaN, for finite u)."""
+    sigmoid, softplus, log = (PRIMITIVES[n].func for n in ("sigmoid", "softplus", "log"))
+
+    def stable(call: sp.Basic) -> sp.Expr | None:
+        arg = call.args[0]
+        if isinstance(arg, sigmoid):
+            return -softplus(-arg.args[0])
+        if arg.is_Add and len(arg.args) == 2 and sp.S.One in arg.args:
+            other = arg.args[0] if arg.args[1] == sp.S.One else arg.args[1]
+            coeff, rest = other.as_coeff_Mul()
+            if coeff == -1 and isinstance(rest, sigmoid):
+                return -softplus(rest.args[0])
+        return None
+
+    return expr.replace(lambda e: isinstance(e, log) and stable(e) is not None, lambda e: stable(e))
 
 
 def to_elementary(expr: sp.Expr) -> sp.Expr:
@@ -340,3 +380,29 @@ def numba_helpers(names) -> list[str]:
     for name in sorted(names):
         visit(name)
     return ordered
+
+
+def code_namespace(backend: str) -> dict:
+    """What printed code of ``backend`` needs to run outside a generated module (tests,
+    the report): NumPy, math, and every primitive's helper (Numba's compiled without an
+    on-disk cache: exec'd code has no file for one)."""
+    import math
+
+    namespace: dict = {"np": np, "math": math}
+    for prim in PRIMITIVES.values():
+        if prim.numpy_helper:
+            exec(prim.numpy_helper, namespace)  # noqa: S102 - our own table, not spec text
+    if backend == "numba":
+        import numba
+        import numba.extending  # noqa: F401 - helpers use numba.extending.intrinsic
+
+        namespace["numba"] = numba
+        namespace["_jit"] = lambda **options: numba.njit(**options)
+        for source in numba_helpers(PRIMITIVES):
+            exec(source, namespace)  # noqa: S102
+    return namespace
+
+
+def numpy_helpers(names) -> list[str]:
+    """The helper sources the NumPy code of ``names`` needs."""
+    return [PRIMITIVES[n].numpy_helper.strip() for n in sorted(names) if PRIMITIVES[n].numpy_helper]

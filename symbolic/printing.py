@@ -45,6 +45,8 @@ class NumpyPrinter(PythonCodePrinter):
             value = complex(expr.evalf(20))
             if value.imag != 0:
                 raise TypeError(f"the constant {expr} is not real")
+            if abs(value.real) == float("inf"):
+                return "1e999" if value.real > 0 else "-1e999"
             return repr(value.real)
         if isinstance(expr, sp.Function) and type(expr).__name__ in primitives.PRIMITIVES:
             # SymPy's own exp, log, tanh (from diff of a power, say): the primitive's code
@@ -56,16 +58,26 @@ class NumpyPrinter(PythonCodePrinter):
         raise TypeError(f"no code for the function {type(expr).__name__}: not a primitive")
 
     def _print_Rational(self, expr):
-        value = float(expr)
+        try:
+            value = float(expr)
+        except OverflowError:  # a derived constant beyond float64: IEEE's infinity
+            value = float("inf") if expr > 0 else float("-inf")
+        if abs(value) == float("inf"):
+            return "1e999" if value > 0 else "-1e999"
         if sp.Rational(value) == expr:
             return repr(value)
         return f"({expr.p}/{expr.q})"
 
     def _print_Integer(self, expr):
+        if abs(expr) > 2**1023:
+            return self._print_Rational(expr)
         return str(int(expr))
 
     def _print_Float(self, expr):
-        return repr(float(expr))
+        value = float(expr)
+        if abs(value) == float("inf"):
+            return "1e999" if value > 0 else "-1e999"
+        return repr(value)
 
     def _print_Half(self, expr):
         return "0.5"

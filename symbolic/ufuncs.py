@@ -90,6 +90,8 @@ class Emitter:
         if isinstance(expr, sp.Symbol):
             return self.place(expr.name)
         value = float(expr)
+        if value != value or abs(value) == float("inf"):  # a derived constant may overflow
+            return {float("inf"): "1e999", float("-inf"): "-1e999"}.get(value, "float('nan')")
         return repr(value) if value != int(value) or abs(value) > 1e15 else f"{value:.1f}"
 
     # -- emission ----------------------------------------------------------------

@@ -55,7 +55,7 @@ CASES = [
     pytest.param(-x / 3, "-(1/3)*x", "-(1/3)*x", id="minus-third-x"),
     pytest.param(2 * x / 3, "((2/3))*x", "((2/3))*x", id="two-thirds-x"),
     # primitives
-    pytest.param(P("sigmoid")(x), "(0.5 + 0.5*np.tanh(0.5*(x)))", "_sigmoid(x)", id="sigmoid"),
+    pytest.param(P("sigmoid")(x), "_np_sigmoid(x)", "_sigmoid(x)", id="sigmoid"),
     pytest.param(P("tanh")(x), "np.tanh(x)", "_tanh(x)", id="tanh"),
     pytest.param(P("exp")(x), "np.exp(x)", "_exp(x)", id="exp"),
     pytest.param(P("exp")(-x), "np.exp(-x)", "_exp(-x)", id="exp-neg"),
@@ -72,20 +72,20 @@ CASES = [
     pytest.param(P("tanh")(x + y), "np.tanh(x + y)", "_tanh(x + y)", id="tanh-of-sum"),
     pytest.param(
         P("sigmoid")(P("tanh")(x)),
-        "(0.5 + 0.5*np.tanh(0.5*(np.tanh(x))))",
+        "_np_sigmoid(np.tanh(x))",
         "_sigmoid(_tanh(x))",
         id="nested",
     ),
     pytest.param(1 - P("tanh")(x) ** 2, "1 - np.tanh(x)**2", "1 - _tanh(x)**2", id="tanh-prime"),
     pytest.param(
         -P("sigmoid")(x),
-        "-(0.5 + 0.5*np.tanh(0.5*(x)))",
+        "-_np_sigmoid(x)",
         "-_sigmoid(x)",
         id="neg-sigmoid",
     ),
     pytest.param(
         1 / P("sigmoid")(x),
-        "1/(0.5 + 0.5*np.tanh(0.5*(x)))",
+        "1/_np_sigmoid(x)",
         "1/_sigmoid(x)",
         id="reciprocal-sigmoid",
     ),
@@ -128,7 +128,7 @@ def test_renaming_applies_inside_primitive_arguments_and_powers(backend):
     assert (
         code(P("sigmoid")(x), backend, names)
         == {
-            "numpy": "(0.5 + 0.5*np.tanh(0.5*(Zu)))",
+            "numpy": "_np_sigmoid(Zu)",
             "numba": "_sigmoid(Zu)",
         }[backend]
     )
@@ -186,24 +186,7 @@ def test_sympy_builtin_functions_are_not_printed_bare(expr, backend):
 
 
 def _namespace(backend: str) -> dict:
-    """What generated code of ``backend`` has in scope: np, math and, for Numba, the
-    primitives' helper functions, compiled by Numba from the registry's source (without
-    on-disk caching, which needs a source file)."""
-    import math
-
-    import numpy as np
-
-    namespace = {"np": np, "math": math}
-    if backend == "numba":
-        import numba
-        import numba.extending  # noqa: F401 - helpers may use numba.extending.intrinsic
-
-        namespace["numba"] = numba
-        for prim in primitives.PRIMITIVES.values():
-            helper = getattr(prim, "numba_helper", "")
-            if helper:
-                exec(helper.replace("cache=True", "cache=False"), namespace)  # noqa: S102
-    return namespace
+    return primitives.code_namespace(backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -241,22 +224,11 @@ POINTS = {
 
 
 def _reference_cases() -> list:
-    cases = []
-    for name in sorted(primitives.PRIMITIVES):
-        for backend in BACKENDS:
-            marks = ()
-            if (name, backend) == ("sigmoid", "numpy"):
-                marks = pytest.mark.xfail(
-                    reason="KNOWN LIMIT, kept for speed: the NumPy sigmoid "
-                    "'(0.5 + 0.5*np.tanh(0.5*({0})))' (one transcendental, no overflow "
-                    "warning, absolute error < 1e-16) cancels for z << 0: relative error "
-                    "9e-9 at z=-20, 2e-4 at z=-30, exactly 0.0 for z <= -38 (true 3e-17); "
-                    "the registry's reference and the numba helper are accurate",
-                    raises=AssertionError,
-                    strict=True,
-                )
-            cases.append(pytest.param(name, backend, marks=marks, id=f"{name}-{backend}"))
-    return cases
+    return [
+        pytest.param(name, backend, id=f"{name}-{backend}")
+        for name in sorted(primitives.PRIMITIVES)
+        for backend in BACKENDS
+    ]
 
 
 @pytest.mark.parametrize(("name", "backend"), _reference_cases())
