@@ -56,7 +56,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from symbolic import __version__, reference
+from symbolic import __version__, reference, write
 from symbolic.competitors import (
     COMPETITORS,
     COMPILED,
@@ -1098,7 +1098,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
     parser.add_argument("--repeats", type=int, help="samples per backend (15; --quick 3)")
-    parser.add_argument("--out", type=Path, help="also write the Markdown report to this file")
+    parser.add_argument(
+        "--out", type=write.path_argument, help="also write the Markdown report to this file"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="toy sizes and few samples: a smoke test"
     )
@@ -1127,9 +1129,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     names = [n.strip().upper() for n in str(args.workloads).split(",") if n.strip()]
     unknown = [n for n in names if n not in table]
     if unknown:
-        raise SystemExit(
-            f"derivgen bench: unknown workload(s) {unknown}; choose from {list(table)}"
+        print(
+            f"derivgen bench: error: unknown workload(s) {unknown}; choose from {list(table)}",
+            file=sys.stderr,
         )
+        raise SystemExit(2)
 
     def pick(value, normal, quick):
         return value if value is not None else (quick if args.quick else normal)
@@ -1155,13 +1159,15 @@ def main(args: argparse.Namespace) -> int:
         0, or 1 when one of the generated backends disagreed with the oracle.
     """
     settings = settings_from_args(args)
+    if args.out is not None:  # checked before the work
+        write.check_folder(Path(args.out).parent, "--out's folder")
     started = time.time()
     load_before = _load()
     sections = Bench(settings).run()
     report = render_markdown(sections, settings, started, load_before)
     print(report, end="")
     if args.out is not None:
-        Path(args.out).write_text(report, encoding="utf-8")
+        write.atomic_write(args.out, report)
     ours_failed = any(
         r.ours and r.status in ("rejected", "failed") for s in sections for r in s.rows
     )

@@ -8,14 +8,11 @@ and the operation counts of the generated forward and backward steps.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 import sympy as sp
 
-from symbolic import passes, primitives
+from symbolic import passes, primitives, write
 from symbolic.derive import MatVec, derive, derive_cost
 from symbolic.generate import builtin_specs
 from symbolic.lower import AFFINE, COUPLED, DIAGONAL, NONE, lower
@@ -171,23 +168,25 @@ def report(paths) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "spec", nargs="*", type=Path, help="spec files (default: the built-in specs)"
+        "spec", nargs="*", type=write.path_argument, help="spec files (default: the built-in specs)"
     )
     parser.add_argument(
-        "-o", "--output", type=Path, default=None, help="write to FILE (default: stdout)"
+        "-o",
+        "--output",
+        type=write.path_argument,
+        default=None,
+        help="write to FILE (default: stdout)",
     )
 
 
 def main(args) -> int:
+    if args.output is not None:  # checked before the work
+        write.check_folder(args.output.parent, "--output's folder")
     text = report(args.spec or builtin_specs())
     if args.output is None:
         sys.stdout.write(text)
         return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.output.parent, prefix=f".{args.output.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, args.output)
+    write.atomic_write(args.output, text)
     print(f"wrote {args.output}")
     return 0
 

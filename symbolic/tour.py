@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from symbolic import write
 from symbolic.train import Config, Result, TrainError, format_metric, train
 from symbolic.verdict import HOLDS, VERDICTS, Finding
 
@@ -173,7 +174,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed (0)")
     parser.add_argument(
-        "--out", type=Path, default=Path("runs"), help="folder for checkpoints and plots (runs)"
+        "--out",
+        type=write.path_argument,
+        default=Path("runs"),
+        help="folder for checkpoints and plots (runs)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -35,12 +35,9 @@ import dataclasses
 import importlib
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -48,7 +45,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from symbolic import __version__
+from symbolic import __version__, write
 from symbolic.data import Dataset, adding, digits_flat, digits_rows, one_hot
 from symbolic.progress import Progress, format_duration
 
@@ -417,8 +414,16 @@ class Config:
                 raise TrainError(f"{name}: expected a positive number, got {value!r}")
         if not self.hidden or any(h <= 0 for h in self.hidden):
             raise TrainError(f"hidden: expected positive sizes, got {self.hidden!r}")
+        for name in ("lr", "clip", "momentum"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise TrainError(f"{name}: expected a finite number, got {value!r}")
         if self.clip < 0 or self.momentum < 0 or (self.steps or 0) < 0:
             raise TrainError("clip, momentum and steps must not be negative")
+        if self.momentum >= 1:
+            raise TrainError(f"momentum: expected a number in [0, 1), got {self.momentum!r}")
+        if not 0 <= self.seed < 2**63:
+            raise TrainError(f"seed: expected a number from 0 to 2**63 - 1, got {self.seed!r}")
         if self.stop_after is not None and self.stop_after <= 0:
             raise TrainError(f"stop_after: expected a positive number, got {self.stop_after}")
         if self.model == "adding" and self.seq_len < 2:
@@ -885,27 +890,6 @@ class TrainState:
     wall_time: float = 0.0
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file so that readers see the old or the new version, never a partial one.
-
-    ``write`` fills a temporary file beside ``path``; it is flushed to disk and renamed
-    over ``path`` (``os.replace`` is atomic on POSIX and Windows). On any failure the
-    temporary file is removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: Path, config: Config, state: TrainState, elapsed: float = 0.0) -> None:
     """Write ``state`` (and the run's configuration) to ``path`` atomically.
 
@@ -931,7 +915,7 @@ def save_checkpoint(path: Path, config: Config, state: TrainState, elapsed: floa
         "wall_time": state.wall_time + elapsed,
     }
     arrays["meta"] = np.array(json.dumps(meta))
-    atomic_write(path, lambda handle: np.savez(handle, **arrays))
+    write.atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
 @dataclass
@@ -962,10 +946,12 @@ class Checkpoint:
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+    """Read a checkpoint written by :func:`save_checkpoint`, and check what it holds.
 
     Raises:
-        TrainError: The file is missing or not a derivgen checkpoint.
+        TrainError: The file is missing, unreadable (truncated, empty, corrupted) or
+            holds something a checkpoint cannot (a negative step, a missing field); one
+            line naming the file and what is wrong.
     """
     path = Path(path)
     if not path.is_file():
@@ -974,10 +960,39 @@ def load_checkpoint(path: Path) -> Checkpoint:
         with np.load(path, allow_pickle=False) as archive:
             files = {name: archive[name] for name in archive.files}
         meta = json.loads(str(files.pop("meta")))
-    except (OSError, ValueError, KeyError) as exc:
-        raise TrainError(f"{path}: not a readable derivgen checkpoint ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - zip, zlib, npy and JSON each have their own
+        what = f"{type(exc).__name__}: {exc}"[:200]
+        raise TrainError(f"{path}: not a readable derivgen checkpoint ({what})") from None
+    try:
+        return _checked_checkpoint(meta, files)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TrainError(f"{path}: not a valid derivgen checkpoint ({exc})"[:300]) from None
+
+
+def _checked_checkpoint(meta: Any, files: dict[str, np.ndarray]) -> Checkpoint:
+    """A checkpoint from its parts, every field checked (raises ValueError naming it)."""
+    if not isinstance(meta, dict):
+        raise ValueError("its metadata is not a table")
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise TrainError(f"{path}: checkpoint format {meta.get('format')}, expected 1")
+        raise ValueError(f"format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+
+    def count(name: str) -> int:
+        value = meta[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} {value!r} is not a count")
+        return value
+
+    step, optimizer_t = count("step"), count("optimizer_t")
+    wall = meta["wall_time"]
+    if isinstance(wall, bool) or not isinstance(wall, int | float) or not wall >= 0:
+        raise ValueError(f"wall_time {wall!r} is not a duration")
+    if not isinstance(meta["config"], dict) or not isinstance(meta["rng"], dict):
+        raise ValueError("config and rng must be tables")
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = meta["rng"]
+    except Exception as exc:  # noqa: BLE001 - whatever numpy says of a bad state
+        raise ValueError(f"rng: not a generator state ({exc})") from None
     params, opt_state = {}, {}
     for name, value in files.items():
         if name.startswith("params/"):
@@ -985,20 +1000,38 @@ def load_checkpoint(path: Path) -> Checkpoint:
         elif name.startswith("opt/"):
             _, slot, key = name.split("/", 2)
             opt_state.setdefault(slot, {})[key] = value
+        elif name not in ("order", "step_loss", "evals"):
+            raise ValueError(f"an unknown entry {name!r}")
+    for key, value in [
+        *params.items(),
+        *((k, v) for s in opt_state.values() for k, v in s.items()),
+    ]:
+        if value.dtype.kind != "f":
+            raise ValueError(f"{key}: {value.dtype} values, expected floats")
+    order = files["order"]
+    if order.ndim != 1 or order.dtype.kind not in "iu" or order.size == 0:
+        raise ValueError("order: expected a 1-D array of sample indices")
+    if not np.array_equal(np.sort(order), np.arange(order.size)):
+        raise ValueError("order: not a permutation of the training samples")
+    step_loss, evals = files["step_loss"], files["evals"]
+    if step_loss.ndim != 1 or evals.ndim != 2 or evals.shape[1:] != (5,):
+        raise ValueError("history: step_loss and evals have the wrong shapes")
+    if step_loss.size != step:
+        raise ValueError(f"history: {step_loss.size} step costs for step {step}")
     history = History(
-        step_loss=files["step_loss"].tolist(),
-        evals=[tuple(row) for row in files["evals"].tolist()],
+        step_loss=step_loss.tolist(),
+        evals=[tuple(row) for row in evals.tolist()],
     )
     return Checkpoint(
         config=meta["config"],
-        step=int(meta["step"]),
+        step=step,
         params=params,
         optimizer_state=opt_state,
-        optimizer_t=int(meta["optimizer_t"]),
+        optimizer_t=optimizer_t,
         rng_state=meta["rng"],
-        order=files["order"],
+        order=order,
         history=history,
-        wall_time=float(meta["wall_time"]),
+        wall_time=float(wall),
     )
 
 
@@ -1194,11 +1227,24 @@ def train(config: Config, *, stream: IO[str] | None = None) -> Result:
             print(f"note: {note}: the run no longer matches an uninterrupted one", file=stream)
     else:
         config, saved = config.resolved(), None
+    try:  # before any work: an unwritable --out fails now, not at the first checkpoint
+        write.check_folder(config.out)
+    except write.WriteError as exc:
+        raise TrainError(str(exc)) from None
     data = load_data(config)
     network = build_network(config, data)
     if saved is not None:
-        _check_params(saved.params, network.init_params(0, np.dtype(config.dtype)))
+        expected = network.init_params(0, np.dtype(config.dtype))
         optimizer = make_optimizer(config)
+        try:
+            _check_params(saved.params, expected)
+            _check_optimizer(saved, optimizer, expected)
+            if saved.order.size != data.n_train:
+                raise TrainError(
+                    f"checkpoint: an order of {saved.order.size} samples for {data.n_train}"
+                )
+        except TrainError as exc:
+            raise TrainError(f"{config.out / CHECKPOINT}: {exc}") from None
         optimizer.state.update(saved.optimizer_state)
         optimizer.t = saved.optimizer_t
         rng = np.random.default_rng()
@@ -1228,6 +1274,30 @@ def _check_params(params: dict[str, np.ndarray], expected: dict[str, np.ndarray]
     for key, value in expected.items():
         if key not in params or params[key].shape != value.shape:
             raise TrainError(f"checkpoint: parameter {key} is missing or of the wrong shape")
+        if params[key].dtype != value.dtype:
+            raise TrainError(
+                f"checkpoint: parameter {key} is {params[key].dtype}, not {value.dtype}"
+            )
+    extra = sorted(set(params) - set(expected))
+    if extra:
+        raise TrainError(f"checkpoint: parameters the model does not have: {', '.join(extra)}")
+
+
+def _check_optimizer(saved: Checkpoint, optimizer: Optimizer, expected: dict) -> None:
+    """A resumed optimizer's state must be whole: every slot for every parameter once a
+    step was taken (a missing one would silently restart from zeros)."""
+    if set(saved.optimizer_state) - set(optimizer.slots):
+        raise TrainError(f"checkpoint: optimizer state {sorted(saved.optimizer_state)} is not "
+                         f"{optimizer.name}'s ({', '.join(optimizer.slots)})")  # fmt: skip
+    if saved.optimizer_t != saved.step:
+        raise TrainError(f"checkpoint: {saved.optimizer_t} updates at step {saved.step}")
+    for slot in optimizer.slots:
+        held = saved.optimizer_state.get(slot, {})
+        if saved.step and set(held) != set(expected):
+            raise TrainError(f"checkpoint: the optimizer's {slot} is missing for some parameters")
+        for key, value in held.items():
+            if key in expected and value.shape != expected[key].shape:
+                raise TrainError(f"checkpoint: the optimizer's {slot} of {key} has the wrong shape")
 
 
 class _Diverged(Exception):
@@ -1395,7 +1465,7 @@ def _run(
         network=network,
     )
     text = json.dumps(result.to_json(), indent=2) + "\n"
-    atomic_write(config.out / SUMMARY, lambda handle: handle.write(text.encode()))
+    write.atomic_write(config.out / SUMMARY, text)
     return result
 
 
@@ -1444,7 +1514,7 @@ def save_plot(path: Path, config: Config, history: History, metric: str, per_epo
     right.set_xlabel("epoch")
     right.grid(alpha=0.3)
     left.grid(alpha=0.3)
-    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    write.atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
 
 
 # --- the command line ----------------------------------------------------------------
@@ -1535,7 +1605,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the init and the shuffling (0)")
     parser.add_argument("--dtype", choices=DTYPES, help="float32 or float64")
     parser.add_argument(
-        "--out", type=Path, help="output folder (runs/<model>, or runs/<model>-<cell>)"
+        "--out",
+        type=write.path_argument,
+        help="output folder (runs/<model>, or runs/<model>-<cell>)",
     )
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     parser.add_argument(

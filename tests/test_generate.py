@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from symbolic import generate as gen
-from symbolic import parse
+from symbolic import parse, write
 from symbolic.render import BACKENDS, templates_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +86,7 @@ def fresh() -> dict[str, str]:
 def fresh_dir(tmp_path_factory, fresh) -> Path:
     """A folder generated once for this module; copy it before changing anything."""
     out = tmp_path_factory.mktemp("fresh")
-    gen.write_atomic(out, fresh)
+    write.write_files(out, fresh)
     return out
 
 
@@ -201,7 +201,7 @@ def test_a_bad_spec_among_several_writes_nothing(tmp_path):
     specs = [by_stem["dense_linear"], bad, by_stem["grn"]]
     before = snapshot(out)
     with pytest.raises(parse.SpecError) as info:
-        gen.generate(specs, ["numpy"], out)
+        gen.generate(specs, ["numpy"], out, validate=False)
     assert "broken.toml" in str(info.value) and "nowhere" in str(info.value)
     assert snapshot(out) == before
 
@@ -220,22 +220,29 @@ def test_cli_bad_spec_exits_2_names_it_and_writes_nothing(tmp_path, capsys):
 
 
 def _flaky_replace(monkeypatch, fail_on: str, stage: str):
-    """Make ``os.replace`` fail once: when moving ``fail_on`` aside (stage "backup") or
-    when moving its staged copy into place (stage "install")."""
-    real = os.replace
+    """Make the swap fail once: when keeping ``fail_on``'s old contents (stage "backup",
+    a hard link) or when moving its staged copy into place (stage "install")."""
+    real_replace, real_link = os.replace, os.link
     state = {"failed": False}
+
+    def fail():
+        state["failed"] = True
+        raise OSError(28, "No space left on device (injected)")
 
     def replace(src, dst):
         src, dst = Path(src), Path(dst)
-        if not state["failed"]:
-            backing_up = src.name == fail_on and dst.name != fail_on
-            installing = dst.name == fail_on and src.name.endswith(".tmp")
-            if (stage == "backup" and backing_up) or (stage == "install" and installing):
-                state["failed"] = True
-                raise OSError(28, "No space left on device (injected)")
-        return real(src, dst)
+        if not state["failed"] and stage == "install":
+            if dst.name == fail_on and src.name.endswith(".tmp"):
+                fail()
+        return real_replace(src, dst)
 
-    monkeypatch.setattr(gen.os, "replace", replace)
+    def link(src, dst):
+        if not state["failed"] and stage == "backup" and Path(src).name == fail_on:
+            fail()
+        return real_link(src, dst)
+
+    monkeypatch.setattr(write.os, "replace", replace)
+    monkeypatch.setattr(write.os, "link", link)
     return state
 
 
@@ -257,7 +264,7 @@ def test_a_failure_while_swapping_files_in_restores_every_file(
     before = snapshot(out)
     state = _flaky_replace(monkeypatch, fail_on, stage)
     with pytest.raises(OSError, match="injected"):
-        gen.generate(specs, ["numpy"], out)
+        gen.generate(specs, ["numpy"], out, validate=False)
     assert state["failed"], "the injected failure never happened"
     monkeypatch.undo()
     after = snapshot(out)
@@ -271,7 +278,7 @@ def test_a_failure_while_staging_leaves_no_temporary_file(tmp_path, monkeypatch)
     out.mkdir()
     _old_contents(out, ["dense_linear_numpy.py", "__init__.py"])
     before = snapshot(out)
-    real = gen.tempfile.mkstemp
+    real = write.tempfile.mkstemp
     calls = []
 
     def mkstemp(*args, **kwargs):
@@ -280,10 +287,10 @@ def test_a_failure_while_staging_leaves_no_temporary_file(tmp_path, monkeypatch)
             raise OSError(28, "No space left on device (injected)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(gen.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(write.tempfile, "mkstemp", mkstemp)
     specs = [p for p in SPECS if p.stem in ("dense_linear", "grn")]
     with pytest.raises(OSError, match="injected"):
-        gen.generate(specs, ["numpy"], out)
+        gen.generate(specs, ["numpy"], out, validate=False)
     monkeypatch.undo()
     assert snapshot(out) == before
 

@@ -17,7 +17,7 @@ import json
 import numpy as np
 import pytest
 
-from symbolic import progress, tour, train
+from symbolic import progress, tour, train, write
 from symbolic.data import digits_flat
 from symbolic.train import Config, TrainError
 from symbolic.verdict import Finding
@@ -431,14 +431,14 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     path = tmp_path / "file.bin"
-    train.atomic_write(path, lambda handle: handle.write(b"old"))
+    write.atomic_write(path, lambda handle: handle.write(b"old"))
 
     def fail(handle):
         handle.write(b"new, but not all of it")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train.atomic_write(path, fail)
+        write.atomic_write(path, fail)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
 
