@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from symbolic import __version__
+from symbolic import __version__, write
 
 
 def _cmd_verify(args) -> int:
@@ -98,7 +98,9 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     verify = sub.add_parser(
         "verify", help="verify the paper's derivatives, or the [claims] of spec files"
     )
-    verify.add_argument("spec", nargs="*", type=Path, help="spec files whose claims to verify")
+    verify.add_argument(
+        "spec", nargs="*", type=write.path_argument, help="spec files whose claims to verify"
+    )
     verify.add_argument("--json", action="store_true", help="print a JSON list of findings")
     verify.add_argument(
         "--strict", action="store_true", help="exit 1 unless every verdict is 'holds'"
@@ -106,10 +108,14 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     verify.set_defaults(func=_cmd_verify)
 
     gen = sub.add_parser("generate", help="regenerate generated/ from the specs")
-    gen.add_argument("spec", nargs="*", type=Path, help="spec files (default: the built-in specs)")
+    gen.add_argument(
+        "spec", nargs="*", type=write.path_argument, help="spec files (default: the built-in specs)"
+    )
     gen.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
     gen.add_argument("--backend", choices=("numpy", "numba", "all"), default="all")
-    gen.add_argument("--out", type=Path, default=None, help="output folder (default: generated/)")
+    gen.add_argument(
+        "--out", type=write.path_argument, default=None, help="output folder (default: generated/)"
+    )
     gen.add_argument(
         "--no-validate",
         dest="validate",
@@ -156,27 +162,75 @@ def _quiet_blas_threads() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+#: Longest error message printed (a spec may hold a 100k-character equation).
+MAX_MESSAGE = 2000
+
+
+def printable(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` safe for a terminal: control and invisible characters (a NUL, an escape
+    sequence, a bidi override) as their escapes, newlines kept, cut at ``limit``."""
+    out = "".join(
+        c if c == "\n" or c.isprintable() else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+def _fail(args_json: bool, message: str, status: int) -> int:
+    """Report an error: one line (or a few) on stderr, and JSON on stdout with --json."""
+    message = printable(message)
+    print(f"derivgen: error: {message}", file=sys.stderr)
+    if args_json:
+        print(json.dumps({"error": message, "status": status}))
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command. Exit status: 0 success; 1 a check said no; 2 bad input (a spec, a
+    paper, an option, a path); 3 a derivgen bug (validation caught a module, or an error
+    that should not happen); 130 interrupted."""
     _quiet_blas_threads()
     argv = sys.argv[1:] if argv is None else list(argv)
+    wants_json = "--json" in argv
     selected = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(selected)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage error
+        if exc.code not in (0, None) and wants_json:
+            print(json.dumps({"error": "invalid arguments (see stderr)", "status": 2}))
+        raise
     from symbolic.generate import GeneratorBug, Unvalidated
     from symbolic.parse import SpecError
     from symbolic.render import UnsupportedSpec
 
+    wants_json = bool(getattr(args, "json", False))
     try:
         return args.func(args)
     except (SpecError, UnsupportedSpec, Unvalidated) as exc:
-        print(f"derivgen: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(wants_json, str(exc), 2)
+    except OSError as exc:  # a path: unreadable, unwritable, a folder where a file goes
+        return _fail(wants_json, str(exc), 2)
     except GeneratorBug as exc:
-        print(f"derivgen: error: {exc}", file=sys.stderr)
-        return 3
+        return _fail(wants_json, str(exc), 3)
     except KeyboardInterrupt:
         print("derivgen: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug of derivgen's own: say so, briefly
+        if os.environ.get("DERIVGEN_TRACEBACK"):
+            raise
+        where = ""
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None:
+            where = f" ({Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno})"
+        return _fail(
+            wants_json,
+            f"internal error {type(exc).__name__}: {exc}{where}; this is a derivgen bug "
+            "(DERIVGEN_TRACEBACK=1 shows the traceback)",
+            3,
+        )
 
 
 if __name__ == "__main__":
