@@ -3,7 +3,7 @@
 # Regenerate with `derivgen generate`; `derivgen generate --check` finds stale files.
 """Binary cross-entropy on logits (bce_logits): the cost and its gradient in NumPy.
 
-C = sum over units (and time steps) of -(y*log(sigmoid(z)) + (1 - y)*log(1 - sigmoid(z))), divided by the batch size
+C = sum over units (and time steps) of -(y * log(sigmoid(z)) + (1 - y) * log(1 - sigmoid(z))), divided by the batch size
 (the batch axis is -2). dC/dz per unit: (y*(exp(-softplus(-z)) - 1) + (1 - y)*(1 - exp(-softplus(z)))) / batch size.
 """
 
@@ -40,7 +40,7 @@ def loss(a, y):
     _batch = _a.shape[-2]
     # an empty batch has no mean: NaN, as 0/0 is in IEEE arithmetic
     _scale = 1.0 / _batch if _batch else float("nan")
-    # C = sum of -(y*log(sigmoid(z)) + (1 - y)*log(1 - sigmoid(z))), over every unit and step, divided by the batch size
+    # C = sum of -(y * log(sigmoid(z)) + (1 - y) * log(1 - sigmoid(z))), over every unit and step, divided by the batch size
     # dC/dz = (y*(exp(-softplus(-z)) - 1) + (1 - y)*(1 - exp(-softplus(z)))) / batch size
     _cw0 = np.empty_like(z)
     # _u0 = softplus(-z)

@@ -3,7 +3,7 @@
 # Regenerate with `derivgen generate`; `derivgen generate --check` finds stale files.
 """Binary cross-entropy on sigmoid outputs (cross_entropy): the cost and its gradient in NumPy.
 
-C = sum over units (and time steps) of -(y*log(a) + (1 - y)*log(1 - a)), divided by the batch size
+C = sum over units (and time steps) of -(y * log(a) + (1 - y) * log(1 - a)), divided by the batch size
 (the batch axis is -2). dC/da per unit: ((1 - y)/(1 - a) - y/a) / batch size.
 """
 
@@ -40,7 +40,7 @@ def loss(a, y):
     _batch = _a.shape[-2]
     # an empty batch has no mean: NaN, as 0/0 is in IEEE arithmetic
     _scale = 1.0 / _batch if _batch else float("nan")
-    # C = sum of -(y*log(a) + (1 - y)*log(1 - a)), over every unit and step, divided by the batch size
+    # C = sum of -(y * log(a) + (1 - y) * log(1 - a)), over every unit and step, divided by the batch size
     # dC/da = ((1 - y)/(1 - a) - y/a) / batch size
     _cw0 = np.empty_like(a)
     # _u0 = 1 - y

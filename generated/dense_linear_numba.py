@@ -4,7 +4,7 @@
 """Dense linear layer (dense_linear): forward and backward, elementwise work compiled by Numba.
 
 Equations, per neuron (from symbolic/specs/dense_linear.toml):
-    a = W@x + B
+    a = W @ x + B
 
 Matrix products run in NumPy (BLAS); the elementwise work of each pass is one
 compiled loop, parallel over lanes (batch x neuron).
@@ -150,7 +150,7 @@ def _forward_kernel(
         for _i in range(_n):
             B = _p_B[_i]
             W_x = _r__buf_W_x[_i]
-            # a = W@x + B
+            # a = W @ x + B
             a = B + W_x
             _r__buf_a[_i] = a
 
@@ -167,7 +167,7 @@ def _backward_kernel(
         _r__buf_da = _buf_da[_b]
         for _i in range(_n):
             da_in = _r_dout[_i]
-            # adjoint of a = W@x + B
+            # adjoint of a = W @ x + B
             da = da_in
             _r__buf_da[_i] = da
 

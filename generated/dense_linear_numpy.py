@@ -4,7 +4,7 @@
 """Dense linear layer (dense_linear): forward and backward in NumPy.
 
 Equations, per neuron (from symbolic/specs/dense_linear.toml):
-    a = W@x + B
+    a = W @ x + B
 """
 
 import numpy as np
@@ -120,7 +120,7 @@ def forward(params, x):
     B = params["B"]
     # W_x = sum_j W_ij x_j
     W_x = _x @ W.T
-    # a = W@x + B
+    # a = W @ x + B
     np.add(W_x, B, out=W_x)
     a = W_x
     cache = {"_x": _x}
@@ -147,7 +147,7 @@ def backward(params, cache, da, *, need_dx=True):
     da_in = _as_array(da, "da", (_B, _n_out), _x.dtype)
     _dtype = _x.dtype
     W = params["W"]
-    # adjoint of a = W@x + B
+    # adjoint of a = W @ x + B
     da = da_in
     grads = {}
     dx = None

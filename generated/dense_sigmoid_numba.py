@@ -4,7 +4,7 @@
 """Dense layer with sigmoid activation (dense_sigmoid): forward and backward, elementwise work compiled by Numba.
 
 Equations, per neuron (from symbolic/specs/dense_sigmoid.toml):
-    z = W@x + B
+    z = W @ x + B
     a = sigmoid(z)
 
 Matrix products run in NumPy (BLAS); the elementwise work of each pass is one
@@ -206,7 +206,7 @@ def _forward_kernel(
         for _i in range(_n):
             B = _p_B[_i]
             W_x = _r__buf_W_x[_i]
-            # z = W@x + B
+            # z = W @ x + B
             z = B + W_x
             # a = sigmoid(z)
             a = _sigmoid(z)
@@ -230,7 +230,7 @@ def _backward_kernel(
             a = _r__buf_a[_i]
             # adjoint of a = sigmoid(z)
             da = da_in
-            # adjoint of z = W@x + B
+            # adjoint of z = W @ x + B
             dz = a * da * (1 - a)
             _r__buf_dz[_i] = dz
 

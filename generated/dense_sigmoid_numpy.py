@@ -4,7 +4,7 @@
 """Dense layer with sigmoid activation (dense_sigmoid): forward and backward in NumPy.
 
 Equations, per neuron (from symbolic/specs/dense_sigmoid.toml):
-    z = W@x + B
+    z = W @ x + B
     a = sigmoid(z)
 """
 
@@ -138,7 +138,7 @@ def forward(params, x):
     B = params["B"]
     # W_x = sum_j W_ij x_j
     W_x = _x @ W.T
-    # z = W@x + B
+    # z = W @ x + B
     # a = sigmoid(z)
     np.add(W_x, B, out=W_x)
     _np_sigmoid(W_x, out=W_x)
@@ -170,7 +170,7 @@ def backward(params, cache, da, *, need_dx=True):
     a = cache["a"]
     # adjoint of a = sigmoid(z)
     da = da_in
-    # adjoint of z = W@x + B
+    # adjoint of z = W @ x + B
     dz = np.empty((_B, _n_out), _dtype)
     np.subtract(1.0, a, out=dz)
     np.multiply(dz, a, out=dz)

@@ -4,7 +4,7 @@
 """Dense layer with tanh activation (dense_tanh): forward and backward, elementwise work compiled by Numba.
 
 Equations, per neuron (from symbolic/specs/dense_tanh.toml):
-    a = tanh(W@x + B)
+    a = tanh(W @ x + B)
 
 Matrix products run in NumPy (BLAS); the elementwise work of each pass is one
 compiled loop, parallel over lanes (batch x neuron).
@@ -199,7 +199,7 @@ def _forward_kernel(
         for _i in range(_n):
             B = _p_B[_i]
             W_x = _r__buf_W_x[_i]
-            # a = tanh(W@x + B)
+            # a = tanh(W @ x + B)
             a = _tanh(B + W_x)
             _r__buf_a[_i] = a
 
@@ -219,7 +219,7 @@ def _backward_kernel(
         for _i in range(_n):
             da_in = _r_dout[_i]
             a = _r__buf_a[_i]
-            # adjoint of a = tanh(W@x + B)
+            # adjoint of a = tanh(W @ x + B)
             da = da_in
             # adjoint of W_x = W@x
             dW_x = da * (1 - a**2)

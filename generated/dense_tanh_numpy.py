@@ -4,7 +4,7 @@
 """Dense layer with tanh activation (dense_tanh): forward and backward in NumPy.
 
 Equations, per neuron (from symbolic/specs/dense_tanh.toml):
-    a = tanh(W@x + B)
+    a = tanh(W @ x + B)
 """
 
 import numpy as np
@@ -120,7 +120,7 @@ def forward(params, x):
     B = params["B"]
     # W_x = sum_j W_ij x_j
     W_x = _x @ W.T
-    # a = tanh(W@x + B)
+    # a = tanh(W @ x + B)
     np.add(W_x, B, out=W_x)
     np.tanh(W_x, out=W_x)
     a = W_x
@@ -149,7 +149,7 @@ def backward(params, cache, da, *, need_dx=True):
     _dtype = _x.dtype
     W = params["W"]
     a = cache["a"]
-    # adjoint of a = tanh(W@x + B)
+    # adjoint of a = tanh(W @ x + B)
     da = da_in
     # adjoint of W_x = W@x
     dW_x = np.empty((_B, _n_out), _dtype)

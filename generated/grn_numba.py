@@ -5,11 +5,11 @@
 """Gated recurrent neuron (grn): forward and backpropagation through time, compiled by Numba.
 
 Equations, per neuron and time step (from symbolic/specs/grn.toml):
-    Zu = WTu*h + WXu@x + Bu
-    Zc = WTc*h + WXc@x + Bc
+    Zu = WTu * h + WXu @ x + Bu
+    Zc = WTc * h + WXc @ x + Bc
     G = sigmoid(Zu)
     ac = tanh(Zc)
-    a = G*ac + (1 - G)*h
+    a = G * ac + (1 - G) * h
 State: h is the previous step's a.
 
 The recurrence is diagonal: each lane (batch x neuron) depends only on itself over
@@ -297,9 +297,9 @@ def _forward_kernel(
                 WXc_x = _r_WXc_x_seq[_k]
                 WXu_x = _r_WXu_x_seq[_k]
                 h = _r__s_h[_k]
-                # Zu = WTu*h + WXu@x + Bu
+                # Zu = WTu * h + WXu @ x + Bu
                 Zu = Bu + WTu * h + WXu_x
-                # Zc = WTc*h + WXc@x + Bc
+                # Zc = WTc * h + WXc @ x + Bc
                 Zc = Bc + WTc * h + WXc_x
                 _k_Zu[_k] = Zu
                 _k_Zc[_k] = Zc
@@ -319,7 +319,7 @@ def _forward_kernel(
                 G = _k_G[_k]
                 ac = _k_ac[_k]
                 h = _r__s_h[_k]
-                # a = G*ac + (1 - G)*h
+                # a = G * ac + (1 - G) * h
                 a = G * ac + h * (1 - G)
                 _r_G_seq[_k] = G
                 _r_a_seq[_k] = a
@@ -367,17 +367,17 @@ def _backward_kernel(
                 da_in = _r__dout[_k]
                 dh_next = _r__s_dh_next[_k]
                 h = _r_h_seq[_k]
-                # adjoint of a = G*ac + (1 - G)*h
+                # adjoint of a = G * ac + (1 - G) * h
                 da = da_in + dh_next
                 # adjoint of ac = tanh(Zc)
                 dac = G * da
                 # adjoint of G = sigmoid(Zu)
                 dG = da * (ac - h)
-                # adjoint of Zc = WTc*h + WXc@x + Bc
+                # adjoint of Zc = WTc * h + WXc @ x + Bc
                 dZc = dac * (1 - ac**2)
                 # shared subexpression
                 _c0 = 1 - G
-                # adjoint of Zu = WTu*h + WXu@x + Bu
+                # adjoint of Zu = WTu * h + WXu @ x + Bu
                 dZu = G * _c0 * dG
                 # adjoint of h: flows to the step before
                 dh = WTc * dZc + WTu * dZu + _c0 * da

@@ -5,11 +5,11 @@
 """Gated recurrent neuron (grn): forward and backpropagation through time in NumPy.
 
 Equations, per neuron and time step (from symbolic/specs/grn.toml):
-    Zu = WTu*h + WXu@x + Bu
-    Zc = WTc*h + WXc@x + Bc
+    Zu = WTu * h + WXu @ x + Bu
+    Zc = WTc * h + WXc @ x + Bc
     G = sigmoid(Zu)
     ac = tanh(Zc)
-    a = G*ac + (1 - G)*h
+    a = G * ac + (1 - G) * h
 State: h is the previous step's a.
 """
 
@@ -222,17 +222,17 @@ def forward(params, x, state0=None):
         a = _h_all[_t + 1]
         _s0 = WXu_x_seq[_t]
         _s1 = WXc_x_seq[_t]
-        # Zu = WTu*h + WXu@x + Bu
+        # Zu = WTu * h + WXu @ x + Bu
         # G = sigmoid(Zu)
         np.multiply(WTu, h, out=G)
         np.add(G, _s0, out=G)
         _np_sigmoid(G, out=G)
-        # Zc = WTc*h + WXc@x + Bc
+        # Zc = WTc * h + WXc @ x + Bc
         # ac = tanh(Zc)
         np.multiply(WTc, h, out=ac)
         np.add(ac, _s1, out=ac)
         np.tanh(ac, out=ac)
-        # a = G*ac + (1 - G)*h
+        # a = G * ac + (1 - G) * h
         np.subtract(ac, h, out=a)
         np.multiply(a, G, out=a)
         np.add(a, h, out=a)
@@ -314,11 +314,11 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         np.subtract(1.0, G, out=_c0)
         # adjoint of G = sigmoid(Zu): dG = _dG_per_da * da
         np.subtract(ac, h, out=_dG_per_da)
-        # adjoint of Zc = WTc*h + WXc@x + Bc: dZc = _dZc_per_da * da
+        # adjoint of Zc = WTc * h + WXc @ x + Bc: dZc = _dZc_per_da * da
         np.multiply(ac, ac, out=_dZc_per_da)
         np.subtract(1.0, _dZc_per_da, out=_dZc_per_da)
         np.multiply(_dZc_per_da, G, out=_dZc_per_da)
-        # adjoint of Zu = WTu*h + WXu@x + Bu: dZu = _dZu_per_da * da
+        # adjoint of Zu = WTu * h + WXu @ x + Bu: dZu = _dZu_per_da * da
         np.multiply(G, _c0, out=_dZu_per_da)
         np.multiply(_dZu_per_da, _dG_per_da, out=_dZu_per_da)
         # adjoint of h: flows to the step before: dh = _dh_per_da * da
@@ -327,7 +327,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         np.add(_dh_per_da, _bw0[:_m], out=_dh_per_da)
         np.add(_dh_per_da, _c0, out=_dh_per_da)
         for _k in range(_m - 1, -1, -1):
-            # adjoint of a = G*ac + (1 - G)*h: da = da_in + dh_next
+            # adjoint of a = G * ac + (1 - G) * h: da = da_in + dh_next
             np.add(_dout[_lo + _k], dh_next, out=da[_k])
             # dh_next = dh of this step, for the step before
             np.multiply(_dh_per_da[_k], da[_k], out=dh_next)

@@ -5,10 +5,10 @@
 """Gated recurrent unit (update and reset gates, reset inside the candidate) (gru): forward and backpropagation through time, compiled by Numba.
 
 Equations, per neuron and time step (from symbolic/specs/gru.toml):
-    z = sigmoid(Wz@x + Uz@h + bz)
-    r = sigmoid(Wr@x + Ur@h + br)
-    n = tanh(Wn@x + Un@(r*h) + bn)
-    a = (1 - z)*n + z*h
+    z = sigmoid(Wz @ x + Uz @ h + bz)
+    r = sigmoid(Wr @ x + Ur @ h + br)
+    n = tanh(Wn @ x + Un @ (r * h) + bn)
+    a = (1 - z) * n + z * h
 State: h is the previous step's a.
 
 The recurrence is matrix-coupled: a state is multiplied by a matrix every step, so time
@@ -289,9 +289,9 @@ def _forward_2(
         br = _p_br[_i]
         bz = _p_bz[_i]
         h = h_seq[_t, _b, _i]
-        # z = sigmoid(Wz@x + Uz@h + bz)
+        # z = sigmoid(Wz @ x + Uz @ h + bz)
         z = _sigmoid(Uz_h + Wz_x + bz)
-        # r = sigmoid(Wr@x + Ur@h + br)
+        # r = sigmoid(Wr @ x + Ur @ h + br)
         r = _sigmoid(Ur_h + Wr_x + br)
         # _t0 = h*r
         _t0 = h * r
@@ -321,9 +321,9 @@ def _forward_4(
         bn = _p_bn[_i]
         h = h_seq[_t, _b, _i]
         z = z_seq[_t, _b, _i]
-        # n = tanh(Wn@x + Un@(r*h) + bn)
+        # n = tanh(Wn @ x + Un @ (r * h) + bn)
         n = _tanh(Un_t0 + Wn_x + bn)
-        # a = (1 - z)*n + z*h
+        # a = (1 - z) * n + z * h
         a = h * z + n * (1 - z)
         n_seq[_t, _b, _i] = n
         a_seq[_t, _b, _i] = a
@@ -351,11 +351,11 @@ def _backward_0(
         dh_next = _s_dh_next[_b, _i]
         n = n_seq[_t, _b, _i]
         z = z_seq[_t, _b, _i]
-        # adjoint of a = (1 - z)*n + z*h
+        # adjoint of a = (1 - z) * n + z * h
         da = da_in + dh_next
         # shared subexpression
         _c0 = 1 - z
-        # adjoint of n = tanh(Wn@x + Un@(r*h) + bn)
+        # adjoint of n = tanh(Wn @ x + Un @ (r * h) + bn)
         dn = _c0 * da
         # adjoint of Un_t0 = sum_j Un_ij _t0_j
         dUn_t0 = dn * (1 - n**2)
@@ -387,9 +387,9 @@ def _backward_2(
         h = h_seq[_t, _b, _i]
         n = n_seq[_t, _b, _i]
         r = r_seq[_t, _b, _i]
-        # adjoint of r = sigmoid(Wr@x + Ur@h + br)
+        # adjoint of r = sigmoid(Wr @ x + Ur @ h + br)
         dr = _d_t0_Un * h
-        # adjoint of z = sigmoid(Wz@x + Uz@h + bz)
+        # adjoint of z = sigmoid(Wz @ x + Uz @ h + bz)
         dz = da * (h - n)
         # adjoint of Ur_h = sum_j Ur_ij h_j
         dUr_h = dr * r * (1 - r)

@@ -5,10 +5,10 @@
 """Gated recurrent unit (update and reset gates, reset inside the candidate) (gru): forward and backpropagation through time in NumPy.
 
 Equations, per neuron and time step (from symbolic/specs/gru.toml):
-    z = sigmoid(Wz@x + Uz@h + bz)
-    r = sigmoid(Wr@x + Ur@h + br)
-    n = tanh(Wn@x + Un@(r*h) + bn)
-    a = (1 - z)*n + z*h
+    z = sigmoid(Wz @ x + Uz @ h + bz)
+    r = sigmoid(Wr @ x + Ur @ h + br)
+    n = tanh(Wn @ x + Un @ (r * h) + bn)
+    a = (1 - z) * n + z * h
 State: h is the previous step's a.
 """
 
@@ -258,20 +258,20 @@ def forward(params, x, state0=None):
         np.matmul(h, Uz.T, out=_w_Uz_h)
         # Ur_h = sum_j Ur_ij h_j
         np.matmul(h, Ur.T, out=_w_Ur_h)
-        # z = sigmoid(Wz@x + Uz@h + bz)
+        # z = sigmoid(Wz @ x + Uz @ h + bz)
         np.add(_w_Uz_h, _s0, out=z)
         _np_sigmoid(z, out=z)
-        # r = sigmoid(Wr@x + Ur@h + br)
+        # r = sigmoid(Wr @ x + Ur @ h + br)
         np.add(_w_Ur_h, _s1, out=r)
         _np_sigmoid(r, out=r)
         # _t0 = h*r
         np.multiply(h, r, out=_t0)
         # Un_t0 = sum_j Un_ij _t0_j
         np.matmul(_t0, Un.T, out=_w_Un_t0)
-        # n = tanh(Wn@x + Un@(r*h) + bn)
+        # n = tanh(Wn @ x + Un @ (r * h) + bn)
         np.add(_w_Un_t0, _s2, out=n)
         np.tanh(n, out=n)
-        # a = (1 - z)*n + z*h
+        # a = (1 - z) * n + z * h
         np.subtract(h, n, out=a)
         np.multiply(a, z, out=a)
         np.add(a, n, out=a)
@@ -348,11 +348,11 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         dUr_h = dUr_h_seq[_t]
         dUz_h = dUz_h_seq[_t]
         dh = _w_dh
-        # adjoint of a = (1 - z)*n + z*h
+        # adjoint of a = (1 - z) * n + z * h
         np.add(da_in, dh_next, out=_w_da)
         # shared subexpression
         np.subtract(1.0, z, out=_w__c0)
-        # adjoint of n = tanh(Wn@x + Un@(r*h) + bn)
+        # adjoint of n = tanh(Wn @ x + Un @ (r * h) + bn)
         np.multiply(_w__c0, _w_da, out=_w_dn)
         # adjoint of Un_t0 = sum_j Un_ij _t0_j
         np.multiply(n, n, out=dUn_t0)
@@ -360,9 +360,9 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         np.multiply(dUn_t0, _w_dn, out=dUn_t0)
         # sum_i Un_ij dUn_t0_i: the path of _t0 through Un
         np.matmul(dUn_t0, Un, out=_w__d_t0_Un)
-        # adjoint of r = sigmoid(Wr@x + Ur@h + br)
+        # adjoint of r = sigmoid(Wr @ x + Ur @ h + br)
         np.multiply(_w__d_t0_Un, h, out=_w_dr)
-        # adjoint of z = sigmoid(Wz@x + Uz@h + bz)
+        # adjoint of z = sigmoid(Wz @ x + Uz @ h + bz)
         np.subtract(h, n, out=_w_dz)
         np.multiply(_w_dz, _w_da, out=_w_dz)
         # adjoint of Ur_h = sum_j Ur_ij h_j

@@ -5,7 +5,7 @@
 """Independently recurrent neural network (IndRNN, relu) (indrnn): forward and backpropagation through time, compiled by Numba.
 
 Equations, per neuron and time step (from symbolic/specs/indrnn.toml):
-    a = relu(W@x + u*h + b)
+    a = relu(W @ x + u * h + b)
 State: h is the previous step's a.
 
 The recurrence is diagonal: each lane (batch x neuron) depends only on itself over
@@ -197,7 +197,7 @@ def _forward_kernel(
                 b = _r__p_b[_k]
                 h = _r__s_h[_k]
                 u = _r__p_u[_k]
-                # a = relu(W@x + u*h + b)
+                # a = relu(W @ x + u * h + b)
                 a = max(W_x + b + h * u, 0.0)
                 _r_a_seq[_k] = a
                 _r__s_h[_k] = a
@@ -233,7 +233,7 @@ def _backward_kernel(
                 dh_next = _r__s_dh_next[_k]
                 h = _r_h_seq[_k]
                 u = _r__p_u[_k]
-                # adjoint of a = relu(W@x + u*h + b)
+                # adjoint of a = relu(W @ x + u * h + b)
                 da = da_in + dh_next
                 # adjoint of W_x = W@x
                 dW_x = da * _step(a)

@@ -5,7 +5,7 @@
 """Independently recurrent neural network (IndRNN, relu) (indrnn): forward and backpropagation through time in NumPy.
 
 Equations, per neuron and time step (from symbolic/specs/indrnn.toml):
-    a = relu(W@x + u*h + b)
+    a = relu(W @ x + u * h + b)
 State: h is the previous step's a.
 """
 
@@ -166,7 +166,7 @@ def forward(params, x, state0=None):
         h = _h_all[_t]
         a = _h_all[_t + 1]
         _s0 = W_x_seq[_t]
-        # a = relu(W@x + u*h + b)
+        # a = relu(W @ x + u * h + b)
         np.multiply(h, u, out=a)
         np.add(a, _s0, out=a)
         np.maximum(a, 0, out=a)
@@ -232,7 +232,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         # adjoint of h: flows to the step before: dh = _dh_per_da * da
         np.multiply(_dW_x_per_da, u, out=_dh_per_da)
         for _k in range(_m - 1, -1, -1):
-            # adjoint of a = relu(W@x + u*h + b): da = da_in + dh_next
+            # adjoint of a = relu(W @ x + u * h + b): da = da_in + dh_next
             np.add(_dout[_lo + _k], dh_next, out=da[_k])
             # dh_next = dh of this step, for the step before
             np.multiply(_dh_per_da[_k], da[_k], out=dh_next)

@@ -5,12 +5,12 @@
 """Long short-term memory (input, forget and output gates; states h and c) (lstm): forward and backpropagation through time, compiled by Numba.
 
 Equations, per neuron and time step (from symbolic/specs/lstm.toml):
-    ig = sigmoid(Wi@x + Ui@h + bi)
-    fg = sigmoid(Wf@x + Uf@h + bf)
-    og = sigmoid(Wo@x + Uo@h + bo)
-    g = tanh(Wg@x + Ug@h + bg)
-    cn = fg*c + ig*g
-    a = og*tanh(cn)
+    ig = sigmoid(Wi @ x + Ui @ h + bi)
+    fg = sigmoid(Wf @ x + Uf @ h + bf)
+    og = sigmoid(Wo @ x + Uo @ h + bo)
+    g = tanh(Wg @ x + Ug @ h + bg)
+    cn = fg * c + ig * g
+    a = og * tanh(cn)
 State: h is the previous step's a.
 State: c is the previous step's cn.
 
@@ -327,19 +327,19 @@ def _forward_4(
         bi = _p_bi[_i]
         bo = _p_bo[_i]
         c = c_seq[_t, _b, _i]
-        # ig = sigmoid(Wi@x + Ui@h + bi)
+        # ig = sigmoid(Wi @ x + Ui @ h + bi)
         ig = _sigmoid(Ui_h + Wi_x + bi)
-        # fg = sigmoid(Wf@x + Uf@h + bf)
+        # fg = sigmoid(Wf @ x + Uf @ h + bf)
         fg = _sigmoid(Uf_h + Wf_x + bf)
-        # og = sigmoid(Wo@x + Uo@h + bo)
+        # og = sigmoid(Wo @ x + Uo @ h + bo)
         og = _sigmoid(Uo_h + Wo_x + bo)
-        # g = tanh(Wg@x + Ug@h + bg)
+        # g = tanh(Wg @ x + Ug @ h + bg)
         g = _tanh(Ug_h + Wg_x + bg)
-        # cn = fg*c + ig*g
+        # cn = fg * c + ig * g
         cn = c * fg + g * ig
         # _t0 = tanh(cn)
         _t0 = _tanh(cn)
-        # a = og*tanh(cn)
+        # a = og * tanh(cn)
         a = _t0 * og
         ig_seq[_t, _b, _i] = ig
         fg_seq[_t, _b, _i] = fg
@@ -385,19 +385,19 @@ def _backward_0(
         g = g_seq[_t, _b, _i]
         ig = ig_seq[_t, _b, _i]
         og = og_seq[_t, _b, _i]
-        # adjoint of a = og*tanh(cn)
+        # adjoint of a = og * tanh(cn)
         da = da_in + dh_next
         # adjoint of _t0 = tanh(cn)
         d_t0 = da * og
-        # adjoint of cn = fg*c + ig*g
+        # adjoint of cn = fg * c + ig * g
         dcn = d_t0 * (1 - _t0**2) + dc_next
-        # adjoint of g = tanh(Wg@x + Ug@h + bg)
+        # adjoint of g = tanh(Wg @ x + Ug @ h + bg)
         dg = dcn * ig
-        # adjoint of og = sigmoid(Wo@x + Uo@h + bo)
+        # adjoint of og = sigmoid(Wo @ x + Uo @ h + bo)
         dog = _t0 * da
-        # adjoint of fg = sigmoid(Wf@x + Uf@h + bf)
+        # adjoint of fg = sigmoid(Wf @ x + Uf @ h + bf)
         dfg = c * dcn
-        # adjoint of ig = sigmoid(Wi@x + Ui@h + bi)
+        # adjoint of ig = sigmoid(Wi @ x + Ui @ h + bi)
         dig = dcn * g
         # adjoint of Ug_h = sum_j Ug_ij h_j
         dUg_h = dg * (1 - g**2)

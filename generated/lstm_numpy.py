@@ -5,12 +5,12 @@
 """Long short-term memory (input, forget and output gates; states h and c) (lstm): forward and backpropagation through time in NumPy.
 
 Equations, per neuron and time step (from symbolic/specs/lstm.toml):
-    ig = sigmoid(Wi@x + Ui@h + bi)
-    fg = sigmoid(Wf@x + Uf@h + bf)
-    og = sigmoid(Wo@x + Uo@h + bo)
-    g = tanh(Wg@x + Ug@h + bg)
-    cn = fg*c + ig*g
-    a = og*tanh(cn)
+    ig = sigmoid(Wi @ x + Ui @ h + bi)
+    fg = sigmoid(Wf @ x + Uf @ h + bf)
+    og = sigmoid(Wo @ x + Uo @ h + bo)
+    g = tanh(Wg @ x + Ug @ h + bg)
+    cn = fg * c + ig * g
+    a = og * tanh(cn)
 State: h is the previous step's a.
 State: c is the previous step's cn.
 """
@@ -299,25 +299,25 @@ def forward(params, x, state0=None):
         np.matmul(h, Uo.T, out=_w_Uo_h)
         # Ug_h = sum_j Ug_ij h_j
         np.matmul(h, Ug.T, out=_w_Ug_h)
-        # ig = sigmoid(Wi@x + Ui@h + bi)
+        # ig = sigmoid(Wi @ x + Ui @ h + bi)
         np.add(_w_Ui_h, _s0, out=ig)
         _np_sigmoid(ig, out=ig)
-        # fg = sigmoid(Wf@x + Uf@h + bf)
+        # fg = sigmoid(Wf @ x + Uf @ h + bf)
         np.add(_w_Uf_h, _s1, out=fg)
         _np_sigmoid(fg, out=fg)
-        # og = sigmoid(Wo@x + Uo@h + bo)
+        # og = sigmoid(Wo @ x + Uo @ h + bo)
         np.add(_w_Uo_h, _s2, out=og)
         _np_sigmoid(og, out=og)
-        # g = tanh(Wg@x + Ug@h + bg)
+        # g = tanh(Wg @ x + Ug @ h + bg)
         np.add(_w_Ug_h, _s3, out=g)
         np.tanh(g, out=g)
-        # cn = fg*c + ig*g
+        # cn = fg * c + ig * g
         np.multiply(c, fg, out=cn)
         np.multiply(g, ig, out=_w0)
         np.add(cn, _w0, out=cn)
         # _t0 = tanh(cn)
         np.tanh(cn, out=_t0)
-        # a = og*tanh(cn)
+        # a = og * tanh(cn)
         np.multiply(_t0, og, out=a)
     cache = {
         "_x": _x,
@@ -408,22 +408,22 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         dUi_h = dUi_h_seq[_t]
         dh = _w_dh
         dc = _w_dc
-        # adjoint of a = og*tanh(cn)
+        # adjoint of a = og * tanh(cn)
         np.add(da_in, dh_next, out=_w_da)
         # adjoint of _t0 = tanh(cn)
         np.multiply(_w_da, og, out=_w_d_t0)
-        # adjoint of cn = fg*c + ig*g
+        # adjoint of cn = fg * c + ig * g
         np.multiply(_t0, _t0, out=_w_dcn)
         np.subtract(1.0, _w_dcn, out=_w_dcn)
         np.multiply(_w_dcn, _w_d_t0, out=_w_dcn)
         np.add(_w_dcn, dc_next, out=_w_dcn)
-        # adjoint of g = tanh(Wg@x + Ug@h + bg)
+        # adjoint of g = tanh(Wg @ x + Ug @ h + bg)
         np.multiply(_w_dcn, ig, out=_w_dg)
-        # adjoint of og = sigmoid(Wo@x + Uo@h + bo)
+        # adjoint of og = sigmoid(Wo @ x + Uo @ h + bo)
         np.multiply(_t0, _w_da, out=_w_dog)
-        # adjoint of fg = sigmoid(Wf@x + Uf@h + bf)
+        # adjoint of fg = sigmoid(Wf @ x + Uf @ h + bf)
         np.multiply(c, _w_dcn, out=_w_dfg)
-        # adjoint of ig = sigmoid(Wi@x + Ui@h + bi)
+        # adjoint of ig = sigmoid(Wi @ x + Ui @ h + bi)
         np.multiply(_w_dcn, g, out=_w_dig)
         # adjoint of Ug_h = sum_j Ug_ij h_j
         np.multiply(g, g, out=dUg_h)

@@ -5,9 +5,9 @@
 """minGRU (gates from the input only; affine in the state) (mingru): forward and backpropagation through time, compiled by Numba.
 
 Equations, per neuron and time step (from symbolic/specs/mingru.toml):
-    z = sigmoid(Wz@x + bz)
-    hc = Wh@x + bh
-    a = (1 - z)*h + z*hc
+    z = sigmoid(Wz @ x + bz)
+    hc = Wh @ x + bh
+    a = (1 - z) * h + z * hc
 State: h is the previous step's a.
 
 The recurrence is diagonal: each lane (batch x neuron) depends only on itself over
@@ -259,7 +259,7 @@ def _forward_kernel(
             for _k in range(_i1 - _i0):
                 Wz_x = _r_Wz_x_seq[_k]
                 bz = _r__p_bz[_k]
-                # z = sigmoid(Wz@x + bz)
+                # z = sigmoid(Wz @ x + bz)
                 z = _sigmoid(Wz_x + bz)
                 _k_z[_k] = z
             for _k in range(_i1 - _i0):
@@ -267,9 +267,9 @@ def _forward_kernel(
                 bh = _r__p_bh[_k]
                 h = _r__s_h[_k]
                 z = _k_z[_k]
-                # hc = Wh@x + bh
+                # hc = Wh @ x + bh
                 hc = Wh_x + bh
-                # a = (1 - z)*h + z*hc
+                # a = (1 - z) * h + z * hc
                 a = h * (1 - z) + hc * z
                 _r_a_seq[_k] = a
                 _r_hc_seq[_k] = hc
@@ -307,11 +307,11 @@ def _backward_kernel(
                 h = _r_h_seq[_k]
                 hc = _r_hc_seq[_k]
                 z = _r_z_seq[_k]
-                # adjoint of a = (1 - z)*h + z*hc
+                # adjoint of a = (1 - z) * h + z * hc
                 da = da_in + dh_next
-                # adjoint of hc = Wh@x + bh
+                # adjoint of hc = Wh @ x + bh
                 dhc = da * z
-                # adjoint of z = sigmoid(Wz@x + bz)
+                # adjoint of z = sigmoid(Wz @ x + bz)
                 dz = da * (-h + hc)
                 # shared subexpression
                 _c0 = 1 - z

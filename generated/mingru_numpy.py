@@ -5,9 +5,9 @@
 """minGRU (gates from the input only; affine in the state) (mingru): forward and backpropagation through time in NumPy.
 
 Equations, per neuron and time step (from symbolic/specs/mingru.toml):
-    z = sigmoid(Wz@x + bz)
-    hc = Wh@x + bh
-    a = (1 - z)*h + z*hc
+    z = sigmoid(Wz @ x + bz)
+    hc = Wh @ x + bh
+    a = (1 - z) * h + z * hc
 State: h is the previous step's a.
 """
 
@@ -186,10 +186,10 @@ def forward(params, x, state0=None):
     hc_seq = np.empty((_T, _B, _n_out), _dtype)
     z_seq = np.empty((_T, _B, _n_out), _dtype)
     # What does not change inside the loop, computed once.
-    # z = sigmoid(Wz@x + bz) (every step at once)
+    # z = sigmoid(Wz @ x + bz) (every step at once)
     np.add(Wz_x_seq, bz, out=z_seq)
     _np_sigmoid(z_seq, out=z_seq)
-    # hc = Wh@x + bh (every step at once)
+    # hc = Wh @ x + bh (every step at once)
     np.add(Wh_x_seq, bh, out=hc_seq)
     # _s0 = 1 - z, every step at once
     _s0_seq = np.empty((_T, _B, _n_out), _dtype)
@@ -202,7 +202,7 @@ def forward(params, x, state0=None):
         a = _h_all[_t + 1]
         _s0 = _s0_seq[_t]
         _s1 = _s1_seq[_t]
-        # a = (1 - z)*h + z*hc
+        # a = (1 - z) * h + z * hc
         np.multiply(_s0, h, out=a)
         np.add(a, _s1, out=a)
     cache = {
@@ -269,17 +269,17 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         da = _bk_da[:_m]
         dWz_x = dWz_x_seq[_lo:_hi]
         dhc = dhc_seq[_lo:_hi]
-        # adjoint of hc = Wh@x + bh: dhc = z * da
+        # adjoint of hc = Wh @ x + bh: dhc = z * da
         # adjoint of h: flows to the step before: dh = _c0 * da
         # shared subexpression
         np.subtract(1.0, z, out=_c0)
-        # adjoint of z = sigmoid(Wz@x + bz): dz = _dz_per_da * da
+        # adjoint of z = sigmoid(Wz @ x + bz): dz = _dz_per_da * da
         np.subtract(hc, h, out=_dz_per_da)
         # adjoint of Wz_x = Wz@x: dWz_x = _dWz_x_per_da * da
         np.multiply(_c0, _dz_per_da, out=_dWz_x_per_da)
         np.multiply(_dWz_x_per_da, z, out=_dWz_x_per_da)
         for _k in range(_m - 1, -1, -1):
-            # adjoint of a = (1 - z)*h + z*hc: da = da_in + dh_next
+            # adjoint of a = (1 - z) * h + z * hc: da = da_in + dh_next
             np.add(_dout[_lo + _k], dh_next, out=da[_k])
             # dh_next = dh of this step, for the step before
             np.multiply(_c0[_k], da[_k], out=dh_next)
@@ -357,9 +357,9 @@ def forward_scan(params, x, state0=None):
     # Wh_x = sum_j Wh_ij x_j
     Wh_x = (_x2 @ Wh.T).reshape(_T, _B, _n_out)
     # Everything free of the state, every step at once.
-    # z = sigmoid(Wz@x + bz)
+    # z = sigmoid(Wz @ x + bz)
     z = _np_sigmoid(Wz_x + bz)
-    # hc = Wh@x + bh
+    # hc = Wh @ x + bh
     hc = Wh_x + bh
     # h_t = A_t*h_{t-1} + b_t, every step at once.
     _shape = (_T, _B, _n_out)
@@ -370,7 +370,7 @@ def forward_scan(params, x, state0=None):
     )
     h = _all[:-1]
     # What reads the state, every step at once.
-    # a = (1 - z)*h + z*hc
+    # a = (1 - z) * h + z * hc
     a = h * (1 - z) + hc * z
     cache = {
         "_x": _x,
@@ -404,9 +404,9 @@ def backward_scan(params, cache, da, dstate=None, *, need_dx=True):
         da_in,
         _dstate["h"],
     )
-    # adjoint of hc = Wh@x + bh
+    # adjoint of hc = Wh @ x + bh
     dhc = da * z
-    # adjoint of z = sigmoid(Wz@x + bz)
+    # adjoint of z = sigmoid(Wz @ x + bz)
     dz = da * (-h + hc)
     # shared subexpression
     _c0 = 1 - z

@@ -3,7 +3,7 @@
 # Regenerate with `derivgen generate`; `derivgen generate --check` finds stale files.
 """Squared error (squared_error): the cost and its gradient in NumPy.
 
-C = sum over units (and time steps) of (a - y)**2, divided by the batch size
+C = sum over units (and time steps) of (a - y) ** 2, divided by the batch size
 (the batch axis is -2). dC/da per unit: (2*a - 2*y) / batch size.
 """
 
@@ -40,7 +40,7 @@ def loss(a, y):
     _batch = _a.shape[-2]
     # an empty batch has no mean: NaN, as 0/0 is in IEEE arithmetic
     _scale = 1.0 / _batch if _batch else float("nan")
-    # C = sum of (a - y)**2, over every unit and step, divided by the batch size
+    # C = sum of (a - y) ** 2, over every unit and step, divided by the batch size
     # dC/da = (2*a - 2*y) / batch size
     # _u0 = a - y
     _u0 = np.empty_like(a)

@@ -48,7 +48,7 @@ class Code:
     lines: list[str] = field(default_factory=list)
 
     def comment(self, text: str) -> None:
-        self.lines.extend("# " + line for line in text.split("\n"))
+        self.lines.extend("# " + printing.display(line) for line in text.split("\n"))
 
     def add(self, lines) -> None:
         self.lines.extend(lines)
@@ -78,6 +78,8 @@ def inline_single_use(stmts, keep: set[str]) -> list:
             if sum(1 for s in sp.preorder_traversal(user.expr) if s == sp.Symbol(stmt.target)) != 1:
                 continue
             merged = user.expr.xreplace({sp.Symbol(stmt.target): stmt.expr})
+            if _depth(merged) > MAX_INLINED_DEPTH:
+                continue  # a chain of single uses would become one deep expression
             if _names(merged) != (_names(user.expr) - {stmt.target}) | _names(stmt.expr):
                 # a symbol cancelled (v + (2 - v)): a NaN in it would no longer propagate
                 continue
@@ -87,6 +89,20 @@ def inline_single_use(stmts, keep: set[str]) -> list:
             changed = True
             break
     return stmts
+
+
+#: Deepest expression inlining may build (a chain of 1000 single-use equations stays
+#: 1000 statements, not one expression SymPy and Python would recurse through).
+MAX_INLINED_DEPTH = 12
+
+
+def _depth(expr: sp.Basic) -> int:
+    deepest, stack = 0, [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((arg, depth + 1) for arg in node.args)
+    return deepest
 
 
 def _uses(expr: sp.Expr, name: str) -> int:
@@ -160,7 +176,7 @@ def projection_lines(
     if not pre:
         return lines
     k = len(pre)
-    lines.extend(f"# {s.comment}" for s in pre)
+    lines.extend(f"# {printing.display(s.comment)}" for s in pre)
     weights, biases = [], []
     for s in pre:
         c, v = folds.get(s.target, (sp.S.One, sp.S.Zero))
@@ -589,7 +605,8 @@ def _fuse_calls(step, step_exprs, states, block_of: dict[str, int], blocks: int)
                 replace[call] = sym
                 out["alloc"].append(f"{sym} = {buf}[:, {i}]")
             out["step"].append(
-                f"# {name} of {m} gates at once: " + "; ".join(sp.sstr(c) for c in calls)
+                f"# {name} of {m} gates at once: "
+                + printing.display("; ".join(sp.sstr(c) for c in calls))
             )
             out["step"] += [
                 f"np.multiply({consts}, {h}[:, None, :], out={buf})",
@@ -1032,10 +1049,16 @@ def _flat(
         first = root.get(name, name)
         return {n for n in (*root, first) if root.get(n, n) == first}
 
+    last_read: dict[str, int] = {}  # name -> the last statement reading it
     for index, st in enumerate(stmts):
-        later = set(live_after)
-        for other in stmts[index + 1 :]:
-            later |= _assign_reads(other)
+        for name in _assign_reads(st):
+            last_read[name] = index
+    live_after = set(live_after)
+
+    def read_after(name: str, index: int) -> bool:
+        return name in live_after or last_read.get(name, -1) > index
+
+    for index, st in enumerate(stmts):
         code.comment(st.comment)
         if isinstance(st, MatVec):
             matrix = st.matrix if st.transpose else f"{st.matrix}.T"
@@ -1057,7 +1080,11 @@ def _flat(
             # written over only if no name of its array is kept, read later, or read
             # twice here
             same = names_of(name)
-            if not same & (keep | later) and sum(_uses(expr, n) for n in same) == 1:
+            if (
+                not same & keep
+                and not any(read_after(n, index) for n in same)
+                and sum(_uses(expr, n) for n in same) == 1
+            ):
                 alias = name
                 break
         out = place(alias) if alias else st.target
@@ -1094,7 +1121,7 @@ def feedforward_context(kernel: Kernel) -> dict:
     info = stacking(kernel)
     if info["stacked"]:
         k = len(kernel.pre)
-        projections.extend(f"# {s.comment}" for s in kernel.pre)
+        projections.extend(f"# {printing.display(s.comment)}" for s in kernel.pre)
         projections.append(f"_W_in = np.concatenate(({', '.join(s.matrix for s in kernel.pre)}))")
         projections.append("_P = _x @ _W_in.T")
         for j, s in enumerate(kernel.pre):
@@ -1102,7 +1129,7 @@ def feedforward_context(kernel: Kernel) -> dict:
         owned: set[str] = set()  # views of one buffer: not taken over
     else:
         for s in kernel.pre:
-            projections.append(f"# {s.comment}")
+            projections.append(f"# {printing.display(s.comment)}")
             projections.append(f"{s.target} = _x @ {s.matrix}.T")
         owned = {s.target for s in kernel.pre}
     inputs = {cell.input} | {s.target for s in kernel.pre}

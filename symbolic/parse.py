@@ -100,9 +100,16 @@ class SpecError(ValueError):
         self.line = line
         self.symbol = symbol
         self.message = message
-        where = f"{self.path}:{line}" if line else self.path
-        what = f" '{symbol}'" if symbol else ""
-        super().__init__(f"{where}:{what} {message}")
+        where = f"{_one_line(self.path)}:{line}" if line else _one_line(self.path)
+        what = f" '{_one_line(symbol, 80)}'" if symbol else ""
+        super().__init__(f"{where}:{what} {_one_line(message, 400)}")
+
+
+def _one_line(text: str, limit: int = 1000) -> str:
+    """Text from a spec as an error message shows it: one line (newlines, control and
+    invisible characters as their escapes), at most ``limit`` characters."""
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return out if len(out) <= limit else out[: limit - 3] + "..."
 
 
 class _UsedTooEarly(SpecError):
@@ -219,6 +226,18 @@ class _ExprBuilder:
     def build(self, text: str) -> sp.Expr:
         if not isinstance(text, str):
             raise SpecError(self.path, self.line, self.target, "the equation must be a string")
+        bad = next(
+            (c for c in text if not (c.isascii() and (c.isprintable() or c in " \t\r\n"))), None
+        )
+        if bad is not None:
+            # Python would read a look-alike letter (NFKC) as another name, and a control
+            # or bidi character would reach the generated code's comments
+            raise SpecError(
+                self.path,
+                self.line,
+                self.target,
+                f"the character {bad!r} (U+{ord(bad):04X}): equations are ASCII",
+            )
         try:
             # In parentheses, so that an equation may span lines (a TOML multi-line
             # string) as Python allows inside brackets.
@@ -233,6 +252,9 @@ class _ExprBuilder:
             ) from None
         try:
             expr = self.visit(tree.body)
+            # the text generated code shows: the parsed tree printed back (one line, no
+            # comment, nothing but what the expression is)
+            self.normalized = ast.unparse(tree.body)
         except RecursionError:
             self.error(self.target, "expression nested too deeply")
         if _depth(expr) > MAX_EXPR_DEPTH:
@@ -415,11 +437,13 @@ def load(path: str | Path) -> Cell | Cost:
     Raises:
         SpecError: Anything wrong, naming the file, the line and the symbol.
     """
+    from symbolic import write
+
     path = Path(path)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SpecError(path, None, None, f"cannot read the spec: {exc.strerror}") from None
+        raw = write.read_spec(path)
+    except write.WriteError as exc:
+        raise SpecError(path, None, None, str(exc).split(": ", 1)[1]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -488,7 +512,18 @@ def _load_cost(path, text, data, lines, name, title) -> Cost:
         raise SpecError(path, line, prediction, "per_unit does not depend on the prediction")
     if "claims" in data:
         raise SpecError(path, lines.of("claims", ""), "claims", "claims are not supported on costs")
-    return Cost(path, name, title, prediction, target, per_unit, line, source, text, _digest(text))
+    return Cost(
+        path,
+        name,
+        title,
+        prediction,
+        target,
+        per_unit,
+        line,
+        builder.normalized,
+        text,
+        _digest(text),
+    )
 
 
 def _table(path, lines, data, key) -> dict:
@@ -604,7 +639,7 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
         expr = expr.xreplace(substitutions)
         if expr.free_symbols == set() and not builder.projections:
             pass  # a constant equation is allowed (e.g. a fixed gate); it just has no inputs
-        equations.append(Equation(eq_name, expr, line, str(source)))
+        equations.append(Equation(eq_name, expr, line, builder.normalized))
         roles[eq_name] = "equation"
 
     # A matrix's shape is inferred from what it multiplies: it must be one shape.

@@ -54,6 +54,37 @@ class NumpyPrinter(PythonCodePrinter):
             return getattr(prim, self.backend).format(self._print(expr.args[0]))
         return super()._print(expr, **kwargs)
 
+    #: Terms of a sum, or factors of a product, printed flat; longer ones are printed as
+    #: a balanced tree of brackets, so that Python's parser (and compiler) never meets a
+    #: chain hundreds of operations deep (a gradient summed over a 1000-equation spec).
+    FLAT = 16
+
+    def _print_Add(self, expr, order=None):
+        terms = self._as_ordered_terms(expr, order=order)
+        if len(terms) <= self.FLAT:
+            return super()._print_Add(expr, order=order)
+        signed = []
+        for term in terms:
+            text = self._print(term)
+            signed.append(("-", text[1:]) if text.startswith("-") else ("+", text))
+        return self._balanced(signed)
+
+    def _balanced(self, signed: list[tuple[str, str]]) -> str:
+        if len(signed) <= self.FLAT:
+            head = ("-" if signed[0][0] == "-" else "") + signed[0][1]
+            return head + "".join(f" {sign} {text}" for sign, text in signed[1:])
+        half = len(signed) // 2
+        return f"({self._balanced(signed[:half])}) + ({self._balanced(signed[half:])})"
+
+    def _print_Mul(self, expr):
+        factors = list(expr.args)
+        if len(factors) <= self.FLAT:
+            return super()._print_Mul(expr)
+        half = len(factors) // 2
+        left = self._print(sp.Mul(*factors[:half], evaluate=False))
+        right = self._print(sp.Mul(*factors[half:], evaluate=False))
+        return f"({left})*({right})"
+
     def _print_Function(self, expr):
         raise TypeError(f"no code for the function {type(expr).__name__}: not a primitive")
 
@@ -110,6 +141,26 @@ class NumbaPrinter(NumpyPrinter):
 
 
 PRINTERS = {"numpy": NumpyPrinter, "numba": NumbaPrinter}
+
+
+def display(text: str) -> str:
+    """Text (a title, a file name, an equation as written) made safe to put inside a
+    docstring or after a ``#``: printable characters as they are, but the backslash and
+    the double quote escaped (so no \"\"\" can end a docstring, no backslash starts an
+    escape); newlines, NUL, other control characters and invisible ones (bidi
+    overrides, zero-width characters) as their escapes, so nothing starts a line of code
+    or changes how the code reads."""
+    out = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif char == '"':
+            out.append('\\"')
+        elif char.isprintable():
+            out.append(char)
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
 
 
 def code(expr: sp.Expr, backend: str = "numpy", names: Mapping[str, str] | None = None) -> str:

@@ -7,6 +7,7 @@ Jinja templates in ``templates/`` receive strings only and hold layout, not logi
 
 from __future__ import annotations
 
+import ast
 import importlib.resources
 import re
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ def templates_dir() -> Path:
 
 def environment() -> jinja2.Environment:
     """The Jinja environment: strict (a missing key is an error), no stray whitespace."""
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -41,6 +42,10 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+    # display text (titles, file names, equations as written) reaches docstrings and
+    # comments only through this filter
+    env.filters["text"] = printing.display
+    return env
 
 
 class UnsupportedSpec(ValueError):
@@ -677,7 +682,54 @@ def render(model: Cell | Cost, backend: str) -> Module:
             context |= numpy_plan.recurrent_context(kernel)
             context["block_bytes"] = numpy_plan.BLOCK_BYTES
         template = env.get_template(f"{layout}.py.j2")
-    return Module(f"{model.name}_{backend}.py", template.render(**context))
+    text = template.render(**context)
+    _check_code_ignores_display_text(template, context, text, model)
+    return Module(f"{model.name}_{backend}.py", text)
+
+
+#: Context keys holding display text (they reach docstrings and comments only).
+DISPLAY_KEYS = ("title", "spec_file", "per_unit_source", "gradient_source")
+
+
+def _code_shape(text: str) -> str:
+    """The module's code as a tree, its docstrings removed (comments are not in it)."""
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            body[0] = ast.Pass()
+    return ast.dump(tree, include_attributes=False)
+
+
+def _check_code_ignores_display_text(template, context: dict, text: str, model) -> None:
+    """A structural guard: the module rendered with every display text replaced by a
+    placeholder must be the same code, docstrings and comments aside. If a title or an
+    equation as written could change a single statement, that is a template bug."""
+    plain = dict(context)
+    for key in DISPLAY_KEYS:
+        if key in plain:
+            plain[key] = "TEXT"
+    if "equations" in plain:
+        plain["equations"] = [dict(eq, source="TEXT") for eq in plain["equations"]]
+    try:
+        same = _code_shape(text) == _code_shape(template.render(**plain))
+    except SyntaxError as exc:
+        raise TemplateBug(f"{model.path}: the rendered module is not Python: {exc}") from None
+    if not same:
+        raise TemplateBug(
+            f"{model.path}: the generated code depends on display text (a title, a file "
+            "name or an equation as written): a template bug"
+        )
+
+
+class TemplateBug(RuntimeError):
+    """A template that renders code depending on display text, or no code at all."""
 
 
 __all__ = ["BACKENDS", "Module", "UnsupportedSpec", "render"]

@@ -149,7 +149,7 @@ def test_squared_error_spec():
     )
     assert sp.expand(cost.per_unit - (S("a") - S("y")) ** 2) == 0
     assert cost.line == line_of(text, "per_unit")
-    assert cost.source == "(a - y)**2"
+    assert cost.source == "(a - y) ** 2"  # the parsed expression printed back
 
 
 def test_loads_and_load_agree():

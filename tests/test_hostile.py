@@ -1,0 +1,183 @@
+"""Hostile input: spec text never becomes code, and nothing ends in a traceback.
+
+The corpus in ``tests/hostile/`` holds one case per file: every text field (titles with
+docstring quotes, NUL, backslash escapes, line breaks, bidi controls; equations with
+comments, several lines, look-alike letters, control characters; claims with terminal
+escapes; names the templates use). File names with quotes, newlines and backslashes are
+made here. Each spec goes through ``derivgen generate`` in a fresh process: it is
+refused (exit status 2, one line naming the file) or written; every written module is
+imported and run, and no case ever runs the code it carries (it would create a file
+named ``PWNED``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = sorted((ROOT / "tests" / "hostile").glob("*.toml"))
+#: The cases that must be refused, and a word their message holds.
+REFUSED = {
+    "claim_control": "ASCII",
+    "cost_comment": "syntax error",
+    "equation_bidi": "ASCII",
+    "equation_dunder_import": "only primitive functions",
+    "equation_lookalike": "ASCII",
+    "equation_nul": "ASCII",
+    "equation_second_statement": "syntax error",
+    "need_dx_name": "reserved",
+    "state_name": "reserved",
+}
+
+RUN_ALL = """
+import importlib, sys
+import numpy as np
+folder, names = sys.argv[1], sys.argv[2:]
+sys.path.insert(0, folder)
+for name in names:
+    mod = importlib.import_module(name)
+    if mod.KIND == "cost":
+        mod.loss(np.full((2, 3), 0.5), np.zeros((2, 3)))
+        continue
+    params = mod.init_params(3, 4)
+    lead = (2, 2) if mod.KIND == "recurrent" else (2,)
+    a, cache = mod.forward(params, np.ones((*lead, 3)))
+    mod.backward(params, cache, np.ones_like(a))
+print("ran", len(names))
+"""
+
+
+def derivgen(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``derivgen ARGS`` run in this process (its exit status, stdout and stderr), in
+    ``cwd``; what a traceback would be is an exception here."""
+    import contextlib
+    import io
+
+    from symbolic.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse
+                code = exc.code
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def _generate_and_run(spec: Path, tmp_path: Path, backends: str = "numpy") -> tuple[int, str]:
+    out = tmp_path / "out"
+    done = derivgen("generate", "--backend", backends, "--out", str(out), str(spec), cwd=tmp_path)
+    assert "Traceback" not in done.stderr, done.stderr
+    if done.returncode == 0:
+        names = [p.stem for p in out.glob("*.py") if p.stem != "__init__"]
+        assert names
+        run = subprocess.run(
+            [sys.executable, "-c", RUN_ALL, str(out), *names],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+    assert not list(tmp_path.rglob("PWNED")), "a spec's text ran as code"
+    return done.returncode, done.stderr
+
+
+@pytest.mark.parametrize("spec", CORPUS, ids=lambda p: p.stem)
+def test_hostile_spec_is_refused_or_harmless(spec, tmp_path):
+    code, err = _generate_and_run(spec, tmp_path)
+    if spec.stem in REFUSED:
+        assert code == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("derivgen: error: "), err
+        assert str(spec) in lines[0] and REFUSED[spec.stem] in lines[0], err
+        assert all(c.isprintable() for c in lines[0])
+    else:
+        assert code == 0, err
+
+
+@pytest.mark.parametrize("stem", ["title_closes_docstring", "title_bidi", "equation_comment"])
+def test_hostile_text_in_numba_modules(stem, tmp_path):
+    """The Numba templates carry the same text: generated, imported and run."""
+    pytest.importorskip("numba")
+    code, err = _generate_and_run(ROOT / "tests" / "hostile" / f"{stem}.toml", tmp_path, "all")
+    assert code == 0, err
+
+
+BASE = (ROOT / "tests" / "hostile" / "title_unicode.toml").read_text()
+
+
+@pytest.mark.parametrize(
+    "filename",
+    ['quote"""s.toml', "new\nline.toml", "back\\N{x}slash.toml", "bidi\u202eeman.toml"],
+    ids=["quotes", "newline", "backslash", "bidi"],
+)
+def test_hostile_file_names(filename, tmp_path):
+    """A spec's file name reaches the banner and the docstring: escaped there."""
+    spec = tmp_path / filename
+    spec.write_text(BASE)
+    code, err = _generate_and_run(spec, tmp_path)
+    assert code == 0, err
+    text = (tmp_path / "out" / "title_unicode_numpy.py").read_text()
+    first_line = text.splitlines()[0]
+    assert first_line.startswith("# Generated by derivgen") and first_line.endswith("by hand.")
+
+
+def test_the_code_never_depends_on_display_text(monkeypatch):
+    """The structural guard: a template that lets the title into code is caught."""
+    from symbolic import parse, render
+
+    real = render.environment
+
+    def leaky():
+        env = real()
+        env.filters["text"] = lambda t: t  # what a careless template would do
+        loader_source = env.loader.get_source
+
+        def get_source(environment, name):
+            source, filename, uptodate = loader_source(environment, name)
+            if name == "numpy_feedforward.py.j2":
+                source = source.replace('NAME = "{{ name }}"', 'NAME = "{{ title }}"')
+            return source, filename, uptodate
+
+        env.loader.get_source = get_source
+        return env
+
+    monkeypatch.setattr(render, "environment", leaky)
+    model = parse.load(ROOT / "symbolic" / "specs" / "dense_tanh.toml")
+    with pytest.raises(render.TemplateBug, match="depends on display text"):
+        render.render(model, "numpy")
+
+
+def test_cli_messages_are_one_line_and_printable(tmp_path):
+    spec = tmp_path / "long.toml"
+    spec.write_text(
+        'name = "long"\nkind = "feedforward"\ninput = "x"\noutput = "a"\n[params]\n'
+        'W = "matrix"\n[equations]\na = "tanh(W@x) +' + " + ".join(["q"] * 20000) + '"\n'
+    )
+    done = derivgen("generate", "--out", str(tmp_path / "o"), str(spec), cwd=tmp_path)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert len(line) < 2100 and line.isprintable()
+
+
+def test_json_errors_are_json_on_stdout(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text("name = 3\n")
+    done = derivgen("verify", "--json", str(spec), cwd=tmp_path)
+    assert done.returncode == 2
+    payload = json.loads(done.stdout)
+    assert payload["status"] == 2 and "bad.toml" in payload["error"]
+    done = derivgen("verify", "--json", "--no-such-option", cwd=tmp_path)
+    assert done.returncode == 2 and json.loads(done.stdout)["status"] == 2
