@@ -19,6 +19,21 @@ from symbolic import naming, passes
 from symbolic.derive import PRE, STEP, Assign, Derivation, MatVec
 from symbolic.model import RECURRENT
 
+#: Nodes the affine analysis may expand a state's next value into (beyond that, the
+#: recurrence is taken as diagonal: correct, without the parallel scan).
+AFFINE_BUDGET = 400
+
+
+def _size(expr: sp.Basic) -> int:
+    """Nodes of an expression tree, counted without recursion (it may be deep)."""
+    count, stack = 0, [expr]
+    while stack and count <= AFFINE_BUDGET:
+        node = stack.pop()
+        count += 1
+        stack.extend(node.args)
+    return count
+
+
 DIAGONAL = "diagonal"
 COUPLED = "matrix-coupled"
 AFFINE = "affine"
@@ -101,6 +116,8 @@ def classify(derivation: Derivation) -> tuple[str, dict]:
             target = sp.Symbol(stmt.target)
             dependent.add(target)
             subs[target] = stmt.expr.xreplace(subs)
+            if _size(subs[target]) > AFFINE_BUDGET:
+                return kind, {}  # too long to analyse (a chain of many equations)
     affine = {}
     for state, target in cell.states.items():
         nxt = subs.get(sp.Symbol(target), sp.Symbol(target))

@@ -237,6 +237,12 @@ def count(expr: sp.Expr) -> int:
     return len(emitter.into(expr, "_out"))
 
 
+#: The budget of :func:`cheapest`: expressions with more symbols or operations are kept
+#: as written (a statement of a spec, or a gradient summed over many equations).
+CHEAPEST_SYMBOLS = 12
+CHEAPEST_OPS = 60
+
+
 def cheapest(expr: sp.Expr, once: str | None = None) -> sp.Expr:
     """The form of ``expr`` with the fewest calls, among: as written, expanded, and
     expanded then collected in each of its symbols. Ties keep the earlier candidate.
@@ -246,6 +252,8 @@ def cheapest(expr: sp.Expr, once: str | None = None) -> sp.Expr:
     """
     if _is_leaf(expr) or primitive_name(expr) is not None:
         return expr
+    if len(expr.free_symbols) > CHEAPEST_SYMBOLS or sp.count_ops(expr) > CHEAPEST_OPS:
+        return expr  # the search costs more than it could save (collect is quadratic)
     expanded = sp.expand_mul(expr)
     candidates = [expr, expanded]
     for sym in sorted(expr.free_symbols, key=sp.default_sort_key):

@@ -33,7 +33,7 @@ from symbolic.render import UnsupportedSpec, render
 
 #: Examples in CI's sample, and how many of them Numba compiles.
 SAMPLE = 300
-NUMBA_SAMPLE = 24
+NUMBA_SAMPLE = 16
 
 
 def draw(count: int, *, derandomize: bool = True, seed: int | None = None) -> list[FuzzSpec]:

@@ -55,7 +55,7 @@ def copy(tmp_path) -> Path:
     return tmp_path
 
 
-def run(folder: Path, how: str, name: str = "grn_numba", env: dict | None = None) -> list:
+def run(folder: Path, how: str, name: str = "dense_sigmoid_numba", env: dict | None = None) -> list:
     out = subprocess.run(
         [sys.executable, "run.py", how, name],
         cwd=folder,
@@ -76,7 +76,7 @@ def test_loaded_under_other_names_then_imported(copy):
     assert run(copy, "unregistered") == first
     assert run(copy, "package") == first
     names = {p.name.split(".")[1] for p in (copy / "generated" / "__pycache__").glob("*.nbi")}
-    assert {"generated_grn_numba", "other_grn_numba"} <= names
+    assert {"generated_dense_sigmoid_numba", "other_dense_sigmoid_numba"} <= names
 
 
 def test_no_writable_cache_folder(copy):
@@ -126,7 +126,7 @@ def test_after_the_spec_changed(copy):
 def test_several_processes_at_once(copy):
     procs = [
         subprocess.Popen(
-            [sys.executable, "run.py", "package", "lstm_numba"],
+            [sys.executable, "run.py", "package", "grn_numba"],
             cwd=copy,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -141,4 +141,4 @@ def test_several_processes_at_once(copy):
         assert proc.returncode == 0, err[-2000:]
         results.append(json.loads(out.splitlines()[-1]))
     assert results[0] == results[1] == results[2]
-    assert run(copy, "package", "lstm_numba") == results[0]
+    assert run(copy, "package", "grn_numba") == results[0]
