@@ -18,6 +18,7 @@ projections of the input run before the loop, their gradients after it.
 """
 
 import math
+import os
 import sys
 
 import numpy as np
@@ -249,6 +250,90 @@ def init_params(n_in, n_out, *, seed=0, dtype=np.float64):
     }
 
 
+# The thread policy, applied by every call (the speed must not depend on how the user
+# started Python). On a few cores, the matrix products' BLAS threads and the compiled
+# loops' Numba threads take each other's cores: OpenBLAS's workers spin for about 0.1 s
+# after each product and Numba's after each loop. So each call runs one pool alone:
+# - "blas1": BLAS on one thread (its worker is never woken), the loops on every core,
+#   where the products are small beside the elementwise work;
+# - "numba1": the loops on one thread, BLAS on every core, where the products dominate.
+# The ratio of their work depends on the sizes only: 6*(k_in*n_in + k_h*n_out) flops of
+# products per lane and step (each product forward, for its matrix's gradient and for
+# its vector's) against 60 of elementwise work; numba1 above 24 to 1.
+# Measured on 2 cores in plain scripts: the GRN at the B1-B3 sizes ran 1.3-22x faster
+# with blas1 than with both pools spinning, a GRN with a 1024-wide input (products 12
+# times the threshold) 1.7x faster with numba1 than blas1, the MLPs 1.4-23x faster with
+# numba1. A thread count set by the user (an environment variable, threadpoolctl's
+# limits, numba.set_num_threads) is left alone.
+# A parallel loop also costs a launch: where one holds less than _REGION_FLOPS of work
+# (a small batch, or a matrix-coupled step's loop), the loops run on one thread.
+_PRODUCTS = (3, 3)
+_LANE_FLOPS = 60
+_RATIO = 24.0
+_REGION_FLOPS = 200_000
+_ONE_LOOP = False  # one parallel loop covers every step
+_USER_SET = any(
+    os.environ.get(_name)
+    for _name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "BLIS_NUM_THREADS",
+        "NUMBA_NUM_THREADS",
+    )
+)
+_pools = []  # the BLAS libraries (threadpoolctl's controllers), found at the first call
+
+
+def _blas_pools():
+    if not _pools:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # without threadpoolctl, BLAS keeps its threads
+            _pools.append(None)
+            return []
+        found = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+        _pools.append([(c, c.num_threads) for c in found])
+    return _pools[0] or []
+
+
+class _threads:
+    """The policy for one call on ``params`` and ``x``, undone when the call ends."""
+
+    def __init__(self, params, x):
+        self.undo = []
+        if _USER_SET:
+            return
+        try:
+            n_in = x.shape[-1]
+            n_out = next(iter(params.values())).shape[0]
+            lanes = (x.shape[0] * x.shape[1] if _ONE_LOOP else x.shape[-2]) * n_out
+        except (AttributeError, IndexError, StopIteration, TypeError):
+            return  # the call reports what is wrong with its arguments
+        products = 6.0 * (_PRODUCTS[0] * n_in + _PRODUCTS[1] * n_out)
+        small = lanes * _LANE_FLOPS < _REGION_FLOPS
+        self.policy = "numba1" if small or products > _RATIO * _LANE_FLOPS else "blas1"
+
+    def __enter__(self):
+        if not hasattr(self, "policy"):
+            return
+        if self.policy == "numba1":
+            count = numba.get_num_threads()
+            if count > 1 and count == numba.config.NUMBA_NUM_THREADS:
+                numba.set_num_threads(1)
+                self.undo.append(lambda: numba.set_num_threads(count))
+            return
+        for pool, initial in _blas_pools():
+            count = pool.get_num_threads()
+            if count > 1 and count == initial:  # not limited by the user since
+                pool.set_num_threads(1)
+                self.undo.append(lambda pool=pool, count=count: pool.set_num_threads(count))
+
+    def __exit__(self, *exc):
+        for undo in reversed(self.undo):
+            undo()
+
+
 def _states(value, name, batch, n_out, dtype):
     if value is None:
         return {s: np.zeros((batch, n_out), dtype) for s in STATES}
@@ -279,25 +364,24 @@ def _forward_2(
     r_seq,
     z_seq,
 ):
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        Ur_h = Ur_h_seq[_t, _b, _i]
-        Uz_h = Uz_h_seq[_t, _b, _i]
-        Wr_x = Wr_x_seq[_t, _b, _i]
-        Wz_x = Wz_x_seq[_t, _b, _i]
-        br = _p_br[_i]
-        bz = _p_bz[_i]
-        h = h_seq[_t, _b, _i]
-        # z = sigmoid(Wz @ x + Uz @ h + bz)
-        z = _sigmoid(Uz_h + Wz_x + bz)
-        # r = sigmoid(Wr @ x + Ur @ h + br)
-        r = _sigmoid(Ur_h + Wr_x + br)
-        # _t0 = h*r
-        _t0 = h * r
-        z_seq[_t, _b, _i] = z
-        r_seq[_t, _b, _i] = r
-        _t0_seq[_t, _b, _i] = _t0
+    for _b in numba.prange(_B):
+        for _i in range(_n):
+            Ur_h = Ur_h_seq[_t, _b, _i]
+            Uz_h = Uz_h_seq[_t, _b, _i]
+            Wr_x = Wr_x_seq[_t, _b, _i]
+            Wz_x = Wz_x_seq[_t, _b, _i]
+            br = _p_br[_i]
+            bz = _p_bz[_i]
+            h = h_seq[_t, _b, _i]
+            # z = sigmoid(Wz @ x + Uz @ h + bz)
+            z = _sigmoid(Uz_h + Wz_x + bz)
+            # r = sigmoid(Wr @ x + Ur @ h + br)
+            r = _sigmoid(Ur_h + Wr_x + br)
+            # _t0 = h*r
+            _t0 = h * r
+            z_seq[_t, _b, _i] = z
+            r_seq[_t, _b, _i] = r
+            _t0_seq[_t, _b, _i] = _t0
 
 
 @_jit(parallel=True, error_model="numpy")
@@ -313,21 +397,20 @@ def _forward_4(
     n_seq,
     z_seq,
 ):
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        Un_t0 = Un_t0_seq[_t, _b, _i]
-        Wn_x = Wn_x_seq[_t, _b, _i]
-        bn = _p_bn[_i]
-        h = h_seq[_t, _b, _i]
-        z = z_seq[_t, _b, _i]
-        # n = tanh(Wn @ x + Un @ (r * h) + bn)
-        n = _tanh(Un_t0 + Wn_x + bn)
-        # a = (1 - z) * n + z * h
-        a = h * z + n * (1 - z)
-        n_seq[_t, _b, _i] = n
-        a_seq[_t, _b, _i] = a
-        h_seq[_t + 1, _b, _i] = a
+    for _b in numba.prange(_B):
+        for _i in range(_n):
+            Un_t0 = Un_t0_seq[_t, _b, _i]
+            Wn_x = Wn_x_seq[_t, _b, _i]
+            bn = _p_bn[_i]
+            h = h_seq[_t, _b, _i]
+            z = z_seq[_t, _b, _i]
+            # n = tanh(Wn @ x + Un @ (r * h) + bn)
+            n = _tanh(Un_t0 + Wn_x + bn)
+            # a = (1 - z) * n + z * h
+            a = h * z + n * (1 - z)
+            n_seq[_t, _b, _i] = n
+            a_seq[_t, _b, _i] = a
+            h_seq[_t + 1, _b, _i] = a
 
 
 @_jit(parallel=True, error_model="numpy")
@@ -344,25 +427,24 @@ def _backward_0(
     n_seq,
     z_seq,
 ):
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        da_in = _dout[_t, _b, _i]
-        dh_next = _s_dh_next[_b, _i]
-        n = n_seq[_t, _b, _i]
-        z = z_seq[_t, _b, _i]
-        # adjoint of a = (1 - z) * n + z * h
-        da = da_in + dh_next
-        # shared subexpression
-        _c0 = 1 - z
-        # adjoint of n = tanh(Wn @ x + Un @ (r * h) + bn)
-        dn = _c0 * da
-        # adjoint of Un_t0 = sum_j Un_ij _t0_j
-        dUn_t0 = dn * (1 - n**2)
-        _w_da[_b, _i] = da
-        _w__c0[_b, _i] = _c0
-        _w_dn[_b, _i] = dn
-        dUn_t0_seq[_t, _b, _i] = dUn_t0
+    for _b in numba.prange(_B):
+        for _i in range(_n):
+            da_in = _dout[_t, _b, _i]
+            dh_next = _s_dh_next[_b, _i]
+            n = n_seq[_t, _b, _i]
+            z = z_seq[_t, _b, _i]
+            # adjoint of a = (1 - z) * n + z * h
+            da = da_in + dh_next
+            # shared subexpression
+            _c0 = 1 - z
+            # adjoint of n = tanh(Wn @ x + Un @ (r * h) + bn)
+            dn = _c0 * da
+            # adjoint of Un_t0 = sum_j Un_ij _t0_j
+            dUn_t0 = dn * (1 - n**2)
+            _w_da[_b, _i] = da
+            _w__c0[_b, _i] = _c0
+            _w_dn[_b, _i] = dn
+            dUn_t0_seq[_t, _b, _i] = dUn_t0
 
 
 @_jit(parallel=True, error_model="numpy")
@@ -379,23 +461,22 @@ def _backward_2(
     n_seq,
     r_seq,
 ):
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        _d_t0_Un = _w__d_t0_Un[_b, _i]
-        da = _w_da[_b, _i]
-        h = h_seq[_t, _b, _i]
-        n = n_seq[_t, _b, _i]
-        r = r_seq[_t, _b, _i]
-        # adjoint of r = sigmoid(Wr @ x + Ur @ h + br)
-        dr = _d_t0_Un * h
-        # adjoint of z = sigmoid(Wz @ x + Uz @ h + bz)
-        dz = da * (h - n)
-        # adjoint of Ur_h = sum_j Ur_ij h_j
-        dUr_h = dr * r * (1 - r)
-        _w_dr[_b, _i] = dr
-        _w_dz[_b, _i] = dz
-        dUr_h_seq[_t, _b, _i] = dUr_h
+    for _b in numba.prange(_B):
+        for _i in range(_n):
+            _d_t0_Un = _w__d_t0_Un[_b, _i]
+            da = _w_da[_b, _i]
+            h = h_seq[_t, _b, _i]
+            n = n_seq[_t, _b, _i]
+            r = r_seq[_t, _b, _i]
+            # adjoint of r = sigmoid(Wr @ x + Ur @ h + br)
+            dr = _d_t0_Un * h
+            # adjoint of z = sigmoid(Wz @ x + Uz @ h + bz)
+            dz = da * (h - n)
+            # adjoint of Ur_h = sum_j Ur_ij h_j
+            dUr_h = dr * r * (1 - r)
+            _w_dr[_b, _i] = dr
+            _w_dz[_b, _i] = dz
+            dUr_h_seq[_t, _b, _i] = dUr_h
 
 
 @_jit(parallel=True, error_model="numpy")
@@ -408,15 +489,14 @@ def _backward_4(
     dUz_h_seq,
     z_seq,
 ):
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        _c0 = _w__c0[_b, _i]
-        dz = _w_dz[_b, _i]
-        z = z_seq[_t, _b, _i]
-        # adjoint of Uz_h = sum_j Uz_ij h_j
-        dUz_h = _c0 * dz * z
-        dUz_h_seq[_t, _b, _i] = dUz_h
+    for _b in numba.prange(_B):
+        for _i in range(_n):
+            _c0 = _w__c0[_b, _i]
+            dz = _w_dz[_b, _i]
+            z = z_seq[_t, _b, _i]
+            # adjoint of Uz_h = sum_j Uz_ij h_j
+            dUz_h = _c0 * dz * z
+            dUz_h_seq[_t, _b, _i] = dUz_h
 
 
 @_jit(parallel=True, error_model="numpy")
@@ -432,18 +512,17 @@ def _backward_6(
     r_seq,
     z_seq,
 ):
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        _d_t0_Un = _w__d_t0_Un[_b, _i]
-        _dh_Ur = _w__dh_Ur[_b, _i]
-        _dh_Uz = _w__dh_Uz[_b, _i]
-        da = _w_da[_b, _i]
-        r = r_seq[_t, _b, _i]
-        z = z_seq[_t, _b, _i]
-        # adjoint of h: flows to the step before
-        dh = _d_t0_Un * r + _dh_Ur + _dh_Uz + da * z
-        _w_dh[_b, _i] = dh
+    for _b in numba.prange(_B):
+        for _i in range(_n):
+            _d_t0_Un = _w__d_t0_Un[_b, _i]
+            _dh_Ur = _w__dh_Ur[_b, _i]
+            _dh_Uz = _w__dh_Uz[_b, _i]
+            da = _w_da[_b, _i]
+            r = r_seq[_t, _b, _i]
+            z = z_seq[_t, _b, _i]
+            # adjoint of h: flows to the step before
+            dh = _d_t0_Un * r + _dh_Ur + _dh_Uz + da * z
+            _w_dh[_b, _i] = dh
 
 
 def forward(params, x, state0=None):
@@ -458,6 +537,11 @@ def forward(params, x, state0=None):
         ``(a, cache)``: a is (T, B, n_out); cache feeds ``backward``
         (``cache["state"]`` holds the states after the last step).
     """
+    with _threads(params, x):
+        return _forward(params, x, state0)
+
+
+def _forward(params, x, state0=None):
     _x = np.ascontiguousarray(_as_array(x, "x", ("T", "B", "n_in")))
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
@@ -558,6 +642,11 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
+    with _threads(params, cache["_x"]):
+        return _backward(params, cache, da, dstate, need_dx=need_dx)
+
+
+def _backward(params, cache, da, dstate=None, *, need_dx=True):
     _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)

@@ -14,6 +14,7 @@ over lanes and sequential over time. The projections of the input run before the
 as one matrix product each, and their gradients after it.
 """
 
+import os
 import sys
 
 import numpy as np
@@ -151,6 +152,90 @@ def init_params(n_in, n_out, *, seed=0, dtype=np.float64):
     }
 
 
+# The thread policy, applied by every call (the speed must not depend on how the user
+# started Python). On a few cores, the matrix products' BLAS threads and the compiled
+# loops' Numba threads take each other's cores: OpenBLAS's workers spin for about 0.1 s
+# after each product and Numba's after each loop. So each call runs one pool alone:
+# - "blas1": BLAS on one thread (its worker is never woken), the loops on every core,
+#   where the products are small beside the elementwise work;
+# - "numba1": the loops on one thread, BLAS on every core, where the products dominate.
+# The ratio of their work depends on the sizes only: 6*(k_in*n_in + k_h*n_out) flops of
+# products per lane and step (each product forward, for its matrix's gradient and for
+# its vector's) against 26 of elementwise work; numba1 above 24 to 1.
+# Measured on 2 cores in plain scripts: the GRN at the B1-B3 sizes ran 1.3-22x faster
+# with blas1 than with both pools spinning, a GRN with a 1024-wide input (products 12
+# times the threshold) 1.7x faster with numba1 than blas1, the MLPs 1.4-23x faster with
+# numba1. A thread count set by the user (an environment variable, threadpoolctl's
+# limits, numba.set_num_threads) is left alone.
+# A parallel loop also costs a launch: where one holds less than _REGION_FLOPS of work
+# (a small batch, or a matrix-coupled step's loop), the loops run on one thread.
+_PRODUCTS = (1, 0)
+_LANE_FLOPS = 26
+_RATIO = 24.0
+_REGION_FLOPS = 200_000
+_ONE_LOOP = True  # one parallel loop covers every step
+_USER_SET = any(
+    os.environ.get(_name)
+    for _name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "BLIS_NUM_THREADS",
+        "NUMBA_NUM_THREADS",
+    )
+)
+_pools = []  # the BLAS libraries (threadpoolctl's controllers), found at the first call
+
+
+def _blas_pools():
+    if not _pools:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # without threadpoolctl, BLAS keeps its threads
+            _pools.append(None)
+            return []
+        found = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+        _pools.append([(c, c.num_threads) for c in found])
+    return _pools[0] or []
+
+
+class _threads:
+    """The policy for one call on ``params`` and ``x``, undone when the call ends."""
+
+    def __init__(self, params, x):
+        self.undo = []
+        if _USER_SET:
+            return
+        try:
+            n_in = x.shape[-1]
+            n_out = next(iter(params.values())).shape[0]
+            lanes = (x.shape[0] * x.shape[1] if _ONE_LOOP else x.shape[-2]) * n_out
+        except (AttributeError, IndexError, StopIteration, TypeError):
+            return  # the call reports what is wrong with its arguments
+        products = 6.0 * (_PRODUCTS[0] * n_in + _PRODUCTS[1] * n_out)
+        small = lanes * _LANE_FLOPS < _REGION_FLOPS
+        self.policy = "numba1" if small or products > _RATIO * _LANE_FLOPS else "blas1"
+
+    def __enter__(self):
+        if not hasattr(self, "policy"):
+            return
+        if self.policy == "numba1":
+            count = numba.get_num_threads()
+            if count > 1 and count == numba.config.NUMBA_NUM_THREADS:
+                numba.set_num_threads(1)
+                self.undo.append(lambda: numba.set_num_threads(count))
+            return
+        for pool, initial in _blas_pools():
+            count = pool.get_num_threads()
+            if count > 1 and count == initial:  # not limited by the user since
+                pool.set_num_threads(1)
+                self.undo.append(lambda pool=pool, count=count: pool.set_num_threads(count))
+
+    def __exit__(self, *exc):
+        for undo in reversed(self.undo):
+            undo()
+
+
 def _states(value, name, batch, n_out, dtype):
     if value is None:
         return {s: np.zeros((batch, n_out), dtype) for s in STATES}
@@ -256,6 +341,11 @@ def forward(params, x, state0=None):
         ``(a, cache)``: a is (T, B, n_out); cache feeds ``backward``
         (``cache["state"]`` holds the states after the last step).
     """
+    with _threads(params, x):
+        return _forward(params, x, state0)
+
+
+def _forward(params, x, state0=None):
     _x = np.ascontiguousarray(_as_array(x, "x", ("T", "B", "n_in")))
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
@@ -310,6 +400,11 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
+    with _threads(params, cache["_x"]):
+        return _backward(params, cache, da, dstate, need_dx=need_dx)
+
+
+def _backward(params, cache, da, dstate=None, *, need_dx=True):
     _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)

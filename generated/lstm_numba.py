@@ -21,6 +21,7 @@ projections of the input run before the loop, their gradients after it.
 """
 
 import math
+import os
 import sys
 
 import numpy as np
@@ -270,6 +271,90 @@ def init_params(n_in, n_out, *, seed=0, dtype=np.float64):
     }
 
 
+# The thread policy, applied by every call (the speed must not depend on how the user
+# started Python). On a few cores, the matrix products' BLAS threads and the compiled
+# loops' Numba threads take each other's cores: OpenBLAS's workers spin for about 0.1 s
+# after each product and Numba's after each loop. So each call runs one pool alone:
+# - "blas1": BLAS on one thread (its worker is never woken), the loops on every core,
+#   where the products are small beside the elementwise work;
+# - "numba1": the loops on one thread, BLAS on every core, where the products dominate.
+# The ratio of their work depends on the sizes only: 6*(k_in*n_in + k_h*n_out) flops of
+# products per lane and step (each product forward, for its matrix's gradient and for
+# its vector's) against 88 of elementwise work; numba1 above 24 to 1.
+# Measured on 2 cores in plain scripts: the GRN at the B1-B3 sizes ran 1.3-22x faster
+# with blas1 than with both pools spinning, a GRN with a 1024-wide input (products 12
+# times the threshold) 1.7x faster with numba1 than blas1, the MLPs 1.4-23x faster with
+# numba1. A thread count set by the user (an environment variable, threadpoolctl's
+# limits, numba.set_num_threads) is left alone.
+# A parallel loop also costs a launch: where one holds less than _REGION_FLOPS of work
+# (a small batch, or a matrix-coupled step's loop), the loops run on one thread.
+_PRODUCTS = (4, 4)
+_LANE_FLOPS = 88
+_RATIO = 24.0
+_REGION_FLOPS = 200_000
+_ONE_LOOP = False  # one parallel loop covers every step
+_USER_SET = any(
+    os.environ.get(_name)
+    for _name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "BLIS_NUM_THREADS",
+        "NUMBA_NUM_THREADS",
+    )
+)
+_pools = []  # the BLAS libraries (threadpoolctl's controllers), found at the first call
+
+
+def _blas_pools():
+    if not _pools:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # without threadpoolctl, BLAS keeps its threads
+            _pools.append(None)
+            return []
+        found = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+        _pools.append([(c, c.num_threads) for c in found])
+    return _pools[0] or []
+
+
+class _threads:
+    """The policy for one call on ``params`` and ``x``, undone when the call ends."""
+
+    def __init__(self, params, x):
+        self.undo = []
+        if _USER_SET:
+            return
+        try:
+            n_in = x.shape[-1]
+            n_out = next(iter(params.values())).shape[0]
+            lanes = (x.shape[0] * x.shape[1] if _ONE_LOOP else x.shape[-2]) * n_out
+        except (AttributeError, IndexError, StopIteration, TypeError):
+            return  # the call reports what is wrong with its arguments
+        products = 6.0 * (_PRODUCTS[0] * n_in + _PRODUCTS[1] * n_out)
+        small = lanes * _LANE_FLOPS < _REGION_FLOPS
+        self.policy = "numba1" if small or products > _RATIO * _LANE_FLOPS else "blas1"
+
+    def __enter__(self):
+        if not hasattr(self, "policy"):
+            return
+        if self.policy == "numba1":
+            count = numba.get_num_threads()
+            if count > 1 and count == numba.config.NUMBA_NUM_THREADS:
+                numba.set_num_threads(1)
+                self.undo.append(lambda: numba.set_num_threads(count))
+            return
+        for pool, initial in _blas_pools():
+            count = pool.get_num_threads()
+            if count > 1 and count == initial:  # not limited by the user since
+                pool.set_num_threads(1)
+                self.undo.append(lambda pool=pool, count=count: pool.set_num_threads(count))
+
+    def __exit__(self, *exc):
+        for undo in reversed(self.undo):
+            undo()
+
+
 def _states(value, name, batch, n_out, dtype):
     if value is None:
         return {s: np.zeros((batch, n_out), dtype) for s in STATES}
@@ -311,45 +396,44 @@ def _forward_4(
     ig_seq,
     og_seq,
 ):
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        Uf_h = Uf_h_seq[_t, _b, _i]
-        Ug_h = Ug_h_seq[_t, _b, _i]
-        Ui_h = Ui_h_seq[_t, _b, _i]
-        Uo_h = Uo_h_seq[_t, _b, _i]
-        Wf_x = Wf_x_seq[_t, _b, _i]
-        Wg_x = Wg_x_seq[_t, _b, _i]
-        Wi_x = Wi_x_seq[_t, _b, _i]
-        Wo_x = Wo_x_seq[_t, _b, _i]
-        bf = _p_bf[_i]
-        bg = _p_bg[_i]
-        bi = _p_bi[_i]
-        bo = _p_bo[_i]
-        c = c_seq[_t, _b, _i]
-        # ig = sigmoid(Wi @ x + Ui @ h + bi)
-        ig = _sigmoid(Ui_h + Wi_x + bi)
-        # fg = sigmoid(Wf @ x + Uf @ h + bf)
-        fg = _sigmoid(Uf_h + Wf_x + bf)
-        # og = sigmoid(Wo @ x + Uo @ h + bo)
-        og = _sigmoid(Uo_h + Wo_x + bo)
-        # g = tanh(Wg @ x + Ug @ h + bg)
-        g = _tanh(Ug_h + Wg_x + bg)
-        # cn = fg * c + ig * g
-        cn = c * fg + g * ig
-        # _t0 = tanh(cn)
-        _t0 = _tanh(cn)
-        # a = og * tanh(cn)
-        a = _t0 * og
-        ig_seq[_t, _b, _i] = ig
-        fg_seq[_t, _b, _i] = fg
-        og_seq[_t, _b, _i] = og
-        g_seq[_t, _b, _i] = g
-        cn_seq[_t, _b, _i] = cn
-        c_seq[_t + 1, _b, _i] = cn
-        _t0_seq[_t, _b, _i] = _t0
-        a_seq[_t, _b, _i] = a
-        h_seq[_t + 1, _b, _i] = a
+    for _b in numba.prange(_B):
+        for _i in range(_n):
+            Uf_h = Uf_h_seq[_t, _b, _i]
+            Ug_h = Ug_h_seq[_t, _b, _i]
+            Ui_h = Ui_h_seq[_t, _b, _i]
+            Uo_h = Uo_h_seq[_t, _b, _i]
+            Wf_x = Wf_x_seq[_t, _b, _i]
+            Wg_x = Wg_x_seq[_t, _b, _i]
+            Wi_x = Wi_x_seq[_t, _b, _i]
+            Wo_x = Wo_x_seq[_t, _b, _i]
+            bf = _p_bf[_i]
+            bg = _p_bg[_i]
+            bi = _p_bi[_i]
+            bo = _p_bo[_i]
+            c = c_seq[_t, _b, _i]
+            # ig = sigmoid(Wi @ x + Ui @ h + bi)
+            ig = _sigmoid(Ui_h + Wi_x + bi)
+            # fg = sigmoid(Wf @ x + Uf @ h + bf)
+            fg = _sigmoid(Uf_h + Wf_x + bf)
+            # og = sigmoid(Wo @ x + Uo @ h + bo)
+            og = _sigmoid(Uo_h + Wo_x + bo)
+            # g = tanh(Wg @ x + Ug @ h + bg)
+            g = _tanh(Ug_h + Wg_x + bg)
+            # cn = fg * c + ig * g
+            cn = c * fg + g * ig
+            # _t0 = tanh(cn)
+            _t0 = _tanh(cn)
+            # a = og * tanh(cn)
+            a = _t0 * og
+            ig_seq[_t, _b, _i] = ig
+            fg_seq[_t, _b, _i] = fg
+            og_seq[_t, _b, _i] = og
+            g_seq[_t, _b, _i] = g
+            cn_seq[_t, _b, _i] = cn
+            c_seq[_t + 1, _b, _i] = cn
+            _t0_seq[_t, _b, _i] = _t0
+            a_seq[_t, _b, _i] = a
+            h_seq[_t + 1, _b, _i] = a
 
 
 @_jit(parallel=True, error_model="numpy")
@@ -374,41 +458,40 @@ def _backward_0(
     ig_seq,
     og_seq,
 ):
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        _t0 = _t0_seq[_t, _b, _i]
-        c = c_seq[_t, _b, _i]
-        da_in = _dout[_t, _b, _i]
-        dc_next = _s_dc_next[_b, _i]
-        dh_next = _s_dh_next[_b, _i]
-        g = g_seq[_t, _b, _i]
-        ig = ig_seq[_t, _b, _i]
-        og = og_seq[_t, _b, _i]
-        # adjoint of a = og * tanh(cn)
-        da = da_in + dh_next
-        # adjoint of _t0 = tanh(cn)
-        d_t0 = da * og
-        # adjoint of cn = fg * c + ig * g
-        dcn = d_t0 * (1 - _t0**2) + dc_next
-        # adjoint of g = tanh(Wg @ x + Ug @ h + bg)
-        dg = dcn * ig
-        # adjoint of og = sigmoid(Wo @ x + Uo @ h + bo)
-        dog = _t0 * da
-        # adjoint of fg = sigmoid(Wf @ x + Uf @ h + bf)
-        dfg = c * dcn
-        # adjoint of ig = sigmoid(Wi @ x + Ui @ h + bi)
-        dig = dcn * g
-        # adjoint of Ug_h = sum_j Ug_ij h_j
-        dUg_h = dg * (1 - g**2)
-        _w_da[_b, _i] = da
-        _w_d_t0[_b, _i] = d_t0
-        _w_dcn[_b, _i] = dcn
-        _w_dg[_b, _i] = dg
-        _w_dog[_b, _i] = dog
-        _w_dfg[_b, _i] = dfg
-        _w_dig[_b, _i] = dig
-        dUg_h_seq[_t, _b, _i] = dUg_h
+    for _b in numba.prange(_B):
+        for _i in range(_n):
+            _t0 = _t0_seq[_t, _b, _i]
+            c = c_seq[_t, _b, _i]
+            da_in = _dout[_t, _b, _i]
+            dc_next = _s_dc_next[_b, _i]
+            dh_next = _s_dh_next[_b, _i]
+            g = g_seq[_t, _b, _i]
+            ig = ig_seq[_t, _b, _i]
+            og = og_seq[_t, _b, _i]
+            # adjoint of a = og * tanh(cn)
+            da = da_in + dh_next
+            # adjoint of _t0 = tanh(cn)
+            d_t0 = da * og
+            # adjoint of cn = fg * c + ig * g
+            dcn = d_t0 * (1 - _t0**2) + dc_next
+            # adjoint of g = tanh(Wg @ x + Ug @ h + bg)
+            dg = dcn * ig
+            # adjoint of og = sigmoid(Wo @ x + Uo @ h + bo)
+            dog = _t0 * da
+            # adjoint of fg = sigmoid(Wf @ x + Uf @ h + bf)
+            dfg = c * dcn
+            # adjoint of ig = sigmoid(Wi @ x + Ui @ h + bi)
+            dig = dcn * g
+            # adjoint of Ug_h = sum_j Ug_ij h_j
+            dUg_h = dg * (1 - g**2)
+            _w_da[_b, _i] = da
+            _w_d_t0[_b, _i] = d_t0
+            _w_dcn[_b, _i] = dcn
+            _w_dg[_b, _i] = dg
+            _w_dog[_b, _i] = dog
+            _w_dfg[_b, _i] = dfg
+            _w_dig[_b, _i] = dig
+            dUg_h_seq[_t, _b, _i] = dUg_h
 
 
 @_jit(parallel=True, error_model="numpy")
@@ -420,14 +503,13 @@ def _backward_2(
     dUo_h_seq,
     og_seq,
 ):
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        dog = _w_dog[_b, _i]
-        og = og_seq[_t, _b, _i]
-        # adjoint of Uo_h = sum_j Uo_ij h_j
-        dUo_h = dog * og * (1 - og)
-        dUo_h_seq[_t, _b, _i] = dUo_h
+    for _b in numba.prange(_B):
+        for _i in range(_n):
+            dog = _w_dog[_b, _i]
+            og = og_seq[_t, _b, _i]
+            # adjoint of Uo_h = sum_j Uo_ij h_j
+            dUo_h = dog * og * (1 - og)
+            dUo_h_seq[_t, _b, _i] = dUo_h
 
 
 @_jit(parallel=True, error_model="numpy")
@@ -439,14 +521,13 @@ def _backward_4(
     dUf_h_seq,
     fg_seq,
 ):
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        dfg = _w_dfg[_b, _i]
-        fg = fg_seq[_t, _b, _i]
-        # adjoint of Uf_h = sum_j Uf_ij h_j
-        dUf_h = dfg * fg * (1 - fg)
-        dUf_h_seq[_t, _b, _i] = dUf_h
+    for _b in numba.prange(_B):
+        for _i in range(_n):
+            dfg = _w_dfg[_b, _i]
+            fg = fg_seq[_t, _b, _i]
+            # adjoint of Uf_h = sum_j Uf_ij h_j
+            dUf_h = dfg * fg * (1 - fg)
+            dUf_h_seq[_t, _b, _i] = dUf_h
 
 
 @_jit(parallel=True, error_model="numpy")
@@ -458,14 +539,13 @@ def _backward_6(
     dUi_h_seq,
     ig_seq,
 ):
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        dig = _w_dig[_b, _i]
-        ig = ig_seq[_t, _b, _i]
-        # adjoint of Ui_h = sum_j Ui_ij h_j
-        dUi_h = dig * ig * (1 - ig)
-        dUi_h_seq[_t, _b, _i] = dUi_h
+    for _b in numba.prange(_B):
+        for _i in range(_n):
+            dig = _w_dig[_b, _i]
+            ig = ig_seq[_t, _b, _i]
+            # adjoint of Ui_h = sum_j Ui_ij h_j
+            dUi_h = dig * ig * (1 - ig)
+            dUi_h_seq[_t, _b, _i] = dUi_h
 
 
 @_jit(parallel=True, error_model="numpy")
@@ -482,21 +562,20 @@ def _backward_8(
     _w_dh,
     fg_seq,
 ):
-    for _lane in numba.prange(_B * _n):
-        _b = _lane // _n
-        _i = _lane - _b * _n
-        _dh_Uf = _w__dh_Uf[_b, _i]
-        _dh_Ug = _w__dh_Ug[_b, _i]
-        _dh_Ui = _w__dh_Ui[_b, _i]
-        _dh_Uo = _w__dh_Uo[_b, _i]
-        dcn = _w_dcn[_b, _i]
-        fg = fg_seq[_t, _b, _i]
-        # adjoint of h: flows to the step before
-        dh = _dh_Uf + _dh_Ug + _dh_Ui + _dh_Uo
-        # adjoint of c: flows to the step before
-        dc = dcn * fg
-        _w_dh[_b, _i] = dh
-        _w_dc[_b, _i] = dc
+    for _b in numba.prange(_B):
+        for _i in range(_n):
+            _dh_Uf = _w__dh_Uf[_b, _i]
+            _dh_Ug = _w__dh_Ug[_b, _i]
+            _dh_Ui = _w__dh_Ui[_b, _i]
+            _dh_Uo = _w__dh_Uo[_b, _i]
+            dcn = _w_dcn[_b, _i]
+            fg = fg_seq[_t, _b, _i]
+            # adjoint of h: flows to the step before
+            dh = _dh_Uf + _dh_Ug + _dh_Ui + _dh_Uo
+            # adjoint of c: flows to the step before
+            dc = dcn * fg
+            _w_dh[_b, _i] = dh
+            _w_dc[_b, _i] = dc
 
 
 def forward(params, x, state0=None):
@@ -511,6 +590,11 @@ def forward(params, x, state0=None):
         ``(a, cache)``: a is (T, B, n_out); cache feeds ``backward``
         (``cache["state"]`` holds the states after the last step).
     """
+    with _threads(params, x):
+        return _forward(params, x, state0)
+
+
+def _forward(params, x, state0=None):
     _x = np.ascontiguousarray(_as_array(x, "x", ("T", "B", "n_in")))
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
@@ -626,6 +710,11 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
+    with _threads(params, cache["_x"]):
+        return _backward(params, cache, da, dstate, need_dx=need_dx)
+
+
+def _backward(params, cache, da, dstate=None, *, need_dx=True):
     _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)

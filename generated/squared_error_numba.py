@@ -45,7 +45,7 @@ def loss(a, y):
     # _u0 = a - y
     _u0 = np.empty_like(a)
     np.subtract(a, y, out=_u0)
-    _sum = float(np.dot(_u0.reshape(-1), _u0.reshape(-1)))
+    _sum = float(np.einsum("i,i->", _u0.reshape(-1), _u0.reshape(-1)))
     _k0 = 2 * _scale
     np.multiply(_u0, _k0, out=_u0)
     return _sum * _scale, _u0

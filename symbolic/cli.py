@@ -148,20 +148,6 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_blas_threads() -> None:
-    """Ask both thread pools to sleep as soon as their work is done.
-
-    OpenBLAS's workers spin for about 0.1 s after each matrix product, holding the cores
-    that the compiled Numba loops run on next: on a 2-core machine that made a GRN step
-    2 to 4 times slower. Numba's OpenMP threads spin likewise after each parallel loop,
-    slowing the matrix product that follows (B2, float32: 52-64 ms a step spinning,
-    45-50 ms passive). The variables are read when the libraries load, so they are set
-    before any import of NumPy or Numba; values the user set are kept.
-    """
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 #: Longest error message printed (a spec may hold a 100k-character equation).
 MAX_MESSAGE = 2000
 
@@ -189,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     """The command. Exit status: 0 success; 1 a check said no; 2 bad input (a spec, a
     paper, an option, a path); 3 a derivgen bug (validation caught a module, or an error
     that should not happen); 130 interrupted."""
-    _quiet_blas_threads()
     argv = sys.argv[1:] if argv is None else list(argv)
     wants_json = "--json" in argv
     selected = next((a for a in argv if not a.startswith("-")), None)

@@ -990,7 +990,9 @@ def cost_context(per_unit: sp.Expr, gradient: sp.Expr, prediction: str) -> dict:
         owned.append(sym.name)
     if value.is_Pow and value.exp == 2 and isinstance(value.base, sp.Symbol):
         flat = f"{value.base}.reshape(-1)"
-        lines.add([f"_sum = float(np.dot({flat}, {flat}))"])
+        # (einsum, not np.dot: a BLAS dot over more than about ten thousand numbers
+        # wakes BLAS's threads, which then spin for 0.1 s beside the next compiled loop)
+        lines.add([f'_sum = float(np.einsum("i,i->", {flat}, {flat}))'])
     else:
         lines.add(["_buf = np.empty_like(" + prediction + ")"])
         emitted, _ = _emit(value, "_buf", str, _cost_scratch)

@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
-from symbolic import __version__, naming, numpy_plan, primitives, printing
+from symbolic import __version__, naming, numpy_plan, passes, primitives, printing
 from symbolic.derive import Assign, MatVec, derive, derive_cost
 from symbolic.lower import COUPLED, Kernel, lower
 from symbolic.model import RECURRENT, Cell, Cost
@@ -195,7 +195,15 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
     for _, expr in kernel.vector_grads:
         used |= primitives.used(expr)
     helpers = primitives.numba_helpers(used) if backend == "numba" else []
+    ops = passes.count_ops(kernel.forward + kernel.backward)
     return {
+        # the thread policy's inputs: products of the input and in the step, and the
+        # elementwise work per lane and step (a transcendental call counted as 10 flops)
+        "input_products": len(kernel.pre),
+        "state_products": sum(isinstance(s, MatVec) for s in kernel.forward),
+        "lane_flops": max(1, ops["arithmetic"] + 10 * ops["calls"]),
+        # a diagonal recurrence runs every step in one parallel loop
+        "one_loop": recurrent and kernel.recurrence != COUPLED,
         "helpers": helpers,
         # the NumPy code of either backend (whole-array statements) calls these
         "numpy_helpers": primitives.numpy_helpers(used),

@@ -40,7 +40,7 @@ def test_quick_bench_writes_a_table_with_every_row(tmp_path, capsys):
             "--repeats",
             "2",
             "--backends",
-            "numpy,numba,numba[none],reference,gemm",
+            "numpy,numba,numba[both],reference,gemm",
             "--out",
             str(out),
         )

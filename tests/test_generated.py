@@ -29,8 +29,10 @@ DATA = {name: tomllib.loads(path.read_text()) for name, path in SPECS.items()}
 
 #: What each backend's modules may import. ``math`` (standard library) is the scalar
 #: math of compiled Numba loops; it installs nothing.
-# the standard library's sys: a Numba module keeps its on-disk cache under its own name
-ALLOWED_IMPORTS = {"numpy": {"numpy"}, "numba": {"numpy", "numba", "math", "sys"}}
+#: The standard library's sys and os: a Numba module keeps its on-disk cache under its own
+#: name and reads the thread variables; threadpoolctl (a dependency, imported inside a try)
+#: applies its thread policy (templates/_threads.py.j2).
+ALLOWED_IMPORTS = {"numpy": {"numpy"}, "numba": {"numpy", "numba", "math", "sys", "os", "threadpoolctl"}}
 
 N_IN, N_OUT, T, B = 3, 4, 3, 2
 

@@ -1,0 +1,279 @@
+"""The benchmark's child processes: each backend timed as a user's script runs it.
+
+A user imports the generated modules into a plain Python process, with no thread
+variables set and nothing else loaded. So ``derivgen bench`` times each of its rows in a
+child process of its own, started with a clean environment (the thread variables of
+OpenBLAS, OpenMP, MKL and Numba removed), where the modules apply their own thread
+policy. The hand-picked policies are extra rows, each applied inside its child the way a
+user would (threadpoolctl's limits, ``numba.set_num_threads``, or the environment), and
+the "frameworks in the same process" row imports PyTorch and JAX and runs a step of each
+before timing the generated module.
+
+Protocol: the parent writes one JSON command per line on the child's stdin and reads one
+JSON line back (``prepare``, ``step``, ``calibrate``, ``sample``, ``quit``). Arrays (the
+cost and gradients of a step, for the gradient check) travel through a ``.npz`` file.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Environment variables that set thread pools: removed from a child's environment.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_THREAD_TIMEOUT",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "NUMBA_THREADING_LAYER",
+)
+
+#: The hand-picked policies: how each is applied in a child.
+#: ``module``: the module's own (nothing set); ``blas1``: BLAS limited to one thread
+#: (threadpoolctl); ``numba1``: Numba on one thread; ``both``: both pools on every core,
+#: nothing limited (the module sees a thread count set and leaves it); ``env``: both pools
+#: with OPENBLAS_THREAD_TIMEOUT=1 and OMP_WAIT_POLICY=PASSIVE set before Python starts.
+POLICIES = ("module", "blas1", "numba1", "both", "env")
+
+
+def clean_environment(policy: str = "module") -> dict[str, str]:
+    """The environment of a child: the parent's, without thread variables, plus what the
+    policy sets before Python starts."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    if policy == "both":
+        env["NUMBA_NUM_THREADS"] = str(os.cpu_count() or 1)
+    elif policy == "env":
+        env.update(OPENBLAS_THREAD_TIMEOUT="1", OMP_WAIT_POLICY="PASSIVE")
+        env["NUMBA_NUM_THREADS"] = str(os.cpu_count() or 1)
+    return env
+
+
+class ChildError(RuntimeError):
+    """The child process failed or answered with an error."""
+
+
+class Child:
+    """A backend prepared and timed in a child process (see the module docstring).
+
+    It offers what the benchmark needs of a ``Prepared``: ``step`` (one step; its result
+    for ``to_numpy``), ``to_numpy``, ``compile_seconds``, ``note``, and ``sample`` (the
+    seconds per step over a run of steps, timed in the child).
+    """
+
+    def __init__(self, request: dict[str, Any], policy: str = "module") -> None:
+        self.folder = tempfile.mkdtemp(prefix="derivgen-bench-")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "symbolic.bench_runner"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_environment(policy),
+        )
+        reply = self._ask({"cmd": "prepare", "policy": policy, "folder": self.folder, **request})
+        self.compile_seconds = reply.get("first_seconds")
+        self.import_seconds = reply.get("import_seconds")
+        self.chosen = reply.get("chosen")
+        self.note = reply.get("note", "")
+
+    def _ask(self, command: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self.proc.stdin.write(json.dumps(command) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+            tail = [x for x in err.strip().splitlines() if x.strip()][-1:]
+            raise ChildError(tail[0][:200] if tail else "the child process ended")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise ChildError(reply["error"])
+        return reply
+
+    def step(self) -> str:
+        return self._ask({"cmd": "step"})["result"]
+
+    @staticmethod
+    def to_numpy(path: str) -> tuple[float, dict[str, np.ndarray]]:
+        with np.load(path) as archive:
+            grads = {k: archive[k] for k in archive.files if k != "__cost__"}
+            return float(archive["__cost__"]), grads
+
+    def calibrate(self, warmup: int) -> float:
+        return float(self._ask({"cmd": "calibrate", "warmup": warmup})["seconds"])
+
+    def sample(self, steps: int, settle: float) -> float:
+        return float(self._ask({"cmd": "sample", "steps": steps, "settle": settle})["seconds"])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+        for path in Path(self.folder).glob("*"):
+            path.unlink(missing_ok=True)
+        Path(self.folder).rmdir()
+
+
+# --- the child ----------------------------------------------------------------------------
+
+
+def _frameworks(problem) -> str:
+    """Import PyTorch and JAX and run a step of each (their thread pools now live here)."""
+    from symbolic.competitors import JAX_JIT, TORCH_EAGER, Unavailable, prepare
+
+    ran = []
+    for name in (TORCH_EAGER, JAX_JIT):
+        try:
+            prepared = prepare(name, problem)
+            prepared.step()
+            ran.append(name)
+        except Unavailable:
+            continue
+    return ", ".join(ran)
+
+
+def _serve() -> int:
+    start = time.perf_counter()
+    from symbolic import bench
+
+    state: dict[str, Any] = {}
+    for line in sys.stdin:
+        command = json.loads(line)
+        try:
+            reply = _handle(bench, state, command, start)
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, one line
+            reply = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        if reply is None:
+            return 0
+        print(json.dumps(reply), flush=True)
+    return 0
+
+
+def _policy_context(policy: str):
+    import contextlib
+
+    if policy == "blas1":
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=1, user_api="blas")
+    if policy == "numba1":
+        import numba
+
+        numba.set_num_threads(1)
+    return contextlib.nullcontext()
+
+
+def _handle(bench, state: dict[str, Any], command: dict[str, Any], start: float):
+    cmd = command["cmd"]
+    if cmd == "quit":
+        return None
+    if cmd == "prepare":
+        workload = bench.Workload(command["workload"], command["kind"], command["dims"])
+        problem = bench.make_problem(workload, np.dtype(command["dtype"]), command["seed"])
+        note = ""
+        if command.get("frameworks"):
+            note = f"after a step of {_frameworks(problem) or 'no framework (none installed)'}"
+        context = _policy_context(command["policy"])
+        context.__enter__()  # for the child's whole life
+        imported = time.perf_counter()
+        prepared = bench.build_backend(command["backend"], problem)
+        first = time.perf_counter()
+        prepared.step()
+        state.update(prepared=prepared, folder=command["folder"], count=0)
+        chosen = bench.chosen_policy(command["backend"], problem)
+        return {
+            "import_seconds": imported - start,
+            "first_seconds": time.perf_counter() - first,
+            "chosen": chosen,
+            "note": "; ".join(x for x in (prepared.note, note) if x),
+        }
+    prepared = state["prepared"]
+    if cmd == "step":
+        cost, grads = prepared.to_numpy(prepared.step())
+        state["count"] += 1
+        path = Path(state["folder"]) / f"result{state['count']}.npz"
+        np.savez(path, __cost__=np.float64(cost), **grads)
+        return {"result": str(path)}
+    if cmd == "calibrate":
+        for _ in range(command["warmup"]):
+            prepared.step()
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            prepared.step()
+            times.append(time.perf_counter() - t)
+        return {"seconds": statistics.median(times)}
+    if cmd == "sample":
+        if command["settle"] > 0:
+            time.sleep(command["settle"])
+        gc.disable()
+        try:
+            t = time.perf_counter()
+            for _ in range(command["steps"]):
+                prepared.step()
+            elapsed = time.perf_counter() - t
+        finally:
+            gc.enable()
+        return {"seconds": elapsed / command["steps"]}
+    raise ValueError(f"unknown command {cmd!r}")
+
+
+# --- the first call of a module -------------------------------------------------------------
+
+
+def first_call(module: str, cache: str) -> dict[str, float | bool]:
+    """Import a generated Numba module and run its first step, in a child process whose
+    Numba cache is ``cache`` (empty: a cold compile; filled by an earlier call: a warm
+    start). Returns the seconds of the import and of the first forward and backward, and
+    whether anything was compiled by the import itself."""
+    code = f"""
+import json, time
+start = time.perf_counter()
+import numpy as np, numba, importlib
+mod = importlib.import_module({module!r})
+imported = time.perf_counter()
+compiled = [n for n, f in vars(mod).items()
+            if isinstance(f, numba.core.dispatcher.Dispatcher) and f.signatures]
+if mod.KIND == "cost":
+    mod.loss(np.full((4, 5), 0.5), np.zeros((4, 5)))
+else:
+    params = mod.init_params(3, 5)
+    lead = (4, 2) if mod.KIND == "recurrent" else (2,)
+    a, cache = mod.forward(params, np.ones((*lead, 3)))
+    mod.backward(params, cache, np.ones_like(a))
+print(json.dumps(dict(imported=imported - start, first=time.perf_counter() - imported,
+                      compiled_at_import=compiled)))
+"""
+    env = clean_environment()
+    env["NUMBA_CACHE_DIR"] = cache
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900
+    )
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:]
+        raise ChildError(tail[0] if tail else f"exit status {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    sys.exit(_serve())

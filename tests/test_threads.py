@@ -1,0 +1,203 @@
+"""The generated Numba modules' thread policy (templates/_threads.py.j2).
+
+Which pool each call runs alone follows from the sizes only, every count is restored when
+the call ends (also when it raises), and thread counts the user set are left alone. The
+counts are process-wide state, so the checks on them run in child processes with a clean
+environment, as a user's script starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+numba = pytest.importorskip("numba")
+pytest.importorskip("threadpoolctl")
+
+from generated import dense_sigmoid_numba, grn_numba, gru_numba  # noqa: E402
+
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
+
+
+def _grn_arrays(T: int, B: int, D: int, H: int):
+    params = {"W": np.zeros((H, D)), "U": np.zeros(H)}  # only the shapes matter here
+    return params, np.zeros((T, B, D))
+
+
+def _dense_arrays(batch: int, n_in: int, n_out: int):
+    return {"W": np.zeros((n_out, n_in)), "b": np.zeros(n_out)}, np.zeros((batch, n_in))
+
+
+@pytest.mark.parametrize(
+    ("module", "arrays", "expected"),
+    [
+        # the GRN at the benchmark's sizes: elementwise work dominates, BLAS on one thread
+        (grn_numba, _grn_arrays(50, 16, 16, 64), "blas1"),
+        (grn_numba, _grn_arrays(200, 64, 64, 256), "blas1"),
+        (grn_numba, _grn_arrays(1000, 8, 8, 32), "blas1"),
+        # a 1024-wide input: the products dominate, the loops on one thread
+        (grn_numba, _grn_arrays(50, 256, 1024, 256), "numba1"),
+        # too little work for a parallel loop to pay for its launch
+        (grn_numba, _grn_arrays(4, 2, 3, 5), "numba1"),
+        # a dense layer of the large MLP: products dominate
+        (dense_sigmoid_numba, _dense_arrays(1024, 1024, 1024), "numba1"),
+        (dense_sigmoid_numba, _dense_arrays(8, 5, 7), "numba1"),
+    ],
+)
+def test_the_policy_follows_the_sizes(module, arrays, expected):
+    params, x = arrays
+    assert module._threads(params, x).policy == expected
+
+
+def test_the_policy_has_a_threshold_between_the_two_pools():
+    """Widening the input moves a GRN from blas1 to numba1 once, and never back."""
+    seen = []
+    for width in (8, 64, 256, 512, 1024, 2048, 4096):
+        params, x = _grn_arrays(50, 64, width, 256)
+        seen.append(grn_numba._threads(params, x).policy)
+    assert seen[0] == "blas1" and seen[-1] == "numba1"
+    switch = seen.index("numba1")
+    assert all(policy == "numba1" for policy in seen[switch:]), seen
+
+
+def test_a_matrix_coupled_step_counts_one_step_of_lanes():
+    """A coupled cell's parallel loop covers one step, so its lanes are B*H, not T*B*H."""
+    params = {"W": np.zeros((16, 8)), "U": np.zeros((16, 16))}
+    assert not gru_numba._ONE_LOOP and grn_numba._ONE_LOOP
+    long_small = gru_numba._threads(params, np.zeros((10_000, 2, 8)))
+    assert long_small.policy == "numba1"
+
+
+def test_bad_arguments_get_no_policy_and_the_call_reports_them():
+    policy = grn_numba._threads({}, np.zeros((3, 2, 4)))
+    assert not hasattr(policy, "policy")
+    with policy:  # entering and leaving changes nothing
+        pass
+    assert policy.undo == []
+
+
+CHILD = textwrap.dedent(
+    """
+    import contextlib, json, sys
+    import numba, numpy as np
+    from threadpoolctl import ThreadpoolController, threadpool_limits
+    from generated import grn_numba, dense_sigmoid_numba
+
+    def counts():
+        blas = {c.filepath: c.num_threads for c in ThreadpoolController().lib_controllers
+                if c.user_api == "blas"}
+        return {"numba": numba.get_num_threads(), "blas": blas}
+
+    rng = np.random.default_rng(0)
+
+    def grn(T, B, D, H):
+        params = {name: rng.normal(size=shape) * 0.3 for name, shape in
+                  grn_numba.param_shapes(D, H).items()}
+        return params, rng.normal(size=(T, B, D))
+
+    def dense(batch, n_in, n_out):
+        params = {name: rng.normal(size=shape) * 0.1 for name, shape in
+                  dense_sigmoid_numba.param_shapes(n_in, n_out).items()}
+        return params, rng.normal(size=(batch, n_in))
+
+    report = {"start": counts()}
+    mode = sys.argv[1]
+    if mode == "user-numba":
+        numba.set_num_threads(1)
+    with (threadpool_limits(1, user_api="blas") if mode == "user-blas" else contextlib.nullcontext()):
+        report["before"] = counts()
+        for module, (params, x) in ((grn_numba, grn(50, 16, 16, 64)),
+                                    (dense_sigmoid_numba, dense(256, 512, 512))):
+            policy = module._threads(params, x)
+            with policy:
+                report.setdefault("inside", []).append(
+                    [getattr(policy, "policy", None), counts()])
+            out, cache = module.forward(params, x)
+            module.backward(params, cache, np.ones_like(out))
+            report.setdefault("after", []).append(counts())
+        params, x = grn(50, 16, 16, 64)
+        try:
+            grn_numba.forward(params, x[..., :-1])  # the wrong input width raises
+        except ValueError:
+            report["after_error"] = counts()
+    print(json.dumps(report))
+    """
+)
+
+
+def _same(a: dict, b: dict) -> bool:
+    """The same counts, for the BLAS libraries loaded in both (Numba may load another)."""
+    common = a["blas"].keys() & b["blas"].keys()
+    return a["numba"] == b["numba"] and all(a["blas"][k] == b["blas"][k] for k in common)
+
+
+def _child(mode: str, **env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    clean.update(env)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, mode],
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=600,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@pytest.mark.skipif(_cores() < 2, reason="one core: no pool has threads to limit")
+def test_each_call_runs_one_pool_alone_and_restores_the_counts():
+    report = _child("plain")
+    start = report["before"]
+    assert start["numba"] > 1
+    (grn_policy, grn_inside), (mlp_policy, mlp_inside) = report["inside"]
+    assert grn_policy == "blas1" and mlp_policy == "numba1"
+    assert start["blas"] and all(count > 1 for count in start["blas"].values())
+    assert all(grn_inside["blas"][k] == 1 for k in start["blas"])
+    assert grn_inside["numba"] == start["numba"]
+    assert mlp_inside["numba"] == 1
+    assert all(mlp_inside["blas"][k] == start["blas"][k] for k in start["blas"])
+    assert all(_same(after, start) for after in report["after"])
+    assert _same(report["after_error"], start)
+
+
+@pytest.mark.skipif(_cores() < 2, reason="one core: no pool has threads to limit")
+@pytest.mark.parametrize("variable", ["NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"])
+def test_a_thread_variable_turns_the_policy_off(variable):
+    report = _child("plain", **{variable: "2"})
+    before = report["before"]
+    for _policy, inside in report["inside"]:
+        assert _same(inside, before)
+    assert all(_same(after, before) for after in report["after"])
+
+
+@pytest.mark.skipif(_cores() < 2, reason="one core: no pool has threads to limit")
+@pytest.mark.parametrize(("mode", "pool"), [("user-numba", "numba"), ("user-blas", "blas")])
+def test_a_count_the_user_lowered_is_left_alone(mode, pool):
+    report = _child(mode)
+    before = report["before"]
+    if pool == "numba":
+        assert before["numba"] == 1 < report["start"]["numba"]
+        assert all(inside["numba"] == 1 for _policy, inside in report["inside"])
+    else:
+        assert before["blas"] and all(count == 1 for count in before["blas"].values())
+        for _policy, inside in report["inside"]:
+            assert all(inside["blas"][k] == 1 for k in before["blas"])
+    assert all(_same(after, before) for after in report["after"])
