@@ -32,7 +32,10 @@ DATA = {name: tomllib.loads(path.read_text()) for name, path in SPECS.items()}
 #: The standard library's sys and os: a Numba module keeps its on-disk cache under its own
 #: name and reads the thread variables; threadpoolctl (a dependency, imported inside a try)
 #: applies its thread policy (templates/_threads.py.j2).
-ALLOWED_IMPORTS = {"numpy": {"numpy"}, "numba": {"numpy", "numba", "math", "sys", "os", "threadpoolctl"}}
+ALLOWED_IMPORTS = {
+    "numpy": {"numpy"},
+    "numba": {"numpy", "numba", "math", "sys", "os", "threadpoolctl"},
+}
 
 N_IN, N_OUT, T, B = 3, 4, 3, 2
 

@@ -179,7 +179,9 @@ def test_each_call_runs_one_pool_alone_and_restores_the_counts():
 
 
 @pytest.mark.skipif(_cores() < 2, reason="one core: no pool has threads to limit")
-@pytest.mark.parametrize("variable", ["NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"])
+@pytest.mark.parametrize(
+    "variable", ["NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"]
+)
 def test_a_thread_variable_turns_the_policy_off(variable):
     report = _child("plain", **{variable: "2"})
     before = report["before"]
