@@ -10,7 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-from symbolic import __version__, write
+from symbolic import __version__, backends, write
+
+#: The stages ``derivgen generate --show`` prints (symbolic.generate.STAGES, without
+#: importing the compiler for every command).
+SHOW_STAGES = ("model", "derivation", "kernel", "plan", "module")
 
 
 def _cmd_verify(args) -> int:
@@ -36,10 +40,14 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from symbolic.generate import generate
-    from symbolic.render import BACKENDS
+    from symbolic import backends as registry
+    from symbolic.generate import generate, show
 
-    backends = BACKENDS if args.backend == "all" else (args.backend,)
+    if args.show:
+        backend = "numpy" if args.backend == "all" else args.backend
+        print(show(args.spec[0], args.show, backend))
+        return 0
+    backends = registry.names() if args.backend == "all" else (args.backend,)
     written, problems = generate(
         args.spec or None,
         backends,
@@ -112,7 +120,14 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         "spec", nargs="*", type=write.path_argument, help="spec files (default: the built-in specs)"
     )
     gen.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
-    gen.add_argument("--backend", choices=("numpy", "numba", "all"), default="all")
+    gen.add_argument("--backend", choices=(*backends.names(), "all"), default="all")
+    gen.add_argument(
+        "--show",
+        choices=SHOW_STAGES,
+        default=None,
+        help="print one stage's output for one spec (model, derivation, kernel after the "
+        "passes, the backend's plan, the module) and write nothing",
+    )
     gen.add_argument(
         "--out", type=write.path_argument, default=None, help="output folder (default: generated/)"
     )
@@ -185,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code not in (0, None) and wants_json:
             print(json.dumps({"error": "invalid arguments (see stderr)", "status": 2}))
         raise
+    if getattr(args, "show", None) and len(args.spec) != 1:
+        parser.error("--show takes exactly one spec file")
+    from symbolic.backends import UnsupportedSpec
     from symbolic.generate import GeneratorBug, Unvalidated
     from symbolic.parse import SpecError
-    from symbolic.render import UnsupportedSpec
 
     wants_json = bool(getattr(args, "json", False))
     try:

@@ -17,105 +17,11 @@ of the output is ``d<output>_in``; the adjoint of a state flowing in from step t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import sympy as sp
 
 from symbolic import naming, primitives
+from symbolic.ir import PRE, STEP, Assign, CostDerivation, Derivation, MatVec, ParamGrad
 from symbolic.model import Cell, Cost, Equation
-
-#: Where a statement runs. "pre": before the time loop (over all steps at once);
-#: "step": inside the loop; "post": after it (over all steps at once).
-PRE, STEP, POST = "pre", "step", "post"
-
-
-@dataclass(frozen=True)
-class Assign:
-    """``target = expr``, elementwise over lanes (batch x neuron)."""
-
-    target: str
-    expr: sp.Expr
-    comment: str
-
-
-@dataclass(frozen=True)
-class MatVec:
-    """A projection over the batch.
-
-    ``transpose=False``: ``target = arg @ matrix.T`` (the paper's sum_j W_ij v_j);
-    ``transpose=True``: ``target = arg @ matrix`` (the adjoint: sum_i W_ij dP_i).
-    """
-
-    target: str
-    matrix: str
-    arg: str
-    transpose: bool
-    comment: str
-
-
-@dataclass(frozen=True)
-class ParamGrad:
-    """The gradient of a parameter, a sum over every lane (and time step).
-
-    For a vector parameter: ``sum(expr)`` over batch and time, per neuron.
-    For a matrix parameter: ``sum(adjoint^T @ arg)`` over batch and time (``expr`` is
-    the projection's adjoint symbol, ``arg`` what the matrix multiplies).
-    """
-
-    param: str
-    kind: str
-    expr: sp.Expr
-    arg: str | None
-    comment: str
-
-
-@dataclass
-class Derivation:
-    """The derived programs of one cell.
-
-    Attributes:
-        cell: The model.
-        equations: The forward equations after lifting nested primitive calls.
-        forward: The forward program: ``(where, statement)`` in order.
-        backward: The adjoint program of one step, in order (reverse of forward).
-        param_grads: In spec order: one per vector parameter, one per product of a
-            matrix (a matrix used in several products has several, to be summed).
-        input_grads: The projections of the input: ``dx = sum dP @ W``.
-        state_adjoints: ``state -> adjoint symbol`` flowing to the previous step.
-        seeds: ``adjoint symbol -> [seed symbols]`` added at the top of a step.
-        adjoint_exprs: Each adjoint written out in terms of the seeds (for claims).
-    """
-
-    cell: Cell
-    equations: list[Equation]
-    forward: list[tuple[str, Assign | MatVec]]
-    backward: list[Assign | MatVec]
-    param_grads: list[ParamGrad]
-    input_grads: list[MatVec]
-    state_adjoints: dict[str, str]
-    seeds: dict[str, list[str]]
-
-    def __str__(self) -> str:
-        lines = [f"# forward of {self.cell.name}"]
-        for where, stmt in self.forward:
-            lines.append(f"[{where}] {_show(stmt)}")
-        lines.append("# adjoint program of one step")
-        lines += [_show(stmt) for stmt in self.backward]
-        lines.append("# parameter gradients (sum over batch and time)")
-        for grad in self.param_grads:
-            arg = f" @ {grad.arg}" if grad.arg else ""
-            lines.append(f"d{grad.param} = sum({grad.expr}{arg})")
-        for mv in self.input_grads:
-            lines.append(_show(mv))
-        return "\n".join(lines)
-
-
-def _show(stmt) -> str:
-    if isinstance(stmt, MatVec):
-        op = f"{stmt.arg} @ {stmt.matrix}" + ("" if stmt.transpose else ".T")
-        return f"{stmt.target} = {op}"
-    return f"{stmt.target} = {stmt.expr}"
-
 
 adjoint_name = naming.adjoint
 
@@ -322,15 +228,6 @@ def derive(cell: Cell) -> Derivation:
     return Derivation(
         cell, equations, forward, backward, param_grads, input_grads, state_adjoints, seeds
     )
-
-
-@dataclass
-class CostDerivation:
-    """The per-unit cost and its derivative by the prediction."""
-
-    cost: Cost
-    per_unit: sp.Expr
-    gradient: sp.Expr
 
 
 def derive_cost(cost: Cost) -> CostDerivation:

@@ -40,6 +40,9 @@ class Equation:
     source: str
     lifted: bool = False
 
+    def __str__(self) -> str:
+        return f"{self.name} = {self.expr}" + ("  (lifted)" if self.lifted else "")
+
 
 @dataclass(frozen=True)
 class Projection:
@@ -56,6 +59,9 @@ class Projection:
     matrix: str
     arg: str
     line: int
+
+    def __str__(self) -> str:
+        return f"{self.name} = {self.matrix} @ {self.arg}"
 
 
 @dataclass(frozen=True)
@@ -112,10 +118,6 @@ class Cell:
     text: str
     sha256: str
 
-    def symbol(self, name: str) -> sp.Symbol:
-        """The SymPy symbol of a name of this cell."""
-        return sp.Symbol(name)
-
     @property
     def equation_names(self) -> list[str]:
         return [eq.name for eq in self.equations]
@@ -126,11 +128,13 @@ class Cell:
                 return eq
         raise KeyError(name)
 
-    def projection(self, name: str) -> Projection:
-        for proj in self.projections:
-            if proj.name == name:
-                return proj
-        raise KeyError(name)
+    def __str__(self) -> str:
+        lines = [f"# {self.kind} cell {self.name}: {self.input} (n_in) -> {self.output} (n_out)"]
+        lines += [f"param {name}: {kind}" for name, kind in self.params.items()]
+        lines += [f"state {state} <- {target}" for state, target in self.states.items()]
+        lines += [str(proj) for proj in self.projections]
+        lines += [str(eq) for eq in self.equations]
+        return "\n".join(lines)
 
     def size(self, name: str) -> str:
         """``"in"`` for the input, ``"out"`` for every other vector symbol."""
@@ -168,3 +172,9 @@ class Cost:
     sha256: str
     kind: str = COST
     claims: list[Claim] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"# cost {self.name}: prediction {self.prediction}, target {self.target}\n"
+            f"per_unit = {self.per_unit}"
+        )

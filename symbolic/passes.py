@@ -1,7 +1,7 @@
 """Optimisation passes over straight-line statement lists (pipeline stage: passes).
 
-Input: a list of statements (:class:`~symbolic.derive.Assign` and
-:class:`~symbolic.derive.MatVec`, in single-assignment form within one step) and the
+Input: a list of statements (:class:`~symbolic.ir.Assign` and
+:class:`~symbolic.ir.MatVec`, in single-assignment form within one step) and the
 names that must survive it. Output: an equivalent, shorter list. Each pass is one
 function with its own test.
 """
@@ -12,15 +12,7 @@ from collections.abc import Iterable
 
 import sympy as sp
 
-from symbolic.derive import Assign, MatVec
-
-Stmt = Assign | MatVec
-
-
-def _reads(stmt: Stmt) -> set[str]:
-    if isinstance(stmt, MatVec):
-        return {stmt.arg}
-    return {s.name for s in stmt.expr.free_symbols}
+from symbolic.ir import Assign, MatVec, Stmt, reads
 
 
 def dead_code(stmts: list[Stmt], live: Iterable[str]) -> list[Stmt]:
@@ -35,7 +27,7 @@ def dead_code(stmts: list[Stmt], live: Iterable[str]) -> list[Stmt]:
     for stmt in reversed(stmts):
         if stmt.target in needed:
             kept.append(stmt)
-            needed |= _reads(stmt)
+            needed |= reads(stmt)
     return kept[::-1]
 
 

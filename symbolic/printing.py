@@ -4,10 +4,11 @@ Input: SymPy expressions of the kernel IR. Output: Python source strings, one pe
 expression, handed to the templates. Nothing else in derivgen turns a SymPy object into
 code: no ``str(expr)`` and no f-strings of expressions reach a template.
 
-Two printers share everything but the primitives' code: :class:`NumpyPrinter` (arrays,
-``np.tanh``) and :class:`NumbaPrinter` (scalars inside a compiled loop, ``math.tanh``).
-Both print a symbol through a name map, so the same expression can read per-step
-locals (``G``) or whole-sequence buffers (``G_seq``).
+:class:`Printer` holds everything the backends' printers share: numbers, sums and products
+(balanced when long), powers, and a symbol printed through a name map, so the same
+expression can read per-step locals (``G``) or whole-sequence buffers (``G_seq``). Each
+backend's printer (``symbolic.backends.<name>.printer``) adds its primitives' code, one
+line per primitive in its table :attr:`Printer.calls`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from sympy.printing.pycode import PythonCodePrinter
 from symbolic import primitives
 
 
-class NumpyPrinter(PythonCodePrinter):
-    """Prints per-neuron expressions as NumPy array code."""
+class Printer(PythonCodePrinter):
+    """Prints per-neuron expressions as Python code; a backend's subclass sets
+    :attr:`calls` (primitive name -> code, ``{0}`` the printed argument) and
+    :attr:`sqrt`."""
 
-    backend = "numpy"
-    printmethod = "_derivgen_numpy"
+    printmethod = "_derivgen"
+    calls: Mapping[str, str] = {}
+    sqrt = "math.sqrt"
 
     def __init__(self, names: Mapping[str, str] | None = None):
         super().__init__({"fully_qualified_modules": False, "standard": "python3"})
@@ -38,8 +42,7 @@ class NumpyPrinter(PythonCodePrinter):
         # Primitives are dispatched here, before SymPy's own printers of functions
         # that happen to share a name (tanh, exp, log).
         if primitives.is_primitive_call(expr):
-            prim = primitives.PRIMITIVES[type(expr).__name__]
-            return getattr(prim, self.backend).format(self._print(expr.args[0]))
+            return self._call(type(expr).__name__, expr.args[0])
         if isinstance(expr, sp.Expr) and expr.is_number and not expr.is_Rational:
             # a constant such as log(2) from d(2**z)/dz: its value, not a call
             value = complex(expr.evalf(20))
@@ -50,9 +53,13 @@ class NumpyPrinter(PythonCodePrinter):
             return repr(value.real)
         if isinstance(expr, sp.Function) and type(expr).__name__ in primitives.PRIMITIVES:
             # SymPy's own exp, log, tanh (from diff of a power, say): the primitive's code
-            prim = primitives.PRIMITIVES[type(expr).__name__]
-            return getattr(prim, self.backend).format(self._print(expr.args[0]))
+            return self._call(type(expr).__name__, expr.args[0])
         return super()._print(expr, **kwargs)
+
+    def _call(self, name: str, arg: sp.Expr) -> str:
+        if name not in self.calls:
+            raise TypeError(f"{type(self).__name__} has no code for the primitive {name}")
+        return self.calls[name].format(self._print(arg))
 
     #: Terms of a sum, or factors of a product, printed flat; longer ones are printed as
     #: a balanced tree of brackets, so that Python's parser (and compiler) never meets a
@@ -121,26 +128,10 @@ class NumpyPrinter(PythonCodePrinter):
         if exp.is_Integer and exp < 0:
             return f"1/{self.parenthesize(base, prec)}**{int(-exp)}"
         if exp == sp.Rational(1, 2):
-            return f"{self._sqrt()}({self._print(base)})"
+            return f"{self.sqrt}({self._print(base)})"
         if exp.is_Integer:
             return f"{self.parenthesize(base, prec)}**{int(exp)}"
         return f"{self.parenthesize(base, prec)}**{self.parenthesize(exp, prec)}"
-
-    def _sqrt(self) -> str:
-        return "np.sqrt"
-
-
-class NumbaPrinter(NumpyPrinter):
-    """Prints per-neuron expressions as scalar code inside a Numba loop."""
-
-    backend = "numba"
-    printmethod = "_derivgen_numba"
-
-    def _sqrt(self) -> str:
-        return "math.sqrt"
-
-
-PRINTERS = {"numpy": NumpyPrinter, "numba": NumbaPrinter}
 
 
 def display(text: str) -> str:
@@ -161,8 +152,3 @@ def display(text: str) -> str:
         else:
             out.append(char.encode("unicode_escape").decode("ascii"))
     return "".join(out)
-
-
-def code(expr: sp.Expr, backend: str = "numpy", names: Mapping[str, str] | None = None) -> str:
-    """The code of ``expr`` for ``backend``, with symbols renamed through ``names``."""
-    return PRINTERS[backend](names).doprint(expr)

@@ -1,41 +1,36 @@
-"""Kernel IR -> module text (pipeline stage: print and render).
+"""Kernel IR -> module text (pipeline stage: render).
 
-Input: a :class:`~symbolic.lower.Kernel` (or a cost) and a backend. Output: the text of
-one generated module. Every expression is printed here by the backend's printer; the
-Jinja templates in ``templates/`` receive strings only and hold layout, not logic.
+Input: a :class:`~symbolic.ir.Compiled` model (a cell's kernel, or a cost's derivation)
+and a backend's name. Output: the text of one generated module. The keys every module
+shares (names, parameters, gradients, the banner) are made here; the backend
+(:mod:`symbolic.backends`) adds its layout and names its template. Every expression is
+printed by a backend's printer; the Jinja templates (``templates/<backend>/`` and the
+shared partials in ``templates/``) receive strings only and hold layout, not logic.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib.resources
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 import sympy as sp
 
-from symbolic import __version__, naming, numpy_plan, passes, primitives, printing
-from symbolic.derive import Assign, MatVec, derive, derive_cost
-from symbolic.lower import COUPLED, Kernel, lower
-from symbolic.model import RECURRENT, Cell, Cost
-
-BACKENDS = ("numpy", "numba")
-
-
-def templates_dir() -> Path:
-    """Where the templates are: the repository's ``templates/`` or the installed copy."""
-    repo = Path(__file__).resolve().parent.parent / "templates"
-    if repo.is_dir():
-        return repo
-    return Path(str(importlib.resources.files("symbolic") / "templates"))
+from symbolic import __version__, backends, ir, naming, passes, primitives, printing
+from symbolic.backends import Backend, UnsupportedSpec
+from symbolic.backends.base import statement, templates_root
+from symbolic.backends.numpy import primitives as numpy_primitives
+from symbolic.backends.numpy.printer import code as numpy_code
+from symbolic.ir import COUPLED, Assign, Compiled, CostDerivation, Kernel, MatVec
+from symbolic.model import RECURRENT, Cell
 
 
-def environment() -> jinja2.Environment:
-    """The Jinja environment: strict (a missing key is an error), no stray whitespace."""
+def environment(backend: Backend) -> jinja2.Environment:
+    """The Jinja environment of a backend: its templates, then the shared partials;
+    strict (a missing key is an error), no stray whitespace."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        loader=jinja2.FileSystemLoader([str(backend.templates), str(templates_root())]),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -46,10 +41,6 @@ def environment() -> jinja2.Environment:
     # comments only through this filter
     env.filters["text"] = printing.display
     return env
-
-
-class UnsupportedSpec(ValueError):
-    """A valid spec that a backend cannot generate code for yet (never wrong code)."""
 
 
 @dataclass(frozen=True)
@@ -70,32 +61,7 @@ def spec_label(path: Path) -> str:
         return path.name
 
 
-def _stmt(stmt, backend: str, names: dict[str, str] | None = None) -> dict:
-    if isinstance(stmt, MatVec):
-        return {
-            "matvec": True,
-            "target": stmt.target,
-            "matrix": stmt.matrix,
-            "arg": stmt.arg,
-            "transpose": stmt.transpose,
-            "comment": stmt.comment,
-            "code": "",
-        }
-    return {
-        "matvec": False,
-        "target": stmt.target,
-        "code": printing.code(stmt.expr, backend, names),
-        "comment": stmt.comment,
-    }
-
-
-def _names(stmt) -> set[str]:
-    if isinstance(stmt, MatVec):
-        return {stmt.arg, stmt.matrix}
-    return {s.name for s in stmt.expr.free_symbols}
-
-
-def cell_context(kernel: Kernel, backend: str) -> dict:
+def cell_context(kernel: Kernel, backend: Backend) -> dict:
     """The template keys of a cell module: names and printed code, nothing else.
 
     Each vector symbol has a per-lane scalar (or, in NumPy, per-step array) named as in
@@ -107,7 +73,7 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
     names |= {s.target for s in kernel.pre}
     if recurrent:
         arrays = {name: naming.sequence(name) for name in names}
-    elif backend == "numba":
+    elif backend.lane_buffers:
         arrays = {name: naming.buffer(name) for name in names}
     else:  # NumPy feedforward code works on whole arrays named like the symbols
         arrays = {name: name for name in names}
@@ -143,12 +109,10 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
                 {
                     "param": name,
                     "kind": kind,
-                    "code": printing.code(
-                        vector[name], backend if backend == "numpy" else "numpy", arrays
-                    ),
+                    "code": numpy_code(vector[name], arrays),
                     # the parameter does not reach the cost (``B - B``): zeros
                     "zero": vector[name] == 0,
-                    "local": printing.code(vector[name], backend),
+                    "local": backend.code(vector[name]),
                     "array": naming.grad_array(name),
                     # a gradient that is a stored adjoint summed needs no accumulator
                     "stored": arrays[vector[name].name]
@@ -177,16 +141,16 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
                     "terms": terms,
                 }
             )
-    read_back = {n for s in kernel.backward for n in _names(s)}
-    grad_reads = {s.name for _, e in kernel.vector_grads for s in e.free_symbols}
+    read_back = {n for s in kernel.backward for n in ir.reads(s, matrices=True)}
+    grad_reads = {n for _, e in kernel.vector_grads for n in ir.names(e)}
     # Numba accumulates the vector gradients inside the step, NumPy after the loop.
     step_reads = set(read_back)
-    if backend == "numba":
+    if backend.grads_in_step:
         step_reads |= grad_reads
     read_back |= {m for _, m in kernel.input_grads} | grad_reads
     vector_params = [p for p in params if p["kind"] == "vector"]
-    forward = [_stmt(s, backend) for s in kernel.forward]
-    backward = [_stmt(s, backend) for s in kernel.backward]
+    forward = [statement(s, backend.code) for s in kernel.forward]
+    backward = [statement(s, backend.code) for s in kernel.backward]
     printed = [s["code"] for s in forward + backward] + [g["local"] for g in grads]
     used = set()
     for stmt in kernel.forward + kernel.backward:
@@ -194,7 +158,7 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
             used |= primitives.used(stmt.expr)
     for _, expr in kernel.vector_grads:
         used |= primitives.used(expr)
-    helpers = primitives.numba_helpers(used) if backend == "numba" else []
+    helpers = backend.helpers(used)
     ops = passes.count_ops(kernel.forward + kernel.backward)
     return {
         # the thread policy's inputs: products of the input and in the step, and the
@@ -206,7 +170,7 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
         "one_loop": recurrent and kernel.recurrence != COUPLED,
         "helpers": helpers,
         # the NumPy code of either backend (whole-array statements) calls these
-        "numpy_helpers": primitives.numpy_helpers(used),
+        "numpy_helpers": numpy_primitives.helpers(used),
         "uses_math": any("math." in text for text in printed + helpers),
         "name": cell.name,
         "title": cell.title,
@@ -237,7 +201,7 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
         "equations": [
             {"name": eq.name, "source": eq.source} for eq in cell.equations if not eq.lifted
         ],
-        "pre": [dict(_stmt(s, backend), array=arrays[s.target]) for s in kernel.pre],
+        "pre": [dict(statement(s, backend.code), array=arrays[s.target]) for s in kernel.pre],
         "forward": forward,
         "cached": [entry(n) for n in kernel.cached],
         # what the backward step reads of the cache (the rest is read after the loop)
@@ -257,395 +221,16 @@ def cell_context(kernel: Kernel, backend: str) -> dict:
         "stored": [entry(n) for n in kernel.stored],
         "grads": grads,
         "input_grads": [{"adjoint": arrays[adj], "matrix": m} for adj, m in kernel.input_grads],
-        "scan": scan_context(kernel) if backend == "numpy" else None,
+        "scan": None,
     }
 
 
-def scan_context(kernel: Kernel) -> dict | None:
-    """The parallel-scan functions of an affine recurrence: every statement runs on
-    whole (T, B, n) arrays named like its symbols."""
-    scan = kernel.scan
-    if scan is None:
-        return None
-    cell = kernel.cell
-    bare = {cell.input: "_x"}
-    grads = []
-    vector = dict(kernel.vector_grads)
-    matrix = dict(kernel.matrix_grads)
-    for name, kind in cell.params.items():
-        if kind == "vector":
-            grads.append(
-                {
-                    "param": name,
-                    "kind": kind,
-                    "code": printing.code(vector[name], "numpy", bare),
-                    "zero": vector[name] == 0,
-                    "terms": [],
-                }
-            )
-        else:
-            terms = [
-                {
-                    "adjoint": bare.get(adj, adj),
-                    "arg": bare.get(arg, arg),
-                    "arg_size": "_n_in" if arg == cell.input else "_n_out",
-                }
-                for adj, arg in matrix[name]
-            ]
-            grads.append({"param": name, "kind": kind, "code": "", "terms": terms})
-    return {
-        "state": scan.state,
-        "state_adjoint": naming.adjoint(scan.state),
-        "seed": naming.adjoint(cell.output),
-        "coeff": printing.code(scan.coeff, "numpy"),
-        "offset": printing.code(scan.offset, "numpy"),
-        "coeff_source": sp.sstr(scan.coeff),
-        "offset_source": sp.sstr(scan.offset),
-        "before": [_whole(s, cell, "(_T, _B, _n_out)") for s in scan.before],
-        "after": [_whole(s, cell, "(_T, _B, _n_out)") for s in scan.after],
-        "backward": [_whole(s, cell, "_dout.shape") for s in scan.backward],
-        "grads": grads,
-        "input_grads": [{"adjoint": adj, "matrix": m} for adj, m in kernel.input_grads],
-    }
-
-
-def _whole(stmt, cell: Cell, shape: str) -> dict:
-    """A statement on whole (T, B, n) arrays: a value with no lane axis (a constant, a
-    parameter) is broadcast to the shape."""
-    out = _stmt(stmt, "numpy")
-    if not {s.name for s in stmt.expr.free_symbols} - set(cell.params):
-        out["code"] = f"np.full({shape}, {out['code']}, _dtype)"
-    return out
-
-
-def _segments(stmts, backend, place, writes_extra=None) -> list[dict]:
-    """Split a step into lane segments (one compiled kernel each) at matrix products.
-
-    Args:
-        stmts: The step's statements.
-        backend: The printer.
-        place: ``name -> (array, index)``: where a symbol lives between kernels.
-        writes_extra: ``name -> [(array, index)]``: further places a target is written
-            (a state's next value, for the next step).
-    """
-    writes_extra = writes_extra or {}
-    segments: list[dict] = []
-    current: list = []
-
-    def close():
-        if not current:
-            return
-        defined = {st.target for st in current}
-        reads = sorted({n for st in current for n in _names(st)} - defined)
-        loads = [
-            {"name": n, "array": place[n][0], "index": place[n][1]} for n in reads if n in place
-        ]
-        stores = []
-        for st in current:
-            if st.target in place:
-                stores.append(
-                    {"name": st.target, "array": place[st.target][0], "index": place[st.target][1]}
-                )
-            for array, index in writes_extra.get(st.target, []):
-                stores.append({"name": st.target, "array": array, "index": index})
-        arrays = sorted({x["array"] for x in loads + stores})
-        segments.append(
-            {
-                "matvec": False,
-                "index": len(segments),
-                "statements": [_stmt(st, backend) for st in current],
-                "loads": loads,
-                "stores": stores,
-                "arrays": arrays,
-            }
-        )
-        current.clear()
-
-    for st in stmts:
-        if isinstance(st, MatVec):
-            close()
-            segments.append(
-                {
-                    "matvec": True,
-                    "index": len(segments),
-                    "comment": st.comment,
-                    "matrix": st.matrix,
-                    "transpose": st.transpose,
-                    "arg": place[st.arg][0] + ("[_t]" if place[st.arg][1].startswith("_t") else ""),
-                    "out": place[st.target][0]
-                    + ("[_t]" if place[st.target][1].startswith("_t") else ""),
-                }
-            )
-        else:
-            current.append(st)
-    close()
-    return segments
-
-
-def _phases(stmts, backend, place, final_stores) -> tuple[list[dict], list[str]]:
-    """Split one lane block's step into loops a compiler can vectorize.
-
-    Each primitive call gets a loop of its own over the block (``_k``), reading and
-    writing small block-local scratch arrays: with only those in it, the loop has no
-    possible aliasing and LLVM vectorizes the call's arithmetic. The other statements
-    are grouped between calls.
-
-    Args:
-        stmts: The step's statements (elementwise only).
-        backend: The printer.
-        place: ``name -> indexed global`` (``"p_Bu[_i]"``, ``"Zu_seq[_t, _b, _i]"``).
-        final_stores: ``(lhs, op, rhs expr)`` written at the end of the step (stores
-            of cached values, states, gradient sums), in order.
-
-    Returns:
-        The phases, and the scratch arrays they use.
-    """
-    groups: list[tuple[bool, list]] = []
-    for st in stmts:
-        call = primitives.is_primitive_call(st.expr)
-        if call or not groups or groups[-1][0]:
-            groups.append((call, [st]))
-        else:
-            groups[-1][1].append(st)
-    if not groups:
-        groups.append((False, []))
-    defined_in: dict[str, int] = {}
-    for index, (_, group) in enumerate(groups):
-        for st in group:
-            defined_in[st.target] = index
-    last = len(groups) - 1
-    reads_by_phase: list[set[str]] = []
-    for index, (_, group) in enumerate(groups):
-        reads = {n for st in group for n in _names(st)} - {st.target for st in group}
-        if index == last:
-            for _, _, rhs in final_stores:
-                reads |= {s.name for s in rhs.free_symbols} - {st.target for st in group}
-        reads_by_phase.append(reads)
-    crossing = sorted({n for reads in reads_by_phase for n in reads if n in defined_in})
-    scratch = {n: naming.scratch(n) for n in crossing}
-    phases = []
-    for index, (call, group) in enumerate(groups):
-        loads = []
-        for name in sorted(reads_by_phase[index]):
-            if name in scratch and defined_in[name] < index:
-                loads.append({"name": name, "source": f"{scratch[name]}[_k]"})
-            elif name in place:
-                loads.append({"name": name, "source": place[name]})
-            else:
-                raise KeyError(f"{name} has no place in the kernel")
-        stores = [
-            {"lhs": f"{scratch[st.target]}[_k]", "op": "=", "rhs": st.target}
-            for st in group
-            if st.target in scratch
-            and any(st.target in reads_by_phase[later] for later in range(index + 1, len(groups)))
-        ]
-        if index == last:
-            stores += [
-                {"lhs": lhs, "op": op, "rhs": printing.code(rhs, backend)}
-                for lhs, op, rhs in final_stores
-            ]
-        phases.append(
-            {
-                "call": call,
-                "lane": any("_i]" in x["source"] for x in loads)
-                or any("_i]" in x["lhs"] for x in stores),
-                "loads": loads,
-                "statements": [_stmt(st, backend) for st in group],
-                "stores": stores,
-            }
-        )
-    return phases, sorted(scratch.values())
-
-
-def diagonal_context(kernel: Kernel, context: dict) -> dict:
-    """Layout of a diagonal recurrence for the Numba backend: one kernel per pass,
-    parallel over blocks of lanes, sequential over time, each step of a block split
-    into vectorizable loops (see :func:`_phases`)."""
-    cell = kernel.cell
-    lane = "[_t, _b, _i]"
-    place: dict[str, str] = {}
-    for p in context["vector_params"]:
-        place[p["name"]] = f"{p['array']}[_i]"
-    for st in kernel.pre:
-        place[st.target] = naming.sequence(st.target) + lane
-    for state in cell.states:
-        place[state] = f"{naming.state_array(state)}[_b, _i]"
-    # A state that is the previous step's output (h = a_{t-1}) is stored once: the
-    # output's buffer has one more row in front, state0, and h_seq is a view of it.
-    # (one state at most: others with the same next value keep buffers of their own)
-    shifted = {
-        state
-        for state, target in cell.states.items()
-        if target == cell.output and state in kernel.cached
-    }
-    shifted = set(sorted(shifted)[:1])
-    # the projections of the input are computed before the kernel, in arrays of their own
-    values = sorted((set(kernel.cached) | {cell.output}) - {st.target for st in kernel.pre})
-    final = [
-        (f"{naming.sequence(name)}{lane}", "=", sp.Symbol(name))
-        for name in values
-        if name not in shifted
-    ]
-    alloc = []
-    for name in values:
-        if name in shifted:
-            continue
-        if name == cell.output and shifted:
-            (state,) = sorted(shifted)
-            alloc += [
-                f"_{state}_all = np.empty((_T + 1, _B, _n_out), _dtype)",
-                f'_{state}_all[0] = _state0["{state}"]',
-                f"{naming.sequence(name)} = _{state}_all[1:]",
-                f"{naming.sequence(state)} = _{state}_all[:-1]",
-            ]
-        else:
-            alloc.append(f"{naming.sequence(name)} = np.empty((_T, _B, _n_out), _dtype)")
-    final += [
-        (f"{naming.state_array(state)}[_b, _i]", "=", sp.Symbol(target))
-        for state, target in cell.states.items()
-    ]
-    forward, forward_scratch = _phases(kernel.forward, "numba", place, final)
-
-    bplace: dict[str, str] = {}
-    for p in context["backward_vector_params"]:
-        bplace[p["name"]] = f"{p['array']}[_i]"
-    for entry in context["backward_loads"]:
-        bplace[entry["name"]] = f"{entry['array']}{lane}"
-    bplace[naming.upstream(cell.output)] = "_dout" + lane
-    for state in cell.states:
-        carried = naming.carried(state)
-        bplace[carried] = f"{naming.state_array(carried)}[_b, _i]"
-    bfinal = [(f"{naming.sequence(name)}{lane}", "=", sp.Symbol(name)) for name in kernel.stored]
-    vector = dict(kernel.vector_grads)
-    for g in context["grads"]:
-        if g["kind"] == "vector" and not g["stored"]:
-            bfinal.append((f"{g['array']}[_b, _i]", "+=", vector[g["param"]]))
-    bfinal += [
-        (
-            f"{naming.state_array(naming.carried(state))}[_b, _i]",
-            "=",
-            sp.Symbol(naming.adjoint(state)),
-        )
-        for state in cell.states
-    ]
-    backward, backward_scratch = _phases(kernel.backward, "numba", bplace, bfinal)
-    info = numpy_plan.stacking(kernel)
-    stored_lines, stored = numpy_plan.stored_buffers(kernel, info)
-
-    accumulated = {
-        g["param"] for g in context["grads"] if g["kind"] == "vector" and not g["stored"]
-    }
-    whole = numpy_plan.whole_place(kernel, stored)
-    grad_lines = numpy_plan.gradient_lines(kernel, whole, "_T * _B", "(0, 1)", accumulated)
-    forward, forward_rows = _row_views(forward)
-    backward, backward_rows = _row_views(backward)
-    return {
-        "projections": numpy_plan.projection_lines(kernel, "_T * _B", "_T, _B, {}"),
-        "forward_alloc": alloc,
-        "stored_alloc": stored_lines,
-        "grad_lines": grad_lines,
-        "forward_phases": forward,
-        "forward_scratch": forward_scratch,
-        "forward_job_rows": forward_rows["job"],
-        "forward_step_rows": forward_rows["step"],
-        "backward_phases": backward,
-        "backward_scratch": backward_scratch,
-        "backward_job_rows": backward_rows["job"],
-        "backward_step_rows": backward_rows["step"],
-    }
-
-
-_LANE_INDEX = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\[((?:_t, )?(?:_b, )?)_i\]")
-
-
-def _row_views(phases: list[dict]) -> tuple[list[dict], dict[str, list[str]]]:
-    """Every ``array[_t, _b, _i]`` (or ``[_b, _i]``, ``[_i]``) of a lane block's loops
-    read through a 1-D view of the block's lanes, ``_r_array[_k]``: one view per job
-    (arrays without ``_t``) or per step, and loops whose only index is ``_k``, which
-    LLVM vectorizes."""
-    rows: dict[str, dict[str, str]] = {"job": {}, "step": {}}
-
-    def view(match: re.Match) -> str:
-        array, prefix = match.group(1), match.group(2)
-        name = naming.row(array)
-        where = "step" if prefix.startswith("_t") else "job"
-        rows[where][name] = f"{name} = {array}[{prefix}_i0:_i1]"
-        return f"{name}[_k]"
-
-    out = []
-    for ph in phases:
-        loads = [dict(x, source=_LANE_INDEX.sub(view, x["source"])) for x in ph["loads"]]
-        stores = [dict(x, lhs=_LANE_INDEX.sub(view, x["lhs"])) for x in ph["stores"]]
-        out.append(dict(ph, loads=loads, stores=stores, lane=False))
-    return out, {k: sorted(v.values()) for k, v in rows.items()}
-
-
-def coupled_context(kernel: Kernel, context: dict) -> dict:
-    """Layout of a matrix-coupled recurrence for the Numba backend.
-
-    Time runs in Python; inside each step the elementwise work between two matrix
-    products is one compiled kernel, parallel over lanes. Forward values live in
-    (T, B, n) buffers (states in (T + 1, B, n): the value at the start of each step),
-    adjoints in (B, n) work buffers unless the gradients read them after the loop.
-    """
-    cell = kernel.cell
-    lane = "_t, _b, _i"
-    place: dict[str, tuple[str, str]] = {}
-    for p in context["vector_params"]:
-        place[p["name"]] = (p["array"], "_i")
-    for st in kernel.pre + kernel.forward:
-        place[st.target] = (naming.sequence(st.target), lane)
-    for state in cell.states:
-        place[state] = (naming.sequence(state), lane)
-    extra: dict[str, list] = {}
-    for s, t in cell.states.items():  # several states may take one value
-        extra.setdefault(t, []).append((naming.sequence(s), "_t + 1, _b, _i"))
-    forward_buffers = sorted(
-        {naming.sequence(st.target) for st in kernel.forward}
-        - {naming.sequence(s) for s in cell.states}
-    )
-    forward = _segments(kernel.forward, "numba", place, extra)
-
-    bplace: dict[str, tuple[str, str]] = {}
-    for p in context["vector_params"]:
-        bplace[p["name"]] = (p["array"], "_i")
-    for name in kernel.cached:
-        bplace[name] = (naming.sequence(name), lane)
-    bplace[naming.upstream(cell.output)] = ("_dout", lane)
-    work = []
-    for state in cell.states:
-        carried = naming.carried(state)
-        bplace[carried] = (naming.state_array(carried), "_b, _i")
-        bplace[naming.adjoint(state)] = (naming.work(naming.adjoint(state)), "_b, _i")
-    for st in kernel.backward:
-        if st.target in bplace:
-            continue
-        if st.target in kernel.stored:
-            bplace[st.target] = (naming.sequence(st.target), lane)
-        else:
-            bplace[st.target] = (naming.work(st.target), "_b, _i")
-            work.append(naming.work(st.target))
-    # a state's adjoint that a gradient also reads after the loop is stored as well
-    bextra = {
-        naming.adjoint(state): [(naming.sequence(naming.adjoint(state)), lane)]
-        for state in cell.states
-        if naming.adjoint(state) in kernel.stored
-    }
-    backward = _segments(kernel.backward, "numba", bplace, bextra)
-    return {
-        "forward_segments": forward,
-        "forward_buffers": forward_buffers,
-        "backward_segments": backward,
-        "work": sorted(set(work)),
-    }
-
-
-def cost_context(cost: Cost, backend: str) -> dict:
-    """The template keys of a cost module."""
-    derived = derive_cost(cost)
+def cost_context(derived: CostDerivation) -> dict:
+    """The template keys every cost module shares."""
+    cost = derived.cost
     used = primitives.used(derived.per_unit) | primitives.used(derived.gradient)
     return {
-        "numpy_helpers": primitives.numpy_helpers(used),
+        "numpy_helpers": numpy_primitives.helpers(used),
         "name": cost.name,
         "title": cost.title,
         "spec_file": spec_label(cost.path),
@@ -655,44 +240,29 @@ def cost_context(cost: Cost, backend: str) -> dict:
         "target": cost.target,
         "per_unit_source": cost.source,
         "gradient_source": sp.sstr(derived.gradient),
-    } | numpy_plan.cost_context(derived.per_unit, derived.gradient, cost.prediction)
+    }
 
 
-def render(model: Cell | Cost, backend: str) -> Module:
-    """The generated module of ``model`` for ``backend``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
-    env = environment()
-    if isinstance(model, Cost):
-        context = cost_context(model, backend)
-        template = env.get_template(f"{backend}_cost.py.j2")
+def layout(compiled: Compiled, backend: str) -> tuple[str, dict]:
+    """The backend's template for ``compiled`` and every key it renders with (the plan
+    ``derivgen generate --show plan`` prints)."""
+    chosen = backends.get(backend)
+    if compiled.kernel is None:
+        keys = cost_context(compiled.derivation)
+        template, extra = chosen.cost(compiled.derivation, keys)
     else:
-        kernel = lower(derive(model))
-        if backend == "numba" and model.kind != RECURRENT:
-            inner = [p for p in model.projections if p.arg != model.input]
-            if inner:
-                raise UnsupportedSpec(
-                    f"{model.path}:{inner[0].line}: '{inner[0].matrix}@{inner[0].arg}': the "
-                    "numba backend does not compile a matrix product of an intermediate in a "
-                    "feedforward cell yet (only W@input); generate this spec with "
-                    "--backend numpy"
-                )
-        context = cell_context(kernel, backend)
-        layout = f"{backend}_{model.kind}"
-        if backend == "numba" and kernel.recurrence == COUPLED:
-            context |= coupled_context(kernel, context)
-            layout += "_coupled"
-        elif backend == "numba" and model.kind == RECURRENT:
-            context |= diagonal_context(kernel, context)
-        elif backend == "numpy" and model.kind != RECURRENT:
-            context |= numpy_plan.feedforward_context(kernel)
-        elif model.kind == RECURRENT:
-            context |= numpy_plan.recurrent_context(kernel)
-            context["block_bytes"] = numpy_plan.BLOCK_BYTES
-        template = env.get_template(f"{layout}.py.j2")
-    text = template.render(**context)
-    _check_code_ignores_display_text(template, context, text, model)
-    return Module(f"{model.name}_{backend}.py", text)
+        keys = cell_context(compiled.kernel, chosen)
+        template, extra = chosen.cell(compiled.kernel, keys)
+    return template, keys | extra
+
+
+def render(compiled: Compiled, backend: str) -> Module:
+    """The generated module of a compiled model for ``backend``."""
+    name, keys = layout(compiled, backend)
+    template = environment(backends.get(backend)).get_template(name)
+    text = template.render(**keys)
+    _check_code_ignores_display_text(template, keys, text, compiled.model)
+    return Module(f"{compiled.model.name}_{backend}.py", text)
 
 
 #: Context keys holding display text (they reach docstrings and comments only).
@@ -740,4 +310,4 @@ class TemplateBug(RuntimeError):
     """A template that renders code depending on display text, or no code at all."""
 
 
-__all__ = ["BACKENDS", "Module", "UnsupportedSpec", "render"]
+__all__ = ["Module", "UnsupportedSpec", "layout", "render"]

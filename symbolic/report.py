@@ -15,7 +15,8 @@ import sympy as sp
 from symbolic import passes, primitives, write
 from symbolic.derive import MatVec, derive, derive_cost
 from symbolic.generate import builtin_specs
-from symbolic.lower import AFFINE, COUPLED, DIAGONAL, NONE, lower
+from symbolic.ir import AFFINE, COUPLED, DIAGONAL, NONE
+from symbolic.lower import lower
 from symbolic.model import Cell, Cost
 from symbolic.parse import load
 

@@ -25,16 +25,17 @@ from collections.abc import Callable, Iterable
 import sympy as sp
 
 from symbolic import primitives
+from symbolic.backends.numpy.primitives import FORMS
 
 # In-place forms from the primitives' table: ``{i}`` the input, ``{o}`` the output.
-INPLACE = {name: p.numpy_out for name, p in primitives.PRIMITIVES.items() if p.numpy_out}
+INPLACE = {name: form.out for name, form in FORMS.items() if form.out}
 
 primitive_name = primitives.name_of
 
 
 def numpy_form(expr: sp.Expr, distribute: bool = True) -> sp.Expr:
     """``expr`` with every primitive written the way the NumPy code computes it (the
-    table's ``numpy_rewrite``: sigmoid in terms of tanh).
+    NumPy table's ``rewrite``: sigmoid in terms of tanh).
 
     ``distribute``: write a constant times a sum, such as sigmoid's z/2, as a sum of
     scaled terms (in a loop, where the scaled loop-invariant terms become constants);
@@ -48,11 +49,11 @@ def numpy_form(expr: sp.Expr, distribute: bool = True) -> sp.Expr:
 
     def rewritten(e: sp.Basic) -> bool:
         name = primitive_name(e)
-        return name is not None and primitives.PRIMITIVES[name].numpy_rewrite is not None
+        return name is not None and FORMS[name].rewrite is not None
 
     return expr.replace(
         rewritten,
-        lambda call: primitives.PRIMITIVES[type(call).__name__].numpy_rewrite(call.args[0], scale),
+        lambda call: FORMS[type(call).__name__].rewrite(call.args[0], scale),
     )
 
 

@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from symbolic import naming, passes, printing, ufuncs
-from symbolic.derive import Assign, MatVec
-from symbolic.lower import COUPLED, Kernel
+from symbolic import naming, passes, printing
+from symbolic.backends.numpy import ufuncs
+from symbolic.backends.numpy.printer import code as numpy_code
+from symbolic.ir import COUPLED, Assign, Kernel, MatVec
 
 # Bytes of one (block of steps, B, n) buffer of the backward: a block's coefficient
 # arrays (about eight) stay in the L2 cache while the scan reads them, and each buffer
@@ -183,9 +184,9 @@ def projection_lines(
         if c == 1:
             weights.append(s.matrix)
         elif c.is_number:
-            weights.append(f"{printing.code(c, 'numpy')} * {s.matrix}")
+            weights.append(f"{numpy_code(c)} * {s.matrix}")
         else:
-            weights.append(f"({printing.code(c, 'numpy')})[:, None] * {s.matrix}")
+            weights.append(f"({numpy_code(c)})[:, None] * {s.matrix}")
         biases.append(v)
     if k > 1:
         lines.append("# (the matrices stacked: one product for all of them)")
@@ -196,7 +197,7 @@ def projection_lines(
     if any(v != 0 for v in biases):
         lines.append("# (with the constant terms as a bias column, against a column of ones)")
         parts = [
-            f"np.broadcast_to({printing.code(v, 'numpy')}, (_n_out,))"
+            f"np.broadcast_to({numpy_code(v)}, (_n_out,))"
             if _names(v)
             else f"np.full(_n_out, {float(v)!r}, _dtype)"
             for v in biases
@@ -284,7 +285,7 @@ def _vector_sum(expr: sp.Expr, place, sum_axes: str) -> str:
     when the parameter does not reach the cost (``B - B``)."""
     if expr == 0:
         return "np.zeros(_n_out, _dtype)"
-    code = printing.code(expr, "numpy", {n: place(n) for n in _names(expr)})
+    code = numpy_code(expr, {n: place(n) for n in _names(expr)})
     return f"{_operand_text(code)}.sum(axis={sum_axes})"
 
 
@@ -487,9 +488,7 @@ def recurrent_context(kernel: Kernel) -> dict:
         else seq[cell.output]
     )
     used = identifiers(before_lines + body.lines + fused["before"])
-    constants = [
-        f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items() if k.name in used
-    ]
+    constants = [f"{k} = {numpy_code(e)}" for e, k in hoister.constants.items() if k.name in used]
     constants += fused["before"]
     forward_used = identifiers(constants + before_lines + body.lines + bind + work_alloc)
     projections = projection_lines(kernel, "_T * _B", "_T, _B, {}", folds, forward_used)
@@ -593,7 +592,7 @@ def _fuse_calls(step, step_exprs, states, block_of: dict[str, int], blocks: int)
             m = len(run)
             coeffs = [members[b][1] for b in run]
             stacked = ", ".join(
-                printing.code(c, "numpy") if not c.is_number else f"np.full(_n_out, {float(c)!r})"
+                numpy_code(c) if not c.is_number else f"np.full(_n_out, {float(c)!r})"
                 for c in coeffs
             )
             out["before"].append(f"{consts} = np.stack(({stacked}))")
@@ -724,9 +723,7 @@ def _backward_per_step(kernel: Kernel, info: dict) -> dict:
     grads = gradient_lines(kernel, whole_place(kernel, stored), "_T * _B", "(0, 1)", set())
     return {
         "backward_alloc": alloc,
-        "backward_before": [
-            f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items()
-        ],
+        "backward_before": [f"{k} = {numpy_code(e)}" for e, k in hoister.constants.items()],
         "backward_bind": bind,
         "backward_step": body.lines
         + ["# the adjoints of the states flow to the step before"]
@@ -956,9 +953,7 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
     return {
         "block_scan": True,
         "backward_alloc": alloc + acc_alloc,
-        "backward_before": [
-            f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items()
-        ],
+        "backward_before": [f"{k} = {numpy_code(e)}" for e, k in hoister.constants.items()],
         "block_bind": bind,
         "coefficients": coefficients.lines,
         "scan_lines": scan.lines,
@@ -999,7 +994,7 @@ def cost_context(per_unit: sp.Expr, gradient: sp.Expr, prediction: str) -> dict:
         lines.add(emitted + ["_sum = float(np.sum(_buf))"])
     hoister = ufuncs.Hoister({"_scale"}, ())
     grad = hoister.constants_of(grad)
-    lines.add(f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items())
+    lines.add(f"{k} = {numpy_code(e)}" for e, k in hoister.constants.items())
     # the gradient takes over a shared buffer read once by it (and never again)
     alias = next(
         (n for n in owned if _uses(grad, n) == 1),
@@ -1136,7 +1131,7 @@ def feedforward_context(kernel: Kernel) -> dict:
         owned = {s.target for s in kernel.pre}
     inputs = {cell.input} | {s.target for s in kernel.pre}
     lines, used = _flat(forward, exprs, owned, keep, keep, place, _step_scratch, inputs)
-    constants = [f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items()]
+    constants = [f"{k} = {numpy_code(e)}" for e, k in hoister.constants.items()]
     scratch = [f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(used)]
 
     # Backward: the adjoint program on whole arrays, then the gradients.
@@ -1151,7 +1146,7 @@ def feedforward_context(kernel: Kernel) -> dict:
     blines, bused = _flat(
         kernel.backward, bexprs, set(), stored, stored, place, _step_scratch, seeds
     )
-    bconstants = [f"{k} = {printing.code(e, 'numpy')}" for e, k in bhoister.constants.items()]
+    bconstants = [f"{k} = {numpy_code(e)}" for e, k in bhoister.constants.items()]
     bscratch = [f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(bused)]
     grads = []
     vector = dict(kernel.vector_grads)

@@ -1,0 +1,95 @@
+"""What a backend is: the record the registry holds (:mod:`symbolic.backends`).
+
+A backend turns a :class:`~symbolic.ir.Kernel` (or a cost's derivation) into the template
+keys of one module: the shared keys come from :mod:`symbolic.render`, the backend adds its
+layout and names the template that lays it out. It brings its own printer (the code of
+each primitive) and its own folder of templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the registry is read by every command: no SymPy at import
+    from symbolic.ir import CostDerivation, Kernel
+    from symbolic.printing import Printer
+
+
+def no_helpers(used: set[str]) -> list[str]:
+    """A backend whose primitives need no helper functions in the module."""
+    return []
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend.
+
+    Attributes:
+        name: The ``--backend`` name and the module suffix (``<spec>_<name>.py``).
+        printer: Prints an expression in the backend's per-lane code.
+        cell: ``(kernel, shared keys) -> (template, keys)``: the layout of a cell module.
+            It raises :class:`UnsupportedSpec` for a valid spec it cannot lay out.
+        cost: ``(derivation, shared keys) -> (template, keys)``: the layout of a cost.
+        templates: The folder of its templates (searched before the shared partials).
+        helpers: The helper sources its per-lane code of the named primitives needs.
+        lane_buffers: Feedforward values live in per-lane buffers (``_<name>_buf``)
+            rather than in whole arrays named like the symbols.
+        grads_in_step: Vector-parameter gradients are accumulated inside the step
+            (so the step reads what they read), not summed after the loop.
+        needs: Importable modules the generated code needs (validation skips the
+            backend, with a message, where one is missing).
+    """
+
+    name: str
+    printer: type[Printer]
+    cell: Callable[[Kernel, dict], tuple[str, dict]]
+    cost: Callable[[CostDerivation, dict], tuple[str, dict]]
+    templates: Path
+    helpers: Callable[[set[str]], list[str]] = no_helpers
+    lane_buffers: bool = False
+    grads_in_step: bool = False
+    needs: tuple[str, ...] = ()
+
+    def code(self, expr, names=None) -> str:
+        """``expr`` in this backend's per-lane code, symbols renamed through ``names``."""
+        return self.printer(names).doprint(expr)
+
+
+class UnsupportedSpec(ValueError):
+    """A valid spec that a backend cannot generate code for yet (never wrong code)."""
+
+
+def templates_root() -> Path:
+    """The shared templates: the repository's ``templates/`` or the installed copy."""
+    import importlib.resources
+
+    repo = Path(__file__).resolve().parent.parent.parent / "templates"
+    if repo.is_dir():
+        return repo
+    return Path(str(importlib.resources.files("symbolic") / "templates"))
+
+
+def statement(stmt, code: Callable, names: dict[str, str] | None = None) -> dict:
+    """A statement as template keys: a product's parts, or an assignment's printed code
+    (``code`` is the backend's printer function)."""
+    from symbolic.ir import MatVec
+
+    if isinstance(stmt, MatVec):
+        return {
+            "matvec": True,
+            "target": stmt.target,
+            "matrix": stmt.matrix,
+            "arg": stmt.arg,
+            "transpose": stmt.transpose,
+            "comment": stmt.comment,
+            "code": "",
+        }
+    return {
+        "matvec": False,
+        "target": stmt.target,
+        "code": code(stmt.expr, names),
+        "comment": stmt.comment,
+    }

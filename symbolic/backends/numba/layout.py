@@ -1,0 +1,369 @@
+"""The Numba backend's layout: compiled kernels over lanes.
+
+Input: a :class:`~symbolic.ir.Kernel` and the keys every module shares
+(:func:`symbolic.render.shared_keys`). Output: the template to render and its keys.
+
+- a feedforward cell: one compiled kernel per pass over the batch's rows;
+- a diagonal recurrence: one kernel per pass, parallel over blocks of lanes, sequential
+  over time, each step split into loops LLVM vectorizes (:func:`diagonal_context`);
+- a matrix-coupled recurrence: time in Python, the elementwise work between two matrix
+  products as one compiled kernel per segment (:func:`coupled_context`).
+
+The whole-array work around the kernels (input projections, gradient sums) is NumPy code,
+planned by the NumPy backend's plan.
+"""
+
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+
+from symbolic import ir, naming, primitives
+from symbolic.backends.base import UnsupportedSpec, statement
+from symbolic.backends.numba.printer import code
+from symbolic.backends.numpy import plan
+from symbolic.ir import COUPLED, CostDerivation, Kernel, MatVec, names
+from symbolic.model import RECURRENT
+
+
+def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
+    """The template and the layout keys of a cell module."""
+    model = kernel.cell
+    if model.kind != RECURRENT:
+        inner = [p for p in model.projections if p.arg != model.input]
+        if inner:
+            raise UnsupportedSpec(
+                f"{model.path}:{inner[0].line}: '{inner[0].matrix}@{inner[0].arg}': the "
+                "numba backend does not compile a matrix product of an intermediate in a "
+                "feedforward cell yet (only W@input); generate this spec with "
+                "--backend numpy"
+            )
+        return "feedforward.py.j2", {}
+    if kernel.recurrence == COUPLED:
+        return "recurrent_coupled.py.j2", coupled_context(kernel, keys)
+    return "recurrent.py.j2", diagonal_context(kernel, keys)
+
+
+def cost(derivation: CostDerivation, keys: dict) -> tuple[str, dict]:
+    """The template and the layout keys of a cost module (its sums are NumPy code)."""
+    return "cost.py.j2", plan.cost_context(
+        derivation.per_unit, derivation.gradient, derivation.cost.prediction
+    )
+
+
+def _segments(stmts, place, writes_extra=None) -> list[dict]:
+    """Split a step into lane segments (one compiled kernel each) at matrix products.
+
+    Args:
+        stmts: The step's statements.
+        place: ``name -> (array, index)``: where a symbol lives between kernels.
+        writes_extra: ``name -> [(array, index)]``: further places a target is written
+            (a state's next value, for the next step).
+    """
+    writes_extra = writes_extra or {}
+    segments: list[dict] = []
+    current: list = []
+
+    def close():
+        if not current:
+            return
+        defined = {st.target for st in current}
+        reads = sorted({n for st in current for n in ir.reads(st, matrices=True)} - defined)
+        loads = [
+            {"name": n, "array": place[n][0], "index": place[n][1]} for n in reads if n in place
+        ]
+        stores = []
+        for st in current:
+            if st.target in place:
+                stores.append(
+                    {"name": st.target, "array": place[st.target][0], "index": place[st.target][1]}
+                )
+            for array, index in writes_extra.get(st.target, []):
+                stores.append({"name": st.target, "array": array, "index": index})
+        arrays = sorted({x["array"] for x in loads + stores})
+        segments.append(
+            {
+                "matvec": False,
+                "index": len(segments),
+                "statements": [statement(st, code) for st in current],
+                "loads": loads,
+                "stores": stores,
+                "arrays": arrays,
+            }
+        )
+        current.clear()
+
+    for st in stmts:
+        if isinstance(st, MatVec):
+            close()
+            segments.append(
+                {
+                    "matvec": True,
+                    "index": len(segments),
+                    "comment": st.comment,
+                    "matrix": st.matrix,
+                    "transpose": st.transpose,
+                    "arg": place[st.arg][0] + ("[_t]" if place[st.arg][1].startswith("_t") else ""),
+                    "out": place[st.target][0]
+                    + ("[_t]" if place[st.target][1].startswith("_t") else ""),
+                }
+            )
+        else:
+            current.append(st)
+    close()
+    return segments
+
+
+def _phases(stmts, place, final_stores) -> tuple[list[dict], list[str]]:
+    """Split one lane block's step into loops a compiler can vectorize.
+
+    Each primitive call gets a loop of its own over the block (``_k``), reading and
+    writing small block-local scratch arrays: with only those in it, the loop has no
+    possible aliasing and LLVM vectorizes the call's arithmetic. The other statements
+    are grouped between calls.
+
+    Args:
+        stmts: The step's statements (elementwise only).
+        place: ``name -> indexed global`` (``"p_Bu[_i]"``, ``"Zu_seq[_t, _b, _i]"``).
+        final_stores: ``(lhs, op, rhs expr)`` written at the end of the step (stores
+            of cached values, states, gradient sums), in order.
+
+    Returns:
+        The phases, and the scratch arrays they use.
+    """
+    groups: list[tuple[bool, list]] = []
+    for st in stmts:
+        call = primitives.is_primitive_call(st.expr)
+        if call or not groups or groups[-1][0]:
+            groups.append((call, [st]))
+        else:
+            groups[-1][1].append(st)
+    if not groups:
+        groups.append((False, []))
+    defined_in: dict[str, int] = {}
+    for index, (_, group) in enumerate(groups):
+        for st in group:
+            defined_in[st.target] = index
+    last = len(groups) - 1
+    reads_by_phase: list[set[str]] = []
+    for index, (_, group) in enumerate(groups):
+        reads = {n for st in group for n in ir.reads(st, matrices=True)} - {st.target for st in group}
+        if index == last:
+            for _, _, rhs in final_stores:
+                reads |= names(rhs) - {st.target for st in group}
+        reads_by_phase.append(reads)
+    crossing = sorted({n for reads in reads_by_phase for n in reads if n in defined_in})
+    scratch = {n: naming.scratch(n) for n in crossing}
+    phases = []
+    for index, (call, group) in enumerate(groups):
+        loads = []
+        for name in sorted(reads_by_phase[index]):
+            if name in scratch and defined_in[name] < index:
+                loads.append({"name": name, "source": f"{scratch[name]}[_k]"})
+            elif name in place:
+                loads.append({"name": name, "source": place[name]})
+            else:
+                raise KeyError(f"{name} has no place in the kernel")
+        stores = [
+            {"lhs": f"{scratch[st.target]}[_k]", "op": "=", "rhs": st.target}
+            for st in group
+            if st.target in scratch
+            and any(st.target in reads_by_phase[later] for later in range(index + 1, len(groups)))
+        ]
+        if index == last:
+            stores += [{"lhs": lhs, "op": op, "rhs": code(rhs)} for lhs, op, rhs in final_stores]
+        phases.append(
+            {
+                "call": call,
+                "lane": any("_i]" in x["source"] for x in loads)
+                or any("_i]" in x["lhs"] for x in stores),
+                "loads": loads,
+                "statements": [statement(st, code) for st in group],
+                "stores": stores,
+            }
+        )
+    return phases, sorted(scratch.values())
+
+
+def diagonal_context(kernel: Kernel, context: dict) -> dict:
+    """Layout of a diagonal recurrence for the Numba backend: one kernel per pass,
+    parallel over blocks of lanes, sequential over time, each step of a block split
+    into vectorizable loops (see :func:`_phases`)."""
+    cell = kernel.cell
+    lane = "[_t, _b, _i]"
+    place: dict[str, str] = {}
+    for p in context["vector_params"]:
+        place[p["name"]] = f"{p['array']}[_i]"
+    for st in kernel.pre:
+        place[st.target] = naming.sequence(st.target) + lane
+    for state in cell.states:
+        place[state] = f"{naming.state_array(state)}[_b, _i]"
+    # A state that is the previous step's output (h = a_{t-1}) is stored once: the
+    # output's buffer has one more row in front, state0, and h_seq is a view of it.
+    # (one state at most: others with the same next value keep buffers of their own)
+    shifted = {
+        state
+        for state, target in cell.states.items()
+        if target == cell.output and state in kernel.cached
+    }
+    shifted = set(sorted(shifted)[:1])
+    # the projections of the input are computed before the kernel, in arrays of their own
+    values = sorted((set(kernel.cached) | {cell.output}) - {st.target for st in kernel.pre})
+    final = [
+        (f"{naming.sequence(name)}{lane}", "=", sp.Symbol(name))
+        for name in values
+        if name not in shifted
+    ]
+    alloc = []
+    for name in values:
+        if name in shifted:
+            continue
+        if name == cell.output and shifted:
+            (state,) = sorted(shifted)
+            alloc += [
+                f"_{state}_all = np.empty((_T + 1, _B, _n_out), _dtype)",
+                f'_{state}_all[0] = _state0["{state}"]',
+                f"{naming.sequence(name)} = _{state}_all[1:]",
+                f"{naming.sequence(state)} = _{state}_all[:-1]",
+            ]
+        else:
+            alloc.append(f"{naming.sequence(name)} = np.empty((_T, _B, _n_out), _dtype)")
+    final += [
+        (f"{naming.state_array(state)}[_b, _i]", "=", sp.Symbol(target))
+        for state, target in cell.states.items()
+    ]
+    forward, forward_scratch = _phases(kernel.forward, place, final)
+
+    bplace: dict[str, str] = {}
+    for p in context["backward_vector_params"]:
+        bplace[p["name"]] = f"{p['array']}[_i]"
+    for entry in context["backward_loads"]:
+        bplace[entry["name"]] = f"{entry['array']}{lane}"
+    bplace[naming.upstream(cell.output)] = "_dout" + lane
+    for state in cell.states:
+        carried = naming.carried(state)
+        bplace[carried] = f"{naming.state_array(carried)}[_b, _i]"
+    bfinal = [(f"{naming.sequence(name)}{lane}", "=", sp.Symbol(name)) for name in kernel.stored]
+    vector = dict(kernel.vector_grads)
+    for g in context["grads"]:
+        if g["kind"] == "vector" and not g["stored"]:
+            bfinal.append((f"{g['array']}[_b, _i]", "+=", vector[g["param"]]))
+    bfinal += [
+        (
+            f"{naming.state_array(naming.carried(state))}[_b, _i]",
+            "=",
+            sp.Symbol(naming.adjoint(state)),
+        )
+        for state in cell.states
+    ]
+    backward, backward_scratch = _phases(kernel.backward, bplace, bfinal)
+    info = plan.stacking(kernel)
+    stored_lines, stored = plan.stored_buffers(kernel, info)
+
+    accumulated = {
+        g["param"] for g in context["grads"] if g["kind"] == "vector" and not g["stored"]
+    }
+    whole = plan.whole_place(kernel, stored)
+    grad_lines = plan.gradient_lines(kernel, whole, "_T * _B", "(0, 1)", accumulated)
+    forward, forward_rows = _row_views(forward)
+    backward, backward_rows = _row_views(backward)
+    return {
+        "projections": plan.projection_lines(kernel, "_T * _B", "_T, _B, {}"),
+        "forward_alloc": alloc,
+        "stored_alloc": stored_lines,
+        "grad_lines": grad_lines,
+        "forward_phases": forward,
+        "forward_scratch": forward_scratch,
+        "forward_job_rows": forward_rows["job"],
+        "forward_step_rows": forward_rows["step"],
+        "backward_phases": backward,
+        "backward_scratch": backward_scratch,
+        "backward_job_rows": backward_rows["job"],
+        "backward_step_rows": backward_rows["step"],
+    }
+
+
+_LANE_INDEX = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\[((?:_t, )?(?:_b, )?)_i\]")
+
+
+def _row_views(phases: list[dict]) -> tuple[list[dict], dict[str, list[str]]]:
+    """Every ``array[_t, _b, _i]`` (or ``[_b, _i]``, ``[_i]``) of a lane block's loops
+    read through a 1-D view of the block's lanes, ``_r_array[_k]``: one view per job
+    (arrays without ``_t``) or per step, and loops whose only index is ``_k``, which
+    LLVM vectorizes."""
+    rows: dict[str, dict[str, str]] = {"job": {}, "step": {}}
+
+    def view(match: re.Match) -> str:
+        array, prefix = match.group(1), match.group(2)
+        name = naming.row(array)
+        where = "step" if prefix.startswith("_t") else "job"
+        rows[where][name] = f"{name} = {array}[{prefix}_i0:_i1]"
+        return f"{name}[_k]"
+
+    out = []
+    for ph in phases:
+        loads = [dict(x, source=_LANE_INDEX.sub(view, x["source"])) for x in ph["loads"]]
+        stores = [dict(x, lhs=_LANE_INDEX.sub(view, x["lhs"])) for x in ph["stores"]]
+        out.append(dict(ph, loads=loads, stores=stores, lane=False))
+    return out, {k: sorted(v.values()) for k, v in rows.items()}
+
+
+def coupled_context(kernel: Kernel, context: dict) -> dict:
+    """Layout of a matrix-coupled recurrence for the Numba backend.
+
+    Time runs in Python; inside each step the elementwise work between two matrix
+    products is one compiled kernel, parallel over lanes. Forward values live in
+    (T, B, n) buffers (states in (T + 1, B, n): the value at the start of each step),
+    adjoints in (B, n) work buffers unless the gradients read them after the loop.
+    """
+    cell = kernel.cell
+    lane = "_t, _b, _i"
+    place: dict[str, tuple[str, str]] = {}
+    for p in context["vector_params"]:
+        place[p["name"]] = (p["array"], "_i")
+    for st in kernel.pre + kernel.forward:
+        place[st.target] = (naming.sequence(st.target), lane)
+    for state in cell.states:
+        place[state] = (naming.sequence(state), lane)
+    extra: dict[str, list] = {}
+    for s, t in cell.states.items():  # several states may take one value
+        extra.setdefault(t, []).append((naming.sequence(s), "_t + 1, _b, _i"))
+    forward_buffers = sorted(
+        {naming.sequence(st.target) for st in kernel.forward}
+        - {naming.sequence(s) for s in cell.states}
+    )
+    forward = _segments(kernel.forward, place, extra)
+
+    bplace: dict[str, tuple[str, str]] = {}
+    for p in context["vector_params"]:
+        bplace[p["name"]] = (p["array"], "_i")
+    for name in kernel.cached:
+        bplace[name] = (naming.sequence(name), lane)
+    bplace[naming.upstream(cell.output)] = ("_dout", lane)
+    work = []
+    for state in cell.states:
+        carried = naming.carried(state)
+        bplace[carried] = (naming.state_array(carried), "_b, _i")
+        bplace[naming.adjoint(state)] = (naming.work(naming.adjoint(state)), "_b, _i")
+    for st in kernel.backward:
+        if st.target in bplace:
+            continue
+        if st.target in kernel.stored:
+            bplace[st.target] = (naming.sequence(st.target), lane)
+        else:
+            bplace[st.target] = (naming.work(st.target), "_b, _i")
+            work.append(naming.work(st.target))
+    # a state's adjoint that a gradient also reads after the loop is stored as well
+    bextra = {
+        naming.adjoint(state): [(naming.sequence(naming.adjoint(state)), lane)]
+        for state in cell.states
+        if naming.adjoint(state) in kernel.stored
+    }
+    backward = _segments(kernel.backward, bplace, bextra)
+    return {
+        "forward_segments": forward,
+        "forward_buffers": forward_buffers,
+        "backward_segments": backward,
+        "work": sorted(set(work)),
+    }

@@ -1,0 +1,151 @@
+"""The Numba backend's code of every primitive (scalar code inside a compiled loop): one
+entry per primitive.
+
+A primitive added to :data:`symbolic.primitives.PRIMITIVES` needs one entry here (a test
+walks both tables).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from symbolic import primitives
+from symbolic.backends.numpy import primitives as numpy_primitives
+
+
+@dataclass(frozen=True)
+class Form:
+    """A primitive in Numba scalar code.
+
+    Attributes:
+        call: The scalar code, ``{0}`` the printed argument.
+        helper: Source of a compiled helper the code calls, emitted once into each
+            module that uses the primitive.
+        requires: Primitives whose helpers this helper calls.
+    """
+
+    call: str
+    helper: str = ""
+    requires: tuple[str, ...] = ()
+
+
+FORMS: dict[str, Form] = {
+    "sigmoid": Form(
+        call="_sigmoid({0})",
+        # Scalar code for a compiled loop: with the polynomial _exp below, LLVM vectorizes it.
+        helper="""
+@_jit(error_model="numpy")
+def _sigmoid(x):
+    return 1.0 / (1.0 + _exp(-x))
+""",
+        requires=("exp",),
+    ),
+    "tanh": Form(
+        call="_tanh({0})",
+        # Cephes' rational form near 0 (exact to 1 ulp, no cancellation), 1 - 2/(e^2|x| + 1)
+        # beyond; both branches are computed and one selected, so the loop vectorizes.
+        helper="""
+@_jit(error_model="numpy")
+def _tanh(x):
+    a = abs(x)
+    z = x * x
+    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z
+    p = p - 1.61468768441708447952e3
+    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z
+    q = q + 4.84406305325125486048e3
+    small = x + x * z * p / q
+    s = _exp(-2.0 * a)
+    large = (1.0 - s) / (1.0 + s)
+    large = large if x >= 0 else -large
+    return small if a < 0.625 else large
+""",
+        requires=("exp",),
+    ),
+    "exp": Form(
+        call="_exp({0})",
+        # exp(x) = 2**k * exp(r), |r| <= ln(2)/2, exp(r) by its degree-13 Taylor polynomial
+        # (error below 1e-17), 2**k built from its bits: pure arithmetic, so a compiled loop
+        # over lanes vectorizes (math.exp is a library call per element).
+        helper="""
+@numba.extending.intrinsic
+def _float_from_bits(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(numba.types.float64))
+
+    return numba.types.float64(numba.types.int64), codegen
+
+
+@_jit(error_model="numpy")
+def _exp(x):
+    y = min(max(x, -708.0), 709.78)
+    k = math.floor(y * 1.4426950408889634 + 0.5)
+    r = (y - k * 0.6931471803691238) - k * 1.9082149292705877e-10
+    p = 1.6059043836821613e-10
+    p = p * r + 2.08767569878681e-09
+    p = p * r + 2.505210838544172e-08
+    p = p * r + 2.755731922398589e-07
+    p = p * r + 2.7557319223985893e-06
+    p = p * r + 2.48015873015873e-05
+    p = p * r + 0.0001984126984126984
+    p = p * r + 0.001388888888888889
+    p = p * r + 0.008333333333333333
+    p = p * r + 0.041666666666666664
+    p = p * r + 0.16666666666666666
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    e = p * _float_from_bits((numba.int64(k) + 1022) << 52) * 2.0
+    e = 0.0 if x <= -708.0 else e
+    e = math.inf if x >= 709.78 else e
+    return e if x == x else x  # NaN stays NaN
+""",
+    ),
+    "log": Form(
+        call="math.log({0})",
+    ),
+    "softplus": Form(
+        call="(max({0}, 0.0) + math.log1p(math.exp(-abs({0}))))",
+    ),
+    "step": Form(
+        call="_step({0})",
+        helper="""
+@_jit(error_model="numpy")
+def _step(x):
+    return 1.0 if x > 0 else (0.0 if x <= 0 else x)
+""",
+    ),
+    "relu": Form(
+        call="max({0}, 0.0)",
+    ),
+}
+
+
+def helpers(names) -> list[str]:
+    """The helper sources the Numba code of ``names`` needs, dependencies first."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        form = FORMS[name]
+        for dep in form.requires:
+            visit(dep)
+        if form.helper and form.helper.strip() not in ordered:
+            ordered.append(form.helper.strip())
+
+    for name in sorted(names):
+        visit(name)
+    return ordered
+
+
+def namespace() -> dict:
+    """What printed Numba code needs to run outside a generated module (tests): the NumPy
+    namespace and every primitive's compiled helper (without an on-disk cache: exec'd
+    code has no file for one)."""
+    import numba
+    import numba.extending  # noqa: F401 - helpers use numba.extending.intrinsic
+
+    out = numpy_primitives.namespace()
+    out["numba"] = numba
+    out["_jit"] = lambda **options: numba.njit(**options)
+    for source in helpers(primitives.PRIMITIVES):
+        exec(source, out)  # noqa: S102 - our own table, not spec text
+    return out

@@ -1,0 +1,106 @@
+"""The NumPy backend's code of every primitive: one entry per primitive.
+
+A primitive added to :data:`symbolic.primitives.PRIMITIVES` needs one entry here (a test
+walks both tables).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from symbolic import primitives
+
+
+@dataclass(frozen=True)
+class Form:
+    """A primitive in NumPy code.
+
+    Attributes:
+        call: The call on arrays, ``{0}`` the printed argument.
+        out: The call writing into a buffer: ``{i}`` the input, ``{o}`` the output
+            (they may be the same array). Empty when the primitive is rewritten instead.
+        helper: Source of a function the code calls, emitted once into each module that
+            uses the primitive (NumPy code in either backend's modules).
+        rewrite: ``(z, scale) -> expr``: the primitive in other primitives, as the code
+            computes it; ``scale(c, z)`` builds c*z (the caller decides whether to
+            distribute c over a sum).
+    """
+
+    call: str
+    out: str = ""
+    helper: str = ""
+    rewrite: Callable[[sp.Expr, Callable], sp.Expr] | None = None
+
+
+FORMS: dict[str, Form] = {
+    "sigmoid": Form(
+        # Accurate to a few ulp for every z: e^-|z| cannot overflow, and for z < 0 the value
+        # is e^z/(1 + e^z), free of the cancellation of (1 + tanh(z/2))/2 (which is 0 for
+        # z <= -38 in float64). Seven ufunc calls where the tanh form took four.
+        call="_np_sigmoid({0})",
+        out="_np_sigmoid({i}, out={o})",
+        helper="""
+def _np_sigmoid(z, out=None):
+    \"\"\"1/(1 + e^-z), accurate to a few ulp for every z (no overflow, no cancellation).\"\"\"
+    z = np.asarray(z)
+    if z.ndim == 0:  # a constant
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0, e) / (1.0 + e)
+    positive = np.greater_equal(z, 0)
+    e = np.abs(z)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    out = np.empty_like(e) if out is None else out
+    np.add(e, 1.0, out=out)
+    np.copyto(e, 1.0, where=positive)
+    return np.divide(e, out, out=out)
+""",
+    ),
+    "tanh": Form(
+        call="np.tanh({0})",
+        out="np.tanh({i}, out={o})",
+    ),
+    "exp": Form(
+        call="np.exp({0})",
+        out="np.exp({i}, out={o})",
+    ),
+    "log": Form(
+        call="np.log({0})",
+        out="np.log({i}, out={o})",
+    ),
+    "softplus": Form(
+        call="np.logaddexp(0, {0})",
+        out="np.logaddexp(0, {i}, out={o})",
+    ),
+    "step": Form(
+        # in the argument's dtype (a comparison's bool would make tanh(step(z)) float16),
+        # and NaN stays NaN
+        call="np.heaviside({0}, 0.0)",
+        out="np.heaviside({i}, 0.0, out={o})",
+    ),
+    "relu": Form(
+        call="np.maximum({0}, 0)",
+        out="np.maximum({i}, 0, out={o})",
+    ),
+}
+
+
+def helpers(names) -> list[str]:
+    """The helper sources the NumPy code of ``names`` needs."""
+    return [FORMS[n].helper.strip() for n in sorted(names) if FORMS[n].helper]
+
+
+def namespace() -> dict:
+    """What printed NumPy code needs to run outside a generated module (tests, the
+    report): NumPy, math, and every primitive's helper."""
+    import math
+
+    out: dict = {"np": np, "math": math}
+    for name in primitives.PRIMITIVES:
+        if FORMS[name].helper:
+            exec(FORMS[name].helper, out)  # noqa: S102 - our own table, not spec text
+    return out
