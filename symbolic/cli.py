@@ -45,7 +45,8 @@ def _cmd_generate(args) -> int:
 
     if args.show:
         backend = "numpy" if args.backend == "all" else args.backend
-        print(show(args.spec[0], args.show, backend))
+        text = show(args.spec[0], args.show, backend)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
     backends = registry.names() if args.backend == "all" else (args.backend,)
     written, problems = generate(

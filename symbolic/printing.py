@@ -8,12 +8,13 @@ code: no ``str(expr)`` and no f-strings of expressions reach a template.
 (balanced when long), powers, and a symbol printed through a name map, so the same
 expression can read per-step locals (``G``) or whole-sequence buffers (``G_seq``). Each
 backend's printer (``symbolic.backends.<name>.printer``) adds its primitives' code, one
-line per primitive in its table :attr:`Printer.calls`.
+entry per primitive in its table :attr:`Printer.forms`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import sympy as sp
 from sympy.printing.precedence import precedence
@@ -24,11 +25,11 @@ from symbolic import primitives
 
 class Printer(PythonCodePrinter):
     """Prints per-neuron expressions as Python code; a backend's subclass sets
-    :attr:`calls` (primitive name -> code, ``{0}`` the printed argument) and
-    :attr:`sqrt`."""
+    :attr:`forms` (its table: primitive name -> an entry whose ``call`` is the code,
+    ``{0}`` the printed argument) and :attr:`sqrt`."""
 
     printmethod = "_derivgen"
-    calls: Mapping[str, str] = {}
+    forms: Mapping[str, Any] = {}
     sqrt = "math.sqrt"
 
     def __init__(self, names: Mapping[str, str] | None = None):
@@ -57,9 +58,9 @@ class Printer(PythonCodePrinter):
         return super()._print(expr, **kwargs)
 
     def _call(self, name: str, arg: sp.Expr) -> str:
-        if name not in self.calls:
+        if name not in self.forms:
             raise TypeError(f"{type(self).__name__} has no code for the primitive {name}")
-        return self.calls[name].format(self._print(arg))
+        return self.forms[name].call.format(self._print(arg))
 
     #: Terms of a sum, or factors of a product, printed flat; longer ones are printed as
     #: a balanced tree of brackets, so that Python's parser (and compiler) never meets a

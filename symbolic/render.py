@@ -61,27 +61,23 @@ def spec_label(path: Path) -> str:
         return path.name
 
 
-def cell_context(kernel: Kernel, backend: Backend) -> dict:
-    """The template keys of a cell module: names and printed code, nothing else.
-
-    Each vector symbol has a per-lane scalar (or, in NumPy, per-step array) named as in
-    the spec, and a buffer holding it for every lane (and step): ``array``.
-    """
-    cell: Cell = kernel.cell
-    recurrent = cell.kind == RECURRENT
+def _arrays(kernel: Kernel, backend: Backend) -> dict[str, str]:
+    """Where each value the kernels exchange lives: ``name -> array``."""
+    cell = kernel.cell
     names = set(kernel.cached) | set(kernel.stored) | {cell.output}
     names |= {s.target for s in kernel.pre}
-    if recurrent:
+    if cell.kind == RECURRENT:
         arrays = {name: naming.sequence(name) for name in names}
     elif backend.lane_buffers:
         arrays = {name: naming.buffer(name) for name in names}
     else:  # NumPy feedforward code works on whole arrays named like the symbols
         arrays = {name: name for name in names}
     arrays[cell.input] = "_x"
+    return arrays
 
-    def entry(name: str) -> dict:
-        return {"name": name, "array": arrays[name]}
 
+def _params(cell: Cell) -> list[dict]:
+    """Each parameter: its shape in sizes and its fan-in (for the initialisation)."""
     shapes = {"in": "n_in", "out": "n_out"}
     params = []
     for name, kind in cell.params.items():
@@ -100,47 +96,108 @@ def cell_context(kernel: Kernel, backend: Backend) -> dict:
                 "array": naming.param_array(name),
             }
         )
+    return params
+
+
+def _grads(kernel: Kernel, backend: Backend, arrays: dict[str, str]) -> list[dict]:
+    """Each parameter's gradient: a vector's sum (whole-array code and per-lane code), a
+    matrix's products of adjoints and arguments."""
+    cell = kernel.cell
     vector = dict(kernel.vector_grads)
     matrix = dict(kernel.matrix_grads)
     grads = []
     for name, kind in cell.params.items():
         if kind == "vector":
+            expr = vector[name]
             grads.append(
                 {
                     "param": name,
                     "kind": kind,
-                    "code": numpy_code(vector[name], arrays),
+                    "code": numpy_code(expr, arrays),
                     # the parameter does not reach the cost (``B - B``): zeros
-                    "zero": vector[name] == 0,
-                    "local": backend.code(vector[name]),
+                    "zero": expr == 0,
+                    "local": backend.code(expr),
                     "array": naming.grad_array(name),
                     # a gradient that is a stored adjoint summed needs no accumulator
-                    "stored": arrays[vector[name].name]
-                    if isinstance(vector[name], sp.Symbol) and vector[name].name in kernel.stored
+                    "stored": arrays[expr.name]
+                    if isinstance(expr, sp.Symbol) and expr.name in kernel.stored
                     else "",
                     "terms": [],
                 }
             )
-        else:
-            terms = [
-                {
-                    "adjoint": arrays[adj],
-                    "arg": arrays[arg],
-                    "arg_size": "_n_in" if arg == cell.input else "_n_out",
-                }
-                for adj, arg in matrix[name]
-            ]
-            grads.append(
-                {
-                    "param": name,
-                    "kind": kind,
-                    "code": "",
-                    "local": "",
-                    "array": "",
-                    "stored": "",
-                    "terms": terms,
-                }
-            )
+            continue
+        terms = [
+            {
+                "adjoint": arrays[adj],
+                "arg": arrays[arg],
+                "arg_size": "_n_in" if arg == cell.input else "_n_out",
+            }
+            for adj, arg in matrix[name]
+        ]
+        grads.append(
+            {
+                "param": name,
+                "kind": kind,
+                "code": "",
+                "local": "",
+                "array": "",
+                "stored": "",
+                "terms": terms,
+            }
+        )
+    return grads
+
+
+def _primitives_used(kernel: Kernel) -> set[str]:
+    used = set()
+    for stmt in kernel.forward + kernel.backward:
+        if isinstance(stmt, Assign):
+            used |= primitives.used(stmt.expr)
+    for _, expr in kernel.vector_grads:
+        used |= primitives.used(expr)
+    return used
+
+
+def _states(cell: Cell) -> list[dict]:
+    return [
+        {
+            "name": state,
+            "target": target,
+            "adjoint": naming.adjoint(state),
+            "carried": naming.carried(state),
+            "array": naming.state_array(state),
+            "carried_array": naming.state_array(naming.carried(state)),
+        }
+        for state, target in cell.states.items()
+    ]
+
+
+def _work(kernel: Kernel) -> dict:
+    """The thread policy's inputs: products of the input and in the step, and the
+    elementwise work per lane and step (a transcendental call counted as 10 flops)."""
+    ops = passes.count_ops(kernel.forward + kernel.backward)
+    return {
+        "input_products": len(kernel.pre),
+        "state_products": sum(isinstance(s, MatVec) for s in kernel.forward),
+        "lane_flops": max(1, ops["arithmetic"] + 10 * ops["calls"]),
+    }
+
+
+def cell_context(kernel: Kernel, backend: Backend) -> dict:
+    """The template keys of a cell module: names and printed code, nothing else.
+
+    Each vector symbol has a per-lane scalar (or, in NumPy, per-step array) named as in
+    the spec, and a buffer holding it for every lane (and step): ``array``.
+    """
+    cell: Cell = kernel.cell
+    recurrent = cell.kind == RECURRENT
+    arrays = _arrays(kernel, backend)
+
+    def entry(name: str) -> dict:
+        return {"name": name, "array": arrays[name]}
+
+    params = _params(cell)
+    grads = _grads(kernel, backend, arrays)
     read_back = {n for s in kernel.backward for n in ir.reads(s, matrices=True)}
     grad_reads = {n for _, e in kernel.vector_grads for n in ir.names(e)}
     # Numba accumulates the vector gradients inside the step, NumPy after the loop.
@@ -152,20 +209,9 @@ def cell_context(kernel: Kernel, backend: Backend) -> dict:
     forward = [statement(s, backend.code) for s in kernel.forward]
     backward = [statement(s, backend.code) for s in kernel.backward]
     printed = [s["code"] for s in forward + backward] + [g["local"] for g in grads]
-    used = set()
-    for stmt in kernel.forward + kernel.backward:
-        if isinstance(stmt, Assign):
-            used |= primitives.used(stmt.expr)
-    for _, expr in kernel.vector_grads:
-        used |= primitives.used(expr)
+    used = _primitives_used(kernel)
     helpers = backend.helpers(used)
-    ops = passes.count_ops(kernel.forward + kernel.backward)
-    return {
-        # the thread policy's inputs: products of the input and in the step, and the
-        # elementwise work per lane and step (a transcendental call counted as 10 flops)
-        "input_products": len(kernel.pre),
-        "state_products": sum(isinstance(s, MatVec) for s in kernel.forward),
-        "lane_flops": max(1, ops["arithmetic"] + 10 * ops["calls"]),
+    return _work(kernel) | {
         # a diagonal recurrence runs every step in one parallel loop
         "one_loop": recurrent and kernel.recurrence != COUPLED,
         "helpers": helpers,
@@ -187,17 +233,7 @@ def cell_context(kernel: Kernel, backend: Backend) -> dict:
         "vector_params": vector_params,
         "backward_vector_params": [p for p in vector_params if p["name"] in read_back],
         "state_names": list(cell.states),
-        "states": [
-            {
-                "name": state,
-                "target": target,
-                "adjoint": naming.adjoint(state),
-                "carried": naming.carried(state),
-                "array": naming.state_array(state),
-                "carried_array": naming.state_array(naming.carried(state)),
-            }
-            for state, target in cell.states.items()
-        ],
+        "states": _states(cell),
         "equations": [
             {"name": eq.name, "source": eq.source} for eq in cell.equations if not eq.lifted
         ],

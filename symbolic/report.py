@@ -13,9 +13,9 @@ import sys
 import sympy as sp
 
 from symbolic import passes, primitives, write
-from symbolic.derive import MatVec, derive, derive_cost
+from symbolic.derive import derive, derive_cost
 from symbolic.generate import builtin_specs
-from symbolic.ir import AFFINE, COUPLED, DIAGONAL, NONE
+from symbolic.ir import AFFINE, COUPLED, DIAGONAL, NONE, MatVec
 from symbolic.lower import lower
 from symbolic.model import Cell, Cost
 from symbolic.parse import load

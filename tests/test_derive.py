@@ -46,7 +46,8 @@ from unrolled_cells import (
 
 import symbolic
 from symbolic import primitives
-from symbolic.derive import Assign, MatVec, derive, lift_primitives
+from symbolic.derive import derive, lift_primitives
+from symbolic.ir import Assign, MatVec
 from symbolic.model import Cell
 from symbolic.parse import load, loads
 

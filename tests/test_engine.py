@@ -14,8 +14,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from symbolic.backends import UnsupportedSpec
 from symbolic.generate import generate
-from symbolic.render import UnsupportedSpec
 
 CELLS = {
     # the README's walk-through: the GRN's candidate given a reset gate

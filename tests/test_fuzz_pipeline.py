@@ -29,7 +29,8 @@ from hypothesis import seed as hypothesis_seed
 from spec_strategies import FEATURES, FuzzSpec, specs
 
 from symbolic import parse, validate
-from symbolic.render import UnsupportedSpec, render
+from symbolic.backends import UnsupportedSpec
+from symbolic.generate import render_model as render
 
 #: Examples in CI's sample, and how many of them Numba compiles.
 SAMPLE = 300

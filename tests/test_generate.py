@@ -23,7 +23,7 @@ import pytest
 
 from symbolic import generate as gen
 from symbolic import parse, write
-from symbolic.render import BACKENDS, templates_dir
+from symbolic.backends import BUILTIN
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = gen.default_out()
@@ -31,14 +31,8 @@ SPECS = gen.builtin_specs()
 KIND_OF = {path: parse.load(path).kind for path in SPECS}
 
 
-def has_template(backend: str, kind: str) -> bool:
-    return any(templates_dir().glob(f"{backend}_{kind}*.py.j2"))
-
-
-#: The backends every built-in spec can be generated for (numba once its templates exist).
-READY_BACKENDS = [b for b in BACKENDS if all(has_template(b, k) for k in KIND_OF.values())]
-ALL_READY = READY_BACKENDS == list(BACKENDS)
-BACKEND_ARGS = [] if ALL_READY else ["--backend", READY_BACKENDS[0]]
+#: The built-in backends: every built-in spec is generated for each.
+BACKENDS = list(BUILTIN)
 
 
 _REAL_BUILD = gen.build
@@ -57,7 +51,7 @@ def cached_build(specs, backends):
 
 def expected_files() -> dict[str, str]:
     """What a fresh generation of the built-in specs writes: file name -> text."""
-    files = {m.filename: m.text for m in cached_build(SPECS, READY_BACKENDS)}
+    files = {m.filename: m.text for m in cached_build(SPECS, BACKENDS)}
     files["__init__.py"] = gen.INIT_TEXT
     return files
 
@@ -123,12 +117,11 @@ def test_generated_is_a_fresh_generation_byte_for_byte(fresh, request):
             )
         )
         problems.append(diff or f"generated/{name}: differs (bytes)")
-    if ALL_READY:
-        for path in sorted(GENERATED.glob("*.py")):
-            if path.name not in fresh:
-                problems.append(f"generated/{path.name}: orphan, no built-in spec generates it")
+    for path in sorted(GENERATED.glob("*.py")):
+        if path.name not in fresh:
+            problems.append(f"generated/{path.name}: orphan, no built-in spec generates it")
     if problems and request.config.getoption("--update-golden"):
-        gen.generate(None, READY_BACKENDS)
+        gen.generate(None, BACKENDS)
         pytest.skip("generated/ was regenerated (--update-golden): review and commit it")
     assert not problems, (
         "generated/ is not what the specs produce: rerun `derivgen generate` "
@@ -139,7 +132,7 @@ def test_generated_is_a_fresh_generation_byte_for_byte(fresh, request):
 def test_generated_folder_holds_a_module_per_spec_and_backend(fresh):
     assert "__init__.py" in fresh
     for spec in SPECS:
-        for backend in READY_BACKENDS:
+        for backend in BACKENDS:
             assert f"{spec.stem}_{backend}.py" in fresh
 
 
@@ -150,7 +143,7 @@ def test_generated_folder_holds_a_module_per_spec_and_backend(fresh):
 
 def _generate_in_subprocess(seed: str, out: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONHASHSEED=seed)
-    argv = [sys.executable, "-m", "symbolic.cli", "generate", "--out", str(out), *BACKEND_ARGS]
+    argv = [sys.executable, "-m", "symbolic.cli", "generate", "--out", str(out)]
     return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -306,7 +299,7 @@ def test_a_successful_generation_leaves_no_temporary_file(fresh_dir, fresh):
 
 def test_check_on_a_fresh_folder_finds_nothing(fresh_dir, fast_build):
     before = snapshot(fresh_dir)
-    written, problems = gen.generate(None, READY_BACKENDS, fresh_dir, check_only=True)
+    written, problems = gen.generate(None, BACKENDS, fresh_dir, check_only=True)
     assert written == [] and problems == []
     assert snapshot(fresh_dir) == before
 
@@ -330,7 +323,7 @@ def _spoil(out: Path) -> dict[str, str]:
 def test_check_names_every_stale_hand_edited_or_missing_module(out_dir, fast_build):
     spoiled = _spoil(out_dir)
     before = snapshot(out_dir)
-    written, problems = gen.generate(None, READY_BACKENDS, out_dir, check_only=True)
+    written, problems = gen.generate(None, BACKENDS, out_dir, check_only=True)
     assert written == []
     found = {p.path.name: p.reason for p in problems}
     assert set(found) == set(spoiled)
@@ -339,9 +332,6 @@ def test_check_names_every_stale_hand_edited_or_missing_module(out_dir, fast_bui
     assert snapshot(out_dir) == before  # --check changes nothing
 
 
-@pytest.mark.skipif(
-    not ALL_READY, reason="orphans are reported only when every backend is generated"
-)
 def test_check_names_an_orphan_module(out_dir, fast_build):
     (out_dir / "gone_numpy.py").write_text("# a module whose spec was deleted\n")
     _, problems = gen.generate(None, BACKENDS, out_dir, check_only=True)
@@ -351,7 +341,7 @@ def test_check_names_an_orphan_module(out_dir, fast_build):
 
 def test_cli_check_exits_0_on_a_fresh_folder(fresh_dir, capsys, fast_build):
     before = snapshot(fresh_dir)
-    assert cli("generate", "--check", "--out", str(fresh_dir), *BACKEND_ARGS) == 0
+    assert cli("generate", "--check", "--out", str(fresh_dir)) == 0
     assert "current" in capsys.readouterr().out
     assert snapshot(fresh_dir) == before
 
@@ -359,7 +349,7 @@ def test_cli_check_exits_0_on_a_fresh_folder(fresh_dir, capsys, fast_build):
 def test_cli_check_exits_1_and_names_every_spoiled_module(out_dir, capsys, fast_build):
     spoiled = _spoil(out_dir)
     before = snapshot(out_dir)
-    assert cli("generate", "--check", "--out", str(out_dir), *BACKEND_ARGS) == 1
+    assert cli("generate", "--check", "--out", str(out_dir)) == 1
     printed = capsys.readouterr().out
     for name, word in spoiled.items():
         line = next((ln for ln in printed.splitlines() if name in ln), None)
@@ -390,7 +380,7 @@ def test_check_finds_a_module_whose_spec_changed(tmp_path):
 def test_out_writes_elsewhere_and_leaves_generated_alone(tmp_path, fresh):
     before = snapshot(GENERATED)
     out = tmp_path / "elsewhere" / "nested"
-    assert cli("generate", "--out", str(out), *BACKEND_ARGS) == 0
+    assert cli("generate", "--out", str(out)) == 0
     assert snapshot(GENERATED) == before
     assert {p.name: p.read_text() for p in out.iterdir()} == fresh
 

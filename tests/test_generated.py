@@ -21,9 +21,10 @@ import tomllib
 import numpy as np
 import pytest
 
+from symbolic.backends import BUILTIN
 from symbolic.generate import builtin_specs, default_out
-from symbolic.render import BACKENDS, templates_dir
 
+BACKENDS = tuple(BUILTIN)
 SPECS = {path.stem: path for path in builtin_specs()}
 DATA = {name: tomllib.loads(path.read_text()) for name, path in SPECS.items()}
 
@@ -31,7 +32,7 @@ DATA = {name: tomllib.loads(path.read_text()) for name, path in SPECS.items()}
 #: math of compiled Numba loops; it installs nothing.
 #: The standard library's sys and os: a Numba module keeps its on-disk cache under its own
 #: name and reads the thread variables; threadpoolctl (a dependency, imported inside a try)
-#: applies its thread policy (templates/_threads.py.j2).
+#: applies its thread policy (templates/numba/_threads.py.j2).
 ALLOWED_IMPORTS = {
     "numpy": {"numpy"},
     "numba": {"numpy", "numba", "math", "sys", "os", "threadpoolctl"},
@@ -40,22 +41,13 @@ ALLOWED_IMPORTS = {
 N_IN, N_OUT, T, B = 3, 4, 3, 2
 
 
-def has_template(backend: str, kind: str) -> bool:
-    return any(templates_dir().glob(f"{backend}_{kind}*.py.j2"))
-
-
 def _params(kinds) -> list:
     out = []
     for name, data in DATA.items():
         if data["kind"] not in kinds:
             continue
         for backend in BACKENDS:
-            marks = ()
-            if not has_template(backend, data["kind"]):
-                marks = pytest.mark.skip(
-                    reason=f"templates/{backend}_{data['kind']}.py.j2 does not exist yet"
-                )
-            out.append(pytest.param((name, backend), marks=marks, id=f"{name}-{backend}"))
+            out.append(pytest.param((name, backend), id=f"{name}-{backend}"))
     return out
 
 
@@ -147,8 +139,7 @@ def test_init_params_is_deterministic_by_seed_and_honours_dtype(case):
 @pytest.mark.parametrize("name", [n for n, d in DATA.items() if d["kind"] != "cost"])
 def test_same_init_params_across_backends(name):
     """A model is the same model whichever backend runs it."""
-    backends = [b for b in BACKENDS if has_template(b, DATA[name]["kind"])]
-    inits = [module(name, b).init_params(N_IN, N_OUT, seed=3) for b in backends]
+    inits = [module(name, b).init_params(N_IN, N_OUT, seed=3) for b in BACKENDS]
     for other in inits[1:]:
         for k in inits[0]:
             np.testing.assert_array_equal(inits[0][k], other[k])

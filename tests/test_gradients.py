@@ -25,17 +25,14 @@ import pytest
 import sympy as sp
 
 from symbolic import parse
+from symbolic.backends import BUILTIN
 from symbolic.generate import builtin_specs
 from symbolic.model import COST, RECURRENT
-from symbolic.render import BACKENDS, templates_dir
 
+BACKENDS = tuple(BUILTIN)
 SPECS = {path.stem: path for path in builtin_specs()}
 MODELS = {name: parse.load(path) for name, path in SPECS.items()}
 COST_NAME = "squared_error"
-
-
-def has_template(backend: str, kind: str) -> bool:
-    return any(templates_dir().glob(f"{backend}_{kind}*.py.j2"))
 
 
 def _params(kinds) -> list:
@@ -44,12 +41,7 @@ def _params(kinds) -> list:
         if model.kind not in kinds:
             continue
         for backend in BACKENDS:
-            marks = ()
-            if not has_template(backend, model.kind):
-                marks = pytest.mark.skip(
-                    reason=f"templates/{backend}_{model.kind}.py.j2 does not exist yet"
-                )
-            out.append(pytest.param((name, backend), marks=marks, id=f"{name}-{backend}"))
+            out.append(pytest.param((name, backend), id=f"{name}-{backend}"))
     return out
 
 
@@ -63,7 +55,6 @@ def module(name: str, backend: str):
 
 
 def cost_module(backend: str):
-    backend = backend if has_template(backend, COST) else "numpy"
     return module(COST_NAME, backend)
 
 

@@ -15,7 +15,7 @@ import pytest
 from test_fuzz_pipeline import unbound_names
 
 from symbolic import parse, validate
-from symbolic.render import render
+from symbolic.generate import render_model as render
 
 #: Names generated code uses, or used, for itself; and a few short names a template
 #: might also pick.

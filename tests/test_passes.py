@@ -14,7 +14,7 @@ import pytest
 import sympy as sp
 
 from symbolic import passes, primitives
-from symbolic.derive import Assign, MatVec
+from symbolic.ir import Assign, MatVec
 
 # ---------------------------------------------------------------------------------------
 # Helpers: build statements from short text, run a statement list numerically.

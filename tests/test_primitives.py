@@ -7,6 +7,7 @@ elementary functions. A primitive added to the table is picked up by every test 
 
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
 from functools import cache
@@ -15,7 +16,9 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from symbolic import primitives
+from symbolic import backends, primitives
+from symbolic.backends.numba import primitives as numba_primitives
+from symbolic.backends.numpy import primitives as numpy_primitives
 from symbolic.primitives import PRIMITIVES, Primitive, to_elementary
 
 NAMES = sorted(PRIMITIVES)
@@ -41,8 +44,9 @@ def sample(name: str, n: int = 40, seed: int = 0) -> np.ndarray:
 
 def numpy_code(prim: Primitive, x: np.ndarray) -> np.ndarray:
     # Our own template (not spec text): eval is the point, it is what generated code runs.
-    namespace = primitives.code_namespace("numpy")
-    return np.asarray(eval(prim.numpy.format("x"), namespace, {"x": x}), dtype=float)
+    namespace = numpy_primitives.namespace()
+    call = numpy_primitives.FORMS[prim.name].call
+    return np.asarray(eval(call.format("x"), namespace, {"x": x}), dtype=float)
 
 
 def numba_code(prim: Primitive, x: float) -> float:
@@ -56,8 +60,9 @@ def compiled(name: str):
     """The Numba template compiled by Numba (its float semantics: exp(1000) = inf)."""
     numba = pytest.importorskip("numba")
     prim = PRIMITIVES[name]
-    namespace = primitives.code_namespace("numba")
-    exec(f"def kernel(x):\n    return {prim.numba.format('x')}\n", namespace)
+    namespace = numba_primitives.namespace()
+    call = numba_primitives.FORMS[prim.name].call
+    exec(f"def kernel(x):\n    return {call.format('x')}\n", namespace)
     return numba.njit(namespace["kernel"])
 
 
@@ -69,13 +74,18 @@ def test_entry_is_complete(name):
     assert primitives.function(name) is prim.func
     for hook in (prim.derivative, prim.elementary, prim.reference):
         assert callable(hook)
-    for template in (prim.numpy, prim.numba):
-        assert isinstance(template, str) and "{0}" in template
     assert isinstance(prim.note, str)
-    assert isinstance(prim.numba_helper, str)
-    if prim.numba_helper:  # the helper defines what the template calls
-        called = prim.numba.split("(")[0].strip()
-        assert f"def {called}(" in prim.numba_helper
+    # every backend's table has the primitive's code
+    for backend in backends.BUILTIN:
+        table = importlib.import_module(f"symbolic.backends.{backend}.primitives").FORMS
+        assert name in table, f"the {backend} backend has no code for {name}"
+        assert isinstance(table[name].call, str) and "{0}" in table[name].call
+        assert isinstance(table[name].helper, str)
+        if table[name].helper:  # the helper defines what the code calls
+            called = table[name].call.split("(")[0].strip()
+            assert f"def {called}(" in table[name].helper
+    for dep in numba_primitives.FORMS[name].requires:
+        assert dep in PRIMITIVES
     call = prim.func(X)
     assert primitives.is_primitive_call(call)
     assert not primitives.is_primitive_call(sp.sin(X))
@@ -210,9 +220,7 @@ def test_log_derivative_is_one_over_argument():
 def test_a_primitive_is_registered_once():
     prim = PRIMITIVES["sigmoid"]
     with pytest.raises(ValueError, match="already registered"):
-        primitives.register(
-            "sigmoid", prim.derivative, prim.elementary, prim.numpy, prim.numba, prim.reference
-        )
+        primitives.register("sigmoid", prim.derivative, prim.elementary, prim.reference)
     assert PRIMITIVES["sigmoid"] is prim
 
 
@@ -235,11 +243,11 @@ def test_compiled_transcendentals_are_accurate_everywhere(name):
     tiny, moderate and huge arguments (where exp overflows to inf or underflows to 0)."""
     numba = pytest.importorskip("numba")
     prim = PRIMITIVES[name]
-    namespace = primitives.code_namespace("numba")
+    namespace = numba_primitives.namespace()
     exec(
         "def kernel(x, out):\n"
         "    for i in range(x.size):\n"
-        f"        out[i] = {prim.numba.format('x[i]')}\n",
+        f"        out[i] = {numba_primitives.FORMS[name].call.format('x[i]')}\n",
         namespace,
     )
     kernel = numba.njit(namespace["kernel"])

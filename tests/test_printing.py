@@ -1,4 +1,4 @@
-"""The printers (symbolic/printing.py): exact strings for each backend.
+"""The printers (symbolic/printing.py and each backend's printer): exact strings.
 
 The templates receive these strings verbatim, so every case pins the exact text. The
 NumPy printer emits array code (``np.tanh``); the Numba printer emits scalar code for a
@@ -12,13 +12,24 @@ import re
 import pytest
 import sympy as sp
 
-from symbolic import primitives
-from symbolic.printing import NumbaPrinter, NumpyPrinter, code
+from symbolic import backends, primitives
+from symbolic.backends.numba import primitives as numba_primitives
+from symbolic.backends.numba.printer import NumbaPrinter
+from symbolic.backends.numpy import primitives as numpy_primitives
+from symbolic.backends.numpy.printer import NumpyPrinter
 
 x, y, z, h = sp.symbols("x y z h")
 P = primitives.function
 
-BACKENDS = ("numpy", "numba")
+BACKENDS = tuple(backends.BUILTIN)
+#: Each backend's table of primitive code.
+TABLES = {"numpy": numpy_primitives, "numba": numba_primitives}
+
+
+def code(expr: sp.Expr, backend: str, names: dict[str, str] | None = None) -> str:
+    """``expr`` printed by ``backend``'s printer, as the registry hands it to layouts."""
+    return backends.get(backend).code(expr, names)
+
 
 # (expression, numpy text, numba text)
 CASES = [
@@ -157,7 +168,7 @@ def test_no_primitive_is_printed_as_a_bare_sympy_name(name, backend):
             assert not _bare_call(other, text), f"{expr} printed as {text!r}"
         assert str(expr) != text
     # the printed entry is the registry's, so a primitive has one definition
-    assert code(prim.func(x), backend) == getattr(prim, backend).format("x")
+    assert code(prim.func(x), backend) == TABLES[backend].FORMS[name].call.format("x")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -186,7 +197,7 @@ def test_sympy_builtin_functions_are_not_printed_bare(expr, backend):
 
 
 def _namespace(backend: str) -> dict:
-    return primitives.code_namespace(backend)
+    return TABLES[backend].namespace()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,4 +1,5 @@
-"""The templates' inputs (symbolic/render.py, templates/*.j2) and what they stamp.
+"""The templates' inputs (symbolic/render.py and the backends' layouts,
+templates/<backend>/*.j2 and the shared partials) and what they stamp.
 
 - the context dicts carry exactly the keys the templates read (checked with jinja2's
   ``meta.find_undeclared_variables`` over each template and the ones it includes);
@@ -25,43 +26,43 @@ import sympy as sp
 from jinja2 import meta, nodes
 
 import symbolic
-from symbolic import parse
+from symbolic import backends, parse
 from symbolic import render as render_stage
-from symbolic.derive import derive
-from symbolic.generate import builtin_specs, default_out
-from symbolic.lower import lower
+from symbolic.backends.base import templates_root
+from symbolic.generate import builtin_specs, compile_model, default_out, render_model
 from symbolic.model import COST
-from symbolic.render import BACKENDS, cell_context, environment, templates_dir
+from symbolic.render import cell_context, environment
 
-ENV = environment()
+BACKENDS = tuple(backends.BUILTIN)
+#: Each backend's environment; a template is named ``<backend>/<file>``.
+ENVS = {b: environment(backends.get(b)) for b in BACKENDS}
+ENV = ENVS["numpy"]
 SPECS = {path.stem: path for path in builtin_specs()}
 MODELS = {name: parse.load(path) for name, path in SPECS.items()}
 MODULE_TEMPLATE = re.compile(
-    r"^(?P<backend>[a-z]+)_(?P<kind>feedforward|recurrent|cost)(_\w+)?\.py\.j2$"
+    r"^(?P<backend>[a-z]+)/(?P<kind>feedforward|recurrent|cost)(_\w+)?\.py\.j2$"
 )
 
 
 def module_templates() -> list[str]:
-    return sorted(p.name for p in Path(templates_dir()).glob("*.j2") if not p.name.startswith("_"))
+    return sorted(
+        f"{b}/{p.name}"
+        for b in BACKENDS
+        for p in (templates_root() / b).glob("*.j2")
+        if not p.name.startswith("_")
+    )
 
 
-def backend_ready(backend: str, kind: str) -> bool:
-    """Whether any template lays out ``kind`` modules for ``backend`` yet."""
-    return any(n.startswith(f"{backend}_{kind}") for n in module_templates())
+def load_template(name: str) -> jinja2.Template:
+    """A template named ``<backend>/<file>``, loaded as its backend loads it."""
+    backend, file = name.split("/", 1)
+    return ENVS[backend].get_template(file)
 
 
 SPEC_BACKENDS = [
-    pytest.param(
-        (name, backend),
-        id=f"{name}-{backend}",
-        marks=()
-        if backend_ready(backend, model.kind)
-        else pytest.mark.skip(reason=f"no templates/{backend}_{model.kind}*.py.j2 yet"),
-    )
-    for name, model in MODELS.items()
-    for backend in BACKENDS
+    pytest.param((name, backend), id=f"{name}-{backend}") for name in MODELS for backend in BACKENDS
 ]
-READY = [c.values[0] for c in SPEC_BACKENDS if not c.marks]
+READY = [c.values[0] for c in SPEC_BACKENDS]
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def rendering(name: str, backend: str) -> Rendering:
     """Render through ``symbolic.render.render`` itself, recording the template it picks
     and the exact keyword arguments it passes (so the test follows any layout choice)."""
     seen: dict = {}
-    real = environment()
+    real = environment(backends.get(backend))
 
     class Spy:
         def get_template(self, template_name):
@@ -88,14 +89,14 @@ def rendering(name: str, backend: str) -> Rendering:
                 def render(self, **context):
                     # the first rendering is the module's (render renders again with
                     # placeholder display texts, to check that the code ignores them)
-                    seen.setdefault("template", template_name)
+                    seen.setdefault("template", f"{backend}/{template_name}")
                     seen.setdefault("context", context)
                     return template.render(**context)
 
             return Recorder()
 
-    with mock.patch.object(render_stage, "environment", lambda: Spy()):
-        module = render_stage.render(MODELS[name], backend)
+    with mock.patch.object(render_stage, "environment", lambda _: Spy()):
+        module = render_stage.render(compile_model(MODELS[name]), backend)
     return Rendering(seen["template"], seen["context"], module.text)
 
 
@@ -104,13 +105,16 @@ def renderings_of(template: str) -> list[Rendering]:
 
 
 def _trees(name: str) -> list[nodes.Template]:
-    """A template's AST and those of every template it includes (recursively)."""
-    source = ENV.loader.get_source(ENV, name)[0]
-    tree = ENV.parse(source)
+    """A template's AST and those of every template it includes (recursively); ``name``
+    is ``<backend>/<file>``, and what it includes is looked up as its backend does."""
+    backend, file = name.split("/", 1)
+    env = ENVS[backend]
+    source = env.loader.get_source(env, file)[0]
+    tree = env.parse(source)
     out = [tree]
     for ref in meta.find_referenced_templates(tree):
         assert ref is not None, f"{name}: dynamic include"
-        out += _trees(ref)
+        out += _trees(f"{backend}/{ref}")
     return out
 
 
@@ -160,8 +164,8 @@ def test_every_template_file_is_known():
     included = set()
     for name in module_templates():
         for tree in _trees(name):
-            included |= set(meta.find_referenced_templates(tree))
-    for path in Path(templates_dir()).glob("_*.j2"):
+            included |= {Path(ref).name for ref in meta.find_referenced_templates(tree)}
+    for path in templates_root().rglob("_*.j2"):
         assert path.name in included, f"{path.name} is included by no template"
     used = {rendering(*case).template for case in READY}
     for name in module_templates():
@@ -269,7 +273,7 @@ def test_every_template_renders_with_strict_undefined(case):
     assert r.text.strip()
     compile(r.text, f"{case[0]}_{case[1]}.py", "exec")  # the rendering is Python
     # and the same context renders again identically (no hidden state)
-    assert ENV.get_template(r.template).render(**r.context) == r.text
+    assert load_template(r.template).render(**r.context) == r.text
 
 
 @pytest.mark.parametrize("template", module_templates())
@@ -278,7 +282,7 @@ def test_a_missing_key_is_an_error_not_an_empty_string(template):
     the place where it is read."""
     renderings = renderings_of(template)
     assert renderings, f"{template}: rendered by no built-in spec"
-    jinja_template = ENV.get_template(template)
+    jinja_template = load_template(template)
     for key in sorted(used_keys(template)):
         for r in renderings:
             partial = {k: v for k, v in r.context.items() if k != key}
@@ -318,14 +322,12 @@ a = "n + 0.5*h"
 def test_matrix_products_inside_the_loop_render_strictly(tmp_path):
     """A matrix-coupled recurrence (``U@(r*h)``) takes the templates' matrix-product
     branches, which no built-in spec reaches; rendering must still be strict and valid."""
-    from symbolic.render import render
-
     spec = tmp_path / "gated.toml"
     spec.write_text(COUPLED_SPEC)
     cell = parse.load(spec)
-    ctx = cell_context(lower(derive(cell)), "numpy")
+    ctx = cell_context(compile_model(cell).kernel, backends.get("numpy"))
     assert any(s["matvec"] for s in ctx["forward"]) and any(s["matvec"] for s in ctx["backward"])
-    text = render(cell, "numpy").text
+    text = render_model(cell, "numpy").text
     compile(text, "gated_numpy.py", "exec")
 
 
@@ -349,13 +351,12 @@ def test_banner(case):
 
 def test_banner_never_holds_an_absolute_path(tmp_path):
     """A spec outside the package is named by its file name only (no machine paths)."""
-    from symbolic.render import render
 
     spec = tmp_path / "deep" / "mine.toml"
     spec.parent.mkdir()
     text = SPECS["dense_linear"].read_text().replace('name = "dense_linear"', 'name = "mine"')
     spec.write_text(text)
-    module = render(parse.load(spec), "numpy")
+    module = render_model(parse.load(spec), "numpy")
     first = module.text.splitlines()[0]
     assert (
         first
@@ -402,7 +403,7 @@ def _normalized(source: str) -> str:
 def test_each_block_names_its_equation_or_adjoint(case):
     spec, backend = case
     lines = module_path(spec, backend).read_text(encoding="utf-8").splitlines()
-    kernel = lower(derive(MODELS[spec]))
+    kernel = compile_model(MODELS[spec]).kernel
     # every statement of the kernel IR is emitted under its provenance comment; the NumPy
     # backend fuses statements (Zu into G = sigmoid(Zu)), and both stack the input
     # projections, so there a comment line per statement heads the code that computes it

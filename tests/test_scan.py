@@ -8,7 +8,8 @@ import pytest
 from generated import mingru_numpy
 from symbolic.derive import derive
 from symbolic.generate import builtin_specs
-from symbolic.lower import AFFINE, lower
+from symbolic.ir import AFFINE
+from symbolic.lower import lower
 from symbolic.parse import load
 
 

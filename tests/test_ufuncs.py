@@ -1,4 +1,4 @@
-"""The NumPy backend's three-address code (symbolic/ufuncs.py) and its plan.
+"""The NumPy backend's three-address code (symbolic/backends/numpy/ufuncs.py) and its plan.
 
 The oracle is SymPy's own numeric evaluation of the expression (``lambdify`` with the
 primitives' reference implementations), never the emitted code: random expressions
@@ -13,7 +13,9 @@ import sympy as sp
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from symbolic import primitives, ufuncs
+from symbolic import primitives
+from symbolic.backends.numpy import primitives as numpy_primitives
+from symbolic.backends.numpy import ufuncs
 
 NAMES = ("p", "q", "r", "s")
 SYMS = [sp.Symbol(n) for n in NAMES]
@@ -32,7 +34,7 @@ def _evaluate(expr: sp.Expr, values: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _run(lines: list[str], values: dict[str, np.ndarray], out: str, scratch: int) -> dict:
-    env = {**primitives.code_namespace("numpy"), **{n: v.copy() for n, v in values.items()}}
+    env = {**numpy_primitives.namespace(), **{n: v.copy() for n, v in values.items()}}
     env.setdefault(out, np.full(SHAPE, np.nan))
     for i in range(scratch):
         env[f"_w{i}"] = np.full(SHAPE, np.nan)

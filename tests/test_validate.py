@@ -11,16 +11,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from symbolic import evaluate, parse, reference, validate
-from symbolic import render as render_module
+from symbolic import backends, evaluate, parse, reference, validate
+from symbolic.backends.base import templates_root
 from symbolic.generate import builtin_specs, format_code
-from symbolic.render import render
+from symbolic.generate import render_model as render
 
 SPECS = {p.stem: p for p in builtin_specs()}
 
@@ -129,8 +130,8 @@ def broken_templates(tmp_path, monkeypatch):
     """A copy of the templates in which the NumPy recurrent forward adds the state where
     it should subtract it (a template bug)."""
     copy = tmp_path / "templates"
-    shutil.copytree(render_module.templates_dir(), copy)
-    template = copy / "numpy_recurrent.py.j2"
+    shutil.copytree(templates_root(), copy)
+    template = copy / "numpy" / "recurrent.py.j2"
     text = template.read_text()
     anchor = "{% for line in step %}\n        {{ line }}\n{% endfor %}\n"
     assert anchor in text
@@ -139,7 +140,8 @@ def broken_templates(tmp_path, monkeypatch):
             anchor, anchor + "{% for s in states %}\n        {{ s.name }} += 1e-6\n{% endfor %}\n"
         )  # fmt: skip
     )
-    monkeypatch.setattr(render_module, "templates_dir", lambda: copy)
+    numpy = dataclasses.replace(backends.get("numpy"), templates=copy / "numpy")
+    monkeypatch.setitem(backends._registered, "numpy", numpy)
     return copy
 
 

@@ -30,7 +30,8 @@ from functools import cache
 import sympy as sp
 
 from symbolic import primitives
-from symbolic.derive import Assign, Derivation, MatVec, adjoint_name
+from symbolic.derive import adjoint_name
+from symbolic.ir import Assign, Derivation, MatVec
 from symbolic.model import Cell
 
 Vector = list[sp.Expr]

@@ -148,7 +148,9 @@ def _phases(stmts, place, final_stores) -> tuple[list[dict], list[str]]:
     last = len(groups) - 1
     reads_by_phase: list[set[str]] = []
     for index, (_, group) in enumerate(groups):
-        reads = {n for st in group for n in ir.reads(st, matrices=True)} - {st.target for st in group}
+        reads = {n for st in group for n in ir.reads(st, matrices=True)} - {
+            st.target for st in group
+        }
         if index == last:
             for _, _, rhs in final_stores:
                 reads |= names(rhs) - {st.target for st in group}
@@ -186,12 +188,10 @@ def _phases(stmts, place, final_stores) -> tuple[list[dict], list[str]]:
     return phases, sorted(scratch.values())
 
 
-def diagonal_context(kernel: Kernel, context: dict) -> dict:
-    """Layout of a diagonal recurrence for the Numba backend: one kernel per pass,
-    parallel over blocks of lanes, sequential over time, each step of a block split
-    into vectorizable loops (see :func:`_phases`)."""
+def _diagonal_forward(kernel: Kernel, context: dict, lane: str):
+    """The forward kernel's loops of a diagonal recurrence, and the buffers it writes:
+    ``(phases, scratch, allocations)``."""
     cell = kernel.cell
-    lane = "[_t, _b, _i]"
     place: dict[str, str] = {}
     for p in context["vector_params"]:
         place[p["name"]] = f"{p['array']}[_i]"
@@ -235,6 +235,12 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
     ]
     forward, forward_scratch = _phases(kernel.forward, place, final)
 
+    return forward, forward_scratch, alloc
+
+
+def _diagonal_backward(kernel: Kernel, context: dict, lane: str):
+    """The backward kernel's loops of a diagonal recurrence: ``(phases, scratch)``."""
+    cell = kernel.cell
     bplace: dict[str, str] = {}
     for p in context["backward_vector_params"]:
         bplace[p["name"]] = f"{p['array']}[_i]"
@@ -258,6 +264,16 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
         for state in cell.states
     ]
     backward, backward_scratch = _phases(kernel.backward, bplace, bfinal)
+    return backward, backward_scratch
+
+
+def diagonal_context(kernel: Kernel, context: dict) -> dict:
+    """Layout of a diagonal recurrence for the Numba backend: one kernel per pass,
+    parallel over blocks of lanes, sequential over time, each step of a block split
+    into vectorizable loops (see :func:`_phases`)."""
+    lane = "[_t, _b, _i]"
+    forward, forward_scratch, alloc = _diagonal_forward(kernel, context, lane)
+    backward, backward_scratch = _diagonal_backward(kernel, context, lane)
     info = plan.stacking(kernel)
     stored_lines, stored = plan.stored_buffers(kernel, info)
 

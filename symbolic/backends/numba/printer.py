@@ -13,7 +13,7 @@ from symbolic.printing import Printer
 class NumbaPrinter(Printer):
     """Scalars: ``_tanh(Zc)``, ``math.log(x)`` (the helpers vectorize in LLVM)."""
 
-    calls = {name: form.call for name, form in FORMS.items()}
+    forms = FORMS
     sqrt = "math.sqrt"
 
 

@@ -13,7 +13,7 @@ from symbolic.printing import Printer
 class NumpyPrinter(Printer):
     """Arrays and ufuncs: ``np.tanh(Zc)``, ``_np_sigmoid(Zu)``."""
 
-    calls = {name: form.call for name, form in FORMS.items()}
+    forms = FORMS
     sqrt = "np.sqrt"
 
 

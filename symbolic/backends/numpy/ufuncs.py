@@ -20,15 +20,31 @@ Before it is emitted, an expression is put in the form that needs the fewest cal
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import sympy as sp
 
 from symbolic import primitives
 from symbolic.backends.numpy.primitives import FORMS
 
-# In-place forms from the primitives' table: ``{i}`` the input, ``{o}`` the output.
-INPLACE = {name: form.out for name, form in FORMS.items() if form.out}
+
+class _InPlace(Mapping[str, str]):
+    """The in-place forms of the NumPy table, read live (``{i}`` the input, ``{o}`` the
+    output): a primitive added to the table is seen at once."""
+
+    def __getitem__(self, name: str) -> str:
+        if name not in FORMS or not FORMS[name].out:
+            raise KeyError(name)
+        return FORMS[name].out
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, form in FORMS.items() if form.out)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+INPLACE = _InPlace()
 
 primitive_name = primitives.name_of
 
