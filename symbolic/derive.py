@@ -1,4 +1,4 @@
-"""Model -> forward and adjoint programs (pipeline stage 3: reverse mode).
+"""Model -> forward and adjoint programs (pipeline stage 2, ``derivation``: reverse mode).
 
 Input: a checked :class:`~symbolic.model.Cell` (or :class:`~symbolic.model.Cost`).
 Output: a :class:`Derivation`: the forward program of one step, the adjoint program of

@@ -1,4 +1,4 @@
-"""Derivation -> kernel IR (pipeline stage: lower, then passes).
+"""Derivation -> kernel IR (pipeline stage 3, ``kernel``: lower, then passes).
 
 Input: a :class:`~symbolic.ir.Derivation`. Output: a :class:`~symbolic.ir.Kernel`: ordered
 statement lists for the forward step and the adjoint step, what crosses between them

@@ -1,4 +1,4 @@
-"""The checked model of a spec: ordered per-neuron scalar equations (pipeline stage 2).
+"""The checked model of a spec: ordered per-neuron scalar equations (the output of stage 1).
 
 Input: nothing (these are data classes). Output of :mod:`symbolic.parse`.
 

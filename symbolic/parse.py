@@ -1,4 +1,4 @@
-"""Spec (TOML) -> checked model (pipeline stage 1).
+"""Spec (TOML) -> checked model (pipeline stage 1, ``model``).
 
 Input: a spec file's path. Output: a :class:`~symbolic.model.Cell` or
 :class:`~symbolic.model.Cost`.

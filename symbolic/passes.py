@@ -1,4 +1,4 @@
-"""Optimisation passes over straight-line statement lists (pipeline stage: passes).
+"""Optimisation passes over straight-line statement lists (run by stage 3, ``kernel``).
 
 Input: a list of statements (:class:`~symbolic.ir.Assign` and
 :class:`~symbolic.ir.MatVec`, in single-assignment form within one step) and the

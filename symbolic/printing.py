@@ -1,4 +1,4 @@
-"""Expressions -> code text (pipeline stage: print).
+"""Expressions -> code text: what every backend's printer shares.
 
 Input: SymPy expressions of the kernel IR. Output: Python source strings, one per
 expression, handed to the templates. Nothing else in derivgen turns a SymPy object into

@@ -1,4 +1,4 @@
-"""Recurrence analysis: how a cell's steps depend on each other (pipeline stage: lower).
+"""Recurrence analysis: how a cell's steps depend on each other (run by stage 3, ``kernel``).
 
 Input: a :class:`~symbolic.ir.Derivation` (or a lowered :class:`~symbolic.ir.Kernel`).
 Output: data, never code: the recurrence class (:data:`~symbolic.ir.DIAGONAL`,

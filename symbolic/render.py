@@ -1,4 +1,4 @@
-"""Kernel IR -> module text (pipeline stage: render).
+"""Kernel IR -> module text (pipeline stage 5, ``module``).
 
 Input: a :class:`~symbolic.ir.Compiled` model (a cell's kernel, or a cost's derivation)
 and a backend's name. Output: the text of one generated module. The keys every module

@@ -1,4 +1,4 @@
-"""The backends (pipeline stage 4): one package each, and the registry that names them.
+"""The backends (pipeline stage 4, ``plan``): one package each, and the registry that names them.
 
 Every list of backends in derivgen (the CLI's choices, validation, training, the
 benchmark) reads :func:`names`. A backend is a package ``symbolic.backends.<name>`` whose

@@ -1,7 +1,7 @@
 """Kernel IR -> the NumPy modules' statements, as ufunc calls into buffers.
 
-The NumPy backend's layout (pipeline stage: print, for the NumPy templates). What it
-decides, for a cell's :class:`~symbolic.lower.Kernel`:
+The NumPy backend's plan (pipeline stage 4, ``plan``). What it
+decides, for a cell's :class:`~symbolic.ir.Kernel`:
 
 - **One product for every input projection.** The matrices that multiply the input are
   stacked, so the projections of every step are one matrix product (and their gradients
