@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from symbolic import progress, tour, train, write
-from symbolic.data import digits_flat
+from symbolic.train.data import digits_flat
 from symbolic.train import Config, TrainError
 from symbolic.verdict import Finding
 

@@ -46,7 +46,7 @@ from typing import IO, Any
 import numpy as np
 
 from symbolic import __version__, write
-from symbolic.data import Dataset, adding, digits_flat, digits_rows, one_hot
+from symbolic.train.data import Dataset, adding, digits_flat, digits_rows, one_hot
 from symbolic.progress import Progress, format_duration
 
 MODELS = ("mlp", "digits-rows", "adding")
