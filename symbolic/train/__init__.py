@@ -1,6 +1,6 @@
 """Train models composed of generated layers: ``derivgen train``.
 
-The package, bottom to top (each module imports only those above it):
+The package's modules, each importing only modules listed before it:
 
 - :mod:`~symbolic.train.errors`: :class:`TrainError`;
 - :mod:`~symbolic.train.data`: the data sets (the digits, the adding problem);

@@ -17,7 +17,7 @@ from symbolic.train.cells import cells
 from symbolic.train.config import BACKENDS, DTYPES, OPTIMIZERS, READOUTS, SCHEDULES, Config
 from symbolic.train.errors import TrainError
 from symbolic.train.loop import train
-from symbolic.train.models import model_choices, records
+from symbolic.train.models import COMMON_DEFAULTS, ModelRecord, model_choices, records
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -30,8 +30,9 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _describe(values: Mapping[str, Any]) -> str:
+def _describe(record: ModelRecord) -> str:
     """One model's defaults, as the help lists them."""
+    values = {**COMMON_DEFAULTS, **record.defaults}
     text = (
         f"hidden {','.join(map(str, values['hidden']))}, {values['optimizer']} lr "
         f"{values['lr']:g} {values['schedule']}, {values['epochs']} epochs, batch "
@@ -39,9 +40,8 @@ def _describe(values: Mapping[str, Any]) -> str:
     )
     if values["gate_bias"] not in ("none", "auto"):
         text += f", gate-bias {values['gate_bias']}"
-    if "seq_len" in values:
-        text += f",\n{'':16}seq-len {values['seq_len']}, n-train {values['n_train']}, "
-        text += f"n-test {values['n_test']}"
+    if record.data_options:
+        text += f",\n{'':16}" + _changes({name: values[name] for name in record.data_options})
     return text
 
 
@@ -52,7 +52,7 @@ def _changes(values: Mapping[str, Any]) -> str:
 def _description() -> str:
     """The help's text: what the command does, and every model's defaults."""
     rows = [
-        f"  {record.name:<14}{_describe(record.defaults)}\n{'':16}cell "
+        f"  {record.name:<14}{_describe(record)}\n{'':16}cell "
         f"{record.default_cell} (--cell: {', '.join(cells(record.cell_kind))})"
         for record in records()
     ]

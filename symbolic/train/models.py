@@ -34,12 +34,11 @@ CELL_KINDS = ("feedforward", "recurrent")
 METRICS = ("accuracy", "mse")
 # The options that size a data set (a record's data_options), passed to its loader.
 DATA_OPTIONS = ("seq_len", "n_train", "n_test")
-# The hyperparameters every record's defaults set; COMMON_DEFAULTS gives the others.
+# The hyperparameters every record's defaults set: those COMMON_DEFAULTS does not give.
 REQUIRED_DEFAULTS = (
     "hidden",
     "optimizer",
     "lr",
-    "schedule",
     "epochs",
     "batch_size",
     "clip",

@@ -35,7 +35,6 @@ TINY_DEFAULTS = {
     "hidden": (4,),
     "optimizer": "adam",
     "lr": 0.01,
-    "schedule": "constant",
     "epochs": 1,
     "batch_size": 8,
     "clip": 1.0,
@@ -128,6 +127,8 @@ def test_the_help_lists_a_registered_model(test_model, capsys):
     text = capsys.readouterr().out
     assert f"  {test_model.name:<14}hidden 4, adam lr 0.01 constant, 1 epochs" in text
     assert f"cell {test_model.default_cell} (--cell: " in text
+    for name in test_model.data_options:  # tiny-sequences: n-train 16
+        assert f"{name.replace('_', '-')} {test_model.defaults[name]}" in text
 
 
 def test_an_alias_of_a_registered_model(tmp_path):
