@@ -5,14 +5,14 @@
   is not a regular file (a FIFO, /dev/zero, a folder, a huge file), a folder where a
   module goes, a user spec named like a built-in, and a CRLF module under --check are
   each one line and the right status;
-- train: truncated, empty, bit-flipped and hand-crafted checkpoints, bad option values
-  and an unwritable --out (found before the first epoch) are one line, status 2;
 - DESIGN.md's exit statuses, for every command.
+
+The faults of ``derivgen train`` (bad checkpoints, bad option values, an unwritable
+--out) are tested with the training: tests/train/.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -20,15 +20,13 @@ import stat
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from symbolic import generate as gen
-from symbolic import train, write
-from symbolic.train import Config, TrainError
+from symbolic import write
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = {p.stem: p for p in gen.builtin_specs()}
@@ -203,97 +201,6 @@ def test_check_compares_bytes(tmp_path):
     assert done.returncode == 1 and "line endings" in done.stdout
 
 
-# --- training -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    train.train(Config(out=out, model="mlp", hidden=(8,), steps=3, progress=False, plot=False))
-    return out / train.CHECKPOINT
-
-
-def _edited(path: Path, target: Path, edit) -> Path:
-    """A copy of the checkpoint with its arrays and metadata edited."""
-    with np.load(path, allow_pickle=False) as archive:
-        files = {name: archive[name] for name in archive.files}
-    meta = json.loads(str(files["meta"]))
-    edit(files, meta)
-    files["meta"] = np.array(json.dumps(meta))
-    buffer = io.BytesIO()
-    np.savez(buffer, **files)
-    target.write_bytes(buffer.getvalue())
-    return target
-
-
-def _drop(files, prefix):
-    for key in [k for k in files if k.startswith(prefix)]:
-        del files[key]
-
-
-BAD_CHECKPOINTS = {
-    "truncated": lambda p, t: t.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]) and t,
-    "empty": lambda p, t: t.write_bytes(b"") or t,
-    "bit-flipped": lambda p, t: (
-        t.write_bytes((lambda b: b[:200] + bytes([b[200] ^ 0x10]) + b[201:])(p.read_bytes())) and t
-    ),
-    "order-all-minus-one": lambda p, t: _edited(
-        p, t, lambda f, m: f.__setitem__("order", np.full_like(f["order"], -1))
-    ),
-    "negative-step": lambda p, t: _edited(p, t, lambda f, m: m.__setitem__("step", -5)),
-    "missing-optimizer-state": lambda p, t: _edited(p, t, lambda f, m: _drop(f, "opt/")),
-    "step-as-text": lambda p, t: _edited(p, t, lambda f, m: m.__setitem__("step", "3")),
-    "not-a-zip": lambda p, t: t.write_bytes(b"PK\x03\x04 but nothing more") and t,
-    "pickled-object": lambda p, t: t.write_bytes((lambda z: z)(_pickled_npz())) and t,
-}
-
-
-def _pickled_npz() -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, meta=np.array([{"format": 1}], dtype=object))
-    return buffer.getvalue()
-
-
-@pytest.mark.parametrize("kind", sorted(BAD_CHECKPOINTS))
-def test_a_bad_checkpoint_is_refused_in_one_line(checkpoint, tmp_path, kind):
-    out = tmp_path / "run"
-    out.mkdir()
-    BAD_CHECKPOINTS[kind](checkpoint, out / train.CHECKPOINT)
-    before = (out / train.CHECKPOINT).read_bytes()
-    done = derivgen("train", "--resume", "--out", str(out), "--no-progress", "--no-plot",
-                    cwd=tmp_path)  # fmt: skip
-    one_line_error(done, 2, str(out / train.CHECKPOINT))
-    assert (out / train.CHECKPOINT).read_bytes() == before
-
-
-def test_the_good_checkpoint_resumes(checkpoint, tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / train.CHECKPOINT).write_bytes(checkpoint.read_bytes())
-    result = train.train(Config(out=out, resume=True, steps=5, progress=False, plot=False))
-    assert result.step == 5
-
-
-@pytest.mark.parametrize(
-    ("option", "value"),
-    [("--seed", "-1"), ("--lr", "nan"), ("--lr", "inf"), ("--momentum", "inf"),
-     ("--momentum", "1.5"), ("--clip", "nan"), ("--clip", "-1")],
-)  # fmt: skip
-def test_bad_option_values_are_refused(tmp_path, option, value):
-    done = derivgen("train", "--model", "mlp", option, value, "--out", str(tmp_path / "o"),
-                    cwd=tmp_path)  # fmt: skip
-    one_line_error(done, 2, option.lstrip("-"))
-
-
-def test_an_unwritable_out_fails_before_the_first_epoch(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    start = time.perf_counter()
-    with pytest.raises(TrainError, match="cannot write"):
-        train.train(Config(out=blocker / "run", model="digits-rows", epochs=50, progress=False))
-    assert time.perf_counter() - start < 5
-
-
 # --- exit statuses ------------------------------------------------------------------------
 
 BAD_SPEC = 'name = "bad"\nkind = "feedforward"\n'
@@ -347,13 +254,6 @@ def test_an_internal_error_is_status_3_in_one_line(monkeypatch, capsys):
     assert cli.main(["generate"]) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error ZeroDivisionError" in err
-
-
-def test_zipfile_is_what_numpy_reads():
-    """(the corrupt-checkpoint cases above rely on npz being a zip)"""
-    buffer = io.BytesIO()
-    np.savez(buffer, a=np.zeros(2))
-    assert zipfile.is_zipfile(io.BytesIO(buffer.getvalue()))
 
 
 def test_a_long_chain_of_equations_generates(tmp_path):

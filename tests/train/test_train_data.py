@@ -1,11 +1,11 @@
-"""The training data: shapes, splits, determinism (symbolic/data.py)."""
+"""The training data: shapes, splits, determinism (symbolic/train/data.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from symbolic.data import adding, adding_problem, digits_flat, digits_rows, one_hot, to_rows
+from symbolic.train.data import adding, adding_problem, digits_flat, digits_rows, one_hot, to_rows
 
 
 @pytest.fixture(scope="module")

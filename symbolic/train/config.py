@@ -1,0 +1,278 @@
+"""What to train and how: :class:`Config`, its defaults and checks, and how a resumed run's
+configuration is merged with its checkpoint's.
+
+A ``None`` field takes the model's default (its record's ``defaults_for`` its cell,
+:mod:`symbolic.train.models`); :meth:`Config.resolved` fills them in and checks every
+field, so the rest of the package only sees resolved configurations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from symbolic.train.cells import MEMORY, check_cell
+from symbolic.train.errors import TrainError
+from symbolic.train.models import DEFAULT_MODEL, ModelRecord, canonical_model, find, get
+
+BACKENDS = ("numpy", "numba")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine")
+READOUTS = ("last", "every")
+DTYPES = ("float32", "float64")
+GATE_BIAS_MODES = ("auto", "none", "chrono")
+# Independent random streams derived from the seed: the layers' init, the gate biases,
+# the shuffling. Changing how one is drawn leaves the others as they were.
+STREAM_LAYERS, STREAM_GATES, STREAM_SHUFFLE = 0, 1, 2
+# What a checkpoint's run is: a resumed run must not change these.
+STRUCTURAL = (
+    "model",
+    "cell",
+    "hidden",
+    "seq_len",
+    "n_train",
+    "n_test",
+    "readout",
+    "gate_bias",
+    "seed",
+    "dtype",
+    "batch_size",
+    "optimizer",
+)
+# How a checkpoint's run is trained: a resumed run may change these (it then no longer
+# matches an uninterrupted run, which is the point of changing them).
+TUNABLE = ("backend", "lr", "schedule", "momentum", "clip", "epochs", "steps")
+
+
+def default_out(model: str, cell: str | None = None) -> Path:
+    """Where a run writes by default: ``runs/<model>``, or ``runs/<model>-<cell>`` for a
+    cell other than the model's default (so that runs of different cells keep their own
+    checkpoints)."""
+    model = canonical_model(model)
+    record = find(model)
+    if cell is None or (record is not None and cell == record.default_cell):
+        return Path("runs") / model
+    return Path("runs") / f"{model}-{cell}"
+
+
+@dataclass
+class Config:
+    """What to train and how. ``None`` means the model's default (its record's
+    ``defaults``, then its ``cell_defaults`` for its cell: :mod:`symbolic.train.models`).
+
+    Attributes:
+        model: A registered model or one of its aliases (default ``mlp``; when
+            resuming, the checkpoint's).
+        cell: The spec of the hidden layers: a recurrent spec for ``digits-rows`` and
+            ``adding`` (default ``grn``), a feedforward one for ``mlp`` (default
+            ``dense_sigmoid``); any built-in spec of that kind with generated modules.
+        backend: ``numpy`` or ``numba``: which generated modules to import.
+        optimizer: ``sgd`` (with momentum) or ``adam``.
+        lr: Learning rate (the peak one with a schedule).
+        schedule: ``constant``, or ``cosine``: decay to 0 over the run (the lr of step s
+            is lr * (1 + cos(pi s / total)) / 2), so the last epochs settle instead of
+            hopping between minibatch minima.
+        momentum: SGD momentum.
+        epochs: Passes over the training set (ignored when ``steps`` is set).
+        steps: Total optimizer steps, instead of whole epochs; 0 or None: use epochs.
+        batch_size: Samples per step.
+        hidden: Sizes of the hidden layers (one ``cell`` layer each).
+        seq_len: Sequence length of the adding problem.
+        n_train: Training sequences of the adding problem.
+        n_test: Test sequences of the adding problem.
+        readout: ``last`` (the readout sees the last step of the recurrent layer) or
+            ``every`` (the readout is applied at every step and trained on the target at
+            every step; the prediction is the last step's).
+        clip: Clip the gradient to this global norm; 0 disables.
+        gate_bias: Init of the recurrent cell's memory parameter (:data:`MEMORY`: GRN
+            ``Bu``, GRU ``bz``, LSTM ``bf``, minGRU ``bz``, IndRNN ``u``): ``auto`` (the
+            cell's standard init: LSTM forget bias 1, IndRNN's T-scaled recurrent
+            weights; the generated init otherwise), ``none`` (the generated init),
+            ``chrono`` (retention times spread up to the sequence length T, Tallec &
+            Ollivier, 2018: a keep-gate bias log U(1, T-1), a write-gate bias minus
+            that, the LSTM's input-gate bias minus its forget-gate bias; IndRNN: its
+            T-scaled init) or a number (that value).
+        seed: Seed of the initial parameters and of the shuffling.
+        dtype: ``float32`` or ``float64``.
+        out: Output folder (default :func:`default_out`).
+        resume: Continue the checkpoint in ``out``.
+        stop_after: Stop (with a checkpoint) after this many steps in this run, as if
+            interrupted; ``resume`` continues.
+        progress: Show the progress bar on stderr.
+        plot: Save the loss and accuracy/MSE plot.
+        blas_threads: BLAS threads while training; the matrices here are small, so one
+            thread avoids synchronisation costs that exceed the work.
+    """
+
+    model: str | None = None
+    cell: str | None = None
+    backend: str | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    schedule: str | None = None
+    momentum: float | None = None
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    hidden: tuple[int, ...] | None = None
+    seq_len: int | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    readout: str | None = None
+    clip: float | None = None
+    gate_bias: str | None = None
+    seed: int | None = None
+    dtype: str | None = None
+    out: Path | None = None
+    resume: bool = False
+    stop_after: int | None = None
+    progress: bool = True
+    plot: bool = True
+    blas_threads: int | None = 1
+
+    @property
+    def record(self) -> ModelRecord:
+        """The model's record (raises :class:`TrainError` for an unknown model)."""
+        return get(self.model or DEFAULT_MODEL)
+
+    def time_steps(self) -> int:
+        """Time steps of a sequence model's input: its ``seq_len`` where the model takes
+        one, its record's fixed length otherwise."""
+        record = self.record
+        return self.seq_len if "seq_len" in record.data_options else record.time_steps
+
+    def resolved(self) -> Config:
+        """A copy with every ``None`` training field set to the model's default."""
+        record = self.record
+        cell = self.cell or record.default_cell
+        check_cell(record, cell)
+        defaults = record.defaults_for(cell)
+        values = {
+            name: defaults[name] if getattr(self, name) is None else getattr(self, name)
+            for name in (*STRUCTURAL, *TUNABLE)
+            if name not in ("model", "cell")
+        }
+        out = default_out(record.name, cell) if self.out is None else Path(self.out)
+        config = dataclasses.replace(self, **values, model=record.name, cell=cell, out=out)
+        config.hidden = tuple(int(h) for h in config.hidden)
+        config.gate_bias = str(config.gate_bias)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise :class:`TrainError` naming the first bad field."""
+        self._check_choices()
+        self._check_numbers()
+        self._check_gate_bias()
+
+    def _check_choices(self) -> None:
+        choices = {
+            "backend": BACKENDS,
+            "optimizer": OPTIMIZERS,
+            "schedule": SCHEDULES,
+            "readout": READOUTS,
+            "dtype": DTYPES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise TrainError(
+                    f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+
+    def _check_numbers(self) -> None:
+        record = self.record
+        positive = {"batch_size": self.batch_size, "lr": self.lr}
+        if not self.steps:
+            positive["epochs"] = self.epochs
+        positive.update({name: getattr(self, name) for name in record.data_options})
+        for name, value in positive.items():
+            if not value or value <= 0:
+                raise TrainError(f"{name}: expected a positive number, got {value!r}")
+        if not self.hidden or any(h <= 0 for h in self.hidden):
+            raise TrainError(f"hidden: expected positive sizes, got {self.hidden!r}")
+        for name in ("lr", "clip", "momentum"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise TrainError(f"{name}: expected a finite number, got {value!r}")
+        if self.clip < 0 or self.momentum < 0 or (self.steps or 0) < 0:
+            raise TrainError("clip, momentum and steps must not be negative")
+        if self.momentum >= 1:
+            raise TrainError(f"momentum: expected a number in [0, 1), got {self.momentum!r}")
+        if not 0 <= self.seed < 2**63:
+            raise TrainError(f"seed: expected a number from 0 to 2**63 - 1, got {self.seed!r}")
+        if self.stop_after is not None and self.stop_after <= 0:
+            raise TrainError(f"stop_after: expected a positive number, got {self.stop_after}")
+        if "seq_len" in record.data_options and self.seq_len < 2:
+            raise TrainError(f"seq_len: expected at least 2, got {self.seq_len}")
+
+    def _check_gate_bias(self) -> None:
+        if self.gate_bias not in GATE_BIAS_MODES:
+            try:
+                float(self.gate_bias)
+            except ValueError:
+                raise TrainError(
+                    f"gate_bias: expected auto, none, chrono or a number, got {self.gate_bias!r}"
+                ) from None
+            if not math.isfinite(float(self.gate_bias)):
+                raise TrainError(f"gate_bias: expected a finite number, got {self.gate_bias!r}")
+        if self.gate_bias not in ("auto", "none") and self.cell not in MEMORY:
+            what = (
+                f"the {self.model} model has no recurrent layer"
+                if self.record.cell_kind != "recurrent"
+                else f"the {self.cell} cell has no known gate parameter (known: "
+                f"{', '.join(MEMORY)})"
+            )
+            raise TrainError(f"gate_bias {self.gate_bias}: {what}; use auto or none")
+
+    def run_fields(self) -> dict[str, Any]:
+        """The fields a checkpoint records (JSON-ready)."""
+        values = {name: getattr(self, name) for name in (*STRUCTURAL, *TUNABLE)}
+        values["hidden"] = list(values["hidden"])
+        return values
+
+
+def merge_resume(config: Config, saved: dict[str, Any]) -> tuple[Config, list[str]]:
+    """The configuration of a resumed run: the checkpoint's, with allowed changes.
+
+    Args:
+        config: The options of the resumed run (``None``: the checkpoint's).
+        saved: The checkpoint's run fields (:meth:`Config.run_fields`).
+
+    Returns:
+        The resolved configuration and a note for each changed training setting.
+
+    Raises:
+        TrainError: ``config`` sets a structural field to a different value.
+    """
+    # Checkpoints written before the models were renamed and had cells: the GRN's.
+    model = canonical_model(saved["model"])
+    record = find(model)
+    default_cell = record.default_cell if record is not None else None
+    saved = {**saved, "model": model, "cell": saved.get("cell") or default_cell}
+    if config.model is not None and canonical_model(config.model) != model:
+        raise TrainError(f"--model {config.model}: the checkpoint is of model {model}")
+    config = dataclasses.replace(config, model=model)
+    if config.epochs is not None and config.steps is None:
+        # Epochs asked for: they replace a step count the checkpoint's run may have had.
+        config = dataclasses.replace(config, steps=0)
+    values, notes = {}, []
+    for name in (*STRUCTURAL, *TUNABLE):
+        given = getattr(config, name)
+        before = tuple(saved[name]) if name == "hidden" else saved[name]
+        if given is not None and name == "hidden":
+            given = tuple(given)
+        if given is None or given == before:
+            values[name] = before
+        elif name in STRUCTURAL:
+            raise TrainError(
+                f"{name} = {given!r} differs from the checkpoint's {before!r}: "
+                "drop the option to resume, or start a new run in another --out"
+            )
+        else:
+            values[name] = given
+            notes.append(f"{name} changed from {before!r} to {given!r}")
+    merged = dataclasses.replace(config, **values).resolved()
+    return merged, notes

@@ -1,0 +1,55 @@
+"""The tour, ``derivgen run`` (symbolic/tour.py): verify, check, train the MLP and the GRN."""
+
+from __future__ import annotations
+
+import argparse
+
+from symbolic import tour
+from symbolic.train.plot import PLOT
+from symbolic.verdict import Finding
+
+
+def tour_args(tmp_path, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    tour.add_arguments(parser)
+    return parser.parse_args(["--quick", "--no-progress", "--out", str(tmp_path), *extra])
+
+
+def test_tour_quick(tmp_path, capsys, monkeypatch):
+    # The paper's verification and the generated check have their own tests (and take
+    # ~15 s); here they are stand-ins, and the tour's own work runs for real.
+    findings = [
+        Finding("a", 3, "x", "holds"),
+        Finding("b", 9, "y", "fails", corrected="z"),
+        Finding("c", 12, "w", "holds-locally", corrected="v"),
+    ]
+    monkeypatch.setattr(tour, "run_verification", lambda: tour.summarise_findings(findings, 0.5))
+    monkeypatch.setattr(
+        tour, "run_check", lambda: tour.Step("generated modules", True, "current", 0.1)
+    )
+    assert tour.main(tour_args(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "3 formulas: 1 holds, 1 holds-locally, 1 fails" in out
+    assert "line   9  fails" in out
+    assert "MLP on digits" in out and "GRN on digits" in out and "test accuracy" in out
+    assert str(tmp_path / "mlp" / PLOT) in out
+    assert (tmp_path / "digits-rows" / PLOT).exists()
+
+
+def test_tour_reports_a_failed_step_and_goes_on(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_paper(name, *args, **kwargs):
+        if name == "symbolic.paper":
+            raise ImportError("symbolic.paper is being written")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_paper)
+    monkeypatch.setattr(tour, "run_check", lambda: tour.Step("generated modules", True, "ok", 0))
+    monkeypatch.setattr(tour, "TOUR_MODELS", tour.TOUR_MODELS[:1])
+    assert tour.main(tour_args(tmp_path)) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: could not run: ImportError: symbolic.paper is being written" in out
+    assert "MLP on digits" in out
