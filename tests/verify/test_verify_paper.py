@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from symbolic.paper import (
+from symbolic.primitives import PRIMITIVES, is_primitive_call, to_elementary
+from symbolic.verify.moraes2020 import (
     bracket_problems,
     formula,
     formulas,
@@ -28,8 +29,7 @@ from symbolic.paper import (
     verify_formula,
     verify_paper,
 )
-from symbolic.primitives import PRIMITIVES, is_primitive_call, to_elementary
-from symbolic.unrolled import (
+from symbolic.verify.unrolled import (
     COST,
     AtomSpace,
     NoSuchNeuron,
@@ -38,7 +38,7 @@ from symbolic.unrolled import (
     label,
     mlp,
 )
-from symbolic.verdict import (
+from symbolic.verify.verdict import (
     AMBIGUOUS,
     FAILS,
     HOLDS,
@@ -47,9 +47,8 @@ from symbolic.verdict import (
     VERDICTS,
 )
 
-SHARED_PAPER = (
-    Path(__file__).resolve().parents[2] / "shared" / "paper" / "neural-networks-derivatives.md"
-)
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+SHARED_PAPER = ROOT.parent / "shared" / "paper" / "neural-networks-derivatives.md"
 SEED = 11  # a random point the verification itself does not use
 AGREE = 1e-6
 DIFFER = 1e-4
@@ -96,7 +95,7 @@ def test_ids_are_distinct_and_lines_point_at_their_source():
 def test_packaged_paper_is_the_shared_paper_byte_for_byte():
     if not SHARED_PAPER.exists():
         pytest.skip(f"no shared copy of the paper at {SHARED_PAPER}")
-    packaged = Path(__file__).resolve().parents[1] / "symbolic" / "papers" / SHARED_PAPER.name
+    packaged = ROOT / "symbolic" / "papers" / SHARED_PAPER.name
     assert packaged.read_bytes() == SHARED_PAPER.read_bytes()
     assert "\n".join(paper_lines()) == SHARED_PAPER.read_text(encoding="utf-8")
 

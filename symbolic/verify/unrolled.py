@@ -1,6 +1,6 @@
 """Concrete unrolled models, built straight from the paper's definitions.
 
-These models are the oracle against which :mod:`symbolic.paper` checks every derivative
+These models are the oracle against which :mod:`symbolic.verify.moraes2020` checks every derivative
 the paper states. They know nothing of any derivation engine: each is the paper's
 forward equations written out for one concrete size, neuron by neuron (and, for the
 gated recurrent neuron, time step by time step), in two independent forms.

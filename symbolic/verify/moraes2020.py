@@ -6,14 +6,14 @@ it starts there, and its ``source`` is the text of its lines exactly as printed.
 this module next to the paper: the formulas come in the paper's order, one entry per
 chain-rule row, per ``&=`` row of an aligned block (with its ``&+`` / ``&\\quad +``
 continuation rows) and per restatement. Plain definitions (C, a = sigma(z), z, sigma,
-the GRN forward equations) are the models of :mod:`symbolic.unrolled`, not formulas.
+the GRN forward equations) are the models of :mod:`symbolic.verify.unrolled`, not formulas.
 
 A formula is transcribed as one or more *readings* (where the notation allows several),
-each a function of a context (:class:`~symbolic.unrolled.SymbolicContext`, exact, or
-:class:`~symbolic.unrolled.NumericContext`, finite differences) and the formula's
+each a function of a context (:class:`~symbolic.verify.unrolled.SymbolicContext`, exact, or
+:class:`~symbolic.verify.unrolled.NumericContext`, finite differences) and the formula's
 indices. Its left side is always dC/d(something): ``wrt`` names that something.
 
-:func:`verify_paper` computes each verdict (vocabulary in :mod:`symbolic.verdict`):
+:func:`verify_paper` computes each verdict (vocabulary in :mod:`symbolic.verify.verdict`):
 
 - ``holds``: every reading equals the total derivative exactly, on every concrete
   model the formula speaks of (several sizes; T = 1, 2, 3; stacked GRN layers where it
@@ -43,7 +43,7 @@ from importlib import resources
 import sympy as sp
 
 from symbolic.primitives import PRIMITIVES
-from symbolic.unrolled import (
+from symbolic.verify.unrolled import (
     COST,
     Context,
     Key,
@@ -58,7 +58,7 @@ from symbolic.unrolled import (
     mlp,
     time_of,
 )
-from symbolic.verdict import (
+from symbolic.verify.verdict import (
     AMBIGUOUS,
     FAILS,
     HOLDS,
@@ -131,7 +131,7 @@ class Formula:
         return "\n".join(paper_lines()[self.line - 1 : self.last])
 
 
-# Keys in the paper's notation (see symbolic.unrolled), so that a transcription reads
+# Keys in the paper's notation (see symbolic.verify.unrolled), so that a transcription reads
 # like the paper: c.v(a(2, 0)) is a_0^2, c.dC(W(1, 0, 0)) is dC/dW_{00}^1.
 
 
@@ -1485,7 +1485,7 @@ def verify_paper() -> list[Finding]:
     """Check every derivative formula of the paper, in the paper's order.
 
     Returns:
-        One :class:`~symbolic.verdict.Finding` per formula, its verdict computed by the
+        One :class:`~symbolic.verify.verdict.Finding` per formula, its verdict computed by the
         exact and numeric checks, with the corrected formula (itself verified) for
         every verdict but ``holds``.
     """

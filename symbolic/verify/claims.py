@@ -1,6 +1,6 @@
 """Verification of stated derivatives: the ``[claims]`` of a spec (pipeline stage: verify).
 
-Input: spec files with ``[claims]``. Output: one :class:`~symbolic.verdict.Finding` per
+Input: spec files with ``[claims]``. Output: one :class:`~symbolic.verify.verdict.Finding` per
 claim.
 
 A claim is the single-step (local) gradient at one neuron (DESIGN.md, "Spec format").
@@ -29,7 +29,7 @@ from symbolic import naming, primitives
 from symbolic.derive import Derivation, MatVec, derive
 from symbolic.model import Cell, Claim
 from symbolic.parse import SpecError, load
-from symbolic.verdict import FAILS, HOLDS, ILL_FORMED, UNDECIDED, Finding
+from symbolic.verify.verdict import FAILS, HOLDS, ILL_FORMED, UNDECIDED, Finding
 
 N_IN, N_OUT = 3, 4
 FD_STEP = 1e-6
@@ -494,39 +494,4 @@ def verify_specs(paths: Sequence[str | Path]) -> list[Finding]:
     return findings
 
 
-def verify_table(findings: list[Finding], elapsed: float | None = None) -> str:
-    """A readable table of findings, then the corrected forms and counterexamples."""
-    from collections import Counter
-
-    rows = [("id", "line", "verdict", "note")]
-    for f in findings:
-        note = f.detail.split(". ")[0]
-        if len(note) > 90:
-            note = note[:87] + "..."
-        rows.append((f.id, str(f.line), f.verdict, note))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = []
-    for i, row in enumerate(rows):
-        lines.append("  ".join(row[k].ljust(widths[k]) for k in range(3)) + "  " + row[3])
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 4)
-    details = [f for f in findings if f.verdict != HOLDS]
-    if details:
-        lines.append("")
-        lines.append("Corrections:")
-        for f in details:
-            lines.append(f"  {f.id} (line {f.line}): {f.verdict}")
-            lines.append(f"    as printed: {f.source}")
-            if f.detail:
-                lines.append(f"    why:        {f.detail}")
-            if f.corrected:
-                lines.append(f"    corrected:  {f.corrected}")
-    counts = Counter(f.verdict for f in findings)
-    summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-    timing = f" in {elapsed:.1f} s" if elapsed is not None else ""
-    lines.append("")
-    lines.append(f"{len(findings)} formulas decided{timing}: {summary}")
-    return "\n".join(lines)
-
-
-__all__ = ["verify_specs", "verify_table", "verify_claim", "SingleStep", "Linear", "equal"]
+__all__ = ["verify_specs", "verify_claim", "SingleStep", "Linear", "equal"]
