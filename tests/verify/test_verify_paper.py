@@ -21,8 +21,8 @@ import pytest
 import sympy as sp
 
 from symbolic.primitives import PRIMITIVES, is_primitive_call, to_elementary
+from symbolic.verify.engine import bracket_problems
 from symbolic.verify.moraes2020 import (
-    bracket_problems,
     formula,
     formulas,
     paper_lines,
