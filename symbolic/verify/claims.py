@@ -1,7 +1,7 @@
 """Verification of stated derivatives: the ``[claims]`` of a spec (pipeline stage: verify).
 
-Input: spec files with ``[claims]``. Output: one :class:`~symbolic.verify.verdict.Finding` per
-claim.
+Input: spec files with ``[claims]``. Output: one
+:class:`~symbolic.verify.verdict.Finding` per claim.
 
 A claim is the single-step (local) gradient at one neuron (DESIGN.md, "Spec format").
 It is decided twice, independently:
@@ -207,9 +207,8 @@ class SingleStep:
                 raise ValueError("a matrix entry's gradient is a product, not an M.T @ v")
             return Linear(entries=entries_of(expr, claim.wrt, cell))
         _check_linear(expr, products)
-        derived = {s: v for s, v in self.products.items()}
-        value = Linear(expr, {**{s: (m, self.inputs(v)) for s, (m, v) in derived.items()},
-                              **products})  # fmt: skip
+        derived = {s: (m, self.inputs(v)) for s, (m, v) in self.products.items()}
+        value = Linear(expr, {**derived, **products})
         if claim.wrt == cell.input:
             top = [s for s in expr.free_symbols if s in products]
             if expr.xreplace({s: 0 for s in top}) != 0 or not top:
@@ -269,14 +268,11 @@ class NumericStep:
         self.weights = {leaf: rng.uniform(0.5, 1.5, N_OUT) for leaf in _leaves(cell)}
         namespace = primitives.numeric_namespace()
         self.functions = []
-        derivation = derive(cell)
-        projections = {p.name: p for p in cell.projections}
-        for eq in derivation.equations:
+        for eq in derive(cell).equations:
             args = sorted(eq.expr.free_symbols, key=lambda s: s.name)
             fn = sp.lambdify(args, eq.expr, modules=[namespace, "numpy"])
             self.functions.append((eq.name, [a.name for a in args], fn))
-        self.projections = projections
-        self.order = [eq.name for eq in derivation.equations]
+        self.projections = {p.name: p for p in cell.projections}
 
     def run(self, values: dict[str, np.ndarray], bump: tuple[str, np.ndarray] | None = None):
         env = dict(values)
