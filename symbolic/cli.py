@@ -18,14 +18,15 @@ SHOW_STAGES = ("model", "derivation", "kernel", "plan", "module")
 
 
 def _cmd_verify(args) -> int:
-    from symbolic.verdict import HOLDS, VERDICTS
-    from symbolic.verify import verify_specs, verify_table
+    from symbolic.verify import HOLDS, VERDICTS, verify_table
 
     start = time.perf_counter()
     if args.spec:
+        from symbolic.verify import verify_specs
+
         findings = verify_specs(args.spec)
     else:
-        from symbolic.paper import verify_paper
+        from symbolic.verify import verify_paper
 
         findings = verify_paper()
     elapsed = time.perf_counter() - start

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from symbolic import write
 from symbolic.train import Config, Result, TrainError, format_metric, train
-from symbolic.verdict import HOLDS, VERDICTS, Finding
+from symbolic.verify import HOLDS, VERDICTS, Finding
 
 # (model, title, the accuracy the model's defaults reach at least on the held-out split)
 # (``derivgen train --model digits-rows --cell gru|lstm|...`` trains the other cells.)
@@ -57,10 +57,10 @@ class Step:
 
 
 def run_verification() -> Step:
-    """Step 1: the verdict on every formula of the paper (``symbolic.paper``)."""
+    """Step 1: the verdict on every formula of the paper (``symbolic.verify.moraes2020``)."""
     start = time.perf_counter()
     try:
-        from symbolic.paper import verify_paper
+        from symbolic.verify import verify_paper
 
         findings = verify_paper()
     except Exception as exc:  # the tour reports a broken step and goes on to the next

@@ -6,7 +6,7 @@ import argparse
 
 from symbolic import tour
 from symbolic.train.plot import PLOT
-from symbolic.verdict import Finding
+from symbolic.verify import Finding
 
 
 def tour_args(tmp_path, *extra: str) -> argparse.Namespace:
@@ -42,8 +42,8 @@ def test_tour_reports_a_failed_step_and_goes_on(tmp_path, capsys, monkeypatch):
     real_import = builtins.__import__
 
     def no_paper(name, *args, **kwargs):
-        if name == "symbolic.paper":
-            raise ImportError("symbolic.paper is being written")
+        if name == "symbolic.verify":
+            raise ImportError("symbolic.verify is being written")
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_paper)
@@ -51,5 +51,5 @@ def test_tour_reports_a_failed_step_and_goes_on(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tour, "TOUR_MODELS", tour.TOUR_MODELS[:1])
     assert tour.main(tour_args(tmp_path)) == 1
     out = capsys.readouterr().out
-    assert "FAILED: could not run: ImportError: symbolic.paper is being written" in out
+    assert "FAILED: could not run: ImportError: symbolic.verify is being written" in out
     assert "MLP on digits" in out

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from symbolic import backends
 from symbolic.train.cells import MEMORY, check_cell
 from symbolic.train.errors import TrainError
 from symbolic.train.models import DEFAULT_MODEL, ModelRecord, canonical_model, find, get
 
-BACKENDS = ("numpy", "numba")
+#: The backends whose modules a model can be built from: the registry's.
+BACKENDS = backends.names()
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
 READOUTS = ("last", "every")

@@ -10,7 +10,7 @@ decides, for a cell's :class:`~symbolic.ir.Kernel`:
   buffer allocated once: forward values the backward reads are written straight into
   their (T, B, n) arrays, the states into one (T + 1, B, n) array whose rows are also the
   output; other values into (B, n) work buffers. Each statement is a few ufunc calls
-  with ``out=`` (:mod:`symbolic.ufuncs`).
+  with ``out=`` (:mod:`symbolic.backends.numpy.ufuncs`).
 - **What does not change stays out of the loop.** Products of parameters are computed
   once, and the state-free part of each step (``WXu@x + Bu``) for every step at once.
 - **The backward recurrence as a scan.** Reverse mode is linear in the adjoints: for a

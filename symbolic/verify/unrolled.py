@@ -1,7 +1,10 @@
 """Concrete unrolled models, built straight from the paper's definitions.
 
-These models are the oracle against which :mod:`symbolic.paper` checks every derivative
-the paper states. They know nothing of any derivation engine: each is the paper's
+These models are the oracle against which the formula engine
+(:mod:`symbolic.verify.engine`) checks every derivative a paper states; the MLP and the
+GRN here are those of :mod:`symbolic.verify.moraes2020`, and another paper's models are
+built from the same parts (a shape, its equations, a :class:`NumericModel` subclass,
+:class:`Unrolled`). They know nothing of any derivation engine: each is the paper's
 forward equations written out for one concrete size, neuron by neuron (and, for the
 gated recurrent neuron, time step by time step), in two independent forms.
 

@@ -1,11 +1,12 @@
-"""Tests of the paper's verdicts (symbolic.paper) and of their oracle (symbolic.unrolled).
+"""Tests of the paper's verdicts (symbolic.verify.moraes2020).
 
 Each verdict is proved by a check of its own, never by reading the verdict back: the
 NumPy model's finite differences against the formula evaluated numerically at a point
 the verification did not use, the counterexample recomputed, the brackets recounted,
 the free index varied, and, for the formulas that do not hold, the NumPy terms of the
-paper written out again here by hand. The oracle itself is tested against the literal
-definition of a total derivative (compose, add eps, ``sympy.diff``, ``eps = 0``).
+paper written out again here by hand. The oracle itself (symbolic.verify.unrolled) is
+tested in test_verify_unrolled.py, the engine on a paper of its own in
+test_verify_engine.py.
 """
 
 # ruff: noqa: E741 (l is the paper's layer index throughout)
@@ -13,32 +14,29 @@ definition of a total derivative (compose, add eps, ``sympy.diff``, ``eps = 0``)
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
-import sympy as sp
 
-from symbolic.paper import (
-    bracket_problems,
+from symbolic.primitives import PRIMITIVES
+from symbolic.verify.engine import bracket_problems
+from symbolic.verify.moraes2020 import (
     formula,
     formulas,
     paper_lines,
     verify_formula,
     verify_paper,
 )
-from symbolic.primitives import PRIMITIVES, is_primitive_call, to_elementary
-from symbolic.unrolled import (
+from symbolic.verify.unrolled import (
     COST,
-    AtomSpace,
     NoSuchNeuron,
     NumericContext,
     grn,
     label,
     mlp,
 )
-from symbolic.verdict import (
+from symbolic.verify.verdict import (
     AMBIGUOUS,
     FAILS,
     HOLDS,
@@ -47,9 +45,8 @@ from symbolic.verdict import (
     VERDICTS,
 )
 
-SHARED_PAPER = (
-    Path(__file__).resolve().parents[2] / "shared" / "paper" / "neural-networks-derivatives.md"
-)
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+SHARED_PAPER = ROOT.parent / "shared" / "paper" / "neural-networks-derivatives.md"
 SEED = 11  # a random point the verification itself does not use
 AGREE = 1e-6
 DIFFER = 1e-4
@@ -96,7 +93,7 @@ def test_ids_are_distinct_and_lines_point_at_their_source():
 def test_packaged_paper_is_the_shared_paper_byte_for_byte():
     if not SHARED_PAPER.exists():
         pytest.skip(f"no shared copy of the paper at {SHARED_PAPER}")
-    packaged = Path(__file__).resolve().parents[1] / "symbolic" / "papers" / SHARED_PAPER.name
+    packaged = ROOT / "symbolic" / "papers" / SHARED_PAPER.name
     assert packaged.read_bytes() == SHARED_PAPER.read_bytes()
     assert "\n".join(paper_lines()) == SHARED_PAPER.read_text(encoding="utf-8")
 
@@ -300,67 +297,3 @@ def test_line_38_size_reading_runs_one_neuron_past_the_layer():
     with pytest.raises(NoSuchNeuron):
         size(ctx, l=1, i=0)
     assert _holds_numerically(f, last) < AGREE
-
-
-def test_bracket_problems_counts_per_display():
-    assert bracket_problems(r"f(x) &= (a \\ &\quad + b)") == []
-    assert bracket_problems(r"\left( x \right) [t \ge 2]") == []
-    assert len(bracket_problems("$$(a$$\n\n$$b)$$")) == 2
-    assert bracket_problems("$$(a)$$\n\n$$b)$$") == ["display 2 of 2 closes 1 ')' never opened"]
-
-
-# ------------------------------------------------------------------------ the oracle
-
-
-def _atoms_zero(expr: sp.Expr) -> bool:
-    calls = {c for c in expr.atoms(sp.Function) if is_primitive_call(c)}
-    return sp.expand(expr.xreplace({c: sp.Dummy() for c in calls})) == 0
-
-
-@pytest.mark.parametrize(
-    ("model", "keys"),
-    [
-        (mlp((2, 2, 2)), [("W", 0, 1, 1), ("B", 2, 0), ("a", 1, 1), ("z", 1, 0)]),
-        (grn((2, 2), 2, 1), [("WTc", 2, 0), ("WXu", 1, 1, 0), ("a", 1, 2, 0), ("a", 2, 1, 1)]),
-    ],
-    ids=["mlp-2-2-2", "grn-2-2-T2"],
-)
-def test_total_derivative_matches_its_literal_definition(model, keys):
-    # The fast total (first-order perturbation, expanded in atoms) against the literal
-    # one: compose the whole model with eps, sympy.diff, eps = 0, sympy.expand.
-    m = model.symbolic
-    for key in keys:
-        literal = m.total_expr(COST, key)
-        assert _atoms_zero(literal - m.unfold(m.total(COST, key))), key
-
-
-@pytest.mark.parametrize(
-    "model", [mlp((3, 4, 2)), grn((2, 2, 2), 3), grn((2, 3), 2)], ids=lambda m: m.name
-)
-def test_symbolic_and_numeric_models_agree(model):
-    point = model.numeric.random_point(SEED)
-    values = model.numeric.run(point)
-    m = model.symbolic
-    # The composed cost, evaluated exactly then rounded, is the NumPy forward's cost.
-    numbers = {m.symbol(k): sp.Float(v, 30) for k, v in point.items()}
-    cost = to_elementary(m.expr(COST).xreplace(numbers))
-    assert abs(float(cost) - values[COST]) < 1e-12 * max(1.0, abs(values[COST]))
-    # Exact derivatives at the forward values are the NumPy finite differences.
-    atoms = {m.symbol(k): v for k, v in values.items()}
-    for key in random.Random(0).sample(model.shape.leaves(), 6):
-        exact = m.total(COST, key).evaluate(atoms)
-        assert rel(exact, fd_total(model, point, key)) < AGREE, key
-
-
-def test_atom_polynomials_expand_like_sympy():
-    x, y, z = sp.symbols("x y z")
-    space = AtomSpace([x, y, z])
-    rng = random.Random(1)
-    for _ in range(20):
-        terms = [rng.randint(-3, 3) * x ** rng.randint(0, 2) * (y - z) ** rng.randint(0, 2)]
-        expr = sp.Mul(*terms, evaluate=True) * (1 + x) - rng.randint(0, 2) * (z + x * y) ** 2
-        assert sp.expand(space.from_expr(expr).as_expr() - expr) == 0
-    assert space.from_expr(x * (y - z)) * space.from_expr(y + z) == space.from_expr(
-        x * y**2 - x * z**2
-    )
-    assert not space.from_expr((x + y) ** 2 - x**2 - 2 * x * y - y**2)

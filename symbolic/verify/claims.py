@@ -1,7 +1,7 @@
 """Verification of stated derivatives: the ``[claims]`` of a spec (pipeline stage: verify).
 
-Input: spec files with ``[claims]``. Output: one :class:`~symbolic.verdict.Finding` per
-claim.
+Input: spec files with ``[claims]``. Output: one
+:class:`~symbolic.verify.verdict.Finding` per claim.
 
 A claim is the single-step (local) gradient at one neuron (DESIGN.md, "Spec format").
 It is decided twice, independently:
@@ -26,10 +26,11 @@ import numpy as np
 import sympy as sp
 
 from symbolic import naming, primitives
-from symbolic.derive import Derivation, MatVec, derive
+from symbolic.derive import derive
+from symbolic.ir import Derivation, MatVec
 from symbolic.model import Cell, Claim
 from symbolic.parse import SpecError, load
-from symbolic.verdict import FAILS, HOLDS, ILL_FORMED, UNDECIDED, Finding
+from symbolic.verify.verdict import FAILS, HOLDS, ILL_FORMED, UNDECIDED, Finding
 
 N_IN, N_OUT = 3, 4
 FD_STEP = 1e-6
@@ -207,9 +208,8 @@ class SingleStep:
                 raise ValueError("a matrix entry's gradient is a product, not an M.T @ v")
             return Linear(entries=entries_of(expr, claim.wrt, cell))
         _check_linear(expr, products)
-        derived = {s: v for s, v in self.products.items()}
-        value = Linear(expr, {**{s: (m, self.inputs(v)) for s, (m, v) in derived.items()},
-                              **products})  # fmt: skip
+        derived = {s: (m, self.inputs(v)) for s, (m, v) in self.products.items()}
+        value = Linear(expr, {**derived, **products})
         if claim.wrt == cell.input:
             top = [s for s in expr.free_symbols if s in products]
             if expr.xreplace({s: 0 for s in top}) != 0 or not top:
@@ -269,14 +269,11 @@ class NumericStep:
         self.weights = {leaf: rng.uniform(0.5, 1.5, N_OUT) for leaf in _leaves(cell)}
         namespace = primitives.numeric_namespace()
         self.functions = []
-        derivation = derive(cell)
-        projections = {p.name: p for p in cell.projections}
-        for eq in derivation.equations:
+        for eq in derive(cell).equations:
             args = sorted(eq.expr.free_symbols, key=lambda s: s.name)
             fn = sp.lambdify(args, eq.expr, modules=[namespace, "numpy"])
             self.functions.append((eq.name, [a.name for a in args], fn))
-        self.projections = projections
-        self.order = [eq.name for eq in derivation.equations]
+        self.projections = {p.name: p for p in cell.projections}
 
     def run(self, values: dict[str, np.ndarray], bump: tuple[str, np.ndarray] | None = None):
         env = dict(values)
@@ -494,39 +491,4 @@ def verify_specs(paths: Sequence[str | Path]) -> list[Finding]:
     return findings
 
 
-def verify_table(findings: list[Finding], elapsed: float | None = None) -> str:
-    """A readable table of findings, then the corrected forms and counterexamples."""
-    from collections import Counter
-
-    rows = [("id", "line", "verdict", "note")]
-    for f in findings:
-        note = f.detail.split(". ")[0]
-        if len(note) > 90:
-            note = note[:87] + "..."
-        rows.append((f.id, str(f.line), f.verdict, note))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = []
-    for i, row in enumerate(rows):
-        lines.append("  ".join(row[k].ljust(widths[k]) for k in range(3)) + "  " + row[3])
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 4)
-    details = [f for f in findings if f.verdict != HOLDS]
-    if details:
-        lines.append("")
-        lines.append("Corrections:")
-        for f in details:
-            lines.append(f"  {f.id} (line {f.line}): {f.verdict}")
-            lines.append(f"    as printed: {f.source}")
-            if f.detail:
-                lines.append(f"    why:        {f.detail}")
-            if f.corrected:
-                lines.append(f"    corrected:  {f.corrected}")
-    counts = Counter(f.verdict for f in findings)
-    summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-    timing = f" in {elapsed:.1f} s" if elapsed is not None else ""
-    lines.append("")
-    lines.append(f"{len(findings)} formulas decided{timing}: {summary}")
-    return "\n".join(lines)
-
-
-__all__ = ["verify_specs", "verify_table", "verify_claim", "SingleStep", "Linear", "equal"]
+__all__ = ["verify_specs", "verify_claim", "SingleStep", "Linear", "equal"]

@@ -1,0 +1,62 @@
+"""Verification (``derivgen verify``): stated derivatives decided symbolically and numerically.
+
+- :mod:`~symbolic.verify.verdict`: the verdict vocabulary, :class:`Finding` and the table
+  of findings;
+- :mod:`~symbolic.verify.claims`: the ``[claims]`` of a spec, single-step gradients;
+- :mod:`~symbolic.verify.engine`: the formula-checking engine, for any paper;
+- :mod:`~symbolic.verify.unrolled`: concrete unrolled models, the engine's oracle;
+- :mod:`~symbolic.verify.moraes2020`: the formulas of "Neural Networks Derivatives"
+  (W. Moraes, 2020), transcribed for the engine.
+
+The vocabulary is imported here; the rest (SymPy and NumPy behind it) only when one of
+its names is first used, so that importing the vocabulary stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from symbolic.verify.verdict import (
+    AMBIGUOUS,
+    FAILS,
+    HOLDS,
+    HOLDS_LOCALLY,
+    ILL_FORMED,
+    UNDECIDED,
+    VERDICTS,
+    Finding,
+    verify_table,
+)
+
+# name -> the module of this package that defines it, imported on first use
+_LAZY = {
+    "SingleStep": "claims",
+    "verify_claim": "claims",
+    "verify_specs": "claims",
+    "verify_paper": "moraes2020",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "AMBIGUOUS",
+    "FAILS",
+    "HOLDS",
+    "HOLDS_LOCALLY",
+    "ILL_FORMED",
+    "UNDECIDED",
+    "VERDICTS",
+    "Finding",
+    "SingleStep",
+    "verify_claim",
+    "verify_paper",
+    "verify_specs",
+    "verify_table",
+]
