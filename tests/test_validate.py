@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from symbolic import evaluate, parse, reference, validate
+from symbolic import evaluate, parse, validate
 from symbolic import render as render_module
+from symbolic.bench import reference
 from symbolic.generate import builtin_specs, format_code
 from symbolic.render import render
 

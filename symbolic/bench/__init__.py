@@ -57,9 +57,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from symbolic import __version__, reference, write
-from symbolic.bench_runner import Child
-from symbolic.competitors import (
+from symbolic import __version__, write
+from symbolic.bench import reference
+from symbolic.bench.competitors import (
     COMPETITORS,
     COMPILED,
     Prepared,
@@ -67,6 +67,7 @@ from symbolic.competitors import (
     prepare,
     probe_compile,
 )
+from symbolic.bench.runner import Child
 
 # --- workloads --------------------------------------------------------------------------
 
@@ -332,13 +333,13 @@ def _reference(problem: Problem) -> Prepared:
                 flat[f"layer{index}.B"] = layer["B"]
             return float(value), flat
 
-        return Prepared(step, to_numpy, note="symbolic/reference.py")
+        return Prepared(step, to_numpy, note="symbolic/bench/reference.py")
 
     params = problem.params
     return Prepared(
         lambda: reference.grn_step(params, x, y),
         lambda result: (float(result[0]), dict(result[1])),
-        note="symbolic/reference.py",
+        note="symbolic/bench/reference.py",
     )
 
 
@@ -414,7 +415,7 @@ def _grn_bound(problem: Problem) -> Prepared:
 
 def _child(request: dict, policy: str) -> Child:
     """A backend in a child process (see symbolic.bench_runner)."""
-    from symbolic.bench_runner import ChildError
+    from symbolic.bench.runner import ChildError
 
     try:
         return Child(request, policy)
@@ -882,7 +883,7 @@ def machine_lines() -> list[str]:
     """The machine and software the numbers were taken on, as Markdown bullet lines."""
     from importlib import metadata
 
-    from symbolic.competitors import versions
+    from symbolic.bench.competitors import versions
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     memory = _memory_gib()
@@ -1122,7 +1123,7 @@ def first_call_lines(quick: bool) -> list[str]:
     fresh child process."""
     import tempfile
 
-    from symbolic.bench_runner import ChildError, first_call
+    from symbolic.bench.runner import ChildError, first_call
     from symbolic.generate import builtin_specs
 
     names = [p.stem for p in builtin_specs()]

@@ -77,7 +77,7 @@ class Child:
     def __init__(self, request: dict[str, Any], policy: str = "module") -> None:
         self.folder = tempfile.mkdtemp(prefix="derivgen-bench-")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "symbolic.bench_runner"],
+            [sys.executable, "-m", "symbolic.bench.runner"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -139,7 +139,7 @@ class Child:
 
 def _frameworks(problem) -> str:
     """Import PyTorch and JAX and run a step of each (their thread pools now live here)."""
-    from symbolic.competitors import JAX_JIT, TORCH_EAGER, Unavailable, prepare
+    from symbolic.bench.competitors import JAX_JIT, TORCH_EAGER, Unavailable, prepare
 
     ran = []
     for name in (TORCH_EAGER, JAX_JIT):

@@ -298,7 +298,7 @@ def probe_compile(
     payload = json.dumps(
         {"name": name, "workload": workload, "kind": kind, "dims": dims, "dtype": dtype}
     )
-    command = [sys.executable, "-m", "symbolic.competitors", payload]
+    command = [sys.executable, "-m", "symbolic.bench.competitors", payload]
     start = time.perf_counter()
     with subprocess.Popen(
         command,

@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from symbolic import bench, competitors, reference
+from symbolic import bench
+from symbolic.bench import competitors, reference
 
 
 def _args(*argv: str) -> argparse.Namespace:
