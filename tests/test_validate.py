@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from symbolic import backends, evaluate, parse, reference, validate
+from symbolic import backends, evaluate, parse, validate
 from symbolic.backends.base import templates_root
+from symbolic.bench import reference
 from symbolic.generate import builtin_specs, format_code
 from symbolic.generate import render_model as render
 

@@ -13,9 +13,10 @@ very long (torch.compile unrolls the GRN's Python loop over every time step), so
 ``probe_compile`` first compiles in a child process under a time budget; the benchmark
 compiles in its own process only when the probe finished in time.
 
-A competitor is prepared for one ``Problem`` (see ``symbolic.bench``): it converts the
-parameters and data once, outside the timing, and returns a ``Prepared`` whose ``step``
-does one forward + backward and waits for the result.
+A competitor is prepared for one ``Problem`` (see ``symbolic.bench.workloads``): it
+converts the parameters and data once, outside the timing, and returns a ``Prepared``
+(``symbolic.bench.prepared``) whose ``step`` does one forward + backward and waits for
+the result.
 """
 
 from __future__ import annotations
@@ -32,35 +33,16 @@ from typing import Any
 
 import numpy as np
 
+from symbolic.bench.prepared import Prepared, Unavailable
+from symbolic.bench.workloads import Problem, Workload, make_problem
+
 # The benchmark's backend names for what this module provides.
 TORCH_EAGER = "torch"
 TORCH_COMPILE = "torch.compile"
 JAX_JIT = "jax"
 COMPETITORS = (TORCH_EAGER, TORCH_COMPILE, JAX_JIT)
 COMPILED = (TORCH_COMPILE, JAX_JIT)
-
-
-class Unavailable(Exception):
-    """A competitor cannot run here (not installed, failed or too slow to compile)."""
-
-
-@dataclass
-class Prepared:
-    """A competitor ready to time on one problem.
-
-    Attributes:
-        step: One training step's work (forward, cost, every gradient); returns the
-            framework's own objects after they are computed (it synchronises).
-        to_numpy: Turns what ``step`` returned into ``(cost, {param name: gradient})``.
-        compile_seconds: Seconds spent compiling (the first call, minus a step), or None
-            for what does not compile.
-        note: A remark for the table (how it was built, the framework version).
-    """
-
-    step: Callable[[], Any]
-    to_numpy: Callable[[Any], tuple[float, dict[str, np.ndarray]]]
-    compile_seconds: float | None = None
-    note: str = ""
+LABELS = {TORCH_EAGER: "PyTorch eager", TORCH_COMPILE: "torch.compile", JAX_JIT: "JAX jit"}
 
 
 def versions() -> dict[str, str]:
@@ -76,7 +58,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def prepare(name: str, problem: Any) -> Prepared:
+def prepare(name: str, problem: Problem) -> Prepared:
     """Build competitor ``name`` (one of ``COMPETITORS``) for ``problem``, compiling it
     if it compiles (the first call happens here and is timed as compile time).
 
@@ -112,7 +94,7 @@ def _import_torch():
     return torch
 
 
-def _torch_functions(torch: Any, problem: Any) -> tuple[Callable, list[str]]:
+def _torch_functions(torch: Any, problem: Problem) -> tuple[Callable, list[str]]:
     """The cost as a function of the parameters (in ``problem.param_names`` order) and
     the data, written with PyTorch operations."""
     names = list(problem.param_names)
@@ -153,7 +135,7 @@ def _torch_functions(torch: Any, problem: Any) -> tuple[Callable, list[str]]:
     return grn_cost, names
 
 
-def _torch_prepared(problem: Any, compiled: bool) -> Prepared:
+def _torch_prepared(problem: Problem, compiled: bool) -> Prepared:
     torch = _import_torch()
     cost, names = _torch_functions(torch, problem)
     if compiled:
@@ -179,11 +161,11 @@ def _torch_prepared(problem: Any, compiled: bool) -> Prepared:
     return Prepared(step, to_numpy, note=f"torch {torch.__version__}, {threads} threads")
 
 
-def _torch_eager(problem: Any) -> Prepared:
+def _torch_eager(problem: Problem) -> Prepared:
     return _torch_prepared(problem, compiled=False)
 
 
-def _torch_compiled(problem: Any) -> Prepared:
+def _torch_compiled(problem: Problem) -> Prepared:
     return _torch_prepared(problem, compiled=True)
 
 
@@ -200,7 +182,7 @@ def _import_jax():
     return jax
 
 
-def _jax_cost(jax: Any, problem: Any) -> Callable:
+def _jax_cost(jax: Any, problem: Problem) -> Callable:
     jnp = jax.numpy
     batch = problem.x.shape[-2]
 
@@ -238,7 +220,7 @@ def _jax_cost(jax: Any, problem: Any) -> Callable:
     return grn_cost
 
 
-def _jax_jit(problem: Any) -> Prepared:
+def _jax_jit(problem: Problem) -> Prepared:
     jax = _import_jax()
     fn = jax.jit(jax.value_and_grad(_jax_cost(jax, problem)))
     params = {n: jax.device_put(v) for n, v in problem.params.items()}
@@ -291,14 +273,14 @@ def probe_compile(
         name: A compiled competitor (``COMPILED``).
         workload: The workload's name.
         kind: "mlp" or "grn".
-        dims: The workload's sizes, as ``symbolic.bench.Workload.dims``.
+        dims: The workload's sizes, as ``Workload.dims``.
         dtype: "float32" or "float64".
         budget: Seconds allowed, start-up included.
     """
     payload = json.dumps(
         {"name": name, "workload": workload, "kind": kind, "dims": dims, "dtype": dtype}
     )
-    command = [sys.executable, "-m", "symbolic.competitors", payload]
+    command = [sys.executable, "-m", "symbolic.bench.competitors", payload]
     start = time.perf_counter()
     with subprocess.Popen(
         command,
@@ -326,8 +308,6 @@ def probe_compile(
 
 def _probe_main(payload: str) -> int:
     """The child process of ``probe_compile``: compile, run, print one JSON line."""
-    from symbolic.bench import Workload, make_problem
-
     request = json.loads(payload)
     workload = Workload(request["workload"], request["kind"], request["dims"])
     problem = make_problem(workload, np.dtype(request["dtype"]))

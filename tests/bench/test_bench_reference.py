@@ -1,4 +1,4 @@
-"""The hand-written NumPy models of symbolic/reference.py.
+"""The hand-written NumPy models of symbolic/bench/reference.py.
 
 Two independent checks: central finite differences in random directions (an oracle that
 knows no derivative at all), and agreement with the generated NumPy modules (a second
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from generated import dense_sigmoid_numpy, grn_numpy, squared_error_numpy
-from symbolic import reference
+from symbolic.bench import reference
 
 MLP_SIZES = [5, 7, 6, 3]
 GRN_DIMS = (9, 3, 4, 5)  # T, B, D, H

@@ -11,15 +11,21 @@ before timing the generated module.
 
 Protocol: the parent writes one JSON command per line on the child's stdin and reads one
 JSON line back (``prepare``, ``step``, ``calibrate``, ``sample``, ``quit``). Arrays (the
-cost and gradients of a step, for the gradient check) travel through a ``.npz`` file.
+cost and gradients of a step, for the gradient check) travel through a ``.npz`` file. The
+child times its steps as the parent times its own rows (``symbolic.bench.prepared``). The
+reply to ``prepare`` gives ``first_seconds`` (the first step: a compile or a cache load),
+``import_seconds`` (from the start of the child's loop until the build: the problem,
+the frameworks' step, the policy), ``chosen`` (the module's own thread policy) and ``note``.
+
+``first_call`` runs a generated Numba module's first call in a fresh process, cold (an
+empty Numba cache) or warm.
 """
 
 from __future__ import annotations
 
-import gc
+import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from symbolic.bench.competitors import JAX_JIT, TORCH_EAGER, prepare
+from symbolic.bench.prepared import Unavailable
+from symbolic.bench.steps import build_backend, chosen_policy
+from symbolic.bench.workloads import Problem, Workload, make_problem
 
 #: Environment variables that set thread pools: removed from a child's environment.
 THREAD_VARIABLES = (
@@ -70,14 +81,15 @@ class Child:
     """A backend prepared and timed in a child process (see the module docstring).
 
     It offers what the benchmark needs of a ``Prepared``: ``step`` (one step; its result
-    for ``to_numpy``), ``to_numpy``, ``compile_seconds``, ``note``, and ``sample`` (the
-    seconds per step over a run of steps, timed in the child).
+    for ``to_numpy``), ``to_numpy``, ``compile_seconds``, ``note``, ``calibrate``,
+    ``sample`` (the seconds per step over a run of steps, timed in the child) and
+    ``close``.
     """
 
     def __init__(self, request: dict[str, Any], policy: str = "module") -> None:
         self.folder = tempfile.mkdtemp(prefix="derivgen-bench-")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "symbolic.bench_runner"],
+            [sys.executable, "-m", "symbolic.bench.runner"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -107,21 +119,26 @@ class Child:
         return reply
 
     def step(self) -> str:
+        """One step in the child; the path of the file its cost and gradients are in."""
         return self._ask({"cmd": "step"})["result"]
 
     @staticmethod
     def to_numpy(path: str) -> tuple[float, dict[str, np.ndarray]]:
+        """The cost and gradients that ``step`` wrote."""
         with np.load(path) as archive:
             grads = {k: archive[k] for k in archive.files if k != "__cost__"}
             return float(archive["__cost__"]), grads
 
     def calibrate(self, warmup: int) -> float:
+        """Seconds of one step once warm, measured in the child."""
         return float(self._ask({"cmd": "calibrate", "warmup": warmup})["seconds"])
 
     def sample(self, steps: int, settle: float) -> float:
+        """Seconds per step over ``steps`` consecutive steps, measured in the child."""
         return float(self._ask({"cmd": "sample", "steps": steps, "settle": settle})["seconds"])
 
     def close(self) -> None:
+        """End the child and remove its files."""
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
@@ -137,10 +154,8 @@ class Child:
 # --- the child ----------------------------------------------------------------------------
 
 
-def _frameworks(problem) -> str:
+def _frameworks(problem: Problem) -> str:
     """Import PyTorch and JAX and run a step of each (their thread pools now live here)."""
-    from symbolic.competitors import JAX_JIT, TORCH_EAGER, Unavailable, prepare
-
     ran = []
     for name in (TORCH_EAGER, JAX_JIT):
         try:
@@ -153,14 +168,13 @@ def _frameworks(problem) -> str:
 
 
 def _serve() -> int:
+    """The child's loop: one JSON command a line on stdin, one JSON reply a line back."""
     start = time.perf_counter()
-    from symbolic import bench
-
     state: dict[str, Any] = {}
     for line in sys.stdin:
         command = json.loads(line)
         try:
-            reply = _handle(bench, state, command, start)
+            reply = _handle(state, command, start)
         except Exception as exc:  # noqa: BLE001 - reported to the parent, one line
             reply = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
         if reply is None:
@@ -169,9 +183,8 @@ def _serve() -> int:
     return 0
 
 
-def _policy_context(policy: str):
-    import contextlib
-
+def _policy_context(policy: str) -> contextlib.AbstractContextManager:
+    """Apply a hand-picked policy that is set from inside the process (see ``POLICIES``)."""
     if policy == "blas1":
         from threadpoolctl import threadpool_limits
 
@@ -183,30 +196,13 @@ def _policy_context(policy: str):
     return contextlib.nullcontext()
 
 
-def _handle(bench, state: dict[str, Any], command: dict[str, Any], start: float):
+def _handle(state: dict[str, Any], command: dict[str, Any], start: float) -> dict | None:
+    """The reply to one command (None for ``quit``); ``state`` holds the prepared row."""
     cmd = command["cmd"]
     if cmd == "quit":
         return None
     if cmd == "prepare":
-        workload = bench.Workload(command["workload"], command["kind"], command["dims"])
-        problem = bench.make_problem(workload, np.dtype(command["dtype"]), command["seed"])
-        note = ""
-        if command.get("frameworks"):
-            note = f"after a step of {_frameworks(problem) or 'no framework (none installed)'}"
-        context = _policy_context(command["policy"])
-        context.__enter__()  # for the child's whole life
-        imported = time.perf_counter()
-        prepared = bench.build_backend(command["backend"], problem)
-        first = time.perf_counter()
-        prepared.step()
-        state.update(prepared=prepared, folder=command["folder"], count=0)
-        chosen = bench.chosen_policy(command["backend"], problem)
-        return {
-            "import_seconds": imported - start,
-            "first_seconds": time.perf_counter() - first,
-            "chosen": chosen,
-            "note": "; ".join(x for x in (prepared.note, note) if x),
-        }
+        return _prepare(state, command, start)
     prepared = state["prepared"]
     if cmd == "step":
         cost, grads = prepared.to_numpy(prepared.step())
@@ -215,27 +211,33 @@ def _handle(bench, state: dict[str, Any], command: dict[str, Any], start: float)
         np.savez(path, __cost__=np.float64(cost), **grads)
         return {"result": str(path)}
     if cmd == "calibrate":
-        for _ in range(command["warmup"]):
-            prepared.step()
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            prepared.step()
-            times.append(time.perf_counter() - t)
-        return {"seconds": statistics.median(times)}
+        return {"seconds": prepared.calibrate(command["warmup"])}
     if cmd == "sample":
-        if command["settle"] > 0:
-            time.sleep(command["settle"])
-        gc.disable()
-        try:
-            t = time.perf_counter()
-            for _ in range(command["steps"]):
-                prepared.step()
-            elapsed = time.perf_counter() - t
-        finally:
-            gc.enable()
-        return {"seconds": elapsed / command["steps"]}
+        return {"seconds": prepared.sample(command["steps"], command["settle"])}
     raise ValueError(f"unknown command {cmd!r}")
+
+
+def _prepare(state: dict[str, Any], command: dict[str, Any], start: float) -> dict[str, Any]:
+    """Build the row under its policy and run its first step (which compiles)."""
+    workload = Workload(command["workload"], command["kind"], command["dims"])
+    problem = make_problem(workload, np.dtype(command["dtype"]), command["seed"])
+    note = ""
+    if command.get("frameworks"):
+        note = f"after a step of {_frameworks(problem) or 'no framework (none installed)'}"
+    context = _policy_context(command["policy"])
+    context.__enter__()  # for the child's whole life
+    imported = time.perf_counter()
+    prepared = build_backend(command["backend"], problem)
+    first = time.perf_counter()
+    prepared.step()
+    state.update(prepared=prepared, folder=command["folder"], count=0)
+    chosen = chosen_policy(command["backend"], problem)
+    return {
+        "import_seconds": imported - start,
+        "first_seconds": time.perf_counter() - first,
+        "chosen": chosen,
+        "note": "; ".join(x for x in (prepared.note, note) if x),
+    }
 
 
 # --- the first call of a module -------------------------------------------------------------

@@ -259,17 +259,7 @@ def grn_backward(
         start = max(0, stop - block)
         g, c, h = gate[start:stop], cand[start:stop], states[start:stop]
         d = adj[: stop - start]
-        # Coefficients of the adjoint, from forward values only.
-        cc = c * c
-        np.subtract(1.0, cc, out=cc)
-        cc *= g  # dZc / D
-        one_minus_g = 1.0 - g
-        cu = c - h
-        cu *= g
-        cu *= one_minus_g  # dZu / D
-        jac = wtu * cu
-        jac += one_minus_g
-        jac += wtc * cc  # J = dC/dh / D
+        cu, cc, jac = _adjoint_coefficients(g, c, h, wtu, wtc)
         # The scan: D_t = da_t + J_{t+1} D_{t+1}.
         for k in range(stop - start - 1, -1, -1):
             np.add(da[start + k], carry, out=d[k])
@@ -295,6 +285,25 @@ def grn_backward(
         w_stacked = np.concatenate((params["WXu"], params["WXc"]))
         dx = (dz2 @ w_stacked).reshape(steps, batch, n_in)
     return grads, dx, carry
+
+
+def _adjoint_coefficients(
+    g: np.ndarray, c: np.ndarray, h: np.ndarray, wtu: np.ndarray, wtc: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The coefficients of the GRN's adjoint over a block of steps, from forward values
+    only (see ``grn_backward``): cu = dZu/D = (ac - h) G (1 - G), cc = dZc/D = G (1 - ac^2)
+    and J = dC/dh / D = (1 - G) + WTu*cu + WTc*cc."""
+    cc = c * c
+    np.subtract(1.0, cc, out=cc)
+    cc *= g  # dZc / D
+    one_minus_g = 1.0 - g
+    cu = c - h
+    cu *= g
+    cu *= one_minus_g  # dZu / D
+    jac = wtu * cu
+    jac += one_minus_g
+    jac += wtc * cc  # J = dC/dh / D
+    return cu, cc, jac
 
 
 def grn_step(

@@ -1,0 +1,85 @@
+"""What a benchmark row is once it is ready to time, and how its steps are timed.
+
+Every row (a generated module, the hand-written NumPy, a framework, a bound) is prepared
+for one problem of ``symbolic.bench.workloads`` and becomes a ``Prepared``: one training
+step's work and a way to read its result. The same two timing functions serve the rows
+timed in the benchmark's process and those timed in a child process
+(``symbolic.bench.runner``), so both are measured alike.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class Unavailable(Exception):
+    """A backend cannot run here (not installed, failed or too slow to compile)."""
+
+
+@dataclass
+class Prepared:
+    """A backend ready to time on one problem.
+
+    Attributes:
+        step: One training step's work (forward, cost, every gradient); returns the
+            framework's own objects after they are computed (it synchronises).
+        to_numpy: Turns what ``step`` returned into ``(cost, {param name: gradient})``.
+        compile_seconds: Seconds spent compiling (the first call, minus a step), or None
+            for what does not compile.
+        note: A remark for the table (how it was built, the framework version).
+    """
+
+    step: Callable[[], Any]
+    to_numpy: Callable[[Any], tuple[float, dict[str, np.ndarray]]]
+    compile_seconds: float | None = None
+    note: str = ""
+
+    def calibrate(self, warmup: int) -> float:
+        """Seconds of one step, once warm (see ``median_step_seconds``)."""
+        return median_step_seconds(self.step, warmup)
+
+    def sample(self, steps: int, settle: float) -> float:
+        """Seconds per step over ``steps`` consecutive steps (see ``seconds_per_step``)."""
+        return seconds_per_step(self.step, steps, settle)
+
+    def close(self) -> None:
+        """Nothing to release here (a child process's row ends its process)."""
+
+
+def median_step_seconds(step: Callable[[], Any], warmup: int) -> float:
+    """Warm up (caches, allocator, lazy initialisations) with ``warmup`` steps, then the
+    median of three single steps (one slow outlier must not decide)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def seconds_per_step(step: Callable[[], Any], steps: int, settle: float) -> float:
+    """Seconds per step over ``steps`` consecutive steps, the garbage collector off,
+    after idling ``settle`` seconds (so that the previous row's spinning worker threads
+    have gone to sleep)."""
+    if settle > 0:
+        time.sleep(settle)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        elapsed = time.perf_counter() - start
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return elapsed / steps

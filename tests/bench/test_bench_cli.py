@@ -1,0 +1,63 @@
+"""``derivgen bench`` in --quick mode, on toy sizes, with no PyTorch or JAX needed."""
+
+from __future__ import annotations
+
+import argparse
+
+from symbolic import bench
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def _numba_rows_expected() -> bool:
+    try:
+        import numba  # noqa: F401
+
+        from generated import dense_sigmoid_numba, grn_numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_quick_bench_writes_a_table_with_every_row(tmp_path, capsys):
+    out = tmp_path / "bench.md"
+    status = bench.main(
+        _args(
+            "--quick",
+            "--workloads",
+            "A1,B1",
+            "--dtype",
+            "both",
+            "--repeats",
+            "2",
+            "--backends",
+            "numpy,numba,numba[both],reference,gemm",
+            "--out",
+            str(out),
+        )
+    )
+    assert status == 0
+    report = out.read_text(encoding="utf-8")
+    assert capsys.readouterr().out == report
+    for title in ("A1 float32", "A1 float64", "B1 float32", "B1 float64"):
+        assert f"### {title}:" in report
+    tables = report.split("### ")[1:]
+    for table in tables:
+        lines = table.split("\n\n")[1].splitlines()  # the title, then the table
+        rows = lines[2:]  # under the header and its rule
+        labels = [row.split(" | ")[0].strip("| *") for row in rows]
+        assert "generated numpy" in labels and "hand-written NumPy" in labels
+        assert ("matrix products alone" in labels) == table.startswith("A1")
+        numba_rows = [label for label in labels if label.startswith("generated numba")]
+        assert len(numba_rows) == 2
+        for row in rows:
+            if row.startswith("| **generated numba") and not _numba_rows_expected():
+                assert "skipped" in row
+            elif not row.startswith("| matrix products"):
+                assert " ok (" in row or "oracle" in row, row
+    assert "CPU:" in report and "BLAS" in report
+    assert "## Targets" in report and "## Thread pools" in report

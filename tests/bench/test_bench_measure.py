@@ -1,0 +1,92 @@
+"""The measurement: rows checked against the oracle before they are timed, missing
+frameworks skipped, and the relative error the check uses."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+
+from symbolic.bench import competitors, reference
+from symbolic.bench.measure import Bench, Settings, relative_error
+from symbolic.bench.prepared import Prepared
+from symbolic.bench.report import section_table
+from symbolic.bench.workloads import QUICK_WORKLOADS, Problem
+
+
+def _perturbed_reference(scale: float):
+    """The hand-written GRN with the largest entry of one gradient multiplied by ``scale``."""
+
+    def factory(problem: Problem) -> Prepared:
+        def step():
+            cost, grads = reference.grn_step(problem.params, problem.x, problem.y)
+            grads = dict(grads)
+            grads["WTc"] = grads["WTc"].copy()
+            grads["WTc"][np.argmax(np.abs(grads["WTc"]))] *= scale
+            return cost, grads
+
+        return Prepared(step, lambda result: result)
+
+    return factory
+
+
+def test_a_competitor_with_wrong_gradients_is_rejected_and_not_timed():
+    settings = Settings(
+        workloads=[QUICK_WORKLOADS["B1"]],
+        dtypes=["float64"],
+        backends=["numpy"],
+        repeats=2,
+        min_sample_ms=0.1,
+        settle=0.0,
+        quick=True,
+        log=io.StringIO(),
+        extra={
+            "off": ("slightly wrong", _perturbed_reference(1 + 1e-5)),
+            "exact": ("exact copy", _perturbed_reference(1.0)),
+        },
+    )
+    (section,) = Bench(settings).run()
+    off, exact = section.row("off"), section.row("exact")
+    assert off.status == "rejected" and not off.timed
+    assert "WTc" in off.reason and off.check_error > 1e-6
+    assert exact.status == "ok" and exact.timed and exact.check_error <= 1e-12
+    table = "\n".join(section_table(section))
+    assert "rejected: gradient check failed" in table
+    assert "REJECTED" in settings.log.getvalue()
+
+
+def test_relative_error():
+    grads = {"W": np.array([[1.0, -2.0]]), "B": np.array([0.5])}
+    assert relative_error((2.0, grads), (2.0, dict(grads))) == (0.0, "cost")
+    error, where = relative_error((2.0, grads), (2.0, {**grads, "B": np.array([0.5001])}))
+    assert where == "B" and error == pytest.approx(2e-4)
+    assert relative_error((2.0, grads), (2.0, {"W": grads["W"]}))[0] == math.inf
+    nan = {**grads, "W": np.array([[np.nan, 0.0]])}
+    assert relative_error((2.0, grads), (2.0, nan)) == (math.inf, "W")
+    assert relative_error((2.0, grads), (2.2, grads))[0] == pytest.approx(0.1)
+
+
+def test_missing_frameworks_are_skipped_with_a_note(monkeypatch):
+    def missing():
+        raise competitors.Unavailable("not installed here")
+
+    monkeypatch.setattr(competitors, "_import_torch", missing)
+    monkeypatch.setattr(competitors, "_import_jax", missing)
+    settings = Settings(
+        workloads=[QUICK_WORKLOADS["A1"]],
+        dtypes=["float32"],
+        backends=["numpy", "torch", "torch.compile", "jax"],
+        repeats=1,
+        min_sample_ms=0.1,
+        settle=0.0,
+        compile_budget=0,  # no child process: the monkeypatch must apply
+        quick=True,
+        log=io.StringIO(),
+    )
+    (section,) = Bench(settings).run()
+    for key in ("torch", "torch.compile", "jax"):
+        row = section.row(key)
+        assert row.status == "skipped" and row.reason == "not installed here"
+    assert section.row("numpy").timed
