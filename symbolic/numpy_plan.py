@@ -534,91 +534,118 @@ def _fuse_calls(step, step_exprs, states, block_of: dict[str, int], blocks: int)
     """One set of calls for several gates of the same form (horizontal fusion).
 
     Calls ``f(c_i*h + s_i)`` of one primitive on one state, where each s_i is a block of
-    the stacked input projection and the blocks are neighbours (the GRN's
-    ``tanh(WTu/2*h + _s0)`` and ``tanh(WTc*h + _s1)``), become three calls for all of
-    them on a (B, m, n) buffer: the constants stacked times h, plus the projection's
-    blocks, then f. Each gate then reads its row of the buffer. The expressions in
-    ``step_exprs`` are rewritten in place.
+    the stacked input projection and the blocks are neighbours (``tanh(wu*h + _s0)`` and
+    ``tanh(wc*h + _s1)``), become three calls for all of them on a (B, m, n) buffer: the
+    constants stacked times h, plus the projection's blocks, then f. Each gate then reads
+    its row of the buffer. The expressions in ``step_exprs`` are rewritten in place.
 
     Returns:
         ``before`` (lines before the loop), ``alloc`` (buffers), ``step`` (lines at the
         start of each step).
     """
-    found: dict[tuple[str, str], dict[int, tuple[sp.Expr, sp.Expr]]] = {}
-    for st in step:
-        if not isinstance(st, Assign):
-            continue
-        for call in sp.preorder_traversal(step_exprs[st.target]):
-            name = ufuncs.primitive_name(call)
-            if name not in ufuncs.INPLACE:
-                continue
-            terms = sp.Add.make_args(call.args[0])
-            seqs = [t for t in terms if isinstance(t, sp.Symbol) and t.name in block_of]
-            rest = [t for t in terms if t not in seqs]
-            if len(seqs) != 1 or len(rest) != 1:
-                continue
-            coeff, state = rest[0].as_coeff_Mul()
-            if coeff != 1 or not state.is_Mul:
-                coeff, state = sp.S.One, rest[0]
-            if isinstance(state, sp.Mul):
-                factors = [f for f in state.args if isinstance(f, sp.Symbol)]
-                if len(factors) != 2 or len(state.args) != 2:
-                    continue
-                hs = [f for f in factors if f.name in states]
-                if len(hs) != 1:
-                    continue
-                h = hs[0]
-                coeff = factors[0] if factors[1] == h else factors[1]
-            elif isinstance(state, sp.Symbol) and state.name in states:
-                h = state
-            else:
-                continue
-            block = block_of[seqs[0].name]
-            found.setdefault((name, h.name), {}).setdefault(block, (call, coeff))
+    found = _fusible_calls(step, step_exprs, states, block_of)
     out = {"before": [], "alloc": [], "step": []}
     replace: dict[sp.Expr, sp.Symbol] = {}
     index = 0
     for (name, h), members in sorted(found.items()):
-        ordered = sorted(members)
-        runs: list[list[int]] = []
-        for block in ordered:
-            if runs and block == runs[-1][-1] + 1:
-                runs[-1].append(block)
-            else:
-                runs.append([block])
-        for run in runs:
+        for run in _neighbour_runs(sorted(members)):
             if len(run) < 2:
                 continue
-            buf, consts = f"_F{index}", f"_K{index}"
-            m = len(run)
-            coeffs = [members[b][1] for b in run]
-            stacked = ", ".join(
-                printing.code(c, "numpy") if not c.is_number else f"np.full(_n_out, {float(c)!r})"
-                for c in coeffs
-            )
-            out["before"].append(f"{consts} = np.stack(({stacked}))")
-            out["alloc"].append(f"{buf} = np.empty((_B, {m}, _n_out), _dtype)")
-            out["alloc"].append(f"_P3 = _P.reshape(_T, _B, {blocks}, _n_out)")
-            calls = [members[b][0] for b in run]
-            for i, call in enumerate(calls):
-                sym = sp.Symbol(f"_f{index}_{i}")
-                replace[call] = sym
-                out["alloc"].append(f"{sym} = {buf}[:, {i}]")
-            out["step"].append(
-                f"# {name} of {m} gates at once: "
-                + printing.display("; ".join(sp.sstr(c) for c in calls))
-            )
-            out["step"] += [
-                f"np.multiply({consts}, {h}[:, None, :], out={buf})",
-                f"np.add({buf}, _P3[_t, :, {run[0]}:{run[-1] + 1}], out={buf})",
-                ufuncs.INPLACE[name].format(i=buf, o=buf),
-            ]
+            replace |= _fuse_run(out, index, name, h, [members[b] for b in run], run, blocks)
             index += 1
     if replace:
         for target in step_exprs:
             step_exprs[target] = step_exprs[target].xreplace(replace)
     out["alloc"] = sorted(set(out["alloc"]), key=out["alloc"].index)
     return out
+
+
+def _fusible_calls(
+    step, step_exprs, states, block_of: dict[str, int]
+) -> dict[tuple[str, str], dict[int, tuple[sp.Expr, sp.Expr]]]:
+    """``(primitive, state) -> {block: (call, c)}``: the first call ``f(c*h + s)`` of the
+    step on each block ``s`` of the product."""
+    found: dict[tuple[str, str], dict[int, tuple[sp.Expr, sp.Expr]]] = {}
+    for st in step:
+        if not isinstance(st, Assign):
+            continue
+        for call in sp.preorder_traversal(step_exprs[st.target]):
+            gate = _gate(call, states, block_of)
+            if gate is not None:
+                name, h, block, coeff = gate
+                found.setdefault((name, h.name), {}).setdefault(block, (call, coeff))
+    return found
+
+
+def _gate(call, states, block_of: dict[str, int]):
+    """``(primitive, h, block, c)`` when ``call`` is ``f(c*h + s)`` with ``f`` computed in
+    place, ``h`` a state, ``c`` one symbol or 1 and ``s`` a block of the product; else None."""
+    name = ufuncs.primitive_name(call)
+    if name not in ufuncs.INPLACE:
+        return None
+    terms = sp.Add.make_args(call.args[0])
+    seqs = [t for t in terms if isinstance(t, sp.Symbol) and t.name in block_of]
+    rest = [t for t in terms if t not in seqs]
+    if len(seqs) != 1 or len(rest) != 1:
+        return None
+    coeff, state = rest[0].as_coeff_Mul()
+    if coeff != 1 or not state.is_Mul:
+        coeff, state = sp.S.One, rest[0]
+    if isinstance(state, sp.Mul):
+        factors = [f for f in state.args if isinstance(f, sp.Symbol)]
+        if len(factors) != 2 or len(state.args) != 2:
+            return None
+        hs = [f for f in factors if f.name in states]
+        if len(hs) != 1:
+            return None
+        h = hs[0]
+        coeff = factors[0] if factors[1] == h else factors[1]
+    elif isinstance(state, sp.Symbol) and state.name in states:
+        h = state
+    else:
+        return None
+    return name, h, block_of[seqs[0].name], coeff
+
+
+def _neighbour_runs(ordered: list[int]) -> list[list[int]]:
+    """Sorted block numbers grouped into runs of consecutive ones."""
+    runs: list[list[int]] = []
+    for block in ordered:
+        if runs and block == runs[-1][-1] + 1:
+            runs[-1].append(block)
+        else:
+            runs.append([block])
+    return runs
+
+
+def _fuse_run(out: dict, index: int, name: str, h: str, gates, run, blocks: int) -> dict:
+    """The lines of one run of neighbouring gates (``(call, c)`` each) into ``out``;
+    returns ``call -> the symbol of its row``."""
+    buf, consts = f"_F{index}", f"_K{index}"
+    m = len(run)
+    coeffs = [coeff for _, coeff in gates]
+    stacked = ", ".join(
+        printing.code(c, "numpy") if not c.is_number else f"np.full(_n_out, {float(c)!r})"
+        for c in coeffs
+    )
+    out["before"].append(f"{consts} = np.stack(({stacked}))")
+    out["alloc"].append(f"{buf} = np.empty((_B, {m}, _n_out), _dtype)")
+    out["alloc"].append(f"_P3 = _P.reshape(_T, _B, {blocks}, _n_out)")
+    calls = [call for call, _ in gates]
+    replace: dict[sp.Expr, sp.Symbol] = {}
+    for i, call in enumerate(calls):
+        sym = sp.Symbol(f"_f{index}_{i}")
+        replace[call] = sym
+        out["alloc"].append(f"{sym} = {buf}[:, {i}]")
+    out["step"].append(
+        f"# {name} of {m} gates at once: " + printing.display("; ".join(sp.sstr(c) for c in calls))
+    )
+    out["step"] += [
+        f"np.multiply({consts}, {h}[:, None, :], out={buf})",
+        f"np.add({buf}, _P3[_t, :, {run[0]}:{run[-1] + 1}], out={buf})",
+        ufuncs.INPLACE[name].format(i=buf, o=buf),
+    ]
+    return replace
 
 
 def _work_place(work):
