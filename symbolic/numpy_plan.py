@@ -780,148 +780,273 @@ def _substitute_leaves(stmts, env: dict) -> list[Assign]:
 def _backward_scan(kernel: Kernel, info: dict) -> dict:
     """The adjoint recurrence of a diagonal cell as coefficients and a scan."""
     cell = kernel.cell
-    params = set(cell.params)
+    seeds = _scan_seeds(kernel)
+    targets = set(kernel.stored) | {naming.adjoint(s) for s in cell.states}
+    programs, coeff, notes = _coefficient_programs(cell, seeds, targets)
+
+    hoister = ufuncs.Hoister(set(cell.params), ())
+    exprs = {st.target: hoister.constants_of(ufuncs.numpy_form(st.expr)) for st in programs}
+    stored_lines, stored = stored_buffers(kernel, info)
+    code = _ScanCode(kernel, seeds, coeff)
+    block_vals = [st.target for st in programs]
+    seed_bufs = [s for s in seeds.names if s != seeds.upstream]
+    alloc = list(stored_lines)
+    alloc += [
+        f"{naming.block(v)} = np.empty((_block, _B, _n_out), _dtype)"
+        for v in block_vals + seed_bufs
+    ]
+    bind = code.block_bind(exprs, block_vals, seed_bufs)
+    coefficients = code.coefficient_lines(notes, programs, exprs)
+    scan, scan_scratch = code.scan_lines()
+    adjoints = code.adjoint_lines()
+    bind += [f"{name} = {stored[name]}[_lo:_hi]" for name in kernel.stored]
+    sums, accumulated, acc_alloc, sum_buffer = code.sum_lines()
+    if sum_buffer:
+        alloc.append("_bw_sum = np.empty((_block, _B, _n_out), _dtype)")
+    alloc += [f"_bw{i} = np.empty((_block, _B, _n_out), _dtype)" for i in range(code.scratch)]
+    if scan_scratch:
+        alloc.append("_wscan = np.empty((_B, _n_out), _dtype)")
+
+    grads = gradient_lines(kernel, whole_place(kernel, stored), "_T * _B", "(0, 1)", accumulated)
+    return {
+        "block_scan": True,
+        "backward_alloc": alloc + acc_alloc,
+        "backward_before": [
+            f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items()
+        ],
+        "block_bind": bind,
+        "coefficients": coefficients,
+        "scan_lines": scan,
+        "adjoint_lines": adjoints,
+        "sum_lines": sums,
+        "grad_lines": grads,
+        "cache_reads": _cache_reads(kernel),
+    }
+
+
+@dataclass
+class _Seeds:
+    """The seeds of a diagonal cell's adjoint step: the adjoints every other adjoint of
+    the step is linear in.
+
+    Attributes:
+        upstream: The output's upstream gradient.
+        seed_out: The output's adjoint.
+        out_state: The state whose next value is the output, if any.
+        combined: When the output is a state's next value and its adjoint is
+            ``upstream + carried``: that statement (the sum is one seed, ``seed_out``,
+            computed in the scan).
+        names: The seeds, in order.
+        body: The adjoint program of one step without the combined statement.
+    """
+
+    upstream: str
+    seed_out: str
+    out_state: str | None
+    combined: Assign | None
+    names: list[str]
+    body: list
+
+    def place(self, name: str) -> str:
+        """Where a seed is read in the block's code."""
+        if name == self.upstream:
+            return "_dout[_lo:_hi]"
+        if name == self.seed_out and self.combined is not None:
+            return name
+        return "_S_" + name if name in self.names else name
+
+
+def _scan_seeds(kernel: Kernel) -> _Seeds:
+    cell = kernel.cell
     out = cell.output
     upstream = naming.upstream(out)
     states = list(cell.states)
     out_state = next((s for s, t in cell.states.items() if t == out), None)
     body = list(kernel.backward)
     seed_out = naming.adjoint(out)
-    combined = False
+    combined = None
     if out_state is not None:
         first = next((st for st in body if st.target == seed_out), None)
         expected = sp.Symbol(upstream) + sp.Symbol(naming.carried(out_state))
         if first is not None and sp.expand(first.expr - expected) == 0:
-            combined = True
+            combined = first
             body = [st for st in body if st is not first]
     # The seeds: the adjoints every other adjoint of the step is linear in.
-    if combined:
+    if combined is not None:
         seeds = [seed_out] + [naming.carried(s) for s in states if s != out_state]
     else:
         seeds = [upstream] + [naming.carried(s) for s in states]
-    targets = set(kernel.stored) | {naming.adjoint(s) for s in states}
+    return _Seeds(upstream, seed_out, out_state, combined, seeds, body)
 
+
+def _coefficient_programs(
+    cell, seeds: _Seeds, targets: set[str]
+) -> tuple[list[Assign], dict[str, dict[str, sp.Expr]], list[str]]:
+    """The statements computing every coefficient (the seed-free ones first, computed
+    once), ``target -> seed -> coefficient`` (a symbol or a number), and the notes of
+    adjoints whose coefficient is a value the code has already."""
+    upstream = seeds.upstream
     coeff: dict[str, dict[str, sp.Expr]] = {t: {} for t in targets}
     # Statements free of every seed (forward values, like 1 - G) are computed once.
-    linear = set(seeds) | {upstream}
-    for st in body:
+    linear = set(seeds.names) | {upstream}
+    for st in seeds.body:
         if _assign_reads(st) & linear:
             linear.add(st.target)
-    shared = [st for st in body if st.target not in linear]
-    body = [st for st in body if st.target in linear]
+    shared = [st for st in seeds.body if st.target not in linear]
+    body = [st for st in seeds.body if st.target in linear]
     programs: list[Assign] = []
     live = set(targets)
     notes: list[str] = []  # adjoints whose coefficient is a value the code has already
-    for seed in seeds:
-        env = {sp.Symbol(s): (sp.S.One if s == seed else sp.S.Zero) for s in seeds}
-        if combined:
-            env[sp.Symbol(upstream)] = sp.S.Zero
-        stmts = _substitute_leaves(body, env)
-        # a target whose value became another symbol (dW_x = _c1) keeps that one alive
-        needed = set(targets)
-        for t in targets:
-            needed |= _names(env.get(sp.Symbol(t), sp.S.Zero))
-        stmts = passes.dead_code(stmts, live=needed)
-        for st in stmts:
-            live |= _assign_reads(st)
-        rename = {
-            sp.Symbol(st.target): sp.Symbol(naming.coefficient(st.target, seed)) for st in stmts
-        }
-        for st in stmts:
-            name = naming.coefficient(st.target, seed)
-            programs.append(
-                Assign(
-                    name, st.expr.xreplace(rename), f"{st.comment}: {st.target} = {name} * {seed}"
-                )
-            )
-        for st in body:
-            value = env.get(sp.Symbol(st.target))
-            if value is not None and value != 0 and sp.Symbol(st.target) not in rename:
-                notes.append(f"{st.comment}: {st.target} = {sp.sstr(value)} * {seed}")
-        for t in targets:
-            sym = sp.Symbol(t)
-            coeff[t][seed] = rename.get(sym, env.get(sym, sp.S.Zero).xreplace(rename))
+    for seed in seeds.names:
+        program, seed_notes, reads = _coefficients_of(seed, seeds, body, targets, coeff)
+        programs += program
+        notes += seed_notes
+        live |= reads
     for t in targets:
-        for seed in seeds:
+        for seed in seeds.names:
             live |= _names(coeff[t][seed])
     programs = passes.dead_code(shared, live=live) + programs
     # every adjoint must be linear in the seeds with seed-free coefficients
     for st in programs:
-        if _names(st.expr) & (set(seeds) | {upstream}):
+        if _names(st.expr) & (set(seeds.names) | {upstream}):
             raise ValueError(f"{cell.name}: the adjoint step is not linear in its seeds")
+    return programs, coeff, notes
 
-    hoister = ufuncs.Hoister(params, ())
-    block_vals = [st.target for st in programs]
-    exprs = {st.target: hoister.constants_of(ufuncs.numpy_form(st.expr)) for st in programs}
-    stored_lines, stored = stored_buffers(kernel, info)
 
-    seed_bufs = [s for s in seeds if s != upstream]
+def _coefficients_of(
+    seed: str, seeds: _Seeds, body: list, targets: set[str], coeff: dict
+) -> tuple[list[Assign], list[str], set[str]]:
+    """The statements computing each target's coefficient of ``seed`` (the step's
+    program with that seed 1 and the others 0), the notes of the targets whose
+    coefficient is a value the code has, and the names the statements read. Sets
+    ``coeff[target][seed]``."""
+    env = {sp.Symbol(s): (sp.S.One if s == seed else sp.S.Zero) for s in seeds.names}
+    if seeds.combined is not None:
+        env[sp.Symbol(seeds.upstream)] = sp.S.Zero
+    stmts = _substitute_leaves(body, env)
+    # a target whose value became another symbol (dW_x = _c1) keeps that one alive
+    needed = set(targets)
+    for t in targets:
+        needed |= _names(env.get(sp.Symbol(t), sp.S.Zero))
+    stmts = passes.dead_code(stmts, live=needed)
+    reads: set[str] = set()
+    for st in stmts:
+        reads |= _assign_reads(st)
+    rename = {sp.Symbol(st.target): sp.Symbol(naming.coefficient(st.target, seed)) for st in stmts}
+    program = []
+    for st in stmts:
+        name = naming.coefficient(st.target, seed)
+        program.append(
+            Assign(name, st.expr.xreplace(rename), f"{st.comment}: {st.target} = {name} * {seed}")
+        )
+    notes = []
+    for st in body:
+        value = env.get(sp.Symbol(st.target))
+        if value is not None and value != 0 and sp.Symbol(st.target) not in rename:
+            notes.append(f"{st.comment}: {st.target} = {sp.sstr(value)} * {seed}")
+    for t in targets:
+        sym = sp.Symbol(t)
+        coeff[t][seed] = rename.get(sym, env.get(sym, sp.S.Zero).xreplace(rename))
+    return program, notes, reads
 
-    def seed_place(name: str) -> str:
-        if name == upstream:
-            return "_dout[_lo:_hi]"
-        if name == seed_out and combined:
-            return name
-        return "_S_" + name if name in seeds else name
 
-    alloc = list(stored_lines)
-    alloc += [
-        f"{naming.block(v)} = np.empty((_block, _B, _n_out), _dtype)"
-        for v in block_vals + seed_bufs
-    ]
-    bind = []
-    read = set()
-    for e in exprs.values():
-        read |= _names(e)
-    vector = dict(kernel.vector_grads)
-    for name, kind in cell.params.items():
-        if kind == "vector":
-            read |= _names(vector[name])
-    for per_seed in coeff.values():  # a coefficient may be a forward value itself
-        for value in per_seed.values():
-            read |= _names(value)
-    for name in kernel.cached:
-        if name in read:
-            bind.append(f"{name} = {naming.sequence(name)}[_lo:_hi]")
-    for v in block_vals:
-        bind.append(f"{v} = {naming.block(v)}[:_m]")
-    for v in seed_bufs:
-        bind.append(f"{seed_place(v)} = {naming.block(v)}[:_m]")
-    coefficients = Code()
-    scratch = 0
+def _block_scratch(i: int) -> str:
+    return f"_bw{i}[:_m]"
 
-    def block_scratch(i: int) -> str:
-        return f"_bw{i}[:_m]"
 
-    for note in notes:
-        coefficients.comment(note)
-    for st in programs:
-        coefficients.comment(st.comment)
-        lines, used = _emit(exprs[st.target], st.target, lambda n: n, block_scratch)
-        scratch = max(scratch, used)
-        coefficients.add(lines)
-    # The scan.
-    scan = Code()
-    if combined:
-        carried_out = naming.carried(out_state)
-        scan.comment(f"{first.comment}: {seed_out} = {upstream} + {carried_out}")
-        scan.add([f"np.add(_dout[_lo + _k], {carried_out}, out={seed_out}[_k])"])
-    for s in states:
-        c = naming.carried(s)
-        if c in seeds:
-            scan.add([f"np.copyto({seed_place(c)}[_k], {c})"])
-    scan_scratch = False
-    for s in states:
+@dataclass
+class _ScanCode:
+    """The lines of a block of the scanned backward, part by part.
+
+    Attributes:
+        kernel: The cell's kernel.
+        seeds: The step's seeds.
+        coeff: ``target -> seed -> coefficient``.
+        scratch: How many (block, B, n) scratch buffers the lines use so far.
+    """
+
+    kernel: Kernel
+    seeds: _Seeds
+    coeff: dict[str, dict[str, sp.Expr]]
+    scratch: int = 0
+
+    def emit(self, expr: sp.Expr, out: str, place) -> list[str]:
+        lines, used = _emit(expr, out, place, _block_scratch)
+        self.scratch = max(self.scratch, used)
+        return lines
+
+    def block_bind(self, exprs: dict, block_vals: list[str], seed_bufs: list[str]) -> list[str]:
+        """The block's rows of the forward values read, of the coefficients and seeds."""
+        cell = self.kernel.cell
+        bind = []
+        read = set()
+        for e in exprs.values():
+            read |= _names(e)
+        vector = dict(self.kernel.vector_grads)
+        for name, kind in cell.params.items():
+            if kind == "vector":
+                read |= _names(vector[name])
+        for per_seed in self.coeff.values():  # a coefficient may be a forward value itself
+            for value in per_seed.values():
+                read |= _names(value)
+        for name in self.kernel.cached:
+            if name in read:
+                bind.append(f"{name} = {naming.sequence(name)}[_lo:_hi]")
+        for v in block_vals:
+            bind.append(f"{v} = {naming.block(v)}[:_m]")
+        for v in seed_bufs:
+            bind.append(f"{self.seeds.place(v)} = {naming.block(v)}[:_m]")
+        return bind
+
+    def coefficient_lines(self, notes: list[str], programs: list[Assign], exprs) -> list[str]:
+        coefficients = Code()
+        for note in notes:
+            coefficients.comment(note)
+        for st in programs:
+            coefficients.comment(st.comment)
+            coefficients.add(self.emit(exprs[st.target], st.target, lambda n: n))
+        return coefficients.lines
+
+    def scan_lines(self) -> tuple[list[str], bool]:
+        """The sequential part, one step of the block: the seeds, then each state's
+        carried adjoint; and whether it needs the scratch buffer ``_wscan``."""
+        seeds = self.seeds
+        states = list(self.kernel.cell.states)
+        scan = Code()
+        if seeds.combined is not None:
+            carried_out = naming.carried(seeds.out_state)
+            scan.comment(
+                f"{seeds.combined.comment}: {seeds.seed_out} = {seeds.upstream} + {carried_out}"
+            )
+            scan.add([f"np.add(_dout[_lo + _k], {carried_out}, out={seeds.seed_out}[_k])"])
+        for s in states:
+            c = naming.carried(s)
+            if c in seeds.names:
+                scan.add([f"np.copyto({seeds.place(c)}[_k], {c})"])
+        scan_scratch = False
+        for s in states:
+            scan_scratch |= self.carry(scan, s)
+        return scan.lines, scan_scratch
+
+    def carry(self, scan: Code, s: str) -> bool:
+        """The state's adjoint of this step, carried to the step before, as a sum of
+        coefficient x seed; whether it used ``_wscan``."""
+        seeds = self.seeds
+        params = set(self.kernel.cell.params)
         target = naming.adjoint(s)
         c = naming.carried(s)
         scan.comment(f"{c} = {target} of this step, for the step before")
-        terms = [(coeff[target][seed], seed) for seed in seeds if coeff[target][seed] != 0]
+        terms = [
+            (self.coeff[target][seed], seed)
+            for seed in seeds.names
+            if self.coeff[target][seed] != 0
+        ]
         if not terms:
             scan.add([f"{c}.fill(0)"])
-            continue
+            return False
         first = True
         for k, seed in terms:
-            sv = f"{seed_place(seed)}[_k]" if seed != upstream else "_dout[_lo + _k]"
+            sv = f"{seeds.place(seed)}[_k]" if seed != seeds.upstream else "_dout[_lo + _k]"
             # a coefficient per step of the block, or a parameter (the same every step)
             kv = None
             if isinstance(k, sp.Symbol):
@@ -936,64 +1061,52 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
             scan.add([line])
             if not first:
                 scan.add([f"np.add({c}, _wscan, out={c})"])
-                scan_scratch = True
             first = False
-    # The adjoints the gradients read, for the block.
-    adjoints = Code()
-    for name in kernel.stored:
-        expr = sp.Add(*[coeff[name][seed] * sp.Symbol(seed) for seed in seeds])
-        adjoints.comment(f"{name} = {sp.sstr(expr)}")
-        lines, used = _emit(expr, name, seed_place, block_scratch)
-        scratch = max(scratch, used)
-        adjoints.add(lines)
-    bind += [f"{name} = {stored[name]}[_lo:_hi]" for name in kernel.stored]
-    # Vector gradients that are not a stored adjoint summed: accumulated per block.
-    sums = Code()
-    accumulated = set()
-    acc_alloc = []
-    for name, kind in cell.params.items():
-        if kind != "vector":
-            continue
-        expr = vector[name]
-        if isinstance(expr, sp.Symbol):
-            continue
-        accumulated.add(name)
-        acc_alloc.append(f'grads["{name}"] = np.zeros(_n_out, _dtype)')
-        if expr == 0:  # the parameter does not reach the cost
-            continue
-        factors = sp.Mul.make_args(expr)
-        if (
-            expr.is_Mul
-            and len(factors) == 2
-            and all(isinstance(f, sp.Symbol) and f.name not in params for f in factors)
-        ):
-            a, b = factors
-            sums.add([f'grads["{name}"] += np.einsum("tbj,tbj->j", {a}, {b})'])
-        else:
-            lines, used = _emit(expr, "_bw_sum[:_m]", lambda n: n, block_scratch)
-            scratch = max(scratch, used)
-            sums.add(lines + [f'grads["{name}"] += _bw_sum[:_m].sum(axis=(0, 1))'])
-            if "_bw_sum = np.empty((_block, _B, _n_out), _dtype)" not in alloc:
-                alloc.append("_bw_sum = np.empty((_block, _B, _n_out), _dtype)")
-    alloc += [f"_bw{i} = np.empty((_block, _B, _n_out), _dtype)" for i in range(scratch)]
-    if scan_scratch:
-        alloc.append("_wscan = np.empty((_B, _n_out), _dtype)")
+        return len(terms) > 1
 
-    grads = gradient_lines(kernel, whole_place(kernel, stored), "_T * _B", "(0, 1)", accumulated)
-    return {
-        "block_scan": True,
-        "backward_alloc": alloc + acc_alloc,
-        "backward_before": [
-            f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items()
-        ],
-        "block_bind": bind,
-        "coefficients": coefficients.lines,
-        "scan_lines": scan.lines,
-        "adjoint_lines": adjoints.lines,
-        "sum_lines": sums.lines,
-        "grad_lines": grads,
-        "cache_reads": _cache_reads(kernel),
-    }
+    def adjoint_lines(self) -> list[str]:
+        """The adjoints the gradients read, for the block."""
+        adjoints = Code()
+        for name in self.kernel.stored:
+            expr = sp.Add(*[self.coeff[name][seed] * sp.Symbol(seed) for seed in self.seeds.names])
+            adjoints.comment(f"{name} = {sp.sstr(expr)}")
+            adjoints.add(self.emit(expr, name, self.seeds.place))
+        return adjoints.lines
+
+    def sum_lines(self) -> tuple[list[str], set[str], list[str], bool]:
+        """Vector gradients that are not a stored adjoint summed: accumulated per block.
+        The lines, the parameters accumulated, their allocations, and whether the lines
+        use the buffer ``_bw_sum``."""
+        cell = self.kernel.cell
+        params = set(cell.params)
+        vector = dict(self.kernel.vector_grads)
+        sums = Code()
+        accumulated = set()
+        acc_alloc = []
+        sum_buffer = False
+        for name, kind in cell.params.items():
+            if kind != "vector":
+                continue
+            expr = vector[name]
+            if isinstance(expr, sp.Symbol):
+                continue
+            accumulated.add(name)
+            acc_alloc.append(f'grads["{name}"] = np.zeros(_n_out, _dtype)')
+            if expr == 0:  # the parameter does not reach the cost
+                continue
+            factors = sp.Mul.make_args(expr)
+            if (
+                expr.is_Mul
+                and len(factors) == 2
+                and all(isinstance(f, sp.Symbol) and f.name not in params for f in factors)
+            ):
+                a, b = factors
+                sums.add([f'grads["{name}"] += np.einsum("tbj,tbj->j", {a}, {b})'])
+            else:
+                lines = self.emit(expr, "_bw_sum[:_m]", lambda n: n)
+                sums.add(lines + [f'grads["{name}"] += _bw_sum[:_m].sum(axis=(0, 1))'])
+                sum_buffer = True
+        return sums.lines, accumulated, acc_alloc, sum_buffer
 
 
 # --- costs ------------------------------------------------------------------------------
