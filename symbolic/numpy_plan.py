@@ -313,6 +313,56 @@ def identifiers(lines) -> set[str]:
 def recurrent_context(kernel: Kernel) -> dict:
     """Template keys of a recurrent NumPy module: the lines of each part."""
     cell = kernel.cell
+    fwd = _recurrent_forward(kernel)
+    alloc = fwd.place_sequences()
+    fwd.early_lines()
+    fwd.sequence_lines()
+    scratch_alloc = [
+        f"_ws{i} = np.empty((_T, _B, _n_out), _dtype)" for i in range(fwd.whole_scratch)
+    ]
+    before_lines = fwd.before.lines
+    fused = _fuse_calls(fwd.step, fwd.step_exprs, fwd.states, fwd.block_of, len(kernel.pre))
+
+    # The step: bind this step's rows, then the ufunc calls.
+    bind, work = fwd.step_bind()
+    step_lines, work_alloc = fwd.step_lines(work, fused)
+
+    used = identifiers(before_lines + step_lines + fused["before"])
+    constants = [
+        f"{k} = {printing.code(e, 'numpy')}"
+        for e, k in fwd.hoister.constants.items()
+        if k.name in used
+    ]
+    constants += fused["before"]
+    forward_used = identifiers(constants + before_lines + step_lines + bind + work_alloc)
+    projections = projection_lines(kernel, "_T * _B", "_T, _B, {}", fwd.folds, forward_used)
+    context = {
+        "projections": projections,
+        "before": constants + before_lines,
+        "alloc": alloc + scratch_alloc + work_alloc,
+        "bind": bind,
+        "step": step_lines,
+        "cache_entries": fwd.cache_entries(),
+        "final_states": [{"name": s, "array": f"_{s}_all[-1]"} for s in fwd.states],
+        "output_array": fwd.output_array(),
+    }
+    context |= {key: [] for key in BACKWARD_KEYS}
+    info = stacking(kernel)
+    if kernel.recurrence == COUPLED or any(isinstance(s, MatVec) for s in kernel.backward):
+        context |= _backward_per_step(kernel, info)
+    else:
+        context |= _backward_scan(kernel, info)
+    used = identifiers(sum((context[k] for k in BACKWARD_KEYS if k in context), []))
+    context["bptt_params"] = [p for p in cell.params if p in used]
+    context["cache_reads"] = [
+        line for line in context["cache_reads"] if line.split(" = ")[0] in used
+    ]
+    return context
+
+
+def _recurrent_forward(kernel: Kernel) -> _RecurrentForward:
+    """The forward split into the statements free of the state and the loop's."""
+    cell = kernel.cell
     params = set(cell.params)
     states = dict(cell.states)
     # A value that is the next value of several states lives in the first one's buffer;
@@ -320,11 +370,9 @@ def recurrent_context(kernel: Kernel) -> dict:
     state_of_target: dict[str, str] = {}
     for s, t in states.items():
         state_of_target.setdefault(t, s)
-    followers = [(s, state_of_target[t]) for s, t in states.items() if state_of_target[t] != s]
     cached = set(kernel.cached)
     keep = cached | {cell.output} | set(states.values())
     forward = inline_single_use(kernel.forward, keep)
-    info = stacking(kernel)
     projections = {s.target for s in kernel.pre}
 
     # Which statements are free of the state: whole statements computed before the loop.
@@ -343,177 +391,219 @@ def recurrent_context(kernel: Kernel) -> dict:
         if isinstance(st, Assign):
             step_exprs[st.target] = hoister(ufuncs.numpy_form(st.expr))
     early_exprs = {st.target: hoister.constants_of(ufuncs.numpy_form(st.expr)) for st in early}
+    return _RecurrentForward(
+        kernel,
+        params,
+        states,
+        state_of_target,
+        cached,
+        projections,
+        early,
+        step,
+        hoister,
+        step_exprs,
+        early_exprs,
+    )
 
-    # Where each value lives for the whole sequence.
-    seq: dict[str, str] = {}
-    for name in projections:
-        seq[name] = naming.sequence(name)
-    alloc: list[str] = []
-    for s in states:
-        alloc.append(f"_{s}_all = np.empty((_T + 1, _B, _n_out), _dtype)")
-        alloc.append(f'_{s}_all[0] = _state0["{s}"]')
-    for target, s in state_of_target.items():
-        # the next value of a state, every step: rows 1.. of the state's buffer
-        seq[target] = f"_{s}_all[1:]"
-    for name in sorted((cached | {cell.output}) - set(states)):
-        if name in seq:  # a projection (a view of the product) or a state's next value
-            continue
-        seq[name] = naming.sequence(name)
-        alloc.append(f"{naming.sequence(name)} = np.empty((_T, _B, _n_out), _dtype)")
-    for st in early:
-        if st.target not in seq:
-            seq[st.target] = naming.sequence(st.target)
-            alloc.append(f"{naming.sequence(st.target)} = np.empty((_T, _B, _n_out), _dtype)")
 
-    # Uses of each projection, to know which buffers a sequence may take over.
-    all_exprs = list(step_exprs.values()) + list(early_exprs.values())
-    all_exprs += list(hoister.sequences)
-    reads_back = set()
-    for st in kernel.backward:
-        reads_back |= _assign_reads(st)
+def _whole_scratch(i: int) -> str:
+    return f"_ws{i}"
 
-    def free_buffer(expr) -> str | None:
-        for name in sorted(_names(expr) & projections):
+
+@dataclass
+class _RecurrentForward:
+    """The forward of a recurrent cell as the NumPy module lays it out: what is free of
+    the state computed for every step at once before the loop, the rest in the loop;
+    each value in an array that holds it for every step, or in a work buffer of one step.
+
+    Attributes:
+        kernel: The cell's kernel.
+        params: The parameters' names.
+        states: ``state -> its next value``.
+        state_of_target: A next value -> the state whose buffer holds it.
+        cached: The forward values the backward reads.
+        projections: The products of the input.
+        early: The statements free of the state.
+        step: The statements of the loop.
+        hoister: The state-free parts of the loop's expressions (computed before it).
+        step_exprs: The loop's elementwise expressions, with those parts hoisted.
+        early_exprs: The expressions of the early statements.
+        seq: ``name -> the array holding it for every step``.
+        before: The code before the loop.
+        whole_scratch: How many (T, B, n) scratch buffers ``before`` uses.
+        folds: ``projection -> (c, v)``: that block of the product computes c*P + v.
+        block_of: A sequence the product computes -> its block.
+    """
+
+    kernel: Kernel
+    params: set[str]
+    states: dict[str, str]
+    state_of_target: dict[str, str]
+    cached: set[str]
+    projections: set[str]
+    early: list
+    step: list
+    hoister: ufuncs.Hoister
+    step_exprs: dict[str, sp.Expr]
+    early_exprs: dict[str, sp.Expr]
+    seq: dict[str, str] = field(default_factory=dict)
+    before: Code = field(default_factory=Code)
+    whole_scratch: int = 0
+    folds: dict[str, tuple[sp.Expr, sp.Expr]] = field(default_factory=dict)
+    block_of: dict[str, int] = field(default_factory=dict)
+
+    def place_sequences(self) -> list[str]:
+        """Where each value lives for the whole sequence; the allocations."""
+        seq = self.seq
+        for name in self.projections:
+            seq[name] = naming.sequence(name)
+        alloc: list[str] = []
+        for s in self.states:
+            alloc.append(f"_{s}_all = np.empty((_T + 1, _B, _n_out), _dtype)")
+            alloc.append(f'_{s}_all[0] = _state0["{s}"]')
+        for target, s in self.state_of_target.items():
+            # the next value of a state, every step: rows 1.. of the state's buffer
+            seq[target] = f"_{s}_all[1:]"
+        for name in sorted((self.cached | {self.kernel.cell.output}) - set(self.states)):
+            if name in seq:  # a projection (a view of the product) or a state's next value
+                continue
+            seq[name] = naming.sequence(name)
+            alloc.append(f"{naming.sequence(name)} = np.empty((_T, _B, _n_out), _dtype)")
+        for st in self.early:
+            if st.target not in seq:
+                seq[st.target] = naming.sequence(st.target)
+                alloc.append(f"{naming.sequence(st.target)} = np.empty((_T, _B, _n_out), _dtype)")
+        return alloc
+
+    def sequence_of(self, name: str) -> str:
+        return self.seq.get(name, name)
+
+    def emit_before(self, expr: sp.Expr, out: str, place, alias=None) -> None:
+        lines, used = _emit(expr, out, place, _whole_scratch, alias=alias)
+        self.whole_scratch = max(self.whole_scratch, used)
+        self.before.add(lines)
+
+    def early_lines(self) -> None:
+        """The statements free of the state, every step at once."""
+        for st in self.early:
+            self.before.comment(st.comment + " (every step at once)")
+            self.emit_before(self.early_exprs[st.target], self.seq[st.target], self.sequence_of)
+
+    def sequence_lines(self) -> None:
+        """The hoisted parts of the loop's expressions, every step at once: in place in
+        the buffer of a projection nothing else reads, or computed by the product when
+        affine in it."""
+        # Uses of each projection, to know which buffers a sequence may take over.
+        all_exprs = list(self.step_exprs.values()) + list(self.early_exprs.values())
+        all_exprs += list(self.hoister.sequences)
+        reads_back = set()
+        for st in self.kernel.backward:
+            reads_back |= _assign_reads(st)
+        inverse = {k: e for e, k in self.hoister.constants.items()}
+        projection_order = [s.target for s in self.kernel.pre]
+        for expr, sym in self.hoister.sequences.items():
+            alias = self.free_buffer(expr, all_exprs, reads_back)
+            fold = _affine_in(expr.xreplace(inverse), alias, self.params) if alias else None
+            if fold is not None:
+                # c*P + v: the product computes it (rows scaled by c, v as a bias column)
+                self.folds[alias] = fold
+                self.block_of[sym.name] = projection_order.index(alias)
+                self.seq[sym.name] = self.seq[alias]
+                self.before.comment(
+                    f"{sym.name} = {sp.sstr(expr.xreplace(inverse))}: computed by the product"
+                )
+                continue
+            self.sequence_line(expr, sym, alias)
+
+    def free_buffer(self, expr: sp.Expr, all_exprs: list, reads_back: set[str]) -> str | None:
+        """A projection in ``expr`` read nowhere else, whose buffer it may take over."""
+        for name in sorted(_names(expr) & self.projections):
             uses = sum(_uses(e, name) for e in all_exprs)
-            if uses == 1 and name not in reads_back and name not in cached:
+            if uses == 1 and name not in reads_back and name not in self.cached:
                 return name
         return None
 
-    before = Code()
-    whole_scratch = [0]
-
-    def whole_place(name: str) -> str:
-        return seq.get(name, name)
-
-    def whole_scratch_name(i: int) -> str:
-        return f"_ws{i}"
-
-    for st in early:
-        before.comment(st.comment + " (every step at once)")
-        lines, used = _emit(early_exprs[st.target], seq[st.target], whole_place, whole_scratch_name)
-        whole_scratch[0] = max(whole_scratch[0], used)
-        before.add(lines)
-    inverse = {k: e for e, k in hoister.constants.items()}
-    folds: dict[str, tuple[sp.Expr, sp.Expr]] = {}
-    block_of: dict[str, int] = {}  # a sequence the product computes -> its block
-    projection_order = [s.target for s in kernel.pre]
-    for expr, sym in hoister.sequences.items():
-        alias = free_buffer(expr)
-        fold = _affine_in(expr.xreplace(inverse), alias, params) if alias else None
-        if fold is not None:
-            # c*P + v: the product computes it (rows scaled by c, v as a bias column)
-            folds[alias] = fold
-            block_of[sym.name] = projection_order.index(alias)
-            seq[sym.name] = seq[alias]
-            before.comment(
-                f"{sym.name} = {sp.sstr(expr.xreplace(inverse))}: computed by the product"
-            )
-            continue
+    def sequence_line(self, expr: sp.Expr, sym: sp.Symbol, alias: str | None) -> None:
+        seq = self.seq
         if alias:
             seq[sym.name] = seq[alias]
-            before.comment(f"{sym.name} = {sp.sstr(expr)}, every step at once (in place)")
+            self.before.comment(f"{sym.name} = {sp.sstr(expr)}, every step at once (in place)")
         else:
             seq[sym.name] = naming.sequence(sym.name)
-            before.comment(f"{sym.name} = {sp.sstr(expr)}, every step at once")
-            before.add([f"{seq[sym.name]} = np.empty((_T, _B, _n_out), _dtype)"])
+            self.before.comment(f"{sym.name} = {sp.sstr(expr)}, every step at once")
+            self.before.add([f"{seq[sym.name]} = np.empty((_T, _B, _n_out), _dtype)"])
         place = {alias: seq[alias]} if alias else {}
-        lines, used = _emit(
-            expr,
-            seq[sym.name],
-            lambda n, place=place: place.get(n, whole_place(n)),
-            whole_scratch_name,
-            alias=alias,
+        self.emit_before(
+            expr, seq[sym.name], lambda n: place.get(n, self.sequence_of(n)), alias=alias
         )
-        whole_scratch[0] = max(whole_scratch[0], used)
-        before.add(lines)
-    scratch_alloc = [
-        f"_ws{i} = np.empty((_T, _B, _n_out), _dtype)" for i in range(whole_scratch[0])
-    ]
-    before_lines = before.lines
-    fused = _fuse_calls(step, step_exprs, states, block_of, len(kernel.pre))
 
-    # The step: bind this step's rows, then the ufunc calls.
-    bind = []
-    for s in states:
-        bind.append(f"{s} = _{s}_all[_t]")
-    step_targets = {st.target for st in step}
-    work = []
-    for st in step:
-        t = st.target
-        if t in state_of_target:
-            bind.append(f"{t} = _{state_of_target[t]}_all[_t + 1]")
-        elif t in seq:
-            bind.append(f"{t} = {seq[t]}[_t]")
-        else:
-            work.append(t)
-    read_in_step = set()
-    for e in step_exprs.values():
-        read_in_step |= _names(e)
-    read_in_step |= {st.arg for st in step if isinstance(st, MatVec)}
-    for name in sorted(read_in_step - step_targets - set(states) - params):
-        if name in seq:
-            bind.append(f"{name} = {seq[name]}[_t]")
-    body = Code()
-    body.add(fused["step"])
-    step_scratch = 0
-    for st in step:
-        out = st.target if st.target not in work else naming.work(st.target)
-        body.comment(st.comment)
-        if isinstance(st, MatVec):
-            body.add([f"np.matmul({st.arg}, {st.matrix}.T, out={out})"])
-            continue
-        lines, used = _emit(step_exprs[st.target], out, _work_place(work), _step_scratch)
-        step_scratch = max(step_scratch, used)
-        body.add(lines)
-    for s, owner in followers:
-        body.comment(f"{s} takes the same next value as {owner}")
-        body.add([f"np.copyto(_{s}_all[_t + 1], _{owner}_all[_t + 1])"])
-    work_alloc = [f"{naming.work(w)} = np.empty((_B, _n_out), _dtype)" for w in work] + [
-        f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(step_scratch)
-    ]
-    work_alloc += fused["alloc"]
+    def step_bind(self) -> tuple[list[str], list[str]]:
+        """This step's rows of the arrays the loop writes and reads; the values the loop
+        keeps in work buffers instead."""
+        bind = []
+        for s in self.states:
+            bind.append(f"{s} = _{s}_all[_t]")
+        step_targets = {st.target for st in self.step}
+        work = []
+        for st in self.step:
+            t = st.target
+            if t in self.state_of_target:
+                bind.append(f"{t} = _{self.state_of_target[t]}_all[_t + 1]")
+            elif t in self.seq:
+                bind.append(f"{t} = {self.seq[t]}[_t]")
+            else:
+                work.append(t)
+        read_in_step = set()
+        for e in self.step_exprs.values():
+            read_in_step |= _names(e)
+        read_in_step |= {st.arg for st in self.step if isinstance(st, MatVec)}
+        for name in sorted(read_in_step - step_targets - set(self.states) - self.params):
+            if name in self.seq:
+                bind.append(f"{name} = {self.seq[name]}[_t]")
+        return bind, work
 
-    cache_entries = []
-    for name in sorted(cached):
-        if name in states:
-            cache_entries.append((name, f"_{name}_all[:-1]"))
-        elif name in state_of_target:
-            cache_entries.append((name, f"_{state_of_target[name]}_all[1:]"))
-        else:
-            cache_entries.append((name, seq[name]))
-    output = (
-        f"_{state_of_target[cell.output]}_all[1:]"
-        if cell.output in state_of_target
-        else seq[cell.output]
-    )
-    used = identifiers(before_lines + body.lines + fused["before"])
-    constants = [
-        f"{k} = {printing.code(e, 'numpy')}" for e, k in hoister.constants.items() if k.name in used
-    ]
-    constants += fused["before"]
-    forward_used = identifiers(constants + before_lines + body.lines + bind + work_alloc)
-    projections = projection_lines(kernel, "_T * _B", "_T, _B, {}", folds, forward_used)
-    context = {
-        "projections": projections,
-        "before": constants + before_lines,
-        "alloc": alloc + scratch_alloc + work_alloc,
-        "bind": bind,
-        "step": body.lines,
-        "cache_entries": [{"name": n, "array": a} for n, a in cache_entries],
-        "final_states": [{"name": s, "array": f"_{s}_all[-1]"} for s in states],
-        "output_array": output,
-    }
-    context |= {key: [] for key in BACKWARD_KEYS}
-    if kernel.recurrence == COUPLED or any(isinstance(s, MatVec) for s in kernel.backward):
-        context |= _backward_per_step(kernel, info)
-    else:
-        context |= _backward_scan(kernel, info)
-    used = identifiers(sum((context[k] for k in BACKWARD_KEYS if k in context), []))
-    context["bptt_params"] = [p for p in cell.params if p in used]
-    context["cache_reads"] = [
-        line for line in context["cache_reads"] if line.split(" = ")[0] in used
-    ]
-    return context
+    def step_lines(self, work: list[str], fused: dict) -> tuple[list[str], list[str]]:
+        """The loop's ufunc calls (the fused gates first); the buffers they need."""
+        body = Code()
+        body.add(fused["step"])
+        step_scratch = 0
+        for st in self.step:
+            out = st.target if st.target not in work else naming.work(st.target)
+            body.comment(st.comment)
+            if isinstance(st, MatVec):
+                body.add([f"np.matmul({st.arg}, {st.matrix}.T, out={out})"])
+                continue
+            lines, used = _emit(self.step_exprs[st.target], out, _work_place(work), _step_scratch)
+            step_scratch = max(step_scratch, used)
+            body.add(lines)
+        owners = self.state_of_target
+        followers = [(s, owners[t]) for s, t in self.states.items() if owners[t] != s]
+        for s, owner in followers:
+            body.comment(f"{s} takes the same next value as {owner}")
+            body.add([f"np.copyto(_{s}_all[_t + 1], _{owner}_all[_t + 1])"])
+        work_alloc = [f"{naming.work(w)} = np.empty((_B, _n_out), _dtype)" for w in work] + [
+            f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(step_scratch)
+        ]
+        work_alloc += fused["alloc"]
+        return body.lines, work_alloc
+
+    def cache_entries(self) -> list[dict]:
+        """The arrays of the forward values the backward reads."""
+        cache_entries = []
+        for name in sorted(self.cached):
+            if name in self.states:
+                cache_entries.append((name, f"_{name}_all[:-1]"))
+            elif name in self.state_of_target:
+                cache_entries.append((name, f"_{self.state_of_target[name]}_all[1:]"))
+            else:
+                cache_entries.append((name, self.seq[name]))
+        return [{"name": n, "array": a} for n, a in cache_entries]
+
+    def output_array(self) -> str:
+        output = self.kernel.cell.output
+        if output in self.state_of_target:
+            return f"_{self.state_of_target[output]}_all[1:]"
+        return self.seq[output]
 
 
 BACKWARD_KEYS = (
