@@ -17,6 +17,8 @@ of the output is ``d<output>_in``; the adjoint of a state flowing in from step t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sympy as sp
 
 from symbolic import naming, primitives
@@ -85,119 +87,169 @@ def derive(cell: Cell) -> Derivation:
         The forward and adjoint programs.
     """
     equations = lift_primitives(cell)
-    cached = forward_values(equations)
     proj_by_arg: dict[str, list] = {}
     for proj in cell.projections:
         proj_by_arg.setdefault(proj.arg, []).append(proj)
+    forward = _forward_program(cell, equations, proj_by_arg)
+    input_projs = proj_by_arg.get(cell.input, [])
 
-    # Forward: input projections before the loop, the rest in order, each projection
-    # right after the vector it multiplies.
-    forward: list[tuple[str, Assign | MatVec]] = []
+    sweep = _Reverse(
+        forward_values(equations), set(cell.params), {}, {p: [] for p in cell.params}, []
+    )
+    seeds = sweep.seed(cell)
+    sweep.run(forward)
+    state_adjoints = sweep.close(cell, input_projs)
+    param_grads = _param_grads(cell, sweep.vector_grads)
+    input_grads = _input_grads(cell, input_projs)
+    return Derivation(
+        cell, equations, forward, sweep.backward, param_grads, input_grads, state_adjoints, seeds
+    )
 
-    def emit_projections(arg: str, where: str) -> None:
-        for proj in proj_by_arg.get(arg, []):
-            forward.append(
-                (
-                    where,
-                    MatVec(
-                        proj.name,
-                        proj.matrix,
-                        arg,
-                        False,
-                        f"{proj.name} = sum_j {proj.matrix}_ij {arg}_j",
-                    ),
-                )
-            )
 
-    emit_projections(cell.input, PRE)
+def _forward_program(
+    cell: Cell, equations: list[Equation], proj_by_arg: dict[str, list]
+) -> list[tuple[str, Assign | MatVec]]:
+    """Input projections before the loop, the rest in order, each projection right after
+    the vector it multiplies."""
+    forward = _projections_of(cell.input, PRE, proj_by_arg)
     for state in cell.states:
-        emit_projections(state, STEP)
+        forward += _projections_of(state, STEP, proj_by_arg)
     for eq in equations:
         forward.append((STEP, Assign(eq.name, eq.expr, f"{eq.name} = {eq.source}")))
-        emit_projections(eq.name, STEP)
+        forward += _projections_of(eq.name, STEP, proj_by_arg)
+    return forward
 
-    # Reverse: contributions to each symbol's adjoint, accumulated in reverse order.
-    contributions: dict[str, list[sp.Expr]] = {}
-    seeds: dict[str, list[str]] = {}
 
-    def add(symbol: str, term: sp.Expr) -> None:
-        contributions.setdefault(symbol, []).append(term)
+def _projections_of(
+    arg: str, where: str, proj_by_arg: dict[str, list]
+) -> list[tuple[str, Assign | MatVec]]:
+    """The products of every matrix that multiplies ``arg``, placed at ``where``."""
+    return [
+        (
+            where,
+            MatVec(
+                proj.name,
+                proj.matrix,
+                arg,
+                False,
+                f"{proj.name} = sum_j {proj.matrix}_ij {arg}_j",
+            ),
+        )
+        for proj in proj_by_arg.get(arg, [])
+    ]
 
-    out_seed = naming.upstream(cell.output)
-    add(cell.output, sp.Symbol(out_seed))
-    seeds.setdefault(adjoint_name(cell.output), []).append(out_seed)
-    for state, target in cell.states.items():
-        carried = naming.carried(state)
-        add(target, sp.Symbol(carried))
-        seeds.setdefault(adjoint_name(target), []).append(carried)
 
-    params = set(cell.params)
-    vector_grads: dict[str, list[sp.Expr]] = {p: [] for p in cell.params}
-    backward: list[Assign | MatVec] = []
+@dataclass
+class _Reverse:
+    """The reverse sweep over the forward program: contributions to each symbol's adjoint,
+    accumulated in reverse order, and the terms of each vector parameter's gradient.
 
-    for where, stmt in reversed(forward):
-        if isinstance(stmt, MatVec):
-            if where == PRE:
-                continue
-            terms = contributions.get(stmt.target)
-            if not terms:
-                # nothing depends on the product (step' = 0): its adjoint is zero, and
-                # the matrix's gradient reads it
-                backward.append(
-                    Assign(adjoint_name(stmt.target), sp.S.Zero, f"adjoint of {stmt.comment}")
-                )
-                continue
-            backward.append(
-                Assign(adjoint_name(stmt.target), sp.Add(*terms), f"adjoint of {stmt.comment}")
-            )
-            temp = naming.matvec_adjoint(stmt.arg, stmt.matrix)
-            backward.append(
-                MatVec(
-                    temp,
-                    stmt.matrix,
-                    adjoint_name(stmt.target),
-                    True,
-                    f"sum_i {stmt.matrix}_ij d{stmt.target}_i: the path of {stmt.arg} through {stmt.matrix}",
-                )
-            )
-            add(stmt.arg, sp.Symbol(temp))
-            continue
-        eq_name, expr = stmt.target, stmt.expr
-        terms = contributions.get(eq_name)
+    Attributes:
+        cached: Primitive call -> the symbol caching it.
+        params: The parameters' names (their adjoints are gradients, not contributions).
+        contributions: Symbol -> the terms of its adjoint found so far.
+        vector_grads: Vector parameter -> the terms of its gradient.
+        backward: The adjoint program emitted so far.
+    """
+
+    cached: dict[sp.Expr, sp.Symbol]
+    params: set[str]
+    contributions: dict[str, list[sp.Expr]]
+    vector_grads: dict[str, list[sp.Expr]]
+    backward: list[Assign | MatVec]
+
+    def add(self, symbol: str, term: sp.Expr) -> None:
+        self.contributions.setdefault(symbol, []).append(term)
+
+    def seed(self, cell: Cell) -> dict[str, list[str]]:
+        """Seed the output's and the next states' adjoints; the seeds of each adjoint."""
+        seeds: dict[str, list[str]] = {}
+        out_seed = naming.upstream(cell.output)
+        self.add(cell.output, sp.Symbol(out_seed))
+        seeds.setdefault(adjoint_name(cell.output), []).append(out_seed)
+        for state, target in cell.states.items():
+            carried = naming.carried(state)
+            self.add(target, sp.Symbol(carried))
+            seeds.setdefault(adjoint_name(target), []).append(carried)
+        return seeds
+
+    def run(self, forward: list[tuple[str, Assign | MatVec]]) -> None:
+        """Walk the forward program backwards, emitting each statement's adjoint."""
+        for where, stmt in reversed(forward):
+            if isinstance(stmt, MatVec):
+                if where != PRE:
+                    self.through_product(stmt)
+            else:
+                self.through_assign(stmt)
+
+    def through_product(self, stmt: MatVec) -> None:
+        """The adjoint of a product in the loop, and its path back to the vector."""
+        terms = self.contributions.get(stmt.target)
         if not terms:
-            continue
+            # nothing depends on the product (step' = 0): its adjoint is zero, and
+            # the matrix's gradient reads it
+            self.backward.append(
+                Assign(adjoint_name(stmt.target), sp.S.Zero, f"adjoint of {stmt.comment}")
+            )
+            return
+        self.backward.append(
+            Assign(adjoint_name(stmt.target), sp.Add(*terms), f"adjoint of {stmt.comment}")
+        )
+        temp = naming.matvec_adjoint(stmt.arg, stmt.matrix)
+        self.backward.append(
+            MatVec(
+                temp,
+                stmt.matrix,
+                adjoint_name(stmt.target),
+                True,
+                f"sum_i {stmt.matrix}_ij d{stmt.target}_i: the path of {stmt.arg} through {stmt.matrix}",
+            )
+        )
+        self.add(stmt.arg, sp.Symbol(temp))
+
+    def through_assign(self, stmt: Assign) -> None:
+        """The adjoint of an equation, and the local partials by each of its symbols."""
+        eq_name, expr = stmt.target, stmt.expr
+        terms = self.contributions.get(eq_name)
+        if not terms:
+            return
         d_eq = sp.Symbol(adjoint_name(eq_name))
-        backward.append(Assign(d_eq.name, sp.Add(*terms), f"adjoint of {stmt.comment}"))
+        self.backward.append(Assign(d_eq.name, sp.Add(*terms), f"adjoint of {stmt.comment}"))
         for sym in sorted(expr.free_symbols, key=lambda s: s.name):
-            partial = local_partial(expr, sym, cached)
+            partial = local_partial(expr, sym, self.cached)
             if partial == 0:
                 continue
             term = d_eq * partial
-            if sym.name in params:
-                vector_grads[sym.name].append(term)
+            if sym.name in self.params:
+                self.vector_grads[sym.name].append(term)
             else:
-                add(sym.name, term)
+                self.add(sym.name, term)
 
-    # Projections of the input are summed after the loop: their adjoints are complete.
-    for proj in proj_by_arg.get(cell.input, []):
-        terms = contributions.get(proj.name, [])
-        backward.append(
-            Assign(
-                adjoint_name(proj.name),
-                sp.Add(*terms),
-                f"adjoint of {proj.name} = {proj.matrix}@{cell.input}",
+    def close(self, cell: Cell, input_projs: list) -> dict[str, str]:
+        """Emit the adjoints that leave the step; ``state -> adjoint symbol``."""
+        # Projections of the input are summed after the loop: their adjoints are complete.
+        for proj in input_projs:
+            terms = self.contributions.get(proj.name, [])
+            self.backward.append(
+                Assign(
+                    adjoint_name(proj.name),
+                    sp.Add(*terms),
+                    f"adjoint of {proj.name} = {proj.matrix}@{cell.input}",
+                )
             )
-        )
+        state_adjoints: dict[str, str] = {}
+        for state in cell.states:
+            terms = self.contributions.get(state, [])
+            name = adjoint_name(state)
+            self.backward.append(
+                Assign(name, sp.Add(*terms), f"adjoint of {state}: flows to the step before")
+            )
+            state_adjoints[state] = name
+        return state_adjoints
 
-    state_adjoints: dict[str, str] = {}
-    for state in cell.states:
-        terms = contributions.get(state, [])
-        name = adjoint_name(state)
-        backward.append(
-            Assign(name, sp.Add(*terms), f"adjoint of {state}: flows to the step before")
-        )
-        state_adjoints[state] = name
 
+def _param_grads(cell: Cell, vector_grads: dict[str, list[sp.Expr]]) -> list[ParamGrad]:
+    """In spec order: one per vector parameter, one per product of a matrix."""
     param_grads: list[ParamGrad] = []
     for param, kind in cell.params.items():
         if kind == "vector":
@@ -215,7 +267,12 @@ def derive(cell: Cell) -> Derivation:
                         f"gradient of {param}: sum over lanes of d{proj.name}_i {proj.arg}_j",
                     )
                 )
-    input_grads = [
+    return param_grads
+
+
+def _input_grads(cell: Cell, input_projs: list) -> list[MatVec]:
+    """The projections of the input: ``dx = sum dP @ W``."""
+    return [
         MatVec(
             naming.matvec_adjoint(cell.input, proj.matrix),
             proj.matrix,
@@ -223,11 +280,8 @@ def derive(cell: Cell) -> Derivation:
             True,
             f"sum_i {proj.matrix}_ij d{proj.name}_i",
         )
-        for proj in proj_by_arg.get(cell.input, [])
+        for proj in input_projs
     ]
-    return Derivation(
-        cell, equations, forward, backward, param_grads, input_grads, state_adjoints, seeds
-    )
 
 
 def derive_cost(cost: Cost) -> CostDerivation:

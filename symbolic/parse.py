@@ -539,33 +539,96 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
     _check_identifier(path, lines.of("", "input"), input_name, "the input")
     _check_identifier(path, lines.of("", "output"), output, "the output")
 
-    roles: dict[str, str] = {input_name: "input"}
-    defined_at: dict[str, int | None] = {input_name: lines.of("", "input")}
+    names = _Names(path, lines, input_name)
+    states = _load_states(path, lines, data, kind, names)
+    params = _load_params(path, lines, data, names)
+    equations_src = _table(path, lines, data, "equations")
+    if not equations_src:
+        raise SpecError(path, lines.of("", "equations"), "equations", "the cell has no equations")
+    order = list(equations_src)
+    for eq_name in order:
+        names.claim("equations", eq_name, "later")
 
-    def claim_name(table, key, role):
-        line = lines.of(table, key)
+    body = _Equations(path, lines, names.roles, equations_src)
+    for eq_name in order:
+        body.add(eq_name)
+
+    _check_matrix_shapes(path, body.projections, input_name)
+    _check_uses(path, lines, input_name, output, states, params, equations_src, body.used)
+    _check_all_needed(path, lines, output, states, equations_src, body.references)
+    names.check_adjoint_clashes()
+
+    cell = Cell(
+        path=path,
+        name=name,
+        title=title,
+        kind=kind,
+        input=input_name,
+        output=output,
+        states=dict(states),
+        params={p: params[p] for p in params},
+        equations=body.equations,
+        projections=body.projections,
+        claims=[],
+        text=text,
+        sha256=_digest(text),
+    )
+    cell.claims = _load_claims(path, lines, _table(path, lines, data, "claims"), cell, names.roles)
+    return cell
+
+
+class _Names:
+    """The names a cell defines, each with its role and the line that defines it."""
+
+    def __init__(self, path, lines: _Lines, input_name: str):
+        self.path = path
+        self.lines = lines
+        self.roles: dict[str, str] = {input_name: "input"}
+        self.defined_at: dict[str, int | None] = {input_name: lines.of("", "input")}
+
+    def claim(self, table: str, key: str, role: str) -> None:
+        """Define ``key`` (a checked identifier, defined once) in ``role``."""
+        line = self.lines.of(table, key)
         what = {"state": "state", "vector": "parameter", "later": "equation"}[role]
-        _check_identifier(path, line, key, f"the {what} name")
-        if key in roles:
-            raise SpecError(path, line, key, f"'{key}' is already defined (line {defined_at[key]})")
-        roles[key] = role
-        defined_at[key] = line
+        _check_identifier(self.path, line, key, f"the {what} name")
+        if key in self.roles:
+            raise SpecError(
+                self.path, line, key, f"'{key}' is already defined (line {self.defined_at[key]})"
+            )
+        self.roles[key] = role
+        self.defined_at[key] = line
 
+    def check_adjoint_clashes(self) -> None:
+        # The adjoint of each symbol is named d<symbol> in generated code.
+        for sym in list(self.roles):
+            if ("d" + sym) in self.roles:
+                raise SpecError(
+                    self.path,
+                    self.defined_at.get("d" + sym),
+                    "d" + sym,
+                    f"'d{sym}' would clash with the adjoint of '{sym}' in generated code",
+                )
+
+
+def _load_states(path, lines, data, kind, names: _Names) -> dict:
     states = _table(path, lines, data, "state")
     if kind == RECURRENT and not states:
         raise SpecError(path, lines.of("", "kind"), "state", "a recurrent cell needs a 'state'")
     if kind == FEEDFORWARD and states:
         raise SpecError(path, lines.of("", "state"), "state", "a feedforward cell has no 'state'")
     for state, target in states.items():
-        claim_name("state", state, "state")
+        names.claim("state", state, "state")
         if not isinstance(target, str):
             raise SpecError(
                 path, lines.of("state", state), state, "a state maps to an equation name"
             )
+    return states
 
+
+def _load_params(path, lines, data, names: _Names) -> dict:
     params = _table(path, lines, data, "params")
     for param, pkind in params.items():
-        claim_name("params", param, "vector")
+        names.claim("params", param, "vector")
         if pkind not in PARAM_KINDS:
             raise SpecError(
                 path,
@@ -573,75 +636,97 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
                 param,
                 f"unknown parameter kind {pkind!r} (expected 'matrix' or 'vector')",
             )
-        roles[param] = "matrix" if pkind == "matrix" else "vector"
+        names.roles[param] = "matrix" if pkind == "matrix" else "vector"
+    return params
 
-    equations_src = _table(path, lines, data, "equations")
-    if not equations_src:
-        raise SpecError(path, lines.of("", "equations"), "equations", "the cell has no equations")
-    order = list(equations_src)
-    for eq_name in order:
-        claim_name("equations", eq_name, "later")
 
-    equations: list[Equation] = []
-    projections: list[Projection] = []
-    by_key: dict[tuple[str, sp.Expr], str] = {}
-    used: set[str] = set()
-    references: dict[str, set[str]] = {}
-    temp = 0
-    for eq_name in order:
-        line = lines.of("equations", eq_name)
-        source = equations_src[eq_name]
-        # Find cycles before reporting a plain use-before-definition.
-        builder = _ExprBuilder(path, line, eq_name, roles)
-        try:
-            expr = builder.build(source)
-        except _UsedTooEarly as exc:
-            # Only a reference to a later equation can start a cycle (not, say, a syntax
-            # error, whose symbol is the equation's own name).
-            if exc.symbol in order and roles.get(exc.symbol) == "later":
-                cycle = _find_cycle(eq_name, exc.symbol, equations_src, order, roles)
-                if cycle:
-                    raise SpecError(
-                        path, line, exc.symbol, "cycle: " + " -> ".join(cycle)
-                    ) from None
-            raise
-        references[eq_name] = builder.used
-        used |= builder.used
+class _Equations:
+    """A cell's equations, read in order, and the matrix products they contain: each
+    distinct ``matrix @ vector`` becomes one named projection.
+
+    ``roles`` is the cell's (shared with the expression builders): each equation, lifted
+    vector and projection is added to it as it is read.
+    """
+
+    def __init__(self, path, lines: _Lines, roles: dict[str, str], equations_src: dict):
+        self.path = path
+        self.lines = lines
+        self.roles = roles
+        self.equations_src = equations_src
+        self.order = list(equations_src)
+        self.equations: list[Equation] = []
+        self.projections: list[Projection] = []
+        self.by_key: dict[tuple[str, sp.Expr], str] = {}
+        self.used: set[str] = set()
+        self.references: dict[str, set[str]] = {}
+        self.temp = 0
+
+    def add(self, eq_name: str) -> None:
+        """Read the equation ``eq_name``, naming the products it contains."""
+        line = self.lines.of("equations", eq_name)
+        builder = _ExprBuilder(self.path, line, eq_name, self.roles)
+        expr = self.build(builder, eq_name, line)
+        self.references[eq_name] = builder.used
+        self.used |= builder.used
         substitutions = {}
         for index, (matrix, arg) in enumerate(builder.projections):
             # Inner products come first (W@(U@h)): their names replace them in arg.
-            arg = arg.xreplace(substitutions)
-            # Only the input, a state or an equation is a vector the forward pass holds
-            # when it multiplies; anything else (an expression, a vector parameter, a
-            # product) gets its own lifted equation.
-            direct = isinstance(arg, sp.Symbol) and roles.get(arg.name) in (
-                "input",
-                "state",
-                "equation",
-            )
-            key = (matrix, arg)
-            proj_name = by_key.get(key)
-            if proj_name is None:
-                if direct:
-                    arg_name = arg.name
-                else:
-                    arg_name = f"_t{temp}"
-                    temp += 1
-                    equations.append(Equation(arg_name, arg, line, str(arg), lifted=True))
-                    roles[arg_name] = "equation"
-                proj_name = f"{matrix}_{arg_name}" if direct else f"{matrix}{arg_name}"
-                while proj_name in roles:
-                    proj_name += "_p"
-                by_key[key] = proj_name
-                projections.append(Projection(proj_name, matrix, arg_name, line))
-                roles[proj_name] = "projection"
+            proj_name = self.product(matrix, arg.xreplace(substitutions), line)
             substitutions[sp.Symbol(f"__proj{index}")] = sp.Symbol(proj_name)
         expr = expr.xreplace(substitutions)
-        if expr.free_symbols == set() and not builder.projections:
-            pass  # a constant equation is allowed (e.g. a fixed gate); it just has no inputs
-        equations.append(Equation(eq_name, expr, line, builder.normalized))
-        roles[eq_name] = "equation"
+        # A constant equation is allowed (e.g. a fixed gate); it just has no inputs.
+        self.equations.append(Equation(eq_name, expr, line, builder.normalized))
+        self.roles[eq_name] = "equation"
 
+    def build(self, builder: _ExprBuilder, eq_name: str, line) -> sp.Expr:
+        """The equation's expression; a reference to a later equation that closes a cycle
+        is reported as the cycle."""
+        source = self.equations_src[eq_name]
+        # Find cycles before reporting a plain use-before-definition.
+        try:
+            return builder.build(source)
+        except _UsedTooEarly as exc:
+            # Only a reference to a later equation can start a cycle (not, say, a syntax
+            # error, whose symbol is the equation's own name).
+            if exc.symbol in self.order and self.roles.get(exc.symbol) == "later":
+                cycle = _find_cycle(eq_name, exc.symbol, self.equations_src, self.order, self.roles)
+                if cycle:
+                    raise SpecError(
+                        self.path, line, exc.symbol, "cycle: " + " -> ".join(cycle)
+                    ) from None
+            raise
+
+    def product(self, matrix: str, arg: sp.Expr, line) -> str:
+        """The name of the projection ``matrix @ arg``, made the first time it is seen."""
+        # Only the input, a state or an equation is a vector the forward pass holds
+        # when it multiplies; anything else (an expression, a vector parameter, a
+        # product) gets its own lifted equation.
+        direct = isinstance(arg, sp.Symbol) and self.roles.get(arg.name) in (
+            "input",
+            "state",
+            "equation",
+        )
+        key = (matrix, arg)
+        proj_name = self.by_key.get(key)
+        if proj_name is not None:
+            return proj_name
+        if direct:
+            arg_name = arg.name
+        else:
+            arg_name = f"_t{self.temp}"
+            self.temp += 1
+            self.equations.append(Equation(arg_name, arg, line, str(arg), lifted=True))
+            self.roles[arg_name] = "equation"
+        proj_name = f"{matrix}_{arg_name}" if direct else f"{matrix}{arg_name}"
+        while proj_name in self.roles:
+            proj_name += "_p"
+        self.by_key[key] = proj_name
+        self.projections.append(Projection(proj_name, matrix, arg_name, line))
+        self.roles[proj_name] = "projection"
+        return proj_name
+
+
+def _check_matrix_shapes(path, projections: list[Projection], input_name: str) -> None:
     # A matrix's shape is inferred from what it multiplies: it must be one shape.
     shapes: dict[str, tuple[str, int]] = {}
     for proj in projections:
@@ -655,6 +740,11 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
                 f"matrix '{proj.matrix}' multiplies vectors of {first} units (line "
                 f"{first_line}) and of {size} units: its shape cannot be both",
             )
+
+
+def _check_uses(path, lines, input_name, output, states, params, equations_src, used) -> None:
+    """The output and every state have a defining equation; every state, parameter and
+    the input is used."""
     if output not in equations_src:
         raise SpecError(path, lines.of("", "output"), output, "the output has no defining equation")
     for state, target in states.items():
@@ -674,12 +764,15 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
             )
     if input_name not in used:
         raise SpecError(path, lines.of("", "input"), input_name, "the input is never used")
+
+
+def _check_all_needed(path, lines, output, states, equations_src, references) -> None:
     # Every equation must reach the output or a state: dead equations are mistakes.
     needed = {output, *states.values()}
-    for eq_name in reversed(order):
+    for eq_name in reversed(equations_src):
         if eq_name in needed:
             needed |= {n for n in references[eq_name] if n in equations_src}
-    for eq_name in order:
+    for eq_name in equations_src:
         if eq_name not in needed:
             raise SpecError(
                 path,
@@ -687,33 +780,6 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
                 eq_name,
                 "the equation is never used (it feeds neither the output nor a state)",
             )
-    # The adjoint of each symbol is named d<symbol> in generated code.
-    for sym in list(roles):
-        if ("d" + sym) in roles and roles.get("d" + sym) not in (None,):
-            raise SpecError(
-                path,
-                defined_at.get("d" + sym),
-                "d" + sym,
-                f"'d{sym}' would clash with the adjoint of '{sym}' in generated code",
-            )
-
-    cell = Cell(
-        path=path,
-        name=name,
-        title=title,
-        kind=kind,
-        input=input_name,
-        output=output,
-        states=dict(states),
-        params={p: params[p] for p in params},
-        equations=equations,
-        projections=projections,
-        claims=[],
-        text=text,
-        sha256=_digest(text),
-    )
-    cell.claims = _load_claims(path, lines, _table(path, lines, data, "claims"), cell, roles)
-    return cell
 
 
 def _find_cycle(start, first, equations_src, order, roles) -> list[str] | None:

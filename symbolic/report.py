@@ -51,10 +51,19 @@ def cell_section(cell: Cell) -> list[str]:
     out = [f"## {cell.title} (`{cell.name}`)", ""]
     out.append(f"Spec: `{cell.path.name}`, sha256 `{cell.sha256[:16]}...`; kind: {cell.kind}.")
     out.append("")
-    out.append("### Equations, per neuron")
-    out.append("")
-    out.append("$$")
-    out.append(r"\begin{aligned}")
+    out += _equation_lines(cell)
+    out += _adjoint_lines(kernel)
+    out += _gradient_lines(cell, kernel)
+    out += _recurrence_lines(kernel)
+    out += _count_lines(kernel)
+    if cell.claims:
+        out += _claim_lines(cell, derivation)
+    return out
+
+
+def _equation_lines(cell: Cell) -> list[str]:
+    """The equations per neuron (LaTeX) and what the states are."""
+    out = ["### Equations, per neuron", "", "$$", r"\begin{aligned}"]
     projections = {sp.Symbol(p.name): sp.Symbol(f"({p.matrix} {p.arg})") for p in cell.projections}
     for eq in cell.equations:
         rhs = eq.expr.xreplace(projections)
@@ -66,8 +75,12 @@ def cell_section(cell: Cell) -> list[str]:
         states = ", ".join(f"`{s}` is the previous step's `{t}`" for s, t in cell.states.items())
         out.append(f"States: {states}. `(W v)` is the projection sum_j W_ij v_j.")
         out.append("")
-    out.append("### Derived adjoint program of one step")
-    out.append("")
+    return out
+
+
+def _adjoint_lines(kernel) -> list[str]:
+    """The table of the adjoint program of one step, in the order it runs."""
+    out = ["### Derived adjoint program of one step", ""]
     out.append(
         "Each line is one adjoint (`dX` is dC/dX at this step), in the order the backward "
         "pass computes it; `_cN` are shared subexpressions."
@@ -82,8 +95,12 @@ def cell_section(cell: Cell) -> list[str]:
             value = f"${_tex(stmt.expr)}$"
         out.append(f"| `{stmt.target}` | {value} | {stmt.comment} |")
     out.append("")
-    out.append("Parameter gradients (sums over the batch and every time step):")
-    out.append("")
+    return out
+
+
+def _gradient_lines(cell: Cell, kernel) -> list[str]:
+    """The parameter and input gradients as sums over the batch and time."""
+    out = ["Parameter gradients (sums over the batch and every time step):", ""]
     for param, expr in kernel.vector_grads:
         out.append(f"- `d{param}` = sum of ${_tex(expr)}$")
     for param, terms in kernel.matrix_grads:
@@ -92,17 +109,24 @@ def cell_section(cell: Cell) -> list[str]:
     text = " + ".join(f"`{adj} @ {m}`" for adj, m in kernel.input_grads)
     out.append(f"- `d{cell.input}` = {text}")
     out.append("")
-    out.append("### Recurrence")
-    out.append("")
-    out.append(RECURRENCE_TEXT[kernel.recurrence])
+    return out
+
+
+def _recurrence_lines(kernel) -> list[str]:
+    """The kind of recurrence, with the affine form of each state when there is one."""
+    out = ["### Recurrence", "", RECURRENCE_TEXT[kernel.recurrence]]
     if kernel.affine:
         for state, (coeff, rest) in kernel.affine.items():
             out.append(
                 f"- ${state}_t = A_t\\,{state}_{{t-1}} + b_t$ with $A_t = {_tex(coeff)}$, $b_t = {_tex(rest)}$"
             )
     out.append("")
-    out.append("### Operation counts per lane and step (generated code)")
-    out.append("")
+    return out
+
+
+def _count_lines(kernel) -> list[str]:
+    """The operation counts of the generated forward and backward steps."""
+    out = ["### Operation counts per lane and step (generated code)", ""]
     fwd = passes.count_ops(kernel.forward)
     bwd = passes.count_ops(kernel.backward)
     out.append(
@@ -121,21 +145,24 @@ def cell_section(cell: Cell) -> list[str]:
         f"{sum(len(t) for _, t in kernel.matrix_grads) + len(kernel.input_grads)} backward."
     )
     out.append("")
-    if cell.claims:
-        from symbolic.verify import SingleStep, verify_claim
+    return out
 
-        single = SingleStep(derivation)
-        out.append("### Claims")
-        out.append("")
-        out.append("| claim | line | verdict | as written | corrected |")
-        out.append("|---|---|---|---|---|")
-        for claim in cell.claims:
-            finding = verify_claim(cell, single, claim)
-            corrected = f"`{finding.corrected}`" if finding.corrected else ""
-            out.append(
-                f"| `{claim.key}` | {claim.line} | **{finding.verdict}** | `{claim.source}` | {corrected} |"
-            )
-        out.append("")
+
+def _claim_lines(cell: Cell, derivation) -> list[str]:
+    """Each claim of the spec with its verdict and corrected form."""
+    from symbolic.verify import SingleStep, verify_claim
+
+    single = SingleStep(derivation)
+    out = ["### Claims", ""]
+    out.append("| claim | line | verdict | as written | corrected |")
+    out.append("|---|---|---|---|---|")
+    for claim in cell.claims:
+        finding = verify_claim(cell, single, claim)
+        corrected = f"`{finding.corrected}`" if finding.corrected else ""
+        out.append(
+            f"| `{claim.key}` | {claim.line} | **{finding.verdict}** | `{claim.source}` | {corrected} |"
+        )
+    out.append("")
     return out
 
 

@@ -742,35 +742,71 @@ def run(jobs: list[Job], workers: int | None = None, progress: bool = True) -> l
     dies (a crash inside compiled code) takes the blame for the module it was checking:
     a ``bug`` verdict naming it; the jobs it had not reached go back to the queue.
     """
-    import collections
-    import json
-    import subprocess
     import threading
-
-    from symbolic.progress import Progress
 
     if not jobs:
         return []
     count = max(1, min(workers or os.cpu_count() or 1, len(jobs), 4))
-    queue = collections.deque(sorted(jobs, key=_weight, reverse=True))
-    env = dict(os.environ, **WORKER_ENV)
-    total = sum(len(j.modules) for j in jobs)
-    verdicts: list[Verdict] = []
-    lock = threading.Lock()
-    bar = Progress(total, "validate", enabled=progress)
+    pool = _Pool(jobs, progress)
+    threads = [threading.Thread(target=pool.drive) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    pool.bar.close()
+    return pool.verdicts
 
-    def take() -> list[Job]:
-        with lock:
-            return [queue.popleft() for _ in range(min(CHUNK, len(queue)))]
 
-    def drive_chunk(chunk: list[Job]) -> None:
+class _Pool:
+    """What the threads of :func:`run` share: the queue of jobs left (heaviest first), the
+    verdicts so far and the progress bar, behind one lock. Each thread drives one worker
+    process at a time."""
+
+    def __init__(self, jobs: list[Job], progress: bool):
+        import collections
+        import threading
+
+        from symbolic.progress import Progress
+
+        self.queue = collections.deque(sorted(jobs, key=_weight, reverse=True))
+        self.env = dict(os.environ, **WORKER_ENV)
+        total = sum(len(j.modules) for j in jobs)
+        self.verdicts: list[Verdict] = []
+        self.lock = threading.Lock()
+        self.bar = Progress(total, "validate", enabled=progress)
+
+    def take(self) -> list[Job]:
+        with self.lock:
+            return [self.queue.popleft() for _ in range(min(CHUNK, len(self.queue)))]
+
+    def drive(self) -> None:
+        while chunk := self.take():
+            self.drive_chunk(chunk)
+
+    def drive_chunk(self, chunk: list[Job]) -> None:
+        """One worker process validates ``chunk``; if it dies, the module it was at is blamed."""
+        code, current, finished, tail = self.stream(chunk)
+        culprit = next(
+            (j for j in chunk for _, path in j.modules if Path(path).name == current), None
+        )
+        if code == 0 and (culprit is None or (culprit.spec, current) in finished):
+            return
+        self.blame(chunk, culprit, current, code, tail)
+
+    def stream(self, chunk: list[Job]) -> tuple[int, str | None, set, list[str]]:
+        """Run a worker on ``chunk``, collecting its verdicts as they come; its exit status,
+        the module it started last, the ``(spec, module)`` pairs it finished and the last
+        line of its standard error."""
+        import json
+        import subprocess
+
         with tempfile.TemporaryFile("w+") as errors:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "symbolic.validate"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=errors,
-                env=env,
+                env=self.env,
                 text=True,
             )
             proc.stdin.write(json.dumps([j.__dict__ for j in chunk]))
@@ -783,39 +819,26 @@ def run(jobs: list[Job], workers: int | None = None, progress: bool = True) -> l
                     continue
                 verdict = Verdict(**event["verdict"])
                 finished.add((verdict.spec, verdict.module))
-                with lock:
-                    verdicts.append(verdict)
-                    bar.update(1, module=verdict.module)
+                with self.lock:
+                    self.verdicts.append(verdict)
+                    self.bar.update(1, module=verdict.module)
             code = proc.wait()
             errors.seek(0)
             tail = errors.read().strip().splitlines()[-1:]
-        culprit = next(
-            (j for j in chunk for _, path in j.modules if Path(path).name == current), None
-        )
-        if code == 0 and (culprit is None or (culprit.spec, current) in finished):
-            return
+        return code, current, finished, tail
+
+    def blame(self, chunk: list[Job], culprit, current, code: int, tail: list[str]) -> None:
+        """A ``bug`` verdict for the module a dead worker was checking."""
         spec = culprit.spec if culprit else chunk[0].spec
         message = f"{spec}: {current}: the validating process died (exit status {code})"
-        with lock:
-            verdicts.append(Verdict(spec, str(current), "bug", message + (
+        with self.lock:
+            self.verdicts.append(Verdict(spec, str(current), "bug", message + (
                 f": {tail[0]}" if tail else "")))  # fmt: skip
-            bar.update(1, module=str(current))
+            self.bar.update(1, module=str(current))
             # what the dead worker never reached goes back to the queue
             index = chunk.index(culprit) if culprit else -1
             for job in chunk[index + 1 :]:
-                queue.appendleft(job)
-
-    def drive() -> None:
-        while chunk := take():
-            drive_chunk(chunk)
-
-    threads = [threading.Thread(target=drive) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    bar.close()
-    return verdicts
+                self.queue.appendleft(job)
 
 
 if __name__ == "__main__":

@@ -314,6 +314,54 @@ def identifiers(lines) -> set[str]:
 def recurrent_context(kernel: Kernel) -> dict:
     """Template keys of a recurrent NumPy module: the lines of each part."""
     cell = kernel.cell
+    fwd = _recurrent_forward(kernel)
+    alloc = fwd.place_sequences()
+    fwd.early_lines()
+    fwd.sequence_lines()
+    scratch_alloc = [
+        f"_ws{i} = np.empty((_T, _B, _n_out), _dtype)" for i in range(fwd.whole_scratch)
+    ]
+    before_lines = fwd.before.lines
+    fused = _fuse_calls(fwd.step, fwd.step_exprs, fwd.states, fwd.block_of, len(kernel.pre))
+
+    # The step: bind this step's rows, then the ufunc calls.
+    bind, work = fwd.step_bind()
+    step_lines, work_alloc = fwd.step_lines(work, fused)
+
+    used = identifiers(before_lines + step_lines + fused["before"])
+    constants = [
+        f"{k} = {numpy_code(e)}" for e, k in fwd.hoister.constants.items() if k.name in used
+    ]
+    constants += fused["before"]
+    forward_used = identifiers(constants + before_lines + step_lines + bind + work_alloc)
+    projections = projection_lines(kernel, "_T * _B", "_T, _B, {}", fwd.folds, forward_used)
+    context = {
+        "projections": projections,
+        "before": constants + before_lines,
+        "alloc": alloc + scratch_alloc + work_alloc,
+        "bind": bind,
+        "step": step_lines,
+        "cache_entries": fwd.cache_entries(),
+        "final_states": [{"name": s, "array": f"_{s}_all[-1]"} for s in fwd.states],
+        "output_array": fwd.output_array(),
+    }
+    context |= {key: [] for key in BACKWARD_KEYS}
+    info = stacking(kernel)
+    if kernel.recurrence == COUPLED or any(isinstance(s, MatVec) for s in kernel.backward):
+        context |= _backward_per_step(kernel, info)
+    else:
+        context |= _backward_scan(kernel, info)
+    used = identifiers(sum((context[k] for k in BACKWARD_KEYS if k in context), []))
+    context["bptt_params"] = [p for p in cell.params if p in used]
+    context["cache_reads"] = [
+        line for line in context["cache_reads"] if line.split(" = ")[0] in used
+    ]
+    return context
+
+
+def _recurrent_forward(kernel: Kernel) -> _RecurrentForward:
+    """The forward split into the statements free of the state and the loop's."""
+    cell = kernel.cell
     params = set(cell.params)
     states = dict(cell.states)
     # A value that is the next value of several states lives in the first one's buffer;
@@ -321,11 +369,9 @@ def recurrent_context(kernel: Kernel) -> dict:
     state_of_target: dict[str, str] = {}
     for s, t in states.items():
         state_of_target.setdefault(t, s)
-    followers = [(s, state_of_target[t]) for s, t in states.items() if state_of_target[t] != s]
     cached = set(kernel.cached)
     keep = cached | {cell.output} | set(states.values())
     forward = inline_single_use(kernel.forward, keep)
-    info = stacking(kernel)
     projections = {s.target for s in kernel.pre}
 
     # Which statements are free of the state: whole statements computed before the loop.
@@ -344,175 +390,219 @@ def recurrent_context(kernel: Kernel) -> dict:
         if isinstance(st, Assign):
             step_exprs[st.target] = hoister(ufuncs.numpy_form(st.expr))
     early_exprs = {st.target: hoister.constants_of(ufuncs.numpy_form(st.expr)) for st in early}
+    return _RecurrentForward(
+        kernel,
+        params,
+        states,
+        state_of_target,
+        cached,
+        projections,
+        early,
+        step,
+        hoister,
+        step_exprs,
+        early_exprs,
+    )
 
-    # Where each value lives for the whole sequence.
-    seq: dict[str, str] = {}
-    for name in projections:
-        seq[name] = naming.sequence(name)
-    alloc: list[str] = []
-    for s in states:
-        alloc.append(f"_{s}_all = np.empty((_T + 1, _B, _n_out), _dtype)")
-        alloc.append(f'_{s}_all[0] = _state0["{s}"]')
-    for target, s in state_of_target.items():
-        # the next value of a state, every step: rows 1.. of the state's buffer
-        seq[target] = f"_{s}_all[1:]"
-    for name in sorted((cached | {cell.output}) - set(states)):
-        if name in seq:  # a projection (a view of the product) or a state's next value
-            continue
-        seq[name] = naming.sequence(name)
-        alloc.append(f"{naming.sequence(name)} = np.empty((_T, _B, _n_out), _dtype)")
-    for st in early:
-        if st.target not in seq:
-            seq[st.target] = naming.sequence(st.target)
-            alloc.append(f"{naming.sequence(st.target)} = np.empty((_T, _B, _n_out), _dtype)")
 
-    # Uses of each projection, to know which buffers a sequence may take over.
-    all_exprs = list(step_exprs.values()) + list(early_exprs.values())
-    all_exprs += list(hoister.sequences)
-    reads_back = set()
-    for st in kernel.backward:
-        reads_back |= _assign_reads(st)
+def _whole_scratch(i: int) -> str:
+    return f"_ws{i}"
 
-    def free_buffer(expr) -> str | None:
-        for name in sorted(_names(expr) & projections):
+
+@dataclass
+class _RecurrentForward:
+    """The forward of a recurrent cell as the NumPy module lays it out: what is free of
+    the state computed for every step at once before the loop, the rest in the loop;
+    each value in an array that holds it for every step, or in a work buffer of one step.
+
+    Attributes:
+        kernel: The cell's kernel.
+        params: The parameters' names.
+        states: ``state -> its next value``.
+        state_of_target: A next value -> the state whose buffer holds it.
+        cached: The forward values the backward reads.
+        projections: The products of the input.
+        early: The statements free of the state.
+        step: The statements of the loop.
+        hoister: The state-free parts of the loop's expressions (computed before it).
+        step_exprs: The loop's elementwise expressions, with those parts hoisted.
+        early_exprs: The expressions of the early statements.
+        seq: ``name -> the array holding it for every step``.
+        before: The code before the loop.
+        whole_scratch: How many (T, B, n) scratch buffers ``before`` uses.
+        folds: ``projection -> (c, v)``: that block of the product computes c*P + v.
+        block_of: A sequence the product computes -> its block.
+    """
+
+    kernel: Kernel
+    params: set[str]
+    states: dict[str, str]
+    state_of_target: dict[str, str]
+    cached: set[str]
+    projections: set[str]
+    early: list
+    step: list
+    hoister: ufuncs.Hoister
+    step_exprs: dict[str, sp.Expr]
+    early_exprs: dict[str, sp.Expr]
+    seq: dict[str, str] = field(default_factory=dict)
+    before: Code = field(default_factory=Code)
+    whole_scratch: int = 0
+    folds: dict[str, tuple[sp.Expr, sp.Expr]] = field(default_factory=dict)
+    block_of: dict[str, int] = field(default_factory=dict)
+
+    def place_sequences(self) -> list[str]:
+        """Where each value lives for the whole sequence; the allocations."""
+        seq = self.seq
+        for name in self.projections:
+            seq[name] = naming.sequence(name)
+        alloc: list[str] = []
+        for s in self.states:
+            alloc.append(f"_{s}_all = np.empty((_T + 1, _B, _n_out), _dtype)")
+            alloc.append(f'_{s}_all[0] = _state0["{s}"]')
+        for target, s in self.state_of_target.items():
+            # the next value of a state, every step: rows 1.. of the state's buffer
+            seq[target] = f"_{s}_all[1:]"
+        for name in sorted((self.cached | {self.kernel.cell.output}) - set(self.states)):
+            if name in seq:  # a projection (a view of the product) or a state's next value
+                continue
+            seq[name] = naming.sequence(name)
+            alloc.append(f"{naming.sequence(name)} = np.empty((_T, _B, _n_out), _dtype)")
+        for st in self.early:
+            if st.target not in seq:
+                seq[st.target] = naming.sequence(st.target)
+                alloc.append(f"{naming.sequence(st.target)} = np.empty((_T, _B, _n_out), _dtype)")
+        return alloc
+
+    def sequence_of(self, name: str) -> str:
+        return self.seq.get(name, name)
+
+    def emit_before(self, expr: sp.Expr, out: str, place, alias=None) -> None:
+        lines, used = _emit(expr, out, place, _whole_scratch, alias=alias)
+        self.whole_scratch = max(self.whole_scratch, used)
+        self.before.add(lines)
+
+    def early_lines(self) -> None:
+        """The statements free of the state, every step at once."""
+        for st in self.early:
+            self.before.comment(st.comment + " (every step at once)")
+            self.emit_before(self.early_exprs[st.target], self.seq[st.target], self.sequence_of)
+
+    def sequence_lines(self) -> None:
+        """The hoisted parts of the loop's expressions, every step at once: in place in
+        the buffer of a projection nothing else reads, or computed by the product when
+        affine in it."""
+        # Uses of each projection, to know which buffers a sequence may take over.
+        all_exprs = list(self.step_exprs.values()) + list(self.early_exprs.values())
+        all_exprs += list(self.hoister.sequences)
+        reads_back = set()
+        for st in self.kernel.backward:
+            reads_back |= _assign_reads(st)
+        inverse = {k: e for e, k in self.hoister.constants.items()}
+        projection_order = [s.target for s in self.kernel.pre]
+        for expr, sym in self.hoister.sequences.items():
+            alias = self.free_buffer(expr, all_exprs, reads_back)
+            fold = _affine_in(expr.xreplace(inverse), alias, self.params) if alias else None
+            if fold is not None:
+                # c*P + v: the product computes it (rows scaled by c, v as a bias column)
+                self.folds[alias] = fold
+                self.block_of[sym.name] = projection_order.index(alias)
+                self.seq[sym.name] = self.seq[alias]
+                self.before.comment(
+                    f"{sym.name} = {sp.sstr(expr.xreplace(inverse))}: computed by the product"
+                )
+                continue
+            self.sequence_line(expr, sym, alias)
+
+    def free_buffer(self, expr: sp.Expr, all_exprs: list, reads_back: set[str]) -> str | None:
+        """A projection in ``expr`` read nowhere else, whose buffer it may take over."""
+        for name in sorted(_names(expr) & self.projections):
             uses = sum(_uses(e, name) for e in all_exprs)
-            if uses == 1 and name not in reads_back and name not in cached:
+            if uses == 1 and name not in reads_back and name not in self.cached:
                 return name
         return None
 
-    before = Code()
-    whole_scratch = [0]
-
-    def whole_place(name: str) -> str:
-        return seq.get(name, name)
-
-    def whole_scratch_name(i: int) -> str:
-        return f"_ws{i}"
-
-    for st in early:
-        before.comment(st.comment + " (every step at once)")
-        lines, used = _emit(early_exprs[st.target], seq[st.target], whole_place, whole_scratch_name)
-        whole_scratch[0] = max(whole_scratch[0], used)
-        before.add(lines)
-    inverse = {k: e for e, k in hoister.constants.items()}
-    folds: dict[str, tuple[sp.Expr, sp.Expr]] = {}
-    block_of: dict[str, int] = {}  # a sequence the product computes -> its block
-    projection_order = [s.target for s in kernel.pre]
-    for expr, sym in hoister.sequences.items():
-        alias = free_buffer(expr)
-        fold = _affine_in(expr.xreplace(inverse), alias, params) if alias else None
-        if fold is not None:
-            # c*P + v: the product computes it (rows scaled by c, v as a bias column)
-            folds[alias] = fold
-            block_of[sym.name] = projection_order.index(alias)
-            seq[sym.name] = seq[alias]
-            before.comment(
-                f"{sym.name} = {sp.sstr(expr.xreplace(inverse))}: computed by the product"
-            )
-            continue
+    def sequence_line(self, expr: sp.Expr, sym: sp.Symbol, alias: str | None) -> None:
+        seq = self.seq
         if alias:
             seq[sym.name] = seq[alias]
-            before.comment(f"{sym.name} = {sp.sstr(expr)}, every step at once (in place)")
+            self.before.comment(f"{sym.name} = {sp.sstr(expr)}, every step at once (in place)")
         else:
             seq[sym.name] = naming.sequence(sym.name)
-            before.comment(f"{sym.name} = {sp.sstr(expr)}, every step at once")
-            before.add([f"{seq[sym.name]} = np.empty((_T, _B, _n_out), _dtype)"])
+            self.before.comment(f"{sym.name} = {sp.sstr(expr)}, every step at once")
+            self.before.add([f"{seq[sym.name]} = np.empty((_T, _B, _n_out), _dtype)"])
         place = {alias: seq[alias]} if alias else {}
-        lines, used = _emit(
-            expr,
-            seq[sym.name],
-            lambda n, place=place: place.get(n, whole_place(n)),
-            whole_scratch_name,
-            alias=alias,
+        self.emit_before(
+            expr, seq[sym.name], lambda n: place.get(n, self.sequence_of(n)), alias=alias
         )
-        whole_scratch[0] = max(whole_scratch[0], used)
-        before.add(lines)
-    scratch_alloc = [
-        f"_ws{i} = np.empty((_T, _B, _n_out), _dtype)" for i in range(whole_scratch[0])
-    ]
-    before_lines = before.lines
-    fused = _fuse_calls(step, step_exprs, states, block_of, len(kernel.pre))
 
-    # The step: bind this step's rows, then the ufunc calls.
-    bind = []
-    for s in states:
-        bind.append(f"{s} = _{s}_all[_t]")
-    step_targets = {st.target for st in step}
-    work = []
-    for st in step:
-        t = st.target
-        if t in state_of_target:
-            bind.append(f"{t} = _{state_of_target[t]}_all[_t + 1]")
-        elif t in seq:
-            bind.append(f"{t} = {seq[t]}[_t]")
-        else:
-            work.append(t)
-    read_in_step = set()
-    for e in step_exprs.values():
-        read_in_step |= _names(e)
-    read_in_step |= {st.arg for st in step if isinstance(st, MatVec)}
-    for name in sorted(read_in_step - step_targets - set(states) - params):
-        if name in seq:
-            bind.append(f"{name} = {seq[name]}[_t]")
-    body = Code()
-    body.add(fused["step"])
-    step_scratch = 0
-    for st in step:
-        out = st.target if st.target not in work else naming.work(st.target)
-        body.comment(st.comment)
-        if isinstance(st, MatVec):
-            body.add([f"np.matmul({st.arg}, {st.matrix}.T, out={out})"])
-            continue
-        lines, used = _emit(step_exprs[st.target], out, _work_place(work), _step_scratch)
-        step_scratch = max(step_scratch, used)
-        body.add(lines)
-    for s, owner in followers:
-        body.comment(f"{s} takes the same next value as {owner}")
-        body.add([f"np.copyto(_{s}_all[_t + 1], _{owner}_all[_t + 1])"])
-    work_alloc = [f"{naming.work(w)} = np.empty((_B, _n_out), _dtype)" for w in work] + [
-        f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(step_scratch)
-    ]
-    work_alloc += fused["alloc"]
+    def step_bind(self) -> tuple[list[str], list[str]]:
+        """This step's rows of the arrays the loop writes and reads; the values the loop
+        keeps in work buffers instead."""
+        bind = []
+        for s in self.states:
+            bind.append(f"{s} = _{s}_all[_t]")
+        step_targets = {st.target for st in self.step}
+        work = []
+        for st in self.step:
+            t = st.target
+            if t in self.state_of_target:
+                bind.append(f"{t} = _{self.state_of_target[t]}_all[_t + 1]")
+            elif t in self.seq:
+                bind.append(f"{t} = {self.seq[t]}[_t]")
+            else:
+                work.append(t)
+        read_in_step = set()
+        for e in self.step_exprs.values():
+            read_in_step |= _names(e)
+        read_in_step |= {st.arg for st in self.step if isinstance(st, MatVec)}
+        for name in sorted(read_in_step - step_targets - set(self.states) - self.params):
+            if name in self.seq:
+                bind.append(f"{name} = {self.seq[name]}[_t]")
+        return bind, work
 
-    cache_entries = []
-    for name in sorted(cached):
-        if name in states:
-            cache_entries.append((name, f"_{name}_all[:-1]"))
-        elif name in state_of_target:
-            cache_entries.append((name, f"_{state_of_target[name]}_all[1:]"))
-        else:
-            cache_entries.append((name, seq[name]))
-    output = (
-        f"_{state_of_target[cell.output]}_all[1:]"
-        if cell.output in state_of_target
-        else seq[cell.output]
-    )
-    used = identifiers(before_lines + body.lines + fused["before"])
-    constants = [f"{k} = {numpy_code(e)}" for e, k in hoister.constants.items() if k.name in used]
-    constants += fused["before"]
-    forward_used = identifiers(constants + before_lines + body.lines + bind + work_alloc)
-    projections = projection_lines(kernel, "_T * _B", "_T, _B, {}", folds, forward_used)
-    context = {
-        "projections": projections,
-        "before": constants + before_lines,
-        "alloc": alloc + scratch_alloc + work_alloc,
-        "bind": bind,
-        "step": body.lines,
-        "cache_entries": [{"name": n, "array": a} for n, a in cache_entries],
-        "final_states": [{"name": s, "array": f"_{s}_all[-1]"} for s in states],
-        "output_array": output,
-    }
-    context |= {key: [] for key in BACKWARD_KEYS}
-    if kernel.recurrence == COUPLED or any(isinstance(s, MatVec) for s in kernel.backward):
-        context |= _backward_per_step(kernel, info)
-    else:
-        context |= _backward_scan(kernel, info)
-    used = identifiers(sum((context[k] for k in BACKWARD_KEYS if k in context), []))
-    context["bptt_params"] = [p for p in cell.params if p in used]
-    context["cache_reads"] = [
-        line for line in context["cache_reads"] if line.split(" = ")[0] in used
-    ]
-    return context
+    def step_lines(self, work: list[str], fused: dict) -> tuple[list[str], list[str]]:
+        """The loop's ufunc calls (the fused gates first); the buffers they need."""
+        body = Code()
+        body.add(fused["step"])
+        step_scratch = 0
+        for st in self.step:
+            out = st.target if st.target not in work else naming.work(st.target)
+            body.comment(st.comment)
+            if isinstance(st, MatVec):
+                body.add([f"np.matmul({st.arg}, {st.matrix}.T, out={out})"])
+                continue
+            lines, used = _emit(self.step_exprs[st.target], out, _work_place(work), _step_scratch)
+            step_scratch = max(step_scratch, used)
+            body.add(lines)
+        owners = self.state_of_target
+        followers = [(s, owners[t]) for s, t in self.states.items() if owners[t] != s]
+        for s, owner in followers:
+            body.comment(f"{s} takes the same next value as {owner}")
+            body.add([f"np.copyto(_{s}_all[_t + 1], _{owner}_all[_t + 1])"])
+        work_alloc = [f"{naming.work(w)} = np.empty((_B, _n_out), _dtype)" for w in work] + [
+            f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(step_scratch)
+        ]
+        work_alloc += fused["alloc"]
+        return body.lines, work_alloc
+
+    def cache_entries(self) -> list[dict]:
+        """The arrays of the forward values the backward reads."""
+        cache_entries = []
+        for name in sorted(self.cached):
+            if name in self.states:
+                cache_entries.append((name, f"_{name}_all[:-1]"))
+            elif name in self.state_of_target:
+                cache_entries.append((name, f"_{self.state_of_target[name]}_all[1:]"))
+            else:
+                cache_entries.append((name, self.seq[name]))
+        return [{"name": n, "array": a} for n, a in cache_entries]
+
+    def output_array(self) -> str:
+        output = self.kernel.cell.output
+        if output in self.state_of_target:
+            return f"_{self.state_of_target[output]}_all[1:]"
+        return self.seq[output]
 
 
 BACKWARD_KEYS = (
@@ -533,91 +623,117 @@ def _fuse_calls(step, step_exprs, states, block_of: dict[str, int], blocks: int)
     """One set of calls for several gates of the same form (horizontal fusion).
 
     Calls ``f(c_i*h + s_i)`` of one primitive on one state, where each s_i is a block of
-    the stacked input projection and the blocks are neighbours (the GRN's
-    ``tanh(WTu/2*h + _s0)`` and ``tanh(WTc*h + _s1)``), become three calls for all of
-    them on a (B, m, n) buffer: the constants stacked times h, plus the projection's
-    blocks, then f. Each gate then reads its row of the buffer. The expressions in
-    ``step_exprs`` are rewritten in place.
+    the stacked input projection and the blocks are neighbours (``tanh(wu*h + _s0)`` and
+    ``tanh(wc*h + _s1)``), become three calls for all of them on a (B, m, n) buffer: the
+    constants stacked times h, plus the projection's blocks, then f. Each gate then reads
+    its row of the buffer. The expressions in ``step_exprs`` are rewritten in place.
 
     Returns:
         ``before`` (lines before the loop), ``alloc`` (buffers), ``step`` (lines at the
         start of each step).
     """
-    found: dict[tuple[str, str], dict[int, tuple[sp.Expr, sp.Expr]]] = {}
-    for st in step:
-        if not isinstance(st, Assign):
-            continue
-        for call in sp.preorder_traversal(step_exprs[st.target]):
-            name = ufuncs.primitive_name(call)
-            if name not in ufuncs.INPLACE:
-                continue
-            terms = sp.Add.make_args(call.args[0])
-            seqs = [t for t in terms if isinstance(t, sp.Symbol) and t.name in block_of]
-            rest = [t for t in terms if t not in seqs]
-            if len(seqs) != 1 or len(rest) != 1:
-                continue
-            coeff, state = rest[0].as_coeff_Mul()
-            if coeff != 1 or not state.is_Mul:
-                coeff, state = sp.S.One, rest[0]
-            if isinstance(state, sp.Mul):
-                factors = [f for f in state.args if isinstance(f, sp.Symbol)]
-                if len(factors) != 2 or len(state.args) != 2:
-                    continue
-                hs = [f for f in factors if f.name in states]
-                if len(hs) != 1:
-                    continue
-                h = hs[0]
-                coeff = factors[0] if factors[1] == h else factors[1]
-            elif isinstance(state, sp.Symbol) and state.name in states:
-                h = state
-            else:
-                continue
-            block = block_of[seqs[0].name]
-            found.setdefault((name, h.name), {}).setdefault(block, (call, coeff))
+    found = _fusible_calls(step, step_exprs, states, block_of)
     out = {"before": [], "alloc": [], "step": []}
     replace: dict[sp.Expr, sp.Symbol] = {}
     index = 0
     for (name, h), members in sorted(found.items()):
-        ordered = sorted(members)
-        runs: list[list[int]] = []
-        for block in ordered:
-            if runs and block == runs[-1][-1] + 1:
-                runs[-1].append(block)
-            else:
-                runs.append([block])
-        for run in runs:
+        for run in _neighbour_runs(sorted(members)):
             if len(run) < 2:
                 continue
-            buf, consts = f"_F{index}", f"_K{index}"
-            m = len(run)
-            coeffs = [members[b][1] for b in run]
-            stacked = ", ".join(
-                numpy_code(c) if not c.is_number else f"np.full(_n_out, {float(c)!r})"
-                for c in coeffs
-            )
-            out["before"].append(f"{consts} = np.stack(({stacked}))")
-            out["alloc"].append(f"{buf} = np.empty((_B, {m}, _n_out), _dtype)")
-            out["alloc"].append(f"_P3 = _P.reshape(_T, _B, {blocks}, _n_out)")
-            calls = [members[b][0] for b in run]
-            for i, call in enumerate(calls):
-                sym = sp.Symbol(f"_f{index}_{i}")
-                replace[call] = sym
-                out["alloc"].append(f"{sym} = {buf}[:, {i}]")
-            out["step"].append(
-                f"# {name} of {m} gates at once: "
-                + printing.display("; ".join(sp.sstr(c) for c in calls))
-            )
-            out["step"] += [
-                f"np.multiply({consts}, {h}[:, None, :], out={buf})",
-                f"np.add({buf}, _P3[_t, :, {run[0]}:{run[-1] + 1}], out={buf})",
-                ufuncs.INPLACE[name].format(i=buf, o=buf),
-            ]
+            replace |= _fuse_run(out, index, name, h, [members[b] for b in run], run, blocks)
             index += 1
     if replace:
         for target in step_exprs:
             step_exprs[target] = step_exprs[target].xreplace(replace)
     out["alloc"] = sorted(set(out["alloc"]), key=out["alloc"].index)
     return out
+
+
+def _fusible_calls(
+    step, step_exprs, states, block_of: dict[str, int]
+) -> dict[tuple[str, str], dict[int, tuple[sp.Expr, sp.Expr]]]:
+    """``(primitive, state) -> {block: (call, c)}``: the first call ``f(c*h + s)`` of the
+    step on each block ``s`` of the product."""
+    found: dict[tuple[str, str], dict[int, tuple[sp.Expr, sp.Expr]]] = {}
+    for st in step:
+        if not isinstance(st, Assign):
+            continue
+        for call in sp.preorder_traversal(step_exprs[st.target]):
+            gate = _gate(call, states, block_of)
+            if gate is not None:
+                name, h, block, coeff = gate
+                found.setdefault((name, h.name), {}).setdefault(block, (call, coeff))
+    return found
+
+
+def _gate(call, states, block_of: dict[str, int]):
+    """``(primitive, h, block, c)`` when ``call`` is ``f(c*h + s)`` with ``f`` computed in
+    place, ``h`` a state, ``c`` one symbol or 1 and ``s`` a block of the product; else None."""
+    name = ufuncs.primitive_name(call)
+    if name not in ufuncs.INPLACE:
+        return None
+    terms = sp.Add.make_args(call.args[0])
+    seqs = [t for t in terms if isinstance(t, sp.Symbol) and t.name in block_of]
+    rest = [t for t in terms if t not in seqs]
+    if len(seqs) != 1 or len(rest) != 1:
+        return None
+    coeff, state = rest[0].as_coeff_Mul()
+    if coeff != 1 or not state.is_Mul:
+        coeff, state = sp.S.One, rest[0]
+    if isinstance(state, sp.Mul):
+        factors = [f for f in state.args if isinstance(f, sp.Symbol)]
+        if len(factors) != 2 or len(state.args) != 2:
+            return None
+        hs = [f for f in factors if f.name in states]
+        if len(hs) != 1:
+            return None
+        h = hs[0]
+        coeff = factors[0] if factors[1] == h else factors[1]
+    elif isinstance(state, sp.Symbol) and state.name in states:
+        h = state
+    else:
+        return None
+    return name, h, block_of[seqs[0].name], coeff
+
+
+def _neighbour_runs(ordered: list[int]) -> list[list[int]]:
+    """Sorted block numbers grouped into runs of consecutive ones."""
+    runs: list[list[int]] = []
+    for block in ordered:
+        if runs and block == runs[-1][-1] + 1:
+            runs[-1].append(block)
+        else:
+            runs.append([block])
+    return runs
+
+
+def _fuse_run(out: dict, index: int, name: str, h: str, gates, run, blocks: int) -> dict:
+    """The lines of one run of neighbouring gates (``(call, c)`` each) into ``out``;
+    returns ``call -> the symbol of its row``."""
+    buf, consts = f"_F{index}", f"_K{index}"
+    m = len(run)
+    coeffs = [coeff for _, coeff in gates]
+    stacked = ", ".join(
+        numpy_code(c) if not c.is_number else f"np.full(_n_out, {float(c)!r})" for c in coeffs
+    )
+    out["before"].append(f"{consts} = np.stack(({stacked}))")
+    out["alloc"].append(f"{buf} = np.empty((_B, {m}, _n_out), _dtype)")
+    out["alloc"].append(f"_P3 = _P.reshape(_T, _B, {blocks}, _n_out)")
+    calls = [call for call, _ in gates]
+    replace: dict[sp.Expr, sp.Symbol] = {}
+    for i, call in enumerate(calls):
+        sym = sp.Symbol(f"_f{index}_{i}")
+        replace[call] = sym
+        out["alloc"].append(f"{sym} = {buf}[:, {i}]")
+    out["step"].append(
+        f"# {name} of {m} gates at once: " + printing.display("; ".join(sp.sstr(c) for c in calls))
+    )
+    out["step"] += [
+        f"np.multiply({consts}, {h}[:, None, :], out={buf})",
+        f"np.add({buf}, _P3[_t, :, {run[0]}:{run[-1] + 1}], out={buf})",
+        ufuncs.INPLACE[name].format(i=buf, o=buf),
+    ]
+    return replace
 
 
 def _work_place(work):
@@ -750,148 +866,271 @@ def _substitute_leaves(stmts, env: dict) -> list[Assign]:
 def _backward_scan(kernel: Kernel, info: dict) -> dict:
     """The adjoint recurrence of a diagonal cell as coefficients and a scan."""
     cell = kernel.cell
-    params = set(cell.params)
+    seeds = _scan_seeds(kernel)
+    targets = set(kernel.stored) | {naming.adjoint(s) for s in cell.states}
+    programs, coeff, notes = _coefficient_programs(cell, seeds, targets)
+
+    hoister = ufuncs.Hoister(set(cell.params), ())
+    exprs = {st.target: hoister.constants_of(ufuncs.numpy_form(st.expr)) for st in programs}
+    stored_lines, stored = stored_buffers(kernel, info)
+    code = _ScanCode(kernel, seeds, coeff)
+    block_vals = [st.target for st in programs]
+    seed_bufs = [s for s in seeds.names if s != seeds.upstream]
+    alloc = list(stored_lines)
+    alloc += [
+        f"{naming.block(v)} = np.empty((_block, _B, _n_out), _dtype)"
+        for v in block_vals + seed_bufs
+    ]
+    bind = code.block_bind(exprs, block_vals, seed_bufs)
+    coefficients = code.coefficient_lines(notes, programs, exprs)
+    scan, scan_scratch = code.scan_lines()
+    adjoints = code.adjoint_lines()
+    bind += [f"{name} = {stored[name]}[_lo:_hi]" for name in kernel.stored]
+    sums, accumulated, acc_alloc, sum_buffer = code.sum_lines()
+    if sum_buffer:
+        alloc.append("_bw_sum = np.empty((_block, _B, _n_out), _dtype)")
+    alloc += [f"_bw{i} = np.empty((_block, _B, _n_out), _dtype)" for i in range(code.scratch)]
+    if scan_scratch:
+        alloc.append("_wscan = np.empty((_B, _n_out), _dtype)")
+
+    grads = gradient_lines(kernel, whole_place(kernel, stored), "_T * _B", "(0, 1)", accumulated)
+    return {
+        "block_scan": True,
+        "backward_alloc": alloc + acc_alloc,
+        "backward_before": [f"{k} = {numpy_code(e)}" for e, k in hoister.constants.items()],
+        "block_bind": bind,
+        "coefficients": coefficients,
+        "scan_lines": scan,
+        "adjoint_lines": adjoints,
+        "sum_lines": sums,
+        "grad_lines": grads,
+        "cache_reads": _cache_reads(kernel),
+    }
+
+
+@dataclass
+class _Seeds:
+    """The seeds of a diagonal cell's adjoint step: the adjoints every other adjoint of
+    the step is linear in.
+
+    Attributes:
+        upstream: The output's upstream gradient.
+        seed_out: The output's adjoint.
+        out_state: The state whose next value is the output, if any.
+        combined: When the output is a state's next value and its adjoint is
+            ``upstream + carried``: that statement (the sum is one seed, ``seed_out``,
+            computed in the scan).
+        names: The seeds, in order.
+        body: The adjoint program of one step without the combined statement.
+    """
+
+    upstream: str
+    seed_out: str
+    out_state: str | None
+    combined: Assign | None
+    names: list[str]
+    body: list
+
+    def place(self, name: str) -> str:
+        """Where a seed is read in the block's code."""
+        if name == self.upstream:
+            return "_dout[_lo:_hi]"
+        if name == self.seed_out and self.combined is not None:
+            return name
+        return "_S_" + name if name in self.names else name
+
+
+def _scan_seeds(kernel: Kernel) -> _Seeds:
+    cell = kernel.cell
     out = cell.output
     upstream = naming.upstream(out)
     states = list(cell.states)
     out_state = next((s for s, t in cell.states.items() if t == out), None)
     body = list(kernel.backward)
     seed_out = naming.adjoint(out)
-    combined = False
+    combined = None
     if out_state is not None:
         first = next((st for st in body if st.target == seed_out), None)
         expected = sp.Symbol(upstream) + sp.Symbol(naming.carried(out_state))
         if first is not None and sp.expand(first.expr - expected) == 0:
-            combined = True
+            combined = first
             body = [st for st in body if st is not first]
     # The seeds: the adjoints every other adjoint of the step is linear in.
-    if combined:
+    if combined is not None:
         seeds = [seed_out] + [naming.carried(s) for s in states if s != out_state]
     else:
         seeds = [upstream] + [naming.carried(s) for s in states]
-    targets = set(kernel.stored) | {naming.adjoint(s) for s in states}
+    return _Seeds(upstream, seed_out, out_state, combined, seeds, body)
 
+
+def _coefficient_programs(
+    cell, seeds: _Seeds, targets: set[str]
+) -> tuple[list[Assign], dict[str, dict[str, sp.Expr]], list[str]]:
+    """The statements computing every coefficient (the seed-free ones first, computed
+    once), ``target -> seed -> coefficient`` (a symbol or a number), and the notes of
+    adjoints whose coefficient is a value the code has already."""
+    upstream = seeds.upstream
     coeff: dict[str, dict[str, sp.Expr]] = {t: {} for t in targets}
     # Statements free of every seed (forward values, like 1 - G) are computed once.
-    linear = set(seeds) | {upstream}
-    for st in body:
+    linear = set(seeds.names) | {upstream}
+    for st in seeds.body:
         if _assign_reads(st) & linear:
             linear.add(st.target)
-    shared = [st for st in body if st.target not in linear]
-    body = [st for st in body if st.target in linear]
+    shared = [st for st in seeds.body if st.target not in linear]
+    body = [st for st in seeds.body if st.target in linear]
     programs: list[Assign] = []
     live = set(targets)
     notes: list[str] = []  # adjoints whose coefficient is a value the code has already
-    for seed in seeds:
-        env = {sp.Symbol(s): (sp.S.One if s == seed else sp.S.Zero) for s in seeds}
-        if combined:
-            env[sp.Symbol(upstream)] = sp.S.Zero
-        stmts = _substitute_leaves(body, env)
-        # a target whose value became another symbol (dW_x = _c1) keeps that one alive
-        needed = set(targets)
-        for t in targets:
-            needed |= _names(env.get(sp.Symbol(t), sp.S.Zero))
-        stmts = passes.dead_code(stmts, live=needed)
-        for st in stmts:
-            live |= _assign_reads(st)
-        rename = {
-            sp.Symbol(st.target): sp.Symbol(naming.coefficient(st.target, seed)) for st in stmts
-        }
-        for st in stmts:
-            name = naming.coefficient(st.target, seed)
-            programs.append(
-                Assign(
-                    name, st.expr.xreplace(rename), f"{st.comment}: {st.target} = {name} * {seed}"
-                )
-            )
-        for st in body:
-            value = env.get(sp.Symbol(st.target))
-            if value is not None and value != 0 and sp.Symbol(st.target) not in rename:
-                notes.append(f"{st.comment}: {st.target} = {sp.sstr(value)} * {seed}")
-        for t in targets:
-            sym = sp.Symbol(t)
-            coeff[t][seed] = rename.get(sym, env.get(sym, sp.S.Zero).xreplace(rename))
+    for seed in seeds.names:
+        program, seed_notes, reads = _coefficients_of(seed, seeds, body, targets, coeff)
+        programs += program
+        notes += seed_notes
+        live |= reads
     for t in targets:
-        for seed in seeds:
+        for seed in seeds.names:
             live |= _names(coeff[t][seed])
     programs = passes.dead_code(shared, live=live) + programs
     # every adjoint must be linear in the seeds with seed-free coefficients
     for st in programs:
-        if _names(st.expr) & (set(seeds) | {upstream}):
+        if _names(st.expr) & (set(seeds.names) | {upstream}):
             raise ValueError(f"{cell.name}: the adjoint step is not linear in its seeds")
+    return programs, coeff, notes
 
-    hoister = ufuncs.Hoister(params, ())
-    block_vals = [st.target for st in programs]
-    exprs = {st.target: hoister.constants_of(ufuncs.numpy_form(st.expr)) for st in programs}
-    stored_lines, stored = stored_buffers(kernel, info)
 
-    seed_bufs = [s for s in seeds if s != upstream]
+def _coefficients_of(
+    seed: str, seeds: _Seeds, body: list, targets: set[str], coeff: dict
+) -> tuple[list[Assign], list[str], set[str]]:
+    """The statements computing each target's coefficient of ``seed`` (the step's
+    program with that seed 1 and the others 0), the notes of the targets whose
+    coefficient is a value the code has, and the names the statements read. Sets
+    ``coeff[target][seed]``."""
+    env = {sp.Symbol(s): (sp.S.One if s == seed else sp.S.Zero) for s in seeds.names}
+    if seeds.combined is not None:
+        env[sp.Symbol(seeds.upstream)] = sp.S.Zero
+    stmts = _substitute_leaves(body, env)
+    # a target whose value became another symbol (dW_x = _c1) keeps that one alive
+    needed = set(targets)
+    for t in targets:
+        needed |= _names(env.get(sp.Symbol(t), sp.S.Zero))
+    stmts = passes.dead_code(stmts, live=needed)
+    reads: set[str] = set()
+    for st in stmts:
+        reads |= _assign_reads(st)
+    rename = {sp.Symbol(st.target): sp.Symbol(naming.coefficient(st.target, seed)) for st in stmts}
+    program = []
+    for st in stmts:
+        name = naming.coefficient(st.target, seed)
+        program.append(
+            Assign(name, st.expr.xreplace(rename), f"{st.comment}: {st.target} = {name} * {seed}")
+        )
+    notes = []
+    for st in body:
+        value = env.get(sp.Symbol(st.target))
+        if value is not None and value != 0 and sp.Symbol(st.target) not in rename:
+            notes.append(f"{st.comment}: {st.target} = {sp.sstr(value)} * {seed}")
+    for t in targets:
+        sym = sp.Symbol(t)
+        coeff[t][seed] = rename.get(sym, env.get(sym, sp.S.Zero).xreplace(rename))
+    return program, notes, reads
 
-    def seed_place(name: str) -> str:
-        if name == upstream:
-            return "_dout[_lo:_hi]"
-        if name == seed_out and combined:
-            return name
-        return "_S_" + name if name in seeds else name
 
-    alloc = list(stored_lines)
-    alloc += [
-        f"{naming.block(v)} = np.empty((_block, _B, _n_out), _dtype)"
-        for v in block_vals + seed_bufs
-    ]
-    bind = []
-    read = set()
-    for e in exprs.values():
-        read |= _names(e)
-    vector = dict(kernel.vector_grads)
-    for name, kind in cell.params.items():
-        if kind == "vector":
-            read |= _names(vector[name])
-    for per_seed in coeff.values():  # a coefficient may be a forward value itself
-        for value in per_seed.values():
-            read |= _names(value)
-    for name in kernel.cached:
-        if name in read:
-            bind.append(f"{name} = {naming.sequence(name)}[_lo:_hi]")
-    for v in block_vals:
-        bind.append(f"{v} = {naming.block(v)}[:_m]")
-    for v in seed_bufs:
-        bind.append(f"{seed_place(v)} = {naming.block(v)}[:_m]")
-    coefficients = Code()
-    scratch = 0
+def _block_scratch(i: int) -> str:
+    return f"_bw{i}[:_m]"
 
-    def block_scratch(i: int) -> str:
-        return f"_bw{i}[:_m]"
 
-    for note in notes:
-        coefficients.comment(note)
-    for st in programs:
-        coefficients.comment(st.comment)
-        lines, used = _emit(exprs[st.target], st.target, lambda n: n, block_scratch)
-        scratch = max(scratch, used)
-        coefficients.add(lines)
-    # The scan.
-    scan = Code()
-    if combined:
-        carried_out = naming.carried(out_state)
-        scan.comment(f"{first.comment}: {seed_out} = {upstream} + {carried_out}")
-        scan.add([f"np.add(_dout[_lo + _k], {carried_out}, out={seed_out}[_k])"])
-    for s in states:
-        c = naming.carried(s)
-        if c in seeds:
-            scan.add([f"np.copyto({seed_place(c)}[_k], {c})"])
-    scan_scratch = False
-    for s in states:
+@dataclass
+class _ScanCode:
+    """The lines of a block of the scanned backward, part by part.
+
+    Attributes:
+        kernel: The cell's kernel.
+        seeds: The step's seeds.
+        coeff: ``target -> seed -> coefficient``.
+        scratch: How many (block, B, n) scratch buffers the lines use so far.
+    """
+
+    kernel: Kernel
+    seeds: _Seeds
+    coeff: dict[str, dict[str, sp.Expr]]
+    scratch: int = 0
+
+    def emit(self, expr: sp.Expr, out: str, place) -> list[str]:
+        lines, used = _emit(expr, out, place, _block_scratch)
+        self.scratch = max(self.scratch, used)
+        return lines
+
+    def block_bind(self, exprs: dict, block_vals: list[str], seed_bufs: list[str]) -> list[str]:
+        """The block's rows of the forward values read, of the coefficients and seeds."""
+        cell = self.kernel.cell
+        bind = []
+        read = set()
+        for e in exprs.values():
+            read |= _names(e)
+        vector = dict(self.kernel.vector_grads)
+        for name, kind in cell.params.items():
+            if kind == "vector":
+                read |= _names(vector[name])
+        for per_seed in self.coeff.values():  # a coefficient may be a forward value itself
+            for value in per_seed.values():
+                read |= _names(value)
+        for name in self.kernel.cached:
+            if name in read:
+                bind.append(f"{name} = {naming.sequence(name)}[_lo:_hi]")
+        for v in block_vals:
+            bind.append(f"{v} = {naming.block(v)}[:_m]")
+        for v in seed_bufs:
+            bind.append(f"{self.seeds.place(v)} = {naming.block(v)}[:_m]")
+        return bind
+
+    def coefficient_lines(self, notes: list[str], programs: list[Assign], exprs) -> list[str]:
+        coefficients = Code()
+        for note in notes:
+            coefficients.comment(note)
+        for st in programs:
+            coefficients.comment(st.comment)
+            coefficients.add(self.emit(exprs[st.target], st.target, lambda n: n))
+        return coefficients.lines
+
+    def scan_lines(self) -> tuple[list[str], bool]:
+        """The sequential part, one step of the block: the seeds, then each state's
+        carried adjoint; and whether it needs the scratch buffer ``_wscan``."""
+        seeds = self.seeds
+        states = list(self.kernel.cell.states)
+        scan = Code()
+        if seeds.combined is not None:
+            carried_out = naming.carried(seeds.out_state)
+            scan.comment(
+                f"{seeds.combined.comment}: {seeds.seed_out} = {seeds.upstream} + {carried_out}"
+            )
+            scan.add([f"np.add(_dout[_lo + _k], {carried_out}, out={seeds.seed_out}[_k])"])
+        for s in states:
+            c = naming.carried(s)
+            if c in seeds.names:
+                scan.add([f"np.copyto({seeds.place(c)}[_k], {c})"])
+        scan_scratch = False
+        for s in states:
+            scan_scratch |= self.carry(scan, s)
+        return scan.lines, scan_scratch
+
+    def carry(self, scan: Code, s: str) -> bool:
+        """The state's adjoint of this step, carried to the step before, as a sum of
+        coefficient x seed; whether it used ``_wscan``."""
+        seeds = self.seeds
+        params = set(self.kernel.cell.params)
         target = naming.adjoint(s)
         c = naming.carried(s)
         scan.comment(f"{c} = {target} of this step, for the step before")
-        terms = [(coeff[target][seed], seed) for seed in seeds if coeff[target][seed] != 0]
+        terms = [
+            (self.coeff[target][seed], seed)
+            for seed in seeds.names
+            if self.coeff[target][seed] != 0
+        ]
         if not terms:
             scan.add([f"{c}.fill(0)"])
-            continue
+            return False
         first = True
         for k, seed in terms:
-            sv = f"{seed_place(seed)}[_k]" if seed != upstream else "_dout[_lo + _k]"
+            sv = f"{seeds.place(seed)}[_k]" if seed != seeds.upstream else "_dout[_lo + _k]"
             # a coefficient per step of the block, or a parameter (the same every step)
             kv = None
             if isinstance(k, sp.Symbol):
@@ -906,62 +1145,52 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
             scan.add([line])
             if not first:
                 scan.add([f"np.add({c}, _wscan, out={c})"])
-                scan_scratch = True
             first = False
-    # The adjoints the gradients read, for the block.
-    adjoints = Code()
-    for name in kernel.stored:
-        expr = sp.Add(*[coeff[name][seed] * sp.Symbol(seed) for seed in seeds])
-        adjoints.comment(f"{name} = {sp.sstr(expr)}")
-        lines, used = _emit(expr, name, seed_place, block_scratch)
-        scratch = max(scratch, used)
-        adjoints.add(lines)
-    bind += [f"{name} = {stored[name]}[_lo:_hi]" for name in kernel.stored]
-    # Vector gradients that are not a stored adjoint summed: accumulated per block.
-    sums = Code()
-    accumulated = set()
-    acc_alloc = []
-    for name, kind in cell.params.items():
-        if kind != "vector":
-            continue
-        expr = vector[name]
-        if isinstance(expr, sp.Symbol):
-            continue
-        accumulated.add(name)
-        acc_alloc.append(f'grads["{name}"] = np.zeros(_n_out, _dtype)')
-        if expr == 0:  # the parameter does not reach the cost
-            continue
-        factors = sp.Mul.make_args(expr)
-        if (
-            expr.is_Mul
-            and len(factors) == 2
-            and all(isinstance(f, sp.Symbol) and f.name not in params for f in factors)
-        ):
-            a, b = factors
-            sums.add([f'grads["{name}"] += np.einsum("tbj,tbj->j", {a}, {b})'])
-        else:
-            lines, used = _emit(expr, "_bw_sum[:_m]", lambda n: n, block_scratch)
-            scratch = max(scratch, used)
-            sums.add(lines + [f'grads["{name}"] += _bw_sum[:_m].sum(axis=(0, 1))'])
-            if "_bw_sum = np.empty((_block, _B, _n_out), _dtype)" not in alloc:
-                alloc.append("_bw_sum = np.empty((_block, _B, _n_out), _dtype)")
-    alloc += [f"_bw{i} = np.empty((_block, _B, _n_out), _dtype)" for i in range(scratch)]
-    if scan_scratch:
-        alloc.append("_wscan = np.empty((_B, _n_out), _dtype)")
+        return len(terms) > 1
 
-    grads = gradient_lines(kernel, whole_place(kernel, stored), "_T * _B", "(0, 1)", accumulated)
-    return {
-        "block_scan": True,
-        "backward_alloc": alloc + acc_alloc,
-        "backward_before": [f"{k} = {numpy_code(e)}" for e, k in hoister.constants.items()],
-        "block_bind": bind,
-        "coefficients": coefficients.lines,
-        "scan_lines": scan.lines,
-        "adjoint_lines": adjoints.lines,
-        "sum_lines": sums.lines,
-        "grad_lines": grads,
-        "cache_reads": _cache_reads(kernel),
-    }
+    def adjoint_lines(self) -> list[str]:
+        """The adjoints the gradients read, for the block."""
+        adjoints = Code()
+        for name in self.kernel.stored:
+            expr = sp.Add(*[self.coeff[name][seed] * sp.Symbol(seed) for seed in self.seeds.names])
+            adjoints.comment(f"{name} = {sp.sstr(expr)}")
+            adjoints.add(self.emit(expr, name, self.seeds.place))
+        return adjoints.lines
+
+    def sum_lines(self) -> tuple[list[str], set[str], list[str], bool]:
+        """Vector gradients that are not a stored adjoint summed: accumulated per block.
+        The lines, the parameters accumulated, their allocations, and whether the lines
+        use the buffer ``_bw_sum``."""
+        cell = self.kernel.cell
+        params = set(cell.params)
+        vector = dict(self.kernel.vector_grads)
+        sums = Code()
+        accumulated = set()
+        acc_alloc = []
+        sum_buffer = False
+        for name, kind in cell.params.items():
+            if kind != "vector":
+                continue
+            expr = vector[name]
+            if isinstance(expr, sp.Symbol):
+                continue
+            accumulated.add(name)
+            acc_alloc.append(f'grads["{name}"] = np.zeros(_n_out, _dtype)')
+            if expr == 0:  # the parameter does not reach the cost
+                continue
+            factors = sp.Mul.make_args(expr)
+            if (
+                expr.is_Mul
+                and len(factors) == 2
+                and all(isinstance(f, sp.Symbol) and f.name not in params for f in factors)
+            ):
+                a, b = factors
+                sums.add([f'grads["{name}"] += np.einsum("tbj,tbj->j", {a}, {b})'])
+            else:
+                lines = self.emit(expr, "_bw_sum[:_m]", lambda n: n)
+                sums.add(lines + [f'grads["{name}"] += _bw_sum[:_m].sum(axis=(0, 1))'])
+                sum_buffer = True
+        return sums.lines, accumulated, acc_alloc, sum_buffer
 
 
 # --- costs ------------------------------------------------------------------------------
