@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import sympy as sp
 
-from symbolic.ir import Assign, MatVec, Stmt, reads
+from symbolic.ir import Assign, MatVec, Stmt, names, reads
 
 
 def dead_code(stmts: list[Stmt], live: Iterable[str]) -> list[Stmt]:
@@ -182,3 +182,48 @@ def count_ops(stmts: list[Stmt]) -> dict[str, int]:
 
 
 __all__ = ["dead_code", "copy_propagation", "cse", "fold_temporaries", "count_ops"]
+
+
+def inline_single_use(stmts, keep: set[str]) -> list:
+    """Substitute each elementwise value read exactly once, by another elementwise
+    statement, into that statement (``Zu`` into ``G = sigmoid(Zu)``), unless it is in
+    ``keep`` (cached, output, next state)."""
+    stmts = list(stmts)
+    changed = True
+    while changed:
+        changed = False
+        for index, stmt in enumerate(stmts):
+            if not isinstance(stmt, Assign) or stmt.target in keep:
+                continue
+            users = [i for i, s in enumerate(stmts) if stmt.target in reads(s)]
+            if len(users) != 1 or not isinstance(stmts[users[0]], Assign):
+                continue
+            user = stmts[users[0]]
+            if sum(1 for s in sp.preorder_traversal(user.expr) if s == sp.Symbol(stmt.target)) != 1:
+                continue
+            merged = user.expr.xreplace({sp.Symbol(stmt.target): stmt.expr})
+            if _depth(merged) > MAX_INLINED_DEPTH:
+                continue  # a chain of single uses would become one deep expression
+            if names(merged) != (names(user.expr) - {stmt.target}) | names(stmt.expr):
+                # a symbol cancelled (v + (2 - v)): a NaN in it would no longer propagate
+                continue
+            comment = f"{stmt.comment}\n{user.comment}" if user.comment else stmt.comment
+            stmts[users[0]] = Assign(user.target, merged, comment)
+            del stmts[index]
+            changed = True
+            break
+    return stmts
+
+
+#: Deepest expression inlining may build (a chain of 1000 single-use equations stays
+#: 1000 statements, not one expression SymPy and Python would recurse through).
+MAX_INLINED_DEPTH = 12
+
+
+def _depth(expr: sp.Basic) -> int:
+    deepest, stack = 0, [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((arg, depth + 1) for arg in node.args)
+    return deepest

@@ -355,3 +355,28 @@ def test_passes_compose_like_lower_does():
     assert "dead" not in targets(out) and "e" not in targets(out)
     assert_well_ordered(out, set(env))
     np.testing.assert_allclose(run(out, env)["dh"], run(stmts, env)["dh"], rtol=1e-13)
+
+
+# ---------------------------------------------------------------------------------------
+# inline_single_use
+# ---------------------------------------------------------------------------------------
+
+
+def test_inline_single_use_merges_a_value_read_once():
+    stmts = [A("Zu", "W_x + Bu"), A("G", "sigmoid(Zu)"), A("a", "G*h + G")]
+    out = passes.inline_single_use(stmts, keep={"a"})
+    # Zu is read once (by G): it goes into G; G is read twice: it stays
+    assert [s.target for s in out] == ["G", "a"]
+    assert out[0].expr == expr("sigmoid(W_x + Bu)")
+    assert "Zu = W_x + Bu" in out[0].comment
+    env = {n: np.random.default_rng(1).standard_normal(4) for n in ("W_x", "Bu", "h")}
+    np.testing.assert_allclose(run(out, env)["a"], run(stmts, env)["a"], rtol=1e-15)
+
+
+def test_inline_single_use_keeps_what_is_kept_and_what_would_cancel():
+    stmts = [A("c", "x + y"), A("d", "2*c"), A("v", "p + 1"), A("e", "v - p + d")]
+    out = passes.inline_single_use(stmts, keep={"c", "e"})
+    # d, read once, goes into e; c is kept (cached); v would cancel against p in e (a NaN
+    # in p must still reach e), so it stays a statement of its own
+    assert [s.target for s in out] == ["c", "v", "e"]
+    assert out[2].expr == expr("v - p + 2*c")

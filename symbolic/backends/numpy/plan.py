@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from symbolic import naming, passes, printing
+from symbolic import ir, naming, passes, printing
 from symbolic.backends.numpy import ufuncs
 from symbolic.backends.numpy.printer import code as numpy_code
 from symbolic.ir import COUPLED, Assign, Kernel, MatVec
@@ -53,57 +53,6 @@ class Code:
 
     def add(self, lines) -> None:
         self.lines.extend(lines)
-
-
-def _assign_reads(stmt) -> set[str]:
-    if isinstance(stmt, MatVec):
-        return {stmt.arg}
-    return {s.name for s in stmt.expr.free_symbols}
-
-
-def inline_single_use(stmts, keep: set[str]) -> list:
-    """Substitute each elementwise value read exactly once, by another elementwise
-    statement, into that statement (``Zu`` into ``G = sigmoid(Zu)``), unless it is in
-    ``keep`` (cached, output, next state)."""
-    stmts = list(stmts)
-    changed = True
-    while changed:
-        changed = False
-        for index, stmt in enumerate(stmts):
-            if not isinstance(stmt, Assign) or stmt.target in keep:
-                continue
-            users = [i for i, s in enumerate(stmts) if stmt.target in _assign_reads(s)]
-            if len(users) != 1 or not isinstance(stmts[users[0]], Assign):
-                continue
-            user = stmts[users[0]]
-            if sum(1 for s in sp.preorder_traversal(user.expr) if s == sp.Symbol(stmt.target)) != 1:
-                continue
-            merged = user.expr.xreplace({sp.Symbol(stmt.target): stmt.expr})
-            if _depth(merged) > MAX_INLINED_DEPTH:
-                continue  # a chain of single uses would become one deep expression
-            if _names(merged) != (_names(user.expr) - {stmt.target}) | _names(stmt.expr):
-                # a symbol cancelled (v + (2 - v)): a NaN in it would no longer propagate
-                continue
-            comment = f"{stmt.comment}\n{user.comment}" if user.comment else stmt.comment
-            stmts[users[0]] = Assign(user.target, merged, comment)
-            del stmts[index]
-            changed = True
-            break
-    return stmts
-
-
-#: Deepest expression inlining may build (a chain of 1000 single-use equations stays
-#: 1000 statements, not one expression SymPy and Python would recurse through).
-MAX_INLINED_DEPTH = 12
-
-
-def _depth(expr: sp.Basic) -> int:
-    deepest, stack = 0, [(expr, 1)]
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        stack.extend((arg, depth + 1) for arg in node.args)
-    return deepest
 
 
 def _uses(expr: sp.Expr, name: str) -> int:
@@ -152,7 +101,7 @@ def _affine_in(expr: sp.Expr, name: str, params: set[str]):
     symbol = sp.Symbol(name)
     c = sp.diff(expr, symbol)
     v = expr.xreplace({symbol: sp.S.Zero})
-    if not (_names(c) <= params and _names(v) <= params):
+    if not (ir.names(c) <= params and ir.names(v) <= params):
         return None
     if sp.expand(expr - c * symbol - v) != 0:
         return None
@@ -198,7 +147,7 @@ def projection_lines(
         lines.append("# (with the constant terms as a bias column, against a column of ones)")
         parts = [
             f"np.broadcast_to({numpy_code(v)}, (_n_out,))"
-            if _names(v)
+            if ir.names(v)
             else f"np.full(_n_out, {float(v)!r}, _dtype)"
             for v in biases
         ]
@@ -285,12 +234,8 @@ def _vector_sum(expr: sp.Expr, place, sum_axes: str) -> str:
     when the parameter does not reach the cost (``B - B``)."""
     if expr == 0:
         return "np.zeros(_n_out, _dtype)"
-    code = numpy_code(expr, {n: place(n) for n in _names(expr)})
+    code = numpy_code(expr, {n: place(n) for n in ir.names(expr)})
     return f"{_operand_text(code)}.sum(axis={sum_axes})"
-
-
-def _names(expr) -> set[str]:
-    return {s.name for s in expr.free_symbols}
 
 
 def _operand_text(code: str) -> str:
@@ -371,14 +316,14 @@ def _recurrent_forward(kernel: Kernel) -> _RecurrentForward:
         state_of_target.setdefault(t, s)
     cached = set(kernel.cached)
     keep = cached | {cell.output} | set(states.values())
-    forward = inline_single_use(kernel.forward, keep)
+    forward = passes.inline_single_use(kernel.forward, keep)
     projections = {s.target for s in kernel.pre}
 
     # Which statements are free of the state: whole statements computed before the loop.
     dependent = set(states)
     early, step = [], []
     for st in forward:
-        if isinstance(st, Assign) and not (_assign_reads(st) & dependent):
+        if isinstance(st, Assign) and not (ir.reads(st) & dependent):
             early.append(st)
         else:
             dependent.add(st.target)
@@ -497,7 +442,7 @@ class _RecurrentForward:
         all_exprs += list(self.hoister.sequences)
         reads_back = set()
         for st in self.kernel.backward:
-            reads_back |= _assign_reads(st)
+            reads_back |= ir.reads(st)
         inverse = {k: e for e, k in self.hoister.constants.items()}
         projection_order = [s.target for s in self.kernel.pre]
         for expr, sym in self.hoister.sequences.items():
@@ -516,7 +461,7 @@ class _RecurrentForward:
 
     def free_buffer(self, expr: sp.Expr, all_exprs: list, reads_back: set[str]) -> str | None:
         """A projection in ``expr`` read nowhere else, whose buffer it may take over."""
-        for name in sorted(_names(expr) & self.projections):
+        for name in sorted(ir.names(expr) & self.projections):
             uses = sum(_uses(e, name) for e in all_exprs)
             if uses == 1 and name not in reads_back and name not in self.cached:
                 return name
@@ -554,7 +499,7 @@ class _RecurrentForward:
                 work.append(t)
         read_in_step = set()
         for e in self.step_exprs.values():
-            read_in_step |= _names(e)
+            read_in_step |= ir.names(e)
         read_in_step |= {st.arg for st in self.step if isinstance(st, MatVec)}
         for name in sorted(read_in_step - step_targets - set(self.states) - self.params):
             if name in self.seq:
@@ -797,7 +742,7 @@ def _backward_per_step(kernel: Kernel, info: dict) -> dict:
     bind = [f"{upstream} = _dout[_t]"]
     read = set()
     for e in exprs.values():
-        read |= _names(e)
+        read |= ir.names(e)
     read |= {st.arg for st in kernel.backward if isinstance(st, MatVec)}
     for name in kernel.cached:
         if name in read:
@@ -974,7 +919,7 @@ def _coefficient_programs(
     # Statements free of every seed (forward values, like 1 - G) are computed once.
     linear = set(seeds.names) | {upstream}
     for st in seeds.body:
-        if _assign_reads(st) & linear:
+        if ir.reads(st) & linear:
             linear.add(st.target)
     shared = [st for st in seeds.body if st.target not in linear]
     body = [st for st in seeds.body if st.target in linear]
@@ -988,11 +933,11 @@ def _coefficient_programs(
         live |= reads
     for t in targets:
         for seed in seeds.names:
-            live |= _names(coeff[t][seed])
+            live |= ir.names(coeff[t][seed])
     programs = passes.dead_code(shared, live=live) + programs
     # every adjoint must be linear in the seeds with seed-free coefficients
     for st in programs:
-        if _names(st.expr) & (set(seeds.names) | {upstream}):
+        if ir.names(st.expr) & (set(seeds.names) | {upstream}):
             raise ValueError(f"{cell.name}: the adjoint step is not linear in its seeds")
     return programs, coeff, notes
 
@@ -1011,11 +956,11 @@ def _coefficients_of(
     # a target whose value became another symbol (dW_x = _c1) keeps that one alive
     needed = set(targets)
     for t in targets:
-        needed |= _names(env.get(sp.Symbol(t), sp.S.Zero))
+        needed |= ir.names(env.get(sp.Symbol(t), sp.S.Zero))
     stmts = passes.dead_code(stmts, live=needed)
     reads: set[str] = set()
     for st in stmts:
-        reads |= _assign_reads(st)
+        reads |= ir.reads(st)
     rename = {sp.Symbol(st.target): sp.Symbol(naming.coefficient(st.target, seed)) for st in stmts}
     program = []
     for st in stmts:
@@ -1065,14 +1010,14 @@ class _ScanCode:
         bind = []
         read = set()
         for e in exprs.values():
-            read |= _names(e)
+            read |= ir.names(e)
         vector = dict(self.kernel.vector_grads)
         for name, kind in cell.params.items():
             if kind == "vector":
-                read |= _names(vector[name])
+                read |= ir.names(vector[name])
         for per_seed in self.coeff.values():  # a coefficient may be a forward value itself
             for value in per_seed.values():
-                read |= _names(value)
+                read |= ir.names(value)
         for name in self.kernel.cached:
             if name in read:
                 bind.append(f"{name} = {naming.sequence(name)}[_lo:_hi]")
@@ -1277,7 +1222,7 @@ def _flat(
 
     last_read: dict[str, int] = {}  # name -> the last statement reading it
     for index, st in enumerate(stmts):
-        for name in _assign_reads(st):
+        for name in ir.reads(st):
             last_read[name] = index
     live_after = set(live_after)
 
@@ -1302,7 +1247,7 @@ def _flat(
             continue
         lanes.add(st.target)
         alias = None
-        for name in sorted(_names(expr) & owned):
+        for name in sorted(ir.names(expr) & owned):
             # written over only if no name of its array is kept, read later, or read
             # twice here
             same = names_of(name)
@@ -1332,7 +1277,7 @@ def feedforward_context(kernel: Kernel) -> dict:
     params = set(cell.params)
     cached = set(kernel.cached)
     keep = cached | {cell.output}
-    forward = inline_single_use(kernel.forward, keep)
+    forward = passes.inline_single_use(kernel.forward, keep)
     hoister = ufuncs.Hoister(params, ())
     exprs = {
         st.target: hoister.constants_of(ufuncs.numpy_form(st.expr, distribute=False))
