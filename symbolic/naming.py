@@ -82,3 +82,48 @@ def scratch(symbol: str) -> str:
 def row(array: str) -> str:
     """A 1-D view of one row of ``array`` inside a compiled kernel (``_r_G_seq``)."""
     return "_r_" + array
+
+
+# Numbered buffers and symbols of the NumPy plan (no spec name starts with "_").
+
+
+def step_scratch(index: int) -> str:
+    """The ``index``-th (B, n) scratch buffer of one step's ufunc calls (``_w0``)."""
+    return f"_w{index}"
+
+
+def whole_scratch(index: int) -> str:
+    """The ``index``-th (T, B, n) scratch buffer of the work done for every step at
+    once (``_ws0``)."""
+    return f"_ws{index}"
+
+
+def block_scratch(index: int) -> str:
+    """The ``index``-th (block, B, n) scratch buffer of the backward scan (``_bw0``)."""
+    return f"_bw{index}"
+
+
+def coupled_scratch(index: int) -> str:
+    """The ``index``-th scratch buffer of a matrix-coupled step (``_cw0``)."""
+    return f"_cw{index}"
+
+
+def fused_gate(group: int, member: int) -> str:
+    """The view of the ``member``-th gate in the ``group``-th set of fused gates
+    (``_f0_1``)."""
+    return f"_f{group}_{member}"
+
+
+def coupled_common(index: int) -> str:
+    """The ``index``-th common subexpression of a matrix-coupled step (``_u0``)."""
+    return f"_u{index}"
+
+
+def hoisted_constant(index: int) -> str:
+    """The ``index``-th loop-invariant product of parameters (``_k0 = WTu/2``)."""
+    return f"_k{index}"
+
+
+def hoisted_sequence(index: int) -> str:
+    """The ``index``-th state-free sum computed for every step at once (``_s0``)."""
+    return f"_s{index}"

@@ -264,7 +264,8 @@ def recurrent_context(kernel: Kernel) -> dict:
     fwd.early_lines()
     fwd.sequence_lines()
     scratch_alloc = [
-        f"_ws{i} = np.empty((_T, _B, _n_out), _dtype)" for i in range(fwd.whole_scratch)
+        f"{naming.whole_scratch(i)} = np.empty((_T, _B, _n_out), _dtype)"
+        for i in range(fwd.whole_scratch)
     ]
     before_lines = fwd.before.lines
     fused = _fuse_calls(fwd.step, fwd.step_exprs, fwd.states, fwd.block_of, len(kernel.pre))
@@ -351,7 +352,7 @@ def _recurrent_forward(kernel: Kernel) -> _RecurrentForward:
 
 
 def _whole_scratch(i: int) -> str:
-    return f"_ws{i}"
+    return naming.whole_scratch(i)
 
 
 @dataclass
@@ -526,7 +527,8 @@ class _RecurrentForward:
             body.comment(f"{s} takes the same next value as {owner}")
             body.add([f"np.copyto(_{s}_all[_t + 1], _{owner}_all[_t + 1])"])
         work_alloc = [f"{naming.work(w)} = np.empty((_B, _n_out), _dtype)" for w in work] + [
-            f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(step_scratch)
+            f"{naming.step_scratch(i)} = np.empty((_B, _n_out), _dtype)"
+            for i in range(step_scratch)
         ]
         work_alloc += fused["alloc"]
         return body.lines, work_alloc
@@ -667,7 +669,7 @@ def _fuse_run(out: dict, index: int, name: str, h: str, gates, run, blocks: int)
     calls = [call for call, _ in gates]
     replace: dict[sp.Expr, sp.Symbol] = {}
     for i, call in enumerate(calls):
-        sym = sp.Symbol(f"_f{index}_{i}")
+        sym = sp.Symbol(naming.fused_gate(index, i))
         replace[call] = sym
         out["alloc"].append(f"{sym} = {buf}[:, {i}]")
     out["step"].append(
@@ -689,7 +691,7 @@ def _work_place(work):
 
 
 def _step_scratch(i: int) -> str:
-    return f"_w{i}"
+    return naming.step_scratch(i)
 
 
 def stored_buffers(kernel: Kernel, info: dict) -> tuple[list[str], dict[str, str]]:
@@ -779,7 +781,7 @@ def _backward_per_step(kernel: Kernel, info: dict) -> dict:
         f"{naming.work(naming.adjoint(s))} = np.empty((_B, _n_out), _dtype)" for s in cell.states
     ]
     alloc += [f"{naming.work(w)} = np.empty((_B, _n_out), _dtype)" for w in work]
-    alloc += [f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(scratch)]
+    alloc += [f"{naming.step_scratch(i)} = np.empty((_B, _n_out), _dtype)" for i in range(scratch)]
 
     grads = gradient_lines(kernel, whole_place(kernel, stored), "_T * _B", "(0, 1)", set())
     return {
@@ -834,7 +836,10 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
     sums, accumulated, acc_alloc, sum_buffer = code.sum_lines()
     if sum_buffer:
         alloc.append("_bw_sum = np.empty((_block, _B, _n_out), _dtype)")
-    alloc += [f"_bw{i} = np.empty((_block, _B, _n_out), _dtype)" for i in range(code.scratch)]
+    alloc += [
+        f"{naming.block_scratch(i)} = np.empty((_block, _B, _n_out), _dtype)"
+        for i in range(code.scratch)
+    ]
     if scan_scratch:
         alloc.append("_wscan = np.empty((_B, _n_out), _dtype)")
 
@@ -980,7 +985,7 @@ def _coefficients_of(
 
 
 def _block_scratch(i: int) -> str:
-    return f"_bw{i}[:_m]"
+    return f"{naming.block_scratch(i)}[:_m]"
 
 
 @dataclass
@@ -1190,12 +1195,12 @@ def cost_context(per_unit: sp.Expr, gradient: sp.Expr, prediction: str) -> dict:
 def _cse_names():
     index = 0
     while True:
-        yield sp.Symbol(f"_u{index}")
+        yield sp.Symbol(naming.coupled_common(index))
         index += 1
 
 
 def _cost_scratch(i: int) -> str:
-    return f"_cw{i}"
+    return naming.coupled_scratch(i)
 
 
 # --- feedforward cells ------------------------------------------------------------------
@@ -1306,7 +1311,7 @@ def feedforward_context(kernel: Kernel) -> dict:
     inputs = {cell.input} | {s.target for s in kernel.pre}
     lines, used = _flat(forward, exprs, owned, keep, keep, place, _step_scratch, inputs)
     constants = [f"{k} = {numpy_code(e)}" for e, k in hoister.constants.items()]
-    scratch = [f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(used)]
+    scratch = [f"{naming.step_scratch(i)} = np.empty((_B, _n_out), _dtype)" for i in range(used)]
 
     # Backward: the adjoint program on whole arrays, then the gradients.
     bhoister = ufuncs.Hoister(params, ())
@@ -1321,7 +1326,7 @@ def feedforward_context(kernel: Kernel) -> dict:
         kernel.backward, bexprs, set(), stored, stored, place, _step_scratch, seeds
     )
     bconstants = [f"{k} = {numpy_code(e)}" for e, k in bhoister.constants.items()]
-    bscratch = [f"_w{i} = np.empty((_B, _n_out), _dtype)" for i in range(bused)]
+    bscratch = [f"{naming.step_scratch(i)} = np.empty((_B, _n_out), _dtype)" for i in range(bused)]
     grads = []
     vector = dict(kernel.vector_grads)
     matrix = dict(kernel.matrix_grads)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import sympy as sp
 
-from symbolic import primitives
+from symbolic import naming, primitives
 from symbolic.backends.numpy.primitives import FORMS
 
 
@@ -250,7 +250,7 @@ class Emitter:
 
 def count(expr: sp.Expr) -> int:
     """How many calls :meth:`Emitter.into` needs for ``expr`` (scratch fills included)."""
-    emitter = Emitter(lambda name: name, lambda i: f"_w{i}")
+    emitter = Emitter(lambda name: name, naming.step_scratch)
     return len(emitter.into(expr, "_out"))
 
 
@@ -318,7 +318,7 @@ class Hoister:
         if _is_leaf(expr):
             return expr
         if expr not in self.constants:
-            self.constants[expr] = sp.Symbol(f"_k{len(self.constants)}")
+            self.constants[expr] = sp.Symbol(naming.hoisted_constant(len(self.constants)))
         return self.constants[expr]
 
     def _sequence(self, expr: sp.Expr) -> sp.Expr:
@@ -328,7 +328,7 @@ class Hoister:
             return self._constant(expr)
         expr = self.constants_of(expr)
         if expr not in self.sequences:
-            self.sequences[expr] = sp.Symbol(f"_s{len(self.sequences)}")
+            self.sequences[expr] = sp.Symbol(naming.hoisted_sequence(len(self.sequences)))
         return self.sequences[expr]
 
     def constants_of(self, expr: sp.Expr) -> sp.Expr:
