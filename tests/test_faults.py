@@ -24,42 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import derivgen, one_line_error
 
 from symbolic import generate as gen
 from symbolic import write
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = {p.stem: p for p in gen.builtin_specs()}
-
-
-def derivgen(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``derivgen ARGS`` run in this process (its exit status, stdout and stderr), in
-    ``cwd``; what a traceback would be is an exception here."""
-    import contextlib
-    import io
-
-    from symbolic.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:  # argparse
-                code = exc.code
-    finally:
-        os.chdir(here)
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
-
-
-def one_line_error(done: subprocess.CompletedProcess, status: int, *words: str) -> str:
-    assert done.returncode == status, done.stderr
-    assert "Traceback" not in done.stderr
-    (line,) = [x for x in done.stderr.splitlines() if not x.startswith("validate:")]
-    assert line.startswith("derivgen") and all(w in line for w in words), line
-    return line
 
 
 # --- writing ------------------------------------------------------------------------------

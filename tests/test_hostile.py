@@ -13,12 +13,12 @@ named ``PWNED``).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import derivgen
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = sorted((ROOT / "tests" / "hostile").glob("*.toml"))
@@ -51,28 +51,6 @@ for name in names:
     mod.backward(params, cache, np.ones_like(a))
 print("ran", len(names))
 """
-
-
-def derivgen(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``derivgen ARGS`` run in this process (its exit status, stdout and stderr), in
-    ``cwd``; what a traceback would be is an exception here."""
-    import contextlib
-    import io
-
-    from symbolic.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:  # argparse
-                code = exc.code
-    finally:
-        os.chdir(here)
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def _generate_and_run(spec: Path, tmp_path: Path, backends: str = "numpy") -> tuple[int, str]:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from train_helpers import ADDING, EXPLODE, derivgen, one_line_error, quick
+from cli_helpers import derivgen, one_line_error
+from train_helpers import ADDING, EXPLODE, quick
 
 from symbolic import write
 from symbolic.train.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint

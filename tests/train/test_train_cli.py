@@ -7,7 +7,8 @@ import json
 import time
 
 import pytest
-from train_helpers import derivgen, one_line_error, parse
+from cli_helpers import derivgen, one_line_error
+from train_helpers import parse
 
 from symbolic.train.checkpoint import CHECKPOINT
 from symbolic.train.cli import main

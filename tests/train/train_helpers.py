@@ -1,13 +1,9 @@
 """Helpers shared by the training tests (tests/train): short silent configurations, the
-``derivgen`` command run in-process, and the small runs several tests start from."""
+and the small runs several tests start from (the in-process command: tests/cli_helpers.py)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -40,31 +36,3 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     return parser.parse_args(argv)
-
-
-def derivgen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``derivgen ARGS`` run in this process (its exit status, stdout and stderr), in
-    ``cwd``; what a traceback would be is an exception here."""
-    from symbolic.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:  # argparse
-                code = exc.code
-    finally:
-        os.chdir(here)
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
-
-
-def one_line_error(done: subprocess.CompletedProcess, status: int, *words: str) -> str:
-    """The one line of a refused command, checked: its status, no traceback, ``words``."""
-    assert done.returncode == status, done.stderr
-    assert "Traceback" not in done.stderr
-    (line,) = [x for x in done.stderr.splitlines() if not x.startswith("validate:")]
-    assert line.startswith("derivgen") and all(w in line for w in words), line
-    return line
