@@ -1156,10 +1156,12 @@ def cost_context(per_unit: sp.Expr, gradient: sp.Expr, prediction: str) -> dict:
     (shared, (value, grad)) = sp.cse([per_unit, gradient * scale], symbols=_cse_names())
     lines = Code()
     owned = []
+    scratch = 0  # buffers the ufunc calls need beyond their targets
     for sym, expr in shared:
         lines.comment(f"{sym} = {sp.sstr(expr)}")
         lines.add([f"{sym} = np.empty_like({prediction})"])
-        emitted, _ = _emit(expr, sym.name, str, _cost_scratch)
+        emitted, used = _emit(expr, sym.name, str, _cost_scratch)
+        scratch = max(scratch, used)
         lines.add(emitted)
         owned.append(sym.name)
     if value.is_Pow and value.exp == 2 and isinstance(value.base, sp.Symbol):
@@ -1169,7 +1171,8 @@ def cost_context(per_unit: sp.Expr, gradient: sp.Expr, prediction: str) -> dict:
         lines.add([f'_sum = float(np.einsum("i,i->", {flat}, {flat}))'])
     else:
         lines.add(["_buf = np.empty_like(" + prediction + ")"])
-        emitted, _ = _emit(value, "_buf", str, _cost_scratch)
+        emitted, used = _emit(value, "_buf", str, _cost_scratch)
+        scratch = max(scratch, used)
         lines.add(emitted + ["_sum = float(np.sum(_buf))"])
     hoister = ufuncs.Hoister({"_scale"}, ())
     grad = hoister.constants_of(grad)
@@ -1182,12 +1185,12 @@ def cost_context(per_unit: sp.Expr, gradient: sp.Expr, prediction: str) -> dict:
     out = alias if alias else "_grad"
     if not alias:
         lines.add([f"_grad = np.empty_like({prediction})"])
-    emitted, _ = _emit(grad, out, str, _cost_scratch, alias=alias)
+    emitted, used = _emit(grad, out, str, _cost_scratch, alias=alias)
+    scratch = max(scratch, used)
     lines.add(emitted)
-    text = "\n".join(lines.lines)
-    scratch = sorted(set(re.findall(r"_cw\d+", text)))
+    buffers = sorted(_cost_scratch(i) for i in range(scratch))
     return {
-        "cost_lines": [f"{s} = np.empty_like({prediction})" for s in scratch] + lines.lines,
+        "cost_lines": [f"{s} = np.empty_like({prediction})" for s in buffers] + lines.lines,
         "cost_grad": out,
     }
 
