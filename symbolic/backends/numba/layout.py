@@ -15,7 +15,7 @@ planned by the NumPy backend's plan.
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 
 import sympy as sp
 
@@ -115,7 +115,34 @@ def _segments(stmts, place, writes_extra=None) -> list[dict]:
     return segments
 
 
-def _phases(stmts, place, final_stores) -> tuple[list[dict], list[str]]:
+#: The index prefix of a value kept for every step: ``array[_t, _b, _i]``.
+STEP_LANE = "_t, _b, "
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A lane's element of ``array``: ``array[<prefix>_i]`` (prefix ``""``, ``"_b, "`` or
+    ``"_t, _b, "``), which a lane block's loop reads through a 1-D view of the block's
+    lanes, ``_r_array[_k]``: one view per job (no ``_t``) or per step."""
+
+    array: str
+    prefix: str
+
+    @property
+    def view(self) -> str:
+        return naming.row(self.array)
+
+    @property
+    def when(self) -> str:
+        return "step" if self.prefix.startswith("_t") else "job"
+
+    def bind(self, rows: dict[str, dict[str, str]]) -> str:
+        """Record the view in ``rows`` and return the element read through it."""
+        rows[self.when][self.view] = f"{self.view} = {self.array}[{self.prefix}_i0:_i1]"
+        return f"{self.view}[_k]"
+
+
+def _phases(stmts, place, final_stores) -> tuple[list[dict], list[str], dict[str, list[str]]]:
     """Split one lane block's step into loops a compiler can vectorize.
 
     Each primitive call gets a loop of its own over the block (``_k``), reading and
@@ -125,12 +152,13 @@ def _phases(stmts, place, final_stores) -> tuple[list[dict], list[str]]:
 
     Args:
         stmts: The step's statements (elementwise only).
-        place: ``name -> indexed global`` (``"p_Bu[_i]"``, ``"Zu_seq[_t, _b, _i]"``).
-        final_stores: ``(lhs, op, rhs expr)`` written at the end of the step (stores
+        place: ``name -> Lane`` (``Lane("p_Bu", "")``, ``Lane("Zu_seq", "_t, _b, ")``).
+        final_stores: ``(Lane, op, rhs expr)`` written at the end of the step (stores
             of cached values, states, gradient sums), in order.
 
     Returns:
-        The phases, and the scratch arrays they use.
+        The phases, the scratch arrays they use, and the row views their loops read
+        (``{"job": [...], "step": [...]}``).
     """
     groups: list[tuple[bool, list]] = []
     for st in stmts:
@@ -157,6 +185,7 @@ def _phases(stmts, place, final_stores) -> tuple[list[dict], list[str]]:
         reads_by_phase.append(reads)
     crossing = sorted({n for reads in reads_by_phase for n in reads if n in defined_in})
     scratch = {n: naming.scratch(n) for n in crossing}
+    rows: dict[str, dict[str, str]] = {"job": {}, "step": {}}
     phases = []
     for index, (call, group) in enumerate(groups):
         loads = []
@@ -164,7 +193,7 @@ def _phases(stmts, place, final_stores) -> tuple[list[dict], list[str]]:
             if name in scratch and defined_in[name] < index:
                 loads.append({"name": name, "source": f"{scratch[name]}[_k]"})
             elif name in place:
-                loads.append({"name": name, "source": place[name]})
+                loads.append({"name": name, "source": place[name].bind(rows)})
             else:
                 raise KeyError(f"{name} has no place in the kernel")
         stores = [
@@ -174,31 +203,32 @@ def _phases(stmts, place, final_stores) -> tuple[list[dict], list[str]]:
             and any(st.target in reads_by_phase[later] for later in range(index + 1, len(groups)))
         ]
         if index == last:
-            stores += [{"lhs": lhs, "op": op, "rhs": code(rhs)} for lhs, op, rhs in final_stores]
+            stores += [
+                {"lhs": lhs.bind(rows), "op": op, "rhs": code(rhs)} for lhs, op, rhs in final_stores
+            ]
         phases.append(
             {
                 "call": call,
-                "lane": any("_i]" in x["source"] for x in loads)
-                or any("_i]" in x["lhs"] for x in stores),
+                "lane": False,  # every lane element is read through a row view
                 "loads": loads,
                 "statements": [statement(st, code) for st in group],
                 "stores": stores,
             }
         )
-    return phases, sorted(scratch.values())
+    return phases, sorted(scratch.values()), {k: sorted(v.values()) for k, v in rows.items()}
 
 
-def _diagonal_forward(kernel: Kernel, context: dict, lane: str):
+def _diagonal_forward(kernel: Kernel, context: dict):
     """The forward kernel's loops of a diagonal recurrence, and the buffers it writes:
-    ``(phases, scratch, allocations)``."""
+    ``(phases, scratch, rows, allocations)``."""
     cell = kernel.cell
-    place: dict[str, str] = {}
+    place: dict[str, Lane] = {}
     for p in context["vector_params"]:
-        place[p["name"]] = f"{p['array']}[_i]"
+        place[p["name"]] = Lane(p["array"], "")
     for st in kernel.pre:
-        place[st.target] = naming.sequence(st.target) + lane
+        place[st.target] = Lane(naming.sequence(st.target), STEP_LANE)
     for state in cell.states:
-        place[state] = f"{naming.state_array(state)}[_b, _i]"
+        place[state] = Lane(naming.state_array(state), "_b, ")
     # A state that is the previous step's output (h = a_{t-1}) is stored once: the
     # output's buffer has one more row in front, state0, and h_seq is a view of it.
     # (one state at most: others with the same next value keep buffers of their own)
@@ -211,7 +241,7 @@ def _diagonal_forward(kernel: Kernel, context: dict, lane: str):
     # the projections of the input are computed before the kernel, in arrays of their own
     values = sorted((set(kernel.cached) | {cell.output}) - {st.target for st in kernel.pre})
     final = [
-        (f"{naming.sequence(name)}{lane}", "=", sp.Symbol(name))
+        (Lane(naming.sequence(name), STEP_LANE), "=", sp.Symbol(name))
         for name in values
         if name not in shifted
     ]
@@ -230,50 +260,49 @@ def _diagonal_forward(kernel: Kernel, context: dict, lane: str):
         else:
             alloc.append(f"{naming.sequence(name)} = np.empty((_T, _B, _n_out), _dtype)")
     final += [
-        (f"{naming.state_array(state)}[_b, _i]", "=", sp.Symbol(target))
+        (Lane(naming.state_array(state), "_b, "), "=", sp.Symbol(target))
         for state, target in cell.states.items()
     ]
-    forward, forward_scratch = _phases(kernel.forward, place, final)
+    forward, scratch, rows = _phases(kernel.forward, place, final)
+    return forward, scratch, rows, alloc
 
-    return forward, forward_scratch, alloc
 
-
-def _diagonal_backward(kernel: Kernel, context: dict, lane: str):
-    """The backward kernel's loops of a diagonal recurrence: ``(phases, scratch)``."""
+def _diagonal_backward(kernel: Kernel, context: dict):
+    """The backward kernel's loops of a diagonal recurrence: ``(phases, scratch, rows)``."""
     cell = kernel.cell
-    bplace: dict[str, str] = {}
+    bplace: dict[str, Lane] = {}
     for p in context["backward_vector_params"]:
-        bplace[p["name"]] = f"{p['array']}[_i]"
+        bplace[p["name"]] = Lane(p["array"], "")
     for entry in context["backward_loads"]:
-        bplace[entry["name"]] = f"{entry['array']}{lane}"
-    bplace[naming.upstream(cell.output)] = "_dout" + lane
+        bplace[entry["name"]] = Lane(entry["array"], STEP_LANE)
+    bplace[naming.upstream(cell.output)] = Lane("_dout", STEP_LANE)
     for state in cell.states:
         carried = naming.carried(state)
-        bplace[carried] = f"{naming.state_array(carried)}[_b, _i]"
-    bfinal = [(f"{naming.sequence(name)}{lane}", "=", sp.Symbol(name)) for name in kernel.stored]
+        bplace[carried] = Lane(naming.state_array(carried), "_b, ")
+    bfinal = [
+        (Lane(naming.sequence(name), STEP_LANE), "=", sp.Symbol(name)) for name in kernel.stored
+    ]
     vector = dict(kernel.vector_grads)
     for g in context["grads"]:
         if g["kind"] == "vector" and not g["stored"]:
-            bfinal.append((f"{g['array']}[_b, _i]", "+=", vector[g["param"]]))
+            bfinal.append((Lane(g["array"], "_b, "), "+=", vector[g["param"]]))
     bfinal += [
         (
-            f"{naming.state_array(naming.carried(state))}[_b, _i]",
+            Lane(naming.state_array(naming.carried(state)), "_b, "),
             "=",
             sp.Symbol(naming.adjoint(state)),
         )
         for state in cell.states
     ]
-    backward, backward_scratch = _phases(kernel.backward, bplace, bfinal)
-    return backward, backward_scratch
+    return _phases(kernel.backward, bplace, bfinal)
 
 
 def diagonal_context(kernel: Kernel, context: dict) -> dict:
     """Layout of a diagonal recurrence for the Numba backend: one kernel per pass,
     parallel over blocks of lanes, sequential over time, each step of a block split
     into vectorizable loops (see :func:`_phases`)."""
-    lane = "[_t, _b, _i]"
-    forward, forward_scratch, alloc = _diagonal_forward(kernel, context, lane)
-    backward, backward_scratch = _diagonal_backward(kernel, context, lane)
+    forward, forward_scratch, forward_rows, alloc = _diagonal_forward(kernel, context)
+    backward, backward_scratch, backward_rows = _diagonal_backward(kernel, context)
     info = plan.stacking(kernel)
     stored_lines, stored = plan.stored_buffers(kernel, info)
 
@@ -282,8 +311,6 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
     }
     whole = plan.whole_place(kernel, stored)
     grad_lines = plan.gradient_lines(kernel, whole, "_T * _B", "(0, 1)", accumulated)
-    forward, forward_rows = _row_views(forward)
-    backward, backward_rows = _row_views(backward)
     return {
         "projections": plan.projection_lines(kernel, "_T * _B", "_T, _B, {}"),
         "forward_alloc": alloc,
@@ -298,31 +325,6 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
         "backward_job_rows": backward_rows["job"],
         "backward_step_rows": backward_rows["step"],
     }
-
-
-_LANE_INDEX = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\[((?:_t, )?(?:_b, )?)_i\]")
-
-
-def _row_views(phases: list[dict]) -> tuple[list[dict], dict[str, list[str]]]:
-    """Every ``array[_t, _b, _i]`` (or ``[_b, _i]``, ``[_i]``) of a lane block's loops
-    read through a 1-D view of the block's lanes, ``_r_array[_k]``: one view per job
-    (arrays without ``_t``) or per step, and loops whose only index is ``_k``, which
-    LLVM vectorizes."""
-    rows: dict[str, dict[str, str]] = {"job": {}, "step": {}}
-
-    def view(match: re.Match) -> str:
-        array, prefix = match.group(1), match.group(2)
-        name = naming.row(array)
-        where = "step" if prefix.startswith("_t") else "job"
-        rows[where][name] = f"{name} = {array}[{prefix}_i0:_i1]"
-        return f"{name}[_k]"
-
-    out = []
-    for ph in phases:
-        loads = [dict(x, source=_LANE_INDEX.sub(view, x["source"])) for x in ph["loads"]]
-        stores = [dict(x, lhs=_LANE_INDEX.sub(view, x["lhs"])) for x in ph["stores"]]
-        out.append(dict(ph, loads=loads, stores=stores, lane=False))
-    return out, {k: sorted(v.values()) for k, v in rows.items()}
 
 
 def coupled_context(kernel: Kernel, context: dict) -> dict:
