@@ -168,10 +168,14 @@ def _trees(name: str) -> list[nodes.Template]:
     return out
 
 
-def _files(name: str) -> set[str]:
-    """The file names of the templates ``name`` includes, imports or extends (recursively)."""
+def _files(name: str) -> set[Path]:
+    """The files of the templates ``name`` includes, imports or extends (recursively), as
+    its backend finds them (a backend's own partial before a shared one of that name)."""
+    backend = name.split("/", 1)[0]
     refs = _referenced(_parse(name), name)
-    return {Path(ref).name for ref in refs}.union(*map(_files, refs))
+    env = ENVS[backend]
+    found = {Path(env.loader.get_source(env, ref.split("/", 1)[1])[1]).resolve() for ref in refs}
+    return found.union(*map(_files, refs))
 
 
 def used_keys(name: str) -> set[str]:
@@ -214,12 +218,12 @@ def test_environment_is_strict_and_trims_blocks():
 
 
 def test_every_template_file_is_known():
-    """Module templates are ``<backend>_<kind>[_<layout>].py.j2``; every include is
-    included by some template; every module template is used by a built-in spec (so
-    that the strict rendering below reaches it)."""
+    """Module templates are ``<backend>/<kind>[_<layout>].py.j2``; every partial is
+    included, imported or extended by some template; every module template is used by a
+    built-in spec (so that the strict rendering below reaches it)."""
     included = set().union(*map(_files, module_templates()))
     for path in templates_root().rglob("_*.j2"):
-        assert path.name in included, f"{path.name} is included by no template"
+        assert path.resolve() in included, f"{path.name} is included by no template"
     used = {rendering(*case).template for case in READY}
     for name in module_templates():
         match = MODULE_TEMPLATE.match(name)
