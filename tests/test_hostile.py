@@ -125,7 +125,8 @@ def test_the_code_never_depends_on_display_text(monkeypatch):
 
         def get_source(environment, name):
             source, filename, uptodate = loader_source(environment, name)
-            if name == "feedforward.py.j2":
+            if name == "_module.py.j2":  # the skeleton every module template extends
+                assert 'NAME = "{{ name }}"' in source
                 source = source.replace('NAME = "{{ name }}"', 'NAME = "{{ title }}"')
             return source, filename, uptodate
 

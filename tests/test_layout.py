@@ -126,7 +126,9 @@ def plain_backend(tmp_path):
     folder = tmp_path / "plain_templates"
     shutil.copytree(templates_root() / "numpy", folder)
     for template in folder.glob("*.py.j2"):
-        template.write_text(template.read_text() + "\n# laid out by the plain backend\n")
+        # at the top: of a template that extends another, only its blocks and the text
+        # before its extends line render
+        template.write_text("# laid out by the plain backend\n" + template.read_text())
     backend = Backend(
         name="plain",
         printer=NumpyPrinter,

@@ -2,7 +2,8 @@
 templates/<backend>/*.j2 and the shared partials) and what they stamp.
 
 - the context dicts carry exactly the keys the templates read (checked with jinja2's
-  ``meta.find_undeclared_variables`` over each template and the ones it includes);
+  ``meta.find_undeclared_variables`` over each template as it renders, its blocks in the
+  skeleton it extends, and over the ones it includes);
 - every template renders under ``StrictUndefined`` (a missing key is an error);
 - each generated module starts with its banner: do not edit, the spec file, the spec's
   sha256, the generator version;
@@ -104,18 +105,77 @@ def renderings_of(template: str) -> list[Rendering]:
     return [r for r in map(lambda c: rendering(*c), READY) if r.template == template]
 
 
-def _trees(name: str) -> list[nodes.Template]:
-    """A template's AST and those of every template it includes (recursively); ``name``
-    is ``<backend>/<file>``, and what it includes is looked up as its backend does."""
+def _parse(name: str) -> nodes.Template:
+    """The AST of a template named ``<backend>/<file>``, found as its backend finds it."""
     backend, file = name.split("/", 1)
     env = ENVS[backend]
-    source = env.loader.get_source(env, file)[0]
-    tree = env.parse(source)
-    out = [tree]
-    for ref in meta.find_referenced_templates(tree):
-        assert ref is not None, f"{name}: dynamic include"
-        out += _trees(f"{backend}/{ref}")
+    return env.parse(env.loader.get_source(env, file)[0])
+
+
+def _referenced(tree: nodes.Template, name: str) -> list[str]:
+    """The templates ``tree`` (of ``name``) includes, imports or extends."""
+    backend = name.split("/", 1)[0]
+    refs = list(meta.find_referenced_templates(tree))
+    assert None not in refs, f"{name}: dynamic include"
+    return [f"{backend}/{ref}" for ref in refs]
+
+
+def _inline(body: list[nodes.Node], blocks: dict[str, nodes.Block]) -> list[nodes.Node]:
+    """``body`` with each block replaced by its statements: those of its definition in
+    ``blocks`` if there is one (and its own too where that calls ``super()``)."""
+    out = []
+    for node in body:
+        if not isinstance(node, nodes.Block):
+            out.append(node)
+            continue
+        chosen = blocks.get(node.name, node)
+        calls_super = any(
+            isinstance(call.node, nodes.Name) and call.node.name == "super"
+            for call in chosen.find_all(nodes.Call)
+        )
+        out += _inline(chosen.body + (node.body if calls_super else []), blocks)
     return out
+
+
+def _as_rendered(name: str, blocks: dict[str, nodes.Block] | None = None) -> nodes.Template:
+    """A template's AST as it renders, its blocks inlined: one that extends another is the
+    other's AST with the blocks it defines (or ``blocks``, defined by a template extending
+    it) in place of the other's, after its own imports (the rest of its top level is never
+    rendered)."""
+    tree = _parse(name)
+    blocks = blocks or {}
+    extends = next((n for n in tree.body if isinstance(n, nodes.Extends)), None)
+    if extends is None:
+        tree.body = _inline(tree.body, blocks)
+        assert not list(tree.find_all(nodes.Block)), f"{name}: a block inside a statement"
+        return tree
+    (parent_name,) = _referenced(nodes.Template([extends]), name)
+    own = {block.name: block for block in tree.find_all(nodes.Block)}
+    parent = _as_rendered(parent_name, own | blocks)
+    kept = [n for n in tree.body if not isinstance(n, nodes.Extends | nodes.Block | nodes.Output)]
+    parent.body = kept + parent.body
+    return parent
+
+
+def _trees(name: str) -> list[nodes.Template]:
+    """A template's AST as it renders and those of every template it includes or imports
+    (recursively); ``name`` is ``<backend>/<file>``, and what it includes is looked up as
+    its backend does."""
+    tree = _as_rendered(name)
+    out = [tree]
+    for ref in _referenced(tree, name):
+        out += _trees(ref)
+    return out
+
+
+def _files(name: str) -> set[Path]:
+    """The files of the templates ``name`` includes, imports or extends (recursively), as
+    its backend finds them (a backend's own partial before a shared one of that name)."""
+    backend = name.split("/", 1)[0]
+    refs = _referenced(_parse(name), name)
+    env = ENVS[backend]
+    found = {Path(env.loader.get_source(env, ref.split("/", 1)[1])[1]).resolve() for ref in refs}
+    return found.union(*map(_files, refs))
 
 
 def used_keys(name: str) -> set[str]:
@@ -158,15 +218,12 @@ def test_environment_is_strict_and_trims_blocks():
 
 
 def test_every_template_file_is_known():
-    """Module templates are ``<backend>_<kind>[_<layout>].py.j2``; every include is
-    included by some template; every module template is used by a built-in spec (so
-    that the strict rendering below reaches it)."""
-    included = set()
-    for name in module_templates():
-        for tree in _trees(name):
-            included |= {Path(ref).name for ref in meta.find_referenced_templates(tree)}
+    """Module templates are ``<backend>/<kind>[_<layout>].py.j2``; every partial is
+    included, imported or extended by some template; every module template is used by a
+    built-in spec (so that the strict rendering below reaches it)."""
+    included = set().union(*map(_files, module_templates()))
     for path in templates_root().rglob("_*.j2"):
-        assert path.name in included, f"{path.name} is included by no template"
+        assert path.resolve() in included, f"{path.name} is included by no template"
     used = {rendering(*case).template for case in READY}
     for name in module_templates():
         match = MODULE_TEMPLATE.match(name)
