@@ -1,4 +1,4 @@
-"""The generated Numba modules' thread policy (templates/_threads.py.j2).
+"""The generated Numba modules' thread policy (templates/numba/_threads.py.j2).
 
 Which pool each call runs alone follows from the sizes only, every count is restored when
 the call ends (also when it raises), and thread counts the user set are left alone. The

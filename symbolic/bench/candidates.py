@@ -2,7 +2,7 @@
 started on a problem.
 
 The generated backends are the registry's (``symbolic.backends.names()``). The generated modules choose
-their own thread policy (templates/_threads.py.j2): the plain "numba" row runs it, and
+their own thread policy (templates/numba/_threads.py.j2): the plain "numba" row runs it, and
 the hand-picked policies run as extra rows (``numba[blas1]`` ...), each in a child process
 of its own where it is applied the way a user would (see ``symbolic.bench.runner``);
 "numba[frameworks]" times the module after PyTorch and JAX have run a step in the same

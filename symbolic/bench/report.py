@@ -221,7 +221,7 @@ def thread_note_lines(sections: list[Section]) -> list[str]:
         "products' rows) runs in a child process of its own with a clean environment "
         "(no OpenBLAS, OpenMP, MKL or Numba thread variables), as a user's script does. "
         "The plain `generated numba` row is the module's own thread policy "
-        "(templates/_threads.py.j2: BLAS on one thread where the products are small beside "
+        "(templates/numba/_threads.py.j2: BLAS on one thread where the products are small beside "
         "the elementwise work, Numba on one thread where they dominate); the rows in "
         "brackets apply a policy by hand inside their child. Every sample starts after "
         "its process has idled for the settle time."

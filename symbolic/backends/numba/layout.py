@@ -209,7 +209,6 @@ def _phases(stmts, place, final_stores) -> tuple[list[dict], list[str], dict[str
         phases.append(
             {
                 "call": call,
-                "lane": False,  # every lane element is read through a row view
                 "loads": loads,
                 "statements": [statement(st, code) for st in group],
                 "stores": stores,
