@@ -1279,6 +1279,18 @@ def _flat(
     return code.lines, used
 
 
+def _output_shares_an_array(output: str, exprs: dict, shared: set[str]) -> bool:
+    """Whether the output is only another name of an array the cache holds (``a = e1``,
+    or a projection of the input): then the module returns a copy, so that a caller
+    editing its output in place cannot change what backward reads."""
+    name = output
+    while isinstance(exprs.get(name), sp.Symbol):
+        name = exprs[name].name
+        if name in shared:
+            return True
+    return False
+
+
 def feedforward_context(kernel: Kernel) -> dict:
     """Template keys of a feedforward NumPy module: the lines of forward and backward."""
     cell = kernel.cell
@@ -1344,6 +1356,8 @@ def feedforward_context(kernel: Kernel) -> dict:
     grads.append("    dx = " + " + ".join(terms))
     used_back = identifiers(bconstants + blines + grads)
     return {
+        "output_shared": cell.output in cached
+        or _output_shares_an_array(cell.output, exprs, cached | inputs),
         "ff_projections": projections,
         "ff_forward": constants + scratch + lines,
         "ff_backward": bconstants + bscratch + blines,
