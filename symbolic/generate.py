@@ -190,7 +190,10 @@ def validate_modules(built: list[tuple[Cell | Cost, Module]], *, progress: bool 
 
     jobs: dict[str, validate.Job] = {}
     scratch = None
+    skipped = _unvalidatable({m.filename.rsplit("_", 1)[1].removesuffix(".py") for _, m in built})
     for model, module in sorted(built, key=lambda mb: not mb[1].filename.endswith("_numpy.py")):
+        if module.filename.rsplit("_", 1)[1].removesuffix(".py") in skipped:
+            continue
         try:
             path = validate.stage(module.text, module.filename)
         except OSError:  # no writable cache: a private folder for this run
@@ -216,6 +219,22 @@ def validate_modules(built: list[tuple[Cell | Cost, Module]], *, progress: bool 
     cannot = [v.message for v in verdicts if v.status == "cannot"]
     if cannot:
         raise Unvalidated("\n".join(sorted(set(cannot))))
+
+
+def _unvalidatable(names: set[str]) -> set[str]:
+    """The backends among ``names`` whose modules cannot run here (their framework is not
+    installed): said on stderr, and their modules written unvalidated."""
+    skipped = set()
+    for name in sorted(names):
+        missing = registry.get(name).missing()
+        if missing:
+            skipped.add(name)
+            print(
+                f"derivgen: {name} modules written without validation: "
+                f"{', '.join(missing)} is not installed (pip install 'derivgen[{name}]')",
+                file=sys.stderr,
+            )
+    return skipped
 
 
 def _keep_builtin_modules(models: list[Cell | Cost]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the registry is read by every command: no SymPy at import
@@ -41,6 +42,10 @@ class Backend:
             (so the step reads what they read), not summed after the loop.
         needs: Importable modules the generated code needs (validation skips the
             backend, with a message, where one is missing).
+        adapt: For a module that does not take NumPy arrays (a framework's tensors):
+            ``module -> view`` of it with the NumPy contract (arrays in, arrays out),
+            through which validation runs it. Its pairs ``forward_<how>`` /
+            ``backward_<how>`` are checked too (e.g. the gradients through autograd).
     """
 
     name: str
@@ -52,6 +57,13 @@ class Backend:
     lane_buffers: bool = False
     grads_in_step: bool = False
     needs: tuple[str, ...] = ()
+    adapt: Callable[[ModuleType], object] | None = None
+
+    def missing(self) -> list[str]:
+        """The modules of :attr:`needs` that cannot be imported here."""
+        import importlib.util
+
+        return [name for name in self.needs if importlib.util.find_spec(name) is None]
 
     def code(self, expr, names=None) -> str:
         """``expr`` in this backend's per-lane code, symbols renamed through ``names``."""
