@@ -130,6 +130,7 @@ def _forward_op(
     B: torch.Tensor,
 ) -> tuple[torch.Tensor]:
     """The forward pass: the output, then what the backward pass reads."""
+    # W_x = sum_j W_ij x_j
     W_x = x @ W.T
     _like = torch.empty_like(W_x)
     # a = tanh(W @ x + B)

@@ -165,7 +165,9 @@ def _forward_op(
     _T, _B, _n_in = x.shape
     _like = torch.empty_like(h)
     # Projections of the input, every step at once.
+    # WXu_x = sum_j WXu_ij x_j
     WXu_x_seq = x @ WXu.T
+    # WXc_x = sum_j WXc_ij x_j
     WXc_x_seq = x @ WXc.T
     a_seq = []
     G_seq = []

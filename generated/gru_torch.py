@@ -178,8 +178,11 @@ def _forward_op(
     _T, _B, _n_in = x.shape
     _like = torch.empty_like(h)
     # Projections of the input, every step at once.
+    # Wz_x = sum_j Wz_ij x_j
     Wz_x_seq = x @ Wz.T
+    # Wr_x = sum_j Wr_ij x_j
     Wr_x_seq = x @ Wr.T
+    # Wn_x = sum_j Wn_ij x_j
     Wn_x_seq = x @ Wn.T
     a_seq = []
     _t0_seq = []

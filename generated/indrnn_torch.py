@@ -155,6 +155,7 @@ def _forward_op(
     _T, _B, _n_in = x.shape
     _like = torch.empty_like(h)
     # Projections of the input, every step at once.
+    # W_x = sum_j W_ij x_j
     W_x_seq = x @ W.T
     a_seq = []
     h_seq = []

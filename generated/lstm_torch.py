@@ -206,9 +206,13 @@ def _forward_op(
     _T, _B, _n_in = x.shape
     _like = torch.empty_like(h)
     # Projections of the input, every step at once.
+    # Wi_x = sum_j Wi_ij x_j
     Wi_x_seq = x @ Wi.T
+    # Wf_x = sum_j Wf_ij x_j
     Wf_x_seq = x @ Wf.T
+    # Wo_x = sum_j Wo_ij x_j
     Wo_x_seq = x @ Wo.T
+    # Wg_x = sum_j Wg_ij x_j
     Wg_x_seq = x @ Wg.T
     a_seq = []
     _t0_seq = []

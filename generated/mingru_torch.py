@@ -155,7 +155,9 @@ def _forward_op(
     _T, _B, _n_in = x.shape
     _like = torch.empty_like(h)
     # Projections of the input, every step at once.
+    # Wz_x = sum_j Wz_ij x_j
     Wz_x_seq = x @ Wz.T
+    # Wh_x = sum_j Wh_ij x_j
     Wh_x_seq = x @ Wh.T
     a_seq = []
     h_seq = []

@@ -69,12 +69,13 @@ RESERVED = frozenset(
         "dstate0",
         "need_dx",
         "apply",
-        "cost",
         "Cell",
         # cache["state"] holds the states after the last step
         "state",
     }
 )
+#: Named constants an equation may use (exact: verification keeps pi as pi).
+CONSTANTS = {"pi": sp.pi}
 #: Suffixes generated code appends to names (buffers, seeds, carried adjoints).
 RESERVED_SUFFIXES = ("_seq", "_in", "_next")
 CELL_KEYS = {
@@ -182,6 +183,8 @@ def _check_identifier(path, line, name, what: str) -> None:
         raise SpecError(path, line, name, f"{what} shadows the Python builtin '{name}'")
     if name in primitives.PRIMITIVES:
         raise SpecError(path, line, name, f"{what} shadows the primitive '{name}'")
+    if name in CONSTANTS:
+        raise SpecError(path, line, name, f"{what} shadows the constant '{name}'")
     if name in RESERVED:
         raise SpecError(path, line, name, f"{what} is reserved for generated code")
     if name.endswith(RESERVED_SUFFIXES):
@@ -310,6 +313,8 @@ class _ExprBuilder:
     def visit_Name(self, node):
         name = node.id
         role = self.names.get(name)
+        if role is None and name in CONSTANTS:
+            return CONSTANTS[name]
         if role is None:
             self.error(name, f"unknown name '{name}'")
         if role == "later":

@@ -17,6 +17,7 @@ primitive missing any entry fails.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -149,6 +150,44 @@ register(
     lambda x: sp.Max(x, 0),
     reference=lambda x: np.maximum(x, 0),
     note="relu'(0) = 0 (the subgradient chosen at the kink, as PyTorch and JAX do)",
+)
+
+
+register(
+    "sign",
+    lambda out, x: sp.Integer(0),
+    sp.sign,
+    reference=np.sign,
+    note="sign(0) = 0, sign(NaN) = NaN; its derivative is taken as 0 everywhere (almost "
+    "everywhere true)",
+)
+register(
+    "abs",
+    lambda out, x: PRIMITIVES["sign"].func(x),
+    sp.Abs,
+    reference=np.abs,
+    note="abs'(0) = 0 (the subgradient chosen at the kink, as PyTorch and JAX do)",
+)
+register(
+    "sqrt",
+    # written with the output: sqrt'(x) = 1/(2 sqrt(x)), infinite at 0
+    lambda out, x: 1 / (2 * out),
+    sp.sqrt,
+    reference=np.sqrt,
+    note="sqrt'(0) = inf; sqrt of a negative number is NaN",
+)
+
+
+def _erf_ref(x):
+    # the C library's erf, element by element (NumPy has no erf)
+    return np.vectorize(math.erf, otypes=[float])(np.asarray(x, dtype=float))
+
+
+register(
+    "erf",
+    lambda out, x: 2 / sp.sqrt(sp.pi) * PRIMITIVES["exp"].func(-(x**2)),
+    sp.erf,
+    reference=_erf_ref,
 )
 
 

@@ -748,9 +748,9 @@ BAD_COSTS = [
         id="same-names",
     ),
     pytest.param(
-        COST_HEAD + 'per_unit = "abs(a - y)"\n',
+        COST_HEAD + 'per_unit = "cosh(a - y)"\n',
         "per_unit",
-        "abs",
+        "cosh",
         "unknown function",
         id="unknown-function",
     ),

@@ -26,10 +26,15 @@ X = sp.Symbol("x", real=True)
 OUT = sp.Symbol("out", real=True)
 
 #: Where each primitive is smooth and defined (kinks and the log's pole excluded).
-DOMAINS = {"log": (0.05, 6.0)}
-KINKS = {"relu": 0.0, "step": 0.0}
+DOMAINS = {"log": (0.05, 6.0), "sqrt": (0.05, 6.0)}
+KINKS = {"relu": 0.0, "step": 0.0, "abs": 0.0, "sign": 0.0}
 #: Primitives whose derivative needs the argument, not only the output.
-NEEDS_ARGUMENT = {"log"}  # log' = 1/x: the output log(x) does not help
+#: log' = 1/x, abs' = sign(x) and erf' = 2 e^(-x^2)/sqrt(pi): the output does not help.
+NEEDS_ARGUMENT = {"log", "abs", "erf"}
+
+
+#: What ``sympy.lambdify`` evaluates with: NumPy, and erf elementwise (NumPy has none).
+MODULES = [{"erf": np.vectorize(math.erf, otypes=[float])}, "numpy"]
 
 
 def sample(name: str, n: int = 40, seed: int = 0) -> np.ndarray:
@@ -100,7 +105,7 @@ def test_derivative_matches_finite_difference(name):
     prim = PRIMITIVES[name]
     derivative = to_elementary(sp.diff(prim.func(X), X))
     assert not any(primitives.is_primitive_call(a) for a in sp.preorder_traversal(derivative))
-    symbolic = sp.lambdify(X, derivative, "numpy")
+    symbolic = sp.lambdify(X, derivative, MODULES)
     x = sample(name)
     h = 1e-6
     central = (prim.reference(x + h) - prim.reference(x - h)) / (2 * h)
@@ -111,7 +116,7 @@ def test_derivative_matches_finite_difference(name):
 def test_elementary_definition_matches_reference(name):
     prim = PRIMITIVES[name]
     x = sample(name, seed=1)
-    elementary = sp.lambdify(X, prim.elementary(X), "numpy")
+    elementary = sp.lambdify(X, prim.elementary(X), MODULES)
     np.testing.assert_allclose(elementary(x), prim.reference(x), rtol=1e-12, atol=1e-12)
 
 

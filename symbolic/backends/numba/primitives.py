@@ -117,6 +117,23 @@ def _step(x):
     "relu": Form(
         call="max({0}, 0.0)",
     ),
+    "sign": Form(
+        call="_sign({0})",
+        helper="""
+@_jit(error_model="numpy")
+def _sign(x):
+    return 1.0 if x > 0 else (-1.0 if x < 0 else x * 0.0)
+""",
+    ),
+    "abs": Form(
+        call="abs({0})",
+    ),
+    "sqrt": Form(
+        call="math.sqrt({0})",
+    ),
+    "erf": Form(
+        call="math.erf({0})",
+    ),
 }
 
 

@@ -86,6 +86,35 @@ def _np_sigmoid(z, out=None):
         call="np.maximum({0}, 0)",
         out="np.maximum({i}, 0, out={o})",
     ),
+    "sign": Form(
+        call="np.sign({0})",
+        out="np.sign({i}, out={o})",
+    ),
+    "abs": Form(
+        call="np.abs({0})",
+        out="np.abs({i}, out={o})",
+    ),
+    "sqrt": Form(
+        call="np.sqrt({0})",
+        out="np.sqrt({i}, out={o})",
+    ),
+    "erf": Form(
+        call="_np_erf({0})",
+        out="_np_erf({i}, out={o})",
+        helper="""
+def _np_erf(z, out=None):
+    \"\"\"erf(z) elementwise: the C library's, element by element (NumPy has no erf).\"\"\"
+    import math
+
+    z = np.asarray(z)
+    dtype = z.dtype if z.dtype.kind == "f" else np.dtype(np.float64)
+    value = np.asarray(np.frompyfunc(math.erf, 1, 1)(z), dtype=dtype)
+    if out is None:
+        return value
+    np.copyto(out, value)
+    return out
+""",
+    ),
 }
 
 

@@ -61,7 +61,6 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
         "output_saved": model.output in kernel.cached,
         "saved": ([model.output] if model.output in kernel.cached else []) + cached,
         "per_step": [n for n in dict.fromkeys([model.output, *cached]) if n not in pre],
-        "pre_cached": [n for n in cached if n in pre],
         "broadcast": sorted(
             n for n in {model.output, *kernel.cached, *kernel.stored} if n not in lanes
         ),

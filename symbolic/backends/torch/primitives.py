@@ -52,6 +52,18 @@ def _step(z):
 """,
     ),
     "relu": Form(call="torch.relu({0})"),
+    # sign(0) = 0 and sign(NaN) = NaN, as np.sign (torch.sign(NaN) is 0)
+    "sign": Form(
+        call="_sign({0})",
+        helper="""
+def _sign(z):
+    \"\"\"-1, 0 or 1 by the sign of z; NaN where z is NaN (np.sign).\"\"\"
+    return torch.where(torch.isnan(z), z, torch.sign(z))
+""",
+    ),
+    "abs": Form(call="torch.abs({0})"),
+    "sqrt": Form(call="torch.sqrt({0})"),
+    "erf": Form(call="torch.erf({0})"),
 }
 
 
