@@ -25,14 +25,16 @@ _DTYPES = (torch.float32, torch.float64)
 
 
 def _lanes(value, like):
-    """``value`` as a new tensor shaped like ``like`` (a constant broadcast)."""
+    """``value`` as a new tensor shaped like ``like``: a constant or an expression of
+    vector parameters broadcast over the lanes, a tensor copied (an op's outputs never
+    share memory with its inputs or with each other)."""
     out = torch.empty_like(like)
     return out.copy_(value) if isinstance(value, torch.Tensor) else out.fill_(value)
 
 
 def _op_name(base):
-    """A name for this module's op that no module loaded before has taken (the same
-    spec's module may be imported under several names in one process)."""
+    """A name for one of this module's ops that no module loaded before has taken (the
+    same spec's module may be imported under several names in one process)."""
     name, n = base, 0
     while hasattr(torch.ops.derivgen, name):
         n += 1
