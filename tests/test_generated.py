@@ -21,10 +21,11 @@ import tomllib
 import numpy as np
 import pytest
 
-from symbolic.backends import BUILTIN
+from symbolic.backends import array_backends
 from symbolic.generate import builtin_specs, default_out
 
-BACKENDS = tuple(BUILTIN)
+#: The NumPy-array backends (the torch modules are tested in tests/backends/).
+BACKENDS = array_backends()
 SPECS = {path.stem: path for path in builtin_specs()}
 DATA = {name: tomllib.loads(path.read_text()) for name, path in SPECS.items()}
 

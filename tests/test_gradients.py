@@ -25,11 +25,12 @@ import pytest
 import sympy as sp
 
 from symbolic import parse
-from symbolic.backends import BUILTIN
+from symbolic.backends import array_backends
 from symbolic.generate import builtin_specs
 from symbolic.model import COST, RECURRENT
 
-BACKENDS = tuple(BUILTIN)
+#: The NumPy-array backends (the torch modules are tested in tests/backends/).
+BACKENDS = array_backends()
 SPECS = {path.stem: path for path in builtin_specs()}
 MODELS = {name: parse.load(path) for name, path in SPECS.items()}
 COST_NAME = "squared_error"

@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 
 from symbolic import parse
-from symbolic.backends import BUILTIN
+from symbolic.backends import array_backends
 from symbolic.generate import builtin_specs
 from symbolic.model import COST, RECURRENT
 
-BACKENDS = tuple(BUILTIN)
+#: The NumPy-array backends (the torch modules are tested in tests/backends/).
+BACKENDS = array_backends()
 
 MODELS = {p.stem: parse.load(p) for p in builtin_specs()}
 CELLS = [n for n, m in MODELS.items() if m.kind != COST]

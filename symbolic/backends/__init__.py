@@ -28,6 +28,12 @@ def names() -> tuple[str, ...]:
     return tuple(BUILTIN) + tuple(n for n in _registered if n not in BUILTIN)
 
 
+def array_backends() -> tuple[str, ...]:
+    """The built-in backends whose modules take and return NumPy arrays (the others take
+    a framework's tensors: validation reaches them through their ``adapt`` view)."""
+    return tuple(name for name in BUILTIN if get(name).adapt is None)
+
+
 def get(name: str) -> Backend:
     """The backend called ``name`` (its package is imported on first use)."""
     if name in _registered:
@@ -53,4 +59,13 @@ def unregister(name: str) -> None:
     _registered.pop(name, None)
 
 
-__all__ = ["BUILTIN", "Backend", "UnsupportedSpec", "get", "names", "register", "unregister"]
+__all__ = [
+    "BUILTIN",
+    "Backend",
+    "UnsupportedSpec",
+    "array_backends",
+    "get",
+    "names",
+    "register",
+    "unregister",
+]
