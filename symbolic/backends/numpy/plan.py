@@ -1,4 +1,4 @@
-"""Kernel IR -> the NumPy modules' statements, as ufunc calls into buffers.
+"""Kernel IR -> the NumPy modules' statements (as nodes), ufunc calls into buffers.
 
 The NumPy backend's plan (pipeline stage 4, ``plan``). What it
 decides, for a cell's :class:`~symbolic.ir.Kernel`:
@@ -19,7 +19,11 @@ decides, for a cell's :class:`~symbolic.ir.Kernel`:
   steps at once; the sequential part is two calls a step (``da = da_in + dh_next``,
   ``dh_next = _dh_per_da * da``).
 
-Every name that reaches the code is a checked identifier or one made here.
+The code is built as nodes (:mod:`.nodes`: allocations, ufunc calls, views, bindings,
+gradient sums), each knowing the names it reads and writes, so only the values the code
+reads are bound; the backend's printer (:mod:`.printer`) turns them into the lines the
+templates receive. Every name that reaches the code is a checked identifier or one made
+here.
 """
 
 from __future__ import annotations
@@ -72,13 +76,13 @@ BLOCK_BYTES = 1 << 16
 class Code:
     """Statements (:mod:`.nodes`) with one comment before each group."""
 
-    lines: list[Node] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
 
     def comment(self, text: str) -> None:
-        self.lines.extend(Comment(line) for line in text.split("\n"))
+        self.nodes.extend(Comment(line) for line in text.split("\n"))
 
     def add(self, lines) -> None:
-        self.lines.extend(lines)
+        self.nodes.extend(lines)
 
 
 def let(target: str, value: Expr) -> Let:
@@ -341,7 +345,7 @@ def recurrent_context(kernel: Kernel) -> dict:
     fwd.early_lines()
     fwd.sequence_lines()
     scratch_alloc = [alloc(naming.whole_scratch(i)) for i in range(fwd.whole_scratch)]
-    before = fwd.before.lines
+    before = fwd.before.nodes
     fused = _fuse_calls(fwd.step, fwd.step_exprs, fwd.states, fwd.block_of, len(kernel.pre))
 
     # The step: bind this step's rows, then the ufunc calls.
@@ -610,7 +614,7 @@ class _RecurrentForward:
         work_alloc = [alloc(naming.work(w), LANES) for w in work]
         work_alloc += [alloc(naming.step_scratch(i), LANES) for i in range(step_scratch)]
         work_alloc += fused["alloc"]
-        return body.lines, work_alloc
+        return body.nodes, work_alloc
 
     def cache_entries(self) -> list[dict]:
         """The arrays of the forward values the backward reads."""
@@ -887,7 +891,7 @@ def _per_step_body(kernel: Kernel, exprs: dict, stored: dict, work) -> tuple[lis
         name = naming.adjoint(s)
         if name in stored:  # a state's adjoint a gradient also reads after the loop
             body.add([Copy(Index(stored[name], Raw("_t")), Name(name))])
-    return body.lines, scratch
+    return body.nodes, scratch
 
 
 def _substitute_leaves(stmts, env: dict) -> list[Assign]:
@@ -1128,7 +1132,7 @@ class _ScanCode:
         for st in programs:
             coefficients.comment(st.comment)
             coefficients.add(self.emit(exprs[st.target], st.target, lambda n: n))
-        return coefficients.lines
+        return coefficients.nodes
 
     def scan_lines(self) -> tuple[list[Node], bool]:
         """The sequential part, one step of the block: the seeds, then each state's
@@ -1157,7 +1161,7 @@ class _ScanCode:
         scan_scratch = False
         for s in states:
             scan_scratch |= self.carry(scan, s)
-        return scan.lines, scan_scratch
+        return scan.nodes, scan_scratch
 
     def carry(self, scan: Code, s: str) -> bool:
         """The state's adjoint of this step, carried to the step before, as a sum of
@@ -1206,7 +1210,7 @@ class _ScanCode:
             expr = sp.Add(*[self.coeff[name][seed] * sp.Symbol(seed) for seed in self.seeds.names])
             adjoints.comment(f"{name} = {sp.sstr(expr)}")
             adjoints.add(self.emit(expr, name, self.seeds.place))
-        return adjoints.lines
+        return adjoints.nodes
 
     def sum_lines(self) -> tuple[list[Node], set[str], list[Node], bool]:
         """Vector gradients that are not a stored adjoint summed: accumulated per block.
@@ -1243,7 +1247,7 @@ class _ScanCode:
                 lines = self.emit(expr, buffer, lambda n: n)
                 sums.add(lines + [grad(name, Reduce(buffer, "(0, 1)"), "+=")])
                 sum_buffer = True
-        return sums.lines, accumulated, acc_alloc, sum_buffer
+        return sums.nodes, accumulated, acc_alloc, sum_buffer
 
 
 # --- costs ------------------------------------------------------------------------------
@@ -1283,7 +1287,7 @@ def cost_context(per_unit: sp.Expr, gradient: sp.Expr, prediction: str) -> dict:
     scratch = max(scratch, used)
     lines.add(emitted)
     buffers = [Alloc(s, like=prediction) for s in sorted(_cost_scratch(i) for i in range(scratch))]
-    return {"cost_lines": printer.lines(buffers + lines.lines), "cost_grad": out}
+    return {"cost_lines": printer.lines(buffers + lines.nodes), "cost_grad": out}
 
 
 def _cost_sum(lines: Code, value: sp.Expr, prediction: str) -> int:
@@ -1383,7 +1387,7 @@ def _flat(
             code.add([let(st.target, Name(out))])
             root[st.target] = root.get(alias, alias)
         owned.add(st.target)
-    return code.lines, used
+    return code.nodes, used
 
 
 def _output_shares_an_array(output: str, exprs: dict, shared: set[str]) -> bool:

@@ -3,9 +3,10 @@
 NumPy evaluates ``G*ac + h*(1 - G)`` one operation at a time, and every operation
 allocates a fresh array for its result. In a time loop that is one allocation per
 operation per step, and for small arrays the call overhead, not the arithmetic, is the
-cost. This module turns an expression into a short list of ufunc calls, each writing
-with ``out=`` into a buffer allocated once: the target itself where possible, a scratch
-buffer where a subexpression needs one.
+cost. This module turns an expression into a short list of ufunc calls (nodes of
+:mod:`.nodes`, printed by :mod:`.printer`), each writing with ``out=`` into a buffer
+allocated once: the target itself where possible, a scratch buffer where a
+subexpression needs one.
 
 Before it is emitted, an expression is put in the form that needs the fewest calls:
 
