@@ -23,6 +23,7 @@ from symbolic import ir, naming, primitives
 from symbolic.backends.base import UnsupportedSpec, statement
 from symbolic.backends.numba.printer import code
 from symbolic.backends.numpy import plan
+from symbolic.backends.numpy import printer as numpy_printer
 from symbolic.ir import COUPLED, CostDerivation, Kernel, MatVec, names
 from symbolic.model import RECURRENT
 
@@ -303,18 +304,18 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
     forward, forward_scratch, forward_rows, alloc = _diagonal_forward(kernel, context)
     backward, backward_scratch, backward_rows = _diagonal_backward(kernel, context)
     info = plan.stacking(kernel)
-    stored_lines, stored = plan.stored_buffers(kernel, info)
+    stored_code, stored = plan.stored_buffers(kernel, info)
 
     accumulated = {
         g["param"] for g in context["grads"] if g["kind"] == "vector" and not g["stored"]
     }
     whole = plan.whole_place(kernel, stored)
-    grad_lines = plan.gradient_lines(kernel, whole, "_T * _B", "(0, 1)", accumulated)
+    grads = plan.gradients(kernel, whole, "_T * _B", "(0, 1)", accumulated)
     return {
-        "projections": plan.projection_lines(kernel, "_T * _B", "_T, _B, {}"),
+        "projections": numpy_printer.lines(plan.projections(kernel, "_T * _B", "_T, _B, {}")),
         "forward_alloc": alloc,
-        "stored_alloc": stored_lines,
-        "grad_lines": grad_lines,
+        "stored_alloc": numpy_printer.lines(stored_code),
+        "grad_lines": numpy_printer.lines(grads),
         "forward_phases": forward,
         "forward_scratch": forward_scratch,
         "forward_job_rows": forward_rows["job"],

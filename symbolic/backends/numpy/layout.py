@@ -10,7 +10,8 @@ import sympy as sp
 
 from symbolic import naming
 from symbolic.backends.base import statement
-from symbolic.backends.numpy import plan
+from symbolic.backends.numpy import plan, printer
+from symbolic.backends.numpy.nodes import Apply, Raw, Sym
 from symbolic.backends.numpy.printer import code
 from symbolic.ir import CostDerivation, Kernel, names
 from symbolic.model import RECURRENT, Cell
@@ -88,5 +89,6 @@ def _whole(stmt, cell: Cell, shape: str) -> dict:
     parameter) is broadcast to the shape."""
     out = statement(stmt, code)
     if not names(stmt.expr) - set(cell.params):
-        out["code"] = f"np.full({shape}, {out['code']}, _dtype)"
+        full = Apply("np.full", (Raw(shape), Sym(stmt.expr), Raw("_dtype")))
+        out["code"] = printer.expression(full)
     return out

@@ -1,4 +1,4 @@
-"""Kernel IR -> the NumPy modules' statements, as ufunc calls into buffers.
+"""Kernel IR -> the NumPy modules' statements (as nodes), ufunc calls into buffers.
 
 The NumPy backend's plan (pipeline stage 4, ``plan``). What it
 decides, for a cell's :class:`~symbolic.ir.Kernel`:
@@ -19,19 +19,49 @@ decides, for a cell's :class:`~symbolic.ir.Kernel`:
   steps at once; the sequential part is two calls a step (``da = da_in + dh_next``,
   ``dh_next = _dh_per_da * da``).
 
-Every name that reaches the code is a checked identifier or one made here.
+The code is built as nodes (:mod:`.nodes`: allocations, ufunc calls, views, bindings,
+gradient sums), each knowing the names it reads and writes, so only the values the code
+reads are bound; the backend's printer (:mod:`.printer`) turns them into the lines the
+templates receive. Every name that reaches the code is a checked identifier or one made
+here.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import sympy as sp
 
-from symbolic import ir, naming, passes, printing
-from symbolic.backends.numpy import ufuncs
-from symbolic.backends.numpy.printer import code as numpy_code
+from symbolic import ir, naming, passes
+from symbolic.backends.numpy import printer, ufuncs
+from symbolic.backends.numpy.nodes import (
+    Alloc,
+    Apply,
+    Call,
+    Comment,
+    Copy,
+    Expr,
+    Fill,
+    Grouped,
+    If,
+    Index,
+    Let,
+    MultiLet,
+    Name,
+    Node,
+    Op,
+    Paren,
+    Primitive,
+    Raw,
+    Reduce,
+    Str,
+    Sym,
+    Tuple,
+    at,
+    mentioned,
+    method,
+    transposed,
+)
 from symbolic.ir import COUPLED, Assign, Kernel, MatVec
 
 # Bytes of one (block of steps, B, n) buffer of the backward: a block's coefficient
@@ -44,15 +74,39 @@ BLOCK_BYTES = 1 << 16
 
 @dataclass
 class Code:
-    """Lines of code with one comment line before each group."""
+    """Statements (:mod:`.nodes`) with one comment before each group."""
 
-    lines: list[str] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
 
     def comment(self, text: str) -> None:
-        self.lines.extend("# " + printing.display(line) for line in text.split("\n"))
+        self.nodes.extend(Comment(line) for line in text.split("\n"))
 
     def add(self, lines) -> None:
-        self.lines.extend(lines)
+        self.nodes.extend(lines)
+
+
+def let(target: str, value: Expr) -> Let:
+    """``target = value``."""
+    return Let(Name(target), value)
+
+
+def grad(param: str, value: Expr, op: str = "=") -> Let:
+    """``grads["param"] = value`` (or ``+=``)."""
+    return Let(Index(Name("grads"), Str(param)), value, op)
+
+
+#: The shape of a work buffer of one step (every lane).
+LANES = "(_B, _n_out)"
+
+
+def alloc(target: str, shape: str = "(_T, _B, _n_out)") -> Alloc:
+    """A new buffer, by default one value for every step and lane."""
+    return Alloc(target, shape)
+
+
+def constant(name: str, expr: sp.Expr) -> Let:
+    """A hoisted constant: ``_k0 = WTu/2``."""
+    return let(name, Sym(expr))
 
 
 def _uses(expr: sp.Expr, name: str) -> int:
@@ -60,7 +114,7 @@ def _uses(expr: sp.Expr, name: str) -> int:
     return sum(1 for s in sp.preorder_traversal(expr) if s == symbol)
 
 
-def _emit(expr, out, place, scratch, alias=None) -> tuple[list[str], int]:
+def _emit(expr, out, place, scratch, alias=None) -> tuple[list[Node], int]:
     emitter = ufuncs.Emitter(place, scratch)
     lines = emitter.into(ufuncs.cheapest(expr, once=alias), out, alias)
     return lines, emitter.scratch_used
@@ -108,9 +162,9 @@ def _affine_in(expr: sp.Expr, name: str, params: set[str]):
     return c, v
 
 
-def projection_lines(
+def projections(
     kernel: Kernel, rows: str, shape: str, folds=None, read: set[str] | None = None
-) -> list[str]:
+) -> list[Node]:
     """The forward products of the input (``_x2`` is (rows, n_in)), reshaped by
     ``shape`` (a format string taking the width).
 
@@ -119,96 +173,84 @@ def projection_lines(
     ``read``: the names the code reads, when known: a view of a block nobody reads is
     not bound.
     """
-    info = stacking(kernel)
-    pre = info["pre"]
-    folds = folds or {}
-    lines = []
+    pre = kernel.pre
     if not pre:
-        return lines
+        return []
     k = len(pre)
-    lines.extend(f"# {printing.display(s.comment)}" for s in pre)
-    weights, biases = [], []
-    for s in pre:
-        c, v = folds.get(s.target, (sp.S.One, sp.S.Zero))
-        if c == 1:
-            weights.append(s.matrix)
-        elif c.is_number:
-            weights.append(f"{numpy_code(c)} * {s.matrix}")
-        else:
-            weights.append(f"({numpy_code(c)})[:, None] * {s.matrix}")
-        biases.append(v)
+    code: list[Node] = [Comment(s.comment) for s in pre]
+    weights, biases = _weights(pre, folds or {})
     if k > 1:
-        lines.append("# (the matrices stacked: one product for all of them)")
-        lines.append(f"_W_in = np.concatenate(({', '.join(weights)}))")
+        code.append(Comment("(the matrices stacked: one product for all of them)"))
+        code.append(let("_W_in", Apply("np.concatenate", (Tuple(weights),))))
     else:
-        lines.append(f"_W_in = {weights[0]}")
+        code.append(let("_W_in", weights[0]))
     source = "_x2"
     if any(v != 0 for v in biases):
-        lines.append("# (with the constant terms as a bias column, against a column of ones)")
-        parts = [
-            f"np.broadcast_to({numpy_code(v)}, (_n_out,))"
-            if ir.names(v)
-            else f"np.full(_n_out, {float(v)!r}, _dtype)"
-            for v in biases
-        ]
-        bias = parts[0] if k == 1 else f"np.concatenate(({', '.join(parts)}))"
-        lines.append(f"_W_in = np.concatenate((_W_in, {bias}[:, None]), axis=1)")
-        lines.append(f"_x1 = np.empty(({rows}, _n_in + 1), _dtype)")
-        lines.append("_x1[:, :_n_in] = _x2")
-        lines.append("_x1[:, _n_in] = 1.0")
+        code += _bias_column(biases, rows)
         source = "_x1"
     width = f"{k} * _n_out" if k > 1 else "_n_out"
-    lines.append(f"_P = ({source} @ _W_in.T).reshape({shape.format(width)})")
+    product = Paren(Op("@", (Name(source), transposed("_W_in"))))
+    code.append(let("_P", method(product, "reshape", Raw(shape.format(width)))))
     for j, s in enumerate(pre):
         if read is not None and naming.sequence(s.target) not in read:
             continue
-        index = ", ".join([":"] * (shape.count(",")) + [_slice(j, k)])
-        lines.append(
-            f"{naming.sequence(s.target)} = _P[{index}]"
-            if k > 1
-            else f"{naming.sequence(s.target)} = _P[...]"
-        )
-    return lines
+        index = ", ".join([":"] * (shape.count(",")) + [_slice(j, k)]) if k > 1 else "..."
+        code.append(let(naming.sequence(s.target), at("_P", index)))
+    return code
 
 
-def gradient_lines(kernel: Kernel, place, rows: str, sum_axes: str, vector_done: set[str]):
+def _weights(pre, folds) -> tuple[list[Expr], list[sp.Expr]]:
+    """The stacked matrices (rows scaled by a fold's c) and the bias of each block."""
+    weights: list[Expr] = []
+    biases = []
+    for s in pre:
+        c, v = folds.get(s.target, (sp.S.One, sp.S.Zero))
+        if c == 1:
+            weights.append(Name(s.matrix))
+        elif c.is_number:
+            weights.append(Op("*", (Sym(c), Name(s.matrix))))
+        else:
+            weights.append(Op("*", (at(Paren(Sym(c)), ":, None"), Name(s.matrix))))
+        biases.append(v)
+    return weights, biases
+
+
+def _bias_column(biases: list[sp.Expr], rows: str) -> list[Node]:
+    """The constant terms as a bias column of ``_W_in``, against a column of ones."""
+    parts = [
+        Apply("np.broadcast_to", (Sym(v), Raw("(_n_out,)")))
+        if ir.names(v)
+        else Apply("np.full", (Raw("_n_out"), Raw(repr(float(v))), Raw("_dtype")))
+        for v in biases
+    ]
+    bias = parts[0] if len(parts) == 1 else Apply("np.concatenate", (Tuple(tuple(parts)),))
+    stacked = Tuple((Name("_W_in"), at(bias, ":, None")))
+    return [
+        Comment("(with the constant terms as a bias column, against a column of ones)"),
+        let("_W_in", Apply("np.concatenate", (stacked,), (("axis", Raw("1")),))),
+        alloc("_x1", f"({rows}, _n_in + 1)"),
+        Let(at("_x1", ":, :_n_in"), Name("_x2")),
+        Let(at("_x1", ":, _n_in"), Raw("1.0")),
+    ]
+
+
+def gradients(kernel: Kernel, place, rows: str, sum_axes: str, vector_done: set[str]):
     """Matrix gradients, vector gradients not accumulated already, and dx."""
     cell = kernel.cell
     info = stacking(kernel)
-    pre = info["pre"]
-    lines = []
+    code: list[Node] = []
     matrix = dict(kernel.matrix_grads)
     vector = dict(kernel.vector_grads)
-    from_stack: dict[str, str] = {}
-    summed: dict[str, str] = {}
+    from_stack: dict[str, Expr] = {}
+    summed: dict[str, Expr] = {}
     if info["backward_stacked"]:
-        k = len(pre)
-        lines.append("# the input matrices' gradients: one product for all of them")
-        lines.append(f"_dP2 = _dP.reshape({rows}, {k} * _n_out)")
-        # (x^T dP)^T rather than dP^T x: OpenBLAS runs the tall-skinny product twice as
-        # fast in this orientation
-        lines.append("_dW_in = (_x2.T @ _dP2).T")
-        for j, s in enumerate(pre):
-            from_stack[s.matrix] = f"_dW_in[{_slice(j, k)}]"
-        bare = {
-            str(vector[n]): n
-            for n, kind in cell.params.items()
-            if kind == "vector" and n not in vector_done and isinstance(vector[n], sp.Symbol)
-        }
-        if any(adj in bare for adj in info["adjoints"]):
-            lines.append("# the sums of the stacked adjoints over every step and lane, at once")
-            lines.append("_dP_sum = _dP2.sum(axis=0)")
-            for j, adj in enumerate(info["adjoints"]):
-                if adj in bare:
-                    summed[bare[adj]] = f"_dP_sum[{_slice(j, k)}]"
+        code += _stacked_gradients(kernel, info, rows, vector_done, from_stack, summed)
     for name, kind in cell.params.items():
         if kind == "vector":
             if name in vector_done:
                 continue
-            if name in summed:
-                lines.append(f'grads["{name}"] = {summed[name]}')
-                continue
-            lines.append(f'grads["{name}"] = {_vector_sum(vector[name], place, sum_axes)}')
+            value = summed[name] if name in summed else _vector_sum(vector[name], place, sum_axes)
+            code.append(grad(name, value))
             continue
         terms = []
         for adj, arg in matrix[name]:
@@ -216,41 +258,81 @@ def gradient_lines(kernel: Kernel, place, rows: str, sum_axes: str, vector_done:
                 terms.append(from_stack[name])
                 continue
             arg_size = "_n_in" if arg == cell.input else "_n_out"
-            arg_code = "_x2" if arg == cell.input else f"{place(arg)}.reshape({rows}, {arg_size})"
-            terms.append(f"({arg_code}.T @ {place(adj)}.reshape({rows}, _n_out)).T")
-        lines.append(f'grads["{name}"] = ' + " + ".join(terms))
-    lines.append("if need_dx:")
+            arg_code = (
+                Name("_x2")
+                if arg == cell.input
+                else method(place(arg), "reshape", Raw(rows), Raw(arg_size))
+            )
+            adj_code = method(place(adj), "reshape", Raw(rows), Raw("_n_out"))
+            terms.append(transposed(Paren(Op("@", (transposed(arg_code), adj_code)))))
+        code.append(grad(name, Op("+", tuple(terms))))
+    code.append(If(Name("need_dx"), tuple(_input_gradient(kernel, info, place, rows))))
+    return code
+
+
+def _stacked_gradients(kernel, info, rows, vector_done, from_stack, summed) -> list[Node]:
+    """The stacked input matrices' gradients as one product (into ``from_stack``), and
+    the sums of the stacked adjoints that are vector gradients (into ``summed``)."""
+    pre = info["pre"]
+    k = len(pre)
+    vector = dict(kernel.vector_grads)
+    code: list[Node] = [
+        Comment("the input matrices' gradients: one product for all of them"),
+        let("_dP2", method("_dP", "reshape", Raw(rows), Raw(f"{k} * _n_out"))),
+        # (x^T dP)^T rather than dP^T x: OpenBLAS runs the tall-skinny product twice as
+        # fast in this orientation
+        let("_dW_in", transposed(Paren(Op("@", (transposed("_x2"), Name("_dP2")))))),
+    ]
+    for j, s in enumerate(pre):
+        from_stack[s.matrix] = at("_dW_in", _slice(j, k))
+    bare = {
+        str(vector[n]): n
+        for n, kind in kernel.cell.params.items()
+        if kind == "vector" and n not in vector_done and isinstance(vector[n], sp.Symbol)
+    }
+    if any(adj in bare for adj in info["adjoints"]):
+        code.append(Comment("the sums of the stacked adjoints over every step and lane, at once"))
+        code.append(let("_dP_sum", method("_dP2", "sum", axis=Raw("0"))))
+        for j, adj in enumerate(info["adjoints"]):
+            if adj in bare:
+                summed[bare[adj]] = at("_dP_sum", _slice(j, k))
+    return code
+
+
+def _input_gradient(kernel: Kernel, info: dict, place, rows: str) -> list[Node]:
+    """``_dx``: the adjoints of the input's projections times their matrices."""
     if info["backward_stacked"]:
-        lines.append(f"    _W_in = np.concatenate(({', '.join(s.matrix for s in pre)}))")
-        lines.append("    _dx = _dP2 @ _W_in")
-    else:
-        terms = [f"{place(adj)}.reshape({rows}, _n_out) @ {m}" for adj, m in kernel.input_grads]
-        lines.append("    _dx = " + " + ".join(terms))
-    return lines
+        matrices = Tuple(tuple(Name(s.matrix) for s in info["pre"]))
+        return [
+            let("_W_in", Apply("np.concatenate", (matrices,))),
+            let("_dx", Op("@", (Name("_dP2"), Name("_W_in")))),
+        ]
+    terms = [
+        Op("@", (method(place(adj), "reshape", Raw(rows), Raw("_n_out")), Name(m)))
+        for adj, m in kernel.input_grads
+    ]
+    return [let("_dx", Op("+", tuple(terms)))]
 
 
-def _vector_sum(expr: sp.Expr, place, sum_axes: str) -> str:
+def _vector_sum(expr: sp.Expr, place, sum_axes: str) -> Expr:
     """A vector parameter's gradient: ``expr`` summed over every lane (and step); zeros
     when the parameter does not reach the cost (``B - B``)."""
     if expr == 0:
-        return "np.zeros(_n_out, _dtype)"
-    code = numpy_code(expr, {n: place(n) for n in ir.names(expr)})
-    return f"{_operand_text(code)}.sum(axis={sum_axes})"
+        return Apply("np.zeros", (Raw("_n_out"), Raw("_dtype")))
+    rename = tuple((n, _name_of(place(n))) for n in sorted(ir.names(expr)))
+    return Reduce(Grouped(Sym(expr, rename)), sum_axes)
 
 
-def _operand_text(code: str) -> str:
-    """``code`` ready for a method call: parenthesized unless it is a name."""
-    return code if code.isidentifier() else f"({code})"
+def _name_of(array: Expr) -> str:
+    """The name of an array given as a :class:`Name`."""
+    if not isinstance(array, Name):
+        raise TypeError(f"expected a name, got {array!r}")
+    return array.id
 
 
-def identifiers(lines) -> set[str]:
-    """Every identifier the lines mention (to bind only what the code reads)."""
-    found: set[str] = set()
-    for line in lines:
-        if not line.lstrip().startswith("#"):
-            code = re.sub(r"\"[^\"]*\"", "", line)
-            found |= set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", code))
-    return found
+def _all(state: str) -> str:
+    """The array of a state's value at every step (row t + 1 is step t's value)."""
+    return f"_{state}_all"
 
 
 # --- recurrent cells --------------------------------------------------------------------
@@ -258,51 +340,57 @@ def identifiers(lines) -> set[str]:
 
 def recurrent_context(kernel: Kernel) -> dict:
     """Template keys of a recurrent NumPy module: the lines of each part."""
-    cell = kernel.cell
     fwd = _recurrent_forward(kernel)
-    alloc = fwd.place_sequences()
+    allocs = fwd.place_sequences()
     fwd.early_lines()
     fwd.sequence_lines()
-    scratch_alloc = [
-        f"{naming.whole_scratch(i)} = np.empty((_T, _B, _n_out), _dtype)"
-        for i in range(fwd.whole_scratch)
-    ]
-    before_lines = fwd.before.lines
+    scratch_alloc = [alloc(naming.whole_scratch(i)) for i in range(fwd.whole_scratch)]
+    before = fwd.before.nodes
     fused = _fuse_calls(fwd.step, fwd.step_exprs, fwd.states, fwd.block_of, len(kernel.pre))
 
     # The step: bind this step's rows, then the ufunc calls.
     bind, work = fwd.step_bind()
-    step_lines, work_alloc = fwd.step_lines(work, fused)
+    step, work_alloc = fwd.step_lines(work, fused)
 
-    used = identifiers(before_lines + step_lines + fused["before"])
-    constants = [
-        f"{k} = {numpy_code(e)}" for e, k in fwd.hoister.constants.items() if k.name in used
-    ]
+    used = mentioned(before + step + fused["before"])
+    constants = [constant(k.name, e) for e, k in fwd.hoister.constants.items() if k.name in used]
     constants += fused["before"]
-    forward_used = identifiers(constants + before_lines + step_lines + bind + work_alloc)
-    projections = projection_lines(kernel, "_T * _B", "_T, _B, {}", fwd.folds, forward_used)
+    forward_used = mentioned(constants + before + step + bind + work_alloc)
     context = {
-        "projections": projections,
-        "before": constants + before_lines,
-        "alloc": alloc + scratch_alloc + work_alloc,
+        "projections": projections(kernel, "_T * _B", "_T, _B, {}", fwd.folds, forward_used),
+        "before": constants + before,
+        "alloc": allocs + scratch_alloc + work_alloc,
         "bind": bind,
-        "step": step_lines,
-        "cache_entries": fwd.cache_entries(),
-        "final_states": [{"name": s, "array": f"_{s}_all[-1]"} for s in fwd.states],
-        "output_array": fwd.output_array(),
+        "step": step,
     }
-    context |= {key: [] for key in BACKWARD_KEYS}
+    context = {key: printer.lines(value) for key, value in context.items()}
+    context |= {
+        "cache_entries": fwd.cache_entries(),
+        "final_states": [
+            {"name": s, "array": printer.expression(at(_all(s), "-1"))} for s in fwd.states
+        ],
+        "output_array": printer.expression(fwd.output_array()),
+    }
+    return context | _recurrent_backward(kernel)
+
+
+def _recurrent_backward(kernel: Kernel) -> dict:
+    """Template keys of a recurrent module's backward: the lines of each part, the
+    parameters and cached values they read."""
     info = stacking(kernel)
     if kernel.recurrence == COUPLED or any(isinstance(s, MatVec) for s in kernel.backward):
-        context |= _backward_per_step(kernel, info)
+        parts = _backward_per_step(kernel, info)
     else:
-        context |= _backward_scan(kernel, info)
-    used = identifiers(sum((context[k] for k in BACKWARD_KEYS if k in context), []))
-    context["bptt_params"] = [p for p in cell.params if p in used]
-    context["cache_reads"] = [
-        line for line in context["cache_reads"] if line.split(" = ")[0] in used
-    ]
-    return context
+        parts = _backward_scan(kernel, info)
+    block_scan = parts.pop("block_scan")
+    used = mentioned(sum(parts.values(), []))
+    cached = _cache_reads(kernel)
+    context = {key: printer.lines(parts.get(key, [])) for key in BACKWARD_KEYS}
+    return context | {
+        "block_scan": block_scan,
+        "bptt_params": [p for p in kernel.cell.params if p in used],
+        "cache_reads": printer.lines(node for node in cached if node.writes() <= used),
+    }
 
 
 def _recurrent_forward(kernel: Kernel) -> _RecurrentForward:
@@ -391,37 +479,34 @@ class _RecurrentForward:
     hoister: ufuncs.Hoister
     step_exprs: dict[str, sp.Expr]
     early_exprs: dict[str, sp.Expr]
-    seq: dict[str, str] = field(default_factory=dict)
+    seq: dict[str, Expr] = field(default_factory=dict)
     before: Code = field(default_factory=Code)
     whole_scratch: int = 0
     folds: dict[str, tuple[sp.Expr, sp.Expr]] = field(default_factory=dict)
     block_of: dict[str, int] = field(default_factory=dict)
 
-    def place_sequences(self) -> list[str]:
+    def place_sequences(self) -> list[Node]:
         """Where each value lives for the whole sequence; the allocations."""
         seq = self.seq
         for name in self.projections:
-            seq[name] = naming.sequence(name)
-        alloc: list[str] = []
+            seq[name] = Name(naming.sequence(name))
+        allocs: list[Node] = []
         for s in self.states:
-            alloc.append(f"_{s}_all = np.empty((_T + 1, _B, _n_out), _dtype)")
-            alloc.append(f'_{s}_all[0] = _state0["{s}"]')
+            allocs.append(alloc(_all(s), "(_T + 1, _B, _n_out)"))
+            allocs.append(Let(at(_all(s), "0"), Index(Name("_state0"), Str(s))))
         for target, s in self.state_of_target.items():
             # the next value of a state, every step: rows 1.. of the state's buffer
-            seq[target] = f"_{s}_all[1:]"
-        for name in sorted((self.cached | {self.kernel.cell.output}) - set(self.states)):
+            seq[target] = at(_all(s), "1:")
+        early = [st.target for st in self.early]
+        for name in sorted((self.cached | {self.kernel.cell.output}) - set(self.states)) + early:
             if name in seq:  # a projection (a view of the product) or a state's next value
                 continue
-            seq[name] = naming.sequence(name)
-            alloc.append(f"{naming.sequence(name)} = np.empty((_T, _B, _n_out), _dtype)")
-        for st in self.early:
-            if st.target not in seq:
-                seq[st.target] = naming.sequence(st.target)
-                alloc.append(f"{naming.sequence(st.target)} = np.empty((_T, _B, _n_out), _dtype)")
-        return alloc
+            seq[name] = Name(naming.sequence(name))
+            allocs.append(alloc(naming.sequence(name)))
+        return allocs
 
-    def sequence_of(self, name: str) -> str:
-        return self.seq.get(name, name)
+    def sequence_of(self, name: str) -> Expr:
+        return self.seq.get(name, Name(name))
 
     def emit_before(self, expr: sp.Expr, out: str, place, alias=None) -> None:
         lines, used = _emit(expr, out, place, _whole_scratch, alias=alias)
@@ -474,28 +559,28 @@ class _RecurrentForward:
             seq[sym.name] = seq[alias]
             self.before.comment(f"{sym.name} = {sp.sstr(expr)}, every step at once (in place)")
         else:
-            seq[sym.name] = naming.sequence(sym.name)
+            seq[sym.name] = Name(naming.sequence(sym.name))
             self.before.comment(f"{sym.name} = {sp.sstr(expr)}, every step at once")
-            self.before.add([f"{seq[sym.name]} = np.empty((_T, _B, _n_out), _dtype)"])
+            self.before.add([alloc(naming.sequence(sym.name))])
         place = {alias: seq[alias]} if alias else {}
         self.emit_before(
             expr, seq[sym.name], lambda n: place.get(n, self.sequence_of(n)), alias=alias
         )
 
-    def step_bind(self) -> tuple[list[str], list[str]]:
+    def step_bind(self) -> tuple[list[Node], list[str]]:
         """This step's rows of the arrays the loop writes and reads; the values the loop
         keeps in work buffers instead."""
-        bind = []
+        bind: list[Node] = []
         for s in self.states:
-            bind.append(f"{s} = _{s}_all[_t]")
+            bind.append(let(s, at(_all(s), "_t")))
         step_targets = {st.target for st in self.step}
         work = []
         for st in self.step:
             t = st.target
             if t in self.state_of_target:
-                bind.append(f"{t} = _{self.state_of_target[t]}_all[_t + 1]")
+                bind.append(let(t, at(_all(self.state_of_target[t]), "_t + 1")))
             elif t in self.seq:
-                bind.append(f"{t} = {self.seq[t]}[_t]")
+                bind.append(let(t, at(self.seq[t], "_t")))
             else:
                 work.append(t)
         read_in_step = set()
@@ -504,10 +589,10 @@ class _RecurrentForward:
         read_in_step |= {st.arg for st in self.step if isinstance(st, MatVec)}
         for name in sorted(read_in_step - step_targets - set(self.states) - self.params):
             if name in self.seq:
-                bind.append(f"{name} = {self.seq[name]}[_t]")
+                bind.append(let(name, at(self.seq[name], "_t")))
         return bind, work
 
-    def step_lines(self, work: list[str], fused: dict) -> tuple[list[str], list[str]]:
+    def step_lines(self, work: list[str], fused: dict) -> tuple[list[Node], list[Node]]:
         """The loop's ufunc calls (the fused gates first); the buffers they need."""
         body = Code()
         body.add(fused["step"])
@@ -516,7 +601,7 @@ class _RecurrentForward:
             out = st.target if st.target not in work else naming.work(st.target)
             body.comment(st.comment)
             if isinstance(st, MatVec):
-                body.add([f"np.matmul({st.arg}, {st.matrix}.T, out={out})"])
+                body.add([Call("np.matmul", (Name(st.arg), transposed(st.matrix)), Name(out))])
                 continue
             lines, used = _emit(self.step_exprs[st.target], out, _work_place(work), _step_scratch)
             step_scratch = max(step_scratch, used)
@@ -525,30 +610,29 @@ class _RecurrentForward:
         followers = [(s, owners[t]) for s, t in self.states.items() if owners[t] != s]
         for s, owner in followers:
             body.comment(f"{s} takes the same next value as {owner}")
-            body.add([f"np.copyto(_{s}_all[_t + 1], _{owner}_all[_t + 1])"])
-        work_alloc = [f"{naming.work(w)} = np.empty((_B, _n_out), _dtype)" for w in work] + [
-            f"{naming.step_scratch(i)} = np.empty((_B, _n_out), _dtype)"
-            for i in range(step_scratch)
-        ]
+            body.add([Copy(at(_all(s), "_t + 1"), at(_all(owner), "_t + 1"))])
+        work_alloc = [alloc(naming.work(w), LANES) for w in work]
+        work_alloc += [alloc(naming.step_scratch(i), LANES) for i in range(step_scratch)]
         work_alloc += fused["alloc"]
-        return body.lines, work_alloc
+        return body.nodes, work_alloc
 
     def cache_entries(self) -> list[dict]:
         """The arrays of the forward values the backward reads."""
         cache_entries = []
         for name in sorted(self.cached):
             if name in self.states:
-                cache_entries.append((name, f"_{name}_all[:-1]"))
+                array = at(_all(name), ":-1")
             elif name in self.state_of_target:
-                cache_entries.append((name, f"_{self.state_of_target[name]}_all[1:]"))
+                array = at(_all(self.state_of_target[name]), "1:")
             else:
-                cache_entries.append((name, self.seq[name]))
-        return [{"name": n, "array": a} for n, a in cache_entries]
+                array = self.seq[name]
+            cache_entries.append({"name": name, "array": printer.expression(array)})
+        return cache_entries
 
-    def output_array(self) -> str:
+    def output_array(self) -> Expr:
         output = self.kernel.cell.output
         if output in self.state_of_target:
-            return f"_{self.state_of_target[output]}_all[1:]"
+            return at(_all(self.state_of_target[output]), "1:")
         return self.seq[output]
 
 
@@ -657,28 +741,28 @@ def _neighbour_runs(ordered: list[int]) -> list[list[int]]:
 def _fuse_run(out: dict, index: int, name: str, h: str, gates, run, blocks: int) -> dict:
     """The lines of one run of neighbouring gates (``(call, c)`` each) into ``out``;
     returns ``call -> the symbol of its row``."""
-    buf, consts = f"_F{index}", f"_K{index}"
+    buf, consts = Name(f"_F{index}"), f"_K{index}"
     m = len(run)
-    coeffs = [coeff for _, coeff in gates]
-    stacked = ", ".join(
-        numpy_code(c) if not c.is_number else f"np.full(_n_out, {float(c)!r})" for c in coeffs
+    stacked = tuple(
+        Sym(c) if not c.is_number else Apply("np.full", (Raw("_n_out"), Raw(repr(float(c)))))
+        for _, c in gates
     )
-    out["before"].append(f"{consts} = np.stack(({stacked}))")
-    out["alloc"].append(f"{buf} = np.empty((_B, {m}, _n_out), _dtype)")
-    out["alloc"].append(f"_P3 = _P.reshape(_T, _B, {blocks}, _n_out)")
+    out["before"].append(let(consts, Apply("np.stack", (Tuple(stacked),))))
+    out["alloc"].append(alloc(buf.id, f"(_B, {m}, _n_out)"))
+    out["alloc"].append(
+        let("_P3", method("_P", "reshape", Raw("_T"), Raw("_B"), Raw(str(blocks)), Raw("_n_out")))
+    )
     calls = [call for call, _ in gates]
     replace: dict[sp.Expr, sp.Symbol] = {}
     for i, call in enumerate(calls):
         sym = sp.Symbol(naming.fused_gate(index, i))
         replace[call] = sym
-        out["alloc"].append(f"{sym} = {buf}[:, {i}]")
-    out["step"].append(
-        f"# {name} of {m} gates at once: " + printing.display("; ".join(sp.sstr(c) for c in calls))
-    )
+        out["alloc"].append(let(sym.name, at(buf, f":, {i}")))
     out["step"] += [
-        f"np.multiply({consts}, {h}[:, None, :], out={buf})",
-        f"np.add({buf}, _P3[_t, :, {run[0]}:{run[-1] + 1}], out={buf})",
-        ufuncs.INPLACE[name].format(i=buf, o=buf),
+        Comment(f"{name} of {m} gates at once: " + "; ".join(sp.sstr(c) for c in calls)),
+        Call("np.multiply", (Name(consts), at(h, ":, None, :")), buf),
+        Call("np.add", (buf, at("_P3", f"_t, :, {run[0]}:{run[-1] + 1}")), buf),
+        Primitive(name, buf, buf),
     ]
     return replace
 
@@ -694,107 +778,120 @@ def _step_scratch(i: int) -> str:
     return naming.step_scratch(i)
 
 
-def stored_buffers(kernel: Kernel, info: dict) -> tuple[list[str], dict[str, str]]:
-    lines = []
-    where: dict[str, str] = {}
+def stored_buffers(kernel: Kernel, info: dict) -> tuple[list[Node], dict[str, Name]]:
+    """The (T, B, n) buffers of the adjoints the gradients read after the loop (views
+    of one buffer ``_dP`` when the input's projections are stacked), and where each
+    adjoint lives."""
+    code: list[Node] = []
+    where: dict[str, Name] = {}
     if info["backward_stacked"]:
         k = len(info["pre"])
-        lines.append(f"_dP = np.empty((_T, _B, {k} * _n_out), _dtype)")
+        code.append(alloc("_dP", f"(_T, _B, {k} * _n_out)"))
         for j, adj in enumerate(info["adjoints"]):
-            where[adj] = naming.sequence(adj)
-            lines.append(f"{naming.sequence(adj)} = _dP[:, :, {_slice(j, k)}]")
+            where[adj] = Name(naming.sequence(adj))
+            code.append(let(naming.sequence(adj), at("_dP", f":, :, {_slice(j, k)}")))
     for name in kernel.stored:
         if name not in where:
-            where[name] = naming.sequence(name)
-            lines.append(f"{naming.sequence(name)} = np.empty((_T, _B, _n_out), _dtype)")
-    return lines, where
+            where[name] = Name(naming.sequence(name))
+            code.append(alloc(naming.sequence(name)))
+    return code, where
 
 
-def whole_place(kernel: Kernel, stored: dict[str, str]):
+def whole_place(kernel: Kernel, stored: dict[str, Name]):
     """``name -> array`` holding it for every step: stored adjoints, cached values."""
 
-    def place(name: str) -> str:
+    def place(name: str) -> Name:
         if name in stored:
             return stored[name]
         if name in kernel.cached:
-            return naming.sequence(name)
-        return name
+            return Name(naming.sequence(name))
+        return Name(name)
 
     return place
 
 
-def _cache_reads(kernel: Kernel) -> list[str]:
-    """Lines binding the forward values the backward reads to (T, B, n) arrays."""
-    return [f'{naming.sequence(n)} = cache["{n}"]' for n in kernel.cached]
+def _cache_reads(kernel: Kernel) -> list[Node]:
+    """The forward values the backward reads, bound to their (T, B, n) arrays."""
+    return [let(naming.sequence(n), Index(Name("cache"), Str(n))) for n in kernel.cached]
 
 
 def _backward_per_step(kernel: Kernel, info: dict) -> dict:
     """The adjoint step one step at a time (matrix-coupled recurrences)."""
     cell = kernel.cell
-    params = set(cell.params)
-    stored_lines, stored = stored_buffers(kernel, info)
-    state_adjoints = {naming.adjoint(s): s for s in cell.states}
-    upstream = naming.upstream(cell.output)
-    hoister = ufuncs.Hoister(params, ())
+    stored_code, stored = stored_buffers(kernel, info)
+    hoister = ufuncs.Hoister(set(cell.params), ())
     exprs = {
         st.target: hoister.constants_of(ufuncs.numpy_form(st.expr))
         for st in kernel.backward
         if isinstance(st, Assign)
     }
-    bind = [f"{upstream} = _dout[_t]"]
+    bind, work = _per_step_bind(kernel, exprs, stored)
+    body, scratch = _per_step_body(kernel, exprs, stored, work)
+    swap = [
+        MultiLet(
+            (naming.work(naming.adjoint(s)), naming.carried(s)),
+            (Name(naming.carried(s)), Name(naming.adjoint(s))),
+        )
+        for s in cell.states
+    ]
+    allocs = stored_code + [alloc(naming.work(naming.adjoint(s)), LANES) for s in cell.states]
+    allocs += [alloc(naming.work(w), LANES) for w in work]
+    allocs += [alloc(naming.step_scratch(i), LANES) for i in range(scratch)]
+    grads = gradients(kernel, whole_place(kernel, stored), "_T * _B", "(0, 1)", set())
+    return {
+        "backward_alloc": allocs,
+        "backward_before": [constant(k.name, e) for e, k in hoister.constants.items()],
+        "backward_bind": bind,
+        "backward_step": body
+        + [Comment("the adjoints of the states flow to the step before")]
+        + swap,
+        "block_scan": False,
+        "grad_lines": grads,
+    }
+
+
+def _per_step_bind(kernel: Kernel, exprs: dict, stored: dict) -> tuple[list[Node], list[str]]:
+    """This step's rows of what the adjoint step reads and writes; the adjoints it
+    keeps in work buffers instead."""
+    state_adjoints = {naming.adjoint(s) for s in kernel.cell.states}
+    bind: list[Node] = [let(naming.upstream(kernel.cell.output), at("_dout", "_t"))]
     read = set()
     for e in exprs.values():
         read |= ir.names(e)
     read |= {st.arg for st in kernel.backward if isinstance(st, MatVec)}
     for name in kernel.cached:
         if name in read:
-            bind.append(f"{name} = {naming.sequence(name)}[_t]")
+            bind.append(let(name, at(naming.sequence(name), "_t")))
     work = []
     for st in kernel.backward:
         if st.target in state_adjoints:
-            bind.append(f"{st.target} = {naming.work(st.target)}")
+            bind.append(let(st.target, Name(naming.work(st.target))))
         elif st.target in stored:
-            bind.append(f"{st.target} = {stored[st.target]}[_t]")
+            bind.append(let(st.target, Index(stored[st.target], Raw("_t"))))
         else:
             work.append(st.target)
+    return bind, work
+
+
+def _per_step_body(kernel: Kernel, exprs: dict, stored: dict, work) -> tuple[list[Node], int]:
+    """The ufunc calls of one adjoint step; how many scratch buffers they use."""
     body = Code()
     scratch = 0
     place = _work_place(work)
     for st in kernel.backward:
-        out = place(st.target)
+        out = Name(place(st.target))
         body.comment(st.comment)
         if isinstance(st, MatVec):
-            body.add([f"np.matmul({place(st.arg)}, {st.matrix}, out={out})"])
+            body.add([Call("np.matmul", (Name(place(st.arg)), Name(st.matrix)), out)])
             continue
         lines, used = _emit(exprs[st.target], out, place, _step_scratch)
         scratch = max(scratch, used)
         body.add(lines)
-    for name in state_adjoints:
+    for s in kernel.cell.states:
+        name = naming.adjoint(s)
         if name in stored:  # a state's adjoint a gradient also reads after the loop
-            body.add([f"np.copyto({stored[name]}[_t], {name})"])
-    swap = [
-        f"{naming.work(naming.adjoint(s))}, {naming.carried(s)} = "
-        f"{naming.carried(s)}, {naming.adjoint(s)}"
-        for s in cell.states
-    ]
-    alloc = stored_lines + [
-        f"{naming.work(naming.adjoint(s))} = np.empty((_B, _n_out), _dtype)" for s in cell.states
-    ]
-    alloc += [f"{naming.work(w)} = np.empty((_B, _n_out), _dtype)" for w in work]
-    alloc += [f"{naming.step_scratch(i)} = np.empty((_B, _n_out), _dtype)" for i in range(scratch)]
-
-    grads = gradient_lines(kernel, whole_place(kernel, stored), "_T * _B", "(0, 1)", set())
-    return {
-        "backward_alloc": alloc,
-        "backward_before": [f"{k} = {numpy_code(e)}" for e, k in hoister.constants.items()],
-        "backward_bind": bind,
-        "backward_step": body.lines
-        + ["# the adjoints of the states flow to the step before"]
-        + swap,
-        "block_scan": False,
-        "grad_lines": grads,
-        "cache_reads": _cache_reads(kernel),
-    }
+            body.add([Copy(Index(stored[name], Raw("_t")), Name(name))])
+    return body.nodes, scratch
 
 
 def _substitute_leaves(stmts, env: dict) -> list[Assign]:
@@ -810,6 +907,10 @@ def _substitute_leaves(stmts, env: dict) -> list[Assign]:
     return out
 
 
+#: The shape of a buffer of one block of steps.
+BLOCK = "(_block, _B, _n_out)"
+
+
 def _backward_scan(kernel: Kernel, info: dict) -> dict:
     """The adjoint recurrence of a diagonal cell as coefficients and a scan."""
     cell = kernel.cell
@@ -819,42 +920,34 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
 
     hoister = ufuncs.Hoister(set(cell.params), ())
     exprs = {st.target: hoister.constants_of(ufuncs.numpy_form(st.expr)) for st in programs}
-    stored_lines, stored = stored_buffers(kernel, info)
+    stored_code, stored = stored_buffers(kernel, info)
     code = _ScanCode(kernel, seeds, coeff)
     block_vals = [st.target for st in programs]
     seed_bufs = [s for s in seeds.names if s != seeds.upstream]
-    alloc = list(stored_lines)
-    alloc += [
-        f"{naming.block(v)} = np.empty((_block, _B, _n_out), _dtype)"
-        for v in block_vals + seed_bufs
-    ]
+    allocs = stored_code + [alloc(naming.block(v), BLOCK) for v in block_vals + seed_bufs]
     bind = code.block_bind(exprs, block_vals, seed_bufs)
     coefficients = code.coefficient_lines(notes, programs, exprs)
     scan, scan_scratch = code.scan_lines()
     adjoints = code.adjoint_lines()
-    bind += [f"{name} = {stored[name]}[_lo:_hi]" for name in kernel.stored]
+    bind += [let(name, Index(stored[name], Raw("_lo:_hi"))) for name in kernel.stored]
     sums, accumulated, acc_alloc, sum_buffer = code.sum_lines()
     if sum_buffer:
-        alloc.append("_bw_sum = np.empty((_block, _B, _n_out), _dtype)")
-    alloc += [
-        f"{naming.block_scratch(i)} = np.empty((_block, _B, _n_out), _dtype)"
-        for i in range(code.scratch)
-    ]
+        allocs.append(alloc("_bw_sum", BLOCK))
+    allocs += [alloc(naming.block_scratch(i), BLOCK) for i in range(code.scratch)]
     if scan_scratch:
-        alloc.append("_wscan = np.empty((_B, _n_out), _dtype)")
+        allocs.append(alloc("_wscan", LANES))
 
-    grads = gradient_lines(kernel, whole_place(kernel, stored), "_T * _B", "(0, 1)", accumulated)
+    grads = gradients(kernel, whole_place(kernel, stored), "_T * _B", "(0, 1)", accumulated)
     return {
         "block_scan": True,
-        "backward_alloc": alloc + acc_alloc,
-        "backward_before": [f"{k} = {numpy_code(e)}" for e, k in hoister.constants.items()],
+        "backward_alloc": allocs + acc_alloc,
+        "backward_before": [constant(k.name, e) for e, k in hoister.constants.items()],
         "block_bind": bind,
         "coefficients": coefficients,
         "scan_lines": scan,
         "adjoint_lines": adjoints,
         "sum_lines": sums,
         "grad_lines": grads,
-        "cache_reads": _cache_reads(kernel),
     }
 
 
@@ -881,13 +974,13 @@ class _Seeds:
     names: list[str]
     body: list
 
-    def place(self, name: str) -> str:
+    def place(self, name: str) -> Expr:
         """Where a seed is read in the block's code."""
         if name == self.upstream:
-            return "_dout[_lo:_hi]"
+            return at("_dout", "_lo:_hi")
         if name == self.seed_out and self.combined is not None:
-            return name
-        return "_S_" + name if name in self.names else name
+            return Name(name)
+        return Name("_S_" + name if name in self.names else name)
 
 
 def _scan_seeds(kernel: Kernel) -> _Seeds:
@@ -984,8 +1077,8 @@ def _coefficients_of(
     return program, notes, reads
 
 
-def _block_scratch(i: int) -> str:
-    return f"{naming.block_scratch(i)}[:_m]"
+def _block_scratch(i: int) -> Expr:
+    return at(naming.block_scratch(i), ":_m")
 
 
 @dataclass
@@ -1004,15 +1097,15 @@ class _ScanCode:
     coeff: dict[str, dict[str, sp.Expr]]
     scratch: int = 0
 
-    def emit(self, expr: sp.Expr, out: str, place) -> list[str]:
+    def emit(self, expr: sp.Expr, out: str | Expr, place) -> list[Node]:
         lines, used = _emit(expr, out, place, _block_scratch)
         self.scratch = max(self.scratch, used)
         return lines
 
-    def block_bind(self, exprs: dict, block_vals: list[str], seed_bufs: list[str]) -> list[str]:
+    def block_bind(self, exprs: dict, block_vals: list[str], seed_bufs: list[str]) -> list[Node]:
         """The block's rows of the forward values read, of the coefficients and seeds."""
         cell = self.kernel.cell
-        bind = []
+        bind: list[Node] = []
         read = set()
         for e in exprs.values():
             read |= ir.names(e)
@@ -1025,23 +1118,23 @@ class _ScanCode:
                 read |= ir.names(value)
         for name in self.kernel.cached:
             if name in read:
-                bind.append(f"{name} = {naming.sequence(name)}[_lo:_hi]")
+                bind.append(let(name, at(naming.sequence(name), "_lo:_hi")))
         for v in block_vals:
-            bind.append(f"{v} = {naming.block(v)}[:_m]")
+            bind.append(let(v, at(naming.block(v), ":_m")))
         for v in seed_bufs:
-            bind.append(f"{self.seeds.place(v)} = {naming.block(v)}[:_m]")
+            bind.append(Let(self.seeds.place(v), at(naming.block(v), ":_m")))
         return bind
 
-    def coefficient_lines(self, notes: list[str], programs: list[Assign], exprs) -> list[str]:
+    def coefficient_lines(self, notes: list[str], programs: list[Assign], exprs) -> list[Node]:
         coefficients = Code()
         for note in notes:
             coefficients.comment(note)
         for st in programs:
             coefficients.comment(st.comment)
             coefficients.add(self.emit(exprs[st.target], st.target, lambda n: n))
-        return coefficients.lines
+        return coefficients.nodes
 
-    def scan_lines(self) -> tuple[list[str], bool]:
+    def scan_lines(self) -> tuple[list[Node], bool]:
         """The sequential part, one step of the block: the seeds, then each state's
         carried adjoint; and whether it needs the scratch buffer ``_wscan``."""
         seeds = self.seeds
@@ -1052,15 +1145,23 @@ class _ScanCode:
             scan.comment(
                 f"{seeds.combined.comment}: {seeds.seed_out} = {seeds.upstream} + {carried_out}"
             )
-            scan.add([f"np.add(_dout[_lo + _k], {carried_out}, out={seeds.seed_out}[_k])"])
+            scan.add(
+                [
+                    Call(
+                        "np.add",
+                        (at("_dout", "_lo + _k"), Name(carried_out)),
+                        at(seeds.seed_out, "_k"),
+                    )
+                ]
+            )
         for s in states:
             c = naming.carried(s)
             if c in seeds.names:
-                scan.add([f"np.copyto({seeds.place(c)}[_k], {c})"])
+                scan.add([Copy(Index(seeds.place(c), Raw("_k")), Name(c))])
         scan_scratch = False
         for s in states:
             scan_scratch |= self.carry(scan, s)
-        return scan.lines, scan_scratch
+        return scan.nodes, scan_scratch
 
     def carry(self, scan: Code, s: str) -> bool:
         """The state's adjoint of this step, carried to the step before, as a sum of
@@ -1076,38 +1177,42 @@ class _ScanCode:
             if self.coeff[target][seed] != 0
         ]
         if not terms:
-            scan.add([f"{c}.fill(0)"])
+            scan.add([Fill(Name(c), "0")])
             return False
         first = True
         for k, seed in terms:
-            sv = f"{seeds.place(seed)}[_k]" if seed != seeds.upstream else "_dout[_lo + _k]"
+            sv = (
+                Index(seeds.place(seed), Raw("_k"))
+                if seed != seeds.upstream
+                else at("_dout", "_lo + _k")
+            )
             # a coefficient per step of the block, or a parameter (the same every step)
             kv = None
             if isinstance(k, sp.Symbol):
-                kv = k.name if k.name in params else f"{k.name}[_k]"
-            dest = c if first else "_wscan"
+                kv = Name(k.name) if k.name in params else at(k.name, "_k")
+            dest = Name(c if first else "_wscan")
             if kv is None and k == 1:
-                line = f"np.copyto({dest}, {sv})"
+                node = Copy(dest, sv)
             elif kv is None:
-                line = f"np.multiply({sv}, {ufuncs.Emitter(str, str).leaf(k)}, out={dest})"
+                node = Call("np.multiply", (sv, ufuncs.number(k)), dest)
             else:
-                line = f"np.multiply({kv}, {sv}, out={dest})"
-            scan.add([line])
+                node = Call("np.multiply", (kv, sv), dest)
+            scan.add([node])
             if not first:
-                scan.add([f"np.add({c}, _wscan, out={c})"])
+                scan.add([Call("np.add", (Name(c), Name("_wscan")), Name(c))])
             first = False
         return len(terms) > 1
 
-    def adjoint_lines(self) -> list[str]:
+    def adjoint_lines(self) -> list[Node]:
         """The adjoints the gradients read, for the block."""
         adjoints = Code()
         for name in self.kernel.stored:
             expr = sp.Add(*[self.coeff[name][seed] * sp.Symbol(seed) for seed in self.seeds.names])
             adjoints.comment(f"{name} = {sp.sstr(expr)}")
             adjoints.add(self.emit(expr, name, self.seeds.place))
-        return adjoints.lines
+        return adjoints.nodes
 
-    def sum_lines(self) -> tuple[list[str], set[str], list[str], bool]:
+    def sum_lines(self) -> tuple[list[Node], set[str], list[Node], bool]:
         """Vector gradients that are not a stored adjoint summed: accumulated per block.
         The lines, the parameters accumulated, their allocations, and whether the lines
         use the buffer ``_bw_sum``."""
@@ -1125,7 +1230,7 @@ class _ScanCode:
             if isinstance(expr, sp.Symbol):
                 continue
             accumulated.add(name)
-            acc_alloc.append(f'grads["{name}"] = np.zeros(_n_out, _dtype)')
+            acc_alloc.append(grad(name, Apply("np.zeros", (Raw("_n_out"), Raw("_dtype")))))
             if expr == 0:  # the parameter does not reach the cost
                 continue
             factors = sp.Mul.make_args(expr)
@@ -1135,12 +1240,14 @@ class _ScanCode:
                 and all(isinstance(f, sp.Symbol) and f.name not in params for f in factors)
             ):
                 a, b = factors
-                sums.add([f'grads["{name}"] += np.einsum("tbj,tbj->j", {a}, {b})'])
+                einsum = Apply("np.einsum", (Str("tbj,tbj->j"), Name(a.name), Name(b.name)))
+                sums.add([grad(name, einsum, "+=")])
             else:
-                lines = self.emit(expr, "_bw_sum[:_m]", lambda n: n)
-                sums.add(lines + [f'grads["{name}"] += _bw_sum[:_m].sum(axis=(0, 1))'])
+                buffer = at("_bw_sum", ":_m")
+                lines = self.emit(expr, buffer, lambda n: n)
+                sums.add(lines + [grad(name, Reduce(buffer, "(0, 1)"), "+=")])
                 sum_buffer = True
-        return sums.lines, accumulated, acc_alloc, sum_buffer
+        return sums.nodes, accumulated, acc_alloc, sum_buffer
 
 
 # --- costs ------------------------------------------------------------------------------
@@ -1153,46 +1260,50 @@ def cost_context(per_unit: sp.Expr, gradient: sp.Expr, prediction: str) -> dict:
     scale = sp.Symbol("_scale")
     per_unit = ufuncs.numpy_form(per_unit, distribute=False)
     gradient = ufuncs.numpy_form(sp.factor_terms(gradient), distribute=False)
-    (shared, (value, grad)) = sp.cse([per_unit, gradient * scale], symbols=_cse_names())
+    (shared, (value, grad_expr)) = sp.cse([per_unit, gradient * scale], symbols=_cse_names())
     lines = Code()
     owned = []
     scratch = 0  # buffers the ufunc calls need beyond their targets
     for sym, expr in shared:
         lines.comment(f"{sym} = {sp.sstr(expr)}")
-        lines.add([f"{sym} = np.empty_like({prediction})"])
+        lines.add([Alloc(sym.name, like=prediction)])
         emitted, used = _emit(expr, sym.name, str, _cost_scratch)
         scratch = max(scratch, used)
         lines.add(emitted)
         owned.append(sym.name)
-    if value.is_Pow and value.exp == 2 and isinstance(value.base, sp.Symbol):
-        flat = f"{value.base}.reshape(-1)"
-        # (einsum, not np.dot: a BLAS dot over more than about ten thousand numbers
-        # wakes BLAS's threads, which then spin for 0.1 s beside the next compiled loop)
-        lines.add([f'_sum = float(np.einsum("i,i->", {flat}, {flat}))'])
-    else:
-        lines.add(["_buf = np.empty_like(" + prediction + ")"])
-        emitted, used = _emit(value, "_buf", str, _cost_scratch)
-        scratch = max(scratch, used)
-        lines.add(emitted + ["_sum = float(np.sum(_buf))"])
+    scratch = max(scratch, _cost_sum(lines, value, prediction))
     hoister = ufuncs.Hoister({"_scale"}, ())
-    grad = hoister.constants_of(grad)
-    lines.add(f"{k} = {numpy_code(e)}" for e, k in hoister.constants.items())
+    grad_expr = hoister.constants_of(grad_expr)
+    lines.add(constant(k.name, e) for e, k in hoister.constants.items())
     # the gradient takes over a shared buffer read once by it (and never again)
     alias = next(
-        (n for n in owned if _uses(grad, n) == 1),
+        (n for n in owned if _uses(grad_expr, n) == 1),
         None,
     )
     out = alias if alias else "_grad"
     if not alias:
-        lines.add([f"_grad = np.empty_like({prediction})"])
-    emitted, used = _emit(grad, out, str, _cost_scratch, alias=alias)
+        lines.add([Alloc("_grad", like=prediction)])
+    emitted, used = _emit(grad_expr, out, str, _cost_scratch, alias=alias)
     scratch = max(scratch, used)
     lines.add(emitted)
-    buffers = sorted(_cost_scratch(i) for i in range(scratch))
-    return {
-        "cost_lines": [f"{s} = np.empty_like({prediction})" for s in buffers] + lines.lines,
-        "cost_grad": out,
-    }
+    buffers = [Alloc(s, like=prediction) for s in sorted(_cost_scratch(i) for i in range(scratch))]
+    return {"cost_lines": printer.lines(buffers + lines.nodes), "cost_grad": out}
+
+
+def _cost_sum(lines: Code, value: sp.Expr, prediction: str) -> int:
+    """``_sum``: the per-unit cost summed (a dot product when it is a square); how many
+    scratch buffers that needs."""
+    if value.is_Pow and value.exp == 2 and isinstance(value.base, sp.Symbol):
+        flat = method(value.base.name, "reshape", Raw("-1"))
+        # (einsum, not np.dot: a BLAS dot over more than about ten thousand numbers
+        # wakes BLAS's threads, which then spin for 0.1 s beside the next compiled loop)
+        total = Apply("np.einsum", (Str("i,i->"), flat, flat))
+        lines.add([let("_sum", Apply("float", (total,)))])
+        return 0
+    lines.add([Alloc("_buf", like=prediction)])
+    emitted, used = _emit(value, "_buf", str, _cost_scratch)
+    lines.add(emitted + [let("_sum", Apply("float", (Apply("np.sum", (Name("_buf"),)),)))])
+    return used
 
 
 def _cse_names():
@@ -1240,14 +1351,14 @@ def _flat(
     for index, st in enumerate(stmts):
         code.comment(st.comment)
         if isinstance(st, MatVec):
-            matrix = st.matrix if st.transpose else f"{st.matrix}.T"
-            code.add([f"{st.target} = {place(st.arg)} @ {matrix}"])
+            matrix = Name(st.matrix) if st.transpose else transposed(st.matrix)
+            code.add([let(st.target, Op("@", (Name(place(st.arg)), matrix)))])
             owned.add(st.target)
             lanes.add(st.target)
             continue
         expr = exprs[st.target]
         if isinstance(expr, sp.Symbol) and expr.name in lanes:  # a second name, same array
-            code.add([f"{st.target} = {place(expr.name)}"])
+            code.add([let(st.target, Name(place(expr.name)))])
             if expr.name in owned:
                 owned.add(st.target)
             lanes.add(st.target)
@@ -1268,15 +1379,15 @@ def _flat(
                 break
         out = place(alias) if alias else st.target
         if not alias:
-            code.add([f"{st.target} = np.empty((_B, _n_out), _dtype)"])
+            code.add([alloc(st.target, LANES)])
         lines, n = _emit(expr, out, place, scratch, alias=alias)
         used = max(used, n)
         code.add(lines)
         if alias:
-            code.add([f"{st.target} = {out}"])
+            code.add([let(st.target, Name(out))])
             root[st.target] = root.get(alias, alias)
         owned.add(st.target)
-    return code.lines, used
+    return code.nodes, used
 
 
 def _output_shares_an_array(output: str, exprs: dict, shared: set[str]) -> bool:
@@ -1294,11 +1405,10 @@ def _output_shares_an_array(output: str, exprs: dict, shared: set[str]) -> bool:
 def feedforward_context(kernel: Kernel) -> dict:
     """Template keys of a feedforward NumPy module: the lines of forward and backward."""
     cell = kernel.cell
-    params = set(cell.params)
     cached = set(kernel.cached)
     keep = cached | {cell.output}
     forward = passes.inline_single_use(kernel.forward, keep)
-    hoister = ufuncs.Hoister(params, ())
+    hoister = ufuncs.Hoister(set(cell.params), ())
     exprs = {
         st.target: hoister.constants_of(ufuncs.numpy_form(st.expr, distribute=False))
         for st in forward
@@ -1308,60 +1418,72 @@ def feedforward_context(kernel: Kernel) -> dict:
     def place(name: str) -> str:
         return "_x" if name == cell.input else name
 
-    projections = []
-    info = stacking(kernel)
-    if info["stacked"]:
-        k = len(kernel.pre)
-        projections.extend(f"# {printing.display(s.comment)}" for s in kernel.pre)
-        projections.append(f"_W_in = np.concatenate(({', '.join(s.matrix for s in kernel.pre)}))")
-        projections.append("_P = _x @ _W_in.T")
-        for j, s in enumerate(kernel.pre):
-            projections.append(f"{s.target} = _P[:, {_slice(j, k)}]")
-        owned: set[str] = set()  # views of one buffer: not taken over
-    else:
-        for s in kernel.pre:
-            projections.append(f"# {printing.display(s.comment)}")
-            projections.append(f"{s.target} = _x @ {s.matrix}.T")
-        owned = {s.target for s in kernel.pre}
+    projection, owned = _feedforward_projections(kernel)
     inputs = {cell.input} | {s.target for s in kernel.pre}
     lines, used = _flat(forward, exprs, owned, keep, keep, place, _step_scratch, inputs)
-    constants = [f"{k} = {numpy_code(e)}" for e, k in hoister.constants.items()]
-    scratch = [f"{naming.step_scratch(i)} = np.empty((_B, _n_out), _dtype)" for i in range(used)]
+    constants = [constant(k.name, e) for e, k in hoister.constants.items()]
+    scratch = [alloc(naming.step_scratch(i), LANES) for i in range(used)]
+    backward, grads = _feedforward_backward(kernel, place)
+    used_back = mentioned(backward + grads)
+    return {
+        "output_shared": cell.output in cached
+        or _output_shares_an_array(cell.output, exprs, cached | inputs),
+        "ff_projections": printer.lines(projection),
+        "ff_forward": printer.lines(constants + scratch + lines),
+        "ff_backward": printer.lines(backward),
+        "ff_grads": printer.lines(grads),
+        "ff_backward_params": [p for p in cell.params if p in used_back],
+        "ff_cached": [n for n in kernel.cached if n in used_back],
+    }
 
-    # Backward: the adjoint program on whole arrays, then the gradients.
-    bhoister = ufuncs.Hoister(params, ())
-    bexprs = {
-        st.target: bhoister.constants_of(ufuncs.numpy_form(st.expr))
+
+def _feedforward_projections(kernel: Kernel) -> tuple[list[Node], set[str]]:
+    """The products of the input (one for all of them when there are several); the
+    buffers the forward may write over (not the views of one product)."""
+    code: list[Node] = []
+    if stacking(kernel)["stacked"]:
+        k = len(kernel.pre)
+        code += [Comment(s.comment) for s in kernel.pre]
+        matrices = Tuple(tuple(Name(s.matrix) for s in kernel.pre))
+        code.append(let("_W_in", Apply("np.concatenate", (matrices,))))
+        code.append(let("_P", Op("@", (Name("_x"), transposed("_W_in")))))
+        for j, s in enumerate(kernel.pre):
+            code.append(let(s.target, at("_P", f":, {_slice(j, k)}")))
+        return code, set()
+    for s in kernel.pre:
+        code.append(Comment(s.comment))
+        code.append(let(s.target, Op("@", (Name("_x"), transposed(s.matrix)))))
+    return code, {s.target for s in kernel.pre}
+
+
+def _feedforward_backward(kernel: Kernel, place) -> tuple[list[Node], list[Node]]:
+    """The adjoint program on whole arrays (constants and buffers first), then the
+    gradients."""
+    cell = kernel.cell
+    hoister = ufuncs.Hoister(set(cell.params), ())
+    exprs = {
+        st.target: hoister.constants_of(ufuncs.numpy_form(st.expr))
         for st in kernel.backward
         if isinstance(st, Assign)
     }
     stored = set(kernel.stored) | {adj for adj, _ in kernel.input_grads}
     seeds = {naming.upstream(cell.output)} | set(kernel.cached) | {cell.input}
-    blines, bused = _flat(
-        kernel.backward, bexprs, set(), stored, stored, place, _step_scratch, seeds
-    )
-    bconstants = [f"{k} = {numpy_code(e)}" for e, k in bhoister.constants.items()]
-    bscratch = [f"{naming.step_scratch(i)} = np.empty((_B, _n_out), _dtype)" for i in range(bused)]
-    grads = []
+    lines, used = _flat(kernel.backward, exprs, set(), stored, stored, place, _step_scratch, seeds)
+    constants = [constant(k.name, e) for e, k in hoister.constants.items()]
+    scratch = [alloc(naming.step_scratch(i), LANES) for i in range(used)]
+    grads: list[Node] = []
     vector = dict(kernel.vector_grads)
     matrix = dict(kernel.matrix_grads)
+
+    def array(name: str) -> Name:
+        return Name(place(name))
+
     for name, kind in cell.params.items():
         if kind == "vector":
-            grads.append(f'grads["{name}"] = {_vector_sum(vector[name], place, "0")}')
+            grads.append(grad(name, _vector_sum(vector[name], array, "0")))
         else:
-            terms = [f"{place(adj)}.T @ {place(arg)}" for adj, arg in matrix[name]]
-            grads.append(f'grads["{name}"] = ' + " + ".join(terms))
-    grads.append("if need_dx:")
-    terms = [f"{place(adj)} @ {m}" for adj, m in kernel.input_grads]
-    grads.append("    dx = " + " + ".join(terms))
-    used_back = identifiers(bconstants + blines + grads)
-    return {
-        "output_shared": cell.output in cached
-        or _output_shares_an_array(cell.output, exprs, cached | inputs),
-        "ff_projections": projections,
-        "ff_forward": constants + scratch + lines,
-        "ff_backward": bconstants + bscratch + blines,
-        "ff_grads": grads,
-        "ff_backward_params": [p for p in cell.params if p in used_back],
-        "ff_cached": [n for n in kernel.cached if n in used_back],
-    }
+            terms = [Op("@", (transposed(array(adj)), array(arg))) for adj, arg in matrix[name]]
+            grads.append(grad(name, Op("+", tuple(terms))))
+    terms = [Op("@", (array(adj), Name(m))) for adj, m in kernel.input_grads]
+    grads.append(If(Name("need_dx"), (let("dx", Op("+", tuple(terms))),)))
+    return constants + scratch + lines, grads

@@ -3,9 +3,10 @@
 NumPy evaluates ``G*ac + h*(1 - G)`` one operation at a time, and every operation
 allocates a fresh array for its result. In a time loop that is one allocation per
 operation per step, and for small arrays the call overhead, not the arithmetic, is the
-cost. This module turns an expression into a short list of ufunc calls, each writing
-with ``out=`` into a buffer allocated once: the target itself where possible, a scratch
-buffer where a subexpression needs one.
+cost. This module turns an expression into a short list of ufunc calls (nodes of
+:mod:`.nodes`, printed by :mod:`.printer`), each writing with ``out=`` into a buffer
+allocated once: the target itself where possible, a scratch buffer where a
+subexpression needs one.
 
 Before it is emitted, an expression is put in the form that needs the fewest calls:
 
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import sympy as sp
 
 from symbolic import naming, primitives
+from symbolic.backends.numpy.nodes import Call, Copy, Expr, Name, Node, Primitive, Raw, as_expr
 from symbolic.backends.numpy.primitives import FORMS
 
 
@@ -87,43 +89,50 @@ def _sign(term: sp.Expr) -> tuple[int, sp.Expr]:
     return 1, term
 
 
+def number(expr: sp.Expr) -> Raw:
+    """A number as a literal (a derived constant may overflow: ``1e999``)."""
+    value = float(expr)
+    if value != value or abs(value) == float("inf"):
+        return Raw({float("inf"): "1e999", float("-inf"): "-1e999"}.get(value, "float('nan')"))
+    return Raw(repr(value) if value != int(value) or abs(value) > 1e15 else f"{value:.1f}")
+
+
 class Emitter:
-    """Writes ufunc calls for expressions whose symbols live in arrays.
+    """Writes ufunc calls (:mod:`.nodes`) for expressions whose symbols live in arrays.
 
     Args:
-        place: ``symbol name -> code`` of the array holding it (a name, or a view such as
-            ``G_seq[_t]``); unknown names are printed as they are.
-        scratch: ``index -> code`` of the scratch buffers (same shape as the targets).
+        place: ``symbol name -> the array holding it``: a name (given as text), or an
+            expression such as the view ``G_seq[_t]``.
+        scratch: ``index -> the scratch buffer`` (same shape as the targets).
     """
 
-    def __init__(self, place: Callable[[str], str], scratch: Callable[[int], str]):
+    def __init__(self, place: Callable[[str], str | Expr], scratch: Callable[[int], str | Expr]):
         self.place = place
         self.scratch = scratch
         self.scratch_used = 0
 
     # -- leaves ------------------------------------------------------------------
 
-    def leaf(self, expr: sp.Expr) -> str:
+    def leaf(self, expr: sp.Expr) -> Expr:
         if isinstance(expr, sp.Symbol):
-            return self.place(expr.name)
-        value = float(expr)
-        if value != value or abs(value) == float("inf"):  # a derived constant may overflow
-            return {float("inf"): "1e999", float("-inf"): "-1e999"}.get(value, "float('nan')")
-        return repr(value) if value != int(value) or abs(value) > 1e15 else f"{value:.1f}"
+            return as_expr(self.place(expr.name))
+        return number(expr)
 
     # -- emission ----------------------------------------------------------------
 
-    def into(self, expr: sp.Expr, out: str, alias: str | None = None, depth: int = 0) -> list[str]:
+    def into(
+        self, expr: sp.Expr, out: str | Expr, alias: str | None = None, depth: int = 0
+    ) -> list[Node]:
         """Calls that leave ``expr`` in ``out``.
 
         ``alias``: a symbol whose array *is* ``out``; it is read before ``out`` is first
         written (it must occur once in ``expr``).
         """
+        out = as_expr(out)
         if _is_leaf(expr):
-            text = self.leaf(expr)
             if isinstance(expr, sp.Symbol) and expr.name == alias:
                 return []
-            return [f"np.copyto({out}, {text})"]
+            return [Copy(out, self.leaf(expr))]
         order = self._order(alias)
         if expr.is_Add:
             return self._add(list(expr.args), out, alias, depth, order)
@@ -137,8 +146,8 @@ class Emitter:
             if name not in INPLACE:
                 raise NotImplementedError(f"no NumPy form for {name}")
             if _is_leaf(arg) and not (isinstance(arg, sp.Symbol) and arg.name == alias):
-                return [INPLACE[name].format(i=self.leaf(arg), o=out)]
-            return self.into(arg, out, alias, depth) + [INPLACE[name].format(i=out, o=out)]
+                return [Primitive(name, self.leaf(arg), out)]
+            return self.into(arg, out, alias, depth) + [Primitive(name, out, out)]
         raise NotImplementedError(f"cannot emit {expr}")
 
     def _order(self, alias):
@@ -148,29 +157,29 @@ class Emitter:
 
         return key
 
-    def _operand(self, expr: sp.Expr, depth: int) -> tuple[str, list[str]]:
-        """``expr`` as an operand: a leaf's code, or a scratch buffer filled first."""
+    def _operand(self, expr: sp.Expr, depth: int) -> tuple[Expr, list[Node]]:
+        """``expr`` as an operand: a leaf, or a scratch buffer filled first."""
         if _is_leaf(expr):
             return self.leaf(expr), []
-        buf = self.scratch(depth)
+        buf = as_expr(self.scratch(depth))
         self.scratch_used = max(self.scratch_used, depth + 1)
         return buf, self.into(expr, buf, None, depth + 1)
 
-    def _add(self, terms, out, alias, depth, order) -> list[str]:
+    def _add(self, terms, out, alias, depth, order) -> list[Node]:
         terms = sorted(terms, key=order)
         signed = [_sign(t) for t in terms]
-        lines: list[str] = []
+        lines: list[Node] = []
         if len(terms) >= 2 and _is_leaf(signed[0][1]) and _is_leaf(signed[1][1]):
             (s0, t0), (s1, t1) = signed[0], signed[1]
             a, b = self.leaf(t0), self.leaf(t1)
             if s0 > 0 and s1 > 0:
-                lines.append(f"np.add({a}, {b}, out={out})")
+                lines.append(Call("np.add", (a, b), out))
             elif s0 > 0:
-                lines.append(f"np.subtract({a}, {b}, out={out})")
+                lines.append(Call("np.subtract", (a, b), out))
             elif s1 > 0:
-                lines.append(f"np.subtract({b}, {a}, out={out})")
+                lines.append(Call("np.subtract", (b, a), out))
             else:
-                lines += [f"np.add({a}, {b}, out={out})", f"np.negative({out}, out={out})"]
+                lines += [Call("np.add", (a, b), out), Call("np.negative", (out,), out)]
             rest = signed[2:]
         elif (
             signed[0][0] < 0
@@ -180,7 +189,7 @@ class Emitter:
             # -t + c: t into out, then c - out (no negation)
             k = next(i for i, (sign, t) in enumerate(signed) if i and sign > 0 and _is_leaf(t))
             lines += self.into(signed[0][1], out, alias, depth)
-            lines.append(f"np.subtract({self.leaf(signed[k][1])}, {out}, out={out})")
+            lines.append(Call("np.subtract", (self.leaf(signed[k][1]), out), out))
             rest = signed[1:k] + signed[k + 1 :]
         else:
             lines += self.into(terms[0], out, alias, depth)
@@ -188,70 +197,73 @@ class Emitter:
         for sign, term in rest:
             operand, pre = self._operand(term, depth)
             lines += pre
-            ufunc = "add" if sign > 0 else "subtract"
-            lines.append(f"np.{ufunc}({out}, {operand}, out={out})")
+            ufunc = "np.add" if sign > 0 else "np.subtract"
+            lines.append(Call(ufunc, (out, operand), out))
         return lines
 
-    def _mul(self, expr, out, alias, depth, order) -> list[str]:
+    def _mul(self, expr, out, alias, depth, order) -> list[Node]:
         coeff, rest = expr.as_coeff_Mul()
         factors = sorted(sp.Mul.make_args(rest), key=order)
         divisors = [f.base for f in factors if f.is_Pow and f.exp == -1 and not f.base.is_number]
         factors = [f for f in factors if not (f.is_Pow and f.exp == -1 and not f.base.is_number)]
-        lines: list[str] = []
+        lines: list[Node] = []
         held = [d for d in divisors if alias is not None and sp.Symbol(alias) in d.free_symbols]
         if held:
             # the operand written over is in a divisor: that divisor first, inverted
             divisors.remove(held[0])
             lines += self.into(held[0], out, alias, depth)
-            lines.append(f"np.divide({self.leaf(coeff)}, {out}, out={out})")
+            lines.append(Call("np.divide", (self.leaf(coeff), out), out))
             coeff = sp.S.One
         elif not factors:
             operand, pre = self._operand(divisors.pop(0), depth)
-            lines += pre + [f"np.divide({self.leaf(coeff)}, {operand}, out={out})"]
+            lines += pre + [Call("np.divide", (self.leaf(coeff), operand), out)]
             coeff = sp.S.One
         elif len(factors) == 1 and _is_leaf(factors[0]) and coeff != 1:
-            text = "np.negative({a}, out={o})" if coeff == -1 else "np.multiply({a}, {c}, out={o})"
-            lines.append(text.format(a=self.leaf(factors[0]), c=self.leaf(coeff), o=out))
+            a = self.leaf(factors[0])
+            if coeff == -1:
+                lines.append(Call("np.negative", (a,), out))
+            else:
+                lines.append(Call("np.multiply", (a, self.leaf(coeff)), out))
             coeff = sp.S.One
             factors = []
         elif len(factors) >= 2 and _is_leaf(factors[0]) and _is_leaf(factors[1]):
             a, b = self.leaf(factors[0]), self.leaf(factors[1])
-            lines.append(f"np.multiply({a}, {b}, out={out})")
+            lines.append(Call("np.multiply", (a, b), out))
             factors = factors[2:]
         else:
             lines += self.into(factors[0], out, alias, depth)
             factors = factors[1:]
         for factor in factors:
             operand, pre = self._operand(factor, depth)
-            lines += pre + [f"np.multiply({out}, {operand}, out={out})"]
+            lines += pre + [Call("np.multiply", (out, operand), out)]
         for divisor in divisors:
             operand, pre = self._operand(divisor, depth)
-            lines += pre + [f"np.divide({out}, {operand}, out={out})"]
+            lines += pre + [Call("np.divide", (out, operand), out)]
         if coeff == -1:
-            lines.append(f"np.negative({out}, out={out})")
+            lines.append(Call("np.negative", (out,), out))
         elif coeff != 1:
-            lines.append(f"np.multiply({out}, {self.leaf(coeff)}, out={out})")
+            lines.append(Call("np.multiply", (out, self.leaf(coeff)), out))
         return lines
 
-    def _pow(self, expr, out, alias, depth) -> list[str]:
+    def _pow(self, expr, out, alias, depth) -> list[Node]:
         base, exp = expr.args
         if _is_leaf(base) and not (isinstance(base, sp.Symbol) and base.name == alias):
             src, lines = self.leaf(base), []
         else:
             src, lines = out, self.into(base, out, alias, depth)
         if exp == 2:
-            return lines + [f"np.multiply({src}, {src}, out={out})"]
+            return lines + [Call("np.multiply", (src, src), out)]
         if exp == -1:
-            return lines + [f"np.divide(1.0, {src}, out={out})"]
+            return lines + [Call("np.divide", (Raw("1.0"), src), out)]
         if exp == sp.S.Half:
-            return lines + [f"np.sqrt({src}, out={out})"]
-        return lines + [f"np.power({src}, {self.leaf(exp)}, out={out})"]
+            return lines + [Call("np.sqrt", (src,), out)]
+        return lines + [Call("np.power", (src, self.leaf(exp)), out)]
 
 
 def count(expr: sp.Expr) -> int:
     """How many calls :meth:`Emitter.into` needs for ``expr`` (scratch fills included)."""
     emitter = Emitter(lambda name: name, naming.step_scratch)
-    return len(emitter.into(expr, "_out"))
+    return len(emitter.into(expr, Name("_out")))
 
 
 #: The budget of :func:`cheapest`: expressions with more symbols or operations are kept
