@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from symbolic.verify import latex
+from symbolic.parse import SpecError
 from symbolic.verify.engine import Formula, Paper, ReadingResult, default_local_detail
 from symbolic.verify.extract import (
     BUILTIN_FILE,
@@ -60,7 +60,7 @@ def _corrections(notation: Notation, lines: list[str], file: str, parsed: list[P
 def _halves(text: str, file: str) -> tuple[str, list[str]]:
     lhs, _, rhs = text.partition("=")
     if not rhs:
-        raise latex.LatexError(f"{file}: a correction is an equation: {text[:60]}")
+        raise SpecError(file, None, None, f"a correction is an equation: {text[:60]}")
     return lhs.strip(), [rhs.strip()]
 
 
