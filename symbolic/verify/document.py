@@ -10,6 +10,7 @@ transcription of :mod:`symbolic.verify.moraes2020` gives, which the tests hold i
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from symbolic.parse import SpecError
@@ -34,34 +35,41 @@ def _signature(parsed: Parsed) -> tuple:
     return (parsed.section.name, var.key, wrt.time, wrt.layer, wrt.units)
 
 
+@dataclass
+class _Candidate:
+    """A formula that may correct others: the notation's, or the document's own."""
+
+    parsed: Parsed
+    latex: str
+    from_notation: bool
+    built: Formula | None = None
+
+
 def _corrections(notation: Notation, lines: list[str], file: str, parsed: list[Parsed]):
-    # The notation's corrected formulas by left side, parsed at the line of the first
-    # formula of the document with that left side.
+    # The notation's corrected formulas, each parsed at the line of the first formula of
+    # the document with its left side (or at its section's heading).
     first_of: dict[tuple, Parsed] = {}
     for p in parsed:
         if not p.rule:
             first_of.setdefault(_signature(p), p)
-    table: dict[tuple, tuple[Parsed, str]] = {}
+    out = []
     for section in notation.sections:
-        for correction in section.corrections:
-            found = Found(0, 0, *_halves(correction.latex, file))
-            probe = parse_found(_at_section(found, lines, section), notation, lines, file)
+        for k, correction in enumerate(section.corrections, 1):
+            lhs, _, rhs = correction.latex.partition("=")
+            if not rhs:
+                raise SpecError(notation.path, None, None, f"a correction is an equation: {lhs}")
+            found = _at_section(Found(0, 0, lhs.strip(), [rhs.strip()]), lines, section)
+            probe = parse_found(found, notation, lines, file)
             user = first_of.get(_signature(probe))
-            if user is None:
-                continue
-            found.line = found.last = user.found.line
-            fixed = parse_found(found, notation, lines, file)
-            fixed.id = correction.id or f"{user.id}.corrected"
+            if user is not None:
+                found.line = found.last = user.found.line
+                probe = parse_found(found, notation, lines, file)
+            probe.id = correction.id or f"{user.id if user else section.name}.corrected"
+            if user is None and not correction.id:
+                probe.id = f"{section.name}.correction{k}"
             text = correction.latex + (f" {correction.remark}" if correction.remark else "")
-            table[_signature(fixed)] = (fixed, text)
-    return table
-
-
-def _halves(text: str, file: str) -> tuple[str, list[str]]:
-    lhs, _, rhs = text.partition("=")
-    if not rhs:
-        raise SpecError(file, None, None, f"a correction is an equation: {text[:60]}")
-    return lhs.strip(), [rhs.strip()]
+            out.append(_Candidate(probe, text, True))
+    return out
 
 
 def _at_section(found: Found, lines: list[str], section) -> Found:
@@ -72,16 +80,68 @@ def _at_section(found: Found, lines: list[str], section) -> Found:
     return found
 
 
-def _fallback(parsed: Parsed, everything: list[Parsed]) -> Formula | None:
-    # Another formula of the document with the same left side, read one way only.
-    for other in everything:
-        if other is parsed or other.rule or _signature(other) != _signature(parsed):
-            continue
-        if len(other.readings) == 1:
-            text, _ = other.found.text()
+def _document_candidates(parsed: list[Parsed]) -> list[_Candidate]:
+    # The document's own formulas that are read one way only, as printed.
+    out = []
+    for p in parsed:
+        if not p.rule and len(p.readings) == 1:
+            text, _ = p.found.text()
             source = " ".join(text.replace("&", " ").replace("\\\\", " ").split())
-            return formula_of(other, fid=f"{parsed.id}.corrected", latex_text=source)
+            out.append(_Candidate(p, source, False))
+    return out
+
+
+def _unify(general: Parsed, special: Parsed) -> dict[str, int] | None:
+    """The letter values at which ``general``'s left side is ``special``'s ({} when they
+    are the same), or None when it never is."""
+    if general.section is not special.section:
+        return None
+    a, b = general.first.lhs.wrt, special.first.lhs.wrt
+    if general.reader.variable(a).key != special.reader.variable(b).key:
+        return None
+    binding: dict[str, int] = {}
+    pairs = [(a.time, b.time), (a.layer, b.layer), *zip(a.units, b.units, strict=False)]
+    if len(a.units) != len(b.units):
+        return None
+    for x, y in pairs:
+        if x == y:
+            continue
+        if x is None or y is None or x.letter is None or y.letter is not None or x.size:
+            return None
+        value = y.offset - x.offset
+        if binding.setdefault(x.letter, value) != value:
+            return None
+    return binding
+
+
+def _fix_for(p: Parsed, candidates: list[_Candidate]) -> Formula | None:
+    """The correction of ``p``: the notation's for its left side, else a formula of the
+    document with that left side, else either of those with letters where ``p`` has
+    numbers (checked at those values)."""
+    ranked = sorted(candidates, key=lambda c: not c.from_notation)
+    for exact in (True, False):
+        for cand in ranked:
+            if cand.parsed is p:
+                continue
+            binding = _unify(cand.parsed, p)
+            if binding is None or (exact and binding) or (not exact and not binding):
+                continue
+            if exact and cand.from_notation:
+                if cand.built is None:
+                    cand.built = formula_of(cand.parsed, fid=cand.parsed.id, latex_text=cand.latex)
+                return cand.built
+            where = ", ".join(f"{k} = {v}" for k, v in binding.items())
+            text = cand.latex + (f" \\quad ({where})" if where else "")
+            fix = formula_of(cand.parsed, fid=f"{p.id}.corrected", latex_text=text)
+            return replace(fix, indices=_at(fix.indices, binding))
     return None
+
+
+def _at(indices, binding: dict[str, int]):
+    def restricted(shape) -> list[dict]:
+        return [i for i in indices(shape) if all(i.get(k) == v for k, v in binding.items())]
+
+    return restricted
 
 
 def _local_detail(sections: dict[str, object]):
@@ -117,21 +177,8 @@ def document_paper(paper: str | Path | None = None, notation: str | Path | None 
     lines = text.split("\n")
     rules = load(notation if notation is not None else default_path(path))
     parsed = [parse_found(found, rules, lines, file) for found in find_formulas(text, rules)]
-    table = _corrections(rules, lines, file, parsed)
-    built: dict[tuple, Formula] = {}
-    formulas = []
-    for p in parsed:
-        fix = None
-        if not p.rule:
-            signature = _signature(p)
-            if signature in table:
-                if signature not in built:
-                    fixed, latex_text = table[signature]
-                    built[signature] = formula_of(fixed, fid=fixed.id, latex_text=latex_text)
-                fix = built[signature]
-            else:
-                fix = _fallback(p, parsed)
-        formulas.append(formula_of(p, fix))
+    candidates = _corrections(rules, lines, file, parsed) + _document_candidates(parsed)
+    formulas = [formula_of(p, None if p.rule else _fix_for(p, candidates)) for p in parsed]
     sections = {p.id: p.section for p in parsed}
     return Paper(file, lambda: tuple(lines), lambda: formulas, _local_detail(sections))
 

@@ -379,7 +379,11 @@ class _ToAST(Transformer):
             if mark.type == "PRIME":
                 out.append(("'", None))
             elif mark.type == "SUB":
-                out.append(("_", [u for node in items.pop(0) for u in _split_units(node)]))
+                script = items.pop(0)
+                if len(script) > 1:  # W_{10,2}: comma-separated indices
+                    out.append(("_", [_index_of(node) for node in script]))
+                else:  # W_{ji}, W_{00}: one index per character
+                    out.append(("_", _split_units(script[0])))
             else:
                 out.append(("^", [_index_of(node) for node in items.pop(0)]))
         return out
