@@ -27,6 +27,7 @@ from symbolic.parse import SpecError
 from symbolic.primitives import PRIMITIVES
 from symbolic.verify import latex
 from symbolic.verify.engine import (
+    DIFFERENT,
     FD_TOLERANCE,
     Formula,
     relative_difference,
@@ -43,7 +44,7 @@ from symbolic.verify.mapping import (
 )
 from symbolic.verify.notation import Notation, Section
 from symbolic.verify.unrolled import check_primitive_rules
-from symbolic.verify.verdict import HOLDS, UNDECIDED, Finding
+from symbolic.verify.verdict import FAILS, HOLDS, UNDECIDED, Finding
 
 BUILTIN_FILE = "symbolic/papers/neural-networks-derivatives.md"
 """How findings name the built-in paper (DESIGN.md, CLI: ``file``)."""
@@ -305,14 +306,20 @@ def _rule_check(parsed: Parsed):
             f"FD of the NumPy {name} at {len(xs)} points in [-6, 6]: max rel err {max(errors):.1e}",
             *(f"primitives: {line}" for line in check_primitive_rules((name,))),
         ]
-        verdict = HOLDS if exact and max(errors) < FD_TOLERANCE else UNDECIDED
-        return Finding(
-            formula.id,
-            formula.line,
-            formula.source,
-            verdict,
-            checks=checks,
-            file=parsed.reader.file,
-        )
+        worst = max(errors)
+        finding = Finding(formula.id, formula.line, formula.source, UNDECIDED, checks=checks)
+        finding.file = parsed.reader.file
+        if exact and worst < FD_TOLERANCE:
+            finding.verdict = HOLDS
+        elif not exact and worst > DIFFERENT:
+            rule = prim.derivative(sp.Symbol("out"), x)
+            printed = sp.latex(rule).replace("out", f"{call.func}(x)")
+            finding.verdict = FAILS
+            finding.corrected = f"{call.func}'(x) = {printed}"
+            finding.detail = (
+                f"No reading holds: the derivative of the definition of {call.func} differs "
+                f"from the right side (finite differences: max rel err {worst:.1e})."
+            )
+        return finding
 
     return check

@@ -218,3 +218,18 @@ def test_a_display_that_speaks_of_no_derivative_is_not_a_formula():
     text = "$$a_i^l = \\sigma(z_i^l)$$\n\n$$\\frac{\\partial C}{\\partial a_0^1} = 1$$\n"
     found = find_formulas(text, load(default_path(builtin_paper())))
     assert [(f.line, f.lhs) for f in found] == [(3, r"\frac{\partial C}{\partial a_0^1}")]
+
+
+def test_a_wrong_derivative_rule_fails_with_the_rule_as_correction(tmp_path):
+    doc = document_paper(
+        _copy(tmp_path, r"\sigma(x)(1 - \sigma(x))", r"\sigma(x)(1 + \sigma(x))", 19)
+    )
+    found = doc.verify_formula("mlp.sigmoid_prime")
+    assert found.verdict == FAILS
+    # the correction, parsed back as a rule of the same document, holds
+    fixed = tmp_path / "fixed.md"
+    lines = builtin_paper().read_text(encoding="utf-8").split("\n")
+    lines[18] = found.corrected + r" \\"
+    fixed.write_text("\n".join(lines), encoding="utf-8")
+    shutil.copy(default_path(builtin_paper()), default_path(fixed))
+    assert document_paper(fixed).verify_formula("mlp.sigmoid_prime").verdict == HOLDS
