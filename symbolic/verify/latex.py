@@ -335,9 +335,6 @@ class _ToAST(Transformer):
         num, den = _flat(num), _flat(den)
         if isinstance(den, Partial) and isinstance(num, Partial):
             return Deriv(num.sym, den.sym)
-        if isinstance(den, Partial) and isinstance(num, Mul) and len(num.factors) == 2:
-            # \frac{\partial^t a}{...} lexes as \partial ^t a: the same
-            raise LatexError("a derivative's numerator is \\partial followed by one value")
         return Frac(num, den)
 
     def partial(self, _cmd, *rest):

@@ -142,13 +142,11 @@ class Reader:
         var = self.variable(sym)
         units = list(sym.units)
         out: list = [var.key]
-        layer = None
         for kind in var.indices:
             if kind == "time":
                 out.append(self.value(sym.time or Index(self.notation.time), env, shape))
             elif kind == "layer":
-                layer = self.value(sym.layer, env, shape)
-                out.append(layer)
+                out.append(self.value(sym.layer, env, shape))
             else:
                 out.append(self.value(units.pop(0), env, shape))
         return tuple(out)
