@@ -26,9 +26,9 @@ def _cmd_verify(args) -> int:
 
         findings = verify_specs(args.spec)
     else:
-        from symbolic.verify import verify_paper
+        from symbolic.verify import verify_document
 
-        findings = verify_paper()
+        findings = verify_document(args.paper, args.notation)
     elapsed = time.perf_counter() - start
     if args.json:
         print(json.dumps([f.to_json() for f in findings], indent=2))
@@ -114,6 +114,19 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print a JSON list of findings")
     verify.add_argument(
         "--strict", action="store_true", help="exit 1 unless every verdict is 'holds'"
+    )
+    verify.add_argument(
+        "--paper",
+        type=write.path_argument,
+        default=None,
+        help="a document whose derivative formulas to find and verify (Markdown with $$ "
+        "LaTeX displays; default: the built-in paper)",
+    )
+    verify.add_argument(
+        "--notation",
+        type=write.path_argument,
+        default=None,
+        help="the document's notation file (default: <paper>.notation.toml beside it)",
     )
     verify.set_defaults(func=_cmd_verify)
 
@@ -204,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         raise
     if getattr(args, "show", None) and len(args.spec) != 1:
         parser.error("--show takes exactly one spec file")
+    if args.command == "verify" and args.spec and (args.paper or args.notation):
+        parser.error("verify takes spec files or --paper/--notation, not both")
+    if args.command == "verify" and args.notation and not args.paper:
+        parser.error("--notation reads a document given with --paper")
     from symbolic.backends import UnsupportedSpec
     from symbolic.generate import GeneratorBug, Unvalidated
     from symbolic.parse import SpecError

@@ -5,8 +5,14 @@
 - :mod:`~symbolic.verify.claims`: the ``[claims]`` of a spec, single-step gradients;
 - :mod:`~symbolic.verify.engine`: the formula-checking engine, for any paper;
 - :mod:`~symbolic.verify.unrolled`: concrete unrolled models, the engine's oracle;
+- :mod:`~symbolic.verify.latex`: the grammar of derivation papers' LaTeX and its AST;
+- :mod:`~symbolic.verify.notation`: a document's notation file (what its names mean);
+- :mod:`~symbolic.verify.mapping`: parsed formulas read through a notation, as readings;
+- :mod:`~symbolic.verify.extract`: the formulas found in a document's displays;
+- :mod:`~symbolic.verify.document`: a document as a paper the engine decides
+  (``derivgen verify``, ``--paper``);
 - :mod:`~symbolic.verify.moraes2020`: the formulas of "Neural Networks Derivatives"
-  (W. Moraes, 2020), transcribed for the engine.
+  (W. Moraes, 2020), transcribed by hand: the golden reference of the extraction.
 
 The vocabulary is imported here; the rest (SymPy and NumPy behind it) only when one of
 its names is first used, so that importing the vocabulary stays cheap.
@@ -34,6 +40,7 @@ _LAZY = {
     "verify_claim": "claims",
     "verify_specs": "claims",
     "verify_paper": "moraes2020",
+    "verify_document": "document",
 }
 
 
@@ -56,6 +63,7 @@ __all__ = [
     "Finding",
     "SingleStep",
     "verify_claim",
+    "verify_document",
     "verify_paper",
     "verify_specs",
     "verify_table",

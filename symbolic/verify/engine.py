@@ -1,8 +1,10 @@
-"""The formula-checking engine: a paper's derivative formulas, transcribed, decided.
+"""The formula-checking engine: a paper's derivative formulas, read or transcribed, decided.
 
-The engine knows no paper. A paper module (:mod:`symbolic.verify.moraes2020`) builds a
-:class:`Paper` from its text and its :class:`Formula` records and hands it to the engine;
-the oracle is the concrete unrolled models of :mod:`symbolic.verify.unrolled`.
+The engine knows no paper. A document read with its notation file
+(:mod:`symbolic.verify.document`) or a hand transcription (:mod:`symbolic.verify.moraes2020`,
+the golden reference) builds a :class:`Paper` from its text and its :class:`Formula`
+records and hands it to the engine; the oracle is the concrete unrolled models of
+:mod:`symbolic.verify.unrolled`.
 
 A formula is transcribed as one or more *readings* (where the notation allows several),
 each a function of a context (:class:`~symbolic.verify.unrolled.SymbolicContext`, exact,
