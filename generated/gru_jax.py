@@ -170,13 +170,14 @@ def _forward_impl(params, _x, _state0):
         _part.reshape(_T, _B, _n_out) for _part in _jnp.split(_projected, 3, axis=1)
     )
 
+    # The matrices of the products in the step that share their argument, stacked once.
+    _stacked0 = _jnp.concatenate([Uz, Ur]).T
+
     def _forward_body(_carry, _xs):
         (h,) = _carry
         (Wz_x, Wr_x, Wn_x) = _xs
-        # Uz_h = sum_j Uz_ij h_j
-        Uz_h = h @ Uz.T
-        # Ur_h = sum_j Ur_ij h_j
-        Ur_h = h @ Ur.T
+        # Uz_h = sum_j Uz_ij h_j; Ur_h = sum_j Ur_ij h_j
+        Uz_h, Ur_h = _jnp.split(h @ _stacked0, 2, axis=-1)
         # z = sigmoid(Wz @ x + Uz @ h + bz)
         z = _jax.nn.sigmoid(Uz_h + Wz_x + bz)
         # r = sigmoid(Wr @ x + Ur @ h + br)

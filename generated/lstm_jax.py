@@ -189,17 +189,14 @@ def _forward_impl(params, _x, _state0):
         _part.reshape(_T, _B, _n_out) for _part in _jnp.split(_projected, 4, axis=1)
     )
 
+    # The matrices of the products in the step that share their argument, stacked once.
+    _stacked0 = _jnp.concatenate([Ui, Uf, Uo, Ug]).T
+
     def _forward_body(_carry, _xs):
         (h, c) = _carry
         (Wi_x, Wf_x, Wo_x, Wg_x) = _xs
-        # Ui_h = sum_j Ui_ij h_j
-        Ui_h = h @ Ui.T
-        # Uf_h = sum_j Uf_ij h_j
-        Uf_h = h @ Uf.T
-        # Uo_h = sum_j Uo_ij h_j
-        Uo_h = h @ Uo.T
-        # Ug_h = sum_j Ug_ij h_j
-        Ug_h = h @ Ug.T
+        # Ui_h = sum_j Ui_ij h_j; Uf_h = sum_j Uf_ij h_j; Uo_h = sum_j Uo_ij h_j; Ug_h = sum_j Ug_ij h_j
+        Ui_h, Uf_h, Uo_h, Ug_h = _jnp.split(h @ _stacked0, 4, axis=-1)
         # ig = sigmoid(Wi @ x + Ui @ h + bi)
         ig = _jax.nn.sigmoid(Ui_h + Wi_x + bi)
         # fg = sigmoid(Wf @ x + Uf @ h + bf)

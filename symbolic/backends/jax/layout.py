@@ -84,6 +84,37 @@ def line(stmt: Assign | MatVec, names: dict[str, str] | None = None) -> dict:
     return {"code": text, "comment": stmt.comment}
 
 
+def fused_lines(stmts) -> tuple[list[dict], list[str]]:
+    """The statements of a step as code, each run of products of one argument (an LSTM's
+    ``U@h`` of its four gates) one product with the matrices stacked: the lines, and the
+    stacked matrices' definitions (made once, before the loop)."""
+    lines: list[dict] = []
+    stacked: list[str] = []
+    run: list[MatVec] = []
+
+    def close() -> None:
+        if len(run) == 1:
+            lines.append(line(run[0]))
+        elif run:
+            name = naming.temporary(len(stacked), "_stacked")
+            stacked.append(f"{name} = _jnp.concatenate([{', '.join(m.matrix for m in run)}]).T")
+            targets = ", ".join(m.target for m in run)
+            text = f"{targets} = _jnp.split({run[0].arg} @ {name}, {len(run)}, axis=-1)"
+            lines.append({"code": text, "comment": "; ".join(m.comment for m in run)})
+        run.clear()
+
+    for stmt in stmts:
+        fusable = isinstance(stmt, MatVec) and not stmt.transpose
+        if not fusable or (run and stmt.arg != run[0].arg):
+            close()
+        if fusable:
+            run.append(stmt)
+        else:
+            lines.append(line(stmt))
+    close()
+    return lines, stacked
+
+
 def _helpers(*exprs: sp.Expr) -> list[str]:
     from symbolic import primitives
     from symbolic.backends.jax.primitives import helpers
@@ -236,11 +267,14 @@ def forward_scan(kernel: Kernel) -> dict:
     def value(name: str) -> str:
         return _value(name, kernel.forward, lanes, STEP_SHAPE)
 
+    step, stacked = fused_lines(kernel.forward)
+
     return {
         "projections": projections(kernel, naming.sequence),
         "initial_states": [f'_state0["{s}"]' for s in cell.states],
         "forward_xs": xs,
-        "forward_step": [line(s) for s in kernel.forward],
+        "forward_step": step,
+        "stacked_matrices": stacked,
         "carry_out": [{"state": s, "code": value(t)} for s, t in cell.states.items()],
         "emitted": [{"name": n, "array": naming.sequence(n), "code": value(n)} for n in emitted],
         "derived_states": [{"name": s, "array": naming.sequence(s)} for s in derived],
