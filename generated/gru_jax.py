@@ -176,8 +176,12 @@ def _forward_impl(params, _x, _state0):
     def _forward_body(_carry, _xs):
         (h,) = _carry
         (Wz_x, Wr_x, Wn_x) = _xs
-        # Uz_h = sum_j Uz_ij h_j; Ur_h = sum_j Ur_ij h_j
-        Uz_h, Ur_h = _jnp.split(h @ _stacked0, 2, axis=-1)
+        # every product of h at once (the matrices stacked)
+        _products0 = _jnp.split(h @ _stacked0, 2, axis=-1)
+        # Uz_h = sum_j Uz_ij h_j
+        Uz_h = _products0[0]
+        # Ur_h = sum_j Ur_ij h_j
+        Ur_h = _products0[1]
         # z = sigmoid(Wz @ x + Uz @ h + bz)
         z = _jax.nn.sigmoid(Uz_h + Wz_x + bz)
         # r = sigmoid(Wr @ x + Ur @ h + br)

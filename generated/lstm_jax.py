@@ -195,8 +195,16 @@ def _forward_impl(params, _x, _state0):
     def _forward_body(_carry, _xs):
         (h, c) = _carry
         (Wi_x, Wf_x, Wo_x, Wg_x) = _xs
-        # Ui_h = sum_j Ui_ij h_j; Uf_h = sum_j Uf_ij h_j; Uo_h = sum_j Uo_ij h_j; Ug_h = sum_j Ug_ij h_j
-        Ui_h, Uf_h, Uo_h, Ug_h = _jnp.split(h @ _stacked0, 4, axis=-1)
+        # every product of h at once (the matrices stacked)
+        _products0 = _jnp.split(h @ _stacked0, 4, axis=-1)
+        # Ui_h = sum_j Ui_ij h_j
+        Ui_h = _products0[0]
+        # Uf_h = sum_j Uf_ij h_j
+        Uf_h = _products0[1]
+        # Uo_h = sum_j Uo_ij h_j
+        Uo_h = _products0[2]
+        # Ug_h = sum_j Ug_ij h_j
+        Ug_h = _products0[3]
         # ig = sigmoid(Wi @ x + Ui @ h + bi)
         ig = _jax.nn.sigmoid(Ui_h + Wi_x + bi)
         # fg = sigmoid(Wf @ x + Uf @ h + bf)

@@ -383,3 +383,34 @@ def test_step_and_relu_keep_nan_and_relu_prime_at_zero_is_zero():
     assert float(jax.grad(relu)(0.0)) == 0.0
     assert float(jax.grad(relu)(1.5)) == 1.0
     assert step(jnp.float32(1)).dtype == jnp.float32
+
+
+#: Where each primitive's JAX code must match its NumPy reference.
+POINTS = {
+    "sigmoid": [-700, -40, -5, -1, -1e-9, 0, 1e-9, 0.3, 1, 5, 40, 1000],
+    "tanh": [-1000, -20, -1, -0.6, -0.1, -1e-9, 0, 1e-9, 0.1, 0.6, 1, 20, 1000],
+    "exp": [-700, -30, -1, -1e-9, 0, 1e-9, 0.5, 1, 30, 700],
+    "log": [1e-300, 1e-9, 0.5, 1, 2, 1e300],
+    "softplus": [-700, -40, -1, 0, 1e-9, 1, 40, 1000],
+    "relu": [-1000, -1, -1e-9, 0, 1e-9, 1, 1000],
+    "step": [-1000, -1, -1e-300, 0, 1e-300, 1, 1000],
+}
+
+
+@pytest.mark.parametrize("name", sorted(POINTS))
+def test_each_primitive_computes_its_reference(name):
+    assert set(POINTS) == set(PRIMITIVES)
+    function = _primitive(name)
+    for point in POINTS[name]:
+        got = float(function(jnp.float64(point)))
+        want = float(PRIMITIVES[name].reference(np.float64(point)))
+        assert got == pytest.approx(want, rel=1e-13, abs=1e-300), f"{name}({point})"
+
+
+def test_printing_renames_symbols_also_inside_calls_and_powers():
+    x, y, h = sp.symbols("x y h")
+    names = {"x": "G_seq", "h": "h_seq", "y": "W"}
+    assert code(x * y + h, names) == "h_seq + G_seq*W"
+    assert code(PRIMITIVES["tanh"].func(x) ** 2 + sp.sqrt(h), names) == (
+        "_jnp.sqrt(h_seq) + _jnp.tanh(G_seq)**2"
+    )

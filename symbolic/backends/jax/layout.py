@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symbolic import ir, naming
+from symbolic import ir, naming, primitives
+from symbolic.backends.jax.primitives import helpers
 from symbolic.backends.jax.printer import code
 from symbolic.ir import Assign, CostDerivation, Kernel, MatVec
 from symbolic.model import RECURRENT, Cell
@@ -36,7 +37,6 @@ SEQUENCE_SHAPE = "(_T, _B, _n_out)"
 def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
     """The template and the layout keys of a cell module."""
     common = {
-        "input": kernel.cell.input,
         "jax_helpers": _kernel_helpers(kernel),
         "uses_lax": kernel.cell.kind == RECURRENT,
     } | bound_params(kernel)
@@ -54,8 +54,8 @@ def bound_params(kernel: Kernel) -> dict:
     backward |= {n for _, e in kernel.vector_grads for n in ir.names(e)}
     backward |= {m for _, m in kernel.input_grads}
     return {
-        "forward_params": [p for p in params if p in forward],
-        "backward_params": [p for p in params if p in backward],
+        "forward_bound": [p for p in params if p in forward],
+        "backward_bound": [p for p in params if p in backward],
     }
 
 
@@ -86,8 +86,8 @@ def line(stmt: Assign | MatVec, names: dict[str, str] | None = None) -> dict:
 
 def fused_lines(stmts) -> tuple[list[dict], list[str]]:
     """The statements of a step as code, each run of products of one argument (an LSTM's
-    ``U@h`` of its four gates) one product with the matrices stacked: the lines, and the
-    stacked matrices' definitions (made once, before the loop)."""
+    ``U@h`` of its four gates) one product with the matrices stacked, then split: the
+    lines, and the stacked matrices' definitions (made once, before the loop)."""
     lines: list[dict] = []
     stacked: list[str] = []
     run: list[MatVec] = []
@@ -96,11 +96,19 @@ def fused_lines(stmts) -> tuple[list[dict], list[str]]:
         if len(run) == 1:
             lines.append(line(run[0]))
         elif run:
-            name = naming.temporary(len(stacked), "_stacked")
-            stacked.append(f"{name} = _jnp.concatenate([{', '.join(m.matrix for m in run)}]).T")
-            targets = ", ".join(m.target for m in run)
-            text = f"{targets} = _jnp.split({run[0].arg} @ {name}, {len(run)}, axis=-1)"
-            lines.append({"code": text, "comment": "; ".join(m.comment for m in run)})
+            matrix = naming.temporary(len(stacked), "_stacked")
+            parts = naming.temporary(len(stacked), "_products")
+            stacked.append(f"{matrix} = _jnp.concatenate([{', '.join(m.matrix for m in run)}]).T")
+            lines.append(
+                {
+                    "code": f"{parts} = _jnp.split({run[0].arg} @ {matrix}, {len(run)}, axis=-1)",
+                    "comment": f"every product of {run[0].arg} at once (the matrices stacked)",
+                }
+            )
+            lines.extend(
+                {"code": f"{m.target} = {parts}[{i}]", "comment": m.comment}
+                for i, m in enumerate(run)
+            )
         run.clear()
 
     for stmt in stmts:
@@ -116,9 +124,7 @@ def fused_lines(stmts) -> tuple[list[dict], list[str]]:
 
 
 def _helpers(*exprs: sp.Expr) -> list[str]:
-    from symbolic import primitives
-    from symbolic.backends.jax.primitives import helpers
-
+    """The helper functions the primitives called in ``exprs`` need."""
     used: set[str] = set()
     for expr in exprs:
         used |= primitives.used(expr)
@@ -174,7 +180,7 @@ def gradients(kernel: Kernel, whole, shape: str, axes: str) -> dict:
             f"_jnp.concatenate([{', '.join(adjoints)}], axis=-1)"
             f" @ _jnp.concatenate([{', '.join(matrices)}])"
         )
-    return {"grads": lines, "dx": dx}
+    return {"gradient_lines": lines, "dx_code": dx}
 
 
 def lane_values(stmts, lanes) -> set[str]:
@@ -207,8 +213,9 @@ def feedforward_context(kernel: Kernel) -> dict:
     lanes = lane_values(kernel.forward, [*pre_targets, cell.input])
     return {
         "projections": projections(kernel, lambda n: n),
-        "forward_reads_input": cell.input in ir.reads_all(kernel.forward),
-        "backward_reads_input": cell.input in ir.reads_all(kernel.backward),
+        # the input's name where a pass reads it as a symbol ("" where it does not)
+        "forward_input": cell.input if cell.input in ir.reads_all(kernel.forward) else "",
+        "backward_input": cell.input if cell.input in ir.reads_all(kernel.backward) else "",
         "ff_forward": [line(s) for s in kernel.forward],
         "output_code": _value(cell.output, kernel.forward, lanes, STEP_SHAPE),
         # what backward reads, over every lane (a value of parameters only broadcast)
@@ -309,7 +316,7 @@ def backward_scan(kernel: Kernel) -> dict:
         "backward_step": [line(s) for s in kernel.backward],
         "carried": carried,
         "carry_back": [{"state": s, "code": value(naming.adjoint(s))} for s in cell.states],
-        "stored": [
+        "stored_adjoints": [
             {"name": n, "array": naming.sequence(n), "code": value(n)} for n in kernel.stored
         ],
     }
