@@ -8,8 +8,10 @@ accepted and validated, or refused with a clear error; a miscompilation fails th
 
 CI runs a fixed-seed sample: every example validated with NumPy and checked statically
 for Numba (it compiles, every name it reads is bound), and the first ``NUMBA_SAMPLE``
-examples compiled by Numba and validated in full. ``pytest --fuzz-long N`` runs ``N``
-fresh examples through both backends in full and writes a summary
+examples compiled by Numba and validated in full; the first ``JAX_STATIC_SAMPLE``
+examples' JAX modules are checked statically too, and the first ``JAX_SAMPLE`` run by
+JAX and validated in full (JAX compiles every shape validation tries: a second a spec). ``pytest --fuzz-long N`` runs
+``N`` fresh examples through NumPy, Numba and JAX in full and writes a summary
 (``fuzz-summary.json``: examples, accepted, refused by reason, miscompiled, time).
 """
 
@@ -32,13 +34,18 @@ from symbolic import parse, validate
 from symbolic.backends import UnsupportedSpec
 from symbolic.generate import render_model as render
 
-#: Examples in CI's sample, and how many of them Numba compiles.
+#: Examples in CI's sample, how many of them Numba compiles and JAX runs, and how many
+#: JAX modules are checked statically (JAX's share of the suite kept near 20 s).
 SAMPLE = 300
 NUMBA_SAMPLE = 16
 #: Examples generated for the torch backend and validated in full (against the NumPy
 #: module, the interpreter and finite differences, through both its plain functions and
 #: autograd).
 TORCH_SAMPLE = 40
+JAX_SAMPLE = 16
+JAX_STATIC_SAMPLE = 100
+#: The backends of the long run.
+LONG_BACKENDS = ("numpy", "numba", "jax")
 
 
 def draw(count: int, *, derandomize: bool = True, seed: int | None = None) -> list[FuzzSpec]:
@@ -151,14 +158,20 @@ def test_sample_numba_compiles_and_binds_every_name(sample):
     assert not failures, "\n\n".join(failures[:5])
 
 
-def run_both(examples: list[FuzzSpec], root: Path, workers: int | None = None) -> dict:
-    """Every example through both backends, validated in worker processes; a summary."""
+def run_both(
+    examples: list[FuzzSpec],
+    root: Path,
+    workers: int | None = None,
+    backends: tuple[str, ...] = ("numpy", "numba"),
+) -> dict:
+    """Every example through ``backends`` (NumPy first), validated in worker processes;
+    a summary."""
     start = time.perf_counter()
     summary = {"examples": len(examples), "accepted": 0, "refused": collections.Counter()}
     jobs, texts_of = [], {}
     for index, example in enumerate(examples):
         try:
-            model, texts, refused = generated(example, ["numpy", "numba"])
+            model, texts, refused = generated(example, list(backends))
         except parse.SpecError as exc:
             summary["refused"][_refusal(exc)] += 1
             continue
@@ -168,8 +181,7 @@ def run_both(examples: list[FuzzSpec], root: Path, workers: int | None = None) -
             continue
         spec = f"example-{index}.toml"
         modules = [
-            (b, str(validate.stage(texts[b], f"{model.name}_{b}.py", root)))
-            for b in ("numpy", "numba")
+            (b, str(validate.stage(texts[b], f"{model.name}_{b}.py", root))) for b in backends
         ]
         jobs.append(validate.Job(spec, example.text, modules))
         texts_of[spec] = example.text
@@ -209,13 +221,30 @@ def test_torch_sample_validated_in_full(sample, tmp_path):
     assert not failures, "\n\n".join(failures[:5])
 
 
+def test_sample_jax_binds_every_name(sample):
+    failures = []
+    for index, example in enumerate(sample[:JAX_STATIC_SAMPLE]):
+        _, texts, refused = generated(example, ["jax"])
+        assert not refused, refused
+        missing = unbound_names(texts["jax"])
+        if missing:
+            failures.append(f"example {index}: unbound {sorted(missing)}\n{example.text}")
+    assert not failures, "\n\n".join(failures[:5])
+
+
+def test_jax_sample_validated_in_full(sample, tmp_path):
+    summary = run_both(sample[:JAX_SAMPLE], tmp_path, backends=("numpy", "jax"))
+    assert summary["miscompiled"] == 0, "\n\n".join(summary["failures"][:5])
+    assert summary["accepted"] >= JAX_SAMPLE // 2
+
+
 def test_fuzz_long(request, tmp_path):
     """``pytest tests/test_fuzz_pipeline.py --fuzz-long N [--fuzz-seed S]``."""
     count = request.config.getoption("--fuzz-long")
     if not count:
         pytest.skip("the long run: pytest tests/test_fuzz_pipeline.py --fuzz-long 5000")
     seed = request.config.getoption("--fuzz-seed")
-    summary = run_both(draw(count, derandomize=False, seed=seed), tmp_path)
+    summary = run_both(draw(count, derandomize=False, seed=seed), tmp_path, backends=LONG_BACKENDS)
     summary["seed"] = seed
     out = Path(request.config.getoption("--fuzz-summary"))
     out.write_text(json.dumps(summary, indent=2) + "\n")

@@ -2,9 +2,9 @@
 
 - Each construct that was once accepted and miscompiled has a regression spec in
   ``tests/regressions/`` (named after the construct; the issue or the fuzzer that found
-  it is in its first comment). Each is generated for both backends and validated as
-  ``derivgen generate`` does: against the reference interpreter, finite differences and
-  the other backend.
+  it is in its first comment). Each is generated for every built-in backend (NumPy,
+  Numba, JAX) and validated as ``derivgen generate`` does: against the reference
+  interpreter, finite differences and the NumPy module.
 - Specs whose numbers cannot be checked (no finite value anywhere) are refused with exit
   status 2, and modules that fail validation are never written (exit status 3).
 """
@@ -46,7 +46,7 @@ def _built():
 
 @pytest.fixture(scope="module")
 def verdicts() -> dict[str, list[validate.Verdict]]:
-    """Every regression spec, both backends, validated in worker processes (in parallel,
+    """Every regression spec, every backend, validated in worker processes (in parallel,
     as ``derivgen generate`` validates)."""
     jobs = []
     for model, module in sorted(_built(), key=lambda mb: not mb[1].filename.endswith("numpy.py")):

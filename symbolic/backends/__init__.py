@@ -18,6 +18,7 @@ BUILTIN = {
     "numpy": "symbolic.backends.numpy",
     "numba": "symbolic.backends.numba",
     "torch": "symbolic.backends.torch",
+    "jax": "symbolic.backends.jax",
 }
 
 _registered: dict[str, Backend] = {}

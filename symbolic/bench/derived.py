@@ -67,7 +67,9 @@ def _torch(problem: Problem, cell: Any, cost: Any) -> Prepared:
 
     def to_numpy(result):
         value, grads = result
-        return float(value), {n: g.numpy().copy() for n, g in zip(names, grads, strict=True)}
+        return float(value.detach()), {
+            n: g.numpy().copy() for n, g in zip(names, grads, strict=True)
+        }
 
     note = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     return Prepared(step, to_numpy, note=note)

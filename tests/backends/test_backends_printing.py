@@ -14,6 +14,7 @@ import pytest
 import sympy as sp
 
 from symbolic import backends, primitives
+from symbolic.backends.jax import primitives as jax_primitives
 from symbolic.backends.numba import primitives as numba_primitives
 from symbolic.backends.numba.printer import NumbaPrinter
 from symbolic.backends.numpy import primitives as numpy_primitives
@@ -25,7 +26,12 @@ P = primitives.function
 
 BACKENDS = tuple(backends.BUILTIN)
 #: Each backend's table of primitive code.
-TABLES = {"numpy": numpy_primitives, "numba": numba_primitives, "torch": torch_primitives}
+TABLES = {
+    "numpy": numpy_primitives,
+    "numba": numba_primitives,
+    "torch": torch_primitives,
+    "jax": jax_primitives,
+}
 #: A whole-array framework's text is the NumPy text with its calls: NumPy's -> its own.
 CALLS = {
     "torch": {
@@ -36,6 +42,16 @@ CALLS = {
         "np.log(": "torch.log(",
         "np.logaddexp(0, x)": "_softplus(x)",
         "np.maximum(x, 0)": "torch.relu(x)",
+        "np.heaviside(x, 0.0)": "_step(x)",
+    },
+    "jax": {
+        "np.sqrt(": "_jnp.sqrt(",
+        "_np_sigmoid(": "_jax.nn.sigmoid(",
+        "np.tanh(": "_jnp.tanh(",
+        "np.exp(": "_jnp.exp(",
+        "np.log(": "_jnp.log(",
+        "np.logaddexp(0, x)": "_jnp.logaddexp(x, 0.0)",
+        "np.maximum(x, 0)": "_relu(x)",
         "np.heaviside(x, 0.0)": "_step(x)",
     },
 }
@@ -223,7 +239,14 @@ def _namespace(backend: str) -> dict:
 
 
 def _values(backend: str, values: dict[str, float]) -> dict:
-    """The values a backend's code runs on: floats, or float64 tensors for torch."""
+    """The values a backend's code runs on: floats, float64 tensors for torch, float64
+    arrays for JAX (its x64 mode on, as the JAX adapter sets it)."""
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        jax.config.update("jax_enable_x64", True)
+        return {k: jnp.asarray(v, dtype=jnp.float64) for k, v in values.items()}
     if backend != "torch":
         return dict(values)
     import torch

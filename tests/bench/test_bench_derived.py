@@ -11,7 +11,7 @@ from symbolic.bench import candidates, steps
 from symbolic.bench.workloads import QUICK_WORKLOADS, make_problem
 
 
-@pytest.mark.parametrize("backend", ["torch"])  # jax: with the jax backend
+@pytest.mark.parametrize("backend", ["torch", "jax"])
 @pytest.mark.parametrize("workload", ["A1", "B1"])
 def test_derived_step_equals_the_numpy_step(backend, workload):
     pytest.importorskip(backend)

@@ -1,0 +1,88 @@
+"""The JAX backend's code of every primitive (``jax.numpy`` on whole arrays): one entry
+per primitive.
+
+A primitive added to :data:`symbolic.primitives.PRIMITIVES` needs one entry here (a test
+walks every backend's table). Each form is what JAX's own autodiff differentiates too
+(the plain forward is the oracle the derived backward is tested against), so a kink
+takes the derivative the primitives table states: relu'(0) = 0, not JAX's 1/2 of
+``maximum``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Form:
+    """A primitive in ``jax.numpy`` code.
+
+    Attributes:
+        call: The call on arrays, ``{0}`` the printed argument.
+        helper: Source of a function the code calls, emitted once into each module that
+            uses the primitive.
+    """
+
+    call: str
+    helper: str = ""
+
+
+FORMS: dict[str, Form] = {
+    # lax.logistic: accurate to an ulp in relative terms for every z (no cancellation)
+    "sigmoid": Form(call="_jax.nn.sigmoid({0})"),
+    "tanh": Form(call="_jnp.tanh({0})"),
+    "exp": Form(call="_jnp.exp({0})"),
+    "log": Form(call="_jnp.log({0})"),
+    # max(z, 0) + log1p(exp(-|z|)): accurate to the last bits, no threshold
+    "softplus": Form(call="_jnp.logaddexp({0}, 0.0)"),
+    "step": Form(
+        call="_step({0})",
+        # in the argument's dtype; NaN stays NaN (as np.heaviside)
+        helper='''
+def _step(z):
+    """1 where z > 0, 0 where z <= 0, NaN where z is NaN."""
+    return _jnp.where(z > 0, 1.0, _jnp.where(z <= 0, 0.0, z))
+''',
+    ),
+    "relu": Form(
+        call="_relu({0})",
+        # not maximum(z, 0): JAX differentiates that as 1/2 at 0
+        helper='''
+def _relu(z):
+    """max(z, 0), NaN where z is NaN; its JAX derivative at 0 is 0."""
+    return _jnp.where(z > 0, z, _jnp.where(z <= 0, 0.0, z))
+''',
+    ),
+    # sign(0) = 0, sign(NaN) = NaN (as np.sign); JAX differentiates it as 0
+    "sign": Form(call="_jnp.sign({0})"),
+    # not jnp.abs: JAX differentiates that as 1 at 0; z*sign(z) has derivative sign(z)
+    "abs": Form(
+        call="_abs({0})",
+        helper='''
+def _abs(z):
+    """|z|, NaN where z is NaN; its JAX derivative at 0 is 0."""
+    return z * _jnp.sign(z)
+''',
+    ),
+    "sqrt": Form(call="_jnp.sqrt({0})"),
+    # lax.erf: imported with jax itself (jax.scipy is not)
+    "erf": Form(call="_jax.lax.erf({0})"),
+}
+
+
+def helpers(names) -> list[str]:
+    """The helper sources the JAX code of ``names`` needs."""
+    return [FORMS[n].helper.strip() for n in sorted(names) if FORMS[n].helper]
+
+
+def namespace() -> dict:
+    """What printed JAX code needs to run outside a generated module (tests): JAX,
+    ``jax.numpy`` and every primitive's helper."""
+    import jax
+    import jax.numpy as jnp
+
+    out: dict = {"_jax": jax, "_jnp": jnp}
+    for form in FORMS.values():
+        if form.helper:
+            exec(form.helper, out)  # noqa: S102 - our own table, not spec text
+    return out

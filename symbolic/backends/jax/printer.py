@@ -1,0 +1,23 @@
+"""The JAX backend's printer: per-neuron expressions as ``jax.numpy`` array code."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sympy as sp
+
+from symbolic.backends.jax.primitives import FORMS
+from symbolic.printing import Printer
+
+
+class JaxPrinter(Printer):
+    """Arrays: ``_jnp.tanh(Zc)``, ``_jax.nn.sigmoid(Zu)`` (the module imports JAX under
+    underscored names, which no spec name can shadow)."""
+
+    forms = FORMS
+    sqrt = "_jnp.sqrt"
+
+
+def code(expr: sp.Expr, names: Mapping[str, str] | None = None) -> str:
+    """The JAX code of ``expr``, with symbols renamed through ``names``."""
+    return JaxPrinter(names).doprint(expr)
