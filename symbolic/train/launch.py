@@ -87,9 +87,10 @@ def launch(target: Callable[[Config], Any], config: Config, nproc: int) -> Any:
     try:
         _watch(processes, queue, messages, results)
     finally:
-        for process in processes:
+        for rank, process in enumerate(processes):
             if process.is_alive():
                 process.terminate()
+                messages.setdefault(rank, f"still running {GRACE:g} s later: terminated")
             process.join()
         _drain(queue, messages, results)
     codes = [process.exitcode for process in processes]
@@ -123,7 +124,7 @@ def _watch(processes, queue, messages: dict[int, str], results: list[Any]) -> No
         multiprocessing.connection.wait([process.sentinel for process in alive], timeout=0.2)
 
 
-def describe_failure(codes: list[int | None], messages: dict[int, str]) -> str:
+def describe_failure(codes: list[int], messages: dict[int, str]) -> str:
     """One message: the rank that failed first (one that died without a word, if any),
     how, and what the other processes said."""
     failed = [rank for rank, code in enumerate(codes) if code]
@@ -134,9 +135,7 @@ def describe_failure(codes: list[int | None], messages: dict[int, str]) -> str:
     return "; ".join(parts) if parts else "process 0 returned no result"
 
 
-def _how(code: int | None) -> str:
-    if code is None:
-        return "did not stop and was terminated"
+def _how(code: int) -> str:
     if code < 0:
         try:
             return f"was killed by {signal.Signals(-code).name}"
