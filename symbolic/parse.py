@@ -42,6 +42,10 @@ RESERVED = frozenset(
         "numba",
         "nb",
         "prange",
+        "torch",
+        "jax",
+        "jnp",
+        "lax",
         "C",
         # the generated modules' API names and arguments
         "NAME",
@@ -64,6 +68,9 @@ RESERVED = frozenset(
         "dx",
         "dstate0",
         "need_dx",
+        "apply",
+        "cost",
+        "Cell",
         # cache["state"] holds the states after the last step
         "state",
     }

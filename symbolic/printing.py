@@ -46,16 +46,20 @@ class Printer(PythonCodePrinter):
             return self._call(type(expr).__name__, expr.args[0])
         if isinstance(expr, sp.Expr) and expr.is_number and not expr.is_Rational:
             # a constant such as log(2) from d(2**z)/dz: its value, not a call
-            value = complex(expr.evalf(20))
-            if value.imag != 0:
-                raise TypeError(f"the constant {expr} is not real")
-            if abs(value.real) == float("inf"):
-                return "1e999" if value.real > 0 else "-1e999"
-            return repr(value.real)
+            return self._value(expr)
         if isinstance(expr, sp.Function) and type(expr).__name__ in primitives.PRIMITIVES:
             # SymPy's own exp, log, tanh (from diff of a power, say): the primitive's code
             return self._call(type(expr).__name__, expr.args[0])
         return super()._print(expr, **kwargs)
+
+    def _value(self, expr: sp.Expr) -> str:
+        """A constant expression as its float value."""
+        value = complex(expr.evalf(20))
+        if value.imag != 0:
+            raise TypeError(f"the constant {expr} is not real")
+        if abs(value.real) == float("inf"):
+            return "1e999" if value.real > 0 else "-1e999"
+        return repr(value.real)
 
     def _call(self, name: str, arg: sp.Expr) -> str:
         if name not in self.forms:

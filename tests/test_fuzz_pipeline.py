@@ -35,6 +35,10 @@ from symbolic.generate import render_model as render
 #: Examples in CI's sample, and how many of them Numba compiles.
 SAMPLE = 300
 NUMBA_SAMPLE = 16
+#: Examples generated for the torch backend and validated in full (against the NumPy
+#: module, the interpreter and finite differences, through both its plain functions and
+#: autograd).
+TORCH_SAMPLE = 40
 
 
 def draw(count: int, *, derandomize: bool = True, seed: int | None = None) -> list[FuzzSpec]:
@@ -186,6 +190,23 @@ def test_numba_sample_validated_in_full(sample, tmp_path):
     summary = run_both(sample[:NUMBA_SAMPLE], tmp_path)
     assert summary["miscompiled"] == 0, "\n\n".join(summary["failures"][:5])
     assert summary["accepted"] >= NUMBA_SAMPLE // 2
+
+
+def test_torch_sample_validated_in_full(sample, tmp_path):
+    pytest.importorskip("torch")
+    jobs, failures = [], []
+    for index, example in enumerate(sample[:TORCH_SAMPLE]):
+        model, texts, refused = generated(example, ["numpy", "torch"])
+        assert not refused, refused
+        modules = [
+            (b, str(validate.stage(texts[b], f"{model.name}_{b}.py", tmp_path)))
+            for b in ("numpy", "torch")
+        ]
+        jobs.append(validate.Job(f"example-{index}.toml", example.text, modules))
+    for verdict in validate.run(jobs, progress=False):
+        if verdict.status == "bug":
+            failures.append(verdict.message)
+    assert not failures, "\n\n".join(failures[:5])
 
 
 def test_fuzz_long(request, tmp_path):

@@ -17,6 +17,7 @@ from symbolic.backends.base import Backend, UnsupportedSpec
 BUILTIN = {
     "numpy": "symbolic.backends.numpy",
     "numba": "symbolic.backends.numba",
+    "torch": "symbolic.backends.torch",
 }
 
 _registered: dict[str, Backend] = {}

@@ -22,10 +22,11 @@ from symbolic.bench import competitors
 from symbolic.bench.competitors import COMPETITORS, prepare
 from symbolic.bench.prepared import Prepared, Unavailable
 from symbolic.bench.runner import Child, ChildError
-from symbolic.bench.steps import GEMM, REFERENCE, split_backend
+from symbolic.bench.steps import GEMM, REFERENCE, generated_backend, generated_key, split_backend
 from symbolic.bench.workloads import Problem
 
-BACKENDS = backend_names()
+#: The generated backends' row keys (``generated-torch`` beside PyTorch's own "torch").
+BACKENDS = tuple(generated_key(name) for name in backend_names())
 
 #: The generated backend whose modules take a thread policy.
 NUMBA = "numba"
@@ -59,7 +60,7 @@ BACKENDS_HELP = (
     + " (default: all; missing frameworks are skipped)"
 )
 LABELS = {
-    **{backend: f"generated {backend}" for backend in BACKENDS},
+    **{key: f"generated {generated_backend(key)}" for key in BACKENDS},
     REFERENCE: "hand-written NumPy",
     **competitors.LABELS,
     GEMM: "matrix products alone",

@@ -71,7 +71,7 @@ def prepare(name: str, problem: Problem) -> Prepared:
     return builders[name](problem)
 
 
-def _first_call(prepared: Prepared) -> Prepared:
+def first_call(prepared: Prepared) -> Prepared:
     """Run the first call (which compiles) and a second one; record the difference."""
     start = time.perf_counter()
     prepared.step()
@@ -157,7 +157,7 @@ def _torch_prepared(problem: Problem, compiled: bool) -> Prepared:
     threads = torch.get_num_threads()
     if compiled:
         note = f"torch {torch.__version__}, inductor, fullgraph, {threads} threads"
-        return _first_call(Prepared(step, to_numpy, note=note))
+        return first_call(Prepared(step, to_numpy, note=note))
     return Prepared(step, to_numpy, note=f"torch {torch.__version__}, {threads} threads")
 
 
@@ -236,7 +236,7 @@ def _jax_jit(problem: Problem) -> Prepared:
 
     loop = ", lax.scan" if problem.kind == "grn" else ""
     note = f"jax {jax.__version__}, jit{loop}, {jax.devices()[0].platform}"
-    return _first_call(Prepared(step, to_numpy, note=note))
+    return first_call(Prepared(step, to_numpy, note=note))
 
 
 # --- compiling under a time budget ------------------------------------------------------

@@ -210,6 +210,48 @@ def _bound_targets(section: Section, own: float | None) -> list[str]:
     return lines
 
 
+# --- the framework backends ---------------------------------------------------------------
+
+#: Each generated framework backend's row and the framework rows it is measured against.
+DERIVED_AGAINST = {
+    "generated-torch": ("torch", "torch.compile"),
+    "generated-jax": ("jax",),
+}
+
+
+def derived_lines(sections: list[Section]) -> list[str]:
+    """The derived backward inside a framework against that framework's own autodiff of
+    the same model, same run: speed-up = the framework's median / the generated one's."""
+    rows = []
+    for section in sections:
+        for key, against in DERIVED_AGAINST.items():
+            ours = section.row(key)
+            if ours is None or not ours.timed:
+                continue
+            for other in (section.row(name) for name in against):
+                if other is not None and other.timed:
+                    rows.append(
+                        f"| {section.workload.name} {section.dtype} | {ours.label} | "
+                        f"{_fmt_ms(ours.median_ms)} | {other.label} | "
+                        f"{_fmt_ms(other.median_ms)} | {_fmt_ratio(other.median_ms / ours.median_ms)} |"
+                    )
+    if not rows:
+        return []
+    return [
+        "## The derived backward inside the frameworks",
+        "",
+        "The generated torch module (custom ops, gradients by `torch.autograd.grad` through "
+        "the derived backward) and the generated jax module (`jax.custom_vjp`, the step under "
+        "`jax.jit`) against the framework's own autodiff of the same model. Speed-up > 1: "
+        "the derived backward is faster.",
+        "",
+        "| workload | generated | ms/step | framework autodiff | ms/step | speed-up |",
+        "|---|---|---:|---|---:|---:|",
+        *rows,
+        "",
+    ]
+
+
 # --- thread pools and first calls ----------------------------------------------------------
 
 
@@ -302,6 +344,7 @@ def render_markdown(
     for section in sections:
         lines += section_table(section)
     lines += criteria_lines(sections, settings.quick)
+    lines += derived_lines(sections)
     lines += thread_note_lines(sections)
     if settings.first_call:
         lines += first_call_lines(settings.quick)

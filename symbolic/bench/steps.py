@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from symbolic.bench import reference
+from symbolic.bench import derived, reference
 from symbolic.bench.competitors import COMPETITORS, prepare
 from symbolic.bench.prepared import Prepared, Unavailable
 from symbolic.bench.workloads import Problem
@@ -35,6 +35,20 @@ from symbolic.bench.workloads import Problem
 NUMPY = "numpy"
 REFERENCE = "reference"
 GEMM = "gemm"
+#: A generated backend named like a competitor (the torch and jax backends, beside
+#: PyTorch's and JAX's own autodiff) has its rows keyed ``generated-<name>``.
+GENERATED_PREFIX = "generated-"
+
+
+def generated_key(backend: str) -> str:
+    """The row key of generated ``backend``: its name, or ``generated-<name>`` where a
+    competitor has that name."""
+    return GENERATED_PREFIX + backend if backend in COMPETITORS else backend
+
+
+def generated_backend(base: str) -> str:
+    """The generated backend of row key ``base`` (a policy suffix already split off)."""
+    return base.removeprefix(GENERATED_PREFIX)
 
 
 def split_backend(name: str) -> tuple[str, str | None]:
@@ -54,7 +68,7 @@ def build_backend(key: str, problem: Problem) -> Prepared:
         return bound(problem)
     if base in COMPETITORS:
         return prepare(base, problem)
-    return generated(problem, base)
+    return generated(problem, generated_backend(base))
 
 
 def import_generated(spec: str, backend: str) -> Any:
@@ -69,8 +83,8 @@ def import_generated(spec: str, backend: str) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name == module:
             raise Unavailable(f"generated/{spec}_{backend}.py does not exist yet") from exc
-        if exc.name == "numba" or "numba" in str(exc):
-            raise Unavailable("numba is not installed") from exc
+        if exc.name in ("numba", "torch", "jax") or "numba" in str(exc):
+            raise Unavailable(f"{exc.name} is not installed") from exc
         raise
     except ImportError as exc:
         raise Unavailable(f"{module} does not import: {exc}") from exc
@@ -86,6 +100,8 @@ def generated(problem: Problem, backend: str) -> Prepared:
     except Unavailable:
         cost = import_generated("squared_error", NUMPY)
         note = "cost from squared_error_numpy"
+    if backend in derived.FRAMEWORK_BACKENDS:
+        return derived.prepare(backend, problem, cell, cost)
     if problem.kind == "mlp":
         return _generated_mlp(problem, cell, cost, note)
     params, x, y = problem.params, problem.x, problem.y
@@ -224,7 +240,7 @@ def chosen_policy(key: str, problem: Problem) -> str | None:
     if base in (REFERENCE, GEMM, *COMPETITORS):
         return None
     spec = "grn" if problem.kind == "grn" else "dense_sigmoid"
-    threads = getattr(import_generated(spec, base), "_threads", None)
+    threads = getattr(import_generated(spec, generated_backend(base)), "_threads", None)
     if threads is None:
         return None
     if problem.kind == "grn":

@@ -2,7 +2,8 @@
 
 The templates receive these strings verbatim, so every case pins the exact text. The
 NumPy printer emits array code (``np.tanh``); the Numba printer emits scalar code for a
-compiled loop (``math.tanh``). Both read symbols through a name map.
+compiled loop (``math.tanh``); a framework's printer emits the NumPy text with its own
+calls (``torch.tanh``). All read symbols through a name map.
 """
 
 from __future__ import annotations
@@ -17,13 +18,36 @@ from symbolic.backends.numba import primitives as numba_primitives
 from symbolic.backends.numba.printer import NumbaPrinter
 from symbolic.backends.numpy import primitives as numpy_primitives
 from symbolic.backends.numpy.printer import NumpyPrinter
+from symbolic.backends.torch import primitives as torch_primitives
 
 x, y, z, h = sp.symbols("x y z h")
 P = primitives.function
 
 BACKENDS = tuple(backends.BUILTIN)
 #: Each backend's table of primitive code.
-TABLES = {"numpy": numpy_primitives, "numba": numba_primitives}
+TABLES = {"numpy": numpy_primitives, "numba": numba_primitives, "torch": torch_primitives}
+#: A whole-array framework's text is the NumPy text with its calls: NumPy's -> its own.
+CALLS = {
+    "torch": {
+        "np.sqrt(": "torch.sqrt(",
+        "_np_sigmoid(": "torch.sigmoid(",
+        "np.tanh(": "torch.tanh(",
+        "np.exp(": "torch.exp(",
+        "np.log(": "torch.log(",
+        "np.logaddexp(0, x)": "_softplus(x)",
+        "np.maximum(x, 0)": "torch.relu(x)",
+        "np.heaviside(x, 0.0)": "_step(x)",
+    },
+}
+
+
+def expected_text(numpy_text: str, numba_text: str, backend: str) -> str:
+    """The text ``backend`` prints, from the NumPy and Numba columns of a case."""
+    if backend == "numba":
+        return numba_text
+    for numpy_call, call in CALLS.get(backend, {}).items():
+        numpy_text = numpy_text.replace(numpy_call, call)
+    return numpy_text
 
 
 def code(expr: sp.Expr, backend: str, names: dict[str, str] | None = None) -> str:
@@ -113,20 +137,15 @@ CASES = [
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("expr", "numpy_text", "numba_text"), CASES)
 def test_exact_text(expr, numpy_text, numba_text, backend):
-    expected = numpy_text if backend == "numpy" else numba_text
-    assert code(expr, backend) == expected
+    assert code(expr, backend) == expected_text(numpy_text, numba_text, backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_symbols_are_renamed_through_the_name_map(backend):
     names = {"x": "G_seq", "h": "h_seq", "y": "p_W"}
     assert code(x * y + h, backend, names) == "h_seq + G_seq*p_W"
-    assert (
-        code(P("tanh")(x) * z, backend, names)
-        == {
-            "numpy": "z*np.tanh(G_seq)",
-            "numba": "z*_tanh(G_seq)",
-        }[backend]
+    assert code(P("tanh")(x) * z, backend, names) == expected_text(
+        "z*np.tanh(G_seq)", "z*_tanh(G_seq)", backend
     )
     # names not in the map print as themselves; the map is not mutated
     assert code(z, backend, names) == "z"
@@ -136,12 +155,8 @@ def test_symbols_are_renamed_through_the_name_map(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_renaming_applies_inside_primitive_arguments_and_powers(backend):
     names = {"x": "Zu", "y": "ac"}
-    assert (
-        code(P("sigmoid")(x), backend, names)
-        == {
-            "numpy": "_np_sigmoid(Zu)",
-            "numba": "_sigmoid(Zu)",
-        }[backend]
+    assert code(P("sigmoid")(x), backend, names) == expected_text(
+        "_np_sigmoid(Zu)", "_sigmoid(Zu)", backend
     )
     assert code(1 - y**2, backend, names) == "1 - ac**2"
     assert code(1 / y**2, backend, names) == "1/ac**2"
@@ -200,6 +215,15 @@ def _namespace(backend: str) -> dict:
     return TABLES[backend].namespace()
 
 
+def _values(backend: str, values: dict[str, float]) -> dict:
+    """The values a backend's code runs on: floats, or float64 tensors for torch."""
+    if backend != "torch":
+        return dict(values)
+    import torch
+
+    return {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_printed_code_evaluates_to_the_expression(backend):
     """The strings are code: evaluate them and compare with SymPy's elementary value."""
@@ -216,7 +240,7 @@ def test_printed_code_evaluates_to_the_expression(backend):
     namespace = _namespace(backend)
     for expr in exprs:
         text = code(expr, backend)
-        got = float(eval(text, namespace, dict(values)))  # noqa: S307 - test oracle
+        got = float(eval(text, namespace, _values(backend, values)))  # noqa: S307 - test oracle
         want = float(primitives.to_elementary(expr).subs(values).evalf(30))
         assert got == pytest.approx(want, rel=1e-13), text
 
@@ -255,6 +279,6 @@ def test_each_primitive_computes_its_reference(name, backend):
     prim = primitives.PRIMITIVES[name]
     for point in POINTS[name]:
         with np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
-            got = float(eval(text, namespace, {"x": float(point)}))  # noqa: S307
+            got = float(eval(text, namespace, _values(backend, {"x": float(point)})))  # noqa: S307
             want = float(prim.reference(np.float64(point)))
         assert got == pytest.approx(want, rel=1e-13, abs=1e-300), f"{name}({point}): {text}"
