@@ -117,8 +117,9 @@ class Config:
             CUDA device when CUDA is present, the CPU otherwise.
         progress: Show the progress bar on stderr.
         plot: Save the loss and accuracy/MSE plot.
-        blas_threads: BLAS threads while training; the matrices here are small, so one
-            thread avoids synchronisation costs that exceed the work.
+        blas_threads: BLAS threads while training (and torch's threads, at most, in a
+            torch run); the matrices here are small, so one thread avoids
+            synchronisation costs that exceed the work.
     """
 
     model: str | None = None

@@ -126,16 +126,21 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def join(place: Place, device: torch.device) -> None:
-    """Join the process group (``env://``), and share the machine's cores.
+def threads(place: Place, cap: int | None) -> int:
+    """The torch threads of a process: its share of the machine's cores,
+    ``cores // local_world`` (at least one), so that N processes on one machine do not
+    oversubscribe it; at most ``cap`` (the run's ``blas_threads``: the matrices here are
+    small, and on a busy machine a second thread's synchronisation costs more than it
+    saves, ten times over measured on 2 cores)."""
+    share = max(1, cores() // place.local_world)
+    return min(share, cap) if cap else share
 
-    Each process gets ``cores // local_world`` threads (at least one), so that N
-    processes on one machine do not oversubscribe it.
-    """
+
+def join(place: Place, device: torch.device) -> None:
+    """Join the process group (``env://``)."""
     import torch
     import torch.distributed as dist
 
-    torch.set_num_threads(max(1, cores() // place.local_world))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"

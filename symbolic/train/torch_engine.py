@@ -63,6 +63,8 @@ class TorchEngine:
         self.net = TorchNetwork(network, DTYPES[config.dtype], self.device)
         self.model: torch.nn.Module = self.net
         self.fail_at = distributed.fail_step(self.rank)
+        self.threads = torch.get_num_threads()  # restored by close()
+        torch.set_num_threads(distributed.threads(self.place, config.blas_threads))
         if self.world > 1:
             distributed.join(self.place, self.device)
 
@@ -151,7 +153,8 @@ class TorchEngine:
         return dataclasses.replace(state, params=params, optimizer=optimizer)
 
     def close(self) -> None:
-        """Leave the process group (when in one)."""
+        """Leave the process group (when in one); the threads are as they were."""
+        torch.set_num_threads(self.threads)
         if self.world > 1:
             distributed.leave()
 

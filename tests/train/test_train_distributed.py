@@ -16,7 +16,6 @@ from symbolic.train.checkpoint import CHECKPOINT, load_checkpoint
 from symbolic.train.errors import TrainError
 from symbolic.train.launch import describe_failure
 from symbolic.train.loop import train
-from symbolic.train.plot import PLOT
 from symbolic.train.result import SUMMARY
 
 torch = pytest.importorskip("torch")
@@ -29,12 +28,13 @@ needs_gloo = pytest.mark.skipif(
 # (shards of 219 and 218 rows); Adam with the cosine schedule.
 FIELDS = {"model": "mlp", "hidden": (8,), "batch_size": 500, "epochs": 2, "dtype": "float64"}
 ARGV = ["--model", "mlp", "--hidden", "8", "--batch-size", "500", "--epochs", "2",
-        "--dtype", "float64", "--backend", "torch", "--no-progress"]  # fmt: skip
+        "--dtype", "float64", "--backend", "torch", "--no-progress", "--no-plot"]  # fmt: skip
 
 
-def one_process(tmp_path):
-    """The reference: one process, the same global batches."""
-    return train(quick(tmp_path / "one", backend="torch", **FIELDS))
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The reference run: one process, the same global batches."""
+    return train(quick(tmp_path_factory.mktemp("one"), backend="torch", **FIELDS))
 
 
 def assert_same_run(checkpoint, reference, atol=1e-12):
@@ -47,26 +47,24 @@ def assert_same_run(checkpoint, reference, atol=1e-12):
 
 @pytest.mark.slow
 @needs_gloo
-def test_two_processes_end_where_one_process_ends(tmp_path):
-    reference = one_process(tmp_path)
+def test_two_processes_end_where_one_process_ends(tmp_path, reference):
     out = tmp_path / "two"
     done = derivgen("train", *ARGV, "--nproc", "2", "--out", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     # Process 0 alone reports and writes.
     assert done.stdout.count("mlp (torch, float64)") == 1
-    assert sorted(p.name for p in out.iterdir()) == sorted([CHECKPOINT, PLOT, SUMMARY])
+    assert sorted(p.name for p in out.iterdir()) == sorted([CHECKPOINT, SUMMARY])
     assert_same_run(load_checkpoint(out / CHECKPOINT), reference)
 
 
 @pytest.mark.slow
 @needs_gloo
-def test_a_lost_process_stops_the_run_and_its_checkpoint_resumes(tmp_path, monkeypatch):
-    reference = one_process(tmp_path)
+def test_a_lost_process_stops_the_run_and_its_checkpoint_resumes(tmp_path, monkeypatch, reference):
     out = tmp_path / "two"
     # Process 1 exits as it starts step 5, as if killed: the checkpoint of epoch 1 (step
     # 3) is on disk.
     monkeypatch.setenv(distributed.FAIL_ENV, "1:4")
-    done = derivgen("train", *ARGV, "--nproc", "2", "--no-plot", "--out", str(out), cwd=tmp_path)
+    done = derivgen("train", *ARGV, "--nproc", "2", "--out", str(out), cwd=tmp_path)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("derivgen train: error")]
@@ -75,8 +73,8 @@ def test_a_lost_process_stops_the_run_and_its_checkpoint_resumes(tmp_path, monke
     assert f"{out / CHECKPOINT} (step 3); continue with --resume" in line
     assert load_checkpoint(out / CHECKPOINT).step == 3
     monkeypatch.delenv(distributed.FAIL_ENV)
-    done = derivgen("train", "--nproc", "2", "--resume", "--no-plot", "--out", str(out),
-                    "--backend", "torch", cwd=tmp_path)  # fmt: skip
+    done = derivgen("train", "--backend", "torch", "--nproc", "2", "--resume", "--no-plot",
+                    "--out", str(out), cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert_same_run(load_checkpoint(out / CHECKPOINT), reference)
 
