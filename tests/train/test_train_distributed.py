@@ -6,6 +6,8 @@ leaves the last checkpoint whole, and the run resumes from it."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from cli_helpers import derivgen
@@ -69,7 +71,10 @@ def test_a_lost_process_stops_the_run_and_its_checkpoint_resumes(tmp_path, monke
     assert "Traceback" not in done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("derivgen train: error")]
     assert f"process 1 of 2 exited with status {distributed.FAIL_EXIT}" in line
-    assert "process 0: rank 0: step 5 failed" in line
+    # Process 0 notices at step 5, or at the end of step 4 when process 1's exit resets
+    # a connection that still held data of step 4's all-reduce.
+    assert re.search(r"process 0: rank 0: step [45] failed, another process is probably lost",
+                     line)  # fmt: skip
     assert f"{out / CHECKPOINT} (step 3); continue with --resume" in line
     assert load_checkpoint(out / CHECKPOINT).step == 3
     monkeypatch.delenv(distributed.FAIL_ENV)
