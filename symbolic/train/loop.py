@@ -1,6 +1,9 @@
 """The training loop: :func:`train` sets a run up (new, or resumed from its checkpoint),
-steps through the epochs, scores the test set at each epoch's end, checkpoints, stops
-cleanly on divergence or interruption, and reports a :class:`~symbolic.train.result.Result`.
+steps through the epochs with its engine (NumPy, or torch: :mod:`symbolic.train.engine`),
+scores the test set at each epoch's end, checkpoints, stops cleanly on divergence or
+interruption, and reports a :class:`~symbolic.train.result.Result`. A run of several
+processes is each process running this loop on its shard (process 0 writes the files);
+:func:`train` starts them for ``--nproc`` (:mod:`symbolic.train.launch`).
 """
 
 from __future__ import annotations
