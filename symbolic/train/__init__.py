@@ -2,7 +2,7 @@
 
 The package's modules, each importing only modules listed before it:
 
-- :mod:`~symbolic.train.errors`: :class:`TrainError`;
+- :mod:`~symbolic.train.errors`: :class:`TrainError`, :class:`Diverged`;
 - :mod:`~symbolic.train.data`: the data sets (the digits, the adding problem);
 - :mod:`~symbolic.train.models`: one record per model, and the registry;
 - :mod:`~symbolic.train.cells`: the cells (built-in specs by kind) and their memory;
@@ -10,6 +10,12 @@ The package's modules, each importing only modules listed before it:
 - :mod:`~symbolic.train.network`: generated layers stacked under a cost, and their init;
 - :mod:`~symbolic.train.optim`: optimizers and learning-rate schedules;
 - :mod:`~symbolic.train.checkpoint`: a run's state and its checkpoint file;
+- :mod:`~symbolic.train.distributed`: a process's place in a data-parallel run, its
+  device, its process group;
+- :mod:`~symbolic.train.engine`: what computes the steps, and the NumPy engine;
+- :mod:`~symbolic.train.torch_network`, :mod:`~symbolic.train.torch_engine`: the torch
+  cells stacked, and the torch engine (imported only by a torch run);
+- :mod:`~symbolic.train.launch`: ``--nproc N``: N processes started and watched;
 - :mod:`~symbolic.train.result`, :mod:`~symbolic.train.plot`: what a run reports;
 - :mod:`~symbolic.train.loop`: :func:`train`, the loop;
 - :mod:`~symbolic.train.cli`: the options and :func:`main`.

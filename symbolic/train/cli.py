@@ -15,6 +15,7 @@ from typing import Any
 from symbolic import write
 from symbolic.train.cells import cells
 from symbolic.train.config import BACKENDS, DTYPES, OPTIMIZERS, READOUTS, SCHEDULES, Config
+from symbolic.train.distributed import rank_from_env
 from symbolic.train.errors import TrainError
 from symbolic.train.loop import train
 from symbolic.train.models import COMMON_DEFAULTS, ModelRecord, model_choices, records
@@ -92,7 +93,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="the spec of the hidden layers: recurrent for digits-rows and adding (grn), "
         "feedforward for mlp (dense_sigmoid)",
     )
-    parser.add_argument("--backend", choices=BACKENDS, help="generated modules to use (numpy)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="generated modules to use (numpy); torch: the cells' nn.Module (jax: see the README)",
+    )
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -138,6 +143,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="stop after this many steps (checkpointed; --resume continues)",
     )
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        help="torch: train data-parallel in N processes on this machine (under torchrun: "
+        "its processes)",
+    )
+    parser.add_argument(
+        "--device", help="torch: cpu, cuda or cuda:N (each process's CUDA device if present)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plot", action="store_true", help="do not save the plot")
 
@@ -167,6 +181,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         out=args.out,
         resume=args.resume,
         stop_after=args.stop_after,
+        nproc=args.nproc,
+        device=args.device,
         progress=not args.no_progress,
         plot=not args.no_plot,
     )
@@ -174,11 +190,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def main(args: argparse.Namespace) -> int:
     """``derivgen train``: 0 when the run finished or stopped as asked, 1 when it
-    diverged, 2 on a bad configuration."""
+    diverged, 2 on a bad configuration (or a failed process of a distributed run).
+    In a group of processes (torchrun), process 0 prints the summary."""
     try:
         result = train(config_from_args(args))
+        speaks = rank_from_env() == 0
     except TrainError as exc:
         print(f"derivgen train: error: {exc}", file=sys.stderr)
         return 2
-    print(result.summary())
+    if speaks:
+        print(result.summary())
     return 1 if result.status == "diverged" else 0

@@ -26,6 +26,12 @@ SCHEDULES = ("constant", "cosine")
 READOUTS = ("last", "every")
 DTYPES = ("float32", "float64")
 GATE_BIAS_MODES = ("auto", "none", "chrono")
+# The backend whose modules take torch tensors: its runs have their own engine
+# (symbolic.train.torch_engine), and may use several processes (torch.distributed).
+# Every other backend whose modules take a framework's tensors (its registry entry has
+# an ``adapt``) is trained from a user's code (README, "Three ways to train"); one that
+# takes NumPy arrays trains with the NumPy engine.
+TORCH = "torch"
 # Independent random streams derived from the seed: the layers' init, the gate biases,
 # the shuffling. Changing how one is drawn leaves the others as they were.
 STREAM_LAYERS, STREAM_GATES, STREAM_SHUFFLE = 0, 1, 2
@@ -71,7 +77,8 @@ class Config:
         cell: The spec of the hidden layers: a recurrent spec for ``digits-rows`` and
             ``adding`` (default ``grn``), a feedforward one for ``mlp`` (default
             ``dense_sigmoid``); any built-in spec of that kind with generated modules.
-        backend: ``numpy`` or ``numba``: which generated modules to import.
+        backend: ``numpy``, ``numba`` or ``torch``: which generated modules to import
+            (``torch``: the cells' ``torch.nn.Module``, :mod:`symbolic.train.torch_engine`).
         optimizer: ``sgd`` (with momentum) or ``adam``.
         lr: Learning rate (the peak one with a schedule).
         schedule: ``constant``, or ``cosine``: decay to 0 over the run (the lr of step s
@@ -103,10 +110,16 @@ class Config:
         resume: Continue the checkpoint in ``out``.
         stop_after: Stop (with a checkpoint) after this many steps in this run, as if
             interrupted; ``resume`` continues.
+        nproc: Processes of a data-parallel torch run on this machine (None or 1: one;
+            under ``torchrun``, its ``WORLD_SIZE`` instead): each takes its shard of
+            every batch (:mod:`symbolic.train.distributed`).
+        device: The torch device (``cpu``, ``cuda``, ``cuda:1``); None: each process's
+            CUDA device when CUDA is present, the CPU otherwise.
         progress: Show the progress bar on stderr.
         plot: Save the loss and accuracy/MSE plot.
-        blas_threads: BLAS threads while training; the matrices here are small, so one
-            thread avoids synchronisation costs that exceed the work.
+        blas_threads: BLAS threads while training (and torch's threads, at most, in a
+            torch run); the matrices here are small, so one thread avoids
+            synchronisation costs that exceed the work.
     """
 
     model: str | None = None
@@ -131,6 +144,8 @@ class Config:
     out: Path | None = None
     resume: bool = False
     stop_after: int | None = None
+    nproc: int | None = None
+    device: str | None = None
     progress: bool = True
     plot: bool = True
     blas_threads: int | None = 1
@@ -167,12 +182,13 @@ class Config:
     def validate(self) -> None:
         """Raise :class:`TrainError` naming the first bad field."""
         self._check_choices()
+        self._check_backend()
         self._check_numbers()
         self._check_gate_bias()
 
     def _check_choices(self) -> None:
         choices = {
-            "backend": BACKENDS,
+            "backend": backends.names(),
             "optimizer": OPTIMIZERS,
             "schedule": SCHEDULES,
             "readout": READOUTS,
@@ -183,6 +199,21 @@ class Config:
                 raise TrainError(
                     f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}"
                 )
+
+    def _check_backend(self) -> None:
+        if self.backend != TORCH and backends.get(self.backend).adapt is not None:
+            raise TrainError(
+                f"backend {self.backend}: derivgen train runs the NumPy, Numba and torch "
+                f"modules; train with generated/<spec>_{self.backend}.py from your own code "
+                '(the README\'s "Three ways to train" shows how: for jax, apply, jax.grad and an '
+                "update under jit)"
+            )
+        if self.nproc is not None and self.nproc < 1:
+            raise TrainError(f"nproc: expected a positive number, got {self.nproc}")
+        torch_only = {"nproc": (self.nproc or 1) > 1, "device": self.device is not None}
+        for name, given in torch_only.items():
+            if given and self.backend != TORCH:
+                raise TrainError(f"{name}: needs --backend torch (the backend is {self.backend})")
 
     def _check_numbers(self) -> None:
         record = self.record

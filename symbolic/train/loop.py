@@ -1,23 +1,28 @@
 """The training loop: :func:`train` sets a run up (new, or resumed from its checkpoint),
-steps through the epochs, scores the test set at each epoch's end, checkpoints, stops
-cleanly on divergence or interruption, and reports a :class:`~symbolic.train.result.Result`.
+steps through the epochs with its engine (NumPy, or torch: :mod:`symbolic.train.engine`),
+scores the test set at each epoch's end, checkpoints, stops cleanly on divergence or
+interruption, and reports a :class:`~symbolic.train.result.Result`. A run of several
+processes is each process running this loop on its shard (process 0 writes the files);
+:func:`train` starts them for ``--nproc`` (:mod:`symbolic.train.launch`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import math
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
 from symbolic import write
 from symbolic.progress import Progress
+from symbolic.train import distributed
 from symbolic.train.checkpoint import (
     CHECKPOINT,
     Checkpoint,
@@ -26,12 +31,14 @@ from symbolic.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from symbolic.train.config import STREAM_SHUFFLE, Config, default_out, merge_resume
+from symbolic.train.config import STREAM_SHUFFLE, TORCH, Config, default_out, merge_resume
 from symbolic.train.data import Dataset, one_hot
-from symbolic.train.errors import TrainError
+from symbolic.train.engine import NumpyEngine
+from symbolic.train.errors import Diverged, TrainError
+from symbolic.train.launch import launch
 from symbolic.train.models import DEFAULT_MODEL
 from symbolic.train.network import Network, build_network, init_params
-from symbolic.train.optim import Optimizer, global_norm, learning_rate, make_optimizer
+from symbolic.train.optim import learning_rate, make_optimizer
 from symbolic.train.plot import PLOT, save_plot
 from symbolic.train.result import SUMMARY, Result, format_metric
 
@@ -63,6 +70,10 @@ def evaluate(
 def train(config: Config, *, stream: IO[str] | None = None) -> Result:
     """Train (or resume) a model as ``config`` says.
 
+    With ``config.nproc`` > 1 (torch backend), the run is ``nproc`` new processes
+    (:mod:`symbolic.train.launch`), data-parallel; in a process that ``torchrun`` (or
+    such a launch) started, it is this process's part of the group's run.
+
     Args:
         config: What to train; ``None`` fields take the model's defaults.
         stream: Where the progress bar and notes go (default stderr).
@@ -72,21 +83,32 @@ def train(config: Config, *, stream: IO[str] | None = None) -> Result:
         ``stop_after`` or diverged (non-finite loss or gradient).
 
     Raises:
-        TrainError: A bad configuration, or a checkpoint that does not fit it.
+        TrainError: A bad configuration, a checkpoint that does not fit it, or a process
+            of a distributed run that failed.
     """
     stream = sys.stderr if stream is None else stream
-    config, saved = _configure(config, stream)
+    place = distributed.place_from_env()
+    launching = place is None and (config.nproc or 1) > 1
+    if launching or (place is not None and place.rank != 0):
+        # One process speaks: process 0 (here, the launched one).
+        stream = io.StringIO()
+    given, (config, saved) = config, _configure(config, stream)
+    distributed.check_place(place, config.backend, config.nproc)
     try:  # before any work: an unwritable --out fails now, not at the first checkpoint
         write.check_folder(config.out)
     except write.WriteError as exc:
         raise TrainError(str(exc)) from None
+    if launching:
+        return _launched(given, config)
     data = load_data(config)
-    network = build_network(config, data)
+    network = build_network(_numpy_modules(config), data)
     if saved is not None:
         state = _resumed_state(config, saved, network, data, stream)
     else:
         state = _new_state(config, network, data)
+    engine = _engine(config, network, data, place)
     with contextlib.ExitStack() as stack:
+        stack.callback(engine.close)
         # Overflow is detected and reported as divergence: numpy's warnings would only
         # repeat it, from inside the generated modules.
         stack.enter_context(np.errstate(over="ignore", invalid="ignore"))
@@ -94,7 +116,53 @@ def train(config: Config, *, stream: IO[str] | None = None) -> Result:
             from threadpoolctl import threadpool_limits
 
             stack.enter_context(threadpool_limits(limits=config.blas_threads, user_api="blas"))
-        return _Run(config, data, network, state, saved is not None, stream).run()
+        state = engine.adopt(state)
+        return _Run(config, data, network, engine, state, saved is not None, stream).run()
+
+
+def _numpy_modules(config: Config) -> Config:
+    """The configuration whose network of NumPy (or Numba) modules the run builds: a
+    torch run's is the NumPy one, for its init, its layout and the test set's scores."""
+    if config.backend != TORCH:
+        return config
+    return dataclasses.replace(config, backend="numpy")
+
+
+def _engine(config: Config, network: Network, data: Dataset, place: distributed.Place | None):
+    """The engine that computes the steps (:mod:`symbolic.train.engine`)."""
+    targets = _targets(data, data.y_train, np.dtype(config.dtype))
+    if config.backend != TORCH:
+        return NumpyEngine(network, data, targets)
+    try:
+        from symbolic.train.torch_engine import TorchEngine
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        raise TrainError(
+            "backend torch: torch is not installed (pip install 'derivgen[torch]')"
+        ) from None
+    return TorchEngine(config, network, data, targets, place)
+
+
+def _launched(given: Config, config: Config) -> Result:
+    """The result of a run in ``config.nproc`` new processes (process 0's): each is
+    given the options as given (each resolves them, and resumes, itself)."""
+    fields = launch(run_in_group, given, config.nproc)
+    network = build_network(_numpy_modules(config), load_data(config))
+    return Result(**fields, network=network)
+
+
+def run_in_group(config: Config) -> dict[str, Any] | None:
+    """What a process of a launched run does: its part of the run; process 0 returns
+    its result's fields (all but the network, which the parent rebuilds)."""
+    result = train(config)
+    if distributed.rank_from_env() != 0:
+        return None
+    return {
+        field.name: getattr(result, field.name)
+        for field in dataclasses.fields(result)
+        if field.name != "network"
+    }
 
 
 def _configure(config: Config, stream: IO[str]) -> tuple[Config, Checkpoint | None]:
@@ -140,45 +208,6 @@ def _new_state(config: Config, network: Network, data: Dataset) -> TrainState:
     )
 
 
-class _Diverged(Exception):
-    """Raised inside the loop when a cost, a gradient or a parameter is not finite."""
-
-
-def train_step(
-    network: Network,
-    params: dict[str, np.ndarray],
-    optimizer: Optimizer,
-    x: np.ndarray,
-    target: np.ndarray,
-    lr: float,
-    clip: float = 0.0,
-) -> float:
-    """One minibatch step: forward, cost, backward, clipping, update (in place).
-
-    Returns:
-        The minibatch's cost (before the update).
-
-    Raises:
-        _Diverged: The cost or the gradient is not finite; ``params`` are unchanged.
-    """
-    out, caches = network.forward(params, x)
-    cost, dout = network.loss(out, target)
-    if not math.isfinite(cost):
-        raise _Diverged(f"the loss became {cost} at step {optimizer.t + 1}")
-    grads = network.backward(params, caches, dout)
-    norm = global_norm(grads)
-    if not math.isfinite(norm):
-        raise _Diverged(f"the gradient norm became {norm} at step {optimizer.t + 1}")
-    if clip and norm > clip:
-        # One scale for all gradients keeps the update's direction (global-norm clipping).
-        scale = out.dtype.type(clip / norm)
-        # Not in place: a backend may hand out arrays it still holds.
-        grads = {key: grad * scale for key, grad in grads.items()}
-    optimizer.lr = lr
-    optimizer.step(params, grads)
-    return cost
-
-
 class _Run:
     """One run of :func:`train`, set up: steps, evaluations at epoch ends, checkpoints,
     then the figures, the plot and ``summary.json``.
@@ -186,8 +215,10 @@ class _Run:
     Args:
         config: The resolved configuration.
         data: The model's data set.
-        network: The network, built for ``data``.
-        state: Where the run starts (step 0, or the checkpoint's).
+        network: The network, built for ``data`` (of NumPy modules: it scores the test set).
+        engine: What computes the steps (:mod:`symbolic.train.engine`); only its process
+            0 writes files and shows the progress bar.
+        state: Where the run starts (step 0, or the checkpoint's), adopted by ``engine``.
         resumed: Whether ``state`` was read from the checkpoint (it is then on disk).
         stream: Where the progress bar and notes go.
     """
@@ -197,11 +228,13 @@ class _Run:
         config: Config,
         data: Dataset,
         network: Network,
+        engine: Any,
         state: TrainState,
         resumed: bool,
         stream: IO[str],
     ) -> None:
-        self.config, self.data, self.network = config, data, network
+        self.config, self.data, self.network, self.engine = config, data, network, engine
+        self.writer = engine.rank == 0
         self.state, self.history, self.stream = state, state.history, stream
         self.per_epoch = -(-data.n_train // config.batch_size)
         self.total = config.steps or config.epochs * self.per_epoch
@@ -213,11 +246,14 @@ class _Run:
         self.checkpoint = config.out / CHECKPOINT
         # The step of the checkpoint on disk, if there is one.
         self.saved_step = state.step if resumed else None
-        self.targets = _targets(data, data.y_train, np.dtype(config.dtype))
         self.metric = config.record.metric
         self.start = time.perf_counter()
         self.bar = Progress(
-            self.total, config.model, stream=stream, enabled=config.progress, initial=state.step
+            self.total,
+            config.model,
+            stream=stream,
+            enabled=config.progress and self.writer,
+            initial=state.step,
         )
 
     def run(self) -> Result:
@@ -233,8 +269,13 @@ class _Run:
             while self.state.step < self.stop_at:
                 running = self._steps()
                 self._epoch_end(running)
-        except _Diverged as exc:
+        except Diverged as exc:
             return "diverged", f"{exc}; stopped without saving: {self._last_good()}"
+        except TrainError as exc:  # a process of the group was lost
+            last = f"step {self.saved_step}" if self.saved_step is not None else "none yet"
+            raise TrainError(
+                f"{exc}; last checkpoint: {self.checkpoint} ({last}); continue with --resume"
+            ) from None
         except KeyboardInterrupt:
             self.bar.close()
             last = f"step {self.saved_step}" if self.saved_step is not None else "none yet"
@@ -251,20 +292,17 @@ class _Run:
     def _steps(self) -> float:
         """The steps to the end of the epoch (or to ``stop_at``); returns the epoch's mean
         training cost so far."""
-        state, config, data = self.state, self.config, self.data
+        state, config = self.state, self.config
         epoch, position = divmod(state.step, self.per_epoch)
         if position == 0:
-            state.order = state.rng.permutation(data.n_train)
+            state.order = state.rng.permutation(self.data.n_train)
         # The running loss of the epoch, including the steps before a resume.
         running = float(np.sum(self.history.step_loss[epoch * self.per_epoch :]))
         end = min(self.per_epoch, position + self.stop_at - state.step)
         for index in range(position, end):
             rows = state.order[index * config.batch_size : (index + 1) * config.batch_size]
-            x = data.x_train[:, rows] if data.sequential else data.x_train[rows]
             lr = learning_rate(config, state.step, self.total)
-            cost = train_step(
-                self.network, state.params, state.optimizer, x, self.targets[rows], lr, config.clip
-            )
+            cost = self.engine.step(state, rows, lr, config.clip)
             state.step += 1
             self.history.step_loss.append(cost)
             running += cost
@@ -274,25 +312,25 @@ class _Run:
     def _epoch_end(self, running: float) -> None:
         """After a stretch of steps: check the parameters, evaluate at an epoch's end (or
         the run's), checkpoint at an epoch's end (or where this run stops)."""
-        step = self.state.step
-        if not all(np.all(np.isfinite(p)) for p in self.state.params.values()):
-            raise _Diverged(f"a parameter became non-finite by step {step}")
+        step, view = self.state.step, self.engine.snapshot(self.state)
+        if not all(np.all(np.isfinite(p)) for p in view.params.values()):
+            raise Diverged(f"a parameter became non-finite by step {step}")
         if step % self.per_epoch == 0 or step >= self.total:
-            self._evaluate()
+            self._evaluate(view.params)
             self.bar.update(0, **self._shown(running))
         if step % self.per_epoch == 0 or step >= self.stop_at:
-            save_checkpoint(
-                self.checkpoint, self.config, self.state, time.perf_counter() - self.start
-            )
+            if self.writer:
+                elapsed = time.perf_counter() - self.start
+                save_checkpoint(self.checkpoint, self.config, view, elapsed)
             self.saved_step = step
 
-    def _evaluate(self) -> None:
+    def _evaluate(self, params: dict[str, np.ndarray]) -> None:
         """Score the test set and add a row to the history's evaluations."""
         step, history = self.state.step, self.history
         last_eval = int(history.evals[-1][0]) if history.evals else 0
-        test_loss, test_metric = evaluate(self.network, self.state.params, self.data, self.metric)
+        test_loss, test_metric = evaluate(self.network, params, self.data, self.metric)
         if not math.isfinite(test_loss):
-            raise _Diverged(f"the test loss became {test_loss} by step {step}")
+            raise Diverged(f"the test loss became {test_loss} by step {step}")
         train_loss = float(np.mean(history.step_loss[last_eval:]))
         history.evals.append((step, step / self.per_epoch, train_loss, test_loss, test_metric))
 
@@ -317,7 +355,7 @@ class _Run:
 
     def _finish(self, status: str, message: str, wall: float) -> Result:
         """The run's result, with its plot and ``summary.json`` written."""
-        params, step = self.state.params, self.state.step
+        params, step = self.engine.snapshot(self.state).params, self.state.step
         if status == "diverged":
             # Report the last good parameters (those on disk), not the ones that blew up.
             if self.saved_step is not None:
@@ -329,7 +367,7 @@ class _Run:
             message = f"stopped after step {step} of {self.total}: continue with --resume"
         train_loss, test_loss, test_metric = self._figures(status, params, step)
         plot = None
-        if self.config.plot and self.history.step_loss:
+        if self.config.plot and self.history.step_loss and self.writer:
             plot = self.config.out / PLOT
             save_plot(plot, self.config, self.history, self.metric, self.per_epoch)
         result = Result(
@@ -350,8 +388,9 @@ class _Run:
             history=self.history,
             network=self.network,
         )
-        text = json.dumps(result.to_json(), indent=2) + "\n"
-        write.atomic_write(self.config.out / SUMMARY, text)
+        if self.writer:
+            text = json.dumps(result.to_json(), indent=2) + "\n"
+            write.atomic_write(self.config.out / SUMMARY, text)
         return result
 
     def _figures(

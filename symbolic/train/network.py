@@ -38,9 +38,9 @@ def load_module(spec: str, backend: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name not in (name, "numba"):
+        if exc.name not in (name, "numba", "torch"):
             raise
-        what = "numba is not installed" if exc.name == "numba" else f"no module {name}"
+        what = f"{exc.name} is not installed" if exc.name != name else f"no module {name}"
         raise TrainError(
             f"backend {backend}: cannot import {name} ({what}); "
             f"run `derivgen generate --backend {backend}` or use --backend numpy"
@@ -95,6 +95,12 @@ class Network:
         recurrent = [i for i, layer in enumerate(layers) if layer.recurrent]
         self.sequential = bool(recurrent)
         self._select_last = recurrent[-1] if recurrent and readout == "last" else None
+
+    @property
+    def last_step_layer(self) -> int | None:
+        """The layer whose last step alone reaches the layers above it (the top recurrent
+        one, with the ``last`` readout); None when every step does."""
+        return self._select_last
 
     def describe(self) -> str:
         """``"64 -> dense_sigmoid 64 -> dense_sigmoid 10, squared_error"``."""

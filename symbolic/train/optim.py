@@ -2,7 +2,10 @@
 gradient's global norm.
 
 An optimizer updates the flat parameter dict in place; its state is a dict of arrays per
-slot (``velocity``; ``m`` and ``v``), which the checkpoint saves as it is.
+slot (``velocity``; ``m`` and ``v``), which the checkpoint saves as it is. The same update
+rules run on NumPy arrays and on torch tensors (the torch engine's parameters, updated
+under ``torch.no_grad``), with the same operations in the same order, so a torch run
+follows a NumPy run to rounding; nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ class Optimizer:
     def _slot(self, slot: str, key: str, like: np.ndarray) -> np.ndarray:
         store = self.state[slot]
         if key not in store:
-            store[key] = np.zeros_like(like)
+            store[key] = (
+                np.zeros_like(like) if isinstance(like, np.ndarray) else like.new_zeros(like.shape)
+            )
         return store[key]
 
 
@@ -95,7 +100,8 @@ class Adam(Optimizer):
             m += (1 - beta1) * grad
             v *= beta2
             v += (1 - beta2) * grad * grad
-            params[key] -= step_size * m / (np.sqrt(v) + self.eps)
+            root = np.sqrt(v) if isinstance(v, np.ndarray) else v.sqrt()
+            params[key] -= step_size * m / (root + self.eps)
 
 
 def make_optimizer(config: Config) -> Optimizer:
@@ -113,9 +119,14 @@ def learning_rate(config: Config, step: int, total: int) -> float:
 
 
 def global_norm(grads: dict[str, np.ndarray]) -> float:
-    """The L2 norm of all gradients together (in float64: float32 squares overflow)."""
+    """The L2 norm of all gradients together (in float64: float32 squares overflow), of
+    NumPy arrays or of torch tensors."""
     total = 0.0
     for grad in grads.values():
-        flat = grad.ravel().astype(np.float64, copy=False)
-        total += float(np.dot(flat, flat))
+        if isinstance(grad, np.ndarray):
+            flat = grad.ravel().astype(np.float64, copy=False)
+            total += float(np.dot(flat, flat))
+        else:
+            flat = grad.reshape(-1).double()
+            total += float(flat @ flat)
     return math.sqrt(total)

@@ -1,4 +1,4 @@
-"""Helpers shared by the training tests (tests/train): short silent configurations, the
+"""Helpers shared by the training tests (tests/train): short silent configurations
 and the small runs several tests start from (the in-process command: tests/cli_helpers.py)."""
 
 from __future__ import annotations
