@@ -91,9 +91,9 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from symbolic.tour import main as tour_main
+    from symbolic.run import main as run_main
 
-    return tour_main(args)
+    return run_main(args)
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
@@ -165,7 +165,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         ),
         "bench": ("symbolic.bench", "benchmark generated code against other tools", _cmd_bench),
         "run": (
-            "symbolic.tour",
+            "symbolic.run",
             "the main job: verify the paper, check generated/, train the MLP and GRN",
             _cmd_run,
         ),

@@ -1,17 +1,17 @@
-"""The tour, ``derivgen run`` (symbolic/tour.py): verify, check, train the MLP and the GRN."""
+"""The main job, ``derivgen run`` (symbolic/run.py): verify, check, train the MLP and the GRN."""
 
 from __future__ import annotations
 
 import argparse
 
-from symbolic import tour
+from symbolic import run
 from symbolic.train.plot import PLOT
 from symbolic.verify import Finding
 
 
 def tour_args(tmp_path, *extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    tour.add_arguments(parser)
+    run.add_arguments(parser)
     return parser.parse_args(["--quick", "--no-progress", "--out", str(tmp_path), *extra])
 
 
@@ -23,11 +23,11 @@ def test_tour_quick(tmp_path, capsys, monkeypatch):
         Finding("b", 9, "y", "fails", corrected="z"),
         Finding("c", 12, "w", "holds-locally", corrected="v"),
     ]
-    monkeypatch.setattr(tour, "run_verification", lambda: tour.summarise_findings(findings, 0.5))
+    monkeypatch.setattr(run, "run_verification", lambda: run.summarise_findings(findings, 0.5))
     monkeypatch.setattr(
-        tour, "run_check", lambda: tour.Step("generated modules", True, "current", 0.1)
+        run, "run_check", lambda: run.Step("generated modules", True, "current", 0.1)
     )
-    assert tour.main(tour_args(tmp_path)) == 0
+    assert run.main(tour_args(tmp_path)) == 0
     out = capsys.readouterr().out
     assert "3 formulas: 1 holds, 1 holds-locally, 1 fails" in out
     assert "line   9  fails" in out
@@ -47,9 +47,9 @@ def test_tour_reports_a_failed_step_and_goes_on(tmp_path, capsys, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_paper)
-    monkeypatch.setattr(tour, "run_check", lambda: tour.Step("generated modules", True, "ok", 0))
-    monkeypatch.setattr(tour, "TOUR_MODELS", tour.TOUR_MODELS[:1])
-    assert tour.main(tour_args(tmp_path)) == 1
+    monkeypatch.setattr(run, "run_check", lambda: run.Step("generated modules", True, "ok", 0))
+    monkeypatch.setattr(run, "TOUR_MODELS", run.TOUR_MODELS[:1])
+    assert run.main(tour_args(tmp_path)) == 1
     out = capsys.readouterr().out
     assert "FAILED: could not run: ImportError: symbolic.verify is being written" in out
     assert "MLP on digits" in out
