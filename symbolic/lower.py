@@ -66,8 +66,8 @@ def lower(derivation: Derivation) -> Kernel:
         recurrence=recurrence,
         affine=affine,
     )
-    kernel.scan = plan_scan(kernel)
     kernel.adjoint_scan = adjoint_scan(kernel)
+    kernel.scan = plan_scan(kernel)
     return kernel
 
 

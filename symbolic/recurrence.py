@@ -26,6 +26,7 @@ from symbolic.ir import (
     Kernel,
     MatVec,
     Scan,
+    Stmt,
     names,
     reads,
 )
@@ -96,35 +97,38 @@ def plan_scan(kernel: Kernel) -> Scan | None:
 
     It applies to one state whose next value is the output, when the state's adjoint
     within a step is A_t times the output's adjoint (true of h_t = A_t*h_{t-1} + b_t:
-    the state enters the step only through A_t*h).
+    the state enters the step only through A_t*h): its one coefficient in the adjoint
+    step's one seed (:func:`adjoint_scan`, run first) is A_t.
     """
     cell = kernel.cell
-    if kernel.recurrence != AFFINE or len(cell.states) != 1:
+    adjoints = kernel.adjoint_scan
+    if kernel.recurrence != AFFINE or len(cell.states) != 1 or adjoints is None:
         return None
     ((state, target),) = cell.states.items()
-    if target != cell.output or any(
-        isinstance(s, MatVec) for s in kernel.forward + kernel.backward
-    ):
+    seed = naming.adjoint(cell.output)
+    if target != cell.output or adjoints.seeds != [seed]:
         return None
     coeff, offset = kernel.affine[state]
-    dependent = {state}
-    before, after = [], []
-    for stmt in kernel.forward:
-        if {s.name for s in stmt.expr.free_symbols} & dependent:
-            dependent.add(stmt.target)
-            after.append(stmt)
-        else:
-            before.append(stmt)
-    seed = naming.adjoint(cell.output)
-    adjoint = naming.adjoint(state)
-    body = [s for s in kernel.backward if s.target != seed]
-    defs = {sp.Symbol(s.target): s.expr for s in kernel.backward}
-    dh = sp.Symbol(adjoint)
-    while dh.free_symbols & (defs.keys() - {sp.Symbol(seed)}):
-        dh = dh.xreplace({k: v for k, v in defs.items() if k.name != seed})
-    if sp.expand(dh - coeff * sp.Symbol(seed)) != 0:
+    if sp.expand(adjoints.expanded(naming.adjoint(state), seed) - coeff) != 0:
         return None
+    before, after = state_free(kernel.forward, {state})
+    body = [s for s in kernel.backward if s.target != seed]
     return Scan(state, coeff, offset, before, after, body)
+
+
+def state_free(stmts: list[Stmt], states: set[str]) -> tuple[list[Assign], list[Stmt]]:
+    """``(free, dependent)``: the elementwise statements of a step that read no state,
+    directly or through another statement (computable for every step at once, before
+    the time loop), and the others (a product stays in the loop), each in order."""
+    dependent = set(states)
+    free, rest = [], []
+    for stmt in stmts:
+        if isinstance(stmt, Assign) and not reads(stmt) & dependent:
+            free.append(stmt)
+        else:
+            dependent.add(stmt.target)
+            rest.append(stmt)
+    return free, rest
 
 
 # --- the adjoint step as coefficients times seeds ----------------------------------------

@@ -12,7 +12,7 @@ import sympy as sp
 from hypothesis import HealthCheck, given, settings
 from spec_strategies import cells
 
-from symbolic import generate, naming, parse
+from symbolic import generate, naming, parse, recurrence
 from symbolic.bench import reference
 from symbolic.derive import derive
 from symbolic.ir import COUPLED, DIAGONAL, Assign, MatVec
@@ -194,3 +194,37 @@ def test_random_cells_have_coefficients_unless_coupled(example):
     assert (kernel.adjoint_scan is None) == coupled(kernel)
     if kernel.adjoint_scan is not None:
         decomposes(kernel)
+
+
+# --- the parallel scan reads the same coefficients; the state-free statements ---------
+
+
+def test_mingru_scan_coefficient_is_its_adjoint_coefficient():
+    """minGRU, h_t = (1 - z_t) h_{t-1} + z_t hc_t: A_t = 1 - z_t, by hand, is both the
+    affine coefficient the scan runs and the adjoint's dh = (1 - z) da."""
+    kernel = kernel_of(SPECS["mingru"])
+    z = sp.Symbol("z")
+    assert sp.expand(kernel.scan.coeff - (1 - z)) == 0
+    assert sp.expand(kernel.adjoint_scan.expanded("dh", "da") - (1 - z)) == 0
+    assert [st.target for st in kernel.scan.after] == ["a"]
+
+
+def test_a_step_that_is_not_affine_gets_no_scan():
+    kernel = kernel_of(Path(__file__).parent / "regressions" / "step_is_not_affine.toml")
+    assert kernel.scan is None and kernel.adjoint_scan is not None
+
+
+def test_state_free_statements():
+    """What reads no state, even through another statement, is free; a product stays in
+    the loop."""
+    x, h = sp.symbols("x h")
+    stmts = [
+        Assign("p", 2 * x, ""),
+        Assign("q", h * x, ""),
+        Assign("r", sp.Symbol("q") + 1, ""),
+        MatVec("m", "W", "p", False, ""),
+        Assign("s", sp.Symbol("p") ** 2, ""),
+    ]
+    free, rest = recurrence.state_free(stmts, {"h"})
+    assert [st.target for st in free] == ["p", "s"]
+    assert [st.target for st in rest] == ["q", "r", "m"]

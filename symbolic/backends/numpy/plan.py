@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from symbolic import ir, naming, passes
+from symbolic import ir, naming, passes, recurrence
 from symbolic.backends.numpy import printer, ufuncs
 from symbolic.backends.numpy.nodes import (
     Alloc,
@@ -408,15 +408,8 @@ def _recurrent_forward(kernel: Kernel) -> _RecurrentForward:
     forward = passes.inline_single_use(kernel.forward, keep)
     projections = {s.target for s in kernel.pre}
 
-    # Which statements are free of the state: whole statements computed before the loop.
-    dependent = set(states)
-    early, step = [], []
-    for st in forward:
-        if isinstance(st, Assign) and not (ir.reads(st) & dependent):
-            early.append(st)
-        else:
-            dependent.add(st.target)
-            step.append(st)
+    # The statements free of the state: whole statements computed before the loop.
+    early, step = recurrence.state_free(forward, set(states))
     varying = projections | {st.target for st in early}
     hoister = ufuncs.Hoister(params, varying)
     step_exprs = {}
