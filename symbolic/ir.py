@@ -5,8 +5,9 @@
 - :class:`ParamGrad`: a parameter's gradient as a reduction over lanes and steps;
 - :class:`Derivation`: the output of reverse mode (:mod:`symbolic.derive`);
 - :class:`CostDerivation`: a cost and its derivative by the prediction;
-- :class:`Kernel` and :class:`Scan`: the output of lowering (:mod:`symbolic.lower`), what a
-  backend lays out.
+- :class:`Kernel`, with :class:`Scan` and :class:`AdjointScan` (the recurrence analysis'
+  data, :mod:`symbolic.recurrence`): the output of lowering (:mod:`symbolic.lower`), what
+  a backend lays out.
 
 Every value prints as the program it stands for (``derivgen generate --show STAGE``), and
 :func:`reads` and :func:`targets` are the one definition of what a statement reads and
@@ -199,6 +200,66 @@ class Scan:
 
 
 @dataclass
+class AdjointScan:
+    """The adjoint step of a diagonal recurrence as coefficients times seeds: the data a
+    backend's backward scan emits (:func:`symbolic.recurrence.adjoint_scan`).
+
+    Reverse mode is linear in the adjoints: each adjoint of a step is a sum over a few
+    seeds of a coefficient times the seed, the coefficients functions of forward values
+    and parameters only. A backend can compute the coefficients of many steps at once
+    and run only the seeds in sequence (the GRN: ``dh = _dh_per_da * da``).
+
+    Attributes:
+        upstream: The output's upstream gradient (``da_in``).
+        seed_out: The output's adjoint (``da``).
+        out_state: The state whose next value is the output, if any.
+        combined: When the output is a state's next value and its adjoint is
+            ``upstream + carried``: that statement (the sum is the seed ``seed_out``,
+            computed in the scan).
+        seeds: The seeds, in order: the output's adjoint (or its upstream gradient) first,
+            then the carried adjoints of the other states.
+        programs: The statements computing the coefficients, in order: values free of
+            every seed first, then each seed's coefficients.
+        coeff: ``adjoint -> seed -> coefficient`` for each state's adjoint and each
+            adjoint the gradients read after the loop: a program's target, a forward
+            value or parameter, or a number.
+        known: ``(Assign(adjoint, coefficient, comment), seed)`` for the adjoints whose
+            coefficient is a value the code already has (no program computes it).
+    """
+
+    upstream: str
+    seed_out: str
+    out_state: str | None
+    combined: Assign | None
+    seeds: list[str]
+    programs: list[Assign]
+    coeff: dict[str, dict[str, sp.Expr]]
+    known: list[tuple[Assign, str]]
+
+    def expanded(self, adjoint: str, seed: str) -> sp.Expr:
+        """The coefficient of ``adjoint`` in ``seed`` with every program inlined: an
+        expression in forward values and parameters."""
+        defs = {sp.Symbol(st.target): st.expr for st in self.programs}
+        expr = self.coeff[adjoint][seed]
+        while expr.free_symbols & defs.keys():
+            expr = expr.xreplace(defs)
+        return expr
+
+    def __str__(self) -> str:
+        lines = [f"# seeds: {', '.join(self.seeds)}"]
+        if self.combined is not None:
+            lines.append(f"{self.seed_out} = {self.combined.expr} (in the scan)")
+        lines.append("# coefficients (every step at once)")
+        lines += [str(st) for st in self.programs]
+        for st, seed in self.known:
+            lines.append(f"# {st.target} = {st.expr}*{seed}")
+        for adjoint in sorted(self.coeff):
+            terms = [f"({c})*{s}" for s, c in self.coeff[adjoint].items() if c != 0]
+            lines.append(f"{adjoint} = {' + '.join(terms) or '0'}")
+        return "\n".join(lines)
+
+
+@dataclass
 class Kernel:
     """Everything a backend lays out, still as SymPy (printing comes next).
 
@@ -216,6 +277,8 @@ class Kernel:
         recurrence: :data:`DIAGONAL`, :data:`COUPLED`, :data:`AFFINE` or :data:`NONE`.
         affine: For an affine recurrence ``h_t = A_t*h_{t-1} + b_t``: state -> (A, b).
         scan: Its parallel-scan form, when it has one.
+        adjoint_scan: A diagonal recurrence's adjoint step as coefficients times seeds
+            (None for a feedforward cell or a matrix-coupled recurrence).
     """
 
     derivation: Derivation
@@ -230,6 +293,7 @@ class Kernel:
     recurrence: str
     affine: dict[str, tuple[sp.Expr, sp.Expr]] = field(default_factory=dict)
     scan: Scan | None = None
+    adjoint_scan: AdjointScan | None = None
 
     @property
     def cell(self) -> Cell:
@@ -256,6 +320,9 @@ class Kernel:
         if self.scan is not None:
             lines.append("# parallel scan")
             lines.append(str(self.scan))
+        if self.adjoint_scan is not None:
+            lines.append("# adjoint step as coefficients times seeds")
+            lines.append(str(self.adjoint_scan))
         return "\n".join(lines)
 
 

@@ -3,8 +3,9 @@
 Input: a :class:`~symbolic.ir.Derivation`. Output: a :class:`~symbolic.ir.Kernel`: ordered
 statement lists for the forward step and the adjoint step, what crosses between them
 (the forward values the backward needs cached, the adjoints the parameter gradients
-need stored), the projections hoisted out of the time loop, and the recurrence class
-(:mod:`symbolic.recurrence`).
+need stored), the projections hoisted out of the time loop, and the recurrence analysis
+(:mod:`symbolic.recurrence`: the class, an affine recurrence's parallel scan, a diagonal
+one's adjoint step as coefficients times seeds), computed here once for every backend.
 
 The passes run here, in order: copy propagation and dead code on the adjoint step,
 dead code on the forward step (only what the backward reads is cached), then CSE.
@@ -16,7 +17,7 @@ import sympy as sp
 
 from symbolic import naming, passes
 from symbolic.ir import AFFINE, PRE, STEP, Assign, Derivation, Kernel, names, reads_all, targets
-from symbolic.recurrence import classify, plan_scan
+from symbolic.recurrence import adjoint_scan, classify, plan_scan
 
 
 def lower(derivation: Derivation) -> Kernel:
@@ -65,6 +66,7 @@ def lower(derivation: Derivation) -> Kernel:
         recurrence=recurrence,
         affine=affine,
     )
+    kernel.adjoint_scan = adjoint_scan(kernel)
     kernel.scan = plan_scan(kernel)
     return kernel
 

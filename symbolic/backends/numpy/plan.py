@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from symbolic import ir, naming, passes
+from symbolic import ir, naming, passes, recurrence
 from symbolic.backends.numpy import printer, ufuncs
 from symbolic.backends.numpy.nodes import (
     Alloc,
@@ -62,7 +62,7 @@ from symbolic.backends.numpy.nodes import (
     method,
     transposed,
 )
-from symbolic.ir import COUPLED, Assign, Kernel, MatVec
+from symbolic.ir import AdjointScan, Assign, Kernel, MatVec
 
 # Bytes of one (block of steps, B, n) buffer of the backward: a block's coefficient
 # arrays (about eight) stay in the L2 cache while the scan reads them, and each buffer
@@ -378,7 +378,7 @@ def _recurrent_backward(kernel: Kernel) -> dict:
     """Template keys of a recurrent module's backward: the lines of each part, the
     parameters and cached values they read."""
     info = stacking(kernel)
-    if kernel.recurrence == COUPLED or any(isinstance(s, MatVec) for s in kernel.backward):
+    if kernel.adjoint_scan is None:  # a matrix-coupled recurrence
         parts = _backward_per_step(kernel, info)
     else:
         parts = _backward_scan(kernel, info)
@@ -408,15 +408,8 @@ def _recurrent_forward(kernel: Kernel) -> _RecurrentForward:
     forward = passes.inline_single_use(kernel.forward, keep)
     projections = {s.target for s in kernel.pre}
 
-    # Which statements are free of the state: whole statements computed before the loop.
-    dependent = set(states)
-    early, step = [], []
-    for st in forward:
-        if isinstance(st, Assign) and not (ir.reads(st) & dependent):
-            early.append(st)
-        else:
-            dependent.add(st.target)
-            step.append(st)
+    # The statements free of the state: whole statements computed before the loop.
+    early, step = recurrence.state_free(forward, set(states))
     varying = projections | {st.target for st in early}
     hoister = ufuncs.Hoister(params, varying)
     step_exprs = {}
@@ -816,7 +809,8 @@ def _cache_reads(kernel: Kernel) -> list[Node]:
 
 
 def _backward_per_step(kernel: Kernel, info: dict) -> dict:
-    """The adjoint step one step at a time (matrix-coupled recurrences)."""
+    """The adjoint step one step at a time (matrix-coupled recurrences: the recurrence
+    analysis found no coefficients)."""
     cell = kernel.cell
     stored_code, stored = stored_buffers(kernel, info)
     hoister = ufuncs.Hoister(set(cell.params), ())
@@ -894,39 +888,25 @@ def _per_step_body(kernel: Kernel, exprs: dict, stored: dict, work) -> tuple[lis
     return body.nodes, scratch
 
 
-def _substitute_leaves(stmts, env: dict) -> list[Assign]:
-    """Statements with known values (symbols, numbers) substituted forward; the
-    statements whose value became such a leaf are dropped into ``env``."""
-    out = []
-    for st in stmts:
-        expr = st.expr.xreplace(env)
-        if isinstance(expr, sp.Symbol) or expr.is_number:
-            env[sp.Symbol(st.target)] = expr
-            continue
-        out.append(Assign(st.target, expr, st.comment))
-    return out
-
-
 #: The shape of a buffer of one block of steps.
 BLOCK = "(_block, _B, _n_out)"
 
 
 def _backward_scan(kernel: Kernel, info: dict) -> dict:
-    """The adjoint recurrence of a diagonal cell as coefficients and a scan."""
+    """The adjoint recurrence of a diagonal cell as coefficients and a scan: the
+    coefficients and seeds are the kernel's :class:`~symbolic.ir.AdjointScan`."""
     cell = kernel.cell
-    seeds = _scan_seeds(kernel)
-    targets = set(kernel.stored) | {naming.adjoint(s) for s in cell.states}
-    programs, coeff, notes = _coefficient_programs(cell, seeds, targets)
-
+    data = kernel.adjoint_scan
+    programs = data.programs
     hoister = ufuncs.Hoister(set(cell.params), ())
     exprs = {st.target: hoister.constants_of(ufuncs.numpy_form(st.expr)) for st in programs}
     stored_code, stored = stored_buffers(kernel, info)
-    code = _ScanCode(kernel, seeds, coeff)
+    code = _ScanCode(kernel, data)
     block_vals = [st.target for st in programs]
-    seed_bufs = [s for s in seeds.names if s != seeds.upstream]
+    seed_bufs = [s for s in data.seeds if s != data.upstream]
     allocs = stored_code + [alloc(naming.block(v), BLOCK) for v in block_vals + seed_bufs]
     bind = code.block_bind(exprs, block_vals, seed_bufs)
-    coefficients = code.coefficient_lines(notes, programs, exprs)
+    coefficients = code.coefficient_lines(programs, exprs)
     scan, scan_scratch = code.scan_lines()
     adjoints = code.adjoint_lines()
     bind += [let(name, Index(stored[name], Raw("_lo:_hi"))) for name in kernel.stored]
@@ -951,132 +931,6 @@ def _backward_scan(kernel: Kernel, info: dict) -> dict:
     }
 
 
-@dataclass
-class _Seeds:
-    """The seeds of a diagonal cell's adjoint step: the adjoints every other adjoint of
-    the step is linear in.
-
-    Attributes:
-        upstream: The output's upstream gradient.
-        seed_out: The output's adjoint.
-        out_state: The state whose next value is the output, if any.
-        combined: When the output is a state's next value and its adjoint is
-            ``upstream + carried``: that statement (the sum is one seed, ``seed_out``,
-            computed in the scan).
-        names: The seeds, in order.
-        body: The adjoint program of one step without the combined statement.
-    """
-
-    upstream: str
-    seed_out: str
-    out_state: str | None
-    combined: Assign | None
-    names: list[str]
-    body: list
-
-    def place(self, name: str) -> Expr:
-        """Where a seed is read in the block's code."""
-        if name == self.upstream:
-            return at("_dout", "_lo:_hi")
-        if name == self.seed_out and self.combined is not None:
-            return Name(name)
-        return Name("_S_" + name if name in self.names else name)
-
-
-def _scan_seeds(kernel: Kernel) -> _Seeds:
-    cell = kernel.cell
-    out = cell.output
-    upstream = naming.upstream(out)
-    states = list(cell.states)
-    out_state = next((s for s, t in cell.states.items() if t == out), None)
-    body = list(kernel.backward)
-    seed_out = naming.adjoint(out)
-    combined = None
-    if out_state is not None:
-        first = next((st for st in body if st.target == seed_out), None)
-        expected = sp.Symbol(upstream) + sp.Symbol(naming.carried(out_state))
-        if first is not None and sp.expand(first.expr - expected) == 0:
-            combined = first
-            body = [st for st in body if st is not first]
-    # The seeds: the adjoints every other adjoint of the step is linear in.
-    if combined is not None:
-        seeds = [seed_out] + [naming.carried(s) for s in states if s != out_state]
-    else:
-        seeds = [upstream] + [naming.carried(s) for s in states]
-    return _Seeds(upstream, seed_out, out_state, combined, seeds, body)
-
-
-def _coefficient_programs(
-    cell, seeds: _Seeds, targets: set[str]
-) -> tuple[list[Assign], dict[str, dict[str, sp.Expr]], list[str]]:
-    """The statements computing every coefficient (the seed-free ones first, computed
-    once), ``target -> seed -> coefficient`` (a symbol or a number), and the notes of
-    adjoints whose coefficient is a value the code has already."""
-    upstream = seeds.upstream
-    coeff: dict[str, dict[str, sp.Expr]] = {t: {} for t in targets}
-    # Statements free of every seed (forward values, like 1 - G) are computed once.
-    linear = set(seeds.names) | {upstream}
-    for st in seeds.body:
-        if ir.reads(st) & linear:
-            linear.add(st.target)
-    shared = [st for st in seeds.body if st.target not in linear]
-    body = [st for st in seeds.body if st.target in linear]
-    programs: list[Assign] = []
-    live = set(targets)
-    notes: list[str] = []  # adjoints whose coefficient is a value the code has already
-    for seed in seeds.names:
-        program, seed_notes, reads = _coefficients_of(seed, seeds, body, targets, coeff)
-        programs += program
-        notes += seed_notes
-        live |= reads
-    for t in targets:
-        for seed in seeds.names:
-            live |= ir.names(coeff[t][seed])
-    programs = passes.dead_code(shared, live=live) + programs
-    # every adjoint must be linear in the seeds with seed-free coefficients
-    for st in programs:
-        if ir.names(st.expr) & (set(seeds.names) | {upstream}):
-            raise ValueError(f"{cell.name}: the adjoint step is not linear in its seeds")
-    return programs, coeff, notes
-
-
-def _coefficients_of(
-    seed: str, seeds: _Seeds, body: list, targets: set[str], coeff: dict
-) -> tuple[list[Assign], list[str], set[str]]:
-    """The statements computing each target's coefficient of ``seed`` (the step's
-    program with that seed 1 and the others 0), the notes of the targets whose
-    coefficient is a value the code has, and the names the statements read. Sets
-    ``coeff[target][seed]``."""
-    env = {sp.Symbol(s): (sp.S.One if s == seed else sp.S.Zero) for s in seeds.names}
-    if seeds.combined is not None:
-        env[sp.Symbol(seeds.upstream)] = sp.S.Zero
-    stmts = _substitute_leaves(body, env)
-    # a target whose value became another symbol (dW_x = _c1) keeps that one alive
-    needed = set(targets)
-    for t in targets:
-        needed |= ir.names(env.get(sp.Symbol(t), sp.S.Zero))
-    stmts = passes.dead_code(stmts, live=needed)
-    reads: set[str] = set()
-    for st in stmts:
-        reads |= ir.reads(st)
-    rename = {sp.Symbol(st.target): sp.Symbol(naming.coefficient(st.target, seed)) for st in stmts}
-    program = []
-    for st in stmts:
-        name = naming.coefficient(st.target, seed)
-        program.append(
-            Assign(name, st.expr.xreplace(rename), f"{st.comment}: {st.target} = {name} * {seed}")
-        )
-    notes = []
-    for st in body:
-        value = env.get(sp.Symbol(st.target))
-        if value is not None and value != 0 and sp.Symbol(st.target) not in rename:
-            notes.append(f"{st.comment}: {st.target} = {sp.sstr(value)} * {seed}")
-    for t in targets:
-        sym = sp.Symbol(t)
-        coeff[t][seed] = rename.get(sym, env.get(sym, sp.S.Zero).xreplace(rename))
-    return program, notes, reads
-
-
 def _block_scratch(i: int) -> Expr:
     return at(naming.block_scratch(i), ":_m")
 
@@ -1087,15 +941,22 @@ class _ScanCode:
 
     Attributes:
         kernel: The cell's kernel.
-        seeds: The step's seeds.
-        coeff: ``target -> seed -> coefficient``.
+        scan: Its adjoint step as coefficients times seeds.
         scratch: How many (block, B, n) scratch buffers the lines use so far.
     """
 
     kernel: Kernel
-    seeds: _Seeds
-    coeff: dict[str, dict[str, sp.Expr]]
+    scan: AdjointScan
     scratch: int = 0
+
+    def place(self, name: str) -> Expr:
+        """Where a seed is read in the block's code."""
+        scan = self.scan
+        if name == scan.upstream:
+            return at("_dout", "_lo:_hi")
+        if name == scan.seed_out and scan.combined is not None:
+            return Name(name)
+        return Name("_S_" + name if name in scan.seeds else name)
 
     def emit(self, expr: sp.Expr, out: str | Expr, place) -> list[Node]:
         lines, used = _emit(expr, out, place, _block_scratch)
@@ -1113,7 +974,7 @@ class _ScanCode:
         for name, kind in cell.params.items():
             if kind == "vector":
                 read |= ir.names(vector[name])
-        for per_seed in self.coeff.values():  # a coefficient may be a forward value itself
+        for per_seed in self.scan.coeff.values():  # a coefficient may be a forward value itself
             for value in per_seed.values():
                 read |= ir.names(value)
         for name in self.kernel.cached:
@@ -1122,13 +983,15 @@ class _ScanCode:
         for v in block_vals:
             bind.append(let(v, at(naming.block(v), ":_m")))
         for v in seed_bufs:
-            bind.append(Let(self.seeds.place(v), at(naming.block(v), ":_m")))
+            bind.append(Let(self.place(v), at(naming.block(v), ":_m")))
         return bind
 
-    def coefficient_lines(self, notes: list[str], programs: list[Assign], exprs) -> list[Node]:
+    def coefficient_lines(self, programs: list[Assign], exprs) -> list[Node]:
+        """The coefficients of the block's steps (a note for each adjoint whose
+        coefficient is a value the code already has)."""
         coefficients = Code()
-        for note in notes:
-            coefficients.comment(note)
+        for st, seed in self.scan.known:
+            coefficients.comment(f"{st.comment}: {st.target} = {sp.sstr(st.expr)} * {seed}")
         for st in programs:
             coefficients.comment(st.comment)
             coefficients.add(self.emit(exprs[st.target], st.target, lambda n: n))
@@ -1137,27 +1000,27 @@ class _ScanCode:
     def scan_lines(self) -> tuple[list[Node], bool]:
         """The sequential part, one step of the block: the seeds, then each state's
         carried adjoint; and whether it needs the scratch buffer ``_wscan``."""
-        seeds = self.seeds
+        data = self.scan
         states = list(self.kernel.cell.states)
         scan = Code()
-        if seeds.combined is not None:
-            carried_out = naming.carried(seeds.out_state)
+        if data.combined is not None:
+            carried_out = naming.carried(data.out_state)
             scan.comment(
-                f"{seeds.combined.comment}: {seeds.seed_out} = {seeds.upstream} + {carried_out}"
+                f"{data.combined.comment}: {data.seed_out} = {data.upstream} + {carried_out}"
             )
             scan.add(
                 [
                     Call(
                         "np.add",
                         (at("_dout", "_lo + _k"), Name(carried_out)),
-                        at(seeds.seed_out, "_k"),
+                        at(data.seed_out, "_k"),
                     )
                 ]
             )
         for s in states:
             c = naming.carried(s)
-            if c in seeds.names:
-                scan.add([Copy(Index(seeds.place(c), Raw("_k")), Name(c))])
+            if c in data.seeds:
+                scan.add([Copy(Index(self.place(c), Raw("_k")), Name(c))])
         scan_scratch = False
         for s in states:
             scan_scratch |= self.carry(scan, s)
@@ -1166,15 +1029,13 @@ class _ScanCode:
     def carry(self, scan: Code, s: str) -> bool:
         """The state's adjoint of this step, carried to the step before, as a sum of
         coefficient x seed; whether it used ``_wscan``."""
-        seeds = self.seeds
+        data = self.scan
         params = set(self.kernel.cell.params)
         target = naming.adjoint(s)
         c = naming.carried(s)
         scan.comment(f"{c} = {target} of this step, for the step before")
         terms = [
-            (self.coeff[target][seed], seed)
-            for seed in seeds.names
-            if self.coeff[target][seed] != 0
+            (data.coeff[target][seed], seed) for seed in data.seeds if data.coeff[target][seed] != 0
         ]
         if not terms:
             scan.add([Fill(Name(c), "0")])
@@ -1182,8 +1043,8 @@ class _ScanCode:
         first = True
         for k, seed in terms:
             sv = (
-                Index(seeds.place(seed), Raw("_k"))
-                if seed != seeds.upstream
+                Index(self.place(seed), Raw("_k"))
+                if seed != data.upstream
                 else at("_dout", "_lo + _k")
             )
             # a coefficient per step of the block, or a parameter (the same every step)
@@ -1207,9 +1068,10 @@ class _ScanCode:
         """The adjoints the gradients read, for the block."""
         adjoints = Code()
         for name in self.kernel.stored:
-            expr = sp.Add(*[self.coeff[name][seed] * sp.Symbol(seed) for seed in self.seeds.names])
+            coeff = self.scan.coeff[name]
+            expr = sp.Add(*[coeff[seed] * sp.Symbol(seed) for seed in self.scan.seeds])
             adjoints.comment(f"{name} = {sp.sstr(expr)}")
-            adjoints.add(self.emit(expr, name, self.seeds.place))
+            adjoints.add(self.emit(expr, name, self.place))
         return adjoints.nodes
 
     def sum_lines(self) -> tuple[list[Node], set[str], list[Node], bool]:
