@@ -240,6 +240,19 @@ class CellSpec:
             SpecError: Naming the spec file, the line and the symbol.
         """
         cell, cost = self.cell, self.cost
+        shared = [
+            s for s, target in cell.states.items() if list(cell.states.values()).count(target) > 1
+        ]
+        if shared:
+            target = cell.states[shared[0]]
+            raise SpecError(
+                cell.path,
+                None,
+                shared[0],
+                f"states {', '.join(shared)} all take the value of {target}: the unrolled "
+                f"oracle names a state's initial value by its equation (^0 {target}), so "
+                "each state needs an equation of its own",
+            )
         for name, expr, line in self.equations:
             _check_node(cell.path, line, name, expr)
         a, y = sp.Symbol(cost.prediction), sp.Symbol(cost.target)
