@@ -60,6 +60,7 @@ from symbolic.verify.unrolled import (
     StepKey,
     SymbolicModel,
     Unrolled,
+    label,
     symbol_of,
 )
 
@@ -529,9 +530,26 @@ def _build(spec: CellSpec, sizes: tuple[int, ...], T: int, input_layer: int) -> 
     }
     builder.add_cell(compiled)
     keys = (*builder.leaves, *(node.key for node in builder.nodes))
+    _check_names(spec.cell, keys)
     shape = CellShape(spec.cell.name, sizes, T, input_layer, keys, len(builder.leaves))
     symbolic = SymbolicModel(shape, [(node.key, node.expr) for node in builder.nodes])
     return Unrolled(shape, symbolic, NumericCell(shape, builder.nodes))
+
+
+def _check_names(cell: Cell, keys: tuple[Key, ...]) -> None:
+    # Every value is a SymPy symbol named by its label: two values of one name would be
+    # one atom (an equation named y or Ct, the target's and the step costs' names).
+    seen: dict[str, Key] = {}
+    for key in keys:
+        other = seen.setdefault(label(key), key)
+        if other != key:
+            raise SpecError(
+                cell.path,
+                None,
+                key[0],
+                f"the unrolled oracle would name two values {label(key)} (y and Ct are "
+                "the target's and the step costs' names): rename the equation",
+            )
 
 
 class NumericCell(NumericModel):

@@ -299,3 +299,12 @@ def test_a_section_may_name_its_cost_spec(tmp_path):
     )
     assert abs(values[COST] - by_hand) < 1e-14
     assert model.symbolic.equation(("Ct", 1)).has(sp.Integer(4))
+
+
+def test_an_equation_named_as_the_target_is_refused(tmp_path):
+    text = (SPECS / "elman.toml").read_text().replace('z = "W@x', 'y = "W@x')
+    (tmp_path / "named_y.toml").write_text(text.replace('tanh(z)"', 'tanh(y)"'))
+    spec = load_cell_spec(tmp_path / "n.toml", "spec:named_y.toml")
+    with pytest.raises(SpecError) as error:
+        spec.unrolled((2, 2), 2)
+    assert error.value.symbol == "y" and "would name two values" in str(error.value)
