@@ -14,8 +14,7 @@ read it (the built-in paper's is ``symbolic/papers/neural-networks-derivatives.n
   shipped one, ``spec:my_cell.toml`` relative to the notation file, unrolled by
   :mod:`symbolic.verify.specmodel` with the ``cost`` spec, default ``squared_error``,
   at every step) in the sizes ``concrete`` (formulas whose layers are numbers) or
-  ``general`` (formulas with a layer letter), and ``steps`` (a shape of a recurrent
-  model may list its own ``steps``); its
+  ``general`` (formulas with a layer letter), and ``steps``; its
   ``[sections.variables]`` give each name its key in the model and the meaning of its
   indices (``layer``, ``unit`` of that layer, ``unit+1`` of the layer above, ``unit@top``
   of the last layer, ``time``; ``untimed`` describes a value printed without its step),
@@ -97,10 +96,7 @@ class Section:
             return [mlp(tuple(sizes)) for sizes in shapes]
         build = grn if self.spec is None else self.spec.unrolled
         return [
-            build(tuple(s["sizes"]), T, s.get("input_layer", 0))
-            for T in self.steps
-            for s in shapes
-            if T in s.get("steps", self.steps)
+            build(tuple(s["sizes"]), T, s.get("input_layer", 0)) for T in self.steps for s in shapes
         ]
 
 
