@@ -5,6 +5,7 @@
 - :mod:`~symbolic.verify.claims`: the ``[claims]`` of a spec, single-step gradients;
 - :mod:`~symbolic.verify.engine`: the formula-checking engine, for any paper;
 - :mod:`~symbolic.verify.unrolled`: concrete unrolled models, the engine's oracle;
+- :mod:`~symbolic.verify.specmodel`: unrolled models built from a spec (``spec:<name>``);
 - :mod:`~symbolic.verify.latex`: the grammar of derivation papers' LaTeX and its AST;
 - :mod:`~symbolic.verify.notation`: a document's notation file (what its names mean);
 - :mod:`~symbolic.verify.mapping`: parsed formulas read through a notation, as readings;

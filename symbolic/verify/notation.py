@@ -10,8 +10,11 @@ read it (the built-in paper's is ``symbolic/papers/neural-networks-derivatives.n
   and the layer size (``n``: ``n^l``);
 - ``[ids]``: stable names of the formulas, by line (default ``<section>.line<N>``);
 - ``[[sections]]``: from the line whose text is ``heading`` on, the formulas speak of
-  the ``model`` (``mlp`` or ``grn``) in the sizes ``concrete`` (formulas whose layers
-  are numbers) or ``general`` (formulas with a layer letter), and ``steps``; its
+  the ``model`` (``mlp`` or ``grn``, the paper's, or a spec: ``spec:elman`` for a
+  shipped one, ``spec:my_cell.toml`` relative to the notation file, unrolled by
+  :mod:`symbolic.verify.specmodel` with the ``cost`` spec, default ``squared_error``,
+  at every step) in the sizes ``concrete`` (formulas whose layers are numbers) or
+  ``general`` (formulas with a layer letter), and ``steps``; its
   ``[sections.variables]`` give each name its key in the model and the meaning of its
   indices (``layer``, ``unit`` of that layer, ``unit+1`` of the layer above, ``unit@top``
   of the last layer, ``time``; ``untimed`` describes a value printed without its step),
@@ -30,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 
 from symbolic.parse import SpecError
+from symbolic.verify.specmodel import CellSpec, is_spec_model, load_cell_spec
 from symbolic.verify.unrolled import Unrolled, grn, mlp
 
 INDEX_KINDS = ("time", "layer", "unit", "unit+1", "unit@top")
@@ -72,6 +76,7 @@ class Section:
     predicates: dict[str, str] = field(default_factory=dict)
     corrections: list[Correction] = field(default_factory=list)
     local_detail: dict[str, str] = field(default_factory=dict)
+    spec: CellSpec | None = None
 
     def variable(self, printed: str) -> tuple[Variable, str | None] | None:
         """The variable a printed name stands for, and the note a misspelling gets."""
@@ -89,8 +94,9 @@ class Section:
         shapes = self.general if general else self.concrete
         if self.model == "mlp":
             return [mlp(tuple(sizes)) for sizes in shapes]
+        build = grn if self.spec is None else self.spec.unrolled
         return [
-            grn(tuple(s["sizes"]), T, s.get("input_layer", 0)) for T in self.steps for s in shapes
+            build(tuple(s["sizes"]), T, s.get("input_layer", 0)) for T in self.steps for s in shapes
         ]
 
 
@@ -164,8 +170,14 @@ def load(path: str | Path) -> Notation:
 
 def _section(path: Path, entry: dict) -> Section:
     name = entry.get("name", "?")
-    if entry.get("model") not in MODELS:
-        raise SpecError(path, None, name, f"a section's model is one of {', '.join(MODELS)}")
+    model = entry.get("model")
+    cell_spec = None
+    if is_spec_model(model):
+        cell_spec = load_cell_spec(path, model, entry.get("cost"))
+    elif model not in MODELS:
+        raise SpecError(
+            path, None, name, f"a section's model is one of {', '.join(MODELS)} or spec:<spec>"
+        )
     variables = {}
     for printed, spec in entry.get("variables", {}).items():
         bad = [k for k in spec.get("indices", []) if k not in INDEX_KINDS]
@@ -196,4 +208,5 @@ def _section(path: Path, entry: dict) -> Section:
         predicates=dict(entry.get("predicates", {})),
         corrections=[Correction(**c) for c in entry.get("corrections", [])],
         local_detail=dict(entry.get("local_detail", {})),
+        spec=cell_spec,
     )

@@ -246,7 +246,7 @@ def label(key: Key) -> str:
         return f"^{idx[0]}C"
     if kind == "y":
         return f"^{idx[0]}y_{idx[1]}" if len(idx) == 2 else f"y_{idx[0]}"
-    if kind in ("W", "WXu", "WXc"):
+    if kind in ("W", "WXu", "WXc") or (len(idx) == 3 and time_of(key) is None):
         l, i, j = idx
         sub = f"{i}{j}" if max(i, j) < 10 else f"{i},{j}"
         return f"{kind}^{l}_{{{sub}}}"
@@ -256,9 +256,20 @@ def label(key: Key) -> str:
     return f"^{t}{kind}^{l}_{i}"
 
 
+class StepKey(tuple):
+    """The key of a value of time step ``key[1]`` (``(kind, t, l, i)``) in a model built
+    from a spec (:mod:`symbolic.verify.specmodel`), whose kinds are the spec's names; it
+    equals and hashes as the plain tuple."""
+
+    __slots__ = ()
+
+
 def time_of(key: Key) -> int | None:
-    """The time step a GRN value belongs to (None for parameters and the total cost)."""
+    """The time step a recurrent model's value belongs to (None for parameters and the
+    total cost)."""
     kind = key[0]
+    if isinstance(key, StepKey):
+        return key[1]
     if (kind in ("Zu", "Zc", "G", "ac", "a") and len(key) == 4) or (kind == "y" and len(key) == 3):
         return key[1]
     return key[1] if kind == "Ct" else None
