@@ -85,6 +85,8 @@ class Formula:
         free: Free indices of the printed right side -> their range on a shape.
         corrected: The corrected formula (LaTeX), for formulas that do not hold.
         fix: The corrected formula transcribed (a :class:`Formula`, itself checked).
+        repairs: Reading name -> that reading printed on its own (a :class:`Formula`);
+            where a reading holds, its repair is the correction.
         note: How the notation was read (spellings, implied superscripts).
         latex: The source when it is not the paper's text (corrected forms).
         custom: A check of its own (for a formula that is not a derivative of C).
@@ -101,6 +103,7 @@ class Formula:
     free: Mapping[str, Callable[[Shape, dict], range]] = field(default_factory=dict)
     corrected: str | None = None
     fix: Formula | None = None
+    repairs: Mapping[str, Formula] = field(default_factory=dict)
     note: str = ""
     latex: str | None = None
     custom: Callable[[Formula], Finding] | None = None
@@ -537,25 +540,33 @@ def _decide(paper: Paper, formula: Formula) -> Finding:
     if formula.note:
         finding.detail = (finding.detail + " " + formula.note).strip()
     if finding.verdict not in (HOLDS, UNDECIDED):
-        _attach_correction(paper, formula, finding)
+        _attach_correction(paper, formula, finding, results)
     return finding
 
 
-def _attach_correction(paper: Paper, formula: Formula, finding: Finding) -> None:
-    # The corrected form is checked like any formula and must hold.
-    if formula.fix is None:
-        finding.detail += " No corrected form is available."
-        finding.verdict = UNDECIDED
+def _attach_correction(
+    paper: Paper, formula: Formula, finding: Finding, results: list[ReadingResult]
+) -> None:
+    # The corrected form is checked like any formula and must hold: a reading that
+    # holds, printed on its own (the closest repair), else the derived formula. None
+    # holding leaves the verdict as it is and says so.
+    candidates = [
+        formula.repairs[r.name] for r in results if r.status == HOLDS and r.name in formula.repairs
+    ]
+    if formula.fix is not None:
+        candidates.append(formula.fix)
+    if not candidates:
+        finding.detail += " No corrected form could be derived."
         return
-    fixed = paper.verify_formula(formula.fix.id)
-    finding.corrected = formula.corrected or formula.fix.latex
-    summary = "; ".join(fixed.checks)
-    if fixed.verdict != HOLDS:
-        finding.verdict = UNDECIDED
-        finding.detail += f" The corrected form does not hold ({fixed.verdict})."
-        finding.checks.append(f"corrected form: {fixed.verdict}: {summary}")
-    else:
-        finding.checks.append(f"corrected form holds: {summary}")
+    for candidate in candidates:
+        fixed = paper.verify_formula(candidate.id)
+        summary = "; ".join(fixed.checks)
+        if fixed.verdict == HOLDS:
+            finding.corrected = formula.corrected or candidate.latex
+            finding.checks.append(f"corrected form holds: {summary}")
+            return
+        finding.checks.append(f"corrected form {candidate.id}: {fixed.verdict}: {summary}")
+    finding.detail += " No corrected form found holds."
 
 
 # ------------------------------------------------------------------------- papers
@@ -605,8 +616,9 @@ class Paper:
         table: dict[str, Formula] = {}
         for entry in self._formulas:
             table[entry.id] = entry
-            if entry.fix is not None:
-                table.setdefault(entry.fix.id, entry.fix)
+            for fix in (entry.fix, *entry.repairs.values()):
+                if fix is not None:
+                    table.setdefault(fix.id, fix)
         return table
 
     def formulas(self) -> tuple[Formula, ...]:

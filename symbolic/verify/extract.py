@@ -10,9 +10,9 @@ derivative of the cost (``\\frac{\\partial C}{\\partial X}``) or a function's de
 side; a row (or a whole display) that starts with ``+`` or ``-`` continues the formula
 before it. Each formula is parsed (:mod:`symbolic.verify.latex`: its bracket and scope
 readings), read through the notation (:mod:`symbolic.verify.mapping`: its bound
-readings, its models and index values) and handed to the engine. Its correction is the
-notation's corrected formula for the same left side or, failing that, another formula
-of the document with that left side; either way it is checked like the others.
+readings, its models and index values) and handed to the engine. Its correction is
+derived from the section's definitions and printed in the document's notation
+(:mod:`symbolic.verify.corrections`); either way it is checked like the others.
 """
 
 from __future__ import annotations

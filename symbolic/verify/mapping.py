@@ -31,6 +31,7 @@ from symbolic.verify.latex import (
     LatexError,
     Mul,
     Num,
+    Pow,
     Sum,
     Sym,
     free_letters,
@@ -163,7 +164,15 @@ class Reader:
                 return c.dC(self.key(node.wrt, env, shape))
             return c.d(self.key(node.of, env, shape), self.key(node.wrt, env, shape))
         if isinstance(node, Call):
-            return c.prime(self.notation.functions[node.func], self.evaluate(node.arg, c, env))
+            arg = self.evaluate(node.arg, c, env)
+            if node.primes == 0:
+                return c.apply(self.notation.functions[node.func], arg)
+            return c.prime(self.notation.functions[node.func], arg)
+        if isinstance(node, Pow):
+            base, out = self.evaluate(node.base, c, env), 1
+            for _ in range(node.exp):
+                out = out * base
+            return out
         if isinstance(node, Add):
             return sum(sign * self.evaluate(t, c, env) for sign, t in node.terms)
         if isinstance(node, Mul):
@@ -239,8 +248,8 @@ def _syms(node):
     elif isinstance(node, Deriv):
         yield from ([node.of] if node.of.time or node.of.layer or node.of.units else [])
         yield node.wrt
-    elif isinstance(node, Call):
-        yield from _syms(node.arg)
+    elif isinstance(node, (Call, Pow)):
+        yield from _syms(node.arg if isinstance(node, Call) else node.base)
     elif isinstance(node, Add):
         for _, t in node.terms:
             yield from _syms(t)
@@ -252,6 +261,11 @@ def _syms(node):
     elif isinstance(node, Frac):
         yield from _syms(node.num)
         yield from _syms(node.den)
+
+
+def syms_of(node) -> list[Sym]:
+    """Every value ``node`` names, in printed order (the cost of a derivative excluded)."""
+    return list(_syms(node))
 
 
 def _calls(node):
@@ -266,6 +280,8 @@ def _calls(node):
             yield from _calls(f)
     elif isinstance(node, Sum):
         yield from _calls(node.body)
+    elif isinstance(node, Pow):
+        yield from _calls(node.base)
 
 
 # ------------------------------------------------------------- bounds as readings
@@ -368,6 +384,8 @@ def guarded_syms(node, guarded: bool = False):
         yield from guarded_syms(node.body)
     elif isinstance(node, Call):
         yield from guarded_syms(node.arg)
+    elif isinstance(node, Pow):
+        yield from guarded_syms(node.base)
     elif isinstance(node, Deriv):
         yield from ([node.of] if node.of.time or node.of.layer or node.of.units else [])
         yield node.wrt
