@@ -446,7 +446,8 @@ def right_side(deriver: Deriver, x: Sym, letters: set[str], holds, cases):
     """dC/dX as a formula AST (terms grouped by condition, sums and output), or None
     when the definitions give nothing."""
     groups: dict[tuple, list[tuple[sp.Expr, ...]]] = {}
-    for term in deriver.terms(x, frozenset(letters)):
+    terms = deriver.terms(x, frozenset(letters))
+    for term in _cost_only(deriver, terms, set(letters), holds, cases):
         kept = simplify(term.conditions, holds, cases)
         if kept is None:
             continue
@@ -469,6 +470,26 @@ def right_side(deriver: Deriver, x: Sym, letters: set[str], holds, cases):
             node = Mul((Iverson(conditions), *node.factors))
         out.append((1, node))
     return out[0][1] if len(out) == 1 else Add(tuple(out))
+
+
+def _cost_only(deriver: Deriver, terms: list[Term], letters: set[str], holds, cases):
+    """The terms, with an output's total derivative written out where, on the formula's
+    index values, only the cost reads the output (dC/da_i^L is 2(a_i^L - y_i))."""
+    for term in terms:
+        y = term.adjoint
+        if y is None or term.sums or not y.letters() <= letters:
+            yield term
+            continue
+        inner = [
+            t
+            for t in deriver.terms(y, frozenset(letters))
+            if simplify((*term.conditions, *t.conditions), holds, cases) is not None
+        ]
+        if not inner or any(t.adjoint is not None or t.sums for t in inner):
+            yield term
+            continue
+        for t in inner:
+            yield Term((*term.conditions, *t.conditions), (), None, (*t.factors, *term.factors))
 
 
 def _product(algebra: _Algebra, factors: tuple[sp.Expr, ...]):

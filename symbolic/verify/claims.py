@@ -4,7 +4,10 @@ Input: spec files with ``[claims]``. Output: one
 :class:`~symbolic.verify.verdict.Finding` per claim.
 
 A claim is the single-step (local) gradient at one neuron (DESIGN.md, "Spec format").
-It is decided twice, independently:
+A claim that, read as written, uses a symbol against its defined meaning (an ``M.T @ v``
+for a matrix entry, a matrix as a per-neuron value, ``dC_d<input>`` in a value) ``fails``
+and its detail gives the repair that holds (the rule of :mod:`symbolic.verify.verdict`).
+Otherwise it is decided twice, independently:
 
 1. symbolically: the claim and the derived single-step gradient are both written in the
    cell's inputs (every intermediate substituted), with the adjoints of the output (and
@@ -30,7 +33,7 @@ from symbolic.derive import derive
 from symbolic.ir import Derivation, MatVec
 from symbolic.model import Cell, Claim
 from symbolic.parse import SpecError, load
-from symbolic.verify.verdict import FAILS, HOLDS, ILL_FORMED, UNDECIDED, Finding
+from symbolic.verify.verdict import FAILS, HOLDS, UNDECIDED, Finding
 
 N_IN, N_OUT = 3, 4
 FD_STEP = 1e-6
@@ -394,8 +397,13 @@ def verify_claim(cell: Cell, single: SingleStep, claim: Claim) -> Finding:
         claimed = single.claim_value(claim)
         NumericStep(cell, 0).evaluate_claim(claim)
     except ValueError as exc:
-        finding.verdict = ILL_FORMED
-        finding.detail = str(exc)
+        # read as written, the claim uses a symbol against its defined meaning: it
+        # fails, and the repair that holds is the single-step gradient (verdict.py)
+        finding.verdict = FAILS
+        finding.detail = (
+            f"As written, a symbol is used against its defined meaning: {exc}. "
+            f"Repaired, the single-step gradient is {corrected}"
+        )
         finding.corrected = corrected
         return finding
     # 1. symbolic

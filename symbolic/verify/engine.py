@@ -19,13 +19,17 @@ formula's indices. Its left side is always dC/d(something): ``wrt`` names that s
   step t alone (the value perturbed only in step t's equations), or the single path
   from step t to the cost of step t (:data:`NOTIONS`); ``detail`` says what the total
   adds, in the paper's words.
-- ``ambiguous``: readings disagree; ``detail`` says which hold.
-- ``fails``: no reading holds; ``counterexample`` has the point and both values.
+- ``ambiguous``: conventional readings disagree; ``detail`` says which hold.
+- ``fails``: no reading holds; ``counterexample`` has the point and both values. A
+  reading that repairs a symbol used against its defined meaning (``Formula.against``)
+  is no reading: the detail says whether it holds (the rule of
+  :mod:`symbolic.verify.verdict`).
 - ``ill-formed``: a display with unbalanced brackets (counted in the LaTeX source), or
   a free index (the right side changes when it varies).
 
-Every verdict but ``holds`` carries the formula's corrected form, itself verified as
-``holds`` by the same checks.
+Every verdict but ``holds`` carries the formula's corrected form (a reading that holds,
+printed on its own, else the derived formula), itself verified as ``holds`` by the same
+checks; where no corrected form holds, the verdict stands and the detail says so.
 """
 
 from __future__ import annotations
@@ -87,6 +91,9 @@ class Formula:
         fix: The corrected formula transcribed (a :class:`Formula`, itself checked).
         repairs: Reading name -> that reading printed on its own (a :class:`Formula`);
             where a reading holds, its repair is the correction.
+        against: Names of the readings that repair a symbol the formula, as printed,
+            uses against its defined meaning: they decide no verdict, the detail says
+            which of them holds (DESIGN.md, CLI: verdict semantics).
         note: How the notation was read (spellings, implied superscripts).
         latex: The source when it is not the paper's text (corrected forms).
         custom: A check of its own (for a formula that is not a derivative of C).
@@ -104,6 +111,7 @@ class Formula:
     corrected: str | None = None
     fix: Formula | None = None
     repairs: Mapping[str, Formula] = field(default_factory=dict)
+    against: frozenset[str] = frozenset()
     note: str = ""
     latex: str | None = None
     custom: Callable[[Formula], Finding] | None = None
@@ -352,6 +360,9 @@ def _check_reading(formula: Formula, name: str, reading: Reading) -> ReadingResu
     result = ReadingResult(name, all_models=[m.name for m in formula.models()])
     prefix = f"reading '{name}': " if len(formula.readings) > 1 else ""
     cases, failing = _exact_cases(formula, reading, result)
+    if not cases and not result.missing:
+        result.problems.append("no index value of the formula exists on the models checked")
+        return result
     if not failing and not result.missing:
         _confirm_total(formula, reading, cases, result, prefix)
         return result
@@ -502,8 +513,11 @@ def _set_verdict(
     results: list[ReadingResult],
     reasons: list[str],
 ) -> None:
-    # The verdict from the readings' results and the reasons it cannot be read.
-    statuses = {r.status for r in results}
+    # The verdict from the readings' results and the reasons it cannot be read; a
+    # repair of a symbol used against its meaning is no reading (verdict.py's rule).
+    printed = [r for r in results if r.name not in formula.against]
+    repairs = [r for r in results if r.name in formula.against]
+    statuses = {r.status for r in printed}
     if reasons:
         finding.verdict = ILL_FORMED
         finding.detail = "Cannot be read as printed: " + "; ".join(reasons) + "."
@@ -511,9 +525,9 @@ def _set_verdict(
             finding.detail += " Read either way: " + "; ".join(map(_reading_words, results)) + "."
     elif len(statuses) > 1:
         finding.verdict = AMBIGUOUS
-        finding.detail = "Readings disagree: " + "; ".join(map(_reading_words, results)) + "."
-    elif results:
-        r = results[0]
+        finding.detail = "Readings disagree: " + "; ".join(map(_reading_words, printed)) + "."
+    elif printed:
+        r = printed[0]
         finding.verdict = r.status
         if r.status == HOLDS_LOCALLY:
             finding.detail = paper.local_detail(formula, r)
@@ -522,6 +536,13 @@ def _set_verdict(
         elif r.status == FAILS:
             finding.counterexample = r.counterexample
             finding.detail = "No reading holds: " + _reading_words(r) + "."
+            if repairs:
+                finding.detail = (
+                    "As printed, a symbol is used against its defined meaning and the "
+                    f"formula fails: {_reading_words(r)}. Repaired: "
+                    + "; ".join(map(_reading_words, repairs))
+                    + "."
+                )
 
 
 def _decide(paper: Paper, formula: Formula) -> Finding:
@@ -534,7 +555,7 @@ def _decide(paper: Paper, formula: Formula) -> Finding:
     results = _check_readings(formula, finding, reasons)
     problems = [p for r in results for p in r.problems]
     if problems:
-        finding.detail = "Exact and numeric checks disagree: " + "; ".join(problems) + "."
+        finding.detail = "Not decided: " + "; ".join(problems) + "."
         return finding
     _set_verdict(paper, formula, finding, results, reasons)
     if formula.note:

@@ -291,7 +291,7 @@ def bound_readings(reader: Reader, node) -> list[tuple[tuple[str, ...], object]]
     """Every reading of the sums' bounds in ``node``: (names of the choices, tree)."""
     if isinstance(node, Sum):
         out = []
-        for name, hi in _bounds(reader, node):
+        for name, hi, _ in _bounds(reader, node):
             for names, body in bound_readings(reader, node.body):
                 out.append(((*((name,) if name else ()), *names), Sum(node.var, node.lo, hi, body)))
         return out
@@ -314,21 +314,43 @@ def bound_readings(reader: Reader, node) -> list[tuple[tuple[str, ...], object]]
     return [((), node)]
 
 
-def _bounds(reader: Reader, node: Sum) -> list[tuple[str | None, Index | None]]:
+def repairs_in(reader: Reader, node) -> set[str]:
+    """The names of the bound choices in ``node`` that repair a symbol used against its
+    defined meaning (a layer letter as the bound of a sum over units), rather than
+    choose among conventional readings."""
+    out: set[str] = set()
+    if isinstance(node, Sum):
+        out |= {name for name, _, repair in _bounds(reader, node) if repair}
+        out |= repairs_in(reader, node.body)
+    elif isinstance(node, Add):
+        for _, t in node.terms:
+            out |= repairs_in(reader, t)
+    elif isinstance(node, Mul):
+        for f in node.factors:
+            out |= repairs_in(reader, f)
+    return out
+
+
+def _bounds(reader: Reader, node: Sum) -> list[tuple[str | None, Index | None, bool]]:
+    # (name, bound, whether the choice repairs the bound rather than reads it)
     hi = node.hi
     if hi is not None and hi.size is not None and hi.offset == 0:
         layer = hi.size
         return [
-            (f"{hi} is the last index of layer {layer}", Index(size=layer, offset=-1)),
-            (f"{hi} is the number of neurons of layer {layer}", hi),
+            (f"{hi} is the last index of layer {layer}", Index(size=layer, offset=-1), False),
+            (f"{hi} is the number of neurons of layer {layer}", hi, False),
         ]
     units = reader.notation.units
     if hi is not None and hi.letter in reader.notation.layers and node.var in units:
         return [
-            (f"bound {hi} is the layer index, as printed", hi),
-            (f"bound {hi} stands for the last neuron of layer {hi}", Index(size=hi, offset=-1)),
+            (f"bound {hi} is the layer index, as printed", hi, False),
+            (
+                f"bound {hi} stands for the last neuron of layer {hi}",
+                Index(size=hi, offset=-1),
+                True,
+            ),
         ]
-    return [(None, hi)]
+    return [(None, hi, False)]
 
 
 # ---------------------------------------------------------------- readings
@@ -354,6 +376,8 @@ def lhs_letters(reader: Reader, equation: Equation) -> list[str]:
     letters in printed order (layer, then units)."""
     wrt = equation.lhs.wrt
     order = [x.letter for x in (wrt.time, wrt.layer, *wrt.units) if x is not None and x.letter]
+    constants = {reader.notation.steps, reader.notation.top}
+    order = [x for x in order if x not in constants]
     time = reader.notation.time
     if time not in order and time in free_letters(equation.rhs):
         order.insert(0, time)
@@ -413,6 +437,7 @@ def index_domain(reader: Reader, equation: Equation, letters: list[str]):
     starts = _sum_starts(equation.rhs, {})
     reads = list(guarded_syms(equation.rhs))
     wrt = equation.lhs.wrt
+    named = {reader.notation.steps, reader.notation.top}
 
     def fits(shape, env: dict) -> bool:
         full = dict(env)
@@ -422,7 +447,8 @@ def index_domain(reader: Reader, equation: Equation, letters: list[str]):
             if not shape.has(reader.key(wrt, env, shape)):
                 return False
             for sym in reads:
-                scope = {**{ch: 0 for ch in sym.letters() if ch not in full}, **full}
+                letters = sym.letters() - named
+                scope = {**{ch: 0 for ch in letters if ch not in full}, **full}
                 if not shape.has(reader.key(sym, scope, shape)):
                     return False
         except (NoSuchNeuron, IndexError):
