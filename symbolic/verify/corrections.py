@@ -55,6 +55,7 @@ class Corrector:
         syms = [s for p in parsed for eq in p.readings.values() for s in syms_of(eq.rhs)]
         self.counts = spellings(syms)
         self._derivers: dict[str, Deriver] = {}
+        self._shared: dict[tuple[str, str], tuple[Formula, list]] = {}
 
     def printer(self, section: Section) -> Printer:
         """The printer of a section's formulas."""
@@ -67,16 +68,24 @@ class Corrector:
         return self._derivers[section.name]
 
     def _formula(self, p: Parsed, formula: Formula, rhs, fid: str) -> Formula:
-        # Print lhs = rhs, parse it back at p's line, and check it where p speaks.
+        # Print lhs = rhs, parse it back at p's line, and check it where p speaks (one
+        # record per text: where every formula it corrects speaks).
         printer = self.printer(p.section)
         lhs = Deriv(Sym(self.notation.cost), p.first.lhs.wrt)
+        text = printer.equation(lhs, rhs)
+        shared = self._shared.get((p.section.name, text))
+        if shared is not None:
+            shared[1].append(formula.indices)
+            return shared[0]
         found = Found(p.found.line, p.found.last, printer.expr(lhs), [printer.expr(rhs)])
         back = parse_found(found, self.notation, self.lines, self.file)
         back.reader.notes.clear()
-        text = printer.equation(lhs, rhs)
         fix = formula_of(back, fid=fid, latex_text=text)
+        domains = [formula.indices]
         letters = lhs_letters(back.reader, back.first)
-        return replace(fix, indices=_restricted(formula.indices, letters))
+        fix = replace(fix, indices=_restricted(domains, letters))
+        self._shared[(p.section.name, text)] = (fix, domains)
+        return fix
 
     def derived(self, p: Parsed, formula: Formula) -> Formula | None:
         """The true derivative of ``p``'s left side, printed (None without definitions)."""
@@ -116,12 +125,12 @@ class Corrector:
         return out
 
 
-def _restricted(indices, letters: list[str]):
-    # The formula's index values, restricted to the correction's letters (a sum over t
-    # replaces the formula's t: each value is checked once).
+def _restricted(domains: list, letters: list[str]):
+    # The index values of the formulas a correction corrects, restricted to its letters
+    # (a sum over t replaces the formula's t): each value checked once.
     def domain(shape) -> list[dict]:
         seen, out = set(), []
-        for idx in indices(shape):
+        for idx in (i for indices in domains for i in indices(shape)):
             kept = {k: v for k, v in idx.items() if k in letters}
             key = tuple(sorted(kept.items()))
             if key not in seen:

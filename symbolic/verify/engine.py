@@ -246,12 +246,19 @@ def _names(names: Iterable[str]) -> str:
     return ", ".join(names) if len(names) <= 3 else f"{len(names)} models ({names[0]}, ...)"
 
 
+@functools.cache
+def _numeric(model: Unrolled, seed: int) -> NumericContext:
+    # One numeric context per model and random point, shared by every formula: the
+    # finite differences it caches are the same whichever formula asks.
+    return NumericContext(model, model.numeric.random_point(seed))
+
+
 def _counterexample(reading: Reading, model: Unrolled, idx: dict, target: Callable) -> dict | None:
     # The random point (of five) where the reading and the target differ the most.
     best, best_gap = None, DIFFERENT
     for seed in (1, 2, 3, 4, 5):
-        point = model.numeric.random_point(seed)
-        ctx = NumericContext(model, point)
+        ctx = _numeric(model, seed)
+        point = ctx.point
         value, truth = float(reading(ctx, **idx)), float(target(ctx, idx))
         if relative_difference(value, truth) > best_gap:
             best_gap = relative_difference(value, truth)
@@ -275,7 +282,7 @@ def _confirm(reading: Reading, cases: list[Case], target: Callable) -> tuple[flo
         by_model.setdefault(model.name, (model, []))[1].append(idx)
     for model, indices in by_model.values():
         for seed in SEEDS:
-            ctx = NumericContext(model, model.numeric.random_point(seed))
+            ctx = _numeric(model, seed)
             for idx in indices:
                 value, truth = float(reading(ctx, **idx)), float(target(ctx, idx))
                 worst = max(worst, relative_difference(value, truth))
@@ -433,7 +440,7 @@ def _free_index(formula: Formula, name: str, reading: Reading) -> str | None:
                 try:
                     sym = SymbolicContext(model)
                     exact = [reading(sym, **idx, **{index: v}) for v in values]
-                    num = NumericContext(model, model.numeric.random_point(SEEDS[0]))
+                    num = _numeric(model, SEEDS[0])
                     numeric = [float(reading(num, **idx, **{index: v})) for v in values]
                 except NoSuchNeuron:
                     break
