@@ -33,6 +33,7 @@ from symbolic.derive import derive
 from symbolic.ir import Derivation, MatVec
 from symbolic.model import Cell, Claim
 from symbolic.parse import SpecError, load
+from symbolic.verify.latex_claims import latex_claims
 from symbolic.verify.verdict import FAILS, HOLDS, UNDECIDED, Finding
 
 N_IN, N_OUT = 3, 4
@@ -491,11 +492,16 @@ def verify_specs(paths: Sequence[str | Path]) -> list[Finding]:
         model = load(path)
         if not isinstance(model, Cell):
             raise SpecError(path, None, None, "only cells carry claims")
-        if not model.claims:
+        if not model.claims and not model.latex_claims:
             raise SpecError(path, None, "claims", "the spec has no [claims] to verify")
+        read = latex_claims(model)  # every LaTeX claim read before any is decided
         single = SingleStep(derive(model))
         for claim in model.claims:
             findings.append(verify_claim(model, single, claim))
+        for claim, text in read:
+            finding = verify_claim(model, single, claim)
+            finding.checks.insert(0, f"read in the claim language: {text}")
+            findings.append(finding)
     return findings
 
 
