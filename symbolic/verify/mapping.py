@@ -376,8 +376,6 @@ def lhs_letters(reader: Reader, equation: Equation) -> list[str]:
     letters in printed order (layer, then units)."""
     wrt = equation.lhs.wrt
     order = [x.letter for x in (wrt.time, wrt.layer, *wrt.units) if x is not None and x.letter]
-    constants = {reader.notation.steps, reader.notation.top}
-    order = [x for x in order if x not in constants]
     time = reader.notation.time
     if time not in order and time in free_letters(equation.rhs):
         order.insert(0, time)
@@ -458,7 +456,11 @@ def index_domain(reader: Reader, equation: Equation, letters: list[str]):
     def domain(shape) -> list[dict]:
         ranges = []
         for letter in letters:
-            if letter == reader.notation.time:
+            if letter == reader.notation.top:  # L on the left side: the last layer
+                ranges.append(range(shape.L, shape.L + 1))
+            elif letter == reader.notation.steps:
+                ranges.append(range(shape.T, shape.T + 1))
+            elif letter == reader.notation.time:
                 ranges.append(range(1, shape.T + 1))
             elif letter in reader.notation.layers:
                 ranges.append(range(-1, shape.L + 2))

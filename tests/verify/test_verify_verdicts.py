@@ -23,7 +23,7 @@ name = "mlp"
 heading = "Multilayer perceptron"
 model = "mlp"
 concrete = [[2, 2, 2]]
-general = [[2, 2, 2], [3, 4, 2]]
+general = [[2, 2, 2], [3, 4, 2], [2, 3, 3, 2]]
 {definitions}
 [sections.variables]
 h = {{ key = "a", indices = ["layer", "unit"] }}
@@ -95,3 +95,21 @@ def test_with_definitions_the_correction_is_derived_in_the_documents_names(tmp_p
     # the correction as its own document holds
     fixed = _document(tmp_path, found.corrected, definitions=True)
     assert fixed.verdict == HOLDS
+
+
+def test_the_readmes_own_derivation_gives_the_output_it_shows(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    part = readme.split("## Verify your own derivation")[1].split("\n## ")[0]
+    document = part.split("```markdown\n")[1].split("```")[0]
+    notation = part.split("```toml\n")[1].split("```")[0]
+    shown = part.split("$ derivgen verify --paper notes.md\n")[1].split("```")[0]
+    (tmp_path / "notes.md").write_text(document)
+    (tmp_path / "notes.notation.toml").write_text(notation)
+    findings = verify_document(tmp_path / "notes.md")
+    for f in findings:
+        assert f"{f.id}  {f.line}     {f.verdict}" in shown, f.id
+        if f.corrected:
+            assert f"corrected:  {f.corrected}\n" in shown, f.id
+    assert [f.verdict for f in findings] == [FAILS, HOLDS, "ambiguous"]
