@@ -33,7 +33,7 @@ from symbolic.derive import derive
 from symbolic.ir import Derivation, MatVec
 from symbolic.model import Cell, Claim
 from symbolic.parse import SpecError, load
-from symbolic.verify.latex_claims import latex_claims
+from symbolic.verify.latex_claims import LatexClaim, latex_claims, read_claim
 from symbolic.verify.verdict import FAILS, HOLDS, UNDECIDED, Finding
 
 N_IN, N_OUT = 3, 4
@@ -485,6 +485,20 @@ def show(value: Linear, single: SingleStep) -> str:
     return text(value.expr)
 
 
+def _verify_latex_claim(cell: Cell, single: SingleStep, entry: LatexClaim) -> Finding:
+    # A LaTeX claim, decided as the claim it reads as; its corrected form printed in the
+    # paper's notation where the notation can, and kept so only if it reads back and holds.
+    finding = verify_claim(cell, single, entry.claim)
+    finding.checks.insert(0, f"read in the claim language: {entry.text}")
+    latex = entry.latex(finding.corrected) if finding.corrected else None
+    if latex is not None:
+        back = read_claim(cell, entry.claim.key, latex, entry.claim.line)
+        if verify_claim(cell, single, back.claim).verdict == HOLDS:
+            finding.checks.append("corrected form, in the paper's notation, read back: holds")
+            finding.corrected = latex
+    return finding
+
+
 def verify_specs(paths: Sequence[str | Path]) -> list[Finding]:
     """Verify the ``[claims]`` of each spec file."""
     findings: list[Finding] = []
@@ -498,10 +512,8 @@ def verify_specs(paths: Sequence[str | Path]) -> list[Finding]:
         single = SingleStep(derive(model))
         for claim in model.claims:
             findings.append(verify_claim(model, single, claim))
-        for claim, text in read:
-            finding = verify_claim(model, single, claim)
-            finding.checks.insert(0, f"read in the claim language: {text}")
-            findings.append(finding)
+        for entry in read:
+            findings.append(_verify_latex_claim(model, single, entry))
     return findings
 
 

@@ -24,6 +24,7 @@ is ``M.T @ (value)``. The claim so read is built and decided by
 from __future__ import annotations
 
 import tomllib
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from symbolic.verify import latex
 from symbolic.verify.latex import Add, Call, Deriv, Index, Mul, Num, Pow, Sum, Sym
 from symbolic.verify.mapping import Reader, syms_of
 from symbolic.verify.notation import Notation, Section, builtin_paper, default_path, load
+from symbolic.verify.printer import Printer, spellings
 
 _ENTRY = "__entry_"  # a matrix entry inside a sum, before it becomes M.T @ (...)
 
@@ -229,8 +231,103 @@ def _parse(cell: Cell, notation: Notation, key: str, source: str, line) -> latex
     return latex.Equation(lhs, eq.rhs)
 
 
-def read_claim(cell: Cell, key: str, source: str, line: int | None) -> tuple[Claim, str]:
-    """One LaTeX claim of ``cell`` as a :class:`Claim` and its claim-language text.
+@dataclass
+class LatexClaim:
+    """A LaTeX claim, read: the claim, its text in the claim language, and what the
+    reading knows to print a claim-language value back in the paper's notation."""
+
+    claim: Claim
+    text: str
+    lhs: Deriv
+    frame: _Frame
+    translator: _Translator
+    counts: Counter
+
+    def latex(self, text: str) -> str | None:
+        """A value in the claim language (a corrected form), printed as the paper would
+        write it; None when it names something the notation cannot print."""
+        t = self.translator
+        try:
+            claim = claim_from_text(t.cell, self.claim.key, text, self.claim.line, text)
+            rhs = _Printing(self).value(claim.expr, self.frame.row, claim.transposed)
+        except (SpecError, _NotPrintable):
+            return None
+        printer = Printer(t.notation, t.reader.section, self.counts)
+        return printer.equation(self.lhs, rhs)
+
+
+class _NotPrintable(Exception):
+    """A claim-language value with no counterpart in the notation."""
+
+
+class _Printing:
+    """Claim-language values (SymPy, in the cell's names) as formula ASTs at the frame."""
+
+    def __init__(self, read: LatexClaim):
+        self.t, self.frame = read.translator, read.frame
+        self.functions = {prim: name for name, prim in self.t.notation.functions.items()}
+        used = read.lhs.wrt.letters()
+        self.row = next(u for u in self.t.notation.units if u not in used)
+
+    def sym(self, name: str, row: Index | None) -> Sym:
+        cell, frame = self.t.cell, self.frame
+        time, layer, units = frame.time, frame.layer, (row,)
+        if name == cell.input:
+            name, layer, units = cell.output, _shift(layer, -1), (frame.column,)
+        elif name in cell.states:
+            name, time = cell.states[name], _shift(time, -1)
+        elif cell.params.get(name) == "matrix":
+            raise _NotPrintable(name)
+        printed = [p for p, v in self.t.reader.section.variables.items() if v.key == name]
+        if not printed:
+            raise _NotPrintable(name)
+        var = self.t.reader.section.variables[printed[0]]
+        if "time" not in var.indices:
+            time = None
+        return Sym(printed[0], time, layer if "layer" in var.indices else None, units)
+
+    def value(self, expr: sp.Expr, row: Index | None, transposed: dict):
+        if expr.is_Integer:
+            n = int(expr)
+            return Num(n) if n >= 0 else Add(((-1, Num(-n)),))
+        if expr.is_Symbol:
+            return self._symbol(expr.name, row, transposed)
+        if isinstance(expr, sp.Add):
+            terms = sorted(expr.args, key=lambda a: bool(a.as_coeff_Mul()[0] < 0))
+            return Add(tuple(self._signed(a, row, transposed) for a in terms))
+        if isinstance(expr, sp.Mul):
+            sign, node = self._signed(expr, row, transposed)
+            return node if sign > 0 else Add(((-1, node),))
+        if isinstance(expr, sp.Pow) and expr.exp.is_Integer and expr.exp > 0:
+            return Pow(self.value(expr.base, row, transposed), int(expr.exp))
+        name = type(expr).__name__
+        if isinstance(expr, sp.Function) and name in self.functions:
+            return Call(self.functions[name], 0, self.value(expr.args[0], row, transposed))
+        raise _NotPrintable(str(expr))
+
+    def _signed(self, expr: sp.Expr, row, transposed) -> tuple[int, object]:
+        coeff, rest = expr.as_coeff_Mul()
+        if not coeff.is_Integer:
+            raise _NotPrintable(str(coeff))
+        factors = [] if abs(coeff) == 1 else [Num(abs(int(coeff)))]
+        factors += [self.value(f, row, transposed) for f in sp.Mul.make_args(rest) if f != 1]
+        return (-1 if coeff < 0 else 1), (factors[0] if len(factors) == 1 else Mul(tuple(factors)))
+
+    def _symbol(self, name: str, row, transposed):
+        if name in transposed:  # M.T @ (v): the sum over the layer's neurons
+            matrix, vector = transposed[name]
+            j = Index(self.row)
+            layer = _shift(self.frame.layer, -1)
+            entry = Sym(matrix, None, layer, (j, self.frame.column))
+            body = Mul((self.value(vector, j, transposed), entry))
+            return Sum(self.row, Index(None, 0), Index(size=self.frame.layer, offset=-1), body)
+        if name.startswith("dC_d"):
+            return Deriv(Sym(self.t.notation.cost), self.sym(name[4:], row))
+        return self.sym(name, row)
+
+
+def read_claim(cell: Cell, key: str, source: str, line: int | None) -> LatexClaim:
+    """One LaTeX claim of ``cell``, read into the claim language.
 
     Raises:
         SpecError: A name the notation or the cell does not know, indices that are not
@@ -247,9 +344,23 @@ def read_claim(cell: Cell, key: str, source: str, line: int | None) -> tuple[Cla
     translator = _Translator(cell, reader, key)
     frame = translator.frame(eq.lhs.wrt)
     text = sp.sstr(translator.value(eq.rhs, frame, frame.row))
-    return claim_from_text(cell, key, text, line, source), text
+    claim = claim_from_text(cell, key, text, line, source)
+    return LatexClaim(claim, text, eq.lhs, frame, translator, _spellings(eq, notation, section))
 
 
-def latex_claims(cell: Cell) -> list[tuple[Claim, str]]:
+def _spellings(eq: latex.Equation, notation: Notation, section: Section) -> Counter:
+    # the names as the claim spells them, else as the notation's definitions do
+    counts = Counter()
+    for text in section.definitions:
+        try:
+            counts.update(spellings(syms_of(latex.parse_expression(text, frozenset()).rhs)))
+        except latex.LatexError:
+            continue
+    for name, n in spellings(syms_of(eq.rhs)).items():
+        counts[name] += 100 * n
+    return counts
+
+
+def latex_claims(cell: Cell) -> list[LatexClaim]:
     """Every ``[latex_claims]`` entry of ``cell``, read (see :func:`read_claim`)."""
     return [read_claim(cell, key, source, line) for key, source, line in cell.latex_claims]

@@ -28,8 +28,8 @@ WRITTEN = EXAMPLES / "grn_claims.toml"
 def test_each_latex_claim_is_the_hand_written_claim():
     written = {c.key: c for c in load(WRITTEN).claims}
     read = latex_claims(load(LATEX))
-    assert [c.key for c, _ in read] == ["dC_dBc", "dC_dWTu", "dC_dWXc", "dC_dx", "dC_dh"]
-    for claim, _ in read:
+    assert [r.claim.key for r in read] == ["dC_dBc", "dC_dWTu", "dC_dWXc", "dC_dx", "dC_dh"]
+    for claim in (r.claim for r in read):
         twin = written[claim.key]
         assert claim.source.startswith(r"\frac{\partial C}"), claim.key
         assert claim.wrt == twin.wrt
@@ -63,7 +63,7 @@ def test_latex_claims_get_the_written_claims_verdicts_by_finite_differences():
     assert findings["dC_dh"].checks[0].startswith("read in the claim language: ")
     # independently: the claim read from LaTeX against central differences of the step
     cell = load(LATEX)
-    claims = {c.key: c for c, _ in latex_claims(cell)}
+    claims = {r.claim.key: r.claim for r in latex_claims(cell)}
     step = NumericStep(cell, 5)
     for key in ("dC_dBc", "dC_dh"):
         truth, value = step.gradient(key[4:]), step.evaluate_claim(claims[key])
@@ -135,3 +135,27 @@ def test_another_notation_file_relative_to_the_spec(tmp_path):
     claim = r"dC_dBc = '''\frac{\partial C}{\partial Bc_j^l} = \frac{\partial C}{\partial^t a_j^l} {}^t \gamma_j^l \tanh'({}^t Zc_j^l)'''"
     spec = _spec(tmp_path, claim + "\n", 'notation = "mine.notation.toml"\nsection = "grn"\n')
     assert [f.verdict for f in verify_specs([spec])] == [HOLDS]
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        # the input's gradient without its WXu term: the correction sums over the layer
+        r"dC_dx = '''\frac{\partial C}{\partial^t a_i^{l-1}} = \sum_{j=0}^{n^l-1} "
+        r"\frac{\partial C}{\partial^t a_j^l} \cdot {}^t\Gamma_j^l \cdot \tanh'({}^tZc_j^l)"
+        r" \cdot WXc_{ji}^{l-1}'''",
+        # a matrix entry's gradient without its gate
+        r"dC_dWXc = '''\frac{\partial C}{\partial WXc_{ji}^{l-1}} = \frac{\partial C}"
+        r"{\partial^t a_j^l} \cdot \tanh'({}^t Zc_j^l) \cdot {}^t a_i^{l-1}'''",
+    ],
+    ids=["input", "matrix"],
+)
+def test_a_failing_latex_claims_correction_is_printed_in_the_papers_notation(tmp_path, claim):
+    spec = _spec(tmp_path, claim + "\n")
+    (finding,) = verify_specs([spec])
+    assert finding.verdict == FAILS
+    assert finding.corrected.startswith(claim.split("= '''")[1].split(" = ")[0] + " = ")
+    assert "corrected form, in the paper's notation, read back: holds" in finding.checks
+    # the correction, as a claim of its own, holds (decided against finite differences)
+    fixed = _spec(tmp_path, f"{claim.split(' = ')[0]} = '''{finding.corrected}'''\n")
+    assert [f.verdict for f in verify_specs([fixed])] == [HOLDS]
