@@ -101,6 +101,8 @@ class Cell:
         equations: In evaluation order (lifted intermediates included).
         projections: Every ``W@v``, in order of first use.
         claims: Stated derivatives to verify.
+        latex_claims: Stated derivatives in a paper's LaTeX notation (translated and
+            verified by ``derivgen verify``).
         text: The spec file's text; sha256 its digest.
     """
 
@@ -117,6 +119,10 @@ class Cell:
     claims: list[Claim]
     text: str
     sha256: str
+    #: ``[latex_claims]``: (key, LaTeX, line), read by symbolic.verify.latex_claims
+    latex_claims: list[tuple[str, str, int | None]] = field(default_factory=list)
+    #: every name the spec defines -> its role (what a claim's value may name)
+    roles: dict[str, str] = field(default_factory=dict)
 
     @property
     def equation_names(self) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import dataclasses
 import hashlib
 import keyword
 import re
@@ -88,6 +89,7 @@ CELL_KEYS = {
     "params",
     "equations",
     "claims",
+    "latex_claims",
 }
 COST_KEYS = {"name", "title", "kind", "prediction", "target", "per_unit", "claims"}
 PARAM_KINDS = ("matrix", "vector")
@@ -586,6 +588,8 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
         sha256=_digest(text),
     )
     cell.claims = _load_claims(path, lines, _table(path, lines, data, "claims"), cell, names.roles)
+    cell.roles = dict(names.roles)
+    cell.latex_claims = _load_latex_claims(path, lines, _table(path, lines, data, "latex_claims"))
     return cell
 
 
@@ -819,8 +823,7 @@ def _find_cycle(start, first, equations_src, order, roles) -> list[str] | None:
     return None
 
 
-def _load_claims(path, lines, claims_src, cell: Cell, roles) -> list[Claim]:
-    claims = []
+def _claim_names(cell: Cell, roles) -> dict[str, str]:
     names = {n: r for n, r in roles.items() if r != "projection"}
     names = {n: ("vector" if r in ("later", "equation") else r) for n, r in names.items()}
     # Inside claims the input stands for the entry's input x_j, so it may appear alone.
@@ -828,15 +831,60 @@ def _load_claims(path, lines, claims_src, cell: Cell, roles) -> list[Claim]:
     symbols = [n for n, r in roles.items() if r not in ("matrix", "projection")]
     for sym in symbols:
         names["dC_d" + sym] = "adjoint"
+    return names
+
+
+def _claim_wrt(path, line, key: str, cell: Cell) -> str:
+    if not key.startswith("dC_d"):
+        raise SpecError(path, line, key, "a claim's key is dC_d<name>")
+    wrt = key[4:]
+    if wrt not in cell.params and wrt != cell.input and wrt not in cell.states:
+        raise SpecError(
+            path, line, key, f"'{wrt}' is not a parameter, the input or a state of the cell"
+        )
+    return wrt
+
+
+def _load_latex_claims(path, lines, table: dict) -> list[tuple[str, str, int | None]]:
+    # [latex_claims]: dC_d<name> = LaTeX in a paper's notation (symbolic.verify reads
+    # them), and the optional settings "notation" and "section".
+    out = []
+    for key, source in table.items():
+        line = lines.of("latex_claims", key)
+        if not isinstance(source, str):
+            raise SpecError(path, line, key, "a LaTeX claim is a string")
+        if key not in ("notation", "section"):
+            out.append((key, source, line))
+    return out
+
+
+def claim_from_text(cell: Cell, key: str, text: str, line: int | None, source: str) -> Claim:
+    """A claim of ``cell`` whose value ``text`` is in the claim language (a LaTeX claim,
+    once translated); ``source`` is what the spec wrote.
+
+    Raises:
+        SpecError: The key or the value cannot be a claim of this cell.
+    """
+    claim = _load_claims(cell.path, _FixedLine(line), {key: text}, cell, cell.roles)[0]
+    return dataclasses.replace(claim, source=source)
+
+
+class _FixedLine:
+    """Lines of one claim translated from elsewhere: every key is on ``line``."""
+
+    def __init__(self, line: int | None):
+        self.line = line
+
+    def of(self, table: str, key: str) -> int | None:
+        return self.line
+
+
+def _load_claims(path, lines, claims_src, cell: Cell, roles) -> list[Claim]:
+    claims = []
+    names = _claim_names(cell, roles)
     for key, source in claims_src.items():
         line = lines.of("claims", key)
-        if not key.startswith("dC_d"):
-            raise SpecError(path, line, key, "a claim's key is dC_d<name>")
-        wrt = key[4:]
-        if wrt not in cell.params and wrt != cell.input and wrt not in cell.states:
-            raise SpecError(
-                path, line, key, f"'{wrt}' is not a parameter, the input or a state of the cell"
-            )
+        wrt = _claim_wrt(path, line, key, cell)
         builder = _ExprBuilder(path, line, key, names, claims=True)
         expr = builder.build(source)
         transposed = {f"{m}_T_{i}": (m, arg) for i, (m, arg) in enumerate(builder.transposed)}

@@ -1,7 +1,7 @@
 """``derivgen run``: the whole job in one command.
 
 1. verify every derivative formula of the paper ("Neural Networks Derivatives",
-   W. Moraes, 2020) symbolically and numerically;
+   W. Moraes, 2020), read from its LaTeX, symbolically and numerically;
 2. check that the modules in ``generated/`` are what the specs produce;
 3. train the paper's MLP on the 8x8 digits with the generated modules;
 4. train the paper's gated recurrent neuron (GRN) on the same digits read row by row;
@@ -57,12 +57,14 @@ class Step:
 
 
 def run_verification() -> Step:
-    """Step 1: the verdict on every formula of the paper (``symbolic.verify.moraes2020``)."""
+    """Step 1: the verdict on every formula of the paper, found in its LaTeX and read
+    through its notation file (``symbolic.verify.document``; the hand transcription of
+    ``symbolic.verify.moraes2020`` is the tests' golden reference, not used here)."""
     start = time.perf_counter()
     try:
-        from symbolic.verify import verify_paper
+        from symbolic.verify import verify_document
 
-        findings = verify_paper()
+        findings = verify_document()
     except Exception as exc:  # the tour reports a broken step and goes on to the next
         return Step(
             "paper verification",

@@ -32,6 +32,7 @@ FEATURES = frozenset(
     | {"projection:expression", "projection:factor", "projection:product"}
     | {"state:stateless", "output:not-a-state", "matrix:twice", "vector:in-primitive"}
     | {"vector:in-projection", "vector:divisor", "vector:factor"}
+    | {"claims:latex"}
 )
 
 INPUT_MATRICES = ("Wa", "Wb", "Wc")
@@ -242,6 +243,12 @@ def cells(draw, kinds=("feedforward", "recurrent")) -> FuzzSpec:
         n for n in equations if not n.startswith("p")
     ]
     lines += [f'{n} = "{equations[n]}"' for n in order]
+    if params and draw(st.booleans()):
+        # a stated derivative in a paper's LaTeX: data for derivgen verify, which
+        # generate reads and leaves alone (it changes no module)
+        features.add("claims:latex")
+        lines.append("[latex_claims]")
+        lines.append(f"dC_d{params[-1]} = '\\frac{{\\partial C}}{{\\partial {params[-1]}_j}} = 0'")
     return FuzzSpec("\n".join(lines) + "\n", kind, features)
 
 

@@ -53,3 +53,21 @@ def test_tour_reports_a_failed_step_and_goes_on(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "FAILED: could not run: ImportError: symbolic.verify is being written" in out
     assert "MLP on digits" in out
+
+
+def test_tour_verifies_the_paper_from_its_document(monkeypatch):
+    # The step reads the paper (symbolic.verify.document), not the hand transcription.
+    import symbolic.verify
+    from symbolic.verify import moraes2020
+
+    read = [Finding("mlp.x", 20, "x", "holds"), Finding("grn.y", 80, "y", "fails")]
+
+    def transcription():
+        raise AssertionError("derivgen run must not verify the transcription")
+
+    monkeypatch.setattr(symbolic.verify, "verify_document", lambda: read, raising=False)
+    monkeypatch.setattr(moraes2020, "verify_paper", transcription)
+    monkeypatch.setattr(symbolic.verify, "verify_paper", transcription, raising=False)
+    step = run.run_verification()
+    assert step.ok and step.result == "2 formulas: 1 holds, 1 fails"
+    assert step.details[0] == "line  80  fails          grn.y"

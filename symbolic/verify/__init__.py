@@ -3,6 +3,7 @@
 - :mod:`~symbolic.verify.verdict`: the verdict vocabulary, :class:`Finding` and the table
   of findings;
 - :mod:`~symbolic.verify.claims`: the ``[claims]`` of a spec, single-step gradients;
+- :mod:`~symbolic.verify.latex_claims`: a spec's ``[latex_claims]``, read as claims;
 - :mod:`~symbolic.verify.engine`: the formula-checking engine, for any paper;
 - :mod:`~symbolic.verify.unrolled`: concrete unrolled models, the engine's oracle;
 - :mod:`~symbolic.verify.specmodel`: unrolled models built from a spec (``spec:<name>``);
@@ -10,6 +11,9 @@
 - :mod:`~symbolic.verify.notation`: a document's notation file (what its names mean);
 - :mod:`~symbolic.verify.mapping`: parsed formulas read through a notation, as readings;
 - :mod:`~symbolic.verify.extract`: the formulas found in a document's displays;
+- :mod:`~symbolic.verify.adjoints`: the true derivative derived in a document's notation;
+- :mod:`~symbolic.verify.printer`: formulas printed in a document's notation;
+- :mod:`~symbolic.verify.corrections`: each formula's corrections, derived and printed;
 - :mod:`~symbolic.verify.document`: a document as a paper the engine decides
   (``derivgen verify``, ``--paper``);
 - :mod:`~symbolic.verify.moraes2020`: the formulas of "Neural Networks Derivatives"

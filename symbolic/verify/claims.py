@@ -4,7 +4,10 @@ Input: spec files with ``[claims]``. Output: one
 :class:`~symbolic.verify.verdict.Finding` per claim.
 
 A claim is the single-step (local) gradient at one neuron (DESIGN.md, "Spec format").
-It is decided twice, independently:
+A claim that, read as written, uses a symbol against its defined meaning (an ``M.T @ v``
+for a matrix entry, a matrix as a per-neuron value, ``dC_d<input>`` in a value) ``fails``
+and its detail gives the repair that holds (the rule of :mod:`symbolic.verify.verdict`).
+Otherwise it is decided twice, independently:
 
 1. symbolically: the claim and the derived single-step gradient are both written in the
    cell's inputs (every intermediate substituted), with the adjoints of the output (and
@@ -30,7 +33,8 @@ from symbolic.derive import derive
 from symbolic.ir import Derivation, MatVec
 from symbolic.model import Cell, Claim
 from symbolic.parse import SpecError, load
-from symbolic.verify.verdict import FAILS, HOLDS, ILL_FORMED, UNDECIDED, Finding
+from symbolic.verify.latex_claims import LatexClaim, latex_claims, read_claim
+from symbolic.verify.verdict import FAILS, HOLDS, UNDECIDED, Finding
 
 N_IN, N_OUT = 3, 4
 FD_STEP = 1e-6
@@ -394,8 +398,13 @@ def verify_claim(cell: Cell, single: SingleStep, claim: Claim) -> Finding:
         claimed = single.claim_value(claim)
         NumericStep(cell, 0).evaluate_claim(claim)
     except ValueError as exc:
-        finding.verdict = ILL_FORMED
-        finding.detail = str(exc)
+        # read as written, the claim uses a symbol against its defined meaning: it
+        # fails, and the repair that holds is the single-step gradient (verdict.py)
+        finding.verdict = FAILS
+        finding.detail = (
+            f"As written, a symbol is used against its defined meaning: {exc}. "
+            f"Repaired, the single-step gradient is {corrected}"
+        )
         finding.corrected = corrected
         return finding
     # 1. symbolic
@@ -476,6 +485,20 @@ def show(value: Linear, single: SingleStep) -> str:
     return text(value.expr)
 
 
+def _verify_latex_claim(cell: Cell, single: SingleStep, entry: LatexClaim) -> Finding:
+    # A LaTeX claim, decided as the claim it reads as; its corrected form printed in the
+    # paper's notation where the notation can, and kept so only if it reads back and holds.
+    finding = verify_claim(cell, single, entry.claim)
+    finding.checks.insert(0, f"read in the claim language: {entry.text}")
+    latex = entry.latex(finding.corrected) if finding.corrected else None
+    if latex is not None:
+        back = read_claim(cell, entry.claim.key, latex, entry.claim.line)
+        if verify_claim(cell, single, back.claim).verdict == HOLDS:
+            finding.checks.append("corrected form, in the paper's notation, read back: holds")
+            finding.corrected = latex
+    return finding
+
+
 def verify_specs(paths: Sequence[str | Path]) -> list[Finding]:
     """Verify the ``[claims]`` of each spec file."""
     findings: list[Finding] = []
@@ -483,11 +506,14 @@ def verify_specs(paths: Sequence[str | Path]) -> list[Finding]:
         model = load(path)
         if not isinstance(model, Cell):
             raise SpecError(path, None, None, "only cells carry claims")
-        if not model.claims:
+        if not model.claims and not model.latex_claims:
             raise SpecError(path, None, "claims", "the spec has no [claims] to verify")
+        read = latex_claims(model)  # every LaTeX claim read before any is decided
         single = SingleStep(derive(model))
         for claim in model.claims:
             findings.append(verify_claim(model, single, claim))
+        for entry in read:
+            findings.append(_verify_latex_claim(model, single, entry))
     return findings
 
 

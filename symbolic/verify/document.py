@@ -1,7 +1,10 @@
 """A document and its notation file as a paper the engine decides (``derivgen verify``).
 
 :func:`document_paper` finds the document's formulas (:mod:`symbolic.verify.extract`),
-gives each its correction and hands them to the engine as a
+gives each its correction (the true derivative derived from the section's definitions
+and printed in the document's notation, :mod:`symbolic.verify.corrections`; without
+definitions, the notation's corrected formula or another formula of the document with
+that left side) and each reading printed on its own, and hands them to the engine as a
 :class:`~symbolic.verify.engine.Paper`; :func:`verify_document` is the findings, for the
 built-in paper by default (its id, line, source and verdict are those the hand
 transcription of :mod:`symbolic.verify.moraes2020` gives, which the tests hold it to).
@@ -14,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from symbolic.parse import SpecError
+from symbolic.verify.corrections import Corrector
 from symbolic.verify.engine import Formula, Paper, ReadingResult, default_local_detail
 from symbolic.verify.extract import (
     BUILTIN_FILE,
@@ -163,6 +167,16 @@ def _local_detail(sections: dict[str, object]):
     return detail
 
 
+def _with_corrections(p: Parsed, candidates: list[_Candidate], corrector: Corrector) -> Formula:
+    # The correction derived from the section's definitions where it has some, else
+    # the notation's or another formula of the document; and each reading printed.
+    formula = formula_of(p)
+    if p.rule:
+        return formula
+    fix = corrector.derived(p, formula) or _fix_for(p, candidates)
+    return replace(formula, fix=fix, repairs=corrector.repairs(p, formula))
+
+
 def document_paper(paper: str | Path | None = None, notation: str | Path | None = None) -> Paper:
     """The engine's :class:`Paper` for a document (default: the built-in paper) read with
     its notation file (default: ``<paper>.notation.toml`` beside it).
@@ -178,7 +192,8 @@ def document_paper(paper: str | Path | None = None, notation: str | Path | None 
     rules = load(notation if notation is not None else default_path(path))
     parsed = [parse_found(found, rules, lines, file) for found in find_formulas(text, rules)]
     candidates = _corrections(rules, lines, file, parsed) + _document_candidates(parsed)
-    formulas = [formula_of(p, None if p.rule else _fix_for(p, candidates)) for p in parsed]
+    corrector = Corrector(rules, lines, file, parsed)
+    formulas = [_with_corrections(p, candidates, corrector) for p in parsed]
     sections = {p.id: p.section for p in parsed}
     return Paper(file, lambda: tuple(lines), lambda: formulas, _local_detail(sections))
 

@@ -19,13 +19,17 @@ formula's indices. Its left side is always dC/d(something): ``wrt`` names that s
   step t alone (the value perturbed only in step t's equations), or the single path
   from step t to the cost of step t (:data:`NOTIONS`); ``detail`` says what the total
   adds, in the paper's words.
-- ``ambiguous``: readings disagree; ``detail`` says which hold.
-- ``fails``: no reading holds; ``counterexample`` has the point and both values.
+- ``ambiguous``: conventional readings disagree; ``detail`` says which hold.
+- ``fails``: no reading holds; ``counterexample`` has the point and both values. A
+  reading that repairs a symbol used against its defined meaning (``Formula.against``)
+  is no reading: the detail says whether it holds (the rule of
+  :mod:`symbolic.verify.verdict`).
 - ``ill-formed``: a display with unbalanced brackets (counted in the LaTeX source), or
   a free index (the right side changes when it varies).
 
-Every verdict but ``holds`` carries the formula's corrected form, itself verified as
-``holds`` by the same checks.
+Every verdict but ``holds`` carries the formula's corrected form (a reading that holds,
+printed on its own, else the derived formula), itself verified as ``holds`` by the same
+checks; where no corrected form holds, the verdict stands and the detail says so.
 """
 
 from __future__ import annotations
@@ -85,6 +89,11 @@ class Formula:
         free: Free indices of the printed right side -> their range on a shape.
         corrected: The corrected formula (LaTeX), for formulas that do not hold.
         fix: The corrected formula transcribed (a :class:`Formula`, itself checked).
+        repairs: Reading name -> that reading printed on its own (a :class:`Formula`);
+            where a reading holds, its repair is the correction.
+        against: Names of the readings that repair a symbol the formula, as printed,
+            uses against its defined meaning: they decide no verdict, the detail says
+            which of them holds (DESIGN.md, CLI: verdict semantics).
         note: How the notation was read (spellings, implied superscripts).
         latex: The source when it is not the paper's text (corrected forms).
         custom: A check of its own (for a formula that is not a derivative of C).
@@ -101,6 +110,8 @@ class Formula:
     free: Mapping[str, Callable[[Shape, dict], range]] = field(default_factory=dict)
     corrected: str | None = None
     fix: Formula | None = None
+    repairs: Mapping[str, Formula] = field(default_factory=dict)
+    against: frozenset[str] = frozenset()
     note: str = ""
     latex: str | None = None
     custom: Callable[[Formula], Finding] | None = None
@@ -235,12 +246,19 @@ def _names(names: Iterable[str]) -> str:
     return ", ".join(names) if len(names) <= 3 else f"{len(names)} models ({names[0]}, ...)"
 
 
+@functools.cache
+def _numeric(model: Unrolled, seed: int) -> NumericContext:
+    # One numeric context per model and random point, shared by every formula: the
+    # finite differences it caches are the same whichever formula asks.
+    return NumericContext(model, model.numeric.random_point(seed))
+
+
 def _counterexample(reading: Reading, model: Unrolled, idx: dict, target: Callable) -> dict | None:
     # The random point (of five) where the reading and the target differ the most.
     best, best_gap = None, DIFFERENT
     for seed in (1, 2, 3, 4, 5):
-        point = model.numeric.random_point(seed)
-        ctx = NumericContext(model, point)
+        ctx = _numeric(model, seed)
+        point = ctx.point
         value, truth = float(reading(ctx, **idx)), float(target(ctx, idx))
         if relative_difference(value, truth) > best_gap:
             best_gap = relative_difference(value, truth)
@@ -264,7 +282,7 @@ def _confirm(reading: Reading, cases: list[Case], target: Callable) -> tuple[flo
         by_model.setdefault(model.name, (model, []))[1].append(idx)
     for model, indices in by_model.values():
         for seed in SEEDS:
-            ctx = NumericContext(model, model.numeric.random_point(seed))
+            ctx = _numeric(model, seed)
             for idx in indices:
                 value, truth = float(reading(ctx, **idx)), float(target(ctx, idx))
                 worst = max(worst, relative_difference(value, truth))
@@ -349,6 +367,9 @@ def _check_reading(formula: Formula, name: str, reading: Reading) -> ReadingResu
     result = ReadingResult(name, all_models=[m.name for m in formula.models()])
     prefix = f"reading '{name}': " if len(formula.readings) > 1 else ""
     cases, failing = _exact_cases(formula, reading, result)
+    if not cases and not result.missing:
+        result.problems.append("no index value of the formula exists on the models checked")
+        return result
     if not failing and not result.missing:
         _confirm_total(formula, reading, cases, result, prefix)
         return result
@@ -419,7 +440,7 @@ def _free_index(formula: Formula, name: str, reading: Reading) -> str | None:
                 try:
                     sym = SymbolicContext(model)
                     exact = [reading(sym, **idx, **{index: v}) for v in values]
-                    num = NumericContext(model, model.numeric.random_point(SEEDS[0]))
+                    num = _numeric(model, SEEDS[0])
                     numeric = [float(reading(num, **idx, **{index: v})) for v in values]
                 except NoSuchNeuron:
                     break
@@ -499,8 +520,11 @@ def _set_verdict(
     results: list[ReadingResult],
     reasons: list[str],
 ) -> None:
-    # The verdict from the readings' results and the reasons it cannot be read.
-    statuses = {r.status for r in results}
+    # The verdict from the readings' results and the reasons it cannot be read; a
+    # repair of a symbol used against its meaning is no reading (verdict.py's rule).
+    printed = [r for r in results if r.name not in formula.against]
+    repairs = [r for r in results if r.name in formula.against]
+    statuses = {r.status for r in printed}
     if reasons:
         finding.verdict = ILL_FORMED
         finding.detail = "Cannot be read as printed: " + "; ".join(reasons) + "."
@@ -508,9 +532,9 @@ def _set_verdict(
             finding.detail += " Read either way: " + "; ".join(map(_reading_words, results)) + "."
     elif len(statuses) > 1:
         finding.verdict = AMBIGUOUS
-        finding.detail = "Readings disagree: " + "; ".join(map(_reading_words, results)) + "."
-    elif results:
-        r = results[0]
+        finding.detail = "Readings disagree: " + "; ".join(map(_reading_words, printed)) + "."
+    elif printed:
+        r = printed[0]
         finding.verdict = r.status
         if r.status == HOLDS_LOCALLY:
             finding.detail = paper.local_detail(formula, r)
@@ -519,6 +543,13 @@ def _set_verdict(
         elif r.status == FAILS:
             finding.counterexample = r.counterexample
             finding.detail = "No reading holds: " + _reading_words(r) + "."
+            if repairs:
+                finding.detail = (
+                    "As printed, a symbol is used against its defined meaning and the "
+                    f"formula fails: {_reading_words(r)}. Repaired: "
+                    + "; ".join(map(_reading_words, repairs))
+                    + "."
+                )
 
 
 def _decide(paper: Paper, formula: Formula) -> Finding:
@@ -531,31 +562,39 @@ def _decide(paper: Paper, formula: Formula) -> Finding:
     results = _check_readings(formula, finding, reasons)
     problems = [p for r in results for p in r.problems]
     if problems:
-        finding.detail = "Exact and numeric checks disagree: " + "; ".join(problems) + "."
+        finding.detail = "Not decided: " + "; ".join(problems) + "."
         return finding
     _set_verdict(paper, formula, finding, results, reasons)
     if formula.note:
         finding.detail = (finding.detail + " " + formula.note).strip()
     if finding.verdict not in (HOLDS, UNDECIDED):
-        _attach_correction(paper, formula, finding)
+        _attach_correction(paper, formula, finding, results)
     return finding
 
 
-def _attach_correction(paper: Paper, formula: Formula, finding: Finding) -> None:
-    # The corrected form is checked like any formula and must hold.
-    if formula.fix is None:
-        finding.detail += " No corrected form is available."
-        finding.verdict = UNDECIDED
+def _attach_correction(
+    paper: Paper, formula: Formula, finding: Finding, results: list[ReadingResult]
+) -> None:
+    # The corrected form is checked like any formula and must hold: a reading that
+    # holds, printed on its own (the closest repair), else the derived formula. None
+    # holding leaves the verdict as it is and says so.
+    candidates = [
+        formula.repairs[r.name] for r in results if r.status == HOLDS and r.name in formula.repairs
+    ]
+    if formula.fix is not None:
+        candidates.append(formula.fix)
+    if not candidates:
+        finding.detail += " No corrected form could be derived."
         return
-    fixed = paper.verify_formula(formula.fix.id)
-    finding.corrected = formula.corrected or formula.fix.latex
-    summary = "; ".join(fixed.checks)
-    if fixed.verdict != HOLDS:
-        finding.verdict = UNDECIDED
-        finding.detail += f" The corrected form does not hold ({fixed.verdict})."
-        finding.checks.append(f"corrected form: {fixed.verdict}: {summary}")
-    else:
-        finding.checks.append(f"corrected form holds: {summary}")
+    for candidate in candidates:
+        fixed = paper.verify_formula(candidate.id)
+        summary = "; ".join(fixed.checks)
+        if fixed.verdict == HOLDS:
+            finding.corrected = formula.corrected or candidate.latex
+            finding.checks.append(f"corrected form holds: {summary}")
+            return
+        finding.checks.append(f"corrected form {candidate.id}: {fixed.verdict}: {summary}")
+    finding.detail += " No corrected form found holds."
 
 
 # ------------------------------------------------------------------------- papers
@@ -605,8 +644,9 @@ class Paper:
         table: dict[str, Formula] = {}
         for entry in self._formulas:
             table[entry.id] = entry
-            if entry.fix is not None:
-                table.setdefault(entry.fix.id, entry.fix)
+            for fix in (entry.fix, *entry.repairs.values()):
+                if fix is not None:
+                    table.setdefault(fix.id, fix)
         return table
 
     def formulas(self) -> tuple[Formula, ...]:

@@ -10,9 +10,9 @@ derivative of the cost (``\\frac{\\partial C}{\\partial X}``) or a function's de
 side; a row (or a whole display) that starts with ``+`` or ``-`` continues the formula
 before it. Each formula is parsed (:mod:`symbolic.verify.latex`: its bracket and scope
 readings), read through the notation (:mod:`symbolic.verify.mapping`: its bound
-readings, its models and index values) and handed to the engine. Its correction is the
-notation's corrected formula for the same left side or, failing that, another formula
-of the document with that left side; either way it is checked like the others.
+readings, its models and index values) and handed to the engine. Its correction is
+derived from the section's definitions and printed in the document's notation
+(:mod:`symbolic.verify.corrections`); either way it is checked like the others.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from symbolic.verify.mapping import (
     index_domain,
     is_general,
     lhs_letters,
+    repairs_in,
 )
 from symbolic.verify.notation import Notation, Section
 from symbolic.verify.unrolled import check_primitive_rules
@@ -159,6 +160,7 @@ class Parsed:
     reader: Reader
     readings: dict[str, latex.Equation]
     rule: bool = False
+    repairs: frozenset[str] = frozenset()
 
     @property
     def first(self) -> latex.Equation:
@@ -166,23 +168,30 @@ class Parsed:
         return next(iter(self.readings.values()))
 
 
-def _readings(reader: Reader, text: str, ends: tuple[int, ...]) -> dict[str, latex.Equation]:
-    # Bracket repairs x sum scopes x bound readings, each named by its choices.
+def _readings(
+    reader: Reader, text: str, ends: tuple[int, ...]
+) -> tuple[dict[str, latex.Equation], frozenset[str]]:
+    # Bracket repairs x sum scopes x bound readings, each named by its choices; and the
+    # names of those that repair a symbol used against its meaning.
     functions = frozenset(reader.notation.functions)
     try:
         parses = latex.parse(text, functions, ends)
     except latex.LatexError as exc:
         raise reader.fail(exc.symbol, str(exc)) from exc
     out: dict[str, latex.Equation] = {}
+    repaired: set[str] = set()
     for repair, parsed in parses:
         scopes = latex.readings(parsed)
         for k, scoped in enumerate(scopes):
+            against = repairs_in(reader, scoped.rhs)
             for names, rhs in bound_readings(reader, scoped.rhs):
                 words = [] if repair.name == "as printed" else [repair.name]
                 words += [f"scope {k + 1} of {len(scopes)}"] if len(scopes) > 1 else []
                 name = "; ".join([*words, *names]) or "as printed"
                 out.setdefault(name, latex.Equation(scoped.lhs, rhs))
-    return out
+                if against & set(names):
+                    repaired.add(name)
+    return out, frozenset(repaired)
 
 
 def parse_found(found: Found, notation: Notation, lines: list[str], file: str) -> Parsed:
@@ -193,7 +202,7 @@ def parse_found(found: Found, notation: Notation, lines: list[str], file: str) -
         raise SpecError(file, found.line, None, "a formula before any section of the notation")
     reader = Reader(notation, section, file, found.line)
     text, ends = found.text()
-    readings = _readings(reader, text, ends)
+    readings, repairs = _readings(reader, text, ends)
     first = next(iter(readings.values()))
     rule = isinstance(first.lhs, latex.Mul) and isinstance(first.lhs.factors[0], latex.Call)
     if not rule:
@@ -206,9 +215,8 @@ def parse_found(found: Found, notation: Notation, lines: list[str], file: str) -
         for eq in readings.values():
             reader.check(eq.lhs)
             reader.check(eq.rhs)
-    return Parsed(
-        found, ident or f"{section.name}.line{found.line}", section, reader, readings, rule
-    )
+    fid = ident or f"{section.name}.line{found.line}"
+    return Parsed(found, fid, section, reader, readings, rule, repairs)
 
 
 # ------------------------------------------------------------ engine formulas
@@ -254,6 +262,7 @@ def formula_of(
         fix=fix,
         note=" ".join(reader.notes),
         latex=latex_text,
+        against=parsed.repairs,
     )
 
 

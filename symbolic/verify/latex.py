@@ -49,6 +49,7 @@ term: factor (_TIMES? factor)*
 ?factor: symbol
        | number
        | group
+       | group SUP script          -> power
        | frac
        | partial
        | sum_op
@@ -211,6 +212,14 @@ class Sum:
 
 
 @dataclass(frozen=True)
+class Pow:
+    """A bracketed expression to an integer power: ``(a - y)^2``."""
+
+    base: object
+    exp: int
+
+
+@dataclass(frozen=True)
 class Frac:
     """A fraction that is not a derivative."""
 
@@ -311,6 +320,12 @@ class _ToAST(Transformer):
 
     def group(self, _open, expr, _close):
         return Group(expr)
+
+    def power(self, group, _sup, script):
+        exp = _flat(script[0])
+        if not isinstance(exp, Num):
+            raise LatexError("a power is an integer")
+        return Pow(group, exp.value)
 
     def underbrace(self, _cmd, expr):
         return Group(expr)
@@ -531,6 +546,8 @@ def _calls(node, functions: frozenset[str]):
         return _calls(node.expr, functions)
     if isinstance(node, Frac):
         return Frac(_calls(node.num, functions), _calls(node.den, functions))
+    if isinstance(node, Pow):
+        return Pow(_calls(node.base, functions), node.exp)
     if isinstance(node, Iverson):
         return Iverson(
             tuple((_calls(a, functions), op, _calls(b, functions)) for a, op, b in node.relations)
@@ -559,6 +576,8 @@ def letters(node) -> set[str]:
         return node.of.letters() | node.wrt.letters()
     if isinstance(node, Call):
         return letters(node.arg)
+    if isinstance(node, Pow):
+        return letters(node.base)
     if isinstance(node, Add):
         return set().union(*(letters(t) for _, t in node.terms))
     if isinstance(node, Mul):
@@ -590,6 +609,8 @@ def free_letters(node, bound: frozenset[str] = frozenset()) -> set[str]:
         return set().union(set(), *(free_letters(f, bound) for f in node.factors))
     if isinstance(node, Call):
         return free_letters(node.arg, bound)
+    if isinstance(node, Pow):
+        return free_letters(node.base, bound)
     if isinstance(node, Iverson):
         return set().union(
             set(), *(free_letters(a, bound) | free_letters(b, bound) for a, _, b in node.relations)
@@ -606,6 +627,8 @@ def _scopes(node) -> list[object]:
         return [Add(tuple(zip(signs, combo, strict=True))) for combo in itertools.product(*options)]
     if isinstance(node, Call):
         return [Call(node.func, node.primes, arg) for arg in _scopes(node.arg)]
+    if isinstance(node, Pow):
+        return [Pow(base, node.exp) for base in _scopes(node.base)]
     if isinstance(node, Mul):
         return _product_scopes(list(node.factors))
     return [node]
@@ -652,6 +675,7 @@ __all__ = [
     "LatexError",
     "Mul",
     "Num",
+    "Pow",
     "Repair",
     "Sum",
     "SumOp",

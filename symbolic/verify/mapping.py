@@ -31,6 +31,7 @@ from symbolic.verify.latex import (
     LatexError,
     Mul,
     Num,
+    Pow,
     Sum,
     Sym,
     free_letters,
@@ -163,7 +164,15 @@ class Reader:
                 return c.dC(self.key(node.wrt, env, shape))
             return c.d(self.key(node.of, env, shape), self.key(node.wrt, env, shape))
         if isinstance(node, Call):
-            return c.prime(self.notation.functions[node.func], self.evaluate(node.arg, c, env))
+            arg = self.evaluate(node.arg, c, env)
+            if node.primes == 0:
+                return c.apply(self.notation.functions[node.func], arg)
+            return c.prime(self.notation.functions[node.func], arg)
+        if isinstance(node, Pow):
+            base, out = self.evaluate(node.base, c, env), 1
+            for _ in range(node.exp):
+                out = out * base
+            return out
         if isinstance(node, Add):
             return sum(sign * self.evaluate(t, c, env) for sign, t in node.terms)
         if isinstance(node, Mul):
@@ -239,8 +248,8 @@ def _syms(node):
     elif isinstance(node, Deriv):
         yield from ([node.of] if node.of.time or node.of.layer or node.of.units else [])
         yield node.wrt
-    elif isinstance(node, Call):
-        yield from _syms(node.arg)
+    elif isinstance(node, (Call, Pow)):
+        yield from _syms(node.arg if isinstance(node, Call) else node.base)
     elif isinstance(node, Add):
         for _, t in node.terms:
             yield from _syms(t)
@@ -252,6 +261,11 @@ def _syms(node):
     elif isinstance(node, Frac):
         yield from _syms(node.num)
         yield from _syms(node.den)
+
+
+def syms_of(node) -> list[Sym]:
+    """Every value ``node`` names, in printed order (the cost of a derivative excluded)."""
+    return list(_syms(node))
 
 
 def _calls(node):
@@ -266,6 +280,8 @@ def _calls(node):
             yield from _calls(f)
     elif isinstance(node, Sum):
         yield from _calls(node.body)
+    elif isinstance(node, Pow):
+        yield from _calls(node.base)
 
 
 # ------------------------------------------------------------- bounds as readings
@@ -275,7 +291,7 @@ def bound_readings(reader: Reader, node) -> list[tuple[tuple[str, ...], object]]
     """Every reading of the sums' bounds in ``node``: (names of the choices, tree)."""
     if isinstance(node, Sum):
         out = []
-        for name, hi in _bounds(reader, node):
+        for name, hi, _ in _bounds(reader, node):
             for names, body in bound_readings(reader, node.body):
                 out.append(((*((name,) if name else ()), *names), Sum(node.var, node.lo, hi, body)))
         return out
@@ -298,21 +314,43 @@ def bound_readings(reader: Reader, node) -> list[tuple[tuple[str, ...], object]]
     return [((), node)]
 
 
-def _bounds(reader: Reader, node: Sum) -> list[tuple[str | None, Index | None]]:
+def repairs_in(reader: Reader, node) -> set[str]:
+    """The names of the bound choices in ``node`` that repair a symbol used against its
+    defined meaning (a layer letter as the bound of a sum over units), rather than
+    choose among conventional readings."""
+    out: set[str] = set()
+    if isinstance(node, Sum):
+        out |= {name for name, _, repair in _bounds(reader, node) if repair}
+        out |= repairs_in(reader, node.body)
+    elif isinstance(node, Add):
+        for _, t in node.terms:
+            out |= repairs_in(reader, t)
+    elif isinstance(node, Mul):
+        for f in node.factors:
+            out |= repairs_in(reader, f)
+    return out
+
+
+def _bounds(reader: Reader, node: Sum) -> list[tuple[str | None, Index | None, bool]]:
+    # (name, bound, whether the choice repairs the bound rather than reads it)
     hi = node.hi
     if hi is not None and hi.size is not None and hi.offset == 0:
         layer = hi.size
         return [
-            (f"{hi} is the last index of layer {layer}", Index(size=layer, offset=-1)),
-            (f"{hi} is the number of neurons of layer {layer}", hi),
+            (f"{hi} is the last index of layer {layer}", Index(size=layer, offset=-1), False),
+            (f"{hi} is the number of neurons of layer {layer}", hi, False),
         ]
     units = reader.notation.units
     if hi is not None and hi.letter in reader.notation.layers and node.var in units:
         return [
-            (f"bound {hi} is the layer index, as printed", hi),
-            (f"bound {hi} stands for the last neuron of layer {hi}", Index(size=hi, offset=-1)),
+            (f"bound {hi} is the layer index, as printed", hi, False),
+            (
+                f"bound {hi} stands for the last neuron of layer {hi}",
+                Index(size=hi, offset=-1),
+                True,
+            ),
         ]
-    return [(None, hi)]
+    return [(None, hi, False)]
 
 
 # ---------------------------------------------------------------- readings
@@ -368,6 +406,8 @@ def guarded_syms(node, guarded: bool = False):
         yield from guarded_syms(node.body)
     elif isinstance(node, Call):
         yield from guarded_syms(node.arg)
+    elif isinstance(node, Pow):
+        yield from guarded_syms(node.base)
     elif isinstance(node, Deriv):
         yield from ([node.of] if node.of.time or node.of.layer or node.of.units else [])
         yield node.wrt
@@ -395,6 +435,7 @@ def index_domain(reader: Reader, equation: Equation, letters: list[str]):
     starts = _sum_starts(equation.rhs, {})
     reads = list(guarded_syms(equation.rhs))
     wrt = equation.lhs.wrt
+    named = {reader.notation.steps, reader.notation.top}
 
     def fits(shape, env: dict) -> bool:
         full = dict(env)
@@ -404,7 +445,8 @@ def index_domain(reader: Reader, equation: Equation, letters: list[str]):
             if not shape.has(reader.key(wrt, env, shape)):
                 return False
             for sym in reads:
-                scope = {**{ch: 0 for ch in sym.letters() if ch not in full}, **full}
+                letters = sym.letters() - named
+                scope = {**{ch: 0 for ch in letters if ch not in full}, **full}
                 if not shape.has(reader.key(sym, scope, shape)):
                     return False
         except (NoSuchNeuron, IndexError):
@@ -414,7 +456,11 @@ def index_domain(reader: Reader, equation: Equation, letters: list[str]):
     def domain(shape) -> list[dict]:
         ranges = []
         for letter in letters:
-            if letter == reader.notation.time:
+            if letter == reader.notation.top:  # L on the left side: the last layer
+                ranges.append(range(shape.L, shape.L + 1))
+            elif letter == reader.notation.steps:
+                ranges.append(range(shape.T, shape.T + 1))
+            elif letter == reader.notation.time:
                 ranges.append(range(1, shape.T + 1))
             elif letter in reader.notation.layers:
                 ranges.append(range(-1, shape.L + 2))

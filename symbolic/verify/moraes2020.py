@@ -877,6 +877,8 @@ def _grn_input_adjoint() -> list[Formula]:
             },
             corrected=input_fix.latex,
             fix=input_fix,
+            # the layer letter as a unit bound: a symbol against its meaning (fails)
+            against=frozenset({"bound l stands for the last neuron of layer l"}),
         ),
         # Lines 87-88: the same, evaluated, with dC/d^t a_j^l outside the sum over j.
         Formula(
@@ -898,6 +900,7 @@ def _grn_input_adjoint() -> list[Formula]:
             corrected=input_fix.latex,
             fix=input_fix,
             note=_WXC_NOTE,
+            against=frozenset({"bound l stands for the last neuron of layer l"}),
         ),
     ]
 
@@ -1023,6 +1026,7 @@ def _grn_restated_adjoints() -> list[Formula]:
             corrected=input_fix.latex,
             fix=input_fix,
             note=_WXC_NOTE,
+            against=frozenset({"bound l stands for the last neuron of layer l"}),
         ),
         # Lines 110-112: line 94 restated over two displays.
         Formula(

@@ -21,8 +21,10 @@ read it (the built-in paper's is ``symbolic/papers/neural-networks-derivatives.n
   ``aliases`` (``\\Gamma`` is ``G``) and ``misspellings`` (``WXC`` is read as ``WXc``,
   and the finding says so), ``predicates`` for conditions (``[l \\text{ is a GRN
   layer}]``), ``corrections`` (corrected formulas in the document's notation, one per
-  left side) and ``local_detail`` (the document's words on what a formula that holds
-  only locally leaves out).
+  left side; a corrected formula is otherwise derived), ``local_detail`` (the document's
+  words on what a formula that holds only locally leaves out) and ``definitions`` (the
+  model's equations and its cost in the document's notation, from which
+  :mod:`symbolic.verify.adjoints` derives each corrected formula).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class Section:
     corrections: list[Correction] = field(default_factory=list)
     local_detail: dict[str, str] = field(default_factory=dict)
     spec: CellSpec | None = None
+    definitions: list[str] = field(default_factory=list)
 
     def variable(self, printed: str) -> tuple[Variable, str | None] | None:
         """The variable a printed name stands for, and the note a misspelling gets."""
@@ -209,4 +212,5 @@ def _section(path: Path, entry: dict) -> Section:
         corrections=[Correction(**c) for c in entry.get("corrections", [])],
         local_detail=dict(entry.get("local_detail", {})),
         spec=cell_spec,
+        definitions=list(entry.get("definitions", [])),
     )

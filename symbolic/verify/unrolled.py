@@ -950,6 +950,10 @@ class NumericContext:
             return self.D(of, wrt, frozenset({of}))
         return self.D(of, wrt)
 
+    def apply(self, name: str, x: float) -> float:
+        """The primitive ``name`` at ``x`` (its NumPy reference)."""
+        return float(_ref(name)(x))
+
     def prime(self, name: str, x: float) -> float:
         """The derivative of primitive ``name`` at ``x``, by finite differences of its
         NumPy reference (independent of the derivative rules being verified)."""

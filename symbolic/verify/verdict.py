@@ -2,6 +2,29 @@
 
 DESIGN.md fixes the vocabulary. A :class:`Finding` is one row of the report and one
 object of ``derivgen verify --json``; :func:`verify_table` is the report as printed.
+
+The rule, for a paper's formulas and a spec's claims alike:
+
+- ``holds``: every reading is the total derivative (a claim: the single-step gradient it
+  is defined to be), proved exactly and confirmed by finite differences.
+- ``holds-locally``: not the total derivative, but exactly the contribution of one time
+  step or one path; the detail says what the total adds.
+- ``ambiguous`` is for notation that admits several *conventional* readings that
+  disagree: a bound left undefined (``n^{l+1}``: the number of neurons, or the last
+  index), a sum's scope left unbracketed. The detail says which readings hold.
+- ``fails``: read as printed, the formula is not the derivative. That includes a formula
+  that uses a symbol against its defined meaning (a layer letter as the bound of a sum
+  over units, ``M.T @ v`` for a matrix entry, a matrix where a value per neuron is
+  meant): such a repair is no reading of the formula, and the detail says which repair
+  holds. A formula proved wrong on every reading is ``fails``, never ``undecided``.
+- ``ill-formed``: the formula cannot be read as printed: an unbalanced bracket, a free
+  index.
+- ``undecided`` is left only where the exact and the numeric checks disagree (a problem
+  of the checks, reported as such).
+
+Every verdict but ``holds`` comes with the corrected formula, itself verified ``holds``
+(for a document: derived from its definitions and printed in its notation); where none
+can be derived, the detail says so and the verdict stands.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from generated import grn_numpy
 from symbolic.cli import main
 from symbolic.parse import SpecError
 from symbolic.verify.claims import verify_specs
-from symbolic.verify.verdict import FAILS, HOLDS, ILL_FORMED
+from symbolic.verify.verdict import FAILS, HOLDS
 
 EXAMPLE = (
     Path(__file__).resolve().parents[2] / "symbolic" / "specs" / "examples" / "grn_claims.toml"
@@ -136,7 +136,7 @@ def test_corrected_form_verifies(tmp_path, findings):
     assert verdicts["dC_dh"] == HOLDS
 
 
-def test_input_claim_not_written_as_transposed_products_is_ill_formed(tmp_path):
+def test_input_claim_not_written_as_transposed_products_fails_with_its_repair(tmp_path):
     text = EXAMPLE.read_text()
     start = text.index("dC_dx   =")
     line_end = text.index("\n", start)
@@ -144,8 +144,13 @@ def test_input_claim_not_written_as_transposed_products_is_ill_formed(tmp_path):
     spec = tmp_path / "bad.toml"
     spec.write_text(bad)
     finding = {f.id: f for f in verify_specs([spec])}["dC_dx"]
-    assert finding.verdict == ILL_FORMED
+    # dC_da*G is a value per neuron of the layer, not the sum the input's gradient is:
+    # a symbol against its meaning (fails), and the detail gives the repair
+    assert finding.verdict == FAILS
     assert "M.T @ v" in finding.detail
+    assert finding.corrected and f"Repaired, the single-step gradient is {finding.corrected}" in (
+        finding.detail
+    )
 
 
 def test_claim_about_an_unknown_symbol_is_a_spec_error(tmp_path):

@@ -86,7 +86,7 @@ def test_parsed_readings_equal_the_transcription(fid):
         _assert_same(mine.fix, theirs.fix, fid + " (corrected)")
 
 
-def test_corrections_from_the_notation_equal_the_transcribed_ones():
+def test_derived_corrections_equal_the_transcribed_ones():
     for fid, theirs in TRANSCRIBED.items():
         if theirs.fix is None:
             continue
