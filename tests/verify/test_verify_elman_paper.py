@@ -8,6 +8,8 @@ written here again as printed, in NumPy, from the torch run's values and adjoint
 formula holds when it equals the total everywhere, holds locally when it is not the
 total but is the contribution of step t, and fails otherwise. The engine must say the
 same, and give every formula that fails a correction that the oracle shows to hold.
+The corrections are derived from the spec's equations (the notation file writes none):
+each is also printed, parsed back to the same text and verified ``holds`` on its own.
 """
 
 # ruff: noqa: E741 (l is the paper's layer index throughout)
