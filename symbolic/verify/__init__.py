@@ -12,6 +12,7 @@
 - :mod:`~symbolic.verify.mapping`: parsed formulas read through a notation, as readings;
 - :mod:`~symbolic.verify.extract`: the formulas found in a document's displays;
 - :mod:`~symbolic.verify.adjoints`: the true derivative derived in a document's notation;
+- :mod:`~symbolic.verify.celldefs`: a spec's cell written as a section's definitions;
 - :mod:`~symbolic.verify.printer`: formulas printed in a document's notation;
 - :mod:`~symbolic.verify.corrections`: each formula's corrections, derived and printed;
 - :mod:`~symbolic.verify.document`: a document as a paper the engine decides

@@ -4,7 +4,9 @@ Input: the formulas found in a document (:class:`~symbolic.verify.extract.Parsed
 their engine records. Output, for each formula, engine :class:`Formula` records of
 
 - its *derived* correction: the true derivative of its left side
-  (:mod:`symbolic.verify.adjoints`, from the section's ``definitions``), and
+  (:mod:`symbolic.verify.adjoints`, from the section's ``definitions``: the notation
+  file's, or, for a section whose model is a spec, the spec's cell written in the
+  document's notation by :mod:`symbolic.verify.celldefs`), and
 - its *repairs*: each of its readings printed on its own (a bound written out, a
   bracket closed, a sum's scope bracketed), one of which the engine may prove.
 
@@ -20,6 +22,7 @@ import operator
 from dataclasses import replace
 
 from symbolic.verify.adjoints import Deriver, Model, right_side
+from symbolic.verify.celldefs import Untranslatable, cell_definitions
 from symbolic.verify.engine import Formula
 from symbolic.verify.extract import Found, Parsed, formula_of, parse_found
 from symbolic.verify.latex import Deriv, Sym
@@ -56,14 +59,32 @@ class Corrector:
         self.counts = spellings(syms)
         self._derivers: dict[str, Deriver] = {}
         self._shared: dict[tuple[str, str], tuple[Formula, list]] = {}
+        self._cell_definitions: dict[str, list[str]] = {}
+        self.untranslated: dict[str, str] = {}
+        """Section name -> why its spec could not be written in the notation."""
 
     def printer(self, section: Section) -> Printer:
         """The printer of a section's formulas."""
         return Printer(self.notation, section, self.counts)
 
+    def definitions(self, section: Section) -> list[str]:
+        """The section's ``definitions``: the notation file's, else its spec's cell
+        written in the notation (:mod:`symbolic.verify.celldefs`; none when the notation
+        cannot write it, and :attr:`untranslated` says why)."""
+        if section.definitions or section.spec is None:
+            return section.definitions
+        if section.name not in self._cell_definitions:
+            try:
+                found = cell_definitions(self.notation, section)
+            except Untranslatable as exc:
+                found, self.untranslated[section.name] = [], str(exc)
+            self._cell_definitions[section.name] = found
+        return self._cell_definitions[section.name]
+
     def _deriver(self, section: Section) -> Deriver:
         if section.name not in self._derivers:
-            model = Model(self.notation, section, self.printer(section).canonical)
+            with_definitions = replace(section, definitions=self.definitions(section))
+            model = Model(self.notation, with_definitions, self.printer(section).canonical)
             self._derivers[section.name] = Deriver(model)
         return self._derivers[section.name]
 
@@ -89,7 +110,7 @@ class Corrector:
 
     def derived(self, p: Parsed, formula: Formula) -> Formula | None:
         """The true derivative of ``p``'s left side, printed (None without definitions)."""
-        if p.rule or not p.section.definitions:
+        if p.rule or not self.definitions(p.section):
             return None
         deriver = self._deriver(p.section)
         printer = self.printer(p.section)

@@ -24,7 +24,9 @@ read it (the built-in paper's is ``symbolic/papers/neural-networks-derivatives.n
   left side; a corrected formula is otherwise derived), ``local_detail`` (the document's
   words on what a formula that holds only locally leaves out) and ``definitions`` (the
   model's equations and its cost in the document's notation, from which
-  :mod:`symbolic.verify.adjoints` derives each corrected formula).
+  :mod:`symbolic.verify.adjoints` derives each corrected formula; a section whose model
+  is a spec needs none: :mod:`symbolic.verify.celldefs` writes the spec's equations in
+  the notation through its ``variables``, and definitions given here win).
 """
 
 from __future__ import annotations

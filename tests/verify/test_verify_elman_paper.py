@@ -8,6 +8,8 @@ written here again as printed, in NumPy, from the torch run's values and adjoint
 formula holds when it equals the total everywhere, holds locally when it is not the
 total but is the contribution of step t, and fails otherwise. The engine must say the
 same, and give every formula that fails a correction that the oracle shows to hold.
+The corrections are derived from the spec's equations (the notation file writes none):
+each is also printed, parsed back to the same text and verified ``holds`` on its own.
 """
 
 # ruff: noqa: E741 (l is the paper's layer index throughout)
@@ -26,13 +28,15 @@ import torch
 import symbolic
 from symbolic.cli import main
 from symbolic.parse import SpecError
+from symbolic.verify import latex
 from symbolic.verify.document import document_paper, verify_document
+from symbolic.verify.mapping import syms_of
 from symbolic.verify.notation import default_path, load
+from symbolic.verify.printer import Printer, spellings
 from symbolic.verify.verdict import FAILS, HOLDS, HOLDS_LOCALLY
 
 DOC = Path(symbolic.__file__).parent / "papers" / "elman-bptt.md"
 NOTATION = load(default_path(DOC))
-CORRECTIONS = [c.latex for c in NOTATION.sections[0].corrections]
 
 EXPECTED = {
     "elman.tanh_prime": HOLDS,
@@ -48,14 +52,29 @@ EXPECTED = {
     "elman.dC_db.value": FAILS,  # the same
     "elman.dC_dU.value": HOLDS,
 }
-# The correction each non-holds formula must get: the notation's, or the document's own.
+# The correction each non-holds formula must get: derived from the spec's equations
+# (the notation file writes none), in the document's notation.
+DC_DZ = r"\frac{\partial C}{\partial^t z_j^l} = \frac{\partial C}{\partial^t a_j^l} \cdot \tanh'({}^t z_j^l)"
+DC_DA_BELOW = (
+    r"\frac{\partial C}{\partial^t a_i^{l-1}} = \sum_{j=0}^{n^l-1} \frac{\partial C}{\partial^t a_j^l}"
+    r" \cdot \tanh'({}^t z_j^l) \cdot W_{ji}^{l-1} + [t < T, l-1 \text{ is an Elman layer}]"
+    r" \sum_{j=0}^{n^{l-1}-1} \frac{\partial C}{\partial^{t+1} a_j^{l-1}} \cdot"
+    r" \tanh'({}^{t+1} z_j^{l-1}) \cdot U_{ji}^{l-1}"
+)
+DC_DB = (
+    r"\frac{\partial C}{\partial b_j^l} = \sum_{t=1}^{T} \frac{\partial C}{\partial^t a_j^l}"
+    r" \cdot \tanh'({}^t z_j^l)"
+)
+DC_DU = (
+    r"\frac{\partial C}{\partial U_{jk}^l} = \sum_{t=1}^{T} \frac{\partial C}{\partial^t a_j^l}"
+    r" \cdot \tanh'({}^t z_j^l) \cdot {}^{t-1} a_k^l"
+)
 FIXES = {
-    "elman.dC_dz.expanded": CORRECTIONS[0],
-    "elman.dC_da_below": CORRECTIONS[1],
-    "elman.dC_db.chain": CORRECTIONS[2],
-    "elman.dC_db.value": CORRECTIONS[2],
-    "elman.dC_dU.step": r"\frac{\partial C}{\partial U_{jk}^l} = \sum_{t=1}^{T} "
-    r"\frac{\partial C}{\partial^t z_j^l} \cdot {}^{t-1} a_k^l",
+    "elman.dC_dz.expanded": DC_DZ,
+    "elman.dC_da_below": DC_DA_BELOW,
+    "elman.dC_db.chain": DC_DB,
+    "elman.dC_db.value": DC_DB,
+    "elman.dC_dU.step": DC_DU,
 }
 FINDINGS = {f.id: f for f in verify_document(DOC)}
 
@@ -159,7 +178,8 @@ def dC_dz(r: Run, sign: int = 1):
 
 
 def dC_dz_fixed(r: Run):
-    return [(r.ga[k] * (1 - r.a[k]) * (1 + r.a[k]), gz, None) for k, gz in r.gz.items()]
+    # the correction: dC/d^t a_j^l tanh'(^t z_j^l)
+    return [(r.ga[k] * tanh_prime(r.z[k]), gz, None) for k, gz in r.gz.items()]
 
 
 def dC_da_recursion(r: Run):
@@ -196,7 +216,15 @@ def dC_da_below(r: Run, transposed: bool = True):
 
 
 def dC_da_below_fixed(r: Run):
-    return dC_da_below(r, transposed=False)
+    # the correction: each z's adjoint written dC/d^t a tanh'(^t z), W_{ji}^{l-1}
+    out = []
+    for t in range(1, r.T + 1):
+        for l in range(1, r.L + 1):
+            rhs = r.W[l - 1].T @ (r.ga[t, l] * tanh_prime(r.z[t, l]))
+            if l - 1 >= 1 and t < r.T:
+                rhs = rhs + r.U[l - 1].T @ (r.ga[t + 1, l - 1] * tanh_prime(r.z[t + 1, l - 1]))
+            out.append((rhs, r.ga[t, l - 1], None))
+    return out
 
 
 def dC_da0(r: Run):
@@ -247,6 +275,19 @@ def dC_dU_value(r: Run):
     ]
 
 
+def dC_dU_fixed(r: Run):
+    # the correction: sum_t dC/d^t a_j^l tanh'(^t z_j^l) ^{t-1} a_k^l
+    steps = range(1, r.T + 1)
+    return [
+        (
+            sum(np.outer(r.ga[t, l] * tanh_prime(r.z[t, l]), r.a[t - 1, l]) for t in steps),
+            r.gU[l],
+            None,
+        )
+        for l in range(1, r.L + 1)
+    ]
+
+
 def dC_db(r: Run):
     # lines 58-59: sum_t dC/d^t a_j^l * d^t z_j^l/db_j^l (= 1): d^t a/d^t z is missing
     steps = range(1, r.T + 1)
@@ -279,7 +320,7 @@ FIXED = {
     "elman.dC_da_below": dC_da_below_fixed,
     "elman.dC_db.chain": dC_db_fixed,
     "elman.dC_db.value": dC_db_fixed,
-    "elman.dC_dU.step": dC_dU_value,
+    "elman.dC_dU.step": dC_dU_fixed,
 }
 RUNS = [run(sizes, T, seed) for sizes, T in SHAPES for seed in SEEDS]
 
@@ -327,7 +368,7 @@ def test_the_derivative_of_tanh_holds_by_autograd():
 def test_each_wrong_formula_gets_a_correction_that_holds(fid):
     finding = FINDINGS[fid]
     assert finding.verdict in (FAILS, HOLDS_LOCALLY)
-    assert finding.corrected.startswith(FIXES[fid])
+    assert finding.corrected == FIXES[fid]
     assert any(c.startswith("corrected form holds") for c in finding.checks)
     assert oracle_verdict(FIXED[fid]) == HOLDS  # the correction, by the oracle
 
@@ -369,10 +410,50 @@ def _copy(tmp_path: Path, old: str, new: str, line: int) -> Path:
 def test_fixing_the_transposed_index_makes_it_hold(tmp_path):
     doc = document_paper(_copy(tmp_path, "W_{ij}^{l-1}", "W_{ji}^{l-1}", 40))
     assert doc.verify_formula("elman.dC_da_below").verdict == HOLDS
-    assert oracle_verdict(dC_da_below_fixed) == HOLDS
+    assert oracle_verdict(lambda r: dC_da_below(r, transposed=False)) == HOLDS
 
 
 def test_an_unknown_symbol_in_the_document_names_its_line(tmp_path):
     with pytest.raises(SpecError) as error:
         document_paper(_copy(tmp_path, "U_{jk}^l", "V_{jk}^l", 44))
     assert (error.value.line, error.value.symbol) == (44, "V")
+
+
+# ------------------------------------------- derived corrections, round trip
+
+CORRECTED = [f for f in FINDINGS.values() if f.verdict != HOLDS]
+FUNCTIONS = frozenset(NOTATION.functions)
+
+
+def test_the_notation_file_writes_no_correction_and_no_definition():
+    # the corrections are derived from the spec's own equations (symbolic.verify.celldefs)
+    (section,) = NOTATION.sections
+    assert not section.corrections and not section.definitions
+    assert section.model == "spec:elman"
+    assert sorted(f.id for f in CORRECTED) == sorted(FIXES)
+
+
+@pytest.mark.parametrize("finding", CORRECTED, ids=lambda f: f.id)
+def test_a_correction_parses_back_and_prints_the_same(finding):
+    (repair, eq), *others = latex.parse(finding.corrected, FUNCTIONS)
+    assert not others and repair.name == "as printed"
+    (scoped,) = latex.readings(eq)  # one scope: the printer brackets what is ambiguous
+    counts = spellings(s for f in CORRECTED for s in syms_of(latex.parse(f.corrected)[0][1].rhs))
+    printer = Printer(NOTATION, NOTATION.sections[0], counts)
+    assert printer.equation(scoped.lhs.factors[0], scoped.rhs) == finding.corrected
+
+
+def test_every_correction_verifies_as_a_formula_of_its_own(tmp_path):
+    # a document of the corrections alone, under the document's heading: each holds
+    texts = list(dict.fromkeys(f.corrected for f in CORRECTED))
+    lines = ["# Corrections", "", "# Elman Recurrent Network", ""]
+    for text in texts:
+        lines += [f"$${text}$$", ""]
+    paper = tmp_path / "corrections.md"
+    paper.write_text("\n".join(lines), encoding="utf-8")
+    shutil.copy(default_path(DOC), default_path(paper))
+    findings = verify_document(paper)
+    assert len(findings) == len(texts) == 4
+    assert [f.verdict for f in findings] == [HOLDS] * len(texts), [
+        (f.line, f.detail) for f in findings if f.verdict != HOLDS
+    ]
