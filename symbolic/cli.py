@@ -204,7 +204,7 @@ def _fail(args_json: bool, message: str, status: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The command. Exit status: 0 success; 1 a check said no; 2 bad input (a spec, a
     paper, an option, a path); 3 a derivgen bug (validation caught a module, or an error
-    that should not happen); 130 interrupted."""
+    that should not happen); 130 interrupted; 141 the reader of stdout went away."""
     argv = sys.argv[1:] if argv is None else list(argv)
     wants_json = "--json" in argv
     selected = next((a for a in argv if not a.startswith("-")), None)
@@ -230,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (SpecError, UnsupportedSpec, Unvalidated) as exc:
         return _fail(wants_json, str(exc), 2)
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe
+        return 141  # as a command killed by SIGPIPE
     except OSError as exc:  # a path: unreadable, unwritable, a folder where a file goes
         return _fail(wants_json, str(exc), 2)
     except GeneratorBug as exc:

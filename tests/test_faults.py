@@ -241,3 +241,25 @@ def test_a_long_chain_of_equations_generates(tmp_path):
     gen.generate([spec], ["numpy"], tmp_path / "out", validate=False)
     assert time.perf_counter() - start < 60
     assert (tmp_path / "out" / "chain_numpy.py").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "--show", "kernel", "SPEC"],
+        ["verify", "--paper", "symbolic/papers/elman-bptt.md", "--json"],
+    ],
+)
+def test_a_closed_output_pipe_stops_the_command_quietly(argv):
+    # `derivgen ... | head` whose reader has gone: no traceback, the status of SIGPIPE
+    argv = [str(SPECS["lstm"]) if a == "SPEC" else a for a in argv]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "symbolic.cli", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader goes away before anything is written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
