@@ -44,7 +44,6 @@ REQUIRED_DEFAULTS = (
     "clip",
     "dtype",
     "readout",
-    "gate_bias",
 )
 COMMON_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
@@ -53,6 +52,7 @@ COMMON_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "momentum": 0.9,
         "seed": 0,
         "steps": 0,
+        "tbptt": 0,
         "seq_len": 0,
         "n_train": 0,
         "n_test": 0,
@@ -235,7 +235,6 @@ MLP = register(
             "clip": 0.0,
             "dtype": "float64",
             "readout": "last",
-            "gate_bias": "auto",
         },
     )
 )
@@ -260,7 +259,6 @@ DIGITS_ROWS = register(
             "clip": 1.0,
             "dtype": "float32",
             "readout": "last",
-            "gate_bias": "auto",
         },
         cell_defaults={"gru": {"lr": 0.01}, "lstm": {"lr": 0.01}},
     )
@@ -288,7 +286,6 @@ ADDING = register(
             "clip": 1.0,
             "dtype": "float32",
             "readout": "last",
-            "gate_bias": "chrono",
             "seq_len": 100,
             "n_train": 10000,
             "n_test": 2000,
