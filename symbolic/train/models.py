@@ -200,8 +200,8 @@ ADDING_SOLVED_MSE = 0.01
 #   digits-rows  target >= 95%: 95.56-96.39% (96.39% at seed 0), ~2 s;
 #                two stacked GRN layers (--hidden 128,128) reach ~97.5% in ~6 s
 #   adding       target MSE < 0.01 at T = 100: 0.00016-0.00082 (0.00048 at seed 0),
-#                ~15 s; without the chrono gate bias it sits at the mean's 0.167 for ~4
-#                epochs before it finds the markers.
+#                ~15 s; without the chrono init of the GRN's Bu (grn.toml's [init]) it
+#                sits at the mean's 0.167 for ~4 epochs before it finds the markers.
 #                At T = 1000 (--seq-len 1000; chrono init scales with T): 0.00053 at
 #                seed 0 after the 10 epochs (2000 steps; below 0.01 from epoch 4 on):
 #                2:37 with the numpy backend (~54 ms a step), ~2x that with numba.
