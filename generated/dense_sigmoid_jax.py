@@ -81,15 +81,21 @@ def param_shapes(n_in, n_out):
     }
 
 
-def init_params(n_in, n_out, *, seed=0, dtype=None):
-    """Random parameters: matrices ~ N(0, 1/fan_in), vectors ~ U(-0.1, 0.1), drawn with
-    ``jax.random``; ``dtype`` None is float64 when JAX's x64 mode is on, else float32."""
+def init_params(n_in, n_out, *, seed=0, dtype=None, steps=None):
+    """Random parameters, as the spec's ``[init]`` says (matrices ~ N(0, 1/fan_in) and
+    vectors ~ U(-0.1, 0.1) where it says nothing), drawn with ``jax.random``; ``dtype``
+    None is float64 when JAX's x64 mode is on, else float32; ``steps``: the sequence
+    length T of the ``chrono`` and ``indrnn`` inits (None: 10)."""
     x64 = bool(_jax.config.read("jax_enable_x64"))
     dtype = _jnp.dtype(("float64" if x64 else "float32") if dtype is None else dtype)
     if dtype not in _DTYPES:
         raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
     if dtype == _jnp.dtype("float64") and not x64:
         raise ValueError("dtype: float64 needs JAX's x64 mode (jax_enable_x64)")
+    if steps is None:
+        steps = 10
+    elif isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps: expected a positive number of time steps, got {steps!r}")
     keys = _jax.random.split(_jax.random.key(seed), len(PARAMS))
     shapes = param_shapes(n_in, n_out)
     return {

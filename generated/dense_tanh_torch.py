@@ -74,25 +74,34 @@ def param_shapes(n_in, n_out):
     }
 
 
-def init_params(n_in, n_out, *, seed=0, dtype=torch.float64, device=None):
-    """Random parameters: matrices ~ N(0, 1/fan_in), vectors ~ U(-0.1, 0.1) (drawn on the
-    CPU from ``seed``, then moved to ``device``)."""
+def init_params(n_in, n_out, *, seed=0, dtype=torch.float64, device=None, steps=None):
+    """Random parameters, as the spec's ``[init]`` says (matrices ~ N(0, 1/fan_in) and
+    vectors ~ U(-0.1, 0.1) where it says nothing), drawn on the CPU from ``seed``, then
+    moved to ``device``; ``steps``: the sequence length T of the ``chrono`` and
+    ``indrnn`` inits (None: 10)."""
     if dtype not in _DTYPES:
         raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+    if steps is None:
+        steps = 10
+    elif isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps: expected a positive number of time steps, got {steps!r}")
     generator = torch.Generator().manual_seed(seed)
     shapes = param_shapes(n_in, n_out)
 
+    def done(value):
+        return value.to(device=device, dtype=dtype)
+
     def normal(name, fan_in):
         draw = torch.randn(shapes[name], generator=generator, dtype=torch.float64)
-        return (draw / max(fan_in, 1) ** 0.5).to(device=device, dtype=dtype)
+        return draw / max(fan_in, 1) ** 0.5
 
-    def uniform(name):
+    def uniform(name, low, high):
         draw = torch.rand(shapes[name], generator=generator, dtype=torch.float64)
-        return (draw * 0.2 - 0.1).to(device=device, dtype=dtype)
+        return draw * (high - low) + low
 
     return {
-        "W": normal("W", n_in),
-        "B": uniform("B"),
+        "W": done(normal("W", n_in)),
+        "B": done(uniform("B", -0.1, 0.1)),
     }
 
 
@@ -279,11 +288,12 @@ class Cell(torch.nn.Module):
     names and initialised as ``init_params`` does, and a differentiable ``forward``
     (``apply`` with them)."""
 
-    def __init__(self, n_in, n_out, *, seed=0, dtype=torch.float32, device=None):
+    def __init__(self, n_in, n_out, *, seed=0, dtype=torch.float32, device=None, steps=None):
         super().__init__()
         self.n_in = n_in
         self.n_out = n_out
-        for name, value in init_params(n_in, n_out, seed=seed, dtype=dtype, device=device).items():
+        values = init_params(n_in, n_out, seed=seed, dtype=dtype, device=device, steps=steps)
+        for name, value in values.items():
             self.register_parameter(name, torch.nn.Parameter(value))
 
     def params(self):

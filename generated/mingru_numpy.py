@@ -119,11 +119,17 @@ def param_shapes(n_in, n_out):
     }
 
 
-def init_params(n_in, n_out, *, seed=0, dtype=np.float64):
-    """Random parameters: matrices ~ N(0, 1/fan_in), vectors ~ U(-0.1, 0.1)."""
+def init_params(n_in, n_out, *, seed=0, dtype=np.float64, steps=None):
+    """Random parameters, as the spec's ``[init]`` says (matrices ~ N(0, 1/fan_in) and
+    vectors ~ U(-0.1, 0.1) where it says nothing); ``steps``: the sequence length T of the
+    ``chrono`` and ``indrnn`` inits (None: 10)."""
     dtype = np.dtype(dtype)
     if dtype not in _DTYPES:
         raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
+    if steps is None:
+        steps = 10
+    elif isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
+        raise ValueError(f"steps: expected a positive number of time steps, got {steps!r}")
     rng = np.random.default_rng(seed)
     shapes = param_shapes(n_in, n_out)
     return {

@@ -87,6 +87,23 @@ class Claim:
     transposed: dict[str, tuple[str, sp.Expr]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Init:
+    """A parameter's initialisation (``[init]`` of a spec; :mod:`symbolic.inits`).
+
+    Attributes:
+        name: ``constant``, ``normal``, ``uniform``, ``orthogonal``, ``chrono`` or
+            ``indrnn``.
+        value: The constant, or the gain of a random init (None: no gain, or bounds).
+        low, high: A uniform init's bounds when the spec gives them.
+    """
+
+    name: str
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+
 @dataclass
 class Cell:
     """A feedforward or recurrent cell, checked and ordered.
@@ -104,6 +121,7 @@ class Cell:
         latex_claims: Stated derivatives in a paper's LaTeX notation (translated and
             verified by ``derivgen verify``).
         text: The spec file's text; sha256 its digest.
+        init: ``parameter -> Init`` for those ``[init]`` names (spec order).
     """
 
     path: Path
@@ -123,6 +141,7 @@ class Cell:
     latex_claims: list[tuple[str, str, int | None]] = field(default_factory=list)
     #: every name the spec defines -> its role (what a claim's value may name)
     roles: dict[str, str] = field(default_factory=dict)
+    init: dict[str, Init] = field(default_factory=dict)
 
     @property
     def equation_names(self) -> list[str]:

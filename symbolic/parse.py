@@ -22,7 +22,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from symbolic import primitives
+from symbolic import inits, primitives
 from symbolic.model import (
     COST,
     FEEDFORWARD,
@@ -32,6 +32,7 @@ from symbolic.model import (
     Claim,
     Cost,
     Equation,
+    Init,
     Projection,
 )
 
@@ -87,6 +88,7 @@ CELL_KEYS = {
     "output",
     "state",
     "params",
+    "init",
     "equations",
     "claims",
     "latex_claims",
@@ -586,6 +588,7 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
         claims=[],
         text=text,
         sha256=_digest(text),
+        init=_load_init(path, lines, _table(path, lines, data, "init"), params),
     )
     cell.claims = _load_claims(path, lines, _table(path, lines, data, "claims"), cell, names.roles)
     cell.roles = dict(names.roles)
@@ -654,6 +657,20 @@ def _load_params(path, lines, data, names: _Names) -> dict:
             )
         names.roles[param] = "matrix" if pkind == "matrix" else "vector"
     return params
+
+
+def _load_init(path, lines, init_src: dict, params: dict) -> dict[str, Init]:
+    """``[init]``: each entry names a parameter and one of :mod:`symbolic.inits`."""
+    init = {}
+    for param, value in init_src.items():
+        line = lines.of("init", param)
+        if param not in params:
+            raise SpecError(path, line, param, f"init for '{param}', which is not a parameter")
+        try:
+            init[param] = inits.read(value, params[param])
+        except ValueError as exc:
+            raise SpecError(path, line, param, str(exc)) from None
+    return init
 
 
 class _Equations:

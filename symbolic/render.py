@@ -17,13 +17,13 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
-from symbolic import __version__, backends, ir, naming, passes, primitives, printing
+from symbolic import __version__, backends, inits, ir, naming, passes, primitives, printing
 from symbolic.backends import Backend, UnsupportedSpec
 from symbolic.backends.base import statement, templates_root
 from symbolic.backends.numpy import primitives as numpy_primitives
 from symbolic.backends.numpy.printer import code as numpy_code
 from symbolic.ir import COUPLED, Assign, Compiled, CostDerivation, Kernel, MatVec
-from symbolic.model import RECURRENT, Cell
+from symbolic.model import RECURRENT, Cell, Init
 
 
 def environment(backend: Backend) -> jinja2.Environment:
@@ -86,7 +86,7 @@ def _params(cell: Cell) -> list[dict]:
             shape = f"({shapes[rows]}, {shapes[cols]})"
             fan_in = shapes[cols]
         else:
-            shape, fan_in = "(n_out,)", "n_out"
+            shape, fan_in = "(n_out,)", "1"  # a vector enters each neuron once
         params.append(
             {
                 "name": name,
@@ -94,9 +94,29 @@ def _params(cell: Cell) -> list[dict]:
                 "shape": shape,
                 "fan_in": fan_in,
                 "array": naming.param_array(name),
+                "init": _init(inits.of(cell.init, name, kind), fan_in),
             }
         )
     return params
+
+
+def _init(init: Init, fan_in: str) -> dict:
+    """A parameter's initialisation as the templates draw it: its name, its constant or
+    gain, and the uniform's bounds as code (the gain over sqrt(fan_in) unless given)."""
+    gain = 1.0 if init.value is None else init.value
+    scaled = repr(gain) if fan_in == "1" else f"{gain!r} / {fan_in} ** 0.5"
+    if init.low is not None:
+        low, high = repr(init.low), repr(init.high)
+    else:
+        low, high = (f"-{scaled}" if fan_in == "1" else f"-({scaled})"), scaled
+    return {
+        "name": init.name,
+        "value": repr(gain),
+        "unit_gain": gain == 1.0,
+        "low": low,
+        "high": high,
+        "fan_in": fan_in,
+    }
 
 
 def _grads(kernel: Kernel, backend: Backend, arrays: dict[str, str]) -> list[dict]:
@@ -229,6 +249,8 @@ def cell_context(kernel: Kernel, backend: Backend) -> dict:
         "output_array": arrays[cell.output],
         "upstream": naming.upstream(cell.output),
         "params": params,
+        # init_params draws orthogonal matrices
+        "init_orthogonal": any(p["init"]["name"] == "orthogonal" for p in params),
         "backward_params": [p["name"] for p in params if p["name"] in read_back],
         "vector_params": vector_params,
         "backward_vector_params": [p for p in vector_params if p["name"] in read_back],

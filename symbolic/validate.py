@@ -37,7 +37,7 @@ from types import ModuleType
 
 import numpy as np
 
-from symbolic import evaluate
+from symbolic import evaluate, inits
 from symbolic.model import RECURRENT, Cell, Cost
 
 #: The problem's sizes: distinct, so that a confusion of axes shows.
@@ -394,12 +394,31 @@ def _run(module, cell: Cell, prob: Problem):
 def check_cell(cell: Cell, module: ModuleType, label: str, seed: int = 0) -> dict:
     """Every check of one cell module, for each of its entry points; returns the
     results of ``forward``/``backward`` on the problem (for the agreement of backends)."""
+    check_init(cell, module, _Checker(str(cell.path), label), seed)
     results = None
     for entry in entries(module):
         name = label if entry.forward == "forward" else f"{label}.{entry.forward}"
         found = check_entry(cell, entry, name, seed)
         results = results or found
     return results
+
+
+def check_init(cell: Cell, module: ModuleType, check: _Checker, seed: int = 0) -> None:
+    """``init_params`` draws what the spec's ``[init]`` says: every parameter in order,
+    of its shape, float64, each value in its init's range (:func:`symbolic.inits.problem`)."""
+    steps = 2 * T + 1
+    params = module.init_params(N_IN, N_OUT, seed=seed, steps=steps)
+    if not isinstance(params, dict) or list(params) != list(cell.params):
+        check.fail("init_params()", detail=f"expected the keys {list(cell.params)}")
+    shapes = _shapes(cell, N_IN, N_OUT)
+    for name, kind in cell.params.items():
+        label = f"init_params()[{name!r}]"
+        check.dtype(label, params[name])
+        if params[name].shape != shapes[name]:
+            check.fail(label, detail=f"shape {params[name].shape}, expected {shapes[name]}")
+        what = inits.problem(inits.of(cell.init, name, kind), params[name], steps)
+        if what:
+            check.fail(label, detail=what)
 
 
 def check_entry(cell: Cell, module: Entry, label: str, seed: int = 0) -> dict:

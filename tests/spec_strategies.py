@@ -6,7 +6,8 @@ test can show that a sample covers every one of them). The equations form a rand
 over every primitive, ``+ - * /``, integer powers and constants; projections of the
 input, of states, of intermediates and of expressions; projections used as factors and
 products of two projections; states whose next value depends on no state; outputs that
-are not states; a matrix used twice; vector parameters anywhere.
+are not states; a matrix used twice; vector parameters anywhere; an ``[init]`` entry
+for some parameters (every initialisation).
 
 Numerics are kept tame so that a random point has finite values: ``log`` and division
 only see positive arguments (``log(1 + e**2)``, ``e/(2 + tanh(f))``), ``exp`` sees
@@ -15,7 +16,9 @@ bounded ones unless drawn plain.
 
 from __future__ import annotations
 
+import random
 import re
+import zlib
 from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
@@ -33,7 +36,29 @@ FEATURES = frozenset(
     | {"state:stateless", "output:not-a-state", "matrix:twice", "vector:in-primitive"}
     | {"vector:in-projection", "vector:divisor", "vector:factor"}
     | {"claims:latex"}
+    | {f"init:{name}" for name in ("constant", "normal", "uniform", "orthogonal", "chrono")}
+    | {"init:indrnn", "init:bounds"}
 )
+#: ``[init]`` entries the strategy draws, by parameter kind, with the feature each one is.
+INITS = {
+    "matrix": (
+        ('"normal"', "normal"),
+        ("{ normal = 0.5 }", "normal"),
+        ("{ uniform = 2 }", "uniform"),
+        ('"orthogonal"', "orthogonal"),
+        ("{ orthogonal = -0.5 }", "orthogonal"),
+        ('"zeros"', "constant"),
+    ),
+    "vector": (
+        ('"ones"', "constant"),
+        ("-0.5", "constant"),
+        ('"chrono"', "chrono"),
+        ("{ chrono = -1 }", "chrono"),
+        ('"indrnn"', "indrnn"),
+        ("{ uniform = [0.5, 1] }", "bounds"),
+        ('"uniform"', "uniform"),
+    ),
+}
 
 INPUT_MATRICES = ("Wa", "Wb", "Wc")
 MATRICES = ("Ua", "Ub", "Uc")
@@ -235,8 +260,10 @@ def cells(draw, kinds=("feedforward", "recurrent")) -> FuzzSpec:
     lines = [f'name = "fz_{kind[:2]}"', f'kind = "{kind}"', 'input = "x"', 'output = "a"']
     if recurrent:
         lines.append("state = { " + ", ".join(f'{s} = "{t}"' for s, t in targets.items()) + " }")
+    kinds = {p: "matrix" if p[0] in "WU" else "vector" for p in params}
     lines.append("[params]")
-    lines += [f'{p} = "{"matrix" if p[0] in "WU" else "vector"}"' for p in params]
+    lines += [f'{p} = "{kind}"' for p, kind in kinds.items()]
+    lines += _inits(lines, kinds, features)
     lines.append("[equations]")
     # the state-only equations (p<state>) come first: they read nothing but x
     order = [n for n in equations if n.startswith("p")] + [
@@ -250,6 +277,20 @@ def cells(draw, kinds=("feedforward", "recurrent")) -> FuzzSpec:
         lines.append("[latex_claims]")
         lines.append(f"dC_d{params[-1]} = '\\frac{{\\partial C}}{{\\partial {params[-1]}_j}} = 0'")
     return FuzzSpec("\n".join(lines) + "\n", kind, features)
+
+
+def _inits(lines: list[str], kinds: dict[str, str], features: set[str]) -> list[str]:
+    """An ``[init]`` table for some of the parameters (none, sometimes), picked by the
+    spec's text so far: no draw, so the rest of the strategy draws what it drew before
+    ``[init]`` existed (the sample CI runs stays the one it was)."""
+    pick = random.Random(zlib.crc32("\n".join(lines).encode()))
+    lines = []
+    for param, kind in kinds.items():
+        if pick.random() < 0.5:
+            text, feature = pick.choice(INITS[kind])
+            lines.append(f"{param} = {text}")
+            features.add(f"init:{feature}")
+    return ["[init]", *lines] if lines else []
 
 
 @st.composite

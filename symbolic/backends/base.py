@@ -84,6 +84,23 @@ def templates_root() -> Path:
     return Path(str(importlib.resources.files("symbolic") / "templates"))
 
 
+def lane_shaped(kernel) -> set[str]:
+    """The names of a cell's kernel that are (B, n_out) arrays at every step: products,
+    states, seeds, and whatever is computed from one of them. The others (a constant, an
+    expression of vector parameters) are a number or a vector, broadcast where used."""
+    from symbolic import ir, naming
+    from symbolic.ir import Assign, MatVec
+
+    model = kernel.cell
+    lanes = {s.target for s in kernel.pre} | set(model.states)
+    lanes |= {naming.upstream(model.output)}
+    lanes |= {naming.carried(s) for s in model.states}
+    for stmt in kernel.forward + kernel.backward:
+        if isinstance(stmt, MatVec) or (isinstance(stmt, Assign) and ir.reads(stmt) & lanes):
+            lanes.add(stmt.target)
+    return lanes
+
+
 def statement(stmt, code: Callable, names: dict[str, str] | None = None) -> dict:
     """A statement as template keys: a product's parts, or an assignment's printed code
     (``code`` is the backend's printer function)."""

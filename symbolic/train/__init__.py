@@ -5,9 +5,11 @@ The package's modules, each importing only modules listed before it:
 - :mod:`~symbolic.train.errors`: :class:`TrainError`, :class:`Diverged`;
 - :mod:`~symbolic.train.data`: the data sets (the digits, the adding problem);
 - :mod:`~symbolic.train.models`: one record per model, and the registry;
-- :mod:`~symbolic.train.cells`: the cells (built-in specs by kind) and their memory;
+- :mod:`~symbolic.train.specs`: a user's spec file, generated into the cache, imported;
+- :mod:`~symbolic.train.cells`: the specs by kind (built-in or files), checked per role;
 - :mod:`~symbolic.train.config`: :class:`Config`, its defaults and checks, resuming;
-- :mod:`~symbolic.train.network`: generated layers stacked under a cost, and their init;
+- :mod:`~symbolic.train.network`: generated layers stacked under a cost, their init, and
+  truncated BPTT;
 - :mod:`~symbolic.train.optim`: optimizers and learning-rate schedules;
 - :mod:`~symbolic.train.checkpoint`: a run's state and its checkpoint file;
 - :mod:`~symbolic.train.distributed`: a process's place in a data-parallel run, its

@@ -1,19 +1,16 @@
-"""The cells a model's hidden layers are made of, and what sets a recurrent cell's memory.
+"""The specs a model is made of: its hidden layers' cell, its readout layer, its cost.
 
-The cells are the built-in specs (:func:`symbolic.generate.builtin_specs`), found by
-their ``kind``: a new recurrent spec, once generated, trains with ``--cell NAME``. What
-is known of a cell is keyed by the cell, not by a model (every recurrent model takes
-every recurrent cell), so it lives here, beside the models' records: which parameter
-sets how long its state lasts (:data:`MEMORY`) and IndRNN's init of it.
+The built-in specs (:func:`symbolic.generate.builtin_specs`) are found by their
+``kind``: a new recurrent spec, once generated, trains with ``--cell NAME``; a spec file
+anywhere trains with ``--cell PATH.toml`` (:mod:`symbolic.train.specs`). How a cell's
+parameters start is its spec's (``[init]``): nothing here knows a cell's parameters.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
 
-import numpy as np
-
+from symbolic.train import specs
 from symbolic.train.errors import TrainError
 from symbolic.train.models import ModelRecord
 
@@ -45,84 +42,39 @@ def cells(kind: str) -> list[str]:
     return sorted(name for name, k in spec_kinds().items() if k == kind)
 
 
+def spec_kind(spec: str) -> str | None:
+    """The kind of ``spec`` (a built-in name or a spec file), None for an unknown name.
+
+    Raises:
+        SpecError: A spec file that is not a valid spec.
+    """
+    if specs.is_path(spec):
+        return specs.read(spec).kind
+    return spec_kinds().get(spec)
+
+
+def check_spec(role: str, spec: str, kind: str, what: str) -> None:
+    """Raise :class:`TrainError` unless ``spec`` is of ``kind``, as ``what`` needs.
+
+    Args:
+        role: The option or field that names it (``cell``, ``cost``), for the message.
+        spec: A built-in spec name or a spec file.
+        kind: The kind it must be.
+        what: Who needs it (``the adding model``), for the message.
+    """
+    found = spec_kind(spec)
+    allowed = ", ".join(cells(kind)) + f", or a {kind} spec file (PATH.toml)"
+    if found is None:
+        raise TrainError(
+            f"{role}: no built-in spec named {spec!r}; {what} takes a {kind} spec: {allowed}"
+        )
+    if found != kind:
+        raise TrainError(
+            f"{role}: {spec!r} is a {found} spec; {what} takes a {kind} spec: {allowed}"
+        )
+
+
 def check_cell(record: ModelRecord, cell: str) -> None:
-    """Raise :class:`TrainError` unless ``cell`` is a built-in spec the model can use.
-
-    Args:
-        record: The model.
-        cell: A spec name.
-    """
-    model, kind = record.name, record.cell_kind
-    kinds = spec_kinds()
-    allowed = ", ".join(sorted(name for name, k in kinds.items() if k == kind))
-    if cell not in kinds:
-        raise TrainError(
-            f"cell: no built-in spec named {cell!r}; the {model} model takes a {kind} "
-            f"spec: {allowed}"
-        )
-    if kinds[cell] != kind:
-        raise TrainError(
-            f"cell: {cell!r} is a {kinds[cell]} spec; the {model} model takes a {kind} "
-            f"spec: {allowed}"
-        )
-
-
-@dataclass(frozen=True)
-class Memory:
-    """Which parameter of a built-in recurrent cell sets how long its state lasts.
-
-    The usual inits below are keyed by cell *and* parameter name: the same name can mean
-    opposite things (the GRU's ``bz`` opens the gate that keeps the state, the minGRU's
-    the one that overwrites it).
-
-    Attributes:
-        param: The parameter (a vector: one value per neuron).
-        form: How a step keeps the state: ``keep``: sigmoid(param) of it (the GRU's update
-            gate z, the LSTM's forget gate); ``write``: 1 - sigmoid(param) (the GRN's
-            update gate G, the minGRU's z); ``weight``: param times it (IndRNN's
-            recurrent weight, in relu's linear range).
-        standard: The init of ``param`` that is standard practice for the cell, used by
-            ``gate_bias = auto``: a number, ``indrnn`` (see :func:`indrnn_weights`), or
-            None for the generated init.
-        tied: A parameter that chrono init sets to minus ``param`` (the LSTM's
-            input-gate bias: b_i = -b_f, Tallec & Ollivier, 2018).
-    """
-
-    param: str
-    form: str
-    standard: float | str | None = None
-    tied: str | None = None
-
-
-MEMORY: dict[str, Memory] = {
-    "grn": Memory("Bu", "write"),
-    "gru": Memory("bz", "keep"),
-    # Forget-gate bias 1: Gers et al. (2000); Jozefowicz et al. (2015).
-    "lstm": Memory("bf", "keep", standard=1.0, tied="bi"),
-    "mingru": Memory("bz", "write"),
-    # u ~ U(0, 2^(1/T)), the top layer's U(2^(-1/T), 2^(1/T)): Li et al. (2018) and their
-    # reference code; the generated U(-0.1, 0.1) forgets 90% of the state at every step.
-    "indrnn": Memory("u", "weight", standard="indrnn"),
-}
-
-
-def indrnn_weights(
-    rng: np.random.Generator, shape: tuple[int, ...], steps: int, top: bool
-) -> np.ndarray:
-    """IndRNN's recurrent weights for sequences of ``steps`` steps (Li et al., 2018).
-
-    u ~ U(0, 2^(1/T)); for the top recurrent layer, which must carry the sequence to the
-    readout, u ~ U(2^(-1/T), 2^(1/T)): a neuron's state then neither vanishes nor grows
-    by more than a factor 2 over the whole sequence (in relu's linear range).
-
-    Args:
-        rng: The generator to draw from.
-        shape: The weights' shape.
-        steps: The sequence length T.
-        top: Whether the layer is the top recurrent one.
-
-    Returns:
-        The weights, float64.
-    """
-    bound = 2.0 ** (1.0 / steps)
-    return rng.uniform(1.0 / bound if top else 0.0, bound, shape)
+    """Raise :class:`TrainError` unless ``cell`` (a built-in spec name or a spec file) is
+    of the kind the model's hidden layers are."""
+    check_spec("cell", cell, record.cell_kind, f"the {record.name} model")

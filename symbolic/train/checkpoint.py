@@ -8,7 +8,8 @@ uninterrupted one.
 The file (``checkpoint.npz``, format 1) is an ``.npz`` archive, read without pickle:
 ``params/<key>`` and ``opt/<slot>/<key>`` arrays, ``order``, ``step_loss``, ``evals``
 (5 columns) and ``meta``, a JSON string (format, derivgen version, the run's fields,
-step, optimizer updates, the generator's state, wall time).
+step, optimizer updates, the generator's state, wall time, and the sha256 of each
+layer's spec and of the cost's: a resume with an edited spec is refused).
 """
 
 from __future__ import annotations
@@ -67,7 +68,13 @@ class TrainState:
     wall_time: float = 0.0
 
 
-def save_checkpoint(path: Path, config: Config, state: TrainState, elapsed: float = 0.0) -> None:
+def save_checkpoint(
+    path: Path,
+    config: Config,
+    state: TrainState,
+    elapsed: float = 0.0,
+    specs: dict[str, str] | None = None,
+) -> None:
     """Write ``state`` (and the run's configuration) to ``path`` atomically.
 
     Args:
@@ -75,6 +82,8 @@ def save_checkpoint(path: Path, config: Config, state: TrainState, elapsed: floa
         config: The run's configuration.
         state: What to save.
         elapsed: Seconds this run has trained so far (added to ``state.wall_time``).
+        specs: The sha256 of each spec the network is made of, by layer key
+            (:meth:`~symbolic.train.network.Network.spec_digests`).
     """
     arrays = {f"params/{key}": value for key, value in state.params.items()}
     for slot, values in state.optimizer.state.items():
@@ -91,6 +100,8 @@ def save_checkpoint(path: Path, config: Config, state: TrainState, elapsed: floa
         "rng": state.rng.bit_generator.state,
         "wall_time": state.wall_time + elapsed,
     }
+    if specs is not None:
+        meta["specs"] = specs
     arrays["meta"] = np.array(json.dumps(meta))
     write.atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
@@ -109,6 +120,8 @@ class Checkpoint:
         order: The current epoch's order.
         history: Costs and evaluations.
         wall_time: Seconds spent training.
+        specs: The sha256 of each spec of the run's network, by layer key (None: a
+            checkpoint written before they were recorded).
     """
 
     config: dict[str, Any]
@@ -120,6 +133,7 @@ class Checkpoint:
     order: np.ndarray
     history: History
     wall_time: float
+    specs: dict[str, str] | None = None
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
@@ -174,7 +188,18 @@ def _checked_checkpoint(meta: Any, files: dict[str, np.ndarray]) -> Checkpoint:
         order=_checked_order(files["order"]),
         history=_checked_history(files["step_loss"], files["evals"], step),
         wall_time=float(wall),
+        specs=_checked_specs(meta.get("specs")),
     )
+
+
+def _checked_specs(specs: Any) -> dict[str, str] | None:
+    if specs is None:
+        return None
+    if not isinstance(specs, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in specs.items()
+    ):
+        raise ValueError("specs: expected a table of sha256 digests")
+    return specs
 
 
 def _count(meta: dict[str, Any], name: str) -> int:
@@ -223,6 +248,25 @@ def _checked_history(step_loss: np.ndarray, evals: np.ndarray, step: int) -> His
         step_loss=step_loss.tolist(),
         evals=[tuple(row) for row in evals.tolist()],
     )
+
+
+def check_specs(saved: Checkpoint, digests: dict[str, str], specs: dict[str, str]) -> None:
+    """Raise :class:`TrainError` if a spec of the run is not the one the checkpoint was
+    trained with (its text edited since).
+
+    Args:
+        saved: The checkpoint.
+        digests: The sha256 of each spec of the run's network, by layer key.
+        specs: Each layer's spec (a name or a file), by layer key, to name it.
+    """
+    for key, before in (saved.specs or {}).items():
+        now = digests.get(key)
+        if now is not None and now != before:
+            raise TrainError(
+                f"checkpoint: the spec of {key} ({specs[key]}) changed since the checkpoint "
+                f"was written (sha256 {before[:12]}... then, {now[:12]}... now): resume with "
+                "the spec as it was, or start a new run in another --out"
+            )
 
 
 def check_resumable(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from symbolic import write
-from symbolic.train.cells import cells
+from symbolic.train.cells import cells, spec_kind
 from symbolic.train.config import BACKENDS, DTYPES, OPTIMIZERS, READOUTS, SCHEDULES, Config
 from symbolic.train.distributed import rank_from_env
 from symbolic.train.errors import TrainError
@@ -39,8 +39,6 @@ def _describe(record: ModelRecord) -> str:
         f"{values['lr']:g} {values['schedule']}, {values['epochs']} epochs, batch "
         f"{values['batch_size']}, clip {values['clip']:g}, {values['dtype']}"
     )
-    if values["gate_bias"] not in ("none", "auto"):
-        text += f", gate-bias {values['gate_bias']}"
     if record.data_options:
         text += f",\n{'':16}" + _changes({name: values[name] for name in record.data_options})
     return text
@@ -54,7 +52,7 @@ def _description() -> str:
     """The help's text: what the command does, and every model's defaults."""
     rows = [
         f"  {record.name:<14}{_describe(record)}\n{'':16}cell "
-        f"{record.default_cell} (--cell: {', '.join(cells(record.cell_kind))})"
+        f"{record.default_cell} (--cell: {', '.join(cells(record.cell_kind))} or PATH.toml)"
         for record in records()
     ]
     rows += [
@@ -91,7 +89,15 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--cell",
         metavar="SPEC",
         help="the spec of the hidden layers: recurrent for digits-rows and adding (grn), "
-        "feedforward for mlp (dense_sigmoid)",
+        "feedforward for mlp (dense_sigmoid); a built-in name or a spec file PATH.toml "
+        "(generated and validated on the fly)",
+    )
+    parser.add_argument(
+        "--spec",
+        metavar="SPEC",
+        action="append",
+        help="the readout layer (a feedforward spec) or the cost (a cost spec; "
+        "squared_error): a built-in name or a spec file PATH.toml; may be given twice",
     )
     parser.add_argument(
         "--backend",
@@ -121,10 +127,11 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--clip", type=float, help="clip the gradient's global norm (0: off)")
     parser.add_argument(
-        "--gate-bias",
-        help="init of the recurrent cell's memory parameter (GRN Bu, GRU bz, LSTM bf, "
-        "minGRU bz, IndRNN u): auto (the cell's usual init), none (the generated init), "
-        "chrono (scaled to the sequence length) or a number",
+        "--tbptt",
+        type=int,
+        metavar="K",
+        help="truncated BPTT: chunks of K steps, the state carried across them, "
+        "backpropagation within each (0: whole sequences)",
     )
     parser.add_argument("--seed", type=int, help="seed of the init and the shuffling (0)")
     parser.add_argument("--dtype", choices=DTYPES, help="float32 or float64")
@@ -156,9 +163,30 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plot", action="store_true", help="do not save the plot")
 
 
+def _top_specs(given: list[str] | None) -> dict[str, str]:
+    """``--spec`` options by the field each one sets: ``readout_spec`` (a feedforward
+    spec) or ``cost`` (a cost spec).
+
+    Raises:
+        TrainError: A spec of another kind, an unknown name, or two of one kind.
+    """
+    fields = {"feedforward": "readout_spec", "cost": "cost"}
+    chosen: dict[str, str] = {}
+    for spec in given or []:
+        kind = spec_kind(spec)
+        if kind not in fields:
+            what = f"a {kind} spec: give it with --cell" if kind else "no built-in spec"
+            raise TrainError(f"--spec {spec}: {what} (--spec takes a feedforward or a cost spec)")
+        if fields[kind] in chosen:
+            raise TrainError(f"--spec {spec}: a second {kind} spec (after {chosen[fields[kind]]})")
+        chosen[fields[kind]] = spec
+    return chosen
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """The :class:`Config` that parsed ``derivgen train`` options describe."""
     return Config(
+        **_top_specs(args.spec),
         model=args.model,
         cell=args.cell,
         backend=args.backend,
@@ -175,7 +203,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         n_test=args.n_test,
         readout=args.readout,
         clip=args.clip,
-        gate_bias=args.gate_bias,
+        tbptt=args.tbptt,
         seed=args.seed,
         dtype=args.dtype,
         out=args.out,

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from symbolic import backends
-from symbolic.train.cells import MEMORY, check_cell
+from symbolic.train import specs
+from symbolic.train.cells import check_cell, check_spec
 from symbolic.train.errors import TrainError
 from symbolic.train.models import DEFAULT_MODEL, ModelRecord, canonical_model, find, get
 
@@ -25,26 +26,29 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
 READOUTS = ("last", "every")
 DTYPES = ("float32", "float64")
-GATE_BIAS_MODES = ("auto", "none", "chrono")
 # The backend whose modules take torch tensors: its runs have their own engine
 # (symbolic.train.torch_engine), and may use several processes (torch.distributed).
 # Every other backend whose modules take a framework's tensors (its registry entry has
 # an ``adapt``) is trained from a user's code (README, "Three ways to train"); one that
 # takes NumPy arrays trains with the NumPy engine.
 TORCH = "torch"
-# Independent random streams derived from the seed: the layers' init, the gate biases,
-# the shuffling. Changing how one is drawn leaves the others as they were.
-STREAM_LAYERS, STREAM_GATES, STREAM_SHUFFLE = 0, 1, 2
+#: The cost of every built-in model unless ``--spec`` gives another.
+DEFAULT_COST = "squared_error"
+# Independent random streams derived from the seed: the layers' init, the shuffling
+# (stream 1 drew the gate biases the trainer once set). Changing how one is drawn leaves
+# the others as they were.
+STREAM_LAYERS, STREAM_SHUFFLE = 0, 2
 # What a checkpoint's run is: a resumed run must not change these.
 STRUCTURAL = (
     "model",
     "cell",
+    "readout_spec",
+    "cost",
     "hidden",
     "seq_len",
     "n_train",
     "n_test",
     "readout",
-    "gate_bias",
     "seed",
     "dtype",
     "batch_size",
@@ -52,7 +56,7 @@ STRUCTURAL = (
 )
 # How a checkpoint's run is trained: a resumed run may change these (it then no longer
 # matches an uninterrupted run, which is the point of changing them).
-TUNABLE = ("backend", "lr", "schedule", "momentum", "clip", "epochs", "steps")
+TUNABLE = ("backend", "lr", "schedule", "momentum", "clip", "epochs", "steps", "tbptt")
 
 
 def default_out(model: str, cell: str | None = None) -> Path:
@@ -63,7 +67,7 @@ def default_out(model: str, cell: str | None = None) -> Path:
     record = find(model)
     if cell is None or (record is not None and cell == record.default_cell):
         return Path("runs") / model
-    return Path("runs") / f"{model}-{cell}"
+    return Path("runs") / f"{model}-{Path(cell).stem if specs.is_path(cell) else cell}"
 
 
 @dataclass
@@ -76,7 +80,12 @@ class Config:
             resuming, the checkpoint's).
         cell: The spec of the hidden layers: a recurrent spec for ``digits-rows`` and
             ``adding`` (default ``grn``), a feedforward one for ``mlp`` (default
-            ``dense_sigmoid``); any built-in spec of that kind with generated modules.
+            ``dense_sigmoid``); any built-in spec of that kind with generated modules, or
+            a spec file of that kind (``PATH.toml``: generated on the fly,
+            :mod:`symbolic.train.specs`).
+        readout_spec: The spec of the readout layer (a feedforward one; default the
+            model's): a built-in name or a spec file.
+        cost: The cost's spec (default ``squared_error``): a built-in name or a spec file.
         backend: ``numpy``, ``numba`` or ``torch``: which generated modules to import
             (``torch``: the cells' ``torch.nn.Module``, :mod:`symbolic.train.torch_engine`).
         optimizer: ``sgd`` (with momentum) or ``adam``.
@@ -96,14 +105,10 @@ class Config:
             ``every`` (the readout is applied at every step and trained on the target at
             every step; the prediction is the last step's).
         clip: Clip the gradient to this global norm; 0 disables.
-        gate_bias: Init of the recurrent cell's memory parameter (:data:`MEMORY`: GRN
-            ``Bu``, GRU ``bz``, LSTM ``bf``, minGRU ``bz``, IndRNN ``u``): ``auto`` (the
-            cell's standard init: LSTM forget bias 1, IndRNN's T-scaled recurrent
-            weights; the generated init otherwise), ``none`` (the generated init),
-            ``chrono`` (retention times spread up to the sequence length T, Tallec &
-            Ollivier, 2018: a keep-gate bias log U(1, T-1), a write-gate bias minus
-            that, the LSTM's input-gate bias minus its forget-gate bias; IndRNN: its
-            T-scaled init) or a number (that value).
+        tbptt: Truncated backpropagation through time: split the sequences into chunks
+            of this many steps, carry the state across chunks, backpropagate within
+            each (:meth:`~symbolic.train.network.Network.tbptt_gradients`); 0: through
+            whole sequences. Recurrent models, NumPy and Numba backends.
         seed: Seed of the initial parameters and of the shuffling.
         dtype: ``float32`` or ``float64``.
         out: Output folder (default :func:`default_out`).
@@ -124,6 +129,8 @@ class Config:
 
     model: str | None = None
     cell: str | None = None
+    readout_spec: str | None = None
+    cost: str | None = None
     backend: str | None = None
     optimizer: str | None = None
     lr: float | None = None
@@ -138,7 +145,7 @@ class Config:
     n_test: int | None = None
     readout: str | None = None
     clip: float | None = None
-    gate_bias: str | None = None
+    tbptt: int | None = None
     seed: int | None = None
     dtype: str | None = None
     out: Path | None = None
@@ -164,18 +171,29 @@ class Config:
     def resolved(self) -> Config:
         """A copy with every ``None`` training field set to the model's default."""
         record = self.record
-        cell = self.cell or record.default_cell
+        cell = specs.canonical(self.cell or record.default_cell)
         check_cell(record, cell)
+        readout_spec = specs.canonical(self.readout_spec or record.readout_spec)
+        check_spec("spec", readout_spec, "feedforward", "the readout layer")
+        cost = specs.canonical(self.cost or DEFAULT_COST)
+        check_spec("spec", cost, "cost", "the cost")
         defaults = record.defaults_for(cell)
         values = {
             name: defaults[name] if getattr(self, name) is None else getattr(self, name)
             for name in (*STRUCTURAL, *TUNABLE)
-            if name not in ("model", "cell")
+            if name not in ("model", "cell", "readout_spec", "cost")
         }
         out = default_out(record.name, cell) if self.out is None else Path(self.out)
-        config = dataclasses.replace(self, **values, model=record.name, cell=cell, out=out)
+        config = dataclasses.replace(
+            self,
+            **values,
+            model=record.name,
+            cell=cell,
+            readout_spec=readout_spec,
+            cost=cost,
+            out=out,
+        )
         config.hidden = tuple(int(h) for h in config.hidden)
-        config.gate_bias = str(config.gate_bias)
         config.validate()
         return config
 
@@ -184,7 +202,6 @@ class Config:
         self._check_choices()
         self._check_backend()
         self._check_numbers()
-        self._check_gate_bias()
 
     def _check_choices(self) -> None:
         choices = {
@@ -240,25 +257,21 @@ class Config:
             raise TrainError(f"stop_after: expected a positive number, got {self.stop_after}")
         if "seq_len" in record.data_options and self.seq_len < 2:
             raise TrainError(f"seq_len: expected at least 2, got {self.seq_len}")
+        self._check_tbptt()
 
-    def _check_gate_bias(self) -> None:
-        if self.gate_bias not in GATE_BIAS_MODES:
-            try:
-                float(self.gate_bias)
-            except ValueError:
-                raise TrainError(
-                    f"gate_bias: expected auto, none, chrono or a number, got {self.gate_bias!r}"
-                ) from None
-            if not math.isfinite(float(self.gate_bias)):
-                raise TrainError(f"gate_bias: expected a finite number, got {self.gate_bias!r}")
-        if self.gate_bias not in ("auto", "none") and self.cell not in MEMORY:
-            what = (
-                f"the {self.model} model has no recurrent layer"
-                if self.record.cell_kind != "recurrent"
-                else f"the {self.cell} cell has no known gate parameter (known: "
-                f"{', '.join(MEMORY)})"
+    def _check_tbptt(self) -> None:
+        if isinstance(self.tbptt, bool) or not isinstance(self.tbptt, int) or self.tbptt < 0:
+            raise TrainError(f"tbptt: expected a number of steps (0: off), got {self.tbptt!r}")
+        if not self.tbptt:
+            return
+        if self.record.cell_kind != "recurrent":
+            raise TrainError(f"tbptt: the {self.model} model has no recurrent layer")
+        if self.backend == TORCH:
+            raise TrainError(
+                "tbptt: the numpy and numba backends train with truncated BPTT; the torch "
+                "engine backpropagates through whole sequences (drop --tbptt or use "
+                "--backend numpy)"
             )
-            raise TrainError(f"gate_bias {self.gate_bias}: {what}; use auto or none")
 
     def run_fields(self) -> dict[str, Any]:
         """The fields a checkpoint records (JSON-ready)."""
@@ -284,7 +297,15 @@ def merge_resume(config: Config, saved: dict[str, Any]) -> tuple[Config, list[st
     model = canonical_model(saved["model"])
     record = find(model)
     default_cell = record.default_cell if record is not None else None
-    saved = {**saved, "model": model, "cell": saved.get("cell") or default_cell}
+    saved = {
+        # Checkpoints written before the readout layer and the cost could be chosen.
+        "readout_spec": record.readout_spec if record is not None else None,
+        "cost": DEFAULT_COST,
+        "tbptt": 0,
+        **saved,
+        "model": model,
+        "cell": saved.get("cell") or default_cell,
+    }
     if config.model is not None and canonical_model(config.model) != model:
         raise TrainError(f"--model {config.model}: the checkpoint is of model {model}")
     config = dataclasses.replace(config, model=model)
@@ -297,6 +318,8 @@ def merge_resume(config: Config, saved: dict[str, Any]) -> tuple[Config, list[st
         before = tuple(saved[name]) if name == "hidden" else saved[name]
         if given is not None and name == "hidden":
             given = tuple(given)
+        if given is not None and name in ("cell", "readout_spec", "cost"):
+            given = specs.canonical(given)
         if given is None or given == before:
             values[name] = before
         elif name in STRUCTURAL:

@@ -39,8 +39,13 @@ def train_step(
     target: np.ndarray,
     lr: float,
     clip: float = 0.0,
+    tbptt: int = 0,
 ) -> float:
     """One minibatch step: forward, cost, backward, clipping, update (in place).
+
+    Args:
+        tbptt: Backpropagate through chunks of this many steps (truncated BPTT,
+            :meth:`Network.tbptt_gradients`); 0, or sequences no longer: through all.
 
     Returns:
         The minibatch's cost (before the update).
@@ -48,17 +53,22 @@ def train_step(
     Raises:
         Diverged: The cost or the gradient is not finite; ``params`` are unchanged.
     """
-    out, caches = network.forward(params, x)
-    cost, dout = network.loss(out, target)
-    if not math.isfinite(cost):
-        raise Diverged(f"the loss became {cost} at step {optimizer.t + 1}")
-    grads = network.backward(params, caches, dout)
+    if tbptt and network.sequential and x.shape[0] > tbptt:
+        cost, grads = network.tbptt_gradients(params, x, target, tbptt)
+        if not math.isfinite(cost):
+            raise Diverged(f"the loss became {cost} at step {optimizer.t + 1}")
+    else:
+        out, caches = network.forward(params, x)
+        cost, dout = network.loss(out, target)
+        if not math.isfinite(cost):
+            raise Diverged(f"the loss became {cost} at step {optimizer.t + 1}")
+        grads = network.backward(params, caches, dout)
     norm = global_norm(grads)
     if not math.isfinite(norm):
         raise Diverged(f"the gradient norm became {norm} at step {optimizer.t + 1}")
     if clip and norm > clip:
         # One scale for all gradients keeps the update's direction (global-norm clipping).
-        scale = out.dtype.type(clip / norm)
+        scale = next(iter(grads.values())).dtype.type(clip / norm)
         # Not in place: a backend may hand out arrays it still holds.
         grads = {key: grad * scale for key, grad in grads.items()}
     optimizer.lr = lr
@@ -73,13 +83,16 @@ class NumpyEngine:
         network: The network of the run's modules.
         data: The data set.
         targets: The training targets as the cost takes them (one-hot for classes).
+        tbptt: Truncated BPTT's chunk length (0: backpropagate through whole sequences).
     """
 
     rank = 0
     world = 1
 
-    def __init__(self, network: Network, data: Dataset, targets: np.ndarray) -> None:
-        self.network, self.data, self.targets = network, data, targets
+    def __init__(
+        self, network: Network, data: Dataset, targets: np.ndarray, tbptt: int = 0
+    ) -> None:
+        self.network, self.data, self.targets, self.tbptt = network, data, targets, tbptt
 
     def adopt(self, state: TrainState) -> TrainState:
         """The state itself: its arrays are what this engine updates."""
@@ -90,7 +103,14 @@ class NumpyEngine:
         data = self.data
         x = data.x_train[:, rows] if data.sequential else data.x_train[rows]
         return train_step(
-            self.network, state.params, state.optimizer, x, self.targets[rows], lr, clip
+            self.network,
+            state.params,
+            state.optimizer,
+            x,
+            self.targets[rows],
+            lr,
+            clip,
+            self.tbptt,
         )
 
     def snapshot(self, state: TrainState) -> TrainState:

@@ -28,6 +28,7 @@ from symbolic.train.checkpoint import (
     Checkpoint,
     TrainState,
     check_resumable,
+    check_specs,
     load_checkpoint,
     save_checkpoint,
 )
@@ -132,7 +133,7 @@ def _engine(config: Config, network: Network, data: Dataset, place: distributed.
     """The engine that computes the steps (:mod:`symbolic.train.engine`)."""
     targets = _targets(data, data.y_train, np.dtype(config.dtype))
     if config.backend != TORCH:
-        return NumpyEngine(network, data, targets)
+        return NumpyEngine(network, data, targets, config.tbptt)
     try:
         from symbolic.train.torch_engine import TorchEngine
     except ModuleNotFoundError as exc:
@@ -185,6 +186,7 @@ def _resumed_state(
     expected = network.init_params(0, np.dtype(config.dtype))
     optimizer = make_optimizer(config)
     try:
+        check_specs(saved, network.spec_digests(), network.specs())
         check_resumable(saved, expected, optimizer, data.n_train)
     except TrainError as exc:
         raise TrainError(f"{config.out / CHECKPOINT}: {exc}") from None
@@ -321,7 +323,8 @@ class _Run:
         if step % self.per_epoch == 0 or step >= self.stop_at:
             if self.writer:
                 elapsed = time.perf_counter() - self.start
-                save_checkpoint(self.checkpoint, self.config, view, elapsed)
+                digests = self.network.spec_digests()
+                save_checkpoint(self.checkpoint, self.config, view, elapsed, digests)
             self.saved_step = step
 
     def _evaluate(self, params: dict[str, np.ndarray]) -> None:

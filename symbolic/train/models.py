@@ -44,7 +44,6 @@ REQUIRED_DEFAULTS = (
     "clip",
     "dtype",
     "readout",
-    "gate_bias",
 )
 COMMON_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
@@ -53,6 +52,7 @@ COMMON_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "momentum": 0.9,
         "seed": 0,
         "steps": 0,
+        "tbptt": 0,
         "seq_len": 0,
         "n_train": 0,
         "n_test": 0,
@@ -200,8 +200,8 @@ ADDING_SOLVED_MSE = 0.01
 #   digits-rows  target >= 95%: 95.56-96.39% (96.39% at seed 0), ~2 s;
 #                two stacked GRN layers (--hidden 128,128) reach ~97.5% in ~6 s
 #   adding       target MSE < 0.01 at T = 100: 0.00016-0.00082 (0.00048 at seed 0),
-#                ~15 s; without the chrono gate bias it sits at the mean's 0.167 for ~4
-#                epochs before it finds the markers.
+#                ~15 s; without the chrono init of the GRN's Bu (grn.toml's [init]) it
+#                sits at the mean's 0.167 for ~4 epochs before it finds the markers.
 #                At T = 1000 (--seq-len 1000; chrono init scales with T): 0.00053 at
 #                seed 0 after the 10 epochs (2000 steps; below 0.01 from epoch 4 on):
 #                2:37 with the numpy backend (~54 ms a step), ~2x that with numba.
@@ -235,7 +235,6 @@ MLP = register(
             "clip": 0.0,
             "dtype": "float64",
             "readout": "last",
-            "gate_bias": "auto",
         },
     )
 )
@@ -260,7 +259,6 @@ DIGITS_ROWS = register(
             "clip": 1.0,
             "dtype": "float32",
             "readout": "last",
-            "gate_bias": "auto",
         },
         cell_defaults={"gru": {"lr": 0.01}, "lstm": {"lr": 0.01}},
     )
@@ -288,7 +286,6 @@ ADDING = register(
             "clip": 1.0,
             "dtype": "float32",
             "readout": "last",
-            "gate_bias": "chrono",
             "seq_len": 100,
             "n_train": 10000,
             "n_test": 2000,

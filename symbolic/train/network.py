@@ -16,8 +16,8 @@ from types import ModuleType
 
 import numpy as np
 
-from symbolic.train.cells import MEMORY, Memory, indrnn_weights
-from symbolic.train.config import STREAM_GATES, STREAM_LAYERS, Config
+from symbolic.train import specs
+from symbolic.train.config import STREAM_LAYERS, Config
 from symbolic.train.data import Dataset
 from symbolic.train.errors import TrainError
 
@@ -29,11 +29,15 @@ _EVAL_BUDGET = 4_000_000
 
 
 def load_module(spec: str, backend: str) -> ModuleType:
-    """Import ``generated/<spec>_<backend>.py``.
+    """Import ``generated/<spec>_<backend>.py``, or, for a spec file, its module generated
+    into the cache (:func:`symbolic.train.specs.load`).
 
     Raises:
         TrainError: The module does not exist (e.g. the Numba backend not generated yet).
+        SpecError: A spec file that is not a valid spec.
     """
+    if specs.is_path(spec):
+        return specs.load(spec, backend)
     name = f"generated.{spec}_{backend}"
     try:
         return importlib.import_module(name)
@@ -53,7 +57,8 @@ class Layer:
 
     Attributes:
         key: Prefix of its parameters in the model's flat dict (``grn0``, ``dense1``).
-        spec: The spec it was generated from (``grn``, ``dense_sigmoid``).
+        spec: The spec it was generated from (``grn``, ``dense_sigmoid``, or a spec
+            file's path).
         module: The generated module.
         n_in: Input width.
         n_out: Output width.
@@ -86,11 +91,19 @@ class Network:
         layers: Bottom to top.
         cost: The generated cost module.
         readout: ``last`` or ``every``.
+        cost_spec: The cost's spec (a name or a spec file; default its module's name).
     """
 
-    def __init__(self, layers: list[Layer], cost: ModuleType, readout: str = "last") -> None:
+    def __init__(
+        self,
+        layers: list[Layer],
+        cost: ModuleType,
+        readout: str = "last",
+        cost_spec: str | None = None,
+    ) -> None:
         self.layers = layers
         self.cost = cost
+        self.cost_spec = cost.NAME if cost_spec is None else cost_spec
         self.readout = readout
         recurrent = [i for i, layer in enumerate(layers) if layer.recurrent]
         self.sequential = bool(recurrent)
@@ -105,18 +118,31 @@ class Network:
     def describe(self) -> str:
         """``"64 -> dense_sigmoid 64 -> dense_sigmoid 10, squared_error"``."""
         parts = [str(self.layers[0].n_in)]
-        parts += [f"{layer.spec} {layer.n_out}" for layer in self.layers]
+        parts += [f"{layer.module.NAME} {layer.n_out}" for layer in self.layers]
         tail = f", readout at {'the last' if self.readout == 'last' else 'every'} step"
         return " -> ".join(parts) + f", {self.cost.NAME}" + (tail if self.sequential else "")
 
-    def init_params(self, seed: int, dtype: np.dtype) -> dict[str, np.ndarray]:
-        """Each layer's generated ``init_params``, seeded independently from ``seed``."""
+    def spec_digests(self) -> dict[str, str]:
+        """The sha256 of each layer's spec and of the cost's, by layer key (``cost``)."""
+        digests = {layer.key: layer.module.SPEC_SHA256 for layer in self.layers}
+        return {**digests, "cost": self.cost.SPEC_SHA256}
+
+    def specs(self) -> dict[str, str]:
+        """Each layer's spec and the cost's (names or spec files), keyed as
+        :meth:`spec_digests`."""
+        return {**{layer.key: layer.spec for layer in self.layers}, "cost": self.cost_spec}
+
+    def init_params(
+        self, seed: int, dtype: np.dtype, steps: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Each layer's generated ``init_params``, seeded independently from ``seed``;
+        ``steps``: the sequence length T of the spec inits that scale with it."""
         params = {}
         for index, layer in enumerate(self.layers):
             entropy = [seed, STREAM_LAYERS, index]
             layer_seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
             for name, value in layer.module.init_params(
-                layer.n_in, layer.n_out, seed=layer_seed, dtype=dtype
+                layer.n_in, layer.n_out, seed=layer_seed, dtype=dtype, steps=steps
             ).items():
                 params[f"{layer.key}.{name}"] = value
         return params
@@ -124,15 +150,22 @@ class Network:
     def _params(self, params: dict[str, np.ndarray], layer: Layer) -> dict[str, np.ndarray]:
         return {name: params[f"{layer.key}.{name}"] for name in layer.module.PARAMS}
 
-    def forward(self, params: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, list]:
+    def forward(
+        self,
+        params: dict[str, np.ndarray],
+        x: np.ndarray,
+        states: list[dict[str, np.ndarray] | None] | None = None,
+    ) -> tuple[np.ndarray, list]:
         """The output for ``x`` (``(B, n_in)``, or ``(T, B, n_in)`` for a sequence model)
-        and the caches ``backward`` needs."""
+        and the caches ``backward`` needs; ``states``: each layer's initial states (None,
+        or None for a layer: zeros), as :meth:`final_states` gives them."""
         caches = []
         h = x
         for index, layer in enumerate(self.layers):
             p = self._params(params, layer)
             if layer.recurrent:
-                h, cache = layer.module.forward(p, h)
+                state0 = states[index] if states is not None else None
+                h, cache = layer.module.forward(p, h, state0)
             elif h.ndim == 3:
                 steps, batch, width = h.shape
                 a, cache = layer.module.forward(p, h.reshape(steps * batch, width))
@@ -143,6 +176,46 @@ class Network:
             if index == self._select_last:
                 h = h[-1]
         return h, caches
+
+    def final_states(self, caches: list) -> list[dict[str, np.ndarray] | None]:
+        """Each layer's states after the last step of a :meth:`forward` (None for a
+        feedforward layer): the initial states of the sequence's next chunk."""
+        return [
+            cache["state"] if layer.recurrent else None
+            for layer, (cache, _) in zip(self.layers, caches, strict=True)
+        ]
+
+    def tbptt_gradients(
+        self, params: dict[str, np.ndarray], x: np.ndarray, target: np.ndarray, chunk: int
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """Truncated backpropagation through time: the cost of the sequences ``x`` and
+        its gradient, backpropagated within chunks of ``chunk`` steps.
+
+        The chunks run in order, each starting from the states the one before ended with
+        (stateful); each chunk's cost is backpropagated through that chunk alone, the
+        states it started from held fixed, and the chunks' gradients are summed. With the
+        ``last`` readout only the last chunk has a cost: the others only carry the state
+        (no backward, nothing cached past the chunk). With ``every``, each chunk's cost
+        weighs by its share of the steps, so that the total is the whole sequence's cost.
+        Memory grows with ``chunk``, not with the sequence's length.
+
+        Returns:
+            The cost (the whole sequence's, as :meth:`loss` gives it) and the gradients.
+        """
+        steps = x.shape[0]
+        cost, grads, states = 0.0, {}, None
+        for start in range(0, steps, chunk):
+            piece = x[start : start + chunk]
+            out, caches = self.forward(params, piece, states)
+            states = self.final_states(caches)
+            if self.readout == "last" and start + chunk < steps:
+                continue
+            share = piece.shape[0] / steps if self.readout == "every" else 1.0
+            piece_cost, dout = self.loss(out, target)
+            cost += piece_cost * share
+            for key, value in self.backward(params, caches, dout * out.dtype.type(share)).items():
+                grads[key] = value if key not in grads else grads[key] + value
+        return cost, grads
 
     def backward(
         self, params: dict[str, np.ndarray], caches: list, dout: np.ndarray
@@ -204,7 +277,8 @@ class Network:
 
 def build_network(config: Config, data: Dataset) -> Network:
     """The network of ``config.model`` for ``data``'s input and output widths: hidden
-    layers of ``config.cell`` under the model's readout layer, and the squared-error cost.
+    layers of ``config.cell`` under the readout layer (``config.readout_spec``), and the
+    cost (``config.cost``).
 
     Raises:
         TrainError: A module is missing, or its ``KIND`` is not what the model needs
@@ -212,79 +286,31 @@ def build_network(config: Config, data: Dataset) -> Network:
     """
     record = config.record
     sizes = [data.n_in, *config.hidden, data.n_out]
-    specs = [config.cell] * len(config.hidden) + [record.readout_spec]
+    layer_specs = [config.cell] * len(config.hidden) + [config.readout_spec]
     kinds = [record.cell_kind] * len(config.hidden) + ["feedforward"]
     layers = []
-    for index, (spec, kind) in enumerate(zip(specs, kinds, strict=True)):
-        module = load_module(spec, config.backend)
-        if module.KIND != kind:
-            raise TrainError(
-                f"generated/{spec}_{config.backend}.py is of kind {module.KIND}, its spec of "
-                f"kind {kind}: run `derivgen generate`"
-            )
-        key = f"{'dense' if spec.startswith('dense') else spec}{index}"
+    for index, (spec, kind) in enumerate(zip(layer_specs, kinds, strict=True)):
+        module = _module_of_kind(spec, config.backend, kind)
+        name = module.NAME
+        key = f"{'dense' if name.startswith('dense') else name}{index}"
         layers.append(Layer(key, spec, module, sizes[index], sizes[index + 1]))
-    return Network(layers, load_module("squared_error", config.backend), config.readout)
+    cost = _module_of_kind(config.cost, config.backend, "cost")
+    return Network(layers, cost, config.readout, config.cost)
+
+
+def _module_of_kind(spec: str, backend: str, kind: str) -> ModuleType:
+    """The ``backend`` module of ``spec``, checked to be of ``kind``."""
+    module = load_module(spec, backend)
+    if module.KIND != kind:
+        where = spec if specs.is_path(spec) else f"generated/{spec}_{backend}.py"
+        raise TrainError(
+            f"{where} is of kind {module.KIND}, its spec of kind {kind}: run `derivgen generate`"
+        )
+    return module
 
 
 def init_params(network: Network, config: Config) -> dict[str, np.ndarray]:
-    """The generated init, and the memory init ``config.gate_bias`` asks for.
-
-    A recurrent cell's state lasts as long as its memory parameter (:data:`MEMORY`) lets
-    it: the GRN keeps (1 - G) of its state per step (a = G*ac + (1 - G)*h), so its gate
-    bias Bu sets a retention time of about 1/sigmoid(Bu) steps. The generated biases
-    ~ U(-0.1, 0.1) forget about half of the state at every step; the adding problem needs
-    memory over ~T steps from the start ("chrono" init, Tallec & Ollivier, 2018:
-    retention times spread uniformly up to the sequence length).
-
-    Every recurrent layer of a cell in :data:`MEMORY` gets the init; the draws come from
-    their own stream of the seed, layer by layer, bottom to top.
-    """
-    params = network.init_params(config.seed, np.dtype(config.dtype))
-    memory = MEMORY.get(config.cell)
-    if config.gate_bias == "none" or memory is None:
-        return params
-    if config.gate_bias == "auto" and memory.standard is None:
-        return params
-    steps = config.time_steps()
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, STREAM_GATES]))
-    recurrent = [layer for layer in network.layers if layer.recurrent]
-    for layer in recurrent:
-        missing = {memory.param, memory.tied} - {None, *layer.module.PARAMS}
-        if missing:
-            raise TrainError(
-                f"gate_bias {config.gate_bias}: the {config.cell} spec has no parameter "
-                f"{', '.join(sorted(missing))} any more (train.MEMORY names it); "
-                "use --gate-bias none"
-            )
-        name = f"{layer.key}.{memory.param}"
-        shape, dtype = params[name].shape, params[name].dtype
-        value, tied = _memory_init(
-            memory, config.gate_bias, rng, shape, steps, layer is recurrent[-1]
-        )
-        params[name] = value.astype(dtype)
-        if tied is not None:
-            params[f"{layer.key}.{memory.tied}"] = tied.astype(dtype)
-    return params
-
-
-def _memory_init(
-    memory: Memory,
-    gate_bias: str,
-    rng: np.random.Generator,
-    shape: tuple[int, ...],
-    steps: int,
-    top: bool,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """One layer's memory parameter as ``gate_bias`` sets it, and its tied parameter's
-    value (None: left as generated)."""
-    if memory.form == "weight" and gate_bias in ("auto", "chrono"):
-        return indrnn_weights(rng, shape, steps, top), None
-    if gate_bias == "auto":
-        return np.full(shape, float(memory.standard)), None
-    if gate_bias == "chrono":
-        horizon = max(steps, 3)
-        log_times = np.log(rng.uniform(1.0, horizon - 1.0, shape))
-        value = log_times if memory.form == "keep" else -log_times
-        return value, -value if memory.tied else None
-    return np.full(shape, float(gate_bias)), None
+    """The network's initial parameters: each layer's generated ``init_params`` (its
+    spec's ``[init]``), with the sequence length the ``chrono`` and ``indrnn`` inits
+    scale with (the adding problem's ``seq_len``)."""
+    return network.init_params(config.seed, np.dtype(config.dtype), config.time_steps())

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from symbolic import write
+from symbolic.train import specs
 from symbolic.train.checkpoint import History
 from symbolic.train.config import Config
 from symbolic.train.models import ModelRecord
@@ -55,7 +56,8 @@ def _draw_cost(
     axes.set_yscale("log")
     axes.set_xlabel("epoch")
     axes.set_ylabel(f"cost ({config.dtype}, {config.backend})")
-    what = f"{config.model}, {config.cell} {','.join(map(str, config.hidden))}"
+    cell = Path(config.cell).stem if specs.is_path(config.cell) else config.cell
+    what = f"{config.model}, {cell} {','.join(map(str, config.hidden))}"
     if "seq_len" in config.record.data_options:
         what += f", T = {config.seq_len}"
     axes.set_title(f"{what}: squared-error cost")

@@ -70,10 +70,11 @@ class Result:
         else:
             state = f"{self.status} at {where}"
         train = f"   train loss {self.train_loss:.4g}" if math.isfinite(self.train_loss) else ""
+        tbptt = f", truncated BPTT in chunks of {c.tbptt} steps" if c.tbptt else ""
         lines = [
             f"{c.model} ({c.backend}, {c.dtype}): {self.network.describe()}",
             f"  {c.optimizer} lr {c.lr:g}{schedule}, batch {c.batch_size}, {length}, clip "
-            f"{c.clip:g}, seed {c.seed}",
+            f"{c.clip:g}, seed {c.seed}{tbptt}",
             f"  {state}",
             f"  test {format_metric(self.metric, self.test_metric)}   "
             f"test loss {self.test_loss:.4g}{train}",

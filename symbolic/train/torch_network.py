@@ -48,7 +48,7 @@ class TorchNetwork(torch.nn.Module):
                 )
             cell = module.Cell(layer.n_in, layer.n_out, dtype=dtype, device=device)
             self.add_module(layer.key, cell)
-        self.cost = load_module(network.cost.NAME, "torch")
+        self.cost = load_module(network.cost_spec, "torch")
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """The network's output for ``x``, as :meth:`Network.forward` computes it."""

@@ -39,5 +39,5 @@ def test_bad_config_is_named():
         Config(model="mlp", optimizer="rmsprop").resolved()
     with pytest.raises(TrainError, match="model"):
         Config(model="lstm").resolved()
-    with pytest.raises(TrainError, match="gate_bias"):
-        Config(model="grn-adding", gate_bias="big").resolved()
+    with pytest.raises(TrainError, match="readout"):
+        Config(model="grn-adding", readout="first").resolved()

@@ -40,7 +40,6 @@ TINY_DEFAULTS = {
     "clip": 1.0,
     "dtype": "float64",
     "readout": "last",
-    "gate_bias": "auto",
 }
 
 
@@ -80,7 +79,7 @@ TEST_MODELS = {
         metric="accuracy",
         data_options=("n_train",),
         time_steps=5,
-        defaults={**TINY_DEFAULTS, "dtype": "float32", "gate_bias": "chrono", "n_train": 16},
+        defaults={**TINY_DEFAULTS, "dtype": "float32", "n_train": 16},
     ),
 }
 

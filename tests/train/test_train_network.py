@@ -1,69 +1,60 @@
-"""The network and its initial parameters (symbolic/train/network.py, the memory table of
-symbolic/train/cells.py): the composition's gradient, chunked scoring, stacking, the
-memory init of each cell."""
+"""The network and its initial parameters (symbolic/train/network.py): the composition's
+gradient, chunked scoring, stacking, each cell's spec init as the trainer draws it."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pytest
 from train_helpers import quick
 
-from symbolic.train.cells import MEMORY
+from symbolic import generate, parse
 from symbolic.train.config import Config
 from symbolic.train.errors import TrainError
 from symbolic.train.loop import load_data, train
 from symbolic.train.network import Layer, Network, build_network, init_params, load_module
 
+SPECS = {path.stem: path for path in generate.builtin_specs()}
 
-def memory_init(cell: str, gate_bias: str, seq_len: int = 50, hidden=(64,)):
-    config = Config(
-        model="adding", cell=cell, gate_bias=gate_bias, seq_len=seq_len, hidden=hidden
-    ).resolved()
+
+def spec_init(cell: str, seq_len: int = 50, hidden=(64,)):
+    config = Config(model="adding", cell=cell, seq_len=seq_len, hidden=hidden).resolved()
     config.n_train = config.n_test = 10
     network = build_network(config, load_data(config))
     return init_params(network, config)
 
 
-def test_memory_init_of_each_cell():
-    log_t = np.log(49)
-    lstm = memory_init("lstm", "chrono")
-    # Chrono (Tallec & Ollivier): forget-gate bias log U(1, T-1), input-gate bias minus it.
-    assert np.all(lstm["lstm0.bf"] >= 0) and np.all(lstm["lstm0.bf"] <= log_t)
-    np.testing.assert_array_equal(lstm["lstm0.bi"], -lstm["lstm0.bf"])
-    assert np.all(memory_init("lstm", "auto")["lstm0.bf"] == 1)  # forget bias 1
-    gru = memory_init("gru", "chrono")["gru0.bz"]  # z keeps the state
-    assert np.all(gru >= 0) and np.all(gru <= log_t) and gru.std() > 0.5
-    mingru = memory_init("mingru", "chrono")["mingru0.bz"]  # z overwrites it
-    assert np.all(mingru <= 0) and np.all(mingru >= -log_t)
-    # IndRNN: u ~ U(0, 2^(1/T)), the top layer's U(2^(-1/T), 2^(1/T)).
-    indrnn = memory_init("indrnn", "auto", hidden=(64, 64))
-    bound = 2 ** (1 / 50)
-    assert np.all(indrnn["indrnn0.u"] >= 0) and indrnn["indrnn0.u"].min() < 0.5
-    assert np.all(indrnn["indrnn1.u"] >= 1 / bound - 1e-6)
-    assert np.all(indrnn["indrnn1.u"] <= bound + 1e-6)
-    # The generated init where no usual one is known, and on request.
-    generated = memory_init("gru", "none")["gru0.bz"]
-    np.testing.assert_array_equal(memory_init("gru", "auto")["gru0.bz"], generated)
-    assert np.all(np.abs(generated) <= 0.1)
-    with pytest.raises(TrainError, match="gate_bias chrono: the mlp model"):
-        Config(model="mlp", gate_bias="chrono").resolved()
+def test_the_trainer_draws_each_cells_spec_init():
+    # The specs' [init], at the model's sequence length T = 50.
+    bu = spec_init("grn")["grn0.Bu"]  # chrono, G writes the state: -log U(1, T-1)
+    assert np.all(bu <= 0) and np.all(bu >= -np.log(49)) and bu.std() > 0.5
+    assert np.all(spec_init("lstm")["lstm0.bf"] == 1)  # forget bias 1
+    bound = 2 ** (1 / 50)  # IndRNN: u ~ U(2^(-1/T), 2^(1/T)) in every layer
+    for key, u in spec_init("indrnn", hidden=(64, 64)).items():
+        if key.endswith(".u"):
+            assert np.all(u >= np.float32(1 / bound)) and np.all(u <= np.float32(bound))
+    assert np.all(np.abs(spec_init("gru")["gru0.bz"]) <= 0.1)  # no [init]: the default
+    # T follows the sequence length.
+    assert spec_init("grn", seq_len=1000)["grn0.Bu"].min() < -np.log(49)
 
 
-@pytest.mark.parametrize("cell", sorted(MEMORY))
-def test_memory_table_agrees_with_the_generated_cell(cell):
-    # MEMORY says which parameter keeps a cell's state and in which direction: set it to
-    # "keep" and one step with no input must pass some state through unchanged
-    # (d state_1 / d state_0 = 1 on every lane). A spec edited to flip a gate's meaning
-    # fails here, instead of silently making chrono init forget.
-    memory = MEMORY[cell]
+CHRONO = [
+    (name, param, init.value)
+    for name, path in sorted(SPECS.items())
+    if (cell := parse.load(path)).kind == "recurrent"
+    for param, init in cell.init.items()
+    if init.name == "chrono"
+]
+
+
+@pytest.mark.parametrize(("cell", "param", "gain"), CHRONO)
+def test_chrono_init_keeps_the_state(cell, param, gain):
+    # A chrono init's sign says which way the gate keeps the state: set the parameter far
+    # that way and one step with no input must pass some state through unchanged
+    # (d state_1 / d state_0 = 1 on every lane). A spec whose gain has the wrong sign
+    # would make chrono init forget: it fails here.
     module = load_module(cell, "numpy")
     params = module.init_params(2, 4, seed=0)
-    keep = {"keep": 12.0, "write": -12.0, "weight": 1.0}[memory.form]
-    params[memory.param] = np.full_like(params[memory.param], keep)
-    if memory.tied:
-        params[memory.tied] = np.full_like(params[memory.tied], -keep)
+    params[param] = np.full_like(params[param], 12.0 * np.sign(gain))
     rng = np.random.default_rng(0)
     state0 = {s: rng.uniform(0.5, 1.0, (3, 4)) for s in module.STATES}
     _, cache = module.forward(params, np.zeros((1, 3, 2)), state0)
@@ -93,17 +84,6 @@ def test_stacked_layers_and_describe(tmp_path):
     assert [layer.spec for layer in result.network.layers] == ["grn", "grn", "dense_sigmoid"]
     assert "8 -> grn 8 -> grn 8 -> dense_sigmoid 10" in result.network.describe()
     assert result.step == 3
-
-
-def test_chrono_gate_bias(tmp_path):
-    config = quick(tmp_path, model="grn-adding", seq_len=50, n_train=10, n_test=10).resolved()
-    data = load_data(config)
-    network = build_network(config, data)
-    bu = init_params(network, config)["grn0.Bu"]
-    # Retention times 1/sigmoid(Bu) spread over [2, T-1]: Bu in [-log(T-1), 0].
-    assert np.all(bu <= 0) and np.all(bu >= -np.log(49)) and bu.std() > 0.5
-    fixed = dataclasses.replace(config, gate_bias="-2")
-    assert np.all(init_params(network, fixed)["grn0.Bu"] == np.float32(-2))
 
 
 @pytest.mark.parametrize("readout", ["last", "every"])

@@ -24,6 +24,7 @@ from __future__ import annotations
 import sympy as sp
 
 from symbolic import ir, naming, primitives
+from symbolic.backends.base import lane_shaped
 from symbolic.backends.jax.primitives import helpers
 from symbolic.backends.jax.printer import code
 from symbolic.ir import Assign, CostDerivation, Kernel, MatVec
@@ -72,11 +73,18 @@ def cost(derivation: CostDerivation, keys: dict) -> tuple[str, dict]:
 # --- statements ---------------------------------------------------------------------------
 
 
-def line(stmt: Assign | MatVec, names: dict[str, str] | None = None) -> dict:
-    """One statement as code: ``{"code": "target = ...", "comment": ...}``."""
+def line(
+    stmt: Assign | MatVec, names: dict[str, str] | None = None, lanes: set[str] | None = None
+) -> dict:
+    """One statement as code: ``{"code": "target = ...", "comment": ...}``. A product of
+    a value outside ``lanes`` (a constant intermediate is a number) reads it as a vector
+    of the matrix's dtype."""
     names = names or {}
     if isinstance(stmt, MatVec):
         arg = names.get(stmt.arg, stmt.arg)
+        if lanes is not None and stmt.arg not in lanes:
+            size = f"{stmt.matrix}.shape[{0 if stmt.transpose else 1}]"
+            arg = f"_jnp.full({size}, {arg}, {stmt.matrix}.dtype)"
         matrix = stmt.matrix if stmt.transpose else f"{stmt.matrix}.T"
         text = f"{stmt.target} = {arg} @ {matrix}"
     else:
@@ -84,7 +92,7 @@ def line(stmt: Assign | MatVec, names: dict[str, str] | None = None) -> dict:
     return {"code": text, "comment": stmt.comment}
 
 
-def fused_lines(stmts) -> tuple[list[dict], list[str]]:
+def fused_lines(stmts, lanes: set[str] | None = None) -> tuple[list[dict], list[str]]:
     """The statements of a step as code, each run of products of one argument (an LSTM's
     ``U@h`` of its four gates) one product with the matrices stacked, then split: the
     lines, and the stacked matrices' definitions (made once, before the loop)."""
@@ -94,7 +102,7 @@ def fused_lines(stmts) -> tuple[list[dict], list[str]]:
 
     def close() -> None:
         if len(run) == 1:
-            lines.append(line(run[0]))
+            lines.append(line(run[0], lanes=lanes))
         elif run:
             matrix = naming.temporary(len(stacked), "_stacked")
             parts = naming.temporary(len(stacked), "_products")
@@ -113,12 +121,13 @@ def fused_lines(stmts) -> tuple[list[dict], list[str]]:
 
     for stmt in stmts:
         fusable = isinstance(stmt, MatVec) and not stmt.transpose
+        fusable = fusable and (lanes is None or stmt.arg in lanes)
         if not fusable or (run and stmt.arg != run[0].arg):
             close()
         if fusable:
             run.append(stmt)
         else:
-            lines.append(line(stmt))
+            lines.append(line(stmt, lanes=lanes))
     close()
     return lines, stacked
 
@@ -216,7 +225,7 @@ def feedforward_context(kernel: Kernel) -> dict:
         # the input's name where a pass reads it as a symbol ("" where it does not)
         "forward_input": cell.input if cell.input in ir.reads_all(kernel.forward) else "",
         "backward_input": cell.input if cell.input in ir.reads_all(kernel.backward) else "",
-        "ff_forward": [line(s) for s in kernel.forward],
+        "ff_forward": [line(s, lanes=lane_shaped(kernel)) for s in kernel.forward],
         "output_code": _value(cell.output, kernel.forward, lanes, STEP_SHAPE),
         # what backward reads, over every lane (a value of parameters only broadcast)
         "ff_cached": [
@@ -224,7 +233,7 @@ def feedforward_context(kernel: Kernel) -> dict:
             for n in kernel.cached
             if n != cell.input
         ],
-        "ff_backward": [line(s) for s in kernel.backward],
+        "ff_backward": [line(s, lanes=lane_shaped(kernel)) for s in kernel.backward],
         "upstream": naming.upstream(cell.output),
         **gradients(kernel, lambda n: "_x" if n == cell.input else n, STEP_SHAPE, "0"),
     }
@@ -274,7 +283,7 @@ def forward_scan(kernel: Kernel) -> dict:
     def value(name: str) -> str:
         return _value(name, kernel.forward, lanes, STEP_SHAPE)
 
-    step, stacked = fused_lines(kernel.forward)
+    step, stacked = fused_lines(kernel.forward, lane_shaped(kernel))
 
     return {
         "projections": projections(kernel, naming.sequence),
@@ -313,7 +322,7 @@ def backward_scan(kernel: Kernel) -> dict:
         "upstream": upstream,
         "final_adjoints": [f'_dstate["{s}"]' for s in cell.states],
         "backward_xs": xs,
-        "backward_step": [line(s) for s in kernel.backward],
+        "backward_step": [line(s, lanes=lane_shaped(kernel)) for s in kernel.backward],
         "carried": carried,
         "carry_back": [{"state": s, "code": value(naming.adjoint(s))} for s in cell.states],
         "stored_adjoints": [

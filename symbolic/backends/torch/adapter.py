@@ -124,6 +124,18 @@ def _cost_loss(module):
     return loss
 
 
+def _init_params(module):
+    """The module's ``init_params``, float64, as NumPy arrays."""
+
+    def init_params(n_in, n_out, **options):
+        import torch
+
+        drawn = module.init_params(n_in, n_out, dtype=torch.float64, **options)
+        return {name: value.numpy() for name, value in drawn.items()}
+
+    return init_params
+
+
 def numpy_view(module) -> types.ModuleType:
     """``module`` (a generated torch module) with the NumPy contract."""
     view = types.ModuleType(f"{module.__name__}__numpy_view")
@@ -133,6 +145,7 @@ def numpy_view(module) -> types.ModuleType:
     if module.KIND == "cost":
         view.loss = _cost_loss(module)
         return view
+    view.init_params = _init_params(module)
     view.forward, view.backward = _plain(module)
     view.forward_autograd, view.backward_autograd = _autograd(module)
     return view

@@ -14,10 +14,10 @@ stored, so every stored value has the shape the op's fake implementation declare
 from __future__ import annotations
 
 from symbolic import ir, naming, primitives
-from symbolic.backends.base import UnsupportedSpec, statement
+from symbolic.backends.base import UnsupportedSpec, lane_shaped, statement
 from symbolic.backends.torch import primitives as torch_primitives
 from symbolic.backends.torch.printer import code
-from symbolic.ir import Assign, CostDerivation, Kernel, MatVec
+from symbolic.ir import CostDerivation, Kernel
 from symbolic.model import RECURRENT
 
 #: The attributes of ``torch.nn.Module`` (torch 2.13, public ones and ``training``): a
@@ -47,7 +47,7 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
             "rename the parameter"
         )
     recurrent = model.kind == RECURRENT
-    lanes = _lane_shaped(kernel)
+    lanes = lane_shaped(kernel)
     pre = {s.target for s in kernel.pre}
     # The forward op's outputs: the output, the final states, then what backward reads.
     cached = [n for n in kernel.cached if n != model.output]
@@ -64,8 +64,8 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
         "broadcast": sorted(
             n for n in {model.output, *kernel.cached, *kernel.stored} if n not in lanes
         ),
-        "torch_forward": [statement(s, code) for s in kernel.forward],
-        "torch_backward": [statement(s, code) for s in kernel.backward],
+        "torch_forward": _statements(kernel.forward, lanes),
+        "torch_backward": _statements(kernel.backward, lanes),
         "unassigned_adjoints": [
             a
             for a in kernel.derivation.state_adjoints.values()
@@ -102,17 +102,16 @@ def _seq(name: str, recurrent: bool) -> str:
     return naming.sequence(name) if recurrent else name
 
 
-def _lane_shaped(kernel: Kernel) -> set[str]:
-    """The names that are (B, n_out) tensors at every step: products, states, seeds, and
-    whatever is computed from one of them."""
-    model = kernel.cell
-    lanes = {s.target for s in kernel.pre} | set(model.states)
-    lanes |= {naming.upstream(model.output)}
-    lanes |= {naming.carried(s) for s in model.states}
-    for stmt in kernel.forward + kernel.backward:
-        if isinstance(stmt, MatVec) or (isinstance(stmt, Assign) and ir.reads(stmt) & lanes):
-            lanes.add(stmt.target)
-    return lanes
+def _statements(stmts, lanes: set[str]) -> list[dict]:
+    """A step's statements as template keys; a product of a value that is not
+    lane-shaped (a constant intermediate is a Python number) reads it broadcast."""
+    out = []
+    for stmt in stmts:
+        keys = statement(stmt, code)
+        if keys["matvec"] and stmt.arg not in lanes:
+            keys["arg"] = f"_lanes({stmt.arg}, _like)"
+        out.append(keys)
+    return out
 
 
 def _lane_template(kernel: Kernel) -> str:
