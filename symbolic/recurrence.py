@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symbolic import naming
+from symbolic import naming, reductions
 from symbolic.ir import (
     AFFINE,
     COUPLED,
@@ -46,7 +46,7 @@ def classify(derivation: Derivation) -> tuple[str, dict]:
 
     diagonal: no product inside the time loop, so lanes (batch x neuron) are
     independent over time; matrix-coupled: a state (or something computed from one)
-    is multiplied by a matrix each step. For every state whose next value is affine in
+    is multiplied by a matrix each step, or the step reduces over the units. For every state whose next value is affine in
     the states with coefficients free of them (h_t = A_t*h_{t-1} + b_t), the
     coefficients are reported too.
     """
@@ -54,6 +54,10 @@ def classify(derivation: Derivation) -> tuple[str, dict]:
     if cell.kind != RECURRENT:
         return NONE, {}
     in_loop = [s for where, s in derivation.forward if where == STEP and isinstance(s, MatVec)]
+    # a reduction over the units couples a step's lanes (its adjoint too)
+    in_loop += [
+        s for s in derivation.backward if isinstance(s, Assign) and reductions.has_reduction(s.expr)
+    ]
     kind = COUPLED if in_loop else DIAGONAL
     if in_loop:
         return kind, {}

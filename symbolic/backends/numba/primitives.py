@@ -137,12 +137,37 @@ def _sign(x):
 }
 
 
+#: The elementwise functions of :mod:`symbolic.reductions` in scalar code (``{0}``,
+#: ``{1}`` their arguments); NaN propagates from either, as in np.maximum. The
+#: reductions over the units are whole-row work: the layout runs them in NumPy.
+REDUCTIONS: dict[str, Form] = {
+    "maximum": Form(
+        call="_maximum({0}, {1})",
+        helper="""
+@_jit(error_model="numpy")
+def _maximum(a, b):
+    return a if a > b or a != a else b
+""",
+    ),
+    "minimum": Form(
+        call="_minimum({0}, {1})",
+        helper="""
+@_jit(error_model="numpy")
+def _minimum(a, b):
+    return a if a < b or a != a else b
+""",
+    ),
+}
+
+
 def helpers(names) -> list[str]:
     """The helper sources the Numba code of ``names`` needs, dependencies first."""
     ordered: list[str] = []
 
     def visit(name: str) -> None:
-        form = FORMS[name]
+        if name not in FORMS and name not in REDUCTIONS:
+            return  # a reduction over the units: NumPy code (its helper is NumPy's)
+        form = FORMS[name] if name in FORMS else REDUCTIONS[name]
         for dep in form.requires:
             visit(dep)
         if form.helper and form.helper.strip() not in ordered:

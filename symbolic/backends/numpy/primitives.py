@@ -118,9 +118,67 @@ def _np_erf(z, out=None):
 }
 
 
+#: The functions of :mod:`symbolic.reductions`: a reduction over the units (the last
+#: axis) broadcast back to the units, max's tie-sharing adjoint, and maximum/minimum
+#: (``{0}``, ``{1}`` their arguments).
+REDUCTIONS: dict[str, Form] = {
+    "unit_sum": Form(
+        call="_np_unit_sum({0})",
+        out="np.copyto({o}, np.sum({i}, axis=-1, keepdims=True))",
+        helper="""
+def _np_unit_sum(z):
+    \"\"\"The sum over the units (the last axis), broadcast back to every unit.\"\"\"
+    return np.broadcast_to(np.sum(z, axis=-1, keepdims=True), np.shape(z))
+""",
+    ),
+    "unit_mean": Form(
+        call="_np_unit_mean({0})",
+        out="np.copyto({o}, np.mean({i}, axis=-1, keepdims=True))",
+        helper="""
+def _np_unit_mean(z):
+    \"\"\"The mean over the units (the last axis), broadcast back to every unit.\"\"\"
+    return np.broadcast_to(np.mean(z, axis=-1, keepdims=True), np.shape(z))
+""",
+    ),
+    "unit_max": Form(
+        call="_np_unit_max({0})",
+        out="np.copyto({o}, np.max({i}, axis=-1, keepdims=True))",
+        helper="""
+def _np_unit_max(z):
+    \"\"\"The largest value over the units (the last axis), broadcast back.\"\"\"
+    return np.broadcast_to(np.max(z, axis=-1, keepdims=True), np.shape(z))
+""",
+    ),
+    "max_share": Form(
+        call="_np_max_share({0})",
+        out="_np_max_share({i}, out={o})",
+        helper="""
+def _np_max_share(z, out=None):
+    \"\"\"1/k at the k units (last axis) where z reaches its maximum, 0 elsewhere: tied
+    maxima share max's gradient equally. NaN on a row holding a NaN.\"\"\"
+    z = np.asarray(z)
+    top = np.equal(z, np.max(z, axis=-1, keepdims=True)).astype(z.dtype)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = top / np.sum(top, axis=-1, keepdims=True)
+    if out is None:
+        return share
+    np.copyto(out, share)
+    return out
+""",
+    ),
+    "maximum": Form(call="np.maximum({0}, {1})"),
+    "minimum": Form(call="np.minimum({0}, {1})"),
+}
+
+
+def form(name: str) -> Form:
+    """The NumPy code of a primitive or of a function of :mod:`symbolic.reductions`."""
+    return FORMS[name] if name in FORMS else REDUCTIONS[name]
+
+
 def helpers(names) -> list[str]:
     """The helper sources the NumPy code of ``names`` needs."""
-    return [FORMS[n].helper.strip() for n in sorted(names) if FORMS[n].helper]
+    return [form(n).helper.strip() for n in sorted(names) if form(n).helper]
 
 
 def namespace() -> dict:
@@ -132,4 +190,7 @@ def namespace() -> dict:
     for name in primitives.PRIMITIVES:
         if FORMS[name].helper:
             exec(FORMS[name].helper, out)  # noqa: S102 - our own table, not spec text
+    for entry in REDUCTIONS.values():
+        if entry.helper:
+            exec(entry.helper, out)  # noqa: S102 - our own table, not spec text
     return out
