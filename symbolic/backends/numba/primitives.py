@@ -137,10 +137,15 @@ def _sign(x):
 }
 
 
-#: The elementwise functions of :mod:`symbolic.reductions` in scalar code (``{0}``,
-#: ``{1}`` their arguments); NaN propagates from either, as in np.maximum. The
-#: reductions over the units are whole-row work: the layout runs them in NumPy.
+#: The functions of :mod:`symbolic.reductions`. maximum and minimum in scalar code
+#: (``{0}``, ``{1}`` their arguments; NaN propagates from either, as in np.maximum). The
+#: reductions over the units are whole-array NumPy code (their helpers are the NumPy
+#: module's): the layout runs them between compiled kernels, never inside one.
 REDUCTIONS: dict[str, Form] = {
+    **{
+        name: Form(call=numpy_primitives.REDUCTIONS[name].call)
+        for name in ("unit_sum", "unit_mean", "unit_max", "max_share")
+    },
     "maximum": Form(
         call="_maximum({0}, {1})",
         helper="""
@@ -165,8 +170,6 @@ def helpers(names) -> list[str]:
     ordered: list[str] = []
 
     def visit(name: str) -> None:
-        if name not in FORMS and name not in REDUCTIONS:
-            return  # a reduction over the units: NumPy code (its helper is NumPy's)
         form = FORMS[name] if name in FORMS else REDUCTIONS[name]
         for dep in form.requires:
             visit(dep)
