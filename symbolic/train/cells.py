@@ -41,7 +41,8 @@ def spec_kinds() -> dict[str, str]:
 
 
 def cells(kind: str) -> list[str]:
-    """The names of the built-in specs of ``kind`` (``recurrent`` or ``feedforward``), sorted."""
+    """The names of the built-in specs of ``kind`` (``recurrent``, ``feedforward`` or
+    ``cost``), sorted."""
     return sorted(name for name, k in spec_kinds().items() if k == kind)
 
 
@@ -65,6 +66,13 @@ def check_cell(record: ModelRecord, cell: str) -> None:
             f"cell: {cell!r} is a {kinds[cell]} spec; the {model} model takes a {kind} "
             f"spec: {allowed}"
         )
+
+
+def check_cost(cost: str) -> None:
+    """Raise :class:`TrainError` unless ``cost`` is a built-in cost spec."""
+    costs = cells("cost")
+    if cost not in costs:
+        raise TrainError(f"cost: expected a built-in cost spec ({', '.join(costs)}), got {cost!r}")
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "feedforward for mlp (dense_sigmoid)",
     )
     parser.add_argument(
+        "--cost",
+        metavar="SPEC",
+        help="the cost spec: squared_error, or softmax_cross_entropy on logits (a linear "
+        "readout layer)",
+    )
+    parser.add_argument(
         "--backend",
         choices=BACKENDS,
         help="generated modules to use (numpy); torch: the cells' nn.Module (jax: see the README)",
@@ -174,6 +180,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         n_train=args.n_train,
         n_test=args.n_test,
         readout=args.readout,
+        cost=args.cost,
         clip=args.clip,
         gate_bias=args.gate_bias,
         seed=args.seed,

@@ -15,9 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from symbolic import backends
-from symbolic.train.cells import MEMORY, check_cell
+from symbolic.train.cells import MEMORY, check_cell, check_cost
 from symbolic.train.errors import TrainError
-from symbolic.train.models import DEFAULT_MODEL, ModelRecord, canonical_model, find, get
+from symbolic.train.models import (
+    DEFAULT_COST,
+    DEFAULT_MODEL,
+    ModelRecord,
+    canonical_model,
+    find,
+    get,
+)
 
 #: The backends whose modules a model can be built from: the registry's.
 BACKENDS = backends.names()
@@ -49,6 +56,7 @@ STRUCTURAL = (
     "dtype",
     "batch_size",
     "optimizer",
+    "cost",
 )
 # How a checkpoint's run is trained: a resumed run may change these (it then no longer
 # matches an uninterrupted run, which is the point of changing them).
@@ -95,6 +103,8 @@ class Config:
         readout: ``last`` (the readout sees the last step of the recurrent layer) or
             ``every`` (the readout is applied at every step and trained on the target at
             every step; the prediction is the last step's).
+        cost: The built-in cost spec the network is trained on (squared_error); one on
+            logits (softmax_cross_entropy) puts a linear readout layer under it.
         clip: Clip the gradient to this global norm; 0 disables.
         gate_bias: Init of the recurrent cell's memory parameter (:data:`MEMORY`: GRN
             ``Bu``, GRU ``bz``, LSTM ``bf``, minGRU ``bz``, IndRNN ``u``): ``auto`` (the
@@ -137,6 +147,7 @@ class Config:
     n_train: int | None = None
     n_test: int | None = None
     readout: str | None = None
+    cost: str | None = None
     clip: float | None = None
     gate_bias: str | None = None
     seed: int | None = None
@@ -182,6 +193,7 @@ class Config:
     def validate(self) -> None:
         """Raise :class:`TrainError` naming the first bad field."""
         self._check_choices()
+        check_cost(self.cost)
         self._check_backend()
         self._check_numbers()
         self._check_gate_bias()
@@ -285,6 +297,8 @@ def merge_resume(config: Config, saved: dict[str, Any]) -> tuple[Config, list[st
     record = find(model)
     default_cell = record.default_cell if record is not None else None
     saved = {**saved, "model": model, "cell": saved.get("cell") or default_cell}
+    # Checkpoints written before the cost was an option: the squared error's.
+    saved.setdefault("cost", DEFAULT_COST)
     if config.model is not None and canonical_model(config.model) != model:
         raise TrainError(f"--model {config.model}: the checkpoint is of model {model}")
     config = dataclasses.replace(config, model=model)

@@ -30,6 +30,9 @@ from symbolic.train.data import Dataset, adding, digits_flat, digits_rows
 from symbolic.train.errors import TrainError
 
 DEFAULT_MODEL = "mlp"
+DEFAULT_COST = "squared_error"
+#: Costs that take logits, by the readout layer that gives them: a linear one.
+LOGIT_COSTS: Mapping[str, str] = MappingProxyType({"softmax_cross_entropy": "dense_linear"})
 CELL_KINDS = ("feedforward", "recurrent")
 METRICS = ("accuracy", "mse")
 # The options that size a data set (a record's data_options), passed to its loader.
@@ -56,6 +59,7 @@ COMMON_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "seq_len": 0,
         "n_train": 0,
         "n_test": 0,
+        "cost": DEFAULT_COST,
     }
 )
 
@@ -109,6 +113,10 @@ class ModelRecord:
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
         cell_defaults = {cell: MappingProxyType(dict(v)) for cell, v in self.cell_defaults.items()}
         object.__setattr__(self, "cell_defaults", MappingProxyType(cell_defaults))
+
+    def readout_for(self, cost: str) -> str:
+        """The spec of the output layer under ``cost``: a linear one for logits."""
+        return LOGIT_COSTS.get(cost, self.readout_spec)
 
     def defaults_for(self, cell: str) -> dict[str, Any]:
         """The model's hyperparameters with ``cell``: common, the model's, the cell's."""

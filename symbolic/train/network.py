@@ -204,7 +204,8 @@ class Network:
 
 def build_network(config: Config, data: Dataset) -> Network:
     """The network of ``config.model`` for ``data``'s input and output widths: hidden
-    layers of ``config.cell`` under the model's readout layer, and the squared-error cost.
+    layers of ``config.cell`` under the model's readout layer (a linear one for a cost on
+    logits), and the cost ``config.cost`` (squared error by default).
 
     Raises:
         TrainError: A module is missing, or its ``KIND`` is not what the model needs
@@ -212,7 +213,7 @@ def build_network(config: Config, data: Dataset) -> Network:
     """
     record = config.record
     sizes = [data.n_in, *config.hidden, data.n_out]
-    specs = [config.cell] * len(config.hidden) + [record.readout_spec]
+    specs = [config.cell] * len(config.hidden) + [record.readout_for(config.cost)]
     kinds = [record.cell_kind] * len(config.hidden) + ["feedforward"]
     layers = []
     for index, (spec, kind) in enumerate(zip(specs, kinds, strict=True)):
@@ -224,7 +225,7 @@ def build_network(config: Config, data: Dataset) -> Network:
             )
         key = f"{'dense' if spec.startswith('dense') else spec}{index}"
         layers.append(Layer(key, spec, module, sizes[index], sizes[index + 1]))
-    return Network(layers, load_module("squared_error", config.backend), config.readout)
+    return Network(layers, load_module(config.cost, config.backend), config.readout)
 
 
 def init_params(network: Network, config: Config) -> dict[str, np.ndarray]:
