@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from symbolic.train.cells import cells
-from symbolic.train.config import Config, default_out
+from symbolic.train.config import Config, default_out, merge_resume
 from symbolic.train.errors import TrainError
 
 
@@ -41,3 +41,20 @@ def test_bad_config_is_named():
         Config(model="lstm").resolved()
     with pytest.raises(TrainError, match="gate_bias"):
         Config(model="grn-adding", gate_bias="big").resolved()
+
+
+def test_cost_is_a_built_in_cost_spec_and_recorded_by_a_checkpoint():
+    assert Config(model="mlp").resolved().cost == "squared_error"
+    assert Config(model="mlp", cost="softmax_cross_entropy").resolved().cost == (
+        "softmax_cross_entropy"
+    )
+    with pytest.raises(TrainError, match=r"cost: expected a built-in cost spec .*'dense_tanh'"):
+        Config(model="mlp", cost="dense_tanh").resolved()
+    fields = Config(model="mlp", cost="softmax_cross_entropy").resolved().run_fields()
+    assert fields["cost"] == "softmax_cross_entropy"
+    # a checkpoint written before --cost existed trained the squared error
+    del fields["cost"]
+    merged, notes = merge_resume(Config(), fields)
+    assert merged.cost == "squared_error" and not notes
+    with pytest.raises(TrainError, match="cost = 'softmax_cross_entropy' differs"):
+        merge_resume(Config(cost="softmax_cross_entropy"), fields)

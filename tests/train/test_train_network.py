@@ -140,3 +140,11 @@ def test_network_gradient_matches_finite_differences(readout, specs):
 def test_backend_module_missing_is_a_clear_error():
     with pytest.raises(TrainError, match="generated.nope_numpy"):
         load_module("nope", "numpy")
+
+
+def test_a_cost_on_logits_reads_a_linear_readout():
+    config = Config(model="mlp", cost="softmax_cross_entropy", hidden=(8,)).resolved()
+    network = build_network(config, load_data(config))
+    assert [layer.spec for layer in network.layers] == ["dense_sigmoid", "dense_linear"]
+    assert network.cost.NAME == "softmax_cross_entropy"
+    assert network.describe().endswith("dense_linear 10, softmax_cross_entropy")
