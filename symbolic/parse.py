@@ -603,6 +603,7 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
         body.add(eq_name)
 
     _check_matrix_shapes(path, body.projections, input_name)
+    _check_sums_of_constants(path, body.equations)
     _check_uses(path, lines, input_name, output, states, params, equations_src, body.used)
     _check_all_needed(path, lines, output, states, equations_src, body.references)
     names.check_adjoint_clashes()
@@ -789,6 +790,25 @@ def _check_matrix_shapes(path, projections: list[Projection], input_name: str) -
                 f"matrix '{proj.matrix}' multiplies vectors of {first} units (line "
                 f"{first_line}) and of {size} units: its shape cannot be both",
             )
+
+
+def _check_sums_of_constants(path, equations: list[Equation]) -> None:
+    """No ``sum`` over the units of an equation whose value is a constant (``e = 2``,
+    ``a = sum(e)``): its value would depend on the layer's size."""
+    constants: dict[sp.Symbol, sp.Expr] = {}
+    for eq in equations:
+        value = eq.expr.xreplace(constants)
+        if value.is_number:
+            constants[sp.Symbol(eq.name)] = value
+        for node in sp.preorder_traversal(value):
+            if reductions.name_of(node) == reductions.SUM and node.args[0].is_number:
+                raise SpecError(
+                    path,
+                    eq.line,
+                    eq.name,
+                    "the sum of a constant over the layer's units depends on the layer's "
+                    "size: write it with a vector (a parameter or an equation of one)",
+                )
 
 
 def _check_uses(path, lines, input_name, output, states, params, equations_src, used) -> None:

@@ -484,3 +484,38 @@ def test_reductions_are_lifted_and_derived_without_per_neuron_partials():
     assert len(reducing) == 1 and isinstance(reducing[0].expr.args[0], sp.Symbol)
     text = str(derivation)
     assert "max_share(" in text and "unit_sum(" in text
+
+
+# --- the tables ------------------------------------------------------------------------
+
+
+def test_every_backend_has_code_for_every_function():
+    for backend in backends.BUILTIN:
+        table = importlib.import_module(f"symbolic.backends.{backend}.primitives").REDUCTIONS
+        for name, entry in reductions.FUNCTIONS.items():
+            assert name in table, f"the {backend} backend has no code for {name}"
+            call = table[name].call
+            assert "{0}" in call and ("{1}" in call) == (entry.func.nargs == {2})
+            if table[name].helper:  # the helper defines what the code calls
+                assert f"def {call.split('(')[0]}(" in table[name].helper
+        assert entry.note is not None
+    # NumPy's whole-array forms write into a buffer (what the plan and Numba's layout use)
+    numpy_table = importlib.import_module("symbolic.backends.numpy.primitives").REDUCTIONS
+    for name in ("unit_sum", "unit_mean", "unit_max", "max_share"):
+        assert "{i}" in numpy_table[name].out and "{o}" in numpy_table[name].out
+
+
+def test_the_sum_of_a_constant_equation_is_refused():
+    text = _cell("sum(e) + W@x + B").replace("[equations]", '[equations]\ne = "0.5 + 2"')
+    with pytest.raises(SpecError, match="sum of a constant over the layer's units") as info:
+        parse.loads(text, "spec.toml")
+    assert str(info.value).startswith("spec.toml:13: 'a'")
+    # its mean and its maximum are the constant itself
+    cell = parse.loads(
+        _cell("mean(e) + max(e) + W@x + B").replace("[equations]", '[equations]\ne = "0.5 + 2"')
+    )
+    assert cell.equations[-1].expr.free_symbols == {
+        sp.Symbol("W_x"),
+        sp.Symbol("B"),
+        sp.Symbol("e"),
+    }
