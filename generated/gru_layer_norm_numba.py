@@ -127,9 +127,15 @@ def _np_sigmoid(z, out=None):
     return np.divide(e, out, out=out)
 
 
-def _np_unit_mean(z):
-    """The mean over the units (the last axis), broadcast back to every unit."""
-    return np.broadcast_to(np.mean(z, axis=-1, keepdims=True), np.shape(z))
+def _np_unit_mean(z, out=None):
+    """The mean over the units (the last axis), broadcast back to every unit (a layer
+    of no units has no mean to broadcast: nothing is computed)."""
+    z = np.asarray(z)
+    value = np.sum(z, axis=-1, keepdims=True) / z.dtype.type(max(z.shape[-1], 1))
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
 
 
 NAME = "gru_layer_norm"
@@ -987,7 +993,7 @@ def _forward(params, x, state0=None):
             sz_seq,
         )
         # _t1 = unit_mean(sz)
-        np.copyto(_t1_seq[_t], np.mean(sz_seq[_t], axis=-1, keepdims=True))
+        _np_unit_mean(sz_seq[_t], out=_t1_seq[_t])
         _forward_4(
             _t,
             _B,
@@ -998,7 +1004,7 @@ def _forward(params, x, state0=None):
             sz_seq,
         )
         # _t3 = unit_mean(_t2)
-        np.copyto(_t3_seq[_t], np.mean(_t2_seq[_t], axis=-1, keepdims=True))
+        _np_unit_mean(_t2_seq[_t], out=_t3_seq[_t])
         _forward_6(
             _t,
             _B,
@@ -1014,7 +1020,7 @@ def _forward(params, x, state0=None):
             z_seq,
         )
         # _t5 = unit_mean(sr)
-        np.copyto(_t5_seq[_t], np.mean(sr_seq[_t], axis=-1, keepdims=True))
+        _np_unit_mean(sr_seq[_t], out=_t5_seq[_t])
         _forward_8(
             _t,
             _B,
@@ -1025,7 +1031,7 @@ def _forward(params, x, state0=None):
             sr_seq,
         )
         # _t7 = unit_mean(_t6)
-        np.copyto(_t7_seq[_t], np.mean(_t6_seq[_t], axis=-1, keepdims=True))
+        _np_unit_mean(_t6_seq[_t], out=_t7_seq[_t])
         _forward_10(
             _t,
             _B,
@@ -1050,7 +1056,7 @@ def _forward(params, x, state0=None):
             sn_seq,
         )
         # _t9 = unit_mean(sn)
-        np.copyto(_t9_seq[_t], np.mean(sn_seq[_t], axis=-1, keepdims=True))
+        _np_unit_mean(sn_seq[_t], out=_t9_seq[_t])
         _forward_14(
             _t,
             _B,
@@ -1061,7 +1067,7 @@ def _forward(params, x, state0=None):
             sn_seq,
         )
         # _t11 = unit_mean(_t10)
-        np.copyto(_t11_seq[_t], np.mean(_t10_seq[_t], axis=-1, keepdims=True))
+        _np_unit_mean(_t10_seq[_t], out=_t11_seq[_t])
         _forward_16(
             _t,
             _B,
@@ -1213,7 +1219,7 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
             z_seq,
         )
         # adjoint of _t10 = cn**2
-        np.copyto(_w_d_t10, np.mean(_w_d_t11, axis=-1, keepdims=True))
+        _np_unit_mean(_w_d_t11, out=_w_d_t10)
         _backward_2(
             _t,
             _B,
@@ -1228,7 +1234,7 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
             cn_seq,
         )
         # adjoint of sn = Wn @ x + Un @ (r * h) (over the units)
-        np.copyto(_w__q0, np.mean(_w_d_t9, axis=-1, keepdims=True))
+        _np_unit_mean(_w_d_t9, out=_w__q0)
         _backward_4(
             _t,
             _B,
@@ -1257,7 +1263,7 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
             r_seq,
         )
         # adjoint of _t6 = cr**2
-        np.copyto(_w_d_t6, np.mean(_w_d_t7, axis=-1, keepdims=True))
+        _np_unit_mean(_w_d_t7, out=_w_d_t6)
         _backward_8(
             _t,
             _B,
@@ -1272,7 +1278,7 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
             cr_seq,
         )
         # adjoint of sr = Wr @ x + Ur @ h (over the units)
-        np.copyto(_w__q1, np.mean(_w_d_t5, axis=-1, keepdims=True))
+        _np_unit_mean(_w_d_t5, out=_w__q1)
         _backward_10(
             _t,
             _B,
@@ -1296,7 +1302,7 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
             z_seq,
         )
         # adjoint of _t2 = cz**2
-        np.copyto(_w_d_t2, np.mean(_w_d_t3, axis=-1, keepdims=True))
+        _np_unit_mean(_w_d_t3, out=_w_d_t2)
         _backward_12(
             _t,
             _B,
@@ -1311,7 +1317,7 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
             cz_seq,
         )
         # adjoint of sz = Wz @ x + Uz @ h (over the units)
-        np.copyto(_w__q2, np.mean(_w_d_t1, axis=-1, keepdims=True))
+        _np_unit_mean(_w_d_t1, out=_w__q2)
         _backward_14(
             _t,
             _B,

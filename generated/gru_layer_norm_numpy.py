@@ -37,9 +37,15 @@ def _np_sigmoid(z, out=None):
     return np.divide(e, out, out=out)
 
 
-def _np_unit_mean(z):
-    """The mean over the units (the last axis), broadcast back to every unit."""
-    return np.broadcast_to(np.mean(z, axis=-1, keepdims=True), np.shape(z))
+def _np_unit_mean(z, out=None):
+    """The mean over the units (the last axis), broadcast back to every unit (a layer
+    of no units has no mean to broadcast: nothing is computed)."""
+    z = np.asarray(z)
+    value = np.sum(z, axis=-1, keepdims=True) / z.dtype.type(max(z.shape[-1], 1))
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
 
 
 NAME = "gru_layer_norm"
@@ -289,13 +295,13 @@ def forward(params, x, state0=None):
         np.add(_w_Uz_h, Wz_x, out=_w_sz)
         # _t1 = unit_mean(sz)
         # cz = sz - mean(sz)
-        np.copyto(cz, np.mean(_w_sz, axis=-1, keepdims=True))
+        _np_unit_mean(_w_sz, out=cz)
         np.subtract(_w_sz, cz, out=cz)
         # _t2 = cz**2
         # _t3 = unit_mean(_t2)
         # _t4 = sqrt(_t3 + 1/100000)
         np.multiply(cz, cz, out=_t4)
-        np.copyto(_t4, np.mean(_t4, axis=-1, keepdims=True))
+        _np_unit_mean(_t4, out=_t4)
         np.add(_t4, 1e-05, out=_t4)
         np.sqrt(_t4, out=_t4)
         # z = sigmoid((1 + gz) * cz / sqrt(mean(cz ** 2) + 1e-05) + bz)
@@ -307,13 +313,13 @@ def forward(params, x, state0=None):
         np.add(_w_Ur_h, Wr_x, out=_w_sr)
         # _t5 = unit_mean(sr)
         # cr = sr - mean(sr)
-        np.copyto(cr, np.mean(_w_sr, axis=-1, keepdims=True))
+        _np_unit_mean(_w_sr, out=cr)
         np.subtract(_w_sr, cr, out=cr)
         # _t6 = cr**2
         # _t7 = unit_mean(_t6)
         # _t8 = sqrt(_t7 + 1/100000)
         np.multiply(cr, cr, out=_t8)
-        np.copyto(_t8, np.mean(_t8, axis=-1, keepdims=True))
+        _np_unit_mean(_t8, out=_t8)
         np.add(_t8, 1e-05, out=_t8)
         np.sqrt(_t8, out=_t8)
         # r = sigmoid((1 + gr) * cr / sqrt(mean(cr ** 2) + 1e-05) + br)
@@ -329,13 +335,13 @@ def forward(params, x, state0=None):
         np.add(_w_Un_t0, Wn_x, out=_w_sn)
         # _t9 = unit_mean(sn)
         # cn = sn - mean(sn)
-        np.copyto(cn, np.mean(_w_sn, axis=-1, keepdims=True))
+        _np_unit_mean(_w_sn, out=cn)
         np.subtract(_w_sn, cn, out=cn)
         # _t10 = cn**2
         # _t11 = unit_mean(_t10)
         # _t12 = sqrt(_t11 + 1/100000)
         np.multiply(cn, cn, out=_t12)
-        np.copyto(_t12, np.mean(_t12, axis=-1, keepdims=True))
+        _np_unit_mean(_t12, out=_t12)
         np.add(_t12, 1e-05, out=_t12)
         np.sqrt(_t12, out=_t12)
         # n = tanh((1 + gn) * cn / sqrt(mean(cn ** 2) + 1e-05) + bn)
@@ -504,7 +510,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         np.multiply(_w__c3, _w_d_t12, out=_w_d_t11)
         np.multiply(_w_d_t11, 0.5, out=_w_d_t11)
         # adjoint of _t10 = cn**2
-        np.copyto(_w_d_t10, np.mean(_w_d_t11, axis=-1, keepdims=True))
+        _np_unit_mean(_w_d_t11, out=_w_d_t10)
         # shared subexpression
         np.multiply(_c2, _w__c3, out=_w__c4)
         # adjoint of cn = sn - mean(sn)
@@ -515,7 +521,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         # adjoint of _t9 = unit_mean(sn)
         np.negative(_w_dcn, out=_w_d_t9)
         # adjoint of sn = Wn @ x + Un @ (r * h) (over the units)
-        np.copyto(_w__q0, np.mean(_w_d_t9, axis=-1, keepdims=True))
+        _np_unit_mean(_w_d_t9, out=_w__q0)
         # adjoint of sn = Wn @ x + Un @ (r * h)
         np.add(_w__q0, _w_dcn, out=dsn)
         # sum_i Un_ij dUn_t0_i: the path of _t0 through Un
@@ -540,7 +546,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         np.multiply(_w__c7, _w_d_t8, out=_w_d_t7)
         np.multiply(_w_d_t7, 0.5, out=_w_d_t7)
         # adjoint of _t6 = cr**2
-        np.copyto(_w_d_t6, np.mean(_w_d_t7, axis=-1, keepdims=True))
+        _np_unit_mean(_w_d_t7, out=_w_d_t6)
         # shared subexpression
         np.multiply(_c6, _w__c7, out=_w__c8)
         # adjoint of cr = sr - mean(sr)
@@ -551,7 +557,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         # adjoint of _t5 = unit_mean(sr)
         np.negative(_w_dcr, out=_w_d_t5)
         # adjoint of sr = Wr @ x + Ur @ h (over the units)
-        np.copyto(_w__q1, np.mean(_w_d_t5, axis=-1, keepdims=True))
+        _np_unit_mean(_w_d_t5, out=_w__q1)
         # adjoint of sr = Wr @ x + Ur @ h
         np.add(_w__q1, _w_dcr, out=dsr)
         # adjoint of z = sigmoid((1 + gz) * cz / sqrt(mean(cz ** 2) + 1e-05) + bz)
@@ -574,7 +580,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         np.multiply(_w__c11, _w_d_t4, out=_w_d_t3)
         np.multiply(_w_d_t3, 0.5, out=_w_d_t3)
         # adjoint of _t2 = cz**2
-        np.copyto(_w_d_t2, np.mean(_w_d_t3, axis=-1, keepdims=True))
+        _np_unit_mean(_w_d_t3, out=_w_d_t2)
         # shared subexpression
         np.multiply(_c10, _w__c11, out=_w__c12)
         # adjoint of cz = sz - mean(sz)
@@ -585,7 +591,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         # adjoint of _t1 = unit_mean(sz)
         np.negative(_w_dcz, out=_w_d_t1)
         # adjoint of sz = Wz @ x + Uz @ h (over the units)
-        np.copyto(_w__q2, np.mean(_w_d_t1, axis=-1, keepdims=True))
+        _np_unit_mean(_w_d_t1, out=_w__q2)
         # adjoint of sz = Wz @ x + Uz @ h
         np.add(_w__q2, _w_dcz, out=dsz)
         # sum_i Ur_ij dUr_h_i: the path of h through Ur

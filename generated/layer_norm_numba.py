@@ -47,9 +47,15 @@ def _jit(**options):
     return jitted
 
 
-def _np_unit_mean(z):
-    """The mean over the units (the last axis), broadcast back to every unit."""
-    return np.broadcast_to(np.mean(z, axis=-1, keepdims=True), np.shape(z))
+def _np_unit_mean(z, out=None):
+    """The mean over the units (the last axis), broadcast back to every unit (a layer
+    of no units has no mean to broadcast: nothing is computed)."""
+    z = np.asarray(z)
+    value = np.sum(z, axis=-1, keepdims=True) / z.dtype.type(max(z.shape[-1], 1))
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
 
 
 NAME = "layer_norm"
@@ -438,7 +444,7 @@ def _forward(params, x):
         _p_B,
     )
     # _t0 = unit_mean(z)
-    np.copyto(_buf__t0, np.mean(_buf_z, axis=-1, keepdims=True))
+    _np_unit_mean(_buf_z, out=_buf__t0)
     _forward_2(
         _t,
         _B,
@@ -449,7 +455,7 @@ def _forward(params, x):
         _buf_z,
     )
     # _t2 = unit_mean(_t1)
-    np.copyto(_buf__t2, np.mean(_buf__t1, axis=-1, keepdims=True))
+    _np_unit_mean(_buf__t1, out=_buf__t2)
     _forward_4(
         _t,
         _B,
@@ -526,7 +532,7 @@ def _backward(params, cache, da, *, need_dx=True):
         _p_G,
     )
     # adjoint of _t1 = c**2
-    np.copyto(_buf_d_t1, np.mean(_buf_d_t2, axis=-1, keepdims=True))
+    _np_unit_mean(_buf_d_t2, out=_buf_d_t1)
     _backward_2(
         _t,
         _B,
@@ -541,7 +547,7 @@ def _backward(params, cache, da, *, need_dx=True):
         _buf_dc,
     )
     # adjoint of z = W @ x + B (over the units)
-    np.copyto(_buf__q0, np.mean(_buf_d_t0, axis=-1, keepdims=True))
+    _np_unit_mean(_buf_d_t0, out=_buf__q0)
     _backward_4(
         _t,
         _B,

@@ -12,9 +12,15 @@ Equations, per neuron (from symbolic/specs/layer_norm.toml):
 import numpy as np
 
 
-def _np_unit_mean(z):
-    """The mean over the units (the last axis), broadcast back to every unit."""
-    return np.broadcast_to(np.mean(z, axis=-1, keepdims=True), np.shape(z))
+def _np_unit_mean(z, out=None):
+    """The mean over the units (the last axis), broadcast back to every unit (a layer
+    of no units has no mean to broadcast: nothing is computed)."""
+    z = np.asarray(z)
+    value = np.sum(z, axis=-1, keepdims=True) / z.dtype.type(max(z.shape[-1], 1))
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
 
 
 NAME = "layer_norm"
@@ -147,14 +153,14 @@ def forward(params, x):
     # _t0 = unit_mean(z)
     # c = z - mean(z)
     c = np.empty((_B, _n_out), _dtype)
-    np.copyto(c, np.mean(z, axis=-1, keepdims=True))
+    _np_unit_mean(z, out=c)
     np.subtract(z, c, out=c)
     # _t1 = c**2
     # _t2 = unit_mean(_t1)
     # _t3 = sqrt(_t2 + 1/100000)
     _t3 = np.empty((_B, _n_out), _dtype)
     np.multiply(c, c, out=_t3)
-    np.copyto(_t3, np.mean(_t3, axis=-1, keepdims=True))
+    _np_unit_mean(_t3, out=_t3)
     np.add(_t3, 1e-05, out=_t3)
     np.sqrt(_t3, out=_t3)
     # a = (1 + G) * c / sqrt(mean(c ** 2) + 1e-05) + Bn
@@ -211,7 +217,7 @@ def backward(params, cache, da, *, need_dx=True):
     np.multiply(d_t3, 0.5, out=d_t3)
     d_t2 = d_t3
     # adjoint of _t1 = c**2
-    np.copyto(d_t2, np.mean(d_t2, axis=-1, keepdims=True))
+    _np_unit_mean(d_t2, out=d_t2)
     d_t1 = d_t2
     # shared subexpression
     np.multiply(_c1, da, out=_c1)
@@ -226,7 +232,7 @@ def backward(params, cache, da, *, need_dx=True):
     d_t0 = np.empty((_B, _n_out), _dtype)
     np.negative(dc, out=d_t0)
     # adjoint of z = W @ x + B (over the units)
-    np.copyto(d_t0, np.mean(d_t0, axis=-1, keepdims=True))
+    _np_unit_mean(d_t0, out=d_t0)
     _q0 = d_t0
     # adjoint of z = W @ x + B
     np.add(_q0, dc, out=_q0)

@@ -46,9 +46,15 @@ def _jit(**options):
     return jitted
 
 
-def _np_unit_mean(z):
-    """The mean over the units (the last axis), broadcast back to every unit."""
-    return np.broadcast_to(np.mean(z, axis=-1, keepdims=True), np.shape(z))
+def _np_unit_mean(z, out=None):
+    """The mean over the units (the last axis), broadcast back to every unit (a layer
+    of no units has no mean to broadcast: nothing is computed)."""
+    z = np.asarray(z)
+    value = np.sum(z, axis=-1, keepdims=True) / z.dtype.type(max(z.shape[-1], 1))
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
 
 
 NAME = "rmsnorm"
@@ -387,7 +393,7 @@ def _forward(params, x):
         _p_B,
     )
     # _t1 = unit_mean(_t0)
-    np.copyto(_buf__t1, np.mean(_buf__t0, axis=-1, keepdims=True))
+    _np_unit_mean(_buf__t0, out=_buf__t1)
     _forward_2(
         _t,
         _B,
@@ -458,7 +464,7 @@ def _backward(params, cache, da, *, need_dx=True):
         _p_G,
     )
     # adjoint of _t0 = z**2
-    np.copyto(_buf_d_t0, np.mean(_buf_d_t1, axis=-1, keepdims=True))
+    _np_unit_mean(_buf_d_t1, out=_buf_d_t0)
     _backward_2(
         _t,
         _B,

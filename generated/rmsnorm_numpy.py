@@ -11,9 +11,15 @@ Equations, per neuron (from symbolic/specs/rmsnorm.toml):
 import numpy as np
 
 
-def _np_unit_mean(z):
-    """The mean over the units (the last axis), broadcast back to every unit."""
-    return np.broadcast_to(np.mean(z, axis=-1, keepdims=True), np.shape(z))
+def _np_unit_mean(z, out=None):
+    """The mean over the units (the last axis), broadcast back to every unit (a layer
+    of no units has no mean to broadcast: nothing is computed)."""
+    z = np.asarray(z)
+    value = np.sum(z, axis=-1, keepdims=True) / z.dtype.type(max(z.shape[-1], 1))
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
 
 
 NAME = "rmsnorm"
@@ -142,7 +148,7 @@ def forward(params, x):
     # _t2 = sqrt(_t1 + 1/1000000)
     _t2 = np.empty((_B, _n_out), _dtype)
     np.multiply(z, z, out=_t2)
-    np.copyto(_t2, np.mean(_t2, axis=-1, keepdims=True))
+    _np_unit_mean(_t2, out=_t2)
     np.add(_t2, 1e-06, out=_t2)
     np.sqrt(_t2, out=_t2)
     # a = (1 + G) * z / sqrt(mean(z ** 2) + 1e-06)
@@ -198,7 +204,7 @@ def backward(params, cache, da, *, need_dx=True):
     np.multiply(d_t2, 0.5, out=d_t2)
     d_t1 = d_t2
     # adjoint of _t0 = z**2
-    np.copyto(d_t1, np.mean(d_t1, axis=-1, keepdims=True))
+    _np_unit_mean(d_t1, out=d_t1)
     d_t0 = d_t1
     # shared subexpression
     np.multiply(_c1, da, out=_c1)

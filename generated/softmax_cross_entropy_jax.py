@@ -34,17 +34,23 @@ def _lanes(value, shape, dtype):
 
 def _max_share(z):
     """1/k at the k units where z reaches its maximum, 0 elsewhere (NaN rows: NaN)."""
+    if _jnp.shape(z)[-1] == 0:  # a layer of no units
+        return z
     top = (z == _jnp.max(z, axis=-1, keepdims=True)).astype(z.dtype)
     return top / _jnp.sum(top, axis=-1, keepdims=True)
 
 
 def _unit_max(z):
     """The largest value over the units (the last axis), broadcast back."""
+    if _jnp.shape(z)[-1] == 0:  # a layer of no units
+        return z
     return _jnp.broadcast_to(_jnp.max(z, axis=-1, keepdims=True), _jnp.shape(z))
 
 
 def _unit_sum(z):
     """The sum over the units (the last axis), broadcast back to every unit."""
+    if _jnp.shape(z)[-1] == 0:  # a layer of no units
+        return z
     return _jnp.broadcast_to(_jnp.sum(z, axis=-1, keepdims=True), _jnp.shape(z))
 
 

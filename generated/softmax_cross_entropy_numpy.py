@@ -14,7 +14,7 @@ def _np_max_share(z, out=None):
     """1/k at the k units (last axis) where z reaches its maximum, 0 elsewhere: tied
     maxima share max's gradient equally. NaN on a row holding a NaN."""
     z = np.asarray(z)
-    top = np.equal(z, np.max(z, axis=-1, keepdims=True)).astype(z.dtype)
+    top = np.equal(z, np.max(z, axis=-1, keepdims=True, initial=-np.inf)).astype(z.dtype)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = top / np.sum(top, axis=-1, keepdims=True)
     if out is None:
@@ -23,14 +23,25 @@ def _np_max_share(z, out=None):
     return out
 
 
-def _np_unit_max(z):
-    """The largest value over the units (the last axis), broadcast back."""
-    return np.broadcast_to(np.max(z, axis=-1, keepdims=True), np.shape(z))
+def _np_unit_max(z, out=None):
+    """The largest value over the units (the last axis), broadcast back (NaN where a
+    unit is NaN; a layer of no units reduces to nothing)."""
+    z = np.asarray(z)
+    value = np.max(z, axis=-1, keepdims=True, initial=-np.inf)
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
 
 
-def _np_unit_sum(z):
+def _np_unit_sum(z, out=None):
     """The sum over the units (the last axis), broadcast back to every unit."""
-    return np.broadcast_to(np.sum(z, axis=-1, keepdims=True), np.shape(z))
+    z = np.asarray(z)
+    value = np.sum(z, axis=-1, keepdims=True)
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
 
 
 NAME = "softmax_cross_entropy"
@@ -69,14 +80,14 @@ def loss(a, y):
     _cw0 = np.empty_like(a)
     # _u0 = unit_max(a)
     _u0 = np.empty_like(a)
-    np.copyto(_u0, np.max(a, axis=-1, keepdims=True))
+    _np_unit_max(a, out=_u0)
     # _u1 = exp(-_u0 + a)
     _u1 = np.empty_like(a)
     np.subtract(a, _u0, out=_u1)
     np.exp(_u1, out=_u1)
     # _u2 = unit_sum(_u1)
     _u2 = np.empty_like(a)
-    np.copyto(_u2, np.sum(_u1, axis=-1, keepdims=True))
+    _np_unit_sum(_u1, out=_u2)
     # _u3 = max_share(a)
     _u3 = np.empty_like(a)
     _np_max_share(a, out=_u3)
@@ -84,7 +95,7 @@ def loss(a, y):
     _u4 = np.empty_like(a)
     np.copyto(_u4, y)
     np.divide(_u4, _u2, out=_u4)
-    np.copyto(_u4, np.sum(_u4, axis=-1, keepdims=True))
+    _np_unit_sum(_u4, out=_u4)
     np.multiply(_u4, _u1, out=_u4)
     _buf = np.empty_like(a)
     np.log(_u2, out=_buf)
@@ -94,9 +105,9 @@ def loss(a, y):
     _sum = float(np.sum(_buf))
     _grad = np.empty_like(a)
     np.negative(_u4, out=_grad)
-    np.copyto(_grad, np.sum(_grad, axis=-1, keepdims=True))
+    _np_unit_sum(_grad, out=_grad)
     np.multiply(_grad, _u3, out=_grad)
-    np.copyto(_cw0, np.sum(y, axis=-1, keepdims=True))
+    _np_unit_sum(y, out=_cw0)
     np.multiply(_cw0, _u3, out=_cw0)
     np.add(_grad, _cw0, out=_grad)
     np.add(_grad, _u4, out=_grad)

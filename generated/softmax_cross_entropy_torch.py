@@ -44,17 +44,23 @@ def _op_name(base):
 
 def _max_share(z):
     """1/k at the k units where z reaches its maximum, 0 elsewhere (NaN rows: NaN)."""
+    if z.shape[-1] == 0:  # a layer of no units
+        return z
     top = (z == torch.amax(z, dim=-1, keepdim=True)).to(z.dtype)
     return top / torch.sum(top, dim=-1, keepdim=True)
 
 
 def _unit_max(z):
     """The largest value over the units (the last dimension), broadcast back."""
+    if z.shape[-1] == 0:  # a layer of no units
+        return z
     return torch.amax(z, dim=-1, keepdim=True).expand(z.shape)
 
 
 def _unit_sum(z):
     """The sum over the units (the last dimension), broadcast back to every unit."""
+    if z.shape[-1] == 0:  # a layer of no units
+        return z
     return torch.sum(z, dim=-1, keepdim=True).expand(z.shape)
 
 

@@ -133,7 +133,7 @@ def _broadcast(value: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 def _share_ref(e: np.ndarray) -> np.ndarray:
     e = np.asarray(e, dtype=float)
-    top = (e == np.max(e, axis=-1, keepdims=True)).astype(float)
+    top = (e == np.max(e, axis=-1, keepdims=True, initial=-np.inf)).astype(float)
     with np.errstate(invalid="ignore"):  # a NaN row: no unit is the maximum, NaN
         return top / np.sum(top, axis=-1, keepdims=True)
 
@@ -170,13 +170,13 @@ FUNCTIONS: dict[str, Function] = {
         Function(
             MEAN,
             unit_mean,
-            lambda e: _broadcast(np.mean(e, axis=-1, keepdims=True), e),
+            lambda e: _broadcast(np.sum(e, axis=-1, keepdims=True) / max(np.shape(e)[-1], 1), e),
             lambda call, d: unit_mean(d),
         ),
         Function(
             MAX,
             unit_max,
-            lambda e: _broadcast(np.max(e, axis=-1, keepdims=True), e),
+            lambda e: _broadcast(np.max(e, axis=-1, keepdims=True, initial=-np.inf), e),
             lambda call, d: max_share(call.args[0]) * unit_sum(d),
             note="tied maxima share the gradient equally (torch.amax, jax.numpy.max)",
         ),

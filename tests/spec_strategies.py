@@ -199,8 +199,10 @@ def _reduction(draw, features: set[str], operand, varying) -> tuple[str, str]:
         other, _ = operand()
         return f"{name}({arg}, {other})", "call"
     features.add(f"reduction:{name}")
-    if what == "constant":  # the sum of a constant would depend on the layer's size
-        arg = f"{arg}*{varying()}"
+    if name == "sum" and what not in ("projection", "vector"):
+        # the sum of a constant (or of an equation that is one) would depend on the
+        # layer's size: the spec is refused, so the strategy never draws it
+        arg = f"({arg})*{varying()}"
     return f"{name}({arg})", "call"
 
 

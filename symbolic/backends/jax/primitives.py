@@ -80,6 +80,8 @@ REDUCTIONS: dict[str, Form] = {
         helper='''
 def _unit_sum(z):
     """The sum over the units (the last axis), broadcast back to every unit."""
+    if _jnp.shape(z)[-1] == 0:  # a layer of no units
+        return z
     return _jnp.broadcast_to(_jnp.sum(z, axis=-1, keepdims=True), _jnp.shape(z))
 ''',
     ),
@@ -88,6 +90,8 @@ def _unit_sum(z):
         helper='''
 def _unit_mean(z):
     """The mean over the units (the last axis), broadcast back to every unit."""
+    if _jnp.shape(z)[-1] == 0:  # a layer of no units
+        return z
     return _jnp.broadcast_to(_jnp.mean(z, axis=-1, keepdims=True), _jnp.shape(z))
 ''',
     ),
@@ -96,6 +100,8 @@ def _unit_mean(z):
         helper='''
 def _unit_max(z):
     """The largest value over the units (the last axis), broadcast back."""
+    if _jnp.shape(z)[-1] == 0:  # a layer of no units
+        return z
     return _jnp.broadcast_to(_jnp.max(z, axis=-1, keepdims=True), _jnp.shape(z))
 ''',
     ),
@@ -104,6 +110,8 @@ def _unit_max(z):
         helper='''
 def _max_share(z):
     """1/k at the k units where z reaches its maximum, 0 elsewhere (NaN rows: NaN)."""
+    if _jnp.shape(z)[-1] == 0:  # a layer of no units
+        return z
     top = (z == _jnp.max(z, axis=-1, keepdims=True)).astype(z.dtype)
     return top / _jnp.sum(top, axis=-1, keepdims=True)
 ''',

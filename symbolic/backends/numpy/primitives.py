@@ -124,29 +124,46 @@ def _np_erf(z, out=None):
 REDUCTIONS: dict[str, Form] = {
     "unit_sum": Form(
         call="_np_unit_sum({0})",
-        out="np.copyto({o}, np.sum({i}, axis=-1, keepdims=True))",
+        out="_np_unit_sum({i}, out={o})",
         helper="""
-def _np_unit_sum(z):
+def _np_unit_sum(z, out=None):
     \"\"\"The sum over the units (the last axis), broadcast back to every unit.\"\"\"
-    return np.broadcast_to(np.sum(z, axis=-1, keepdims=True), np.shape(z))
+    z = np.asarray(z)
+    value = np.sum(z, axis=-1, keepdims=True)
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
 """,
     ),
     "unit_mean": Form(
         call="_np_unit_mean({0})",
-        out="np.copyto({o}, np.mean({i}, axis=-1, keepdims=True))",
+        out="_np_unit_mean({i}, out={o})",
         helper="""
-def _np_unit_mean(z):
-    \"\"\"The mean over the units (the last axis), broadcast back to every unit.\"\"\"
-    return np.broadcast_to(np.mean(z, axis=-1, keepdims=True), np.shape(z))
+def _np_unit_mean(z, out=None):
+    \"\"\"The mean over the units (the last axis), broadcast back to every unit (a layer
+    of no units has no mean to broadcast: nothing is computed).\"\"\"
+    z = np.asarray(z)
+    value = np.sum(z, axis=-1, keepdims=True) / z.dtype.type(max(z.shape[-1], 1))
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
 """,
     ),
     "unit_max": Form(
         call="_np_unit_max({0})",
-        out="np.copyto({o}, np.max({i}, axis=-1, keepdims=True))",
+        out="_np_unit_max({i}, out={o})",
         helper="""
-def _np_unit_max(z):
-    \"\"\"The largest value over the units (the last axis), broadcast back.\"\"\"
-    return np.broadcast_to(np.max(z, axis=-1, keepdims=True), np.shape(z))
+def _np_unit_max(z, out=None):
+    \"\"\"The largest value over the units (the last axis), broadcast back (NaN where a
+    unit is NaN; a layer of no units reduces to nothing).\"\"\"
+    z = np.asarray(z)
+    value = np.max(z, axis=-1, keepdims=True, initial=-np.inf)
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
 """,
     ),
     "max_share": Form(
@@ -157,7 +174,7 @@ def _np_max_share(z, out=None):
     \"\"\"1/k at the k units (last axis) where z reaches its maximum, 0 elsewhere: tied
     maxima share max's gradient equally. NaN on a row holding a NaN.\"\"\"
     z = np.asarray(z)
-    top = np.equal(z, np.max(z, axis=-1, keepdims=True)).astype(z.dtype)
+    top = np.equal(z, np.max(z, axis=-1, keepdims=True, initial=-np.inf)).astype(z.dtype)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = top / np.sum(top, axis=-1, keepdims=True)
     if out is None:

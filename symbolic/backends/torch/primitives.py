@@ -75,6 +75,8 @@ REDUCTIONS: dict[str, Form] = {
         helper="""
 def _unit_sum(z):
     \"\"\"The sum over the units (the last dimension), broadcast back to every unit.\"\"\"
+    if z.shape[-1] == 0:  # a layer of no units
+        return z
     return torch.sum(z, dim=-1, keepdim=True).expand(z.shape)
 """,
     ),
@@ -83,6 +85,8 @@ def _unit_sum(z):
         helper="""
 def _unit_mean(z):
     \"\"\"The mean over the units (the last dimension), broadcast back to every unit.\"\"\"
+    if z.shape[-1] == 0:  # a layer of no units
+        return z
     return torch.mean(z, dim=-1, keepdim=True).expand(z.shape)
 """,
     ),
@@ -92,6 +96,8 @@ def _unit_mean(z):
         helper="""
 def _unit_max(z):
     \"\"\"The largest value over the units (the last dimension), broadcast back.\"\"\"
+    if z.shape[-1] == 0:  # a layer of no units
+        return z
     return torch.amax(z, dim=-1, keepdim=True).expand(z.shape)
 """,
     ),
@@ -100,6 +106,8 @@ def _unit_max(z):
         helper="""
 def _max_share(z):
     \"\"\"1/k at the k units where z reaches its maximum, 0 elsewhere (NaN rows: NaN).\"\"\"
+    if z.shape[-1] == 0:  # a layer of no units
+        return z
     top = (z == torch.amax(z, dim=-1, keepdim=True)).to(z.dtype)
     return top / torch.sum(top, dim=-1, keepdim=True)
 """,
