@@ -40,6 +40,8 @@ from symbolic import primitives
 SUM, MEAN, MAX = "unit_sum", "unit_mean", "unit_max"
 #: The internal reduction of max's adjoint: 1/k at the k units reaching the maximum.
 MAX_SHARE = "max_share"
+#: The internal count of the layer's units (the sum of a constant adjoint: c*n).
+COUNT = "unit_count"
 MAXIMUM, MINIMUM = "maximum", "minimum"
 
 #: Spec name -> function name, for reductions over the layer's units.
@@ -85,6 +87,16 @@ class unit_max(Reduction):  # noqa: N801
 
 class max_share(Reduction):  # noqa: N801
     """1/k at the k units where ``e`` reaches its maximum, 0 elsewhere (max's adjoint)."""
+
+
+class unit_count(Reduction):  # noqa: N801
+    """The number of the layer's units, at every unit of ``e`` (internal: the sum of a
+    constant adjoint, ``sum(c) = c*n``, in a cost such as ``max(a)``)."""
+
+
+def _sum_of(seed: sp.Expr, arg: sp.Expr) -> sp.Expr:
+    """``sum(seed)`` over the units of ``arg``: a constant seed is summed as c*n."""
+    return seed * unit_count(arg) if seed.is_number else unit_sum(seed)
 
 
 class maximum(sp.Function):  # noqa: N801
@@ -165,7 +177,7 @@ FUNCTIONS: dict[str, Function] = {
             SUM,
             unit_sum,
             lambda e: _broadcast(np.sum(e, axis=-1, keepdims=True), e),
-            lambda call, d: unit_sum(d),
+            lambda call, d: _sum_of(d, call.args[0]),
         ),
         Function(
             MEAN,
@@ -177,7 +189,7 @@ FUNCTIONS: dict[str, Function] = {
             MAX,
             unit_max,
             lambda e: _broadcast(np.max(e, axis=-1, keepdims=True, initial=-np.inf), e),
-            lambda call, d: max_share(call.args[0]) * unit_sum(d),
+            lambda call, d: max_share(call.args[0]) * _sum_of(d, call.args[0]),
             note="tied maxima share the gradient equally (torch.amax, jax.numpy.max)",
         ),
         Function(
@@ -187,6 +199,13 @@ FUNCTIONS: dict[str, Function] = {
             # a step function of e: its derivative is 0 almost everywhere
             lambda call, d: sp.S.Zero,
             note="internal: the adjoint of max; its own derivative is taken as 0",
+        ),
+        Function(
+            COUNT,
+            unit_count,
+            lambda e: np.full(np.shape(e), float(np.shape(e)[-1])),
+            lambda call, d: sp.S.Zero,
+            note="internal: the number of units (the sum of a constant adjoint)",
         ),
         Function(
             MAXIMUM,

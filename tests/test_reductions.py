@@ -519,3 +519,20 @@ def test_the_sum_of_a_constant_equation_is_refused():
         sp.Symbol("B"),
         sp.Symbol("e"),
     }
+
+
+def test_a_cost_summing_a_constant_adjoint_counts_the_units():
+    from symbolic.derive import derive_cost
+
+    text = 'name = "c"\nkind = "cost"\nprediction = "a"\ntarget = "y"\n'
+    cost = parse.loads(text + 'per_unit = "max(a + a) + y*mean(a)"\n')
+    gradient = derive_cost(cost).gradient
+    assert reductions.COUNT in reductions.used(gradient)
+    rng = np.random.default_rng(2)
+    a, y = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
+    got = np.broadcast_to(evaluate.expression(gradient, {"a": a, "y": y}), a.shape) / 3
+    for _ in range(3):
+        d = rng.standard_normal(a.shape)
+        eps = 1e-6
+        fd = (evaluate.cost(cost, a + eps * d, y) - evaluate.cost(cost, a - eps * d, y)) / (2 * eps)
+        assert np.sum(got * d) == pytest.approx(fd, rel=1e-6)

@@ -116,6 +116,14 @@ def _max_share(z):
     return top / _jnp.sum(top, axis=-1, keepdims=True)
 ''',
     ),
+    "unit_count": Form(
+        call="_unit_count({0})",
+        helper='''
+def _unit_count(z):
+    """The number of units (the last axis) at every unit."""
+    return _jnp.full_like(z, _jnp.shape(z)[-1])
+''',
+    ),
     "maximum": Form(call="_jnp.maximum({0}, {1})"),
     "minimum": Form(call="_jnp.minimum({0}, {1})"),
 }

@@ -144,7 +144,7 @@ def _sign(x):
 REDUCTIONS: dict[str, Form] = {
     **{
         name: Form(call=numpy_primitives.REDUCTIONS[name].call)
-        for name in ("unit_sum", "unit_mean", "unit_max", "max_share")
+        for name in ("unit_sum", "unit_mean", "unit_max", "max_share", "unit_count")
     },
     "maximum": Form(
         call="_maximum({0}, {1})",

@@ -183,6 +183,19 @@ def _np_max_share(z, out=None):
     return out
 """,
     ),
+    "unit_count": Form(
+        call="_np_unit_count({0})",
+        out="_np_unit_count({i}, out={o})",
+        helper="""
+def _np_unit_count(z, out=None):
+    \"\"\"The number of units (the last axis) at every unit.\"\"\"
+    z = np.asarray(z)
+    if out is None:
+        return np.full(z.shape, z.shape[-1], z.dtype)
+    out.fill(z.shape[-1])
+    return out
+""",
+    ),
     "maximum": Form(call="np.maximum({0}, {1})"),
     "minimum": Form(call="np.minimum({0}, {1})"),
 }

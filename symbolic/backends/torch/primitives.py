@@ -112,6 +112,14 @@ def _max_share(z):
     return top / torch.sum(top, dim=-1, keepdim=True)
 """,
     ),
+    "unit_count": Form(
+        call="_unit_count({0})",
+        helper="""
+def _unit_count(z):
+    \"\"\"The number of units (the last dimension) at every unit.\"\"\"
+    return torch.full_like(z, z.shape[-1])
+""",
+    ),
     "maximum": Form(
         call="_maximum({0}, {1})",
         helper="""
