@@ -54,10 +54,11 @@ def classify(derivation: Derivation) -> tuple[str, dict]:
     if cell.kind != RECURRENT:
         return NONE, {}
     in_loop = [s for where, s in derivation.forward if where == STEP and isinstance(s, MatVec)]
-    # a reduction over the units couples a step's lanes (its adjoint too)
-    in_loop += [
-        s for s in derivation.backward if isinstance(s, Assign) and reductions.has_reduction(s.expr)
-    ]
+    # a reduction over the units couples a step's lanes (its adjoint too, also one that
+    # only a vector parameter's gradient reads: sum(va))
+    stmts = [s for _, s in derivation.forward] + derivation.backward
+    in_loop += [s for s in stmts if isinstance(s, Assign) and reductions.has_reduction(s.expr)]
+    in_loop += [g for g in derivation.param_grads if reductions.has_reduction(g.expr)]
     kind = COUPLED if in_loop else DIAGONAL
     if in_loop:
         return kind, {}

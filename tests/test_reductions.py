@@ -71,6 +71,21 @@ TEST_SPECS = {
         s = "tanh(z - max(z))"
         a = "0.5*h + s*sigmoid(mean(h*z)) + 0.1*minimum(h, s) + 0.1*sum(s)"
         """,
+    # reductions of a parameter only: the step is still coupled (their adjoints reduce)
+    "parameter_reductions": """
+        name = "parameter_reductions"
+        kind = "recurrent"
+        input = "x"
+        output = "a"
+        state = { h = "a" }
+
+        [params]
+        W = "matrix"
+        v = "vector"
+
+        [equations]
+        a = "tanh(W@x + 0.5*h*sum(v) + max(v))"
+        """,
 }
 
 #: The primitives' textbook definitions (deliberately not derivgen's table).
@@ -267,6 +282,7 @@ UNROLLED = [
     ("layer_norm", 1, (1, 2, 4)),
     ("rmsnorm", 1, (1, 3)),
     ("reducing_recurrence", 2, (1, 2, 3)),
+    ("parameter_reductions", 2, (1, 3)),
     ("gru_layer_norm", 2, (1, 2)),
 ]
 CASES = [
