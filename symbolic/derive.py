@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from symbolic import naming, primitives
+from symbolic import naming, primitives, reductions
 from symbolic.ir import PRE, STEP, Assign, CostDerivation, Derivation, MatVec, ParamGrad
 from symbolic.model import Cell, Cost, Equation
 
@@ -30,39 +30,64 @@ adjoint_name = naming.adjoint
 
 def lift_primitives(cell: Cell) -> list[Equation]:
     """Give every nested primitive call its own intermediate, so its derivative can be
-    written with its cached output (``tanh(c)`` inside ``o*tanh(c)`` becomes ``_t0``)."""
+    written with its cached output (``tanh(c)`` inside ``o*tanh(c)`` becomes ``_t0``).
+
+    A reduction over the units gets its own intermediate too, and so does its argument
+    when it is not a symbol (``sum(exp(z))``: ``_t0 = exp(z)``, ``_t1 = sum(_t0)``): its
+    adjoint, a reduction of the result's adjoint, then reaches one symbol."""
     taken = {eq.name for eq in cell.equations}
-    counter = 0
-    while naming.temporary(counter) in taken:
-        counter += 1
+    names = _Temporaries(taken)
     out: list[Equation] = []
     for eq in cell.equations:
         expr = primitives.stabilize(eq.expr)
         while True:
-            calls = [
-                c
-                for c in sp.preorder_traversal(expr)
-                if primitives.is_primitive_call(c) and c is not expr and c != expr
-            ]
-            # innermost first: a call none of whose arguments holds another call
             inner = [
                 c
-                for c in calls
-                if not any(
-                    primitives.is_primitive_call(a) for a in sp.preorder_traversal(c.args[0])
-                )
+                for c in sp.preorder_traversal(expr)
+                if _is_call(c)
+                and c is not expr
+                and c != expr
+                and not any(_is_call(a) for a in sp.preorder_traversal(c.args[0]))
             ]
             if not inner:
                 break
-            call = sorted(inner, key=sp.default_sort_key)[0]
-            name = naming.temporary(counter)
-            counter += 1
-            while naming.temporary(counter) in taken:
-                counter += 1
+            # innermost first: a call none of whose arguments holds another call
+            first = sorted(inner, key=sp.default_sort_key)[0]
+            call = _lift_argument(first, eq, names, out)
+            name = names.next()
             out.append(Equation(name, call, eq.line, str(call), lifted=True))
-            expr = expr.xreplace({call: sp.Symbol(name)})
+            expr = expr.xreplace({first: sp.Symbol(name)})
+        expr = _lift_argument(expr, eq, names, out)
         out.append(Equation(eq.name, expr, eq.line, eq.source, eq.lifted))
     return out
+
+
+def _is_call(expr: sp.Basic) -> bool:
+    return primitives.is_primitive_call(expr) or reductions.is_reduction(expr)
+
+
+def _lift_argument(call: sp.Expr, eq: Equation, names: _Temporaries, out: list) -> sp.Expr:
+    """A reduction whose argument is an expression, with the argument lifted."""
+    if not reductions.is_reduction(call) or isinstance(call.args[0], sp.Symbol):
+        return call
+    name = names.next()
+    out.append(Equation(name, call.args[0], eq.line, str(call.args[0]), lifted=True))
+    return type(call)(sp.Symbol(name))
+
+
+class _Temporaries:
+    """Names ``_t0, _t1, ...`` for lifted intermediates, skipping the spec's own."""
+
+    def __init__(self, taken: set[str]):
+        self.taken = taken
+        self.counter = 0
+
+    def next(self) -> str:
+        while naming.temporary(self.counter) in self.taken:
+            self.counter += 1
+        name = naming.temporary(self.counter)
+        self.counter += 1
+        return name
 
 
 def forward_values(equations: list[Equation]) -> dict[sp.Expr, sp.Symbol]:
@@ -215,15 +240,22 @@ class _Reverse:
             return
         d_eq = sp.Symbol(adjoint_name(eq_name))
         self.backward.append(Assign(d_eq.name, sp.Add(*terms), f"adjoint of {stmt.comment}"))
+        if reductions.is_reduction(expr):
+            # over the units: a Jacobian-vector product (lifting made the argument a symbol)
+            self.contribute(expr.args[0].name, reductions.adjoint(expr, d_eq))
+            return
         for sym in sorted(expr.free_symbols, key=lambda s: s.name):
             partial = local_partial(expr, sym, self.cached)
             if partial == 0:
                 continue
-            term = d_eq * partial
-            if sym.name in self.params:
-                self.vector_grads[sym.name].append(term)
-            else:
-                self.add(sym.name, term)
+            self.contribute(sym.name, d_eq * partial)
+
+    def contribute(self, name: str, term: sp.Expr) -> None:
+        """A term of the adjoint of ``name`` (of its gradient, for a parameter)."""
+        if name in self.params:
+            self.vector_grads[name].append(term)
+        else:
+            self.add(name, term)
 
     def close(self, cell: Cell, input_projs: list) -> dict[str, str]:
         """Emit the adjoints that leave the step; ``state -> adjoint symbol``."""
@@ -285,7 +317,9 @@ def _input_grads(cell: Cell, input_projs: list) -> list[MatVec]:
 
 
 def derive_cost(cost: Cost) -> CostDerivation:
-    """d per_unit / d prediction, the cost's only derivative."""
+    """d C / d prediction per unit, the cost's only derivative: d per_unit / d prediction,
+    plus, for each reduction over the units, its Jacobian-vector product
+    (:func:`symbolic.reductions.pullback`)."""
     pred = sp.Symbol(cost.prediction)
     per_unit = primitives.stabilize(cost.per_unit)
-    return CostDerivation(cost, per_unit, sp.diff(per_unit, pred))
+    return CostDerivation(cost, per_unit, reductions.pullback(per_unit, sp.S.One, pred))

@@ -5,9 +5,10 @@ concrete float64 arrays. Output: what the model computes, sample by sample and s
 step.
 
 It is deliberately plain. It walks each parsed equation's SymPy tree node by node (sum,
-product, power, number, symbol, primitive call), evaluates primitive calls with the
-primitives' NumPy *references* (never the code the backends emit), and computes every
-``W@v`` as the matrix times one sample's vector. It shares nothing with derivation,
+product, power, number, symbol, primitive call, reduction over the units), evaluates
+primitive calls with the primitives' NumPy *references* and reductions with
+:mod:`symbolic.reductions`' (never the code the backends emit), and computes every
+``W@v`` as the matrix times one sample's vector (a reduction, over that vector's units). It shares nothing with derivation,
 lowering, the passes, the printers or the backends' plans, so that a generated module
 that agrees with it (and with finite differences of it) is right for a reason that does
 not depend on the generator being right.
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 import sympy as sp
 
-from symbolic import primitives
+from symbolic import primitives, reductions
 from symbolic.model import RECURRENT, Cell, Cost
 
 
@@ -55,6 +56,12 @@ def expression(expr: sp.Expr, env: Mapping[str, np.ndarray | float]) -> np.ndarr
     if name is not None and len(expr.args) == 1:
         arg = np.asarray(expression(expr.args[0], env), dtype=np.float64)
         return primitives.PRIMITIVES[name].reference(arg)
+    name = reductions.name_of(expr)
+    if name is not None:
+        # over the units: the last axis of the arguments (a sample's vector, or a cost's
+        # (B, n) array), with the table's NumPy reference
+        args = [np.asarray(expression(a, env), dtype=np.float64) for a in expr.args]
+        return reductions.FUNCTIONS[name].reference(*args)
     raise EvaluationError(f"the reference evaluator cannot read {type(expr).__name__}: {expr}")
 
 

@@ -7,15 +7,16 @@ need stored), the projections hoisted out of the time loop, and the recurrence a
 (:mod:`symbolic.recurrence`: the class, an affine recurrence's parallel scan, a diagonal
 one's adjoint step as coefficients times seeds), computed here once for every backend.
 
-The passes run here, in order: copy propagation and dead code on the adjoint step,
-dead code on the forward step (only what the backward reads is cached), then CSE.
+The passes run here, in order: copy propagation, CSE and lifting of reductions (each in
+a statement of its own) and dead code on the adjoint step, dead code on the forward step
+(only what the backward reads is cached).
 """
 
 from __future__ import annotations
 
 import sympy as sp
 
-from symbolic import naming, passes
+from symbolic import naming, passes, reductions
 from symbolic.ir import AFFINE, PRE, STEP, Assign, Derivation, Kernel, names, reads_all, targets
 from symbolic.recurrence import adjoint_scan, classify, plan_scan
 
@@ -28,6 +29,8 @@ def lower(derivation: Derivation) -> Kernel:
     state_adjoints = list(derivation.state_adjoints.values())
     seeds = {naming.upstream(cell.output)} | {naming.carried(s) for s in cell.states}
     backward, vector_grads, matrix_grads, input_grads = _adjoint_step(derivation, seeds)
+    lifter = passes.Lifter()
+    backward, vector_grads = _lift_reductions(backward, vector_grads, lifter)
 
     post_reads: set[str] = set()
     for _, expr in vector_grads:
@@ -69,6 +72,22 @@ def lower(derivation: Derivation) -> Kernel:
     kernel.adjoint_scan = adjoint_scan(kernel)
     kernel.scan = plan_scan(kernel)
     return kernel
+
+
+def _lift_reductions(
+    backward: list, vector_grads: list[tuple[str, sp.Expr]], lifter: passes.Lifter
+) -> tuple[list, list[tuple[str, sp.Expr]]]:
+    """Every reduction over the units in a statement of its own (:class:`passes.Lifter`);
+    a vector parameter's gradient that reduces becomes a value of the step, summed over
+    lanes like any other."""
+    grads = []
+    for param, expr in vector_grads:
+        if reductions.has_reduction(expr):
+            name = lifter.name()
+            backward = backward + [Assign(name, expr, f"gradient of {param}, per lane")]
+            expr = sp.Symbol(name)
+        grads.append((param, expr))
+    return lifter(backward), grads
 
 
 def _adjoint_step(derivation: Derivation, seeds: set[str]):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from symbolic import inits, primitives
+from symbolic import inits, primitives, reductions
 from symbolic.model import (
     COST,
     FEEDFORWARD,
@@ -78,6 +78,9 @@ RESERVED = frozenset(
 )
 #: Named constants an equation may use (exact: verification keeps pi as pi).
 CONSTANTS = {"pi": sp.pi}
+#: Functions beyond the primitives (:mod:`symbolic.reductions`): reductions over the
+#: layer's units and elementwise functions of two arguments.
+FUNCTIONS = (*reductions.SPEC_REDUCTIONS, *reductions.SPEC_BINARY)
 #: Suffixes generated code appends to names (buffers, seeds, carried adjoints).
 RESERVED_SUFFIXES = ("_seq", "_in", "_next")
 CELL_KEYS = {
@@ -189,6 +192,8 @@ def _check_identifier(path, line, name, what: str) -> None:
         raise SpecError(path, line, name, f"{what} shadows the primitive '{name}'")
     if name in CONSTANTS:
         raise SpecError(path, line, name, f"{what} shadows the constant '{name}'")
+    if name in FUNCTIONS:
+        raise SpecError(path, line, name, f"{what} shadows the function '{name}'")
     if name in RESERVED:
         raise SpecError(path, line, name, f"{what} is reserved for generated code")
     if name.endswith(RESERVED_SUFFIXES):
@@ -414,14 +419,46 @@ class _ExprBuilder:
         if not isinstance(node.func, ast.Name):
             self.error(ast.unparse(node.func), "only primitive functions may be called")
         fname = node.func.id
+        if fname in FUNCTIONS and not self.claims:
+            return self.function(node, fname)
         if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
             self.error(fname, f"'{fname}' takes exactly one positional argument")
         if fname in primitives.PRIMITIVES:
             return primitives.function(fname)(self.visit(node.args[0]))
         if self.claims and fname.endswith("_prime") and fname[:-6] in primitives.PRIMITIVES:
             return primitives.prime(fname[:-6], self.visit(node.args[0]))
+        if self.claims and fname in FUNCTIONS:
+            self.error(fname, f"'{fname}' is not supported in claims (a claim is per neuron)")
         known = ", ".join(sorted(primitives.PRIMITIVES))
-        self.error(fname, f"unknown function '{fname}' (primitives: {known})")
+        self.error(
+            fname,
+            f"unknown function '{fname}' (primitives: {known}; over the layer's units: "
+            f"{', '.join(FUNCTIONS)})",
+        )
+
+    def function(self, node, fname: str) -> sp.Expr:
+        """A reduction over the layer's units (``sum(e)``, ``mean(e)``, ``max(e)``) or an
+        elementwise function of two arguments (``maximum(a, b)``, ``minimum(a, b)``)."""
+        arity = 2 if fname in reductions.SPEC_BINARY else 1
+        if (
+            node.keywords
+            or len(node.args) != arity
+            or any(isinstance(a, ast.Starred) for a in node.args)
+        ):
+            what = "two positional arguments" if arity == 2 else "exactly one positional argument"
+            hint = " (the elementwise maximum of two values is 'maximum(a, b)')"
+            self.error(fname, f"'{fname}' takes {what}" + (hint if fname == "max" else ""))
+        args = [self.visit(a) for a in node.args]
+        if arity == 2:
+            return reductions.FUNCTIONS[fname].func(*args)
+        (arg,) = args
+        if fname == "sum" and arg.is_number:
+            self.error(
+                ast.unparse(node),
+                "the sum of a constant over the layer's units depends on the layer's size: "
+                "write it with a vector (a parameter or an equation)",
+            )
+        return reductions.FUNCTIONS[reductions.SPEC_REDUCTIONS[fname]].func(arg)
 
     def visit_Attribute(self, node):
         self.error(ast.unparse(node), "attributes are not allowed here")
@@ -570,6 +607,7 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
         body.add(eq_name)
 
     _check_matrix_shapes(path, body.projections, input_name)
+    _check_sums_of_constants(path, body.equations)
     _check_uses(path, lines, input_name, output, states, params, equations_src, body.used)
     _check_all_needed(path, lines, output, states, equations_src, body.references)
     names.check_adjoint_clashes()
@@ -773,6 +811,25 @@ def _check_matrix_shapes(path, projections: list[Projection], input_name: str) -
                 f"matrix '{proj.matrix}' multiplies vectors of {first} units (line "
                 f"{first_line}) and of {size} units: its shape cannot be both",
             )
+
+
+def _check_sums_of_constants(path, equations: list[Equation]) -> None:
+    """No ``sum`` over the units of an equation whose value is a constant (``e = 2``,
+    ``a = sum(e)``): its value would depend on the layer's size."""
+    constants: dict[sp.Symbol, sp.Expr] = {}
+    for eq in equations:
+        value = eq.expr.xreplace(constants)
+        if value.is_number:
+            constants[sp.Symbol(eq.name)] = value
+        for node in sp.preorder_traversal(value):
+            if reductions.name_of(node) == reductions.SUM and node.args[0].is_number:
+                raise SpecError(
+                    path,
+                    eq.line,
+                    eq.name,
+                    "the sum of a constant over the layer's units depends on the layer's "
+                    "size: write it with a vector (a parameter or an equation of one)",
+                )
 
 
 def _check_uses(path, lines, input_name, output, states, params, equations_src, used) -> None:

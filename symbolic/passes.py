@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import sympy as sp
 
+from symbolic import naming, reductions
 from symbolic.ir import Assign, MatVec, Stmt, names, reads
 
 
@@ -181,7 +182,60 @@ def count_ops(stmts: list[Stmt]) -> dict[str, int]:
     return {"arithmetic": arith, "calls": calls, "matvecs": matvecs}
 
 
-__all__ = ["dead_code", "copy_propagation", "cse", "fold_temporaries", "count_ops"]
+class Lifter:
+    """Gives every reduction over the units a statement of its own, reducing a symbol
+    (``dz = dc + unit_mean(d_t0)`` becomes ``_q0 = unit_mean(d_t0)``, ``dz = dc + _q0``):
+    a backend that computes lanes one at a time runs each reduction between its loops.
+    One lifter names the temporaries ``_q0, _q1, ...`` of every list it lifts."""
+
+    def __init__(self, prefix: str = "_q"):
+        self.prefix = prefix
+        self.counter = 0
+
+    def name(self) -> str:
+        name = naming.temporary(self.counter, self.prefix)
+        self.counter += 1
+        return name
+
+    def __call__(self, stmts: list[Stmt]) -> list[Stmt]:
+        out: list[Stmt] = []
+        for stmt in stmts:
+            if isinstance(stmt, Assign) and reductions.has_reduction(stmt.expr):
+                out += self.lift(stmt)
+            else:
+                out.append(stmt)
+        return out
+
+    def lift(self, stmt: Assign) -> list[Assign]:
+        """``stmt`` as statements each holding at most one reduction, of a symbol, whole."""
+        lifted: list[Assign] = []
+        expr = stmt.expr
+        while True:
+            inner = sorted(
+                (
+                    c
+                    for c in sp.preorder_traversal(expr)
+                    if reductions.is_reduction(c) and not reductions.has_reduction(c.args[0])
+                ),
+                key=sp.default_sort_key,
+            )
+            if not inner or (inner[0] == expr and isinstance(expr.args[0], sp.Symbol)):
+                break
+            call = inner[0]
+            if not isinstance(call.args[0], sp.Symbol):
+                arg = self.name()
+                lifted.append(Assign(arg, call.args[0], f"{stmt.comment} (a reduction's argument)"))
+                expr = expr.xreplace({call: type(call)(sp.Symbol(arg))})
+                continue
+            if call == expr:
+                break
+            target = self.name()
+            lifted.append(Assign(target, call, f"{stmt.comment} (over the units)"))
+            expr = expr.xreplace({call: sp.Symbol(target)})
+        return lifted + [Assign(stmt.target, expr, stmt.comment)]
+
+
+__all__ = ["dead_code", "copy_propagation", "cse", "fold_temporaries", "count_ops", "Lifter"]
 
 
 def inline_single_use(stmts, keep: set[str]) -> list:

@@ -8,7 +8,8 @@ code: no ``str(expr)`` and no f-strings of expressions reach a template.
 (balanced when long), powers, and a symbol printed through a name map, so the same
 expression can read per-step locals (``G``) or whole-sequence buffers (``G_seq``). Each
 backend's printer (``symbolic.backends.<name>.printer``) adds its primitives' code, one
-entry per primitive in its table :attr:`Printer.forms`.
+entry per primitive in its table :attr:`Printer.forms`, and of the functions over the
+layer's units in :attr:`Printer.functions`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sympy as sp
 from sympy.printing.precedence import precedence
 from sympy.printing.pycode import PythonCodePrinter
 
-from symbolic import primitives
+from symbolic import primitives, reductions
 
 
 class Printer(PythonCodePrinter):
@@ -30,6 +31,9 @@ class Printer(PythonCodePrinter):
 
     printmethod = "_derivgen"
     forms: Mapping[str, Any] = {}
+    #: The backend's code of the functions of :mod:`symbolic.reductions` (``{0}``,
+    #: ``{1}`` the printed arguments).
+    functions: Mapping[str, Any] = {}
     sqrt = "math.sqrt"
 
     def __init__(self, names: Mapping[str, str] | None = None):
@@ -44,6 +48,8 @@ class Printer(PythonCodePrinter):
         # that happen to share a name (tanh, exp, log).
         if primitives.is_primitive_call(expr):
             return self._call(type(expr).__name__, expr.args[0])
+        if reductions.name_of(expr) is not None:
+            return self._function(expr)
         if isinstance(expr, sp.Expr) and expr.is_number and not expr.is_Rational:
             # a constant such as log(2) from d(2**z)/dz: its value, not a call
             return self._value(expr)
@@ -96,6 +102,12 @@ class Printer(PythonCodePrinter):
         left = self._print(sp.Mul(*factors[:half], evaluate=False))
         right = self._print(sp.Mul(*factors[half:], evaluate=False))
         return f"({left})*({right})"
+
+    def _function(self, expr) -> str:
+        name = type(expr).__name__
+        if name not in self.functions:
+            raise TypeError(f"{type(self).__name__} has no code for the function {name}")
+        return self.functions[name].call.format(*(self._print(a) for a in expr.args))
 
     def _print_Function(self, expr):
         raise TypeError(f"no code for the function {type(expr).__name__}: not a primitive")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symbolic import naming, passes
+from symbolic import naming, passes, reductions
 from symbolic.ir import (
     AFFINE,
     COUPLED,
@@ -52,7 +52,7 @@ def classify(derivation: Derivation) -> tuple[str, dict]:
 
     diagonal: no product inside the time loop, so lanes (batch x neuron) are
     independent over time; matrix-coupled: a state (or something computed from one)
-    is multiplied by a matrix each step. For every state whose next value is affine in
+    is multiplied by a matrix each step, or the step reduces over the units. For every state whose next value is affine in
     the states with coefficients free of them (h_t = A_t*h_{t-1} + b_t), the
     coefficients are reported too.
     """
@@ -60,6 +60,11 @@ def classify(derivation: Derivation) -> tuple[str, dict]:
     if cell.kind != RECURRENT:
         return NONE, {}
     in_loop = [s for where, s in derivation.forward if where == STEP and isinstance(s, MatVec)]
+    # a reduction over the units couples a step's lanes (its adjoint too, also one that
+    # only a vector parameter's gradient reads: sum(va))
+    stmts = [s for _, s in derivation.forward] + derivation.backward
+    in_loop += [s for s in stmts if isinstance(s, Assign) and reductions.has_reduction(s.expr)]
+    in_loop += [g for g in derivation.param_grads if reductions.has_reduction(g.expr)]
     kind = COUPLED if in_loop else DIAGONAL
     if in_loop:
         return kind, {}

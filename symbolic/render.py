@@ -17,7 +17,17 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
-from symbolic import __version__, backends, inits, ir, naming, passes, primitives, printing
+from symbolic import (
+    __version__,
+    backends,
+    inits,
+    ir,
+    naming,
+    passes,
+    primitives,
+    printing,
+    reductions,
+)
 from symbolic.backends import Backend, UnsupportedSpec
 from symbolic.backends.base import statement, templates_root
 from symbolic.backends.numpy import primitives as numpy_primitives
@@ -172,9 +182,9 @@ def _primitives_used(kernel: Kernel) -> set[str]:
     used = set()
     for stmt in kernel.forward + kernel.backward:
         if isinstance(stmt, Assign):
-            used |= primitives.used(stmt.expr)
+            used |= primitives.used(stmt.expr) | reductions.used(stmt.expr)
     for _, expr in kernel.vector_grads:
-        used |= primitives.used(expr)
+        used |= primitives.used(expr) | reductions.used(expr)
     return used
 
 
@@ -286,7 +296,12 @@ def cell_context(kernel: Kernel, backend: Backend) -> dict:
 def cost_context(derived: CostDerivation) -> dict:
     """The template keys every cost module shares."""
     cost = derived.cost
-    used = primitives.used(derived.per_unit) | primitives.used(derived.gradient)
+    used = (
+        primitives.used(derived.per_unit)
+        | reductions.used(derived.per_unit)
+        | primitives.used(derived.gradient)
+        | reductions.used(derived.gradient)
+    )
     return {
         "numpy_helpers": numpy_primitives.helpers(used),
         "name": cost.name,

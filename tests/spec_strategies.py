@@ -3,7 +3,8 @@
 Each example is a :class:`FuzzSpec`: the TOML text of a feedforward cell, a recurrent
 cell with one to three states, or a cost, and the set of constructs it contains (so a
 test can show that a sample covers every one of them). The equations form a random DAG
-over every primitive, ``+ - * /``, integer powers and constants; projections of the
+over every primitive, ``+ - * /``, integer powers and constants, reductions over the
+units (``sum``, ``mean``, ``max``) and ``maximum``/``minimum``; projections of the
 input, of states, of intermediates and of expressions; projections used as factors and
 products of two projections; states whose next value depends on no state; outputs that
 are not states; a matrix used twice; vector parameters anywhere; an ``[init]`` entry
@@ -38,6 +39,8 @@ FEATURES = frozenset(
     | {"claims:latex"}
     | {f"init:{name}" for name in ("constant", "normal", "uniform", "orthogonal", "chrono")}
     | {"init:indrnn", "init:bounds"}
+    | {f"reduction:{name}" for name in ("sum", "mean", "max")}
+    | {"function:maximum", "function:minimum"}
 )
 #: ``[init]`` entries the strategy draws, by parameter kind, with the feature each one is.
 INITS = {
@@ -154,8 +157,12 @@ class _Builder:
         if depth <= 0 or self.draw(st.integers(0, 3)) == 0:
             return self.leaf(earlier)
         node = self.draw(
-            st.sampled_from(["+", "-", "*", "*", "/", "**", "call", "call", "product"])
+            st.sampled_from(["+", "-", "*", "*", "/", "**", "call", "call", "product", "reduce"])
         )
+        if node == "reduce":
+            return _reduction(
+                self.draw, self.features, lambda: self.expr(earlier, depth - 1), self.vector
+            )
         if node == "call":
             name = self.draw(st.sampled_from(sorted(PRIMITIVES)))
             self.features.add(f"primitive:{name}")
@@ -205,6 +212,24 @@ class _Builder:
             self.features.add("primitive:tanh" if "tanh" in form else "op:**")
             return f"({left})/({form.format(right)})", "quotient"
         return f"({left}) {node} ({right})", "sum"
+
+
+def _reduction(draw, features: set[str], operand, varying) -> tuple[str, str]:
+    """``sum(e)``, ``mean(e)``, ``max(e)`` over the units, or ``maximum(a, b)`` /
+    ``minimum(a, b)``; ``operand()`` draws an argument as ``(text, what)``, ``varying()``
+    a name that is not a constant."""
+    name = draw(st.sampled_from(["sum", "mean", "max", "maximum", "minimum"]))
+    arg, what = operand()
+    if name in ("maximum", "minimum"):
+        features.add(f"function:{name}")
+        other, _ = operand()
+        return f"{name}({arg}, {other})", "call"
+    features.add(f"reduction:{name}")
+    if name == "sum" and what not in ("projection", "vector"):
+        # the sum of a constant (or of an equation that is one) would depend on the
+        # layer's size: the spec is refused, so the strategy never draws it
+        arg = f"({arg})*{varying()}"
+    return f"{name}({arg})", "call"
 
 
 @st.composite
@@ -301,8 +326,13 @@ def costs(draw) -> FuzzSpec:
     def expr(depth: int) -> str:
         if depth <= 0 or draw(st.integers(0, 2)) == 0:
             return draw(st.sampled_from(["a", "a", "y", "0.5", "2"]))
-        node = draw(st.sampled_from(["+", "-", "*", "/", "**", "call"]))
-        if node != "call":
+        node = draw(st.sampled_from(["+", "-", "*", "/", "**", "call", "reduce"]))
+        if node == "reduce":
+            text, _ = _reduction(
+                draw, features, lambda: (f"({expr(depth - 1)}) + a", "sum"), lambda: "a"
+            )
+            return text
+        if node not in ("call", "reduce"):
             features.add(f"op:{node}")
         if node == "call":
             name = draw(st.sampled_from(sorted(PRIMITIVES)))

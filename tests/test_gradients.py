@@ -254,9 +254,15 @@ def per_unit_reference(name: str):
         "exp": sp.exp,
         "sigmoid": lambda z: 1 / (1 + sp.exp(-z)),
         "softplus": lambda z: sp.log(1 + sp.exp(z)),
+        # over the units (the last axis), broadcast back: NumPy's own reductions
+        **{name: sp.Function(f"units_{name}") for name in ("sum", "mean", "max")},
+    }
+    over_units = {
+        f"units_{name}": lambda e, f=f: np.broadcast_to(f(e, axis=-1, keepdims=True), e.shape)
+        for name, f in (("sum", np.sum), ("mean", np.mean), ("max", np.max))
     }
     expr = sp.sympify(data["per_unit"], locals={a.name: a, y.name: y, **textbook})
-    return sp.lambdify((a, y), expr, "numpy")
+    return sp.lambdify((a, y), expr, [over_units, "numpy"])
 
 
 @pytest.mark.parametrize("case", COSTS)

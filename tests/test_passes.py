@@ -380,3 +380,20 @@ def test_inline_single_use_keeps_what_is_kept_and_what_would_cancel():
     # in p must still reach e), so it stays a statement of its own
     assert [s.target for s in out] == ["c", "v", "e"]
     assert out[2].expr == expr("v - p + 2*c")
+
+
+def test_lifter_gives_every_reduction_a_statement_of_its_own():
+    from symbolic.reductions import max_share, unit_mean, unit_sum
+
+    dz, dc, d0, e = sp.symbols("dz dc d_t0 e")
+    stmts = [Assign("dz", dc + unit_mean(d0) + max_share(e) * unit_sum(dc * e), "adjoint of z")]
+    lifted = passes.Lifter()(stmts)
+    assert [str(s) for s in lifted] == [
+        "_q0 = max_share(e)",
+        "_q1 = unit_mean(d_t0)",
+        "_q2 = dc*e",
+        "_q3 = unit_sum(_q2)",
+        "dz = _q0*_q3 + _q1 + dc",
+    ]
+    # a whole reduction of a symbol stays as it is
+    assert passes.Lifter()([Assign("m", unit_sum(e), "")]) == [Assign("m", unit_sum(e), "")]

@@ -29,7 +29,7 @@ from functools import cache
 
 import sympy as sp
 
-from symbolic import primitives
+from symbolic import primitives, reductions
 from symbolic.derive import adjoint_name
 from symbolic.ir import Assign, Derivation, MatVec
 from symbolic.model import Cell
@@ -107,7 +107,28 @@ def _matvec(matrix: Matrix, vector: Vector) -> Vector:
 
 
 def _lane(expr: sp.Expr, env: dict[str, Vector], i: int) -> sp.Expr:
+    if reductions.used(expr):
+        return _lane_reducing(expr, env, i)
     return expr.xreplace({sym: env[sym.name][i] for sym in expr.free_symbols})
+
+
+def _lane_reducing(expr: sp.Expr, env: dict[str, Vector], i: int) -> sp.Expr:
+    """Unit ``i`` of an expression that reduces over the units: ``sum`` and ``mean`` as
+    the explicit sum over the units, ``max`` as ``sympy.Max`` of them (max's adjoint and
+    maximum/minimum are checked in test_reductions.py, in floating point)."""
+    name = reductions.name_of(expr)
+    if name in (reductions.SUM, reductions.MEAN, reductions.MAX):
+        # the argument's symbols are vectors of the layer's units (never the input)
+        n = len(env[min(s.name for s in expr.args[0].free_symbols)])
+        units = [_lane(expr.args[0], env, j) for j in range(n)]
+        if name == reductions.MAX:
+            return sp.Max(*units)
+        return sp.Add(*units) / (n if name == reductions.MEAN else 1)
+    if name is not None:
+        raise NotImplementedError(f"the unrolled model does not read {name}")
+    if not expr.args:
+        return _lane(expr, env, i)
+    return expr.func(*(_lane(arg, env, i) for arg in expr.args))
 
 
 def unroll(cell: Cell, leaves: Leaves, xs: list[Vector] | None = None):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from symbolic import ir, naming, primitives
+from symbolic import ir, naming, primitives, reductions
 from symbolic.backends.base import lane_shaped
 from symbolic.backends.jax.primitives import helpers
 from symbolic.backends.jax.printer import code
@@ -136,7 +136,7 @@ def _helpers(*exprs: sp.Expr) -> list[str]:
     """The helper functions the primitives called in ``exprs`` need."""
     used: set[str] = set()
     for expr in exprs:
-        used |= primitives.used(expr)
+        used |= primitives.used(expr) | reductions.used(expr)
     return helpers(used)
 
 

@@ -70,9 +70,73 @@ def _abs(z):
 }
 
 
+#: The functions of :mod:`symbolic.reductions` (``{0}``, ``{1}`` their arguments): a
+#: reduction over the units (the last axis) broadcast back to the units. JAX
+#: differentiates jnp.max and jnp.maximum as the table states: tied maxima share the
+#: gradient equally.
+REDUCTIONS: dict[str, Form] = {
+    "unit_sum": Form(
+        call="_unit_sum({0})",
+        helper='''
+def _unit_sum(z):
+    """The sum over the units (the last axis), broadcast back to every unit."""
+    if _jnp.shape(z)[-1] == 0:  # a layer of no units
+        return z
+    return _jnp.broadcast_to(_jnp.sum(z, axis=-1, keepdims=True), _jnp.shape(z))
+''',
+    ),
+    "unit_mean": Form(
+        call="_unit_mean({0})",
+        helper='''
+def _unit_mean(z):
+    """The mean over the units (the last axis), broadcast back to every unit."""
+    if _jnp.shape(z)[-1] == 0:  # a layer of no units
+        return z
+    return _jnp.broadcast_to(_jnp.mean(z, axis=-1, keepdims=True), _jnp.shape(z))
+''',
+    ),
+    "unit_max": Form(
+        call="_unit_max({0})",
+        helper='''
+def _unit_max(z):
+    """The largest value over the units (the last axis), broadcast back."""
+    if _jnp.shape(z)[-1] == 0:  # a layer of no units
+        return z
+    return _jnp.broadcast_to(_jnp.max(z, axis=-1, keepdims=True), _jnp.shape(z))
+''',
+    ),
+    "max_share": Form(
+        call="_max_share({0})",
+        helper='''
+def _max_share(z):
+    """1/k at the k units where z reaches its maximum, 0 elsewhere (NaN rows: NaN)."""
+    if _jnp.shape(z)[-1] == 0:  # a layer of no units
+        return z
+    top = (z == _jnp.max(z, axis=-1, keepdims=True)).astype(z.dtype)
+    return top / _jnp.sum(top, axis=-1, keepdims=True)
+''',
+    ),
+    "unit_count": Form(
+        call="_unit_count({0})",
+        helper='''
+def _unit_count(z):
+    """The number of units (the last axis) at every unit."""
+    return _jnp.full_like(z, _jnp.shape(z)[-1])
+''',
+    ),
+    "maximum": Form(call="_jnp.maximum({0}, {1})"),
+    "minimum": Form(call="_jnp.minimum({0}, {1})"),
+}
+
+
+def form(name: str) -> Form:
+    """The JAX code of a primitive or of a function of :mod:`symbolic.reductions`."""
+    return FORMS[name] if name in FORMS else REDUCTIONS[name]
+
+
 def helpers(names) -> list[str]:
     """The helper sources the JAX code of ``names`` needs."""
-    return [FORMS[n].helper.strip() for n in sorted(names) if FORMS[n].helper]
+    return [form(n).helper.strip() for n in sorted(names) if form(n).helper]
 
 
 def namespace() -> dict:
@@ -82,7 +146,7 @@ def namespace() -> dict:
     import jax.numpy as jnp
 
     out: dict = {"_jax": jax, "_jnp": jnp}
-    for form in FORMS.values():
-        if form.helper:
-            exec(form.helper, out)  # noqa: S102 - our own table, not spec text
+    for entry in [*FORMS.values(), *REDUCTIONS.values()]:
+        if entry.helper:
+            exec(entry.helper, out)  # noqa: S102 - our own table, not spec text
     return out

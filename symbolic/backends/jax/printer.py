@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import sympy as sp
 
-from symbolic.backends.jax.primitives import FORMS
+from symbolic.backends.jax.primitives import FORMS, REDUCTIONS
 from symbolic.printing import Printer
 
 
@@ -15,6 +15,7 @@ class JaxPrinter(Printer):
     underscored names, which no spec name can shadow)."""
 
     forms = FORMS
+    functions = REDUCTIONS
     sqrt = "_jnp.sqrt"
 
 

@@ -3,11 +3,14 @@
 Input: a :class:`~symbolic.ir.Kernel` and the keys every module shares
 (:func:`symbolic.render.shared_keys`). Output: the template to render and its keys.
 
-- a feedforward cell: one compiled kernel per pass over the batch's rows;
+- a feedforward cell: one compiled kernel per pass over the batch's rows; one that
+  reduces over the units: the elementwise work between two reductions (NumPy) as one
+  compiled kernel each (:func:`segmented_context`);
 - a diagonal recurrence: one kernel per pass, parallel over blocks of lanes, sequential
   over time, each step split into loops LLVM vectorizes (:func:`diagonal_context`);
-- a matrix-coupled recurrence: time in Python, the elementwise work between two matrix
-  products as one compiled kernel per segment (:func:`coupled_context`).
+- a matrix-coupled recurrence (or one that reduces over the units): time in Python, the
+  elementwise work between two matrix products or reductions as one compiled kernel per
+  segment (:func:`coupled_context`).
 
 The whole-array work around the kernels (input projections, gradient sums) is NumPy code,
 planned by the NumPy backend's plan.
@@ -19,18 +22,21 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from symbolic import ir, naming, primitives
+from symbolic import ir, naming, primitives, reductions
 from symbolic.backends.base import UnsupportedSpec, statement
 from symbolic.backends.numba.printer import code
 from symbolic.backends.numpy import plan
+from symbolic.backends.numpy import primitives as numpy_primitives
 from symbolic.backends.numpy import printer as numpy_printer
-from symbolic.ir import COUPLED, CostDerivation, Kernel, MatVec, names
+from symbolic.ir import COUPLED, Assign, CostDerivation, Kernel, MatVec, names
 from symbolic.model import RECURRENT
 
 
 def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
     """The template and the layout keys of a cell module."""
     model = kernel.cell
+    if model.kind != RECURRENT and _reduces(kernel):
+        return "feedforward_segments.py.j2", segmented_context(kernel, keys)
     if model.kind != RECURRENT:
         inner = [p for p in model.projections if p.arg != model.input]
         if inner:
@@ -86,6 +92,7 @@ def _segments(stmts, place, writes_extra=None) -> list[dict]:
         segments.append(
             {
                 "matvec": False,
+                "reduce": False,
                 "index": len(segments),
                 "statements": [statement(st, code) for st in current],
                 "loads": loads,
@@ -96,11 +103,15 @@ def _segments(stmts, place, writes_extra=None) -> list[dict]:
         current.clear()
 
     for st in stmts:
-        if isinstance(st, MatVec):
+        if _is_reduction(st):
+            close()
+            segments.append(_reduction_segment(st, place, writes_extra, len(segments)))
+        elif isinstance(st, MatVec):
             close()
             segments.append(
                 {
                     "matvec": True,
+                    "reduce": False,
                     "index": len(segments),
                     "comment": st.comment,
                     "matrix": st.matrix,
@@ -114,6 +125,69 @@ def _segments(stmts, place, writes_extra=None) -> list[dict]:
             current.append(st)
     close()
     return segments
+
+
+def _is_reduction(st) -> bool:
+    return isinstance(st, Assign) and reductions.is_reduction(st.expr)
+
+
+def _reduces(kernel: Kernel) -> bool:
+    """True when a step of the kernel reduces over the units."""
+    return any(_is_reduction(st) for st in kernel.forward + kernel.backward)
+
+
+def _view(array: str, index: str) -> str:
+    """The whole-array view of a place for this step: ``array[_t]`` (``array[_t + 1]``)
+    for a value kept for every step, the array itself for one of this step (``_b, _i``)
+    or a parameter (``_i``)."""
+    if index.startswith("_t"):
+        return f"{array}[{index.split(', _b')[0]}]"
+    return array
+
+
+def _reduction_segment(st, place, writes_extra, index: int) -> dict:
+    """A reduction over the units between two kernels, in NumPy over the step's lanes
+    (lowering made it a statement of its own, reducing a symbol)."""
+    arg = _view(*place[st.expr.args[0].name])
+    out = _view(*place[st.target])
+    form = numpy_primitives.REDUCTIONS[type(st.expr).__name__]
+    lines = [form.out.format(i=arg, o=out)]
+    lines += [f"np.copyto({_view(a, i)}, {out})" for a, i in writes_extra.get(st.target, [])]
+    return {
+        "matvec": False,
+        "reduce": True,
+        "index": index,
+        "comment": st.comment,
+        "lines": lines,
+    }
+
+
+def segmented_context(kernel: Kernel, context: dict) -> dict:
+    """Layout of a feedforward cell that reduces over the units, for the Numba backend:
+    the elementwise work between two reductions is one compiled kernel, parallel over
+    lanes; every value lives in a (B, n) buffer."""
+    lane = "_b, _i"
+    place: dict[str, tuple[str, str]] = {}
+    for p in context["vector_params"]:
+        place[p["name"]] = (p["array"], "_i")
+    for st in kernel.pre + kernel.forward:
+        place[st.target] = (naming.buffer(st.target), lane)
+    forward = _segments(kernel.forward, place)
+    bplace: dict[str, tuple[str, str]] = {}
+    for p in context["vector_params"]:
+        bplace[p["name"]] = (p["array"], "_i")
+    for name in kernel.cached:
+        bplace[name] = (naming.buffer(name), lane)
+    bplace[naming.upstream(kernel.cell.output)] = ("_dout", lane)
+    for st in kernel.backward:
+        bplace.setdefault(st.target, (naming.buffer(st.target), lane))
+    backward = _segments(kernel.backward, bplace)
+    return {
+        "forward_segments": forward,
+        "forward_buffers": sorted({naming.buffer(st.target) for st in kernel.forward}),
+        "backward_segments": backward,
+        "backward_buffers": sorted({naming.buffer(st.target) for st in kernel.backward}),
+    }
 
 
 #: The index prefix of a value kept for every step: ``array[_t, _b, _i]``.

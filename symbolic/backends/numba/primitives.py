@@ -137,12 +137,40 @@ def _sign(x):
 }
 
 
+#: The functions of :mod:`symbolic.reductions`. maximum and minimum in scalar code
+#: (``{0}``, ``{1}`` their arguments; NaN propagates from either, as in np.maximum). The
+#: reductions over the units are whole-array NumPy code (their helpers are the NumPy
+#: module's): the layout runs them between compiled kernels, never inside one.
+REDUCTIONS: dict[str, Form] = {
+    **{
+        name: Form(call=numpy_primitives.REDUCTIONS[name].call)
+        for name in ("unit_sum", "unit_mean", "unit_max", "max_share", "unit_count")
+    },
+    "maximum": Form(
+        call="_maximum({0}, {1})",
+        helper="""
+@_jit(error_model="numpy")
+def _maximum(a, b):
+    return a if a > b or a != a else b
+""",
+    ),
+    "minimum": Form(
+        call="_minimum({0}, {1})",
+        helper="""
+@_jit(error_model="numpy")
+def _minimum(a, b):
+    return a if a < b or a != a else b
+""",
+    ),
+}
+
+
 def helpers(names) -> list[str]:
     """The helper sources the Numba code of ``names`` needs, dependencies first."""
     ordered: list[str] = []
 
     def visit(name: str) -> None:
-        form = FORMS[name]
+        form = FORMS[name] if name in FORMS else REDUCTIONS[name]
         for dep in form.requires:
             visit(dep)
         if form.helper and form.helper.strip() not in ordered:

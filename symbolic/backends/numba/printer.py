@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import sympy as sp
 
-from symbolic.backends.numba.primitives import FORMS
+from symbolic.backends.numba.primitives import FORMS, REDUCTIONS
 from symbolic.printing import Printer
 
 
@@ -14,6 +14,7 @@ class NumbaPrinter(Printer):
     """Scalars: ``_tanh(Zc)``, ``math.log(x)`` (the helpers vectorize in LLVM)."""
 
     forms = FORMS
+    functions = REDUCTIONS
     sqrt = "math.sqrt"
 
 

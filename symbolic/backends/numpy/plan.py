@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from symbolic import ir, naming, passes, recurrence
+from symbolic import ir, naming, passes, recurrence, reductions
 from symbolic.backends.numpy import printer, ufuncs
 from symbolic.backends.numpy.nodes import (
     Alloc,
@@ -152,6 +152,8 @@ def _slice(j: int, k: int) -> str:
 def _affine_in(expr: sp.Expr, name: str, params: set[str]):
     """``(c, v)`` when ``expr`` is ``c*name + v`` with c and v made of parameters and
     numbers only, else None."""
+    if reductions.has_reduction(expr):
+        return None
     symbol = sp.Symbol(name)
     c = sp.diff(expr, symbol)
     v = expr.xreplace({symbol: sp.S.Zero})

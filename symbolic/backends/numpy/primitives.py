@@ -118,9 +118,97 @@ def _np_erf(z, out=None):
 }
 
 
+#: The functions of :mod:`symbolic.reductions`: a reduction over the units (the last
+#: axis) broadcast back to the units, max's tie-sharing adjoint, and maximum/minimum
+#: (``{0}``, ``{1}`` their arguments).
+REDUCTIONS: dict[str, Form] = {
+    "unit_sum": Form(
+        call="_np_unit_sum({0})",
+        out="_np_unit_sum({i}, out={o})",
+        helper="""
+def _np_unit_sum(z, out=None):
+    \"\"\"The sum over the units (the last axis), broadcast back to every unit.\"\"\"
+    z = np.asarray(z)
+    value = np.sum(z, axis=-1, keepdims=True)
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
+""",
+    ),
+    "unit_mean": Form(
+        call="_np_unit_mean({0})",
+        out="_np_unit_mean({i}, out={o})",
+        helper="""
+def _np_unit_mean(z, out=None):
+    \"\"\"The mean over the units (the last axis), broadcast back to every unit (a layer
+    of no units has no mean to broadcast: nothing is computed).\"\"\"
+    z = np.asarray(z)
+    value = np.sum(z, axis=-1, keepdims=True) / z.dtype.type(max(z.shape[-1], 1))
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
+""",
+    ),
+    "unit_max": Form(
+        call="_np_unit_max({0})",
+        out="_np_unit_max({i}, out={o})",
+        helper="""
+def _np_unit_max(z, out=None):
+    \"\"\"The largest value over the units (the last axis), broadcast back (NaN where a
+    unit is NaN; a layer of no units reduces to nothing).\"\"\"
+    z = np.asarray(z)
+    value = np.max(z, axis=-1, keepdims=True, initial=-np.inf)
+    if out is None:
+        return np.broadcast_to(value, z.shape)
+    np.copyto(out, value)
+    return out
+""",
+    ),
+    "max_share": Form(
+        call="_np_max_share({0})",
+        out="_np_max_share({i}, out={o})",
+        helper="""
+def _np_max_share(z, out=None):
+    \"\"\"1/k at the k units (last axis) where z reaches its maximum, 0 elsewhere: tied
+    maxima share max's gradient equally. NaN on a row holding a NaN.\"\"\"
+    z = np.asarray(z)
+    top = np.equal(z, np.max(z, axis=-1, keepdims=True, initial=-np.inf)).astype(z.dtype)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = top / np.sum(top, axis=-1, keepdims=True)
+    if out is None:
+        return share
+    np.copyto(out, share)
+    return out
+""",
+    ),
+    "unit_count": Form(
+        call="_np_unit_count({0})",
+        out="_np_unit_count({i}, out={o})",
+        helper="""
+def _np_unit_count(z, out=None):
+    \"\"\"The number of units (the last axis) at every unit.\"\"\"
+    z = np.asarray(z)
+    if out is None:
+        return np.full(z.shape, z.shape[-1], z.dtype)
+    out.fill(z.shape[-1])
+    return out
+""",
+    ),
+    "maximum": Form(call="np.maximum({0}, {1})"),
+    "minimum": Form(call="np.minimum({0}, {1})"),
+}
+
+
+def form(name: str) -> Form:
+    """The NumPy code of a primitive or of a function of :mod:`symbolic.reductions`."""
+    return FORMS[name] if name in FORMS else REDUCTIONS[name]
+
+
 def helpers(names) -> list[str]:
     """The helper sources the NumPy code of ``names`` needs."""
-    return [FORMS[n].helper.strip() for n in sorted(names) if FORMS[n].helper]
+    return [form(n).helper.strip() for n in sorted(names) if form(n).helper]
 
 
 def namespace() -> dict:
@@ -132,4 +220,7 @@ def namespace() -> dict:
     for name in primitives.PRIMITIVES:
         if FORMS[name].helper:
             exec(FORMS[name].helper, out)  # noqa: S102 - our own table, not spec text
+    for entry in REDUCTIONS.values():
+        if entry.helper:
+            exec(entry.helper, out)  # noqa: S102 - our own table, not spec text
     return out

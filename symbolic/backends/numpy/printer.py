@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 import sympy as sp
 
 from symbolic.backends.numpy import nodes
-from symbolic.backends.numpy.primitives import FORMS
+from symbolic.backends.numpy.primitives import FORMS, REDUCTIONS
 from symbolic.printing import Printer, display
 
 
@@ -16,6 +16,7 @@ class NumpyPrinter(Printer):
     """Arrays and ufuncs: ``np.tanh(Zc)``, ``_np_sigmoid(Zu)``."""
 
     forms = FORMS
+    functions = REDUCTIONS
     sqrt = "np.sqrt"
 
 
@@ -78,7 +79,8 @@ def statement(node: nodes.Node) -> list[str]:
     if isinstance(node, nodes.Fill):
         return [f"{expression(node.out)}.fill({node.value})"]
     if isinstance(node, nodes.Primitive):
-        return [FORMS[node.name].out.format(i=expression(node.arg), o=expression(node.out))]
+        entry = FORMS[node.name] if node.name in FORMS else REDUCTIONS[node.name]
+        return [entry.out.format(i=expression(node.arg), o=expression(node.out))]
     if isinstance(node, nodes.MultiLet):
         values = ", ".join(expression(v) for v in node.values)
         return [f"{', '.join(node.targets)} = {values}"]

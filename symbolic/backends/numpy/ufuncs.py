@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import sympy as sp
 
-from symbolic import naming, primitives
+from symbolic import naming, primitives, reductions
 from symbolic.backends.numpy.nodes import Call, Copy, Expr, Name, Node, Primitive, Raw, as_expr
-from symbolic.backends.numpy.primitives import FORMS
+from symbolic.backends.numpy.primitives import FORMS, REDUCTIONS
 
 
 class _InPlace(Mapping[str, str]):
@@ -148,7 +148,33 @@ class Emitter:
             if _is_leaf(arg) and not (isinstance(arg, sp.Symbol) and arg.name == alias):
                 return [Primitive(name, self.leaf(arg), out)]
             return self.into(arg, out, alias, depth) + [Primitive(name, out, out)]
+        name = reductions.name_of(expr)
+        if name in REDUCTIONS and REDUCTIONS[name].out:
+            return self._reduction(name, expr.args[0], out, alias, depth)
+        if name is not None:
+            return self._binary(name, expr.args, out, alias, depth, order)
         raise NotImplementedError(f"cannot emit {expr}")
+
+    def _reduction(self, name, arg, out, alias, depth) -> list[Node]:
+        """A reduction over the units (the last axis) of ``arg``, broadcast into ``out``
+        (the argument is first left in ``out`` when it is not a leaf)."""
+        if _is_leaf(arg) and not (isinstance(arg, sp.Symbol) and arg.name == alias):
+            return [Primitive(name, self.leaf(arg), out)]
+        return self.into(arg, out, alias, depth) + [Primitive(name, out, out)]
+
+    def _binary(self, name, args, out, alias, depth, order) -> list[Node]:
+        """``maximum(a, b)`` or ``minimum(a, b)``: symmetric, so the argument that holds
+        the alias (or is not a leaf) goes into ``out`` first."""
+        first, second = sorted(args, key=order)
+        ufunc = "np." + name
+        if _is_leaf(first) and _is_leaf(second):
+            # an elementwise ufunc may write over an input it reads
+            return [Call(ufunc, (self.leaf(first), self.leaf(second)), out)]
+        if _is_leaf(first) and not (alias is not None and first == sp.Symbol(alias)):
+            first, second = second, first
+        lines = self.into(first, out, alias, depth)
+        operand, pre = self._operand(second, depth)
+        return lines + pre + [Call(ufunc, (out, operand), out)]
 
     def _order(self, alias):
         def key(arg):

@@ -13,7 +13,7 @@ stored, so every stored value has the shape the op's fake implementation declare
 
 from __future__ import annotations
 
-from symbolic import ir, naming, primitives
+from symbolic import ir, naming, primitives, reductions
 from symbolic.backends.base import UnsupportedSpec, lane_shaped, statement
 from symbolic.backends.torch import primitives as torch_primitives
 from symbolic.backends.torch.printer import code
@@ -86,7 +86,12 @@ def cost(derivation: CostDerivation, keys: dict) -> tuple[str, dict]:
     """The template and the layout keys of a cost module."""
     cost_model = derivation.cost
     lane = {cost_model.prediction, cost_model.target}
-    used = primitives.used(derivation.per_unit) | primitives.used(derivation.gradient)
+    used = (
+        primitives.used(derivation.per_unit)
+        | reductions.used(derivation.per_unit)
+        | primitives.used(derivation.gradient)
+        | reductions.used(derivation.gradient)
+    )
     return "cost.py.j2", {
         "helpers": torch_primitives.helpers(used),
         "per_unit_code": code(derivation.per_unit),

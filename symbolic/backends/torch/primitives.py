@@ -67,9 +67,100 @@ def _sign(z):
 }
 
 
+#: The functions of :mod:`symbolic.reductions` (``{0}``, ``{1}`` their arguments): a
+#: reduction over the units (the last dimension) broadcast back to the units.
+REDUCTIONS: dict[str, Form] = {
+    "unit_sum": Form(
+        call="_unit_sum({0})",
+        helper="""
+def _unit_sum(z):
+    \"\"\"The sum over the units (the last dimension), broadcast back to every unit.\"\"\"
+    if z.shape[-1] == 0:  # a layer of no units
+        return z
+    return torch.sum(z, dim=-1, keepdim=True).expand(z.shape)
+""",
+    ),
+    "unit_mean": Form(
+        call="_unit_mean({0})",
+        helper="""
+def _unit_mean(z):
+    \"\"\"The mean over the units (the last dimension), broadcast back to every unit.\"\"\"
+    if z.shape[-1] == 0:  # a layer of no units
+        return z
+    return torch.mean(z, dim=-1, keepdim=True).expand(z.shape)
+""",
+    ),
+    # amax propagates NaN, and its autograd shares the gradient among tied maxima
+    "unit_max": Form(
+        call="_unit_max({0})",
+        helper="""
+def _unit_max(z):
+    \"\"\"The largest value over the units (the last dimension), broadcast back.\"\"\"
+    if z.shape[-1] == 0:  # a layer of no units
+        return z
+    return torch.amax(z, dim=-1, keepdim=True).expand(z.shape)
+""",
+    ),
+    "max_share": Form(
+        call="_max_share({0})",
+        helper="""
+def _max_share(z):
+    \"\"\"1/k at the k units where z reaches its maximum, 0 elsewhere (NaN rows: NaN).\"\"\"
+    if z.shape[-1] == 0:  # a layer of no units
+        return z
+    top = (z == torch.amax(z, dim=-1, keepdim=True)).to(z.dtype)
+    return top / torch.sum(top, dim=-1, keepdim=True)
+""",
+    ),
+    "unit_count": Form(
+        call="_unit_count({0})",
+        helper="""
+def _unit_count(z):
+    \"\"\"The number of units (the last dimension) at every unit.\"\"\"
+    return torch.full_like(z, z.shape[-1])
+""",
+    ),
+    "maximum": Form(
+        call="_maximum({0}, {1})",
+        helper="""
+def _maximum(a, b):
+    \"\"\"torch.maximum of two tensors, or of a tensor and a number.\"\"\"
+    a, b = _as_tensors(a, b)
+    return torch.maximum(a, b)
+
+
+def _as_tensors(a, b):
+    \"\"\"Both arguments as tensors (a number takes the other's dtype and device).\"\"\"
+    if not isinstance(a, torch.Tensor):
+        a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
+    if not isinstance(b, torch.Tensor):
+        b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
+    return a, b
+""",
+    ),
+    "minimum": Form(
+        call="_minimum({0}, {1})",
+        helper="""
+def _minimum(a, b):
+    \"\"\"torch.minimum of two tensors, or of a tensor and a number.\"\"\"
+    if not isinstance(a, torch.Tensor):
+        a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
+    if not isinstance(b, torch.Tensor):
+        b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
+    return torch.minimum(a, b)
+""",
+    ),
+}
+
+
+def form(name: str) -> Form:
+    """The torch code of a primitive or of a function of :mod:`symbolic.reductions`."""
+    return FORMS[name] if name in FORMS else REDUCTIONS[name]
+
+
 def helpers(names) -> list[str]:
     """The helper sources the torch code of ``names`` needs."""
-    return [FORMS[n].helper.strip() for n in sorted(names) if FORMS[n].helper]
+    return [form(n).helper.strip() for n in sorted(names) if form(n).helper]
 
 
 def namespace() -> dict:
@@ -78,7 +169,7 @@ def namespace() -> dict:
     import torch
 
     out: dict = {"torch": torch}
-    for form in FORMS.values():
-        if form.helper:
-            exec(form.helper, out)  # noqa: S102 - our own table, not spec text
+    for entry in [*FORMS.values(), *REDUCTIONS.values()]:
+        if entry.helper:
+            exec(entry.helper, out)  # noqa: S102 - our own table, not spec text
     return out

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import sympy as sp
 
-from symbolic.backends.torch.primitives import FORMS
+from symbolic.backends.torch.primitives import FORMS, REDUCTIONS
 from symbolic.printing import Printer
 
 
@@ -14,6 +14,7 @@ class TorchPrinter(Printer):
     """Tensors: ``torch.tanh(Zc)``, ``torch.sigmoid(Zu)``."""
 
     forms = FORMS
+    functions = REDUCTIONS
     sqrt = "torch.sqrt"
 
     def _print(self, expr, **kwargs):
