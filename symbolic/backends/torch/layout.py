@@ -72,7 +72,9 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
             if a not in ir.targets(kernel.backward)
         ],
         "next_states": [
-            {"name": s, "value": t, "lanes": t in lanes} for s, t in model.states.items()
+            # a next state of parameters only (a vector, a number) is broadcast to the lanes
+            {"name": s, "value": t if t in lanes else f"_lanes({t}, _like)", "lanes": t in lanes}
+            for s, t in model.states.items()
         ],
         "torch_grads": _grads(kernel, recurrent),
         "torch_input_grads": [
