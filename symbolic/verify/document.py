@@ -174,7 +174,12 @@ def _with_corrections(p: Parsed, candidates: list[_Candidate], corrector: Correc
     if p.rule:
         return formula
     fix = corrector.derived(p, formula) or _fix_for(p, candidates)
-    return replace(formula, fix=fix, repairs=corrector.repairs(p, formula))
+    unfixed = ""
+    if p.section.name in corrector.untranslated:
+        unfixed = (
+            f"the spec cannot be written in the notation: {corrector.untranslated[p.section.name]}"
+        )
+    return replace(formula, fix=fix, repairs=corrector.repairs(p, formula), unfixed=unfixed)
 
 
 def document_paper(paper: str | Path | None = None, notation: str | Path | None = None) -> Paper:

@@ -98,6 +98,8 @@ class Formula:
         latex: The source when it is not the paper's text (corrected forms).
         custom: A check of its own (for a formula that is not a derivative of C).
         printed: The paper's lines ``line`` to ``last``, filled in by its :class:`Paper`.
+        unfixed: Why no correction could be derived, when that is known (the section's
+            spec cannot be written in the document's notation).
     """
 
     id: str
@@ -116,6 +118,7 @@ class Formula:
     latex: str | None = None
     custom: Callable[[Formula], Finding] | None = None
     printed: str = field(default="", repr=False)
+    unfixed: str = ""
 
     @property
     def source(self) -> str:
@@ -584,7 +587,8 @@ def _attach_correction(
     if formula.fix is not None:
         candidates.append(formula.fix)
     if not candidates:
-        finding.detail += " No corrected form could be derived."
+        why = f" ({formula.unfixed})" if formula.unfixed else ""
+        finding.detail += f" No corrected form could be derived{why}."
         return
     for candidate in candidates:
         fixed = paper.verify_formula(candidate.id)

@@ -205,6 +205,21 @@ def test_a_cell_the_notation_cannot_write_says_why(section, message):
     assert message in corrector.untranslated[section.name]
 
 
+def test_a_formula_left_uncorrected_says_why(tmp_path):
+    # the notation names no variable for the spec's Wq: the wrong formula keeps its
+    # verdict, and its detail says why no correction was derived
+    paper = _gated(tmp_path)
+    notation = GATED_NOTATION.replace('Wq = { key = "Wq"', 'Vq = { key = "Vq"')
+    (tmp_path / "gated.notation.toml").write_text(notation, encoding="utf-8")
+    wrong, right = verify_document(paper)
+    assert (wrong.verdict, right.verdict) == (FAILS, HOLDS)
+    assert wrong.corrected is None
+    assert wrong.detail.endswith(
+        "No corrected form could be derived (the spec cannot be written in the notation: "
+        "no variable of the section is the spec's Wq)."
+    ), wrong.detail
+
+
 def test_a_function_without_a_latex_name_is_refused():
     notation = replace(ELMAN, functions={})
     with pytest.raises(Untranslatable, match="give tanh no LaTeX name"):
