@@ -55,8 +55,8 @@ from symbolic.primitives import PRIMITIVES, is_primitive_call, numeric_namespace
 from symbolic.verify.unrolled import (
     COST,
     Key,
-    NoSuchNeuron,
     NumericModel,
+    RecurrentLayers,
     StepKey,
     SymbolicModel,
     Unrolled,
@@ -132,7 +132,7 @@ def _load(notation: Path, reference: str, what: str) -> Cell | Cost:
 
 
 @dataclass(frozen=True)
-class CellShape:
+class CellShape(RecurrentLayers):
     """Layers of a spec's cell unrolled over T steps (the GRN's shape, for any cell).
 
     Attributes:
@@ -150,37 +150,9 @@ class CellShape:
     n_leaves: int = field(default=0, compare=False, repr=False)
 
     @property
-    def L(self) -> int:
-        """The top (cost) layer's index."""
-        return self.input_layer + len(self.sizes) - 1
-
-    @property
-    def layers(self) -> range:
-        """Indices of the cell's layers."""
-        return range(self.input_layer + 1, self.L + 1)
-
-    @property
-    def stacked(self) -> bool:
-        """True when some layer of the cell reads another."""
-        return len(self.sizes) > 2
-
-    @property
-    def name(self) -> str:
-        """A short human name, e.g. ``stacked elman 2-2-2 (layers 0-2), T=3``."""
-        kind = f"stacked {self.cell}" if self.stacked else self.cell
-        sizes = "-".join(map(str, self.sizes))
-        return f"{kind} {sizes} (layers {self.input_layer}-{self.L}), T={self.T}"
-
-    def n(self, l: int) -> int:
-        """Number of neurons of layer ``l``."""
-        if not self.input_layer <= l <= self.L:
-            raise NoSuchNeuron(f"layer {l}, which {self.name} does not have")
-        return self.sizes[l - self.input_layer]
-
-    def is_grn(self, l: int) -> bool:
-        """True when layer ``l`` is a layer of the cell (not the plain input): what a
-        notation's ``recurrent`` predicate asks (named as the GRN's shape names it)."""
-        return l in self.layers
+    def label(self) -> str:
+        """The cell's name, as :attr:`name` prints it."""
+        return self.cell
 
     def leaves(self) -> list[Key]:
         """Every parameter, input, initial state and target, in a fixed order."""

@@ -135,8 +135,56 @@ class MLPShape:
         return key == COST
 
 
+class RecurrentLayers:
+    """Layers of a recurrent cell unrolled over T steps, from the plain input up: what
+    :class:`GRNShape` and a spec's cell shape share (they add their values' keys).
+
+    A subclass has ``sizes`` (neurons per layer, from the input layer up), ``T``,
+    ``input_layer`` (the paper's index of the input layer) and ``label`` (the cell's
+    name in :attr:`name`).
+    """
+
+    sizes: tuple[int, ...]
+    T: int
+    input_layer: int
+    label: str
+
+    @property
+    def L(self) -> int:
+        """The top (cost) layer's index."""
+        return self.input_layer + len(self.sizes) - 1
+
+    @property
+    def layers(self) -> range:
+        """Indices of the cell's layers (every layer above the plain input)."""
+        return range(self.input_layer + 1, self.L + 1)
+
+    @property
+    def stacked(self) -> bool:
+        """True when some layer of the cell reads another."""
+        return len(self.sizes) > 2
+
+    @property
+    def name(self) -> str:
+        """A short human name, e.g. ``stacked GRN 2-2-2 (layers 0-2), T=3``."""
+        kind = f"stacked {self.label}" if self.stacked else self.label
+        sizes = "-".join(map(str, self.sizes))
+        return f"{kind} {sizes} (layers {self.input_layer}-{self.L}), T={self.T}"
+
+    def n(self, l: int) -> int:
+        """Number of neurons of layer ``l``."""
+        if not self.input_layer <= l <= self.L:
+            raise NoSuchNeuron(f"layer {l}, which {self.name} does not have")
+        return self.sizes[l - self.input_layer]
+
+    def is_grn(self, l: int) -> bool:
+        """True when layer ``l`` is a layer of the cell (not the plain input): what a
+        notation's ``recurrent`` predicate asks (named as the GRN's shape names it)."""
+        return l in self.layers
+
+
 @dataclass(frozen=True)
-class GRNShape:
+class GRNShape(RecurrentLayers):
     """Gated recurrent neuron layers (paper lines 47-55), unrolled over T time steps.
 
     Layer ``input_layer`` is the plain input (a value per time step); every layer above
@@ -156,37 +204,7 @@ class GRNShape:
     T: int
     input_layer: int = 0
 
-    @property
-    def L(self) -> int:
-        """The top (cost) layer's index."""
-        return self.input_layer + len(self.sizes) - 1
-
-    @property
-    def layers(self) -> range:
-        """Indices of the GRN layers."""
-        return range(self.input_layer + 1, self.L + 1)
-
-    @property
-    def stacked(self) -> bool:
-        """True when some GRN layer reads another GRN layer."""
-        return len(self.sizes) > 2
-
-    @property
-    def name(self) -> str:
-        """A short human name, e.g. ``stacked GRN 2-2-2 (layers 0-2), T=3``."""
-        kind = "stacked GRN" if self.stacked else "GRN"
-        sizes = "-".join(map(str, self.sizes))
-        return f"{kind} {sizes} (layers {self.input_layer}-{self.L}), T={self.T}"
-
-    def n(self, l: int) -> int:
-        """Number of neurons of layer ``l``."""
-        if not self.input_layer <= l <= self.L:
-            raise NoSuchNeuron(f"layer {l}, which {self.name} does not have")
-        return self.sizes[l - self.input_layer]
-
-    def is_grn(self, l: int) -> bool:
-        """True when layer ``l`` is a GRN layer (not the plain input)."""
-        return l in self.layers
+    label = "GRN"
 
     def leaves(self) -> list[Key]:
         """Every parameter, input, initial state and target, in a fixed order."""
