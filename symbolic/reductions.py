@@ -99,44 +99,39 @@ def _sum_of(seed: sp.Expr, arg: sp.Expr) -> sp.Expr:
     return seed * unit_count(arg) if seed.is_number else unit_sum(seed)
 
 
-class maximum(sp.Function):  # noqa: N801
-    """``maximum(a, b)``, elementwise; each argument takes half the gradient at a tie."""
+class _Extremum(sp.Function):
+    """``maximum`` or ``minimum`` of two arguments, elementwise; each argument takes
+    half the gradient at a tie. A subclass names the numeric function (``_numeric``)
+    and the sign with which ``a - b`` shares the gradient (``_side``)."""
 
     nargs = 2
     is_real = True
+    _numeric = staticmethod(sp.Max)
+    _side = 1
 
     @classmethod
     def eval(cls, a, b):
         if a == b:
             return a
         if a.is_number and b.is_number:
-            return sp.Max(a, b)
+            return cls._numeric(a, b)
         return None
 
     def fdiff(self, argindex=1):
         a, b = self.args
-        half = primitives.function("sign")(a - b) / 2
+        half = self._side * primitives.function("sign")(a - b) / 2
         return sp.S.Half + half if argindex == 1 else sp.S.Half - half
 
 
-class minimum(sp.Function):  # noqa: N801
+class maximum(_Extremum):  # noqa: N801
+    """``maximum(a, b)``, elementwise; each argument takes half the gradient at a tie."""
+
+
+class minimum(_Extremum):  # noqa: N801
     """``minimum(a, b)``, elementwise; each argument takes half the gradient at a tie."""
 
-    nargs = 2
-    is_real = True
-
-    @classmethod
-    def eval(cls, a, b):
-        if a == b:
-            return a
-        if a.is_number and b.is_number:
-            return sp.Min(a, b)
-        return None
-
-    def fdiff(self, argindex=1):
-        a, b = self.args
-        half = primitives.function("sign")(a - b) / 2
-        return sp.S.Half - half if argindex == 1 else sp.S.Half + half
+    _numeric = staticmethod(sp.Min)
+    _side = -1
 
 
 def _broadcast(value: np.ndarray, like: np.ndarray) -> np.ndarray:
