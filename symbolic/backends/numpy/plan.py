@@ -1352,7 +1352,8 @@ def _feedforward_projections(kernel: Kernel) -> tuple[list[Node], set[str]]:
     """The products of the input (one for all of them when there are several); the
     buffers the forward may write over (not the views of one product)."""
     code: list[Node] = []
-    if stacking(kernel)["stacked"]:
+    # (a cell with named sizes keeps its products apart: their widths may differ)
+    if stacking(kernel)["stacked"] and not kernel.cell.sizes:
         k = len(kernel.pre)
         code += [Comment(s.comment) for s in kernel.pre]
         matrices = Tuple(tuple(Name(s.matrix) for s in kernel.pre))
