@@ -284,7 +284,7 @@ def cell_context(kernel: Kernel, backend: Backend) -> dict:
     printed = [s["code"] for s in forward + backward] + [g["local"] for g in grads]
     used = _primitives_used(kernel)
     helpers = backend.helpers(used)
-    return _work(kernel) | size_context(cell) | {
+    return _work(kernel) | {
         # a diagonal recurrence runs every step in one parallel loop
         "one_loop": recurrent and kernel.recurrence != COUPLED,
         "helpers": helpers,
@@ -367,7 +367,7 @@ def layout(compiled: Compiled, backend: str) -> tuple[str, dict]:
         keys = cost_context(compiled.derivation)
         template, extra = chosen.cost(compiled.derivation, keys)
     else:
-        keys = cell_context(compiled.kernel, chosen)
+        keys = cell_context(compiled.kernel, chosen) | size_context(compiled.kernel.cell)
         template, extra = chosen.cell(compiled.kernel, keys)
     return template, keys | extra
 

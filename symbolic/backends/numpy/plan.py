@@ -1202,7 +1202,6 @@ def _flat(
     width its own scratch buffers; ``used`` is then ``{width: count}``."""
     code = Code()
     used = 0 if widths is None else {}
-    base_scratch = scratch
     owned = set(owned)
     # values with a lane axis (B, n): anything else (a parameter, a constant) is copied
     # into a buffer of its own, broadcast over the batch
@@ -1253,16 +1252,11 @@ def _flat(
                 alias = name
                 break
         out = place(alias) if alias else st.target
-        if widths is not None:
-            width = widths[st.target]
-            scratch = _sized_scratch(base_scratch, width)
+        width = widths[st.target] if widths is not None else None
         if not alias:
-            code.add([alloc(st.target, LANES if widths is None else _lanes(width))])
-        lines, n = _emit(expr, out, place, scratch, alias=alias)
-        if widths is None:
-            used = max(used, n)
-        else:
-            used[width] = max(used.get(width, 0), n)
+            code.add([alloc(st.target, LANES if width is None else _lanes(width))])
+        lines, n = _emit(expr, out, place, _sized_scratch(scratch, width), alias=alias)
+        used = _count_scratch(used, width, n)
         code.add(lines)
         if alias:
             code.add([let(st.target, Name(out))])
@@ -1276,10 +1270,17 @@ def _lanes(width: str) -> str:
     return f"(_B, {naming.size(width)})"
 
 
-def _sized_scratch(scratch, width: str):
-    """Scratch buffer names for values of ``width``: ``_w0`` for n_out, ``_w0_hidden``
-    for a named size."""
-    if width == "n_out":
+def _count_scratch(used, width: str | None, n: int):
+    """The scratch buffers used so far: a count (no named sizes), or ``{width: count}``."""
+    if width is None:
+        return max(used, n)
+    return used | {width: max(used.get(width, 0), n)}
+
+
+def _sized_scratch(scratch, width: str | None):
+    """Scratch buffer names for values of ``width``: ``_w0`` for n_out (or no named
+    sizes), ``_w0_hidden`` for a named size."""
+    if width in (None, "n_out"):
         return scratch
     return lambda i: f"{scratch(i)}_{width}"
 
