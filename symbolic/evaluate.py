@@ -76,7 +76,7 @@ def step(
         if kind == "vector":
             env[name] = params[name]
     pending = list(cell.projections)
-    n_out = _n_out(cell, params)
+    widths = _widths(cell, params)
     for eq in cell.equations:
         # every projection whose vector is known by now
         for proj in list(pending):
@@ -84,12 +84,31 @@ def step(
                 env[proj.name] = params[proj.matrix] @ env[proj.arg]
                 pending.remove(proj)
         value = expression(eq.expr, env)
-        env[eq.name] = np.broadcast_to(np.asarray(value, dtype=np.float64), (n_out,)).copy()
+        width = widths.get(eq.name, widths["n_out"])
+        env[eq.name] = np.broadcast_to(np.asarray(value, dtype=np.float64), (width,)).copy()
     return env
 
 
 def _n_out(cell: Cell, params: Mapping[str, np.ndarray]) -> int:
-    return next(iter(params.values())).shape[0]
+    return _sizes(cell, params)["n_out"]
+
+
+def _sizes(cell: Cell, params: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Each size name's number, read from the parameters' shapes (``[sizes]``)."""
+    if not cell.sizes:
+        return {"n_out": next(iter(params.values())).shape[0]}
+    found = {}
+    for name, shape in cell.shapes.items():
+        for size, number in zip(shape, params[name].shape, strict=True):
+            found.setdefault(size, number)
+    return found
+
+
+def _widths(cell: Cell, params: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Each equation's number of units (n_out unless ``[sizes]`` says otherwise)."""
+    numbers = _sizes(cell, params)
+    widths = {name: numbers[size] for name, size in cell.widths.items() if size in numbers}
+    return widths | {"n_out": numbers["n_out"]}
 
 
 def forward(

@@ -142,6 +142,12 @@ class Cell:
     #: every name the spec defines -> its role (what a claim's value may name)
     roles: dict[str, str] = field(default_factory=dict)
     init: dict[str, Init] = field(default_factory=dict)
+    #: ``[sizes]``: each named size's default (:mod:`symbolic.sizes`)
+    sizes: dict[str, int] = field(default_factory=dict)
+    #: each parameter's shape in size names (``("n_out", "n_in")``, ``("hidden",)``)
+    shapes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: each vector symbol's width in size names (``"n_in"``, ``"n_out"``, ``"hidden"``)
+    widths: dict[str, str] = field(default_factory=dict)
 
     @property
     def equation_names(self) -> list[str]:

@@ -127,3 +127,9 @@ def hoisted_constant(index: int) -> str:
 def hoisted_sequence(index: int) -> str:
     """The ``index``-th state-free sum computed for every step at once (``_s0``)."""
     return f"_s{index}"
+
+
+def size(name: str) -> str:
+    """A width in generated code: ``n_in`` -> ``_n_in``, ``n_out`` -> ``_n_out``, a named
+    size ``hidden`` -> ``_n_hidden``."""
+    return f"_{name}" if name in ("n_in", "n_out") else f"_n_{name}"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from symbolic import inits, primitives, reductions
+from symbolic import inits, primitives, reductions, sizes
 from symbolic.model import (
     COST,
     FEEDFORWARD,
@@ -95,6 +95,7 @@ CELL_KEYS = {
     "equations",
     "claims",
     "latex_claims",
+    "sizes",
 }
 COST_KEYS = {"name", "title", "kind", "prediction", "target", "per_unit", "claims"}
 PARAM_KINDS = ("matrix", "vector")
@@ -594,6 +595,8 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
 
     names = _Names(path, lines, input_name)
     states = _load_states(path, lines, data, kind, names)
+    named = _load_sizes(path, lines, data, kind)
+    declared = _declared_shapes(path, lines, data, named)
     params = _load_params(path, lines, data, names)
     equations_src = _table(path, lines, data, "equations")
     if not equations_src:
@@ -628,6 +631,14 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
         sha256=_digest(text),
         init=_load_init(path, lines, _table(path, lines, data, "init"), params),
     )
+    _infer_sizes(path, lines, cell, named, declared, names.roles)
+    if named and _table(path, lines, data, "claims"):
+        raise SpecError(
+            path,
+            lines.of("", "claims"),
+            "claims",
+            "claims are read per neuron of n_out units: not yet with named sizes",
+        )
     cell.claims = _load_claims(path, lines, _table(path, lines, data, "claims"), cell, names.roles)
     cell.roles = dict(names.roles)
     cell.latex_claims = _load_latex_claims(path, lines, _table(path, lines, data, "latex_claims"))
@@ -684,6 +695,7 @@ def _load_states(path, lines, data, kind, names: _Names) -> dict:
 
 def _load_params(path, lines, data, names: _Names) -> dict:
     params = _table(path, lines, data, "params")
+    params = {p: v.get("kind") if isinstance(v, dict) else v for p, v in params.items()}
     for param, pkind in params.items():
         names.claim("params", param, "vector")
         if pkind not in PARAM_KINDS:
@@ -695,6 +707,65 @@ def _load_params(path, lines, data, names: _Names) -> dict:
             )
         names.roles[param] = "matrix" if pkind == "matrix" else "vector"
     return params
+
+
+def _load_sizes(path, lines, data, kind) -> dict[str, int]:
+    """``[sizes]``: each named width's default (:mod:`symbolic.sizes`); a feedforward
+    cell's only (a recurrent cell's step is n_out wide)."""
+    table = _table(path, lines, data, "sizes")
+    if table and kind == RECURRENT:
+        raise SpecError(
+            path,
+            lines.of("", "sizes"),
+            "sizes",
+            "named sizes are for feedforward cells (a recurrent cell's values have n_out units)",
+        )
+    named = {}
+    for size, value in table.items():
+        line = lines.of("sizes", size)
+        try:
+            named[size] = sizes.read_default(size, value)
+        except ValueError as exc:
+            raise SpecError(path, line, size, str(exc)) from None
+    return named
+
+
+def _declared_shapes(path, lines, data, named: dict[str, int]) -> dict[str, tuple[str, ...]]:
+    """The shapes ``[params]`` tables declare in size names (the plain forms: none)."""
+    declared = {}
+    for param, value in _table(path, lines, data, "params").items():
+        try:
+            _, shape = sizes.read_param(value, named)
+        except ValueError as exc:
+            raise SpecError(path, lines.of("params", param), param, str(exc)) from None
+        if shape is not None:
+            declared[param] = shape
+    return declared
+
+
+def _infer_sizes(path, lines, cell: Cell, named, declared, roles) -> None:
+    """Every parameter's shape and vector's width (:func:`symbolic.sizes.infer`), each
+    named size used and clashing with no name of the cell."""
+    for size in named:
+        if size in roles:
+            raise SpecError(
+                path, lines.of("sizes", size), size, f"the size '{size}' is also a name of the cell"
+            )
+    try:
+        cell.shapes, cell.widths = sizes.infer(cell, declared)
+    except sizes.SizeError as exc:
+        raise SpecError(path, exc.line, exc.symbol, exc.message) from None
+    cell.sizes = dict(named)
+    used = {s for shape in cell.shapes.values() for s in shape}
+    for size in named:
+        if size not in used:
+            raise SpecError(
+                path, lines.of("sizes", size), size, "the size is no parameter's width (unused)"
+            )
+    if named and sizes.N_OUT not in sizes.sources(cell):
+        raise SpecError(
+            path, lines.of("", "params"), "params", "no parameter has n_out units on an axis"
+        )
 
 
 def _load_init(path, lines, init_src: dict, params: dict) -> dict[str, Init]:

@@ -27,6 +27,7 @@ from symbolic import (
     primitives,
     printing,
     reductions,
+    sizes,
 )
 from symbolic.backends import Backend, UnsupportedSpec
 from symbolic.backends.base import statement, templates_root
@@ -88,15 +89,15 @@ def _arrays(kernel: Kernel, backend: Backend) -> dict[str, str]:
 
 def _params(cell: Cell) -> list[dict]:
     """Each parameter: its shape in sizes and its fan-in (for the initialisation)."""
-    shapes = {"in": "n_in", "out": "n_out"}
     params = []
     for name, kind in cell.params.items():
         if kind == "matrix":
-            rows, cols = cell.matrix_shape(name)
-            shape = f"({shapes[rows]}, {shapes[cols]})"
-            fan_in = shapes[cols]
+            rows, cols = _shape_names(cell, name)
+            shape = f"({rows}, {cols})"
+            fan_in = cols
         else:
-            shape, fan_in = "(n_out,)", "1"  # a vector enters each neuron once
+            # a vector enters each neuron once
+            shape, fan_in = f"({_shape_names(cell, name)[0]},)", "1"
         params.append(
             {
                 "name": name,
@@ -108,6 +109,48 @@ def _params(cell: Cell) -> list[dict]:
             }
         )
     return params
+
+
+def _shape_names(cell: Cell, param: str) -> tuple[str, ...]:
+    """A parameter's shape in size names (``n_in``, ``n_out``, a named size)."""
+    if param in cell.shapes:
+        return cell.shapes[param]
+    if cell.params[param] == "vector":
+        return ("n_out",)
+    return tuple({"in": "n_in", "out": "n_out"}[s] for s in cell.matrix_shape(param))
+
+
+def size_context(cell: Cell) -> dict:
+    """The keys of a module's named sizes (all empty without ``[sizes]``): each size, its
+    default and the parameter axis a module reads it from; the parameter giving n_out;
+    the extra signature of ``param_shapes`` and ``init_params``; and the lines binding
+    each size as ``_n_<size>`` in a function that has checked ``params``."""
+    if not cell.sizes:
+        return {
+            "sizes": [],
+            "out_source": None,
+            "size_params": "",
+            "size_defaults": "",
+            "size_args": "",
+            "size_lines": [],
+        }
+    where = sizes.sources(cell)
+    named = [
+        {"name": n, "default": d, "param": where[n][0], "axis": where[n][1]}
+        for n, d in cell.sizes.items()
+    ]
+    defaults = "".join(f", {s['name']}={s['default']}" for s in named)
+    return {
+        "sizes": named,
+        "out_source": {"param": where["n_out"][0], "axis": where["n_out"][1]},
+        "size_params": ", *" + defaults,
+        "size_defaults": defaults,
+        "size_args": "".join(f", {s['name']}={s['name']}" for s in named),
+        "size_lines": [
+            f'{naming.size(s["name"])} = _size_of(params, "{s["param"]}", {s["axis"]})'
+            for s in named
+        ],
+    }
 
 
 def _init(init: Init, fan_in: str) -> dict:
@@ -324,7 +367,7 @@ def layout(compiled: Compiled, backend: str) -> tuple[str, dict]:
         keys = cost_context(compiled.derivation)
         template, extra = chosen.cost(compiled.derivation, keys)
     else:
-        keys = cell_context(compiled.kernel, chosen)
+        keys = cell_context(compiled.kernel, chosen) | size_context(compiled.kernel.cell)
         template, extra = chosen.cell(compiled.kernel, keys)
     return template, keys | extra
 

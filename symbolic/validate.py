@@ -150,7 +150,16 @@ class Problem:
     final: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def named_sizes(cell: Cell) -> dict[str, int]:
+    """The problem's named sizes (``[sizes]``): 6, 7, ... (distinct from T, B, N_IN and
+    N_OUT, so that a confusion of axes shows)."""
+    return {name: 6 + i for i, name in enumerate(cell.sizes)}
+
+
 def _shapes(cell: Cell, n_in: int, n_out: int) -> dict[str, tuple[int, ...]]:
+    if cell.sizes:
+        numbers = {"n_in": n_in, "n_out": n_out} | named_sizes(cell)
+        return {name: tuple(numbers[s] for s in shape) for name, shape in cell.shapes.items()}
     sizes = {"in": n_in, "out": n_out}
     shapes = {}
     for name, kind in cell.params.items():
@@ -407,7 +416,7 @@ def check_init(cell: Cell, module: ModuleType, check: _Checker, seed: int = 0) -
     """``init_params`` draws what the spec's ``[init]`` says: every parameter in order,
     of its shape, float64, each value in its init's range (:func:`symbolic.inits.problem`)."""
     steps = 2 * T + 1
-    params = module.init_params(N_IN, N_OUT, seed=seed, steps=steps)
+    params = module.init_params(N_IN, N_OUT, seed=seed, steps=steps, **named_sizes(cell))
     if not isinstance(params, dict) or list(params) != list(cell.params):
         check.fail("init_params()", detail=f"expected the keys {list(cell.params)}")
     shapes = _shapes(cell, N_IN, N_OUT)

@@ -41,6 +41,7 @@ FEATURES = frozenset(
     | {"init:indrnn", "init:bounds"}
     | {f"reduction:{name}" for name in ("sum", "mean", "max")}
     | {"function:maximum", "function:minimum"}
+    | {"sizes:named"}
 )
 #: ``[init]`` entries the strategy draws, by parameter kind, with the feature each one is.
 INITS = {
@@ -280,14 +281,17 @@ def cells(draw, kinds=("feedforward", "recurrent")) -> FuzzSpec:
     if extra:
         output_expr = f"{output_expr} + " + " + ".join(extra)
     equations["a"] = output_expr
+    sized = _hidden_layer(kind, equations, features)
     params = [m for m in (*INPUT_MATRICES, *MATRICES) if m in builder.used]
     params += [v for v in VECTORS if v in builder.used]
     lines = [f'name = "fz_{kind[:2]}"', f'kind = "{kind}"', 'input = "x"', 'output = "a"']
     if recurrent:
         lines.append("state = { " + ", ".join(f'{s} = "{t}"' for s, t in targets.items()) + " }")
     kinds = {p: "matrix" if p[0] in "WU" else "vector" for p in params}
+    lines += ["[sizes]", "hidden = 4"] if sized else []
     lines.append("[params]")
     lines += [f'{p} = "{kind}"' for p, kind in kinds.items()]
+    lines += sized
     lines += _inits(lines, kinds, features)
     lines.append("[equations]")
     # the state-only equations (p<state>) come first: they read nothing but x
@@ -302,6 +306,35 @@ def cells(draw, kinds=("feedforward", "recurrent")) -> FuzzSpec:
         lines.append("[latex_claims]")
         lines.append(f"dC_d{params[-1]} = '\\frac{{\\partial C}}{{\\partial {params[-1]}_j}} = 0'")
     return FuzzSpec("\n".join(lines) + "\n", kind, features)
+
+
+#: The hidden layer a feedforward cell may gain (``[sizes]``): its parameters' entries.
+HIDDEN_PARAMS = [
+    'Wh = { kind = "matrix", shape = ["hidden", "n_in"] }',
+    'vh = { kind = "vector", size = "hidden" }',
+    'Vh = "matrix"',
+]
+#: Its equation: elementwise, or with a reduction over the hidden units.
+HIDDEN_EQUATIONS = ("tanh(Wh@x + vh)", "tanh(Wh@x + vh) - mean(Wh@x)*vh")
+
+
+def _hidden_layer(kind: str, equations: dict[str, str], features: set[str]) -> list[str]:
+    """Sometimes (picked by the equations' text: no draw, so the rest of the strategy
+    draws what it drew before), a hidden layer of a named width for a feedforward cell:
+    ``hz`` of ``hidden`` units enters the output as ``Vh@hz``. Returns the parameters'
+    entries (none: no hidden layer)."""
+    if kind != "feedforward":
+        return []
+    pick = random.Random(zlib.crc32("|".join(equations.values()).encode()))
+    if pick.random() < 0.6:
+        return []
+    output = equations.pop("a")
+    equations["hz"] = pick.choice(HIDDEN_EQUATIONS)
+    equations["a"] = f"{output} + Vh@hz"
+    features.add("sizes:named")
+    if "mean" in equations["hz"]:
+        features.add("reduction:mean")
+    return list(HIDDEN_PARAMS)
 
 
 def _inits(lines: list[str], kinds: dict[str, str], features: set[str]) -> list[str]:

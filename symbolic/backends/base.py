@@ -122,3 +122,33 @@ def statement(stmt, code: Callable, names: dict[str, str] | None = None) -> dict
         "code": code(stmt.expr, names),
         "comment": stmt.comment,
     }
+
+
+def refuse_sized_broadcasts(kernel, backend: str) -> None:
+    """Raise :class:`UnsupportedSpec` for a cell with named sizes where a value of
+    parameters and numbers only, of a width other than n_out, would be broadcast over
+    the lanes (the whole-tensor backends broadcast to (B, n_out) only)."""
+    from symbolic import ir, naming, sizes
+
+    model = kernel.cell
+    if not model.sizes:
+        return
+    widths = sizes.kernel_widths(kernel, naming.adjoint)
+    lanes = lane_shaped(kernel)
+    found = [
+        st.target
+        for st in kernel.pre + kernel.forward + kernel.backward
+        if widths[st.target] != sizes.N_OUT and st.target not in lanes
+    ]
+    found += [
+        param
+        for param, expr in kernel.vector_grads
+        if model.shapes[param][0] != sizes.N_OUT and not ir.names(expr) & lanes
+    ]
+    if found:
+        raise UnsupportedSpec(
+            f"{model.path}: '{found[0]}': the {backend} backend broadcasts a value of "
+            "parameters and numbers only to n_out units, and this one has "
+            f"{widths.get(found[0], 'another number of')} units; generate this spec with "
+            "--backend numpy or numba"
+        )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import sympy as sp
 
 from symbolic import ir, naming, primitives, reductions
-from symbolic.backends.base import lane_shaped
+from symbolic.backends.base import lane_shaped, refuse_sized_broadcasts
 from symbolic.backends.jax.primitives import helpers
 from symbolic.backends.jax.printer import code
 from symbolic.ir import Assign, CostDerivation, Kernel, MatVec
@@ -42,6 +42,7 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
         "uses_lax": kernel.cell.kind == RECURRENT,
     } | bound_params(kernel)
     if kernel.cell.kind != RECURRENT:
+        refuse_sized_broadcasts(kernel, "jax")
         return "feedforward.py.j2", common | feedforward_context(kernel)
     return "recurrent.py.j2", common | recurrent_context(kernel)
 

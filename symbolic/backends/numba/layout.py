@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from symbolic import ir, naming, primitives, reductions
-from symbolic.backends.base import UnsupportedSpec, statement
+from symbolic import ir, naming, primitives, reductions, sizes
+from symbolic.backends.base import statement
 from symbolic.backends.numba.printer import code
 from symbolic.backends.numpy import plan
 from symbolic.backends.numpy import primitives as numpy_primitives
@@ -35,17 +35,9 @@ from symbolic.model import RECURRENT
 def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
     """The template and the layout keys of a cell module."""
     model = kernel.cell
-    if model.kind != RECURRENT and _reduces(kernel):
+    if model.kind != RECURRENT and _segmented(kernel):
         return "feedforward_segments.py.j2", segmented_context(kernel, keys)
     if model.kind != RECURRENT:
-        inner = [p for p in model.projections if p.arg != model.input]
-        if inner:
-            raise UnsupportedSpec(
-                f"{model.path}:{inner[0].line}: '{inner[0].matrix}@{inner[0].arg}': the "
-                "numba backend does not compile a matrix product of an intermediate in a "
-                "feedforward cell yet (only W@input); generate this spec with "
-                "--backend numpy"
-            )
         return "feedforward.py.j2", {}
     if kernel.recurrence == COUPLED:
         return "recurrent_coupled.py.j2", coupled_context(kernel, keys)
@@ -59,7 +51,7 @@ def cost(derivation: CostDerivation, keys: dict) -> tuple[str, dict]:
     )
 
 
-def _segments(stmts, place, writes_extra=None) -> list[dict]:
+def _segments(stmts, place, writes_extra=None, widths=None) -> list[dict]:
     """Split a step into lane segments (one compiled kernel each) at matrix products.
 
     Args:
@@ -67,6 +59,8 @@ def _segments(stmts, place, writes_extra=None) -> list[dict]:
         place: ``name -> (array, index)``: where a symbol lives between kernels.
         writes_extra: ``name -> [(array, index)]``: further places a target is written
             (a state's next value, for the next step).
+        widths: ``name -> size name`` of a cell with named sizes (None: every value has
+            n_out units): a segment's values have one width, its loop's length ``n``.
     """
     writes_extra = writes_extra or {}
     segments: list[dict] = []
@@ -93,6 +87,7 @@ def _segments(stmts, place, writes_extra=None) -> list[dict]:
             {
                 "matvec": False,
                 "reduce": False,
+                "n": naming.size(widths[current[0].target]) if widths else None,
                 "index": len(segments),
                 "statements": [statement(st, code) for st in current],
                 "loads": loads,
@@ -122,6 +117,8 @@ def _segments(stmts, place, writes_extra=None) -> list[dict]:
                 }
             )
         else:
+            if widths and current and widths[current[0].target] != widths[st.target]:
+                close()
             current.append(st)
     close()
     return segments
@@ -129,6 +126,14 @@ def _segments(stmts, place, writes_extra=None) -> list[dict]:
 
 def _is_reduction(st) -> bool:
     return isinstance(st, Assign) and reductions.is_reduction(st.expr)
+
+
+def _segmented(kernel: Kernel) -> bool:
+    """True when a feedforward cell's step is split into segments: it reduces over the
+    units, multiplies an intermediate by a matrix, or has values of several widths."""
+    cell = kernel.cell
+    inner = any(p.arg != cell.input for p in cell.projections)
+    return _reduces(kernel) or inner or bool(cell.sizes)
 
 
 def _reduces(kernel: Kernel) -> bool:
@@ -167,12 +172,13 @@ def segmented_context(kernel: Kernel, context: dict) -> dict:
     the elementwise work between two reductions is one compiled kernel, parallel over
     lanes; every value lives in a (B, n) buffer."""
     lane = "_b, _i"
+    widths = sizes.kernel_widths(kernel, naming.adjoint) if kernel.cell.sizes else None
     place: dict[str, tuple[str, str]] = {}
     for p in context["vector_params"]:
         place[p["name"]] = (p["array"], "_i")
     for st in kernel.pre + kernel.forward:
         place[st.target] = (naming.buffer(st.target), lane)
-    forward = _segments(kernel.forward, place)
+    forward = _segments(kernel.forward, place, widths=widths)
     bplace: dict[str, tuple[str, str]] = {}
     for p in context["vector_params"]:
         bplace[p["name"]] = (p["array"], "_i")
@@ -181,13 +187,22 @@ def segmented_context(kernel: Kernel, context: dict) -> dict:
     bplace[naming.upstream(kernel.cell.output)] = ("_dout", lane)
     for st in kernel.backward:
         bplace.setdefault(st.target, (naming.buffer(st.target), lane))
-    backward = _segments(kernel.backward, bplace)
+    backward = _segments(kernel.backward, bplace, widths=widths)
     return {
         "forward_segments": forward,
-        "forward_buffers": sorted({naming.buffer(st.target) for st in kernel.forward}),
+        "forward_buffers": _buffers(kernel.forward, widths),
         "backward_segments": backward,
-        "backward_buffers": sorted({naming.buffer(st.target) for st in kernel.backward}),
+        "backward_buffers": _buffers(kernel.backward, widths),
     }
+
+
+def _buffers(stmts, widths) -> list[dict]:
+    """The (B, n) buffer of each statement's target: its name and its width in code."""
+    found = {naming.buffer(st.target): st.target for st in stmts}
+    return [
+        {"name": name, "size": naming.size(widths[found[name]]) if widths else "_n_out"}
+        for name in sorted(found)
+    ]
 
 
 #: The index prefix of a value kept for every step: ``array[_t, _b, _i]``.

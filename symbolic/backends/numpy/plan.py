@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from symbolic import ir, naming, passes, recurrence, reductions
+from symbolic import ir, naming, passes, recurrence, reductions, sizes
 from symbolic.backends.numpy import printer, ufuncs
 from symbolic.backends.numpy.nodes import (
     Alloc,
@@ -316,11 +316,11 @@ def _input_gradient(kernel: Kernel, info: dict, place, rows: str) -> list[Node]:
     return [let("_dx", Op("+", tuple(terms)))]
 
 
-def _vector_sum(expr: sp.Expr, place, sum_axes: str) -> Expr:
+def _vector_sum(expr: sp.Expr, place, sum_axes: str, width: str = "_n_out") -> Expr:
     """A vector parameter's gradient: ``expr`` summed over every lane (and step); zeros
-    when the parameter does not reach the cost (``B - B``)."""
+    of ``width`` when the parameter does not reach the cost (``B - B``)."""
     if expr == 0:
-        return Apply("np.zeros", (Raw("_n_out"), Raw("_dtype")))
+        return Apply("np.zeros", (Raw(width), Raw("_dtype")))
     rename = tuple((n, _name_of(place(n))) for n in sorted(ir.names(expr)))
     return Reduce(Grouped(Sym(expr, rename)), sum_axes)
 
@@ -1185,13 +1185,23 @@ def _cost_scratch(i: int) -> str:
 
 
 def _flat(
-    stmts, exprs, owned: set[str], keep: set[str], live_after: set[str], place, scratch, lanes
+    stmts,
+    exprs,
+    owned: set[str],
+    keep: set[str],
+    live_after: set[str],
+    place,
+    scratch,
+    lanes,
+    widths: dict[str, str] | None = None,
 ):
     """Straight-line code for whole-batch statements: each into a new (B, n_out) buffer,
     or into the buffer of an operand nobody reads afterwards (``owned``: buffers this
-    code allocated; ``keep``: values that must survive)."""
+    code allocated; ``keep``: values that must survive). With ``widths`` (a cell with
+    named sizes: target -> size name), each buffer has its target's width and each
+    width its own scratch buffers; ``used`` is then ``{width: count}``."""
     code = Code()
-    used = 0
+    used = 0 if widths is None else {}
     owned = set(owned)
     # values with a lane axis (B, n): anything else (a parameter, a constant) is copied
     # into a buffer of its own, broadcast over the batch
@@ -1242,16 +1252,53 @@ def _flat(
                 alias = name
                 break
         out = place(alias) if alias else st.target
+        width = widths[st.target] if widths is not None else None
         if not alias:
-            code.add([alloc(st.target, LANES)])
-        lines, n = _emit(expr, out, place, scratch, alias=alias)
-        used = max(used, n)
+            code.add([alloc(st.target, LANES if width is None else _lanes(width))])
+        lines, n = _emit(expr, out, place, _sized_scratch(scratch, width), alias=alias)
+        used = _count_scratch(used, width, n)
         code.add(lines)
         if alias:
             code.add([let(st.target, Name(out))])
             root[st.target] = root.get(alias, alias)
         owned.add(st.target)
     return code.nodes, used
+
+
+def _lanes(width: str) -> str:
+    """The (B, n) shape of a value of ``width`` (a size name)."""
+    return f"(_B, {naming.size(width)})"
+
+
+def _count_scratch(used, width: str | None, n: int):
+    """The scratch buffers used so far: a count (no named sizes), or ``{width: count}``."""
+    if width is None:
+        return max(used, n)
+    return used | {width: max(used.get(width, 0), n)}
+
+
+def _sized_scratch(scratch, width: str | None):
+    """Scratch buffer names for values of ``width``: ``_w0`` for n_out (or no named
+    sizes), ``_w0_hidden`` for a named size."""
+    if width in (None, "n_out"):
+        return scratch
+    return lambda i: f"{scratch(i)}_{width}"
+
+
+def _scratch_allocs(used, scratch) -> list[Node]:
+    """The scratch buffers ``_flat`` used: ``used`` a count, or ``{width: count}``."""
+    if isinstance(used, int):
+        return [alloc(scratch(i), LANES) for i in range(used)]
+    return [
+        alloc(_sized_scratch(scratch, width)(i), _lanes(width))
+        for width in sorted(used)
+        for i in range(used[width])
+    ]
+
+
+def _kernel_widths(kernel: Kernel) -> dict[str, str] | None:
+    """Every kernel value's width for a cell with named sizes (None without)."""
+    return sizes.kernel_widths(kernel, naming.adjoint) if kernel.cell.sizes else None
 
 
 def _output_shares_an_array(output: str, exprs: dict, shared: set[str]) -> bool:
@@ -1284,9 +1331,10 @@ def feedforward_context(kernel: Kernel) -> dict:
 
     projection, owned = _feedforward_projections(kernel)
     inputs = {cell.input} | {s.target for s in kernel.pre}
-    lines, used = _flat(forward, exprs, owned, keep, keep, place, _step_scratch, inputs)
+    widths = _kernel_widths(kernel)
+    lines, used = _flat(forward, exprs, owned, keep, keep, place, _step_scratch, inputs, widths)
     constants = [constant(k.name, e) for e, k in hoister.constants.items()]
-    scratch = [alloc(naming.step_scratch(i), LANES) for i in range(used)]
+    scratch = _scratch_allocs(used, naming.step_scratch)
     backward, grads = _feedforward_backward(kernel, place)
     used_back = mentioned(backward + grads)
     return {
@@ -1305,7 +1353,8 @@ def _feedforward_projections(kernel: Kernel) -> tuple[list[Node], set[str]]:
     """The products of the input (one for all of them when there are several); the
     buffers the forward may write over (not the views of one product)."""
     code: list[Node] = []
-    if stacking(kernel)["stacked"]:
+    # (a cell with named sizes keeps its products apart: their widths may differ)
+    if stacking(kernel)["stacked"] and not kernel.cell.sizes:
         k = len(kernel.pre)
         code += [Comment(s.comment) for s in kernel.pre]
         matrices = Tuple(tuple(Name(s.matrix) for s in kernel.pre))
@@ -1332,9 +1381,12 @@ def _feedforward_backward(kernel: Kernel, place) -> tuple[list[Node], list[Node]
     }
     stored = set(kernel.stored) | {adj for adj, _ in kernel.input_grads}
     seeds = {naming.upstream(cell.output)} | set(kernel.cached) | {cell.input}
-    lines, used = _flat(kernel.backward, exprs, set(), stored, stored, place, _step_scratch, seeds)
+    widths = _kernel_widths(kernel)
+    lines, used = _flat(
+        kernel.backward, exprs, set(), stored, stored, place, _step_scratch, seeds, widths
+    )
     constants = [constant(k.name, e) for e, k in hoister.constants.items()]
-    scratch = [alloc(naming.step_scratch(i), LANES) for i in range(used)]
+    scratch = _scratch_allocs(used, naming.step_scratch)
     grads: list[Node] = []
     vector = dict(kernel.vector_grads)
     matrix = dict(kernel.matrix_grads)
@@ -1344,7 +1396,8 @@ def _feedforward_backward(kernel: Kernel, place) -> tuple[list[Node], list[Node]
 
     for name, kind in cell.params.items():
         if kind == "vector":
-            grads.append(grad(name, _vector_sum(vector[name], array, "0")))
+            width = naming.size(cell.shapes[name][0]) if cell.sizes else "_n_out"
+            grads.append(grad(name, _vector_sum(vector[name], array, "0", width)))
         else:
             terms = [Op("@", (transposed(array(adj)), array(arg))) for adj, arg in matrix[name]]
             grads.append(grad(name, Op("+", tuple(terms))))

@@ -13,8 +13,13 @@ stored, so every stored value has the shape the op's fake implementation declare
 
 from __future__ import annotations
 
-from symbolic import ir, naming, primitives, reductions
-from symbolic.backends.base import UnsupportedSpec, lane_shaped, statement
+from symbolic import ir, naming, primitives, reductions, sizes
+from symbolic.backends.base import (
+    UnsupportedSpec,
+    lane_shaped,
+    refuse_sized_broadcasts,
+    statement,
+)
 from symbolic.backends.torch import primitives as torch_primitives
 from symbolic.backends.torch.printer import code
 from symbolic.ir import CostDerivation, Kernel
@@ -46,6 +51,7 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
             "attribute of its nn.Module, and torch.nn.Module has an attribute of that name; "
             "rename the parameter"
         )
+    refuse_sized_broadcasts(kernel, "torch")
     recurrent = model.kind == RECURRENT
     lanes = lane_shaped(kernel)
     pre = {s.target for s in kernel.pre}
@@ -57,6 +63,8 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
         "lane_template": _lane_template(kernel),
         "op_outputs": [model.output] + [naming.state_array(s) for s in model.states] + cached,
         "cached_out": cached,
+        # a cell with named sizes: each op output's width, read from a parameter
+        "fake_sizes": _fake_sizes(kernel, [model.output, *cached]),
         # backward reads the output too: the op's first output is saved with the cache
         "output_saved": model.output in kernel.cached,
         "saved": ([model.output] if model.output in kernel.cached else []) + cached,
@@ -163,3 +171,14 @@ def _grads(kernel: Kernel, recurrent: bool) -> list[dict]:
         ]
         out.append({"param": name, "kind": kind, "zero": False, "code": "", "terms": terms})
     return out
+
+
+def _fake_sizes(kernel: Kernel, outputs: list[str]) -> list[str]:
+    """The width of each of a sized feedforward op's outputs as code (``W.shape[0]``),
+    for its shape function; empty without named sizes (every output is (B, n_out))."""
+    model = kernel.cell
+    if not model.sizes:
+        return []
+    widths = sizes.kernel_widths(kernel, naming.adjoint)
+    where = sizes.sources(model)
+    return [f"{where[widths[n]][0]}.shape[{where[widths[n]][1]}]" for n in outputs]
