@@ -22,7 +22,7 @@ import numpy as np
 import sympy as sp
 
 from symbolic import primitives, reductions
-from symbolic.model import RECURRENT, Cell, Cost
+from symbolic.model import RECURRENT, ROW, Cell, Cost
 
 
 class EvaluationError(ValueError):
@@ -147,10 +147,31 @@ def forward(
     return out, states
 
 
-def cost(model: Cost, a: np.ndarray, y: np.ndarray) -> float:
+def cost(
+    model: Cost, a: np.ndarray, y: np.ndarray, inputs: Mapping[str, np.ndarray] | None = None
+) -> float:
     """C = the per-unit cost summed over every element, divided by the batch size (the
-    batch axis is -2)."""
+    batch axis is -2). ``inputs``: the cost's named inputs (a row input shaped like
+    ``a`` without its last axis, a unit input ``(n,)``); a missing one is ones."""
     a = np.asarray(a, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    values = expression(model.per_unit, {model.prediction: a, model.target: y})
+    env = {model.prediction: a, model.target: y}
+    env |= input_values(model, a.shape, inputs)
+    values = expression(model.per_unit, env)
     return float(np.sum(np.broadcast_to(values, a.shape))) / a.shape[-2]
+
+
+def input_values(
+    model: Cost, shape: tuple[int, ...], inputs: Mapping[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """Each named input of the cost at every element of a prediction of ``shape``: a
+    row input repeated over the units, a unit input over the rows, ones if not given."""
+    out = {}
+    for name, kind in model.inputs.items():
+        value = (inputs or {}).get(name)
+        if value is None:
+            out[name] = np.ones(shape)
+            continue
+        value = np.asarray(value, dtype=np.float64)
+        out[name] = np.broadcast_to(value[..., None] if kind == ROW else value, shape)
+    return out

@@ -19,6 +19,10 @@ FEEDFORWARD = "feedforward"
 RECURRENT = "recurrent"
 COST = "cost"
 KINDS = (FEEDFORWARD, RECURRENT, COST)
+#: Kinds of a cost's named input: one value per row (sample and step), or per unit.
+ROW = "row"
+UNIT = "unit"
+INPUT_KINDS = (ROW, UNIT)
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,12 @@ class Cost:
         per_unit: The per-unit cost (SymPy).
         line: The spec line of ``per_unit``; source its text.
         text, sha256: The spec file's text and digest.
+        claims: Stated derivatives by the prediction (``dC_d<prediction>``).
+        inputs: ``name -> kind`` of each named input (``[inputs]``, spec order): data
+            the cost reads beside the prediction and the target, never differentiated.
+            A :data:`ROW` input has one value per row (per sample and step: a mask of
+            padded steps), broadcast over the units; a :data:`UNIT` input one value per
+            unit (class or unit weights), broadcast over the rows.
     """
 
     path: Path
@@ -203,9 +213,11 @@ class Cost:
     sha256: str
     kind: str = COST
     claims: list[Claim] = field(default_factory=list)
+    inputs: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
+        inputs = "".join(f"\ninput {name}: {kind}" for name, kind in self.inputs.items())
         return (
-            f"# cost {self.name}: prediction {self.prediction}, target {self.target}\n"
-            f"per_unit = {self.per_unit}"
+            f"# cost {self.name}: prediction {self.prediction}, target {self.target}"
+            f"{inputs}\nper_unit = {self.per_unit}"
         )

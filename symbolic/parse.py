@@ -26,6 +26,7 @@ from symbolic import inits, primitives, reductions, sizes
 from symbolic.model import (
     COST,
     FEEDFORWARD,
+    INPUT_KINDS,
     KINDS,
     RECURRENT,
     Cell,
@@ -97,7 +98,9 @@ CELL_KEYS = {
     "latex_claims",
     "sizes",
 }
-COST_KEYS = {"name", "title", "kind", "prediction", "target", "per_unit", "claims"}
+COST_KEYS = {"name", "title", "kind", "prediction", "target", "per_unit", "claims", "inputs"}
+#: The positional arguments of a cost's ``loss(a, y, ...)``: no input may take them.
+LOSS_ARGUMENTS = ("a", "y")
 PARAM_KINDS = ("matrix", "vector")
 MAX_EXPR_NODES = 2000
 #: Deepest SymPy expression an equation may build (later stages recurse over it).
@@ -560,13 +563,15 @@ def _load_cost(path, text, data, lines, name, title) -> Cost:
         )
     line = lines.of("", "per_unit")
     source = _string(path, lines, data, "per_unit")
-    builder = _ExprBuilder(path, line, "per_unit", {prediction: "vector", target: "vector"})
+    inputs = _load_cost_inputs(path, lines, data, prediction, target)
+    names = {prediction: "vector", target: "vector"} | dict.fromkeys(inputs, "vector")
+    builder = _ExprBuilder(path, line, "per_unit", names)
     per_unit = builder.build(source)
     if prediction not in builder.used:
         raise SpecError(path, line, prediction, "per_unit does not depend on the prediction")
-    if "claims" in data:
-        raise SpecError(path, lines.of("claims", ""), "claims", "claims are not supported on costs")
-    return Cost(
+    for unused in (n for n in inputs if n not in builder.used):
+        raise SpecError(path, lines.of("inputs", unused), unused, "the input is never used")
+    cost = Cost(
         path,
         name,
         title,
@@ -577,7 +582,73 @@ def _load_cost(path, text, data, lines, name, title) -> Cost:
         builder.normalized,
         text,
         _digest(text),
+        inputs=inputs,
     )
+    cost.claims = _load_cost_claims(path, lines, _table(path, lines, data, "claims"), cost)
+    return cost
+
+
+def _load_cost_inputs(path, lines, data, prediction: str, target: str) -> dict[str, str]:
+    """``[inputs]``: a cost's named inputs, ``name = "row"`` (one value per row, i.e.
+    per sample and step, broadcast over the units: a mask) or ``name = "unit"`` (one
+    value per unit, broadcast over the rows: class weights). They become keyword
+    arguments of ``loss``; the cost is never differentiated by them."""
+    inputs = {}
+    for name, kind in _table(path, lines, data, "inputs").items():
+        line = lines.of("inputs", name)
+        _check_identifier(path, line, name, "the input name")
+        if name in (prediction, target):
+            raise SpecError(path, line, name, f"'{name}' is already the prediction or the target")
+        if name in LOSS_ARGUMENTS:
+            raise SpecError(
+                path, line, name, f"'{name}' is a positional argument of loss(a, y): rename it"
+            )
+        if kind not in INPUT_KINDS:
+            raise SpecError(
+                path,
+                line,
+                name,
+                f"unknown input kind {kind!r} (expected 'row': one value per sample and "
+                "step, or 'unit': one value per unit)",
+            )
+        inputs[name] = kind
+    return inputs
+
+
+class _CostClaimBuilder(_ExprBuilder):
+    """A cost claim's value: the cost's names, primitives and their ``<name>_prime``,
+    and the reductions over the units (a cost's derivative at one unit may read the
+    whole row, as softmax(a) - y does)."""
+
+    def visit_Call(self, node):
+        fname = node.func.id if isinstance(node.func, ast.Name) else None
+        if fname and fname.endswith("_prime") and fname[:-6] in primitives.PRIMITIVES:
+            if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
+                self.error(fname, f"'{fname}' takes exactly one positional argument")
+            return primitives.prime(fname[:-6], self.visit(node.args[0]))
+        return super().visit_Call(node)
+
+
+def _load_cost_claims(path, lines, claims_src: dict, cost: Cost) -> list[Claim]:
+    """``[claims]`` of a cost: ``dC_d<prediction>``, the derivative by the prediction at
+    one unit of the cost of one row (the sum of ``per_unit`` over the units of one
+    sample at one step; the batch mean's 1/B is not part of it)."""
+    names = {cost.prediction: "vector", cost.target: "vector"}
+    names |= dict.fromkeys(cost.inputs, "vector")
+    claims = []
+    for key, source in claims_src.items():
+        line = lines.of("claims", key)
+        if key != "dC_d" + cost.prediction:
+            raise SpecError(
+                path,
+                line,
+                key,
+                f"a cost's claim is dC_d{cost.prediction} (the derivative by the prediction; "
+                "the target and the inputs are data)",
+            )
+        expr = _CostClaimBuilder(path, line, key, names).build(source)
+        claims.append(Claim(key, cost.prediction, expr, line, str(source)))
+    return claims
 
 
 def _table(path, lines, data, key) -> dict:

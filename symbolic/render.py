@@ -34,7 +34,7 @@ from symbolic.backends.base import statement, templates_root
 from symbolic.backends.numpy import primitives as numpy_primitives
 from symbolic.backends.numpy.printer import code as numpy_code
 from symbolic.ir import COUPLED, Assign, Compiled, CostDerivation, Kernel, MatVec
-from symbolic.model import RECURRENT, Cell, Init
+from symbolic.model import RECURRENT, ROW, UNIT, Cell, Cost, Init
 
 
 def environment(backend: Backend) -> jinja2.Environment:
@@ -356,6 +356,17 @@ def cost_context(derived: CostDerivation) -> dict:
         "target": cost.target,
         "per_unit_source": cost.source,
         "gradient_source": sp.sstr(derived.gradient),
+    } | cost_input_keys(cost)
+
+
+def cost_input_keys(cost: Cost) -> dict:
+    """The template keys of a cost's named inputs (``[inputs]``): each one's name and
+    kind, and which kinds occur (each kind has its argument check)."""
+    kinds = set(cost.inputs.values())
+    return {
+        "inputs": [{"name": name, "kind": kind} for name, kind in cost.inputs.items()],
+        "row_inputs": ROW in kinds,
+        "unit_inputs": UNIT in kinds,
     }
 
 

@@ -38,7 +38,7 @@ from types import ModuleType
 import numpy as np
 
 from symbolic import evaluate, inits
-from symbolic.model import RECURRENT, Cell, Cost
+from symbolic.model import RECURRENT, ROW, Cell, Cost
 
 #: The problem's sizes: distinct, so that a confusion of axes shows.
 T, B, N_IN, N_OUT = 3, 2, 3, 5
@@ -576,8 +576,9 @@ def check_cost(cost: Cost, module: ModuleType, label: str, seed: int = 0) -> dic
         for attempt, (lo, hi) in enumerate(((0.1, 0.9), (-1.0, 1.0), (0.3, 0.7))):
             rng = np.random.default_rng([seed, attempt, len(shape)])
             a, y = rng.uniform(lo, hi, shape), rng.uniform(0, 1, shape)
+            extra = cost_inputs(cost, shape, rng)
             with np.errstate(all="ignore"):
-                want = evaluate.cost(cost, a, y)
+                want = evaluate.cost(cost, a, y, extra)
             if np.isfinite(want) and abs(want) < 1e6:
                 break
         else:
@@ -585,7 +586,8 @@ def check_cost(cost: Cost, module: ModuleType, label: str, seed: int = 0) -> dic
                 str(cost.path), "the cost is NaN, inf or over 1e6 at every point tried"
             )
         inputs = (a.copy(), y.copy())
-        C, da = module.loss(a, y)
+        extra_before = {k: v.copy() for k, v in extra.items()}
+        C, da = module.loss(a, y, **extra)
         if not isinstance(C, float):
             check.fail("the cost", detail=f"a {type(C).__name__}, expected a float")
         check.close(f"the cost, shape {shape}", C, want)
@@ -596,13 +598,16 @@ def check_cost(cost: Cost, module: ModuleType, label: str, seed: int = 0) -> dic
             check.fail("the gradient", detail="it shares memory with an argument")
         if not (np.array_equal(a, inputs[0]) and np.array_equal(y, inputs[1])):
             check.fail("the arguments", detail="loss changed them")
+        if not all(np.array_equal(extra[k], v) for k, v in extra_before.items()):
+            check.fail("the named inputs", detail="loss changed them")
+        _check_default_inputs(cost, module, check, a, y)
         scale = float(np.sum(np.abs(da * a))) + 1e-9
         for _ in range(4):
             direction = rng.standard_normal(shape)
 
-            def f(eps, direction=direction, a=a, y=y):
+            def f(eps, direction=direction, a=a, y=y, extra=extra):
                 with np.errstate(all="ignore"):
-                    return evaluate.cost(cost, a + eps * direction, y)
+                    return evaluate.cost(cost, a + eps * direction, y, extra)
 
             fd, spread = _directional(f, 1e-4)
             if spread > GRAD_RTOL * (abs(fd) + 1e-3 * scale) / 4:
@@ -625,6 +630,24 @@ def check_cost(cost: Cost, module: ModuleType, label: str, seed: int = 0) -> dic
         if da.shape != (batch, N_OUT):
             check.fail("a call with an empty batch", detail=f"shape {da.shape}")
     return results
+
+
+def cost_inputs(cost: Cost, shape: tuple[int, ...], rng) -> dict[str, np.ndarray]:
+    """Random values of a cost's named inputs for a prediction of ``shape``: a row input
+    ``shape[:-1]``, a unit input ``(n,)``; positive, away from 0 (a divisor, a log)."""
+    return {
+        name: rng.uniform(0.5, 1.5, shape[:-1] if kind == ROW else shape[-1:])
+        for name, kind in cost.inputs.items()
+    }
+
+
+def _check_default_inputs(cost: Cost, module: ModuleType, check: _Checker, a, y) -> None:
+    """``loss(a, y)`` without the named inputs is the cost with every input ones."""
+    if not cost.inputs:
+        return
+    with np.errstate(all="ignore"):
+        want = evaluate.cost(cost, a, y)
+    check.close(f"the cost without its inputs (ones), shape {a.shape}", module.loss(a, y)[0], want)
 
 
 # --- agreement ---------------------------------------------------------------------------

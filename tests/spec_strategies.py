@@ -8,7 +8,8 @@ units (``sum``, ``mean``, ``max``) and ``maximum``/``minimum``; projections of t
 input, of states, of intermediates and of expressions; projections used as factors and
 products of two projections; states whose next value depends on no state; outputs that
 are not states; a matrix used twice; vector parameters anywhere; an ``[init]`` entry
-for some parameters (every initialisation).
+for some parameters (every initialisation); costs with named inputs (``[inputs]``: a
+row input such as a mask, a unit input such as class weights).
 
 Numerics are kept tame so that a random point has finite values: ``log`` and division
 only see positive arguments (``log(1 + e**2)``, ``e/(2 + tanh(f))``), ``exp`` sees
@@ -42,6 +43,7 @@ FEATURES = frozenset(
     | {f"reduction:{name}" for name in ("sum", "mean", "max")}
     | {"function:maximum", "function:minimum"}
     | {"sizes:named"}
+    | {"cost-input:row", "cost-input:unit"}
 )
 #: ``[init]`` entries the strategy draws, by parameter kind, with the feature each one is.
 INITS = {
@@ -385,11 +387,31 @@ def costs(draw) -> FuzzSpec:
     per_unit = expr(draw(st.integers(1, 4)))
     if not re.search(r"\ba\b", per_unit):
         per_unit = f"({per_unit}) + (a - y)**2"
+    per_unit, inputs = _cost_inputs(per_unit, features)
     text = (
         'name = "fz_cost"\nkind = "cost"\nprediction = "a"\ntarget = "y"\n'
         f'per_unit = "{per_unit}"\n'
-    )
+    ) + "".join(f"{line}\n" for line in inputs)
     return FuzzSpec(text, "cost", features)
+
+
+def _cost_inputs(per_unit: str, features: set[str]) -> tuple[str, list[str]]:
+    """Named inputs for some costs: a row input (a mask) multiplying the cost, a unit
+    input (weights) multiplying it or entering a reduction, picked by the cost's text (no
+    draw: the costs drawn before ``[inputs]`` existed stay the ones CI's sample holds)."""
+    pick = random.Random(zlib.crc32(per_unit.encode()))
+    inputs = []
+    if pick.random() < 0.4:
+        per_unit = f"m*({per_unit})"
+        inputs.append('m = "row"')
+        features.add("cost-input:row")
+    if pick.random() < 0.4:
+        per_unit = pick.choice(
+            [f"w*({per_unit})", f"({per_unit}) + (a - sum(w*y))**2", f"({per_unit})/(1 + w**2)"]
+        )
+        inputs.append('w = "unit"')
+        features.add("cost-input:unit")
+    return per_unit, ["[inputs]", *inputs] if inputs else []
 
 
 def specs() -> st.SearchStrategy[FuzzSpec]:

@@ -262,6 +262,8 @@ def per_unit_reference(name: str):
         for name, f in (("sum", np.sum), ("mean", np.mean), ("max", np.max))
     }
     expr = sp.sympify(data["per_unit"], locals={a.name: a, y.name: y, **textbook})
+    # a cost's named inputs are ones when loss is called without them (as here)
+    expr = expr.subs({sp.Symbol(name): 1 for name in data.get("inputs", {})})
     return sp.lambdify((a, y), expr, [over_units, "numpy"])
 
 

@@ -14,7 +14,15 @@ from typing import Any
 
 from symbolic import write
 from symbolic.train.cells import cells, spec_kind
-from symbolic.train.config import BACKENDS, DTYPES, OPTIMIZERS, READOUTS, SCHEDULES, Config
+from symbolic.train.config import (
+    BACKENDS,
+    CLASS_WEIGHTS,
+    DTYPES,
+    OPTIMIZERS,
+    READOUTS,
+    SCHEDULES,
+    Config,
+)
 from symbolic.train.distributed import rank_from_env
 from symbolic.train.errors import TrainError
 from symbolic.train.loop import train
@@ -133,6 +141,12 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="truncated BPTT: chunks of K steps, the state carried across them, "
         "backpropagation within each (0: whole sequences)",
     )
+    parser.add_argument(
+        "--class-weights",
+        choices=CLASS_WEIGHTS,
+        help="balanced: weigh each class by n / (classes x its count), through the cost's "
+        "unit input (a cost spec with [inputs], e.g. weighted_softmax_cross_entropy)",
+    )
     parser.add_argument("--seed", type=int, help="seed of the init and the shuffling (0)")
     parser.add_argument("--dtype", choices=DTYPES, help="float32 or float64")
 
@@ -204,6 +218,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         readout=args.readout,
         clip=args.clip,
         tbptt=args.tbptt,
+        class_weights=args.class_weights,
         seed=args.seed,
         dtype=args.dtype,
         out=args.out,

@@ -56,7 +56,20 @@ STRUCTURAL = (
 )
 # How a checkpoint's run is trained: a resumed run may change these (it then no longer
 # matches an uninterrupted run, which is the point of changing them).
-TUNABLE = ("backend", "lr", "schedule", "momentum", "clip", "epochs", "steps", "tbptt")
+TUNABLE = (
+    "backend",
+    "lr",
+    "schedule",
+    "momentum",
+    "clip",
+    "epochs",
+    "steps",
+    "tbptt",
+    "class_weights",
+)
+#: ``--class-weights``: ``balanced`` weighs each class by n / (classes x its count) in a
+#: cost that declares a unit input (``[inputs]``, e.g. weighted_softmax_cross_entropy).
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 def default_out(model: str, cell: str | None = None) -> Path:
@@ -109,6 +122,9 @@ class Config:
             of this many steps, carry the state across chunks, backpropagate within
             each (:meth:`~symbolic.train.network.Network.tbptt_gradients`); 0: through
             whole sequences. Recurrent models, NumPy and Numba backends.
+        class_weights: ``none``, or ``balanced``: the cost's unit input (class weights,
+            a cost spec's ``[inputs]``) gets n / (classes x count) for each class of the
+            training set, so that rare classes weigh as much as common ones.
         seed: Seed of the initial parameters and of the shuffling.
         dtype: ``float32`` or ``float64``.
         out: Output folder (default :func:`default_out`).
@@ -146,6 +162,7 @@ class Config:
     readout: str | None = None
     clip: float | None = None
     tbptt: int | None = None
+    class_weights: str | None = None
     seed: int | None = None
     dtype: str | None = None
     out: Path | None = None
@@ -210,6 +227,7 @@ class Config:
             "schedule": SCHEDULES,
             "readout": READOUTS,
             "dtype": DTYPES,
+            "class_weights": CLASS_WEIGHTS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -302,6 +320,7 @@ def merge_resume(config: Config, saved: dict[str, Any]) -> tuple[Config, list[st
         "readout_spec": record.readout_spec if record is not None else None,
         "cost": DEFAULT_COST,
         "tbptt": 0,
+        "class_weights": "none",
         **saved,
         "model": model,
         "cell": saved.get("cell") or default_cell,

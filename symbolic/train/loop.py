@@ -62,7 +62,7 @@ def evaluate(
     """The test cost and the test ``metric`` (accuracy in [0, 1], or MSE)."""
     out = network.predict(params, data.x_test)
     target = _targets(data, data.y_test, out.dtype)
-    cost, _ = network.cost.loss(out, target)
+    cost, _ = network.loss(out, target)
     if metric == "accuracy":
         return cost, float(np.mean(np.argmax(out, axis=1) == data.y_test))
     return cost, float(np.mean((out.astype(np.float64) - target) ** 2))

@@ -53,6 +53,7 @@ COMMON_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "seed": 0,
         "steps": 0,
         "tbptt": 0,
+        "class_weights": "none",
         "seq_len": 0,
         "n_train": 0,
         "n_test": 0,

@@ -105,6 +105,10 @@ class Network:
         self.cost = cost
         self.cost_spec = cost.NAME if cost_spec is None else cost_spec
         self.readout = readout
+        #: The cost's unit inputs (``[inputs]``), e.g. class weights; a missing one is
+        #: ones, as is every row input (the data sets' sequences are of one length: no
+        #: step is padding, so a mask would be all ones)
+        self.cost_inputs: dict[str, np.ndarray] = {}
         recurrent = [i for i, layer in enumerate(layers) if layer.recurrent]
         self.sequential = bool(recurrent)
         self._select_last = recurrent[-1] if recurrent and readout == "last" else None
@@ -252,11 +256,12 @@ class Network:
         With the ``every`` readout the target holds at every step; the cost is averaged
         over the steps so that its scale (and a good learning rate) does not depend on T.
         """
+        inputs = {k: v.astype(out.dtype, copy=False) for k, v in self.cost_inputs.items()}
         if out.ndim == 3:
             steps = out.shape[0]
-            cost, dout = self.cost.loss(out, np.broadcast_to(target, out.shape))
+            cost, dout = self.cost.loss(out, np.broadcast_to(target, out.shape), **inputs)
             return cost / steps, dout / out.dtype.type(steps)
-        return self.cost.loss(out, target)
+        return self.cost.loss(out, target, **inputs)
 
     def predict(self, params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         """The output for ``x`` (the last step's for the ``every`` readout), in chunks."""
@@ -295,7 +300,33 @@ def build_network(config: Config, data: Dataset) -> Network:
         key = f"{'dense' if name.startswith('dense') else name}{index}"
         layers.append(Layer(key, spec, module, sizes[index], sizes[index + 1]))
     cost = _module_of_kind(config.cost, config.backend, "cost")
-    return Network(layers, cost, config.readout, config.cost)
+    network = Network(layers, cost, config.readout, config.cost)
+    network.cost_inputs = class_weights(config, data, cost)
+    return network
+
+
+def class_weights(config: Config, data: Dataset, cost: ModuleType) -> dict[str, np.ndarray]:
+    """The cost's unit inputs for ``--class-weights balanced``: n / (classes x count) for
+    each class of the training set (a class with no sample: weight 0, it never occurs);
+    nothing for ``none``.
+
+    Raises:
+        TrainError: ``balanced`` on a regression task, or with a cost of no unit input.
+    """
+    if config.class_weights != "balanced":
+        return {}
+    units = [name for name, kind in getattr(cost, "INPUTS", {}).items() if kind == "unit"]
+    if not data.n_classes:
+        raise TrainError(f"class_weights: the {data.name} task has no classes")
+    if not units:
+        raise TrainError(
+            f"class_weights: the cost {cost.NAME} takes no unit input ([inputs] name = "
+            '"unit"): use --spec weighted_softmax_cross_entropy, or a cost spec of your own'
+        )
+    counts = np.bincount(data.y_train, minlength=data.n_classes).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        weights = np.where(counts > 0, counts.sum() / (data.n_classes * counts), 0.0)
+    return dict.fromkeys(units, weights)
 
 
 def _module_of_kind(spec: str, backend: str, kind: str) -> ModuleType:

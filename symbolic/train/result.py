@@ -71,6 +71,8 @@ class Result:
             state = f"{self.status} at {where}"
         train = f"   train loss {self.train_loss:.4g}" if math.isfinite(self.train_loss) else ""
         tbptt = f", truncated BPTT in chunks of {c.tbptt} steps" if c.tbptt else ""
+        if c.class_weights == "balanced":
+            tbptt += ", balanced class weights"
         lines = [
             f"{c.model} ({c.backend}, {c.dtype}): {self.network.describe()}",
             f"  {c.optimizer} lr {c.lr:g}{schedule}, batch {c.batch_size}, {length}, clip "

@@ -49,6 +49,10 @@ class TorchNetwork(torch.nn.Module):
             cell = module.Cell(layer.n_in, layer.n_out, dtype=dtype, device=device)
             self.add_module(layer.key, cell)
         self.cost = load_module(network.cost_spec, "torch")
+        self.cost_inputs = {
+            name: torch.as_tensor(value, dtype=dtype, device=device)
+            for name, value in network.cost_inputs.items()
+        }
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """The network's output for ``x``, as :meth:`Network.forward` computes it."""
@@ -79,8 +83,9 @@ class TorchNetwork(torch.nn.Module):
         out = self.outputs(x)
         if out.ndim == 3:
             steps = out.shape[0]
-            return self.cost.cost(out, target.expand(out.shape).contiguous()) / steps
-        return self.cost.cost(out, target)
+            full = target.expand(out.shape).contiguous()
+            return self.cost.cost(out, full, **self.cost_inputs) / steps
+        return self.cost.cost(out, target, **self.cost_inputs)
 
     def load_numpy(self, params: dict[str, np.ndarray]) -> None:
         """Copy ``params`` (the flat dict of NumPy arrays) into the parameters."""

@@ -3,6 +3,7 @@
 - :mod:`~symbolic.verify.verdict`: the verdict vocabulary, :class:`Finding` and the table
   of findings;
 - :mod:`~symbolic.verify.claims`: the ``[claims]`` of a spec, single-step gradients;
+- :mod:`~symbolic.verify.cost_claims`: the ``[claims]`` of a cost spec, on unrolled rows;
 - :mod:`~symbolic.verify.latex_claims`: a spec's ``[latex_claims]``, read as claims;
 - :mod:`~symbolic.verify.engine`: the formula-checking engine, for any paper;
 - :mod:`~symbolic.verify.unrolled`: concrete unrolled models, the engine's oracle;

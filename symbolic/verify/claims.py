@@ -31,8 +31,9 @@ import sympy as sp
 from symbolic import naming, primitives
 from symbolic.derive import derive
 from symbolic.ir import Derivation, MatVec
-from symbolic.model import Cell, Claim
+from symbolic.model import Cell, Claim, Cost
 from symbolic.parse import SpecError, load
+from symbolic.verify.cost_claims import verify_cost
 from symbolic.verify.latex_claims import LatexClaim, latex_claims, read_claim
 from symbolic.verify.verdict import FAILS, HOLDS, UNDECIDED, Finding
 
@@ -504,8 +505,11 @@ def verify_specs(paths: Sequence[str | Path]) -> list[Finding]:
     findings: list[Finding] = []
     for path in paths:
         model = load(path)
-        if not isinstance(model, Cell):
-            raise SpecError(path, None, None, "only cells carry claims")
+        if isinstance(model, Cost):
+            if not model.claims:
+                raise SpecError(path, None, "claims", "the spec has no [claims] to verify")
+            findings += verify_cost(model)
+            continue
         if not model.claims and not model.latex_claims:
             raise SpecError(path, None, "claims", "the spec has no [claims] to verify")
         read = latex_claims(model)  # every LaTeX claim read before any is decided

@@ -181,7 +181,12 @@ def test_grad_of_cost_is_the_derived_gradient_and_jax_autodiff(name):
     rng = np.random.default_rng(4)
     a, y = rng.uniform(0.05, 0.95, (T, B, N_OUT)), rng.uniform(0, 1, (T, B, N_OUT))
     derived = jax.grad(mod.cost)(a, y)
-    oracle = jax.grad(lambda a: mod._loss(a, jnp.asarray(y))[0])(jnp.asarray(a))
+    # a cost's named inputs, left out of cost and loss: ones
+    ones = [
+        jnp.ones(a.shape[:-1] if kind == "row" else a.shape[-1:])
+        for kind in getattr(mod, "INPUTS", {}).values()
+    ]
+    oracle = jax.grad(lambda a: mod._loss(a, jnp.asarray(y), *ones)[0])(jnp.asarray(a))
     close(derived, mod.loss(a, y)[1], "the gradient against loss", 1e-15)
     close(derived, oracle, "the gradient against JAX's autodiff")
     assert np.all(jax.grad(mod.cost, argnums=1)(a, y) == 0)  # the target is a constant

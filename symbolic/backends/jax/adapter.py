@@ -29,7 +29,7 @@ def adapt(module: ModuleType) -> ModuleType:
         if hasattr(module, name):
             setattr(view, name, getattr(module, name))
     if module.KIND == "cost":
-        view.loss = lambda a, y: _loss(module, a, y)
+        view.loss = lambda a, y, **inputs: _loss(module, a, y, **inputs)
         return view
     recurrent = module.KIND == "recurrent"
     view.init_params = lambda *args, **kw: _numpy(module.init_params(*args, **kw))
@@ -56,8 +56,8 @@ def _numpy(value):
     return np.array(value, copy=True)
 
 
-def _loss(module, a, y):
-    C, da = module.loss(a, y)
+def _loss(module, a, y, **inputs):
+    C, da = module.loss(a, y, **inputs)
     return float(C), _numpy(da)
 
 

@@ -112,11 +112,12 @@ def _cost_loss(module):
     """``loss`` through the plain function, checked against ``cost``'s autograd."""
     import torch
 
-    def loss(a, y):
+    def loss(a, y, **inputs):
         at, yt = _tensor(a), _tensor(y)
-        C, da = module.loss(at, yt)
+        named = {k: _tensor(v) for k, v in inputs.items()}
+        C, da = module.loss(at, yt, **named)
         leaf = _tensor(a, grad=True)
-        module.cost(leaf, yt).backward()
+        module.cost(leaf, yt, **named).backward()
         if not torch.equal(leaf.grad.nan_to_num(7.0), da.nan_to_num(7.0)):
             raise AssertionError("cost(): its autograd gradient differs from loss()'s")
         return float(C), da.numpy()

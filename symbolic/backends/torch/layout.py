@@ -95,7 +95,7 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
 def cost(derivation: CostDerivation, keys: dict) -> tuple[str, dict]:
     """The template and the layout keys of a cost module."""
     cost_model = derivation.cost
-    lane = {cost_model.prediction, cost_model.target}
+    lane = {cost_model.prediction, cost_model.target, *cost_model.inputs}
     used = (
         primitives.used(derivation.per_unit)
         | reductions.used(derivation.per_unit)
