@@ -95,6 +95,21 @@ def test_verify_command_on_a_cost(tmp_path):
 
 
 def test_a_cost_without_claims_is_refused(tmp_path):
-    done = derivgen("verify", str(SPECS["squared_error"]), cwd=tmp_path)
+    spec = tmp_path / "plain.toml"
+    text = SPECS["squared_error"].read_text(encoding="utf-8")
+    spec.write_text(
+        text.split("[claims]")[0].replace('"squared_error"', '"plain"'), encoding="utf-8"
+    )
+    done = derivgen("verify", str(spec), cwd=tmp_path)
     assert done.returncode == 2
     assert "no [claims]" in done.stderr
+
+
+def test_the_shipped_costs_claims_hold(tmp_path):
+    # the textbook derivatives stated in squared_error, cross_entropy and
+    # softmax_cross_entropy (softmax(a) - y, scaled by sum(y) for a general target)
+    names = ("squared_error", "cross_entropy", "softmax_cross_entropy")
+    done = derivgen("verify", "--json", *(str(SPECS[n]) for n in names), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert [(f["id"], f["verdict"]) for f in found] == [("dC_da", "holds")] * 3
