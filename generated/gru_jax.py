@@ -255,7 +255,7 @@ def _backward_impl(params, cache, _dout, _dstate, need_dx):
         dn = _c0 * da
         # adjoint of Un_t0 = sum_j Un_ij _t0_j
         dUn_t0 = dn * (1 - n**2)
-        # sum_i Un_ij dUn_t0_i: the path of _t0 through Un
+        # adjoint of _t0 = h*r; sum_i Un_ij dUn_t0_i: the path of _t0 through Un
         _d_t0_Un = dUn_t0 @ Un
         # adjoint of r = sigmoid(Wr @ x + Ur @ h + br)
         dr = _d_t0_Un * h

@@ -354,7 +354,7 @@ def _backward_impl(params, cache, _dout, _dstate, need_dx):
         _q0 = _unit_mean(d_t9)
         # adjoint of sn = Wn @ x + Un @ (r * h)
         dsn = _q0 + dcn
-        # sum_i Un_ij dUn_t0_i: the path of _t0 through Un
+        # adjoint of _t0 = h*r; sum_i Un_ij dUn_t0_i: the path of _t0 through Un
         _d_t0_Un = dsn @ Un
         # adjoint of r = sigmoid((1 + gr) * cr / sqrt(mean(cr ** 2) + 1e-05) + br)
         dr = _d_t0_Un * h

@@ -530,7 +530,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         _np_unit_mean(_w_d_t9, out=_w__q0)
         # adjoint of sn = Wn @ x + Un @ (r * h)
         np.add(_w__q0, _w_dcn, out=dsn)
-        # sum_i Un_ij dUn_t0_i: the path of _t0 through Un
+        # adjoint of _t0 = h*r; sum_i Un_ij dUn_t0_i: the path of _t0 through Un
         np.matmul(dsn, Un, out=_w__d_t0_Un)
         # adjoint of r = sigmoid((1 + gr) * cr / sqrt(mean(cr ** 2) + 1e-05) + br)
         np.multiply(_w__d_t0_Un, h, out=dr)

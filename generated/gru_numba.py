@@ -700,7 +700,7 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
             n_seq,
             z_seq,
         )
-        # sum_i Un_ij dUn_t0_i: the path of _t0 through Un
+        # adjoint of _t0 = h*r; sum_i Un_ij dUn_t0_i: the path of _t0 through Un
         np.matmul(dUn_t0_seq[_t], Un, out=_w__d_t0_Un)
         _backward_2(
             _t,

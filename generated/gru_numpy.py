@@ -364,7 +364,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         np.multiply(n, n, out=dUn_t0)
         np.subtract(1.0, dUn_t0, out=dUn_t0)
         np.multiply(dUn_t0, _w_dn, out=dUn_t0)
-        # sum_i Un_ij dUn_t0_i: the path of _t0 through Un
+        # adjoint of _t0 = h*r; sum_i Un_ij dUn_t0_i: the path of _t0 through Un
         np.matmul(dUn_t0, Un, out=_w__d_t0_Un)
         # adjoint of r = sigmoid(Wr @ x + Ur @ h + br)
         np.multiply(_w__d_t0_Un, h, out=_w_dr)

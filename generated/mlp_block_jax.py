@@ -167,7 +167,7 @@ def _backward_impl(params, cache, _dout, need_dx):
     da_in = _dout
     # adjoint of a = V @ h + c
     da = da_in
-    # sum_i V_ij dV_h_i: the path of h through V
+    # adjoint of h = tanh(W @ x + b); sum_i V_ij dV_h_i: the path of h through V
     _dh_V = da @ V
     # adjoint of W_x = W@x
     dW_x = _dh_V * (1 - h**2)

@@ -463,7 +463,7 @@ def _backward(params, cache, da, *, need_dx=True):
         _buf_da,
         _dout,
     )
-    # sum_i V_ij dV_h_i: the path of h through V
+    # adjoint of h = tanh(W @ x + b); sum_i V_ij dV_h_i: the path of h through V
     np.matmul(_buf_da, V, out=_buf__dh_V)
     _backward_2(
         _t,

@@ -187,7 +187,7 @@ def backward(params, cache, da, *, need_dx=True):
     _w0_hidden = np.empty((_B, _n_hidden), _dtype)
     # adjoint of a = V @ h + c
     da = da_in
-    # sum_i V_ij dV_h_i: the path of h through V
+    # adjoint of h = tanh(W @ x + b); sum_i V_ij dV_h_i: the path of h through V
     _dh_V = da @ V
     # adjoint of W_x = W@x
     np.multiply(h, h, out=_w0_hidden)

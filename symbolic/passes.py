@@ -66,9 +66,23 @@ def copy_propagation(
         expr = stmt.expr.xreplace({sp.Symbol(a): sp.Symbol(b) for a, b in rename.items()})
         if isinstance(expr, sp.Symbol) and stmt.target not in protected and expr.name not in inputs:
             rename[stmt.target] = expr.name
+            _name_the_product(out, expr.name, stmt.comment)
             continue
         out.append(Assign(stmt.target, expr, stmt.comment))
     return out, rename
+
+
+def _name_the_product(out: list[Stmt], source: str, comment: str) -> None:
+    # A copy of a product's path removed (the adjoint of h is V's path alone): the
+    # product's comment starts with the copy's, so the code still names that adjoint.
+    for index in range(len(out) - 1, -1, -1):
+        stmt = out[index]
+        if stmt.target == source:
+            if isinstance(stmt, MatVec) and comment and comment not in stmt.comment:
+                out[index] = MatVec(
+                    stmt.target, stmt.matrix, stmt.arg, stmt.transpose, f"{comment}; {stmt.comment}"
+                )
+            return
 
 
 def cse(stmts: list[Stmt], start: int = 0, prefix: str = "_c") -> list[Stmt]:

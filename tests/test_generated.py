@@ -64,12 +64,18 @@ def module(name: str, backend: str):
 
 
 def expected_shapes(name: str, n_in: int, n_out: int) -> dict[str, tuple[int, ...]]:
-    """From the spec text: a vector is (n_out,); a matrix is (n_out, n_in) when it
-    multiplies the input, else (n_out, n_out)."""
+    """From the spec text: a shape given in size names is read with the sizes'
+    defaults; a vector is (n_out,); a matrix is (n_out, n_in) when it multiplies the
+    input, else (n_out, n_out)."""
     data = DATA[name]
     text = " ".join(data["equations"].values())
+    widths = {"n_in": n_in, "n_out": n_out, **data.get("sizes", {})}
     shapes = {}
     for param, kind in data["params"].items():
+        if isinstance(kind, dict):
+            names = kind.get("shape") or [kind.get("size", "n_out")]
+            shapes[param] = tuple(widths[n] for n in names)
+            continue
         if kind == "vector":
             shapes[param] = (n_out,)
             continue
