@@ -111,7 +111,8 @@ class Cell:
     Attributes:
         path: The spec file.
         name, title, kind: From the spec.
-        input: The input symbol (size n_in); it enters only through projections.
+        input: The input symbol (size n_in); it enters only through projections,
+            unless ``input_elementwise``.
         output: The output symbol (size n_out).
         states: ``state -> equation`` giving the state's next value (spec order).
         params: ``name -> "matrix" | "vector"`` (spec order).
@@ -122,6 +123,9 @@ class Cell:
             verified by ``derivgen verify``).
         text: The spec file's text; sha256 its digest.
         init: ``parameter -> Init`` for those ``[init]`` names (spec order).
+        input_elementwise: The spec declares the input elementwise
+            (``input = { x = "elementwise" }``): it may also stand in the equations as a
+            lane value, so n_in = n_out.
     """
 
     path: Path
@@ -142,6 +146,7 @@ class Cell:
     #: every name the spec defines -> its role (what a claim's value may name)
     roles: dict[str, str] = field(default_factory=dict)
     init: dict[str, Init] = field(default_factory=dict)
+    input_elementwise: bool = False
 
     @property
     def equation_names(self) -> list[str]:
