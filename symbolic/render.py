@@ -289,6 +289,9 @@ def cell_context(kernel: Kernel, backend: Backend) -> dict:
         "stored": [entry(n) for n in kernel.stored],
         "grads": grads,
         "input_grads": [{"adjoint": arrays[adj], "matrix": m} for adj, m in kernel.input_grads],
+        # an elementwise input: forward checks n_in = n_out; dx adds this stored adjoint
+        "input_elementwise": cell.input_elementwise,
+        "input_adjoint": arrays[kernel.input_adjoint] if kernel.input_adjoint else "",
         "scan": None,
     }
 
@@ -313,6 +316,7 @@ def cost_context(derived: CostDerivation) -> dict:
         "target": cost.target,
         "per_unit_source": cost.source,
         "gradient_source": sp.sstr(derived.gradient),
+        "input_elementwise": False,
     }
 
 

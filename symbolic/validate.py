@@ -162,6 +162,11 @@ def _shapes(cell: Cell, n_in: int, n_out: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _n_in(cell: Cell, n_out: int = N_OUT) -> int:
+    """The input's size in a problem: an elementwise input has the output's."""
+    return n_out if cell.input_elementwise else N_IN
+
+
 def _lead(cell: Cell, batch: int = B) -> tuple[int, ...]:
     return (T, batch) if cell.kind == RECURRENT else (batch,)
 
@@ -170,8 +175,9 @@ def problem(cell: Cell, seed: int = 0) -> Problem:
     """A random problem where the interpreter's values are finite and moderate."""
     for attempt, scale in enumerate(SCALES):
         rng = np.random.default_rng([seed, attempt])
-        params = {k: scale * rng.standard_normal(s) for k, s in _shapes(cell, N_IN, N_OUT).items()}
-        x = rng.standard_normal((*_lead(cell), N_IN))
+        shapes = _shapes(cell, _n_in(cell), N_OUT)
+        params = {k: scale * rng.standard_normal(s) for k, s in shapes.items()}
+        x = rng.standard_normal((*_lead(cell), _n_in(cell)))
         state0 = {s: scale * rng.standard_normal((B, N_OUT)) for s in cell.states}
         wa = rng.standard_normal((*_lead(cell), N_OUT))
         wstate = {s: rng.standard_normal((B, N_OUT)) for s in cell.states}
@@ -407,10 +413,10 @@ def check_init(cell: Cell, module: ModuleType, check: _Checker, seed: int = 0) -
     """``init_params`` draws what the spec's ``[init]`` says: every parameter in order,
     of its shape, float64, each value in its init's range (:func:`symbolic.inits.problem`)."""
     steps = 2 * T + 1
-    params = module.init_params(N_IN, N_OUT, seed=seed, steps=steps)
+    params = module.init_params(_n_in(cell), N_OUT, seed=seed, steps=steps)
     if not isinstance(params, dict) or list(params) != list(cell.params):
         check.fail("init_params()", detail=f"expected the keys {list(cell.params)}")
-    shapes = _shapes(cell, N_IN, N_OUT)
+    shapes = _shapes(cell, _n_in(cell), N_OUT)
     for name, kind in cell.params.items():
         label = f"init_params()[{name!r}]"
         check.dtype(label, params[name])
@@ -463,7 +469,27 @@ def check_entry(cell: Cell, module: Entry, label: str, seed: int = 0) -> dict:
 
     nan = check_nan(cell, module, prob, check)
     check_empty(cell, module, check)
+    check_sizes(cell, module, check)
     return {"run": again, "nan": nan}
+
+
+def check_sizes(cell: Cell, module, check: _Checker) -> None:
+    """An elementwise input of another size than the output is refused by ``forward``
+    with a ValueError naming ``x``."""
+    if not cell.input_elementwise:
+        return
+    n_in = N_OUT + 1
+    params = {k: np.zeros(s) for k, s in _shapes(cell, n_in, N_OUT).items()}
+    x = np.zeros((*_lead(cell), n_in))
+    try:
+        _call_forward(module, cell, params, x, None)
+    except ValueError as exc:
+        if str(exc).startswith("x:"):
+            return
+        check.fail("forward with n_in != n_out", detail=f"ValueError not naming x: {exc}")
+    except Exception as exc:  # noqa: BLE001 - any other failure is the finding
+        check.fail("forward with n_in != n_out", detail=f"{type(exc).__name__}: {exc}")
+    check.fail("forward with n_in != n_out", detail="accepted an elementwise input of n_in units")
 
 
 def _untouched(check: _Checker, prob: Problem, inputs) -> None:
@@ -532,8 +558,8 @@ def check_nan(cell: Cell, module, prob: Problem, check: _Checker):
 def check_empty(cell: Cell, module, check: _Checker) -> None:
     """An empty batch and an empty layer run and give empty results."""
     for batch, n_out, what in ((0, N_OUT, "an empty batch"), (B, 0, "an empty layer")):
-        params = {k: np.zeros(s) for k, s in _shapes(cell, N_IN, n_out).items()}
-        x = np.zeros((*_lead(cell, batch), N_IN))
+        params = {k: np.zeros(s) for k, s in _shapes(cell, _n_in(cell, n_out), n_out).items()}
+        x = np.zeros((*_lead(cell, batch), _n_in(cell, n_out)))
         state0 = {s: np.zeros((batch, n_out)) for s in cell.states}
         da = np.zeros((*_lead(cell, batch), n_out))
         try:
@@ -550,7 +576,7 @@ def check_empty(cell: Cell, module, check: _Checker) -> None:
             check.fail(f"a call with {what}", detail=f"{type(exc).__name__}: {exc}")
         if a.shape != da.shape or dx.shape != x.shape:
             check.fail(f"a call with {what}", detail=f"shapes {a.shape} and {dx.shape}")
-        for k, s in _shapes(cell, N_IN, n_out).items():
+        for k, s in _shapes(cell, _n_in(cell, n_out), n_out).items():
             if grads[k].shape != s or not np.all(grads[k] == 0):
                 check.fail(f"the gradient of '{k}' with {what}", detail="expected zeros")
 
