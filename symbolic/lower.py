@@ -58,7 +58,7 @@ def lower(derivation: Derivation) -> Kernel:
     if recurrence == AFFINE:
         # the backward scan needs A_t for every step
         for coeff, _ in affine.values():
-            cached += sorted(names(coeff) - params - set(cached))
+            cached += sorted(names(coeff) - params - set(cached) - {cell.input})
         cached.sort()
     kernel = Kernel(
         derivation=derivation,
