@@ -213,6 +213,16 @@ def _work(kernel: Kernel) -> dict:
     }
 
 
+def _input_keys(kernel: Kernel, arrays: dict[str, str]) -> dict:
+    """An elementwise input: forward checks n_in = n_out (``input_elementwise``); dx adds
+    its stored lane adjoint (``input_adjoint``, "" when the input is in products only)."""
+    adjoint = kernel.input_adjoint
+    return {
+        "input_elementwise": kernel.cell.input_elementwise,
+        "input_adjoint": arrays[adjoint] if adjoint else "",
+    }
+
+
 def cell_context(kernel: Kernel, backend: Backend) -> dict:
     """The template keys of a cell module: names and printed code, nothing else.
 
@@ -241,7 +251,8 @@ def cell_context(kernel: Kernel, backend: Backend) -> dict:
     printed = [s["code"] for s in forward + backward] + [g["local"] for g in grads]
     used = _primitives_used(kernel)
     helpers = backend.helpers(used)
-    return _work(kernel) | {
+    work = _work(kernel) | _input_keys(kernel, arrays)
+    return work | {
         # a diagonal recurrence runs every step in one parallel loop
         "one_loop": recurrent and kernel.recurrence != COUPLED,
         "helpers": helpers,
@@ -289,9 +300,6 @@ def cell_context(kernel: Kernel, backend: Backend) -> dict:
         "stored": [entry(n) for n in kernel.stored],
         "grads": grads,
         "input_grads": [{"adjoint": arrays[adj], "matrix": m} for adj, m in kernel.input_grads],
-        # an elementwise input: forward checks n_in = n_out; dx adds this stored adjoint
-        "input_elementwise": cell.input_elementwise,
-        "input_adjoint": arrays[kernel.input_adjoint] if kernel.input_adjoint else "",
         "scan": None,
     }
 
