@@ -124,10 +124,19 @@ def derive(cell: Cell) -> Derivation:
     seeds = sweep.seed(cell)
     sweep.run(forward)
     state_adjoints = sweep.close(cell, input_projs)
+    input_adjoint = sweep.close_input(cell)
     param_grads = _param_grads(cell, sweep.vector_grads)
     input_grads = _input_grads(cell, input_projs)
     return Derivation(
-        cell, equations, forward, sweep.backward, param_grads, input_grads, state_adjoints, seeds
+        cell,
+        equations,
+        forward,
+        sweep.backward,
+        param_grads,
+        input_grads,
+        state_adjoints,
+        seeds,
+        input_adjoint,
     )
 
 
@@ -278,6 +287,19 @@ class _Reverse:
             )
             state_adjoints[state] = name
         return state_adjoints
+
+    def close_input(self, cell: Cell) -> str | None:
+        """An elementwise input's adjoint as a lane value (its uses outside products), the
+        term ``dx`` gains on top of the products' ``dP @ W``; None when the input enters
+        through products only."""
+        terms = self.contributions.get(cell.input, [])
+        if not cell.input_elementwise or not terms:
+            return None
+        name = naming.input_lane_adjoint(cell.input)
+        self.backward.append(
+            Assign(name, sp.Add(*terms), f"adjoint of {cell.input} as a lane value")
+        )
+        return name
 
 
 def _param_grads(cell: Cell, vector_grads: dict[str, list[sp.Expr]]) -> list[ParamGrad]:

@@ -127,6 +127,8 @@ class Derivation:
         input_grads: The projections of the input: ``dx = sum dP @ W``.
         state_adjoints: ``state -> adjoint symbol`` flowing to the previous step.
         seeds: ``adjoint symbol -> [seed symbols]`` added at the top of a step.
+        input_adjoint: An elementwise input's adjoint as a lane value (``dx`` of the
+            step, added to the products' terms), or None.
     """
 
     cell: Cell
@@ -137,6 +139,7 @@ class Derivation:
     input_grads: list[MatVec]
     state_adjoints: dict[str, str]
     seeds: dict[str, list[str]]
+    input_adjoint: str | None = None
 
     def __str__(self) -> str:
         lines = [f"# forward of {self.cell.name}"]
@@ -147,6 +150,8 @@ class Derivation:
         lines.append("# parameter gradients (sum over batch and time)")
         lines += [str(grad) for grad in self.param_grads]
         lines += [str(mv) for mv in self.input_grads]
+        if self.input_adjoint is not None:
+            lines.append(f"d{self.cell.input} += {self.input_adjoint} (elementwise)")
         return "\n".join(lines)
 
 
@@ -279,6 +284,8 @@ class Kernel:
         scan: Its parallel-scan form, when it has one.
         adjoint_scan: A diagonal recurrence's adjoint step as coefficients times seeds
             (None for a feedforward cell or a matrix-coupled recurrence).
+        input_adjoint: An elementwise input's adjoint per lane and step (stored), added
+            to ``dx`` after the products' terms; None for an input used in products only.
     """
 
     derivation: Derivation
@@ -294,6 +301,7 @@ class Kernel:
     affine: dict[str, tuple[sp.Expr, sp.Expr]] = field(default_factory=dict)
     scan: Scan | None = None
     adjoint_scan: AdjointScan | None = None
+    input_adjoint: str | None = None
 
     @property
     def cell(self) -> Cell:
@@ -315,6 +323,8 @@ class Kernel:
         for param, terms in self.matrix_grads:
             lines.append(f"d{param} = " + " + ".join(f"sum({a}^T @ {b})" for a, b in terms))
         lines += [f"d{self.cell.input} += {adj} @ {matrix}" for adj, matrix in self.input_grads]
+        if self.input_adjoint is not None:
+            lines.append(f"d{self.cell.input} += {self.input_adjoint}")
         for state, (coeff, offset) in self.affine.items():
             lines.append(f"# affine: {state}_t = ({coeff})*{state}_(t-1) + ({offset})")
         if self.scan is not None:

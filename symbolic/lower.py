@@ -28,7 +28,9 @@ def lower(derivation: Derivation) -> Kernel:
     forward = [s for where, s in derivation.forward if where == STEP]
     state_adjoints = list(derivation.state_adjoints.values())
     seeds = {naming.upstream(cell.output)} | {naming.carried(s) for s in cell.states}
-    backward, vector_grads, matrix_grads, input_grads = _adjoint_step(derivation, seeds)
+    backward, vector_grads, matrix_grads, input_grads, input_adjoint = _adjoint_step(
+        derivation, seeds
+    )
     lifter = passes.Lifter()
     backward, vector_grads = _lift_reductions(backward, vector_grads, lifter)
 
@@ -39,6 +41,8 @@ def lower(derivation: Derivation) -> Kernel:
         for adj, arg in terms:
             post_reads |= {adj, arg}
     post_reads |= {adj for adj, _ in input_grads}
+    if input_adjoint is not None:
+        post_reads.add(input_adjoint)
 
     backward = passes.dead_code(backward, live=set(state_adjoints) | post_reads)
     stored = sorted(targets(backward) & post_reads)
@@ -54,7 +58,7 @@ def lower(derivation: Derivation) -> Kernel:
     if recurrence == AFFINE:
         # the backward scan needs A_t for every step
         for coeff, _ in affine.values():
-            cached += sorted(names(coeff) - params - set(cached))
+            cached += sorted(names(coeff) - params - set(cached) - {cell.input})
         cached.sort()
     kernel = Kernel(
         derivation=derivation,
@@ -68,6 +72,7 @@ def lower(derivation: Derivation) -> Kernel:
         input_grads=input_grads,
         recurrence=recurrence,
         affine=affine,
+        input_adjoint=input_adjoint,
     )
     kernel.adjoint_scan = adjoint_scan(kernel)
     kernel.scan = plan_scan(kernel)
@@ -92,8 +97,10 @@ def _lift_reductions(
 
 def _adjoint_step(derivation: Derivation, seeds: set[str]):
     """The adjoint step after copy propagation and CSE, and the gradients in its names:
-    ``(backward, vector_grads, matrix_grads, input_grads)``."""
+    ``(backward, vector_grads, matrix_grads, input_grads, input_adjoint)``."""
     state_adjoints = list(derivation.state_adjoints.values())
+    if derivation.input_adjoint is not None:
+        state_adjoints.append(derivation.input_adjoint)  # keeps its name, as they do
     # The vector parameters' gradients join the step as pseudo-statements, so CSE sees
     # that d(bias) is the adjoint a projection already has (dUz_h), not a new product.
     pseudo = {
@@ -136,4 +143,7 @@ def _adjoint_step(derivation: Derivation, seeds: set[str]):
         else:
             matrix_grads.setdefault(grad.param, []).append((renamed(grad.expr.name), grad.arg))
     input_grads = [(renamed(mv.arg), mv.matrix) for mv in derivation.input_grads]
-    return backward, vector_grads, matrix_grads, input_grads
+    input_adjoint = derivation.input_adjoint
+    if input_adjoint is not None:
+        input_adjoint = renamed(input_adjoint)
+    return backward, vector_grads, matrix_grads, input_grads, input_adjoint

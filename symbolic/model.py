@@ -115,7 +115,8 @@ class Cell:
     Attributes:
         path: The spec file.
         name, title, kind: From the spec.
-        input: The input symbol (size n_in); it enters only through projections.
+        input: The input symbol (size n_in); it enters only through projections,
+            unless ``input_elementwise``.
         output: The output symbol (size n_out).
         states: ``state -> equation`` giving the state's next value (spec order).
         params: ``name -> "matrix" | "vector"`` (spec order).
@@ -126,6 +127,9 @@ class Cell:
             verified by ``derivgen verify``).
         text: The spec file's text; sha256 its digest.
         init: ``parameter -> Init`` for those ``[init]`` names (spec order).
+        input_elementwise: The spec declares the input elementwise
+            (``input = { x = "elementwise" }``): it may also stand in the equations as a
+            lane value, so n_in = n_out.
     """
 
     path: Path
@@ -152,6 +156,7 @@ class Cell:
     shapes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: each vector symbol's width in size names (``"n_in"``, ``"n_out"``, ``"hidden"``)
     widths: dict[str, str] = field(default_factory=dict)
+    input_elementwise: bool = False
 
     @property
     def equation_names(self) -> list[str]:

@@ -26,6 +26,12 @@ def matvec_adjoint(arg: str, matrix: str) -> str:
     return f"_{adjoint(arg)}_{matrix}"
 
 
+def input_lane_adjoint(input_name: str) -> str:
+    """An elementwise input's adjoint as a lane value (``_elem_dx``: its uses outside
+    products; ``dx`` adds the products' terms to it)."""
+    return "_elem_" + adjoint(input_name)
+
+
 def temporary(index: int, prefix: str = "_t") -> str:
     """A temporary: lifted intermediates ``_t0, _t1 ...``; CSE temporaries ``_c0 ...``."""
     return f"{prefix}{index}"

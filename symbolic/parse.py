@@ -102,6 +102,8 @@ COST_KEYS = {"name", "title", "kind", "prediction", "target", "per_unit", "claim
 #: The positional arguments of a cost's ``loss(a, y, ...)``: no input may take them.
 LOSS_ARGUMENTS = ("a", "y")
 PARAM_KINDS = ("matrix", "vector")
+#: ``input = { x = "elementwise" }``: the input may stand outside products (n_in = n_out).
+ELEMENTWISE = "elementwise"
 MAX_EXPR_NODES = 2000
 #: Deepest SymPy expression an equation may build (later stages recurse over it).
 MAX_EXPR_DEPTH = 40
@@ -334,16 +336,19 @@ class _ExprBuilder:
             self.error(name, f"'{name}' is used before its definition", _UsedTooEarly)
         if role == "matrix":
             self.error(name, f"matrix parameter '{name}' may only stand left of '@'")
-        if role == "input" and not self._in_projection:
+        if role == "input" and not self._in_projection and not self.elementwise_input:
             self.error(
                 name,
                 f"the input '{name}' has n_in units: it may only enter through a matrix "
-                f"product (W@{name})",
+                f"product (W@{name}), unless the spec declares it elementwise "
+                f'(input = {{ {name} = "{ELEMENTWISE}" }}: n_in = n_out)',
             )
         self.used.add(name)
         return sp.Symbol(name)
 
     _in_projection = False
+    #: the cell's input is declared elementwise: it may stand outside products
+    elementwise_input = False
 
     def visit_UnaryOp(self, node):
         operand = self.visit(node.operand)
@@ -659,7 +664,7 @@ def _table(path, lines, data, key) -> dict:
 
 
 def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
-    input_name = _string(path, lines, data, "input")
+    input_name, elementwise = _load_input(path, lines, data)
     output = _string(path, lines, data, "output")
     _check_identifier(path, lines.of("", "input"), input_name, "the input")
     _check_identifier(path, lines.of("", "output"), output, "the output")
@@ -677,6 +682,7 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
         names.claim("equations", eq_name, "later")
 
     body = _Equations(path, lines, names.roles, equations_src)
+    body.elementwise_input = elementwise
     for eq_name in order:
         body.add(eq_name)
 
@@ -701,6 +707,7 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
         text=text,
         sha256=_digest(text),
         init=_load_init(path, lines, _table(path, lines, data, "init"), params),
+        input_elementwise=elementwise,
     )
     _infer_sizes(path, lines, cell, named, declared, names.roles)
     if named and _table(path, lines, data, "claims"):
@@ -714,6 +721,33 @@ def _load_cell(path, text, data, lines, name, title, kind) -> Cell:
     cell.roles = dict(names.roles)
     cell.latex_claims = _load_latex_claims(path, lines, _table(path, lines, data, "latex_claims"))
     return cell
+
+
+def _load_input(path, lines, data) -> tuple[str, bool]:
+    """``input = "x"`` (x enters through matrix products only, n_in units) or
+    ``input = { x = "elementwise" }`` (x may also stand in the equations as a lane value:
+    n_in = n_out, checked by the generated code at run time)."""
+    value = data.get("input")
+    line = lines.of("", "input")
+    if not isinstance(value, dict):
+        return _string(path, lines, data, "input"), False
+    if len(value) != 1:
+        raise SpecError(
+            path,
+            line,
+            "input",
+            f'an input table names one input: input = {{ x = "{ELEMENTWISE}" }}',
+        )
+    ((name, how),) = value.items()
+    if how != ELEMENTWISE:
+        raise SpecError(
+            path,
+            line,
+            str(name),
+            f'unknown input use {how!r} (expected "{ELEMENTWISE}": x may stand outside '
+            f'products, n_in = n_out; or write input = "{name}" for products only)',
+        )
+    return name, True
 
 
 class _Names:
@@ -873,11 +907,13 @@ class _Equations:
         self.used: set[str] = set()
         self.references: dict[str, set[str]] = {}
         self.temp = 0
+        self.elementwise_input = False
 
     def add(self, eq_name: str) -> None:
         """Read the equation ``eq_name``, naming the products it contains."""
         line = self.lines.of("equations", eq_name)
         builder = _ExprBuilder(self.path, line, eq_name, self.roles)
+        builder.elementwise_input = self.elementwise_input
         expr = self.build(builder, eq_name, line)
         self.references[eq_name] = builder.used
         self.used |= builder.used
@@ -1061,6 +1097,20 @@ def _claim_wrt(path, line, key: str, cell: Cell) -> str:
     return wrt
 
 
+def _check_elementwise_claim(path, line, key: str, cell: Cell, wrt: str, used: set) -> None:
+    """A cell whose input is elementwise: a claim may not differentiate by the input or
+    name it (in a claim the input stands for a matrix entry's x_j; as a lane value it is
+    x_i: the two readings differ)."""
+    if cell.input_elementwise and (wrt == cell.input or cell.input in used):
+        raise SpecError(
+            path,
+            line,
+            key,
+            f"claims by or naming the elementwise input '{cell.input}' are not supported "
+            "(x_j of a matrix entry and the lane value x_i would be one symbol)",
+        )
+
+
 def _load_latex_claims(path, lines, table: dict) -> list[tuple[str, str, int | None]]:
     # [latex_claims]: dC_d<name> = LaTeX in a paper's notation (symbolic.verify reads
     # them), and the optional settings "notation" and "section".
@@ -1103,6 +1153,7 @@ def _load_claims(path, lines, claims_src, cell: Cell, roles) -> list[Claim]:
         wrt = _claim_wrt(path, line, key, cell)
         builder = _ExprBuilder(path, line, key, names, claims=True)
         expr = builder.build(source)
+        _check_elementwise_claim(path, line, key, cell, wrt, builder.used)
         transposed = {f"{m}_T_{i}": (m, arg) for i, (m, arg) in enumerate(builder.transposed)}
         # A product the cell computes (W@x) is its value at this neuron.
         products = {(proj.matrix, proj.arg): proj.name for proj in cell.projections}

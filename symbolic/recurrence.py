@@ -109,6 +109,8 @@ def plan_scan(kernel: Kernel) -> Scan | None:
     adjoints = kernel.adjoint_scan
     if kernel.recurrence != AFFINE or len(cell.states) != 1 or adjoints is None:
         return None
+    if cell.input_elementwise:  # (its whole-array code names no input lane: the loop runs)
+        return None
     ((state, target),) = cell.states.items()
     seed = naming.adjoint(cell.output)
     if target != cell.output or adjoints.seeds != [seed]:

@@ -256,6 +256,16 @@ def _work(kernel: Kernel) -> dict:
     }
 
 
+def _input_keys(kernel: Kernel, arrays: dict[str, str]) -> dict:
+    """An elementwise input: forward checks n_in = n_out (``input_elementwise``); dx adds
+    its stored lane adjoint (``input_adjoint``, "" when the input is in products only)."""
+    adjoint = kernel.input_adjoint
+    return {
+        "input_elementwise": kernel.cell.input_elementwise,
+        "input_adjoint": arrays[adjoint] if adjoint else "",
+    }
+
+
 def cell_context(kernel: Kernel, backend: Backend) -> dict:
     """The template keys of a cell module: names and printed code, nothing else.
 
@@ -284,7 +294,8 @@ def cell_context(kernel: Kernel, backend: Backend) -> dict:
     printed = [s["code"] for s in forward + backward] + [g["local"] for g in grads]
     used = _primitives_used(kernel)
     helpers = backend.helpers(used)
-    return _work(kernel) | {
+    work = _work(kernel) | _input_keys(kernel, arrays)
+    return work | {
         # a diagonal recurrence runs every step in one parallel loop
         "one_loop": recurrent and kernel.recurrence != COUPLED,
         "helpers": helpers,
@@ -356,6 +367,7 @@ def cost_context(derived: CostDerivation) -> dict:
         "target": cost.target,
         "per_unit_source": cost.source,
         "gradient_source": sp.sstr(derived.gradient),
+        "input_elementwise": False,
     } | cost_input_keys(cost)
 
 

@@ -106,8 +106,10 @@ def _gradient_lines(cell: Cell, kernel) -> list[str]:
     for param, terms in kernel.matrix_grads:
         text = " + ".join(f"`{adj}`^T `{arg}`" for adj, arg in terms)
         out.append(f"- `d{param}` = sum of {text}")
-    text = " + ".join(f"`{adj} @ {m}`" for adj, m in kernel.input_grads)
-    out.append(f"- `d{cell.input}` = {text}")
+    terms = [f"`{adj} @ {m}`" for adj, m in kernel.input_grads]
+    if kernel.input_adjoint is not None:  # an elementwise input's own adjoint
+        terms.append(f"`{kernel.input_adjoint}` (the input used elementwise)")
+    out.append(f"- `d{cell.input}` = {' + '.join(terms)}")
     out.append("")
     return out
 

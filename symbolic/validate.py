@@ -171,6 +171,11 @@ def _shapes(cell: Cell, n_in: int, n_out: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _n_in(cell: Cell, n_out: int = N_OUT) -> int:
+    """The input's size in a problem: an elementwise input has the output's."""
+    return n_out if cell.input_elementwise else N_IN
+
+
 def _lead(cell: Cell, batch: int = B) -> tuple[int, ...]:
     return (T, batch) if cell.kind == RECURRENT else (batch,)
 
@@ -179,8 +184,9 @@ def problem(cell: Cell, seed: int = 0) -> Problem:
     """A random problem where the interpreter's values are finite and moderate."""
     for attempt, scale in enumerate(SCALES):
         rng = np.random.default_rng([seed, attempt])
-        params = {k: scale * rng.standard_normal(s) for k, s in _shapes(cell, N_IN, N_OUT).items()}
-        x = rng.standard_normal((*_lead(cell), N_IN))
+        shapes = _shapes(cell, _n_in(cell), N_OUT)
+        params = {k: scale * rng.standard_normal(s) for k, s in shapes.items()}
+        x = rng.standard_normal((*_lead(cell), _n_in(cell)))
         state0 = {s: scale * rng.standard_normal((B, N_OUT)) for s in cell.states}
         wa = rng.standard_normal((*_lead(cell), N_OUT))
         wstate = {s: rng.standard_normal((B, N_OUT)) for s in cell.states}
@@ -351,6 +357,17 @@ def check_gradients(cell: Cell, prob: Problem, grads, dx, dstate0, check: _Check
     for s, v in prob.state0.items():
         groups.append((f"dstate0['{s}']", v, dstate0.get(s), lambda d, s=s: ({}, 0, {s: d})))
     rng = np.random.default_rng([seed, 7])
+
+    def f_of(dp, dxv, ds):
+        def f(eps):
+            params = {k: v + eps * dp[k] if k in dp else v for k, v in base[0].items()}
+            x = base[1] + eps * dxv
+            state0 = {s: v + eps * ds[s] if s in ds else v for s, v in base[2].items()}
+            with np.errstate(all="ignore"):
+                return objective(params, x, state0)
+
+        return f
+
     for label, value, grad, split in groups:
         if not isinstance(grad, np.ndarray) or grad.shape != value.shape:
             check.fail(
@@ -359,37 +376,44 @@ def check_gradients(cell: Cell, prob: Problem, grads, dx, dstate0, check: _Check
                 f"of shape {value.shape}",
             )
         check.dtype(label, grad)
-        for _ in range(4):
-            direction = rng.standard_normal(value.shape)
-            dp, dxv, ds = split(direction)
-
-            def f(eps, dp=dp, dxv=dxv, ds=ds):
-                params = {k: v + eps * dp[k] if k in dp else v for k, v in base[0].items()}
-                x = base[1] + eps * dxv
-                state0 = {s: v + eps * ds[s] if s in ds else v for s, v in base[2].items()}
-                with np.errstate(all="ignore"):
-                    return objective(params, x, state0)
-
-            fd, spread = _directional(f, 1e-4)
-            tol = GRAD_RTOL * (abs(fd) + 1e-3 * scale + 1e-9)
-            if spread > tol / 4:
-                continue  # not smooth along this direction at this point: draw again
-            analytic = float(np.sum(grad * direction))
-            if not abs(analytic - fd) <= tol:
-                check.fail(
-                    label,
-                    abs(analytic - fd) / max(abs(fd), 1e-3 * scale, 1e-12),
-                    GRAD_RTOL,
-                    f"along a random direction the module gives {analytic!r}, finite "
-                    f"differences of the reference {fd!r}",
-                )
-            break
+        # near a kink (sign, abs, relu of a value close to 0) every direction may cross
+        # it at the first step: smaller steps then
+        for step in FD_STEPS:
+            if _checked_along_directions(label, value, grad, split, f_of, step, scale, rng, check):
+                break
         else:
             check.fail(
                 label,
                 detail="finite differences are not stable along any of four "
                 "random directions (the model is not smooth at the drawn point)",
             )
+
+
+#: The finite-difference steps tried in turn (the second near a kink of the model).
+FD_STEPS = (1e-4, 1e-6)
+
+
+def _checked_along_directions(label, value, grad, split, f_of, step, scale, rng, check) -> bool:
+    """Compare ``grad`` with finite differences of step ``step`` along one of four random
+    directions (a direction that crosses a kink of relu or step is drawn again): False
+    when none is smooth at this step; a mismatch fails the check."""
+    for _ in range(4):
+        direction = rng.standard_normal(value.shape)
+        fd, spread = _directional(f_of(*split(direction)), step)
+        tol = GRAD_RTOL * (abs(fd) + 1e-3 * scale + 1e-9)
+        if spread > tol / 4:
+            continue  # not smooth along this direction at this point: draw again
+        analytic = float(np.sum(grad * direction))
+        if not abs(analytic - fd) <= tol:
+            check.fail(
+                label,
+                abs(analytic - fd) / max(abs(fd), 1e-3 * scale, 1e-12),
+                GRAD_RTOL,
+                f"along a random direction the module gives {analytic!r}, finite "
+                f"differences of the reference {fd!r}",
+            )
+        return True
+    return False
 
 
 def _run(module, cell: Cell, prob: Problem):
@@ -416,10 +440,10 @@ def check_init(cell: Cell, module: ModuleType, check: _Checker, seed: int = 0) -
     """``init_params`` draws what the spec's ``[init]`` says: every parameter in order,
     of its shape, float64, each value in its init's range (:func:`symbolic.inits.problem`)."""
     steps = 2 * T + 1
-    params = module.init_params(N_IN, N_OUT, seed=seed, steps=steps, **named_sizes(cell))
+    params = module.init_params(_n_in(cell), N_OUT, seed=seed, steps=steps, **named_sizes(cell))
     if not isinstance(params, dict) or list(params) != list(cell.params):
         check.fail("init_params()", detail=f"expected the keys {list(cell.params)}")
-    shapes = _shapes(cell, N_IN, N_OUT)
+    shapes = _shapes(cell, _n_in(cell), N_OUT)
     for name, kind in cell.params.items():
         label = f"init_params()[{name!r}]"
         check.dtype(label, params[name])
@@ -472,7 +496,27 @@ def check_entry(cell: Cell, module: Entry, label: str, seed: int = 0) -> dict:
 
     nan = check_nan(cell, module, prob, check)
     check_empty(cell, module, check)
+    check_sizes(cell, module, check)
     return {"run": again, "nan": nan}
+
+
+def check_sizes(cell: Cell, module, check: _Checker) -> None:
+    """An elementwise input of another size than the output is refused by ``forward``
+    with a ValueError naming ``x``."""
+    if not cell.input_elementwise:
+        return
+    n_in = N_OUT + 1
+    params = {k: np.zeros(s) for k, s in _shapes(cell, n_in, N_OUT).items()}
+    x = np.zeros((*_lead(cell), n_in))
+    try:
+        _call_forward(module, cell, params, x, None)
+    except ValueError as exc:
+        if str(exc).startswith("x:"):
+            return
+        check.fail("forward with n_in != n_out", detail=f"ValueError not naming x: {exc}")
+    except Exception as exc:  # noqa: BLE001 - any other failure is the finding
+        check.fail("forward with n_in != n_out", detail=f"{type(exc).__name__}: {exc}")
+    check.fail("forward with n_in != n_out", detail="accepted an elementwise input of n_in units")
 
 
 def _untouched(check: _Checker, prob: Problem, inputs) -> None:
@@ -541,8 +585,8 @@ def check_nan(cell: Cell, module, prob: Problem, check: _Checker):
 def check_empty(cell: Cell, module, check: _Checker) -> None:
     """An empty batch and an empty layer run and give empty results."""
     for batch, n_out, what in ((0, N_OUT, "an empty batch"), (B, 0, "an empty layer")):
-        params = {k: np.zeros(s) for k, s in _shapes(cell, N_IN, n_out).items()}
-        x = np.zeros((*_lead(cell, batch), N_IN))
+        params = {k: np.zeros(s) for k, s in _shapes(cell, _n_in(cell, n_out), n_out).items()}
+        x = np.zeros((*_lead(cell, batch), _n_in(cell, n_out)))
         state0 = {s: np.zeros((batch, n_out)) for s in cell.states}
         da = np.zeros((*_lead(cell, batch), n_out))
         try:
@@ -559,7 +603,7 @@ def check_empty(cell: Cell, module, check: _Checker) -> None:
             check.fail(f"a call with {what}", detail=f"{type(exc).__name__}: {exc}")
         if a.shape != da.shape or dx.shape != x.shape:
             check.fail(f"a call with {what}", detail=f"shapes {a.shape} and {dx.shape}")
-        for k, s in _shapes(cell, N_IN, n_out).items():
+        for k, s in _shapes(cell, _n_in(cell, n_out), n_out).items():
             if grads[k].shape != s or not np.all(grads[k] == 0):
                 check.fail(f"the gradient of '{k}' with {what}", detail="expected zeros")
 

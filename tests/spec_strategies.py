@@ -9,7 +9,9 @@ input, of states, of intermediates and of expressions; projections used as facto
 products of two projections; states whose next value depends on no state; outputs that
 are not states; a matrix used twice; vector parameters anywhere; an ``[init]`` entry
 for some parameters (every initialisation); costs with named inputs (``[inputs]``: a
-row input such as a mask, a unit input such as class weights).
+row input such as a mask, a unit input such as class weights); a hidden layer of a named
+width (``[sizes]``); an input declared elementwise and used outside products (a term, a
+factor, inside a primitive).
 
 Numerics are kept tame so that a random point has finite values: ``log`` and division
 only see positive arguments (``log(1 + e**2)``, ``e/(2 + tanh(f))``), ``exp`` sees
@@ -44,7 +46,11 @@ FEATURES = frozenset(
     | {"function:maximum", "function:minimum"}
     | {"sizes:named"}
     | {"cost-input:row", "cost-input:unit"}
+    | {"input:elementwise"}
 )
+#: How an equation uses an elementwise input (``input = { x = "elementwise" }``): as a
+#: term, a factor, inside a primitive.
+ELEMENTWISE_FORMS = ("({}) + x", "({})*(1 + 0.5*x)", "({}) + tanh(x)")
 #: ``[init]`` entries the strategy draws, by parameter kind, with the feature each one is.
 INITS = {
     "matrix": (
@@ -286,7 +292,9 @@ def cells(draw, kinds=("feedforward", "recurrent")) -> FuzzSpec:
     sized = _hidden_layer(kind, equations, features)
     params = [m for m in (*INPUT_MATRICES, *MATRICES) if m in builder.used]
     params += [v for v in VECTORS if v in builder.used]
-    lines = [f'name = "fz_{kind[:2]}"', f'kind = "{kind}"', 'input = "x"', 'output = "a"']
+    elementwise = _elementwise_input(equations, features)
+    input_line = 'input = { x = "elementwise" }' if elementwise else 'input = "x"'
+    lines = [f'name = "fz_{kind[:2]}"', f'kind = "{kind}"', input_line, 'output = "a"']
     if recurrent:
         lines.append("state = { " + ", ".join(f'{s} = "{t}"' for s, t in targets.items()) + " }")
     kinds = {p: "matrix" if p[0] in "WU" else "vector" for p in params}
@@ -337,6 +345,20 @@ def _hidden_layer(kind: str, equations: dict[str, str], features: set[str]) -> l
     if "mean" in equations["hz"]:
         features.add("reduction:mean")
     return list(HIDDEN_PARAMS)
+
+
+def _elementwise_input(equations: dict[str, str], features: set[str]) -> bool:
+    """Sometimes (picked by the equations' text, no draw: the sample CI runs keeps what
+    it drew before), declare the input elementwise and use it in one equation outside a
+    product (as a term, a factor or inside a primitive; ``equations`` is edited)."""
+    pick = random.Random(zlib.crc32(repr(sorted(equations.items())).encode()))
+    if pick.random() >= 0.3:
+        return False
+    # not the hidden layer's equation: x has n_out units, hz has ``hidden``
+    name = pick.choice(sorted(n for n in equations if n != "hz"))
+    equations[name] = pick.choice(ELEMENTWISE_FORMS).format(equations[name])
+    features.add("input:elementwise")
+    return True
 
 
 def _inits(lines: list[str], kinds: dict[str, str], features: set[str]) -> list[str]:

@@ -63,6 +63,17 @@ def module(name: str, backend: str):
     return importlib.import_module(f"generated.{name}_{backend}")
 
 
+def input_name(name: str) -> str:
+    """The spec's input (``input = "x"`` or ``input = { x = "elementwise" }``)."""
+    value = DATA[name]["input"]
+    return next(iter(value)) if isinstance(value, dict) else value
+
+
+def n_in(name: str) -> int:
+    """The input's size for a spec's forward: an elementwise input has the output's."""
+    return N_OUT if isinstance(DATA[name]["input"], dict) else N_IN
+
+
 def expected_shapes(name: str, n_in: int, n_out: int) -> dict[str, tuple[int, ...]]:
     """From the spec text: a shape given in size names is read with the sizes'
     defaults; a vector is (n_out,); a matrix is (n_out, n_in) when it multiplies the
@@ -81,7 +92,7 @@ def expected_shapes(name: str, n_in: int, n_out: int) -> dict[str, tuple[int, ..
             continue
         args = set(re.findall(rf"\b{re.escape(param)}\s*@\s*(\(|\w+)", text))
         assert args, f"{param} multiplies nothing in {name}"
-        shapes[param] = (n_out, n_in) if args == {data["input"]} else (n_out, n_out)
+        shapes[param] = (n_out, n_in) if args == {input_name(name)} else (n_out, n_out)
     return shapes
 
 
@@ -168,15 +179,15 @@ def test_same_init_params_across_backends(name):
 def test_feedforward_shapes(case, dtype):
     name, backend = case
     mod = module(name, backend)
-    params = mod.init_params(N_IN, N_OUT, seed=1, dtype=dtype)
-    x = np.random.default_rng(0).standard_normal((B, N_IN)).astype(dtype)
+    params = mod.init_params(n_in(name), N_OUT, seed=1, dtype=dtype)
+    x = np.random.default_rng(0).standard_normal((B, n_in(name))).astype(dtype)
     a, cache = mod.forward(params, x)
     assert a.shape == (B, N_OUT) and a.dtype == dtype
     grads, dx = mod.backward(params, cache, np.ones_like(a))
     assert list(grads) == list(mod.PARAMS)
     for k in params:
         assert grads[k].shape == params[k].shape and grads[k].dtype == dtype
-    assert dx.shape == (B, N_IN) and dx.dtype == dtype
+    assert dx.shape == (B, n_in(name)) and dx.dtype == dtype
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -184,15 +195,15 @@ def test_feedforward_shapes(case, dtype):
 def test_recurrent_shapes(case, dtype):
     name, backend = case
     mod = module(name, backend)
-    params = mod.init_params(N_IN, N_OUT, seed=1, dtype=dtype)
-    x = np.random.default_rng(0).standard_normal((T, B, N_IN)).astype(dtype)
+    params = mod.init_params(n_in(name), N_OUT, seed=1, dtype=dtype)
+    x = np.random.default_rng(0).standard_normal((T, B, n_in(name))).astype(dtype)
     a, cache = mod.forward(params, x)
     assert a.shape == (T, B, N_OUT) and a.dtype == dtype
     grads, dx, dstate0 = mod.backward(params, cache, np.ones_like(a))
     assert list(grads) == list(mod.PARAMS)
     for k in params:
         assert grads[k].shape == params[k].shape and grads[k].dtype == dtype
-    assert dx.shape == (T, B, N_IN) and dx.dtype == dtype
+    assert dx.shape == (T, B, n_in(name)) and dx.dtype == dtype
     assert sorted(dstate0) == sorted(mod.STATES)
     for s in mod.STATES:
         assert dstate0[s].shape == (B, N_OUT) and dstate0[s].dtype == dtype
@@ -202,8 +213,8 @@ def test_recurrent_shapes(case, dtype):
 def test_state0_none_means_zeros(case):
     name, backend = case
     mod = module(name, backend)
-    params = mod.init_params(N_IN, N_OUT, seed=2)
-    x = np.random.default_rng(1).standard_normal((T, B, N_IN))
+    params = mod.init_params(n_in(name), N_OUT, seed=2)
+    x = np.random.default_rng(1).standard_normal((T, B, n_in(name)))
     zeros = {s: np.zeros((B, N_OUT)) for s in mod.STATES}
     a0, cache0 = mod.forward(params, x)
     a1, cache1 = mod.forward(params, x, zeros)
@@ -226,8 +237,8 @@ def test_a_sequence_split_in_two_is_the_whole_sequence(case):
     the last step are the outputs' or what the cache records)."""
     name, backend = case
     mod, data = module(name, backend), DATA[name]
-    params = mod.init_params(N_IN, N_OUT, seed=4)
-    x = np.random.default_rng(2).standard_normal((2 * T, B, N_IN))
+    params = mod.init_params(n_in(name), N_OUT, seed=4)
+    x = np.random.default_rng(2).standard_normal((2 * T, B, n_in(name)))
     whole, _ = mod.forward(params, x)
     first, cache = mod.forward(params, x[:T])
     carried = {
@@ -242,9 +253,9 @@ def test_a_sequence_split_in_two_is_the_whole_sequence(case):
 def test_forward_does_not_modify_its_arguments(case):
     name, backend = case
     mod, data = module(name, backend), DATA[name]
-    params = mod.init_params(N_IN, N_OUT, seed=5)
+    params = mod.init_params(n_in(name), N_OUT, seed=5)
     lead = (T, B) if data["kind"] == "recurrent" else (B,)
-    x = np.random.default_rng(3).standard_normal((*lead, N_IN))
+    x = np.random.default_rng(3).standard_normal((*lead, n_in(name)))
     copies = ({k: v.copy() for k, v in params.items()}, x.copy())
     a, cache = mod.forward(params, x)
     out = mod.backward(params, cache, np.ones_like(a))
@@ -313,7 +324,28 @@ def test_a_module_copied_anywhere_works_alone(case, tmp_path, monkeypatch):
     if mod.KIND == "cost":
         mod.loss(np.zeros((B, N_OUT)) + 0.5, np.zeros((B, N_OUT)))
         return
-    params = mod.init_params(N_IN, N_OUT)
+    params = mod.init_params(n_in(name), N_OUT)
     lead = (T, B) if mod.KIND == "recurrent" else (B,)
-    a, cache = mod.forward(params, np.zeros((*lead, N_IN)))
+    a, cache = mod.forward(params, np.zeros((*lead, n_in(name))))
     mod.backward(params, cache, np.ones_like(a))
+
+
+ELEMENTWISE = [c for c in CELLS if isinstance(DATA[c.values[0][0]]["input"], dict)]
+
+
+@pytest.mark.parametrize("case", ELEMENTWISE)
+def test_an_elementwise_input_of_another_size_is_refused_naming_x(case):
+    name, backend = case
+    mod = module(name, backend)
+    assert mod.INPUT_ELEMENTWISE is True
+    params = mod.init_params(N_IN, N_OUT, seed=6)  # n_in != n_out: allowed for the shapes
+    lead = (T, B) if DATA[name]["kind"] == "recurrent" else (B,)
+    pattern = rf"^x: expected n_in = n_out = {N_OUT} units .*got n_in = {N_IN}$"
+    with pytest.raises(ValueError, match=pattern):
+        mod.forward(params, np.zeros((*lead, N_IN)))
+
+
+def test_elementwise_inputs_are_shipped():
+    assert {c.values[0][0] for c in ELEMENTWISE} >= {"highway", "sru"}
+    plain = module("dense_tanh", "numpy")
+    assert not hasattr(plain, "INPUT_ELEMENTWISE")

@@ -385,6 +385,47 @@ BAD = [
         id="input-used-elementwise",
     ),
     pytest.param(
+        spec(
+            head=HEAD.replace('input = "x"', 'input = { x = "elementwise", y = "elementwise" }'),
+            equations='[equations]\nz = "W@x + x + U*h + B"\na = "tanh(z)"\n',
+        ),
+        "input =",
+        "input",
+        "names one input",
+        id="input-table-of-two",
+    ),
+    pytest.param(
+        spec(
+            head=HEAD.replace('input = "x"', 'input = { x = "lanes" }'),
+            equations='[equations]\nz = "W@x + x + U*h + B"\na = "tanh(z)"\n',
+        ),
+        "input =",
+        "x",
+        "unknown input use 'lanes'",
+        id="input-table-unknown-use",
+    ),
+    pytest.param(
+        spec(
+            head=HEAD.replace('input = "x"', 'input = { x = "elementwise" }'),
+            equations='[equations]\nz = "W@(2*x) + x + U*h + B"\na = "tanh(z)"\n',
+        ),
+        "z =",
+        "W @ (2 * x)",
+        "multiplied alone",
+        id="elementwise-input-in-an-expression-under-matmul",
+    ),
+    pytest.param(
+        spec(
+            head=HEAD.replace('input = "x"', 'input = { x = "elementwise" }'),
+            equations='[equations]\nz = "W@x + x + U*h + B"\na = "tanh(z)"\n',
+        )
+        + "\n[claims]\ndC_dB = 'dC_dz*x'\n",
+        "dC_dB",
+        "dC_dB",
+        "elementwise input 'x'",
+        id="claim-naming-the-elementwise-input",
+    ),
+    pytest.param(
         spec(equations='[equations]\nz = "W@(2*x) + U*h + B"\na = "tanh(z)"\n'),
         "z =",
         "W @ (2 * x)",
@@ -872,3 +913,24 @@ def test_hostile_claim_is_rejected(tmp_path, monkeypatch, no_eval):
 def test_good_specs_load_without_eval(no_eval):
     for path in sorted(SPECS.glob("*.toml")):
         load(path)
+
+
+def test_an_undeclared_elementwise_input_says_how_to_declare_it(tmp_path):
+    text = spec(equations='[equations]\nz = "W@x + x + U*h + B"\na = "tanh(z)"\n')
+    err = check_error(tmp_path, text, "z =", "x", "only enter through a matrix product")
+    assert 'input = { x = "elementwise" }' in str(err)
+    assert "n_in = n_out" in str(err)
+
+
+def test_an_elementwise_input_stands_in_equations_and_in_products():
+    text = spec(
+        head=HEAD.replace('input = "x"', 'input = { x = "elementwise" }'),
+        equations='[equations]\nz = "W@x + U*h + B"\na = "tanh(z) + (1 - tanh(z))*x"\n',
+    )
+    cell = loads(text)
+    assert cell.input == "x" and cell.input_elementwise
+    assert S("x") in cell.equation("a").expr.free_symbols
+    assert [(p.matrix, p.arg) for p in cell.projections] == [("W", "x")]
+    assert cell.matrix_shape("W") == ("out", "in")
+    plain = loads(spec())
+    assert not plain.input_elementwise

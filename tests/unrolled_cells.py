@@ -305,6 +305,8 @@ def run_backward(
         for mv in der.input_grads:
             assert mv.transpose
             dx = [a + b for a, b in zip(dx, _matvec_t(params[mv.matrix], env[mv.arg]), strict=True)]
+        if der.input_adjoint is not None:  # an elementwise input's own adjoint
+            dx = [a + b for a, b in zip(dx, env[der.input_adjoint], strict=True)]
         dxs[t] = dx
         carried = {s: env[der.state_adjoints[s]] for s in cell.states}
     run.grads, run.dxs, run.dstate0 = grads, dxs, carried

@@ -95,6 +95,8 @@ def lane_shaped(kernel) -> set[str]:
     lanes = {s.target for s in kernel.pre} | set(model.states)
     lanes |= {naming.upstream(model.output)}
     lanes |= {naming.carried(s) for s in model.states}
+    if model.input_elementwise:
+        lanes.add(model.input)
     for stmt in kernel.forward + kernel.backward:
         if isinstance(stmt, MatVec) or (isinstance(stmt, Assign) and ir.reads(stmt) & lanes):
             lanes.add(stmt.target)

@@ -298,7 +298,11 @@ def build_network(config: Config, data: Dataset) -> Network:
         module = _module_of_kind(spec, config.backend, kind)
         name = module.NAME
         key = f"{'dense' if name.startswith('dense') else name}{index}"
-        layers.append(Layer(key, spec, module, sizes[index], sizes[index + 1]))
+        n_in = sizes[index]
+        if getattr(module, "INPUT_ELEMENTWISE", False) and n_in != sizes[index + 1]:
+            layers.append(_input_projection(index, n_in, sizes[index + 1], config.backend))
+            n_in = sizes[index + 1]
+        layers.append(Layer(key, spec, module, n_in, sizes[index + 1]))
     cost = _module_of_kind(config.cost, config.backend, "cost")
     network = Network(layers, cost, config.readout, config.cost)
     network.cost_inputs = class_weights(config, data, cost)
@@ -327,6 +331,20 @@ def class_weights(config: Config, data: Dataset, cost: ModuleType) -> dict[str, 
     with np.errstate(divide="ignore"):
         weights = np.where(counts > 0, counts.sum() / (data.n_classes * counts), 0.0)
     return dict.fromkeys(units, weights)
+
+
+#: The layer that brings the input to the width of a layer that uses its input
+#: elementwise (a highway connection: SRU, a highway layer), at every step.
+INPUT_PROJECTION = "dense_linear"
+
+
+def _input_projection(index: int, n_in: int, n_out: int, backend: str) -> Layer:
+    """A learned linear projection (``W@x + b``) of ``n_in`` to ``n_out`` units under the
+    ``index``-th layer, whose input is elementwise (``INPUT_ELEMENTWISE``: its module
+    refuses n_in != n_out), as SRU's own implementation projects an input of another
+    width for its highway connection."""
+    module = _module_of_kind(INPUT_PROJECTION, backend, "feedforward")
+    return Layer(f"proj{index}", INPUT_PROJECTION, module, n_in, n_out)
 
 
 def _module_of_kind(spec: str, backend: str, kind: str) -> ModuleType:

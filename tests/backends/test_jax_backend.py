@@ -62,9 +62,10 @@ def problem(name: str, seed: int = 0, dtype=np.float64):
     """NumPy parameters, input, first states and the output's and states' weights."""
     model = MODELS[name]
     rng = np.random.default_rng(seed)
-    params = module(name, "numpy").init_params(N_IN, N_OUT, seed=seed, dtype=dtype)
+    n_in = N_OUT if model.input_elementwise else N_IN
+    params = module(name, "numpy").init_params(n_in, N_OUT, seed=seed, dtype=dtype)
     lead = (T, B) if model.kind == "recurrent" else (B,)
-    x = rng.standard_normal((*lead, N_IN)).astype(dtype)
+    x = rng.standard_normal((*lead, n_in)).astype(dtype)
     state0 = {s: 0.5 * rng.standard_normal((B, N_OUT)).astype(dtype) for s in model.states}
     da = rng.standard_normal((*lead, N_OUT)).astype(dtype)
     dstate = {s: rng.standard_normal((B, N_OUT)).astype(dtype) for s in model.states}

@@ -35,9 +35,10 @@ COSTS = [s for s in SPECS if modules(s)[0].KIND == "cost"]
 def problem(module, seed=0, dtype=torch.float64):
     """Parameters, input and (for a recurrent cell) first states, as tensors."""
     gen = torch.Generator().manual_seed(seed)
-    params = module.init_params(N_IN, N_OUT, seed=seed, dtype=dtype)
+    n_in = N_OUT if getattr(module, "INPUT_ELEMENTWISE", False) else N_IN
+    params = module.init_params(n_in, N_OUT, seed=seed, dtype=dtype)
     recurrent = module.KIND == "recurrent"
-    x = torch.randn((T, B, N_IN) if recurrent else (B, N_IN), generator=gen, dtype=dtype)
+    x = torch.randn((T, B, n_in) if recurrent else (B, n_in), generator=gen, dtype=dtype)
     state0 = (
         {s: torch.randn((B, N_OUT), generator=gen, dtype=dtype) for s in module.STATES}
         if recurrent

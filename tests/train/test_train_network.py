@@ -86,12 +86,30 @@ def test_stacked_layers_and_describe(tmp_path):
     assert result.step == 3
 
 
+def test_an_elementwise_input_of_another_width_is_projected(tmp_path):
+    # SRU uses its input elementwise (n_in = n_out): the rows of 8 pixels reach its 16
+    # units through a learned linear projection, a layer of its own; a second SRU of the
+    # same width reads the first directly.
+    result = train(quick(tmp_path, model="digits-rows", cell="sru", hidden=(16, 16), steps=2))
+    layers = result.network.layers
+    assert [layer.key for layer in layers] == ["proj0", "sru0", "sru1", "dense2"]
+    assert [(layer.n_in, layer.n_out) for layer in layers[:3]] == [(8, 16), (16, 16), (16, 16)]
+    assert "8 -> dense_linear 16 -> sru 16 -> sru 16 -> dense_sigmoid 10" in (
+        result.network.describe()
+    )
+
+
 @pytest.mark.parametrize("readout", ["last", "every"])
-@pytest.mark.parametrize("specs", [("grn", "dense_linear"), ("grn", "grn", "dense_sigmoid")])
+@pytest.mark.parametrize(
+    "specs",
+    [("grn", "dense_linear"), ("grn", "grn", "dense_sigmoid"), ("dense_linear", "sru", "highway")],
+)
 def test_network_gradient_matches_finite_differences(readout, specs):
     # The composition is the network's own (the last step picked out, dense layers folded
     # over time): check it against central differences in a random direction, float64.
     sizes = [3, *range(4, 4 + len(specs) - 1), 2]
+    if "sru" in specs:  # an elementwise input keeps the width: 3 -> 4 -> 4 -> 4
+        sizes = [3, 4, 4, 4]
     layers = [
         Layer(f"l{i}", spec, load_module(spec, "numpy"), sizes[i], sizes[i + 1])
         for i, spec in enumerate(specs)
@@ -100,7 +118,7 @@ def test_network_gradient_matches_finite_differences(readout, specs):
     params = network.init_params(seed=1, dtype=np.dtype(np.float64))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(5, 2, 3))
-    target = rng.normal(size=(2, 2))
+    target = rng.normal(size=(2, sizes[-1]))
 
     def cost(p):
         return network.loss(network.forward(p, x)[0], target)[0]

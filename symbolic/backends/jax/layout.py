@@ -190,6 +190,9 @@ def gradients(kernel: Kernel, whole, shape: str, axes: str) -> dict:
             f"_jnp.concatenate([{', '.join(adjoints)}], axis=-1)"
             f" @ _jnp.concatenate([{', '.join(matrices)}])"
         )
+    if kernel.input_adjoint is not None:  # an elementwise input's own adjoint
+        lane = whole(kernel.input_adjoint)
+        dx = f"{dx} + {lane}" if adjoints else lane
     return {"gradient_lines": lines, "dx_code": dx}
 
 

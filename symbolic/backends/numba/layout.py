@@ -38,10 +38,10 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
     if model.kind != RECURRENT and _segmented(kernel):
         return "feedforward_segments.py.j2", segmented_context(kernel, keys)
     if model.kind != RECURRENT:
-        return "feedforward.py.j2", {}
+        return "feedforward.py.j2", input_keys(kernel)
     if kernel.recurrence == COUPLED:
         return "recurrent_coupled.py.j2", coupled_context(kernel, keys)
-    return "recurrent.py.j2", diagonal_context(kernel, keys)
+    return "recurrent.py.j2", diagonal_context(kernel, keys) | input_keys(kernel)
 
 
 def cost(derivation: CostDerivation, keys: dict) -> tuple[str, dict]:
@@ -167,6 +167,30 @@ def _reduction_segment(st, place, writes_extra, index: int) -> dict:
     }
 
 
+def _input_place(kernel: Kernel, lane: str) -> dict[str, tuple[str, str]]:
+    """Where a kernel reads an elementwise input: the input array ``_x`` itself."""
+    if not kernel.cell.input_elementwise:
+        return {}
+    return {kernel.cell.input: ("_x", lane)}
+
+
+def input_keys(kernel: Kernel) -> dict:
+    """The array of an elementwise input the forward (``numba_forward_input``) and the
+    backward (``numba_backward_input``) kernel of a feedforward cell or a diagonal
+    recurrence read: ``_x``, or "" when the pass does not read it."""
+    model = kernel.cell
+    elementwise = model.input_elementwise
+    reads_back = ir.reads_all(kernel.backward)
+    reads_back |= {n for _, e in kernel.vector_grads for n in names(e)}
+    return {
+        "input_name": model.input,
+        "numba_forward_input": "_x"
+        if elementwise and model.input in ir.reads_all(kernel.forward)
+        else "",
+        "numba_backward_input": "_x" if elementwise and model.input in reads_back else "",
+    }
+
+
 def segmented_context(kernel: Kernel, context: dict) -> dict:
     """Layout of a feedforward cell that reduces over the units, for the Numba backend:
     the elementwise work between two reductions is one compiled kernel, parallel over
@@ -178,6 +202,7 @@ def segmented_context(kernel: Kernel, context: dict) -> dict:
         place[p["name"]] = (p["array"], "_i")
     for st in kernel.pre + kernel.forward:
         place[st.target] = (naming.buffer(st.target), lane)
+    place |= _input_place(kernel, lane)
     forward = _segments(kernel.forward, place, widths=widths)
     bplace: dict[str, tuple[str, str]] = {}
     for p in context["vector_params"]:
@@ -185,6 +210,7 @@ def segmented_context(kernel: Kernel, context: dict) -> dict:
     for name in kernel.cached:
         bplace[name] = (naming.buffer(name), lane)
     bplace[naming.upstream(kernel.cell.output)] = ("_dout", lane)
+    bplace |= _input_place(kernel, lane)
     for st in kernel.backward:
         bplace.setdefault(st.target, (naming.buffer(st.target), lane))
     backward = _segments(kernel.backward, bplace, widths=widths)
@@ -318,6 +344,8 @@ def _diagonal_forward(kernel: Kernel, context: dict):
         place[st.target] = Lane(naming.sequence(st.target), STEP_LANE)
     for state in cell.states:
         place[state] = Lane(naming.state_array(state), "_b, ")
+    if cell.input_elementwise:
+        place[cell.input] = Lane("_x", STEP_LANE)
     # A state that is the previous step's output (h = a_{t-1}) is stored once: the
     # output's buffer has one more row in front, state0, and h_seq is a view of it.
     # (one state at most: others with the same next value keep buffers of their own)
@@ -365,6 +393,8 @@ def _diagonal_backward(kernel: Kernel, context: dict):
     for entry in context["backward_loads"]:
         bplace[entry["name"]] = Lane(entry["array"], STEP_LANE)
     bplace[naming.upstream(cell.output)] = Lane("_dout", STEP_LANE)
+    if cell.input_elementwise:
+        bplace[cell.input] = Lane("_x", STEP_LANE)
     for state in cell.states:
         carried = naming.carried(state)
         bplace[carried] = Lane(naming.state_array(carried), "_b, ")
@@ -433,6 +463,7 @@ def coupled_context(kernel: Kernel, context: dict) -> dict:
         place[st.target] = (naming.sequence(st.target), lane)
     for state in cell.states:
         place[state] = (naming.sequence(state), lane)
+    place |= _input_place(kernel, lane)
     extra: dict[str, list] = {}
     for s, t in cell.states.items():  # several states may take one value
         extra.setdefault(t, []).append((naming.sequence(s), "_t + 1, _b, _i"))
@@ -448,6 +479,7 @@ def coupled_context(kernel: Kernel, context: dict) -> dict:
     for name in kernel.cached:
         bplace[name] = (naming.sequence(name), lane)
     bplace[naming.upstream(cell.output)] = ("_dout", lane)
+    bplace |= _input_place(kernel, lane)
     work = []
     for state in cell.states:
         carried = naming.carried(state)

@@ -303,17 +303,27 @@ def _stacked_gradients(kernel, info, rows, vector_done, from_stack, summed) -> l
 
 def _input_gradient(kernel: Kernel, info: dict, place, rows: str) -> list[Node]:
     """``_dx``: the adjoints of the input's projections times their matrices."""
+    lane = _input_lane_term(kernel, place, rows)
     if info["backward_stacked"]:
         matrices = Tuple(tuple(Name(s.matrix) for s in info["pre"]))
+        product = Op("@", (Name("_dP2"), Name("_W_in")))
         return [
             let("_W_in", Apply("np.concatenate", (matrices,))),
-            let("_dx", Op("@", (Name("_dP2"), Name("_W_in")))),
+            let("_dx", Op("+", (product, *lane)) if lane else product),
         ]
     terms = [
         Op("@", (method(place(adj), "reshape", Raw(rows), Raw("_n_out")), Name(m)))
         for adj, m in kernel.input_grads
     ]
-    return [let("_dx", Op("+", tuple(terms)))]
+    return [let("_dx", Op("+", tuple(terms + lane)))]
+
+
+def _input_lane_term(kernel: Kernel, place, rows: str) -> list[Expr]:
+    """An elementwise input's own adjoint (its uses outside products), the term of
+    ``dx`` beside the products'; none for an input used in products only."""
+    if kernel.input_adjoint is None:
+        return []
+    return [method(place(kernel.input_adjoint), "reshape", Raw(rows), Raw("_n_out"))]
 
 
 def _vector_sum(expr: sp.Expr, place, sum_axes: str, width: str = "_n_out") -> Expr:
@@ -413,6 +423,8 @@ def _recurrent_forward(kernel: Kernel) -> _RecurrentForward:
     # The statements free of the state: whole statements computed before the loop.
     early, step = recurrence.state_free(forward, set(states))
     varying = projections | {st.target for st in early}
+    if cell.input_elementwise:  # a lane value of every step, free of the state
+        varying.add(cell.input)
     hoister = ufuncs.Hoister(params, varying)
     step_exprs = {}
     for st in step:
@@ -485,6 +497,8 @@ class _RecurrentForward:
         seq = self.seq
         for name in self.projections:
             seq[name] = Name(naming.sequence(name))
+        if self.kernel.cell.input_elementwise:
+            seq[self.kernel.cell.input] = Name("_x")
         allocs: list[Node] = []
         for s in self.states:
             allocs.append(alloc(_all(s), "(_T + 1, _B, _n_out)"))
@@ -800,6 +814,8 @@ def whole_place(kernel: Kernel, stored: dict[str, Name]):
             return stored[name]
         if name in kernel.cached:
             return Name(naming.sequence(name))
+        if name == kernel.cell.input:  # an elementwise input, read whole
+            return Name("_x")
         return Name(name)
 
     return place
@@ -858,6 +874,7 @@ def _per_step_bind(kernel: Kernel, exprs: dict, stored: dict) -> tuple[list[Node
     for name in kernel.cached:
         if name in read:
             bind.append(let(name, at(naming.sequence(name), "_t")))
+    bind += _input_rows(kernel, read, "_t")
     work = []
     for st in kernel.backward:
         if st.target in state_adjoints:
@@ -888,6 +905,14 @@ def _per_step_body(kernel: Kernel, exprs: dict, stored: dict, work) -> tuple[lis
         if name in stored:  # a state's adjoint a gradient also reads after the loop
             body.add([Copy(Index(stored[name], Raw("_t")), Name(name))])
     return body.nodes, scratch
+
+
+def _input_rows(kernel: Kernel, read: set[str], rows: str) -> list[Node]:
+    """An elementwise input the adjoint step reads: its ``rows`` of ``_x``."""
+    name = kernel.cell.input
+    if not kernel.cell.input_elementwise or name not in read:
+        return []
+    return [let(name, at("_x", rows))]
 
 
 #: The shape of a buffer of one block of steps.
@@ -982,6 +1007,7 @@ class _ScanCode:
         for name in self.kernel.cached:
             if name in read:
                 bind.append(let(name, at(naming.sequence(name), "_lo:_hi")))
+        bind += _input_rows(self.kernel, read, "_lo:_hi")
         for v in block_vals:
             bind.append(let(v, at(naming.block(v), ":_m")))
         for v in seed_bufs:
@@ -1402,5 +1428,9 @@ def _feedforward_backward(kernel: Kernel, place) -> tuple[list[Node], list[Node]
             terms = [Op("@", (transposed(array(adj)), array(arg))) for adj, arg in matrix[name]]
             grads.append(grad(name, Op("+", tuple(terms))))
     terms = [Op("@", (array(adj), Name(m))) for adj, m in kernel.input_grads]
+    if kernel.input_adjoint is not None:
+        lane = array(kernel.input_adjoint)
+        # alone, it may be a view of an argument (da): dx is the caller's to edit
+        terms.append(lane if terms else method(lane, "copy"))
     grads.append(If(Name("need_dx"), (let("dx", Op("+", tuple(terms))),)))
     return constants + scratch + lines, grads

@@ -13,6 +13,8 @@ stored, so every stored value has the shape the op's fake implementation declare
 
 from __future__ import annotations
 
+import sympy as sp
+
 from symbolic import ir, naming, primitives, reductions, sizes
 from symbolic.backends.base import (
     UnsupportedSpec,
@@ -22,7 +24,7 @@ from symbolic.backends.base import (
 )
 from symbolic.backends.torch import primitives as torch_primitives
 from symbolic.backends.torch.printer import code
-from symbolic.ir import CostDerivation, Kernel
+from symbolic.ir import Assign, CostDerivation, Kernel
 from symbolic.model import RECURRENT
 
 #: The attributes of ``torch.nn.Module`` (torch 2.13, public ones and ``training``): a
@@ -88,8 +90,46 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
         "torch_input_grads": [
             {"adjoint": _seq(adj, recurrent), "matrix": m} for adj, m in kernel.input_grads
         ],
+        "torch_input_adjoint": _seq(kernel.input_adjoint, recurrent)
+        if kernel.input_adjoint
+        else "",
     }
+    extra |= _elementwise_input(kernel, keys["pre"])
     return ("recurrent.py.j2" if recurrent else "feedforward.py.j2"), extra
+
+
+def _elementwise_input(kernel: Kernel, pre: list[dict]) -> dict:
+    """A recurrent cell whose step reads its input as a lane value: the ops take the
+    sequence as ``<input>_seq`` and bind the input's row at each step, in the forward
+    (``forward_input``) and the backward (``backward_input``) loop that reads it."""
+    model = kernel.cell
+    if not model.input_elementwise or model.kind != RECURRENT:
+        return {"forward_input": "", "backward_input": "", "clone_input": _aliases_input(kernel)}
+    whole = naming.sequence(model.input)
+    grads = _grads(kernel, True, whole)
+    return {
+        "clone_input": False,
+        "input": whole,
+        "pre": [dict(p, arg=whole) if p["arg"] == model.input else p for p in pre],
+        "torch_grads": grads,
+        "forward_input": model.input if model.input in ir.reads_all(kernel.forward) else "",
+        "backward_input": model.input if model.input in ir.reads_all(kernel.backward) else "",
+    }
+
+
+def _aliases_input(kernel: Kernel) -> bool:
+    """A feedforward step that may hand back its elementwise input itself (``a = x``, or
+    a reduction of x over a layer of no units): the forward op works on a copy, since an
+    op's outputs may not be its inputs."""
+    model = kernel.cell
+    if not model.input_elementwise:
+        return False
+    x = sp.Symbol(model.input)
+    return any(
+        isinstance(st, Assign)
+        and (st.expr == x or (reductions.is_reduction(st.expr) and st.expr.args[0] == x))
+        for st in kernel.forward
+    )
 
 
 def cost(derivation: CostDerivation, keys: dict) -> tuple[str, dict]:
@@ -134,16 +174,19 @@ def _lane_template(kernel: Kernel) -> str:
     model = kernel.cell
     if model.kind == RECURRENT:
         return next(iter(model.states))
+    if not kernel.pre:  # an elementwise input, never projected: a lane value itself
+        return model.input
     return kernel.pre[0].target
 
 
-def _grads(kernel: Kernel, recurrent: bool) -> list[dict]:
+def _grads(kernel: Kernel, recurrent: bool, whole_input: str = "") -> list[dict]:
     """Each parameter's gradient, in spec order: a vector's sum over steps and lanes of
-    its expression on the stored tensors, a matrix's products of adjoints and arguments."""
+    its expression on the stored tensors, a matrix's products of adjoints and arguments
+    (the input read as ``whole_input``, by default its own name)."""
     model = kernel.cell
     stored = set(kernel.cached) | set(kernel.stored)
     names = {n: _seq(n, recurrent) for n in stored}
-    names[model.input] = model.input
+    names[model.input] = whole_input or model.input
     vector = dict(kernel.vector_grads)
     matrix = dict(kernel.matrix_grads)
     out = []
