@@ -118,7 +118,8 @@ def infer(cell, declared: dict[str, tuple[str, ...]]) -> tuple[dict, dict]:
         SizeError: Vectors of different widths combined, a matrix multiplying a vector
             of another width than its columns, an output or state not n_out wide.
     """
-    widths: dict[str, str] = {cell.input: N_IN}
+    # an elementwise input has n_out units (n_in = n_out, checked at run time)
+    widths: dict[str, str] = {cell.input: N_OUT if cell.input_elementwise else N_IN}
     widths.update({state: N_OUT for state in cell.states})
     rows = {p: declared.get(p, (N_OUT,))[0] for p in cell.params}
     for name, kind in cell.params.items():
@@ -129,7 +130,10 @@ def infer(cell, declared: dict[str, tuple[str, ...]]) -> tuple[dict, dict]:
     for eq in cell.equations:
         widths[eq.name] = _width(eq, widths)
     for proj in cell.projections:
-        _check_columns(proj, widths[proj.arg], declared.get(proj.matrix), columns)
+        width = widths[proj.arg]
+        if cell.input_elementwise and proj.arg == cell.input:
+            width = N_IN  # a matrix multiplying the input has n_in columns, as it says
+        _check_columns(proj, width, declared.get(proj.matrix), columns)
     for name, target in [(cell.output, cell.output), *cell.states.items()]:
         if widths[target] != N_OUT:
             eq = cell.equation(target)
