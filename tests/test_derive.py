@@ -389,9 +389,6 @@ def test_extra_cell(name):
 )
 def test_extra_cell_exact(name):
     check(Stack(name, (2, 2), steps=2), exact=True)
-    # and the oracle sees dx without it: every input entry's gradient differs
-    bare = dataclasses.replace(derivation(name), input_adjoint=None)
-    assert len(mismatches(Stack(name, (2, 2), steps=2), exact=True, der=bare)) == 4
 
 
 @pytest.mark.parametrize("name", ["gru", "lstm"])

@@ -93,15 +93,22 @@ def test_log_of_a_sigmoid_in_a_cost_is_finite(backend, dtype):
     np.testing.assert_allclose(da[0], exact_grad[0], rtol=1e-6, atol=1e-7)
 
 
+def _n_in(model, n_out: int) -> int:
+    """The input's width: 3, or the output's for a cell that uses its input elementwise."""
+    return n_out if model.input_elementwise else 3
+
+
 def _problem(name: str, dtype=np.float64, *, seed: int = 0, batch: int = 4):
     model = MODELS[name]
     mod = module(name, "numpy")
     rng = np.random.default_rng(seed)
+    n_in = _n_in(model, 5)
     params = {
-        k: (0.6 * rng.standard_normal(s)).astype(dtype) for k, s in mod.param_shapes(3, 5).items()
+        k: (0.6 * rng.standard_normal(s)).astype(dtype)
+        for k, s in mod.param_shapes(n_in, 5).items()
     }
     lead = (4, batch) if model.kind == RECURRENT else (batch,)
-    x = rng.standard_normal((*lead, 3)).astype(dtype)
+    x = rng.standard_normal((*lead, n_in)).astype(dtype)
     state0 = {s: (0.5 * rng.standard_normal((batch, 5))).astype(dtype) for s in model.states}
     da = rng.standard_normal((*lead, 5)).astype(dtype)
     return model, params, x, state0, da
@@ -164,9 +171,10 @@ def test_empty_batch_and_empty_layer(name, backend):
     mod = module(name, backend)
     model = MODELS[name]
     for batch, n_out in ((0, 5), (3, 0)):
-        params = {k: np.zeros(s) for k, s in mod.param_shapes(3, n_out).items()}
+        n_in = _n_in(model, n_out)
+        params = {k: np.zeros(s) for k, s in mod.param_shapes(n_in, n_out).items()}
         lead = (2, batch) if model.kind == RECURRENT else (batch,)
-        x = np.zeros((*lead, 3))
+        x = np.zeros((*lead, n_in))
         a, grads, dx, dstate0 = _run(model, mod, params, x, None, np.zeros((*lead, n_out)))
         assert a.shape == (*lead, n_out) and dx.shape == x.shape
         assert all(g.shape == params[k].shape and not g.any() for k, g in grads.items())

@@ -148,8 +148,10 @@ def refuse_sized_broadcasts(kernel, backend: str) -> None:
         if model.shapes[param][0] != sizes.N_OUT and not ir.names(expr) & lanes
     ]
     if found:
+        line = next((eq.line for eq in model.equations if eq.name == found[0]), None)
+        where = f"{model.path}:{line}" if line else str(model.path)
         raise UnsupportedSpec(
-            f"{model.path}: '{found[0]}': the {backend} backend broadcasts a value of "
+            f"{where}: '{found[0]}': the {backend} backend broadcasts a value of "
             "parameters and numbers only to n_out units, and this one has "
             f"{widths.get(found[0], 'another number of')} units; generate this spec with "
             "--backend numpy or numba"

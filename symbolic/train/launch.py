@@ -19,6 +19,7 @@ import multiprocessing.connection
 import os
 import signal
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -60,6 +61,12 @@ def _process(
         raise
     if rank == 0:
         queue.put(("result", rank, outcome))
+    # Done, and everything written: leave without the interpreter's teardown, where a
+    # torch.distributed thread still alive can abort the process (SIGABRT,
+    # "terminate called without an active exception") after a run that succeeded.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def launch(target: Callable[[Config], Any], config: Config, nproc: int) -> Any:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import math
 import os
 
@@ -156,6 +157,10 @@ class TorchEngine:
         """Leave the process group (when in one); the threads are as they were."""
         torch.set_num_threads(self.threads)
         if self.world > 1:
+            # The DDP wrapper's reducer holds the group and its gloo threads: it goes
+            # first, so that nothing of the group is left for the interpreter's exit.
+            self.model = self.net
+            gc.collect()
             distributed.leave()
 
 
