@@ -45,6 +45,7 @@ def lift_primitives(cell: Cell) -> list[Equation]:
                 c
                 for c in sp.preorder_traversal(expr)
                 if _is_call(c)
+                and not c.is_number  # a constant stays a value: its derivative is 0
                 and c is not expr
                 and c != expr
                 and not any(_is_call(a) for a in sp.preorder_traversal(c.args[0]))
