@@ -120,7 +120,8 @@ def _outer_sum(d, v):
 
 def _unit_mean(z):
     """The mean over the units (the last axis), broadcast back to every unit."""
-    if _jnp.shape(z)[-1] == 0:  # a layer of no units
+    if _jnp.ndim(z) == 0 or _jnp.shape(z)[-1] == 0:
+        return z  # a constant (the same at every unit), or a layer of no units
         return z
     return _jnp.broadcast_to(_jnp.mean(z, axis=-1, keepdims=True), _jnp.shape(z))
 

@@ -129,7 +129,8 @@ def _op_name(base):
 
 def _unit_mean(z):
     """The mean over the units (the last dimension), broadcast back to every unit."""
-    if z.shape[-1] == 0:  # a layer of no units
+    if not torch.is_tensor(z) or z.dim() == 0 or z.shape[-1] == 0:
+        return z  # a constant (the same at every unit), or a layer of no units
         return z
     return torch.mean(z, dim=-1, keepdim=True).expand(z.shape)
 

@@ -52,7 +52,8 @@ def _max_share(z):
 
 def _unit_max(z):
     """The largest value over the units (the last dimension), broadcast back."""
-    if z.shape[-1] == 0:  # a layer of no units
+    if not torch.is_tensor(z) or z.dim() == 0 or z.shape[-1] == 0:
+        return z  # a constant (the same at every unit), or a layer of no units
         return z
     return torch.amax(z, dim=-1, keepdim=True).expand(z.shape)
 

@@ -43,7 +43,8 @@ def _max_share(z):
 
 def _unit_max(z):
     """The largest value over the units (the last axis), broadcast back."""
-    if _jnp.shape(z)[-1] == 0:  # a layer of no units
+    if _jnp.ndim(z) == 0 or _jnp.shape(z)[-1] == 0:
+        return z  # a constant (the same at every unit), or a layer of no units
         return z
     return _jnp.broadcast_to(_jnp.max(z, axis=-1, keepdims=True), _jnp.shape(z))
 

@@ -176,6 +176,13 @@ def _lane_template(kernel: Kernel) -> str:
         return next(iter(model.states))
     if not kernel.pre:  # an elementwise input, never projected: a lane value itself
         return model.input
+    if model.sizes:  # a projection n_out wide (another may have a named width)
+        widths = sizes.kernel_widths(kernel, naming.adjoint)
+        wide = [st.target for st in kernel.pre if widths.get(st.target) == sizes.N_OUT]
+        if wide:
+            return wide[0]
+        if model.input_elementwise:
+            return model.input
     return kernel.pre[0].target
 
 
