@@ -55,6 +55,45 @@ def _jit(**options):
     return jitted
 
 
+# Memory. A call allocates its arrays afresh and frees them when they are dropped. With
+# glibc's defaults, a freed block larger than the mmap threshold (128 KiB, raised by
+# frees up to 32 MiB) goes back to the system, and so does free memory at the heap's top
+# beyond twice that threshold: the next call's arrays are then faulted in and zeroed
+# again, page by page. Measured on 2 cores in plain scripts, the Numba GRN step at
+# (T, B, D, H) = (1000, 8, 8, 32), float32, took 4.2 ms with glibc's defaults against
+# 2.35 ms without the faults, and the NumPy MLP step at batch 1024, layers 1024-1024-1024-10,
+# float64, 153 ms against 125. So the first call of a module raises both thresholds for
+# the process, once: blocks up to 64 MiB come from the heap, and up to 256 MiB of freed
+# memory is kept for reuse. Outside glibc, or where the user has chosen (the
+# MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or MALLOC_TOP_PAD_ variables, or malloc
+# tunables in GLIBC_TUNABLES), nothing is changed.
+_MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_memory_set = []  # True once the policy has been applied (or left alone)
+
+
+def _keep_freed_memory():
+    if _memory_set:
+        return
+    _memory_set.append(True)
+    if not sys.platform.startswith("linux"):
+        return
+    if any(os.environ.get(name) for name in _MALLOC_VARIABLES):
+        return
+    if "malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - glibc's: other C libraries differ
+    except (OSError, AttributeError):
+        return
+    if not libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20):  # glibc before 2.35: at most 32 MiB
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+
+
 @numba.extending.intrinsic
 def _float_from_bits(typingctx, bits):
     def codegen(context, builder, signature, args):
@@ -329,6 +368,7 @@ class _threads:
 
     def __init__(self, params, x):
         self.undo = []
+        _keep_freed_memory()
         if _USER_SET:
             return
         try:

@@ -12,7 +12,48 @@ Equations, per neuron and time step (from symbolic/specs/sru.toml):
 State: c is the previous step's ct.
 """
 
+import os
+import sys
+
 import numpy as np
+
+# Memory. A call allocates its arrays afresh and frees them when they are dropped. With
+# glibc's defaults, a freed block larger than the mmap threshold (128 KiB, raised by
+# frees up to 32 MiB) goes back to the system, and so does free memory at the heap's top
+# beyond twice that threshold: the next call's arrays are then faulted in and zeroed
+# again, page by page. Measured on 2 cores in plain scripts, the Numba GRN step at
+# (T, B, D, H) = (1000, 8, 8, 32), float32, took 4.2 ms with glibc's defaults against
+# 2.35 ms without the faults, and the NumPy MLP step at batch 1024, layers 1024-1024-1024-10,
+# float64, 153 ms against 125. So the first call of a module raises both thresholds for
+# the process, once: blocks up to 64 MiB come from the heap, and up to 256 MiB of freed
+# memory is kept for reuse. Outside glibc, or where the user has chosen (the
+# MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or MALLOC_TOP_PAD_ variables, or malloc
+# tunables in GLIBC_TUNABLES), nothing is changed.
+_MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_memory_set = []  # True once the policy has been applied (or left alone)
+
+
+def _keep_freed_memory():
+    if _memory_set:
+        return
+    _memory_set.append(True)
+    if not sys.platform.startswith("linux"):
+        return
+    if any(os.environ.get(name) for name in _MALLOC_VARIABLES):
+        return
+    if "malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - glibc's: other C libraries differ
+    except (OSError, AttributeError):
+        return
+    if not libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20):  # glibc before 2.35: at most 32 MiB
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
 
 
 def _np_sigmoid(z, out=None):
@@ -189,6 +230,7 @@ def forward(params, x, state0=None):
         ``(h, cache)``: h is (T, B, n_out); cache feeds ``backward``
         (``cache["state"]`` holds the states after the last step).
     """
+    _keep_freed_memory()
     _x = _as_array(x, "x", ("T", "B", "n_in"))
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)
@@ -296,6 +338,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         (T, B, n_in), or None when not needed; dstate0 is dC/d(state0),
         ``{state: (B, n_out)}``.
     """
+    _keep_freed_memory()
     _x = cache["_x"]
     _T, _B, _n_in = _x.shape
     _n_out = _size_out(params)

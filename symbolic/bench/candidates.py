@@ -30,13 +30,14 @@ BACKENDS = tuple(generated_key(name) for name in backend_names())
 
 #: The generated backend whose modules take a thread policy.
 NUMBA = "numba"
-POLICIES = ("blas1", "numba1", "both", "env", "frameworks")
+POLICIES = ("blas1", "numba1", "both", "env", "frameworks", "malloc")
 POLICY_LABELS = {
     "blas1": "BLAS limited to 1 thread by threadpoolctl",
     "numba1": "numba.set_num_threads(1)",
     "both": "both pools on every core, spinning",
     "env": "both pools, OPENBLAS_THREAD_TIMEOUT=1 and OMP_WAIT_POLICY=PASSIVE",
     "frameworks": "its own policy, PyTorch and JAX in the same process",
+    "malloc": "its own thread policy, glibc's memory thresholds left as they were",
 }
 
 

@@ -8,12 +8,15 @@ Per workload and dtype:
    here (compiling ones first in a child process under a time budget); compile time is
    kept apart from step time; each row's cost and gradients are compared with the
    oracle's: one that disagrees is rejected, not timed;
-3. each row is warmed up and calibrated: a sample is ``k`` consecutive steps, ``k``
-   chosen so that a sample lasts at least ``--min-sample-ms``;
+3. each row is warmed up and calibrated (after idling ``--settle`` seconds, over
+   consecutive steps): a sample is ``k`` consecutive steps, ``k`` chosen so that a
+   sample lasts at least ``--min-sample-ms``;
 4. samples are taken round-robin, the order rotating every round, so that drifts of the
    machine (other processes, clock) fall on every row alike; before each sample the
    process idles for ``--settle`` seconds so that the previous row's spinning worker
-   threads (OpenBLAS spins about 0.1 s after each call) have gone to sleep.
+   threads (OpenBLAS spins about 0.1 s after each call) have gone to sleep, then runs
+   one untimed step, which wakes the row's own threads: a sample times the steady state
+   of a training loop.
 
 Medians and speed-ups are the report's (``symbolic.bench.report``).
 """
@@ -266,7 +269,7 @@ class Bench:
         """Warm up, then choose the steps per sample from one step's time so that a sample
         lasts at least ``min_sample_ms``."""
         assert row.prepared is not None
-        once = row.prepared.calibrate(self.settings.warmup)
+        once = row.prepared.calibrate(self.settings.warmup, self.settings.settle)
         target = self.settings.min_sample_ms / 1e3
         row.steps_per_sample = max(1, min(10_000, math.ceil(target / max(once, 1e-7))))
 

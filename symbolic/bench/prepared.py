@@ -10,7 +10,6 @@ timed in the benchmark's process and those timed in a child process
 from __future__ import annotations
 
 import gc
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,9 +40,9 @@ class Prepared:
     compile_seconds: float | None = None
     note: str = ""
 
-    def calibrate(self, warmup: int) -> float:
-        """Seconds of one step, once warm (see ``median_step_seconds``)."""
-        return median_step_seconds(self.step, warmup)
+    def calibrate(self, warmup: int, settle: float = 0.0) -> float:
+        """Seconds of one step, once warm (see ``warm_step_seconds``)."""
+        return warm_step_seconds(self.step, warmup, settle)
 
     def sample(self, steps: int, settle: float) -> float:
         """Seconds per step over ``steps`` consecutive steps (see ``seconds_per_step``)."""
@@ -53,25 +52,43 @@ class Prepared:
         """Nothing to release here (a child process's row ends its process)."""
 
 
-def median_step_seconds(step: Callable[[], Any], warmup: int) -> float:
-    """Warm up (caches, allocator, lazy initialisations) with ``warmup`` steps, then the
-    median of three single steps (one slow outlier must not decide)."""
-    for _ in range(warmup):
+#: How long ``warm_step_seconds`` runs steps for (at least three of them).
+CALIBRATION_SECONDS = 0.02
+
+
+def warm_step_seconds(step: Callable[[], Any], warmup: int, settle: float = 0.0) -> float:
+    """Idle ``settle`` seconds (the previous row's spinning threads go to sleep), warm
+    up (caches, allocator, lazy initialisations, this row's own threads) with ``warmup``
+    steps, then the seconds per step over consecutive steps lasting at least
+    ``CALIBRATION_SECONDS`` (at least three): one slow step, a thread woken late, must
+    not decide how many steps a sample holds."""
+    if settle > 0:
+        time.sleep(settle)
+    for _ in range(max(1, warmup)):
         step()
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
+    count = 0
+    start = time.perf_counter()
+    while True:
         step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        count += 1
+        elapsed = time.perf_counter() - start
+        if count >= 3 and elapsed >= CALIBRATION_SECONDS:
+            return elapsed / count
 
 
 def seconds_per_step(step: Callable[[], Any], steps: int, settle: float) -> float:
     """Seconds per step over ``steps`` consecutive steps, the garbage collector off,
     after idling ``settle`` seconds (so that the previous row's spinning worker threads
-    have gone to sleep)."""
+    have gone to sleep) and one untimed step.
+
+    The untimed step wakes this row's own worker threads, asleep after the idle: on a
+    virtual machine the first wake-up of an idle core took up to 11 ms (measured for
+    the B1 GRN step, 0.5 ms warm), which would be charged to a sample of a few steps
+    and not to one of a hundred. A sample is the steady state of a training loop, whose
+    steps follow each other without idling."""
     if settle > 0:
         time.sleep(settle)
+        step()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:

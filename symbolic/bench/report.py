@@ -265,8 +265,12 @@ def thread_note_lines(sections: list[Section]) -> list[str]:
         "The plain `generated numba` row is the module's own thread policy "
         "(templates/numba/_threads.py.j2: BLAS on one thread where the products are small beside "
         "the elementwise work, Numba on one thread where they dominate); the rows in "
-        "brackets apply a policy by hand inside their child. Every sample starts after "
-        "its process has idled for the settle time."
+        "brackets apply a policy by hand inside their child. Every module, NumPy's and "
+        "Numba's, also applies its memory policy at its first call (templates/_memory.py.j2: "
+        "glibc keeps freed arrays for reuse instead of returning them to the system); "
+        "`numba[malloc]` is the module without it. Every sample starts after its process "
+        "has idled for the settle time and run one untimed step, which wakes its own "
+        "threads: a sample is the steady state of a training loop."
     )
     comparisons = []
     for section in sections:

@@ -57,8 +57,10 @@ THREAD_VARIABLES = (
 #: ``module``: the module's own (nothing set); ``blas1``: BLAS limited to one thread
 #: (threadpoolctl); ``numba1``: Numba on one thread; ``both``: both pools on every core,
 #: nothing limited (the module sees a thread count set and leaves it); ``env``: both pools
-#: with OPENBLAS_THREAD_TIMEOUT=1 and OMP_WAIT_POLICY=PASSIVE set before Python starts.
-POLICIES = ("module", "blas1", "numba1", "both", "env")
+#: with OPENBLAS_THREAD_TIMEOUT=1 and OMP_WAIT_POLICY=PASSIVE set before Python starts;
+#: ``malloc``: the module's own thread policy, its memory policy not applied (glibc's
+#: thresholds as the process started with them).
+POLICIES = ("module", "blas1", "numba1", "both", "env", "malloc")
 
 
 def clean_environment(policy: str = "module") -> dict[str, str]:
@@ -129,9 +131,9 @@ class Child:
             grads = {k: archive[k] for k in archive.files if k != "__cost__"}
             return float(archive["__cost__"]), grads
 
-    def calibrate(self, warmup: int) -> float:
+    def calibrate(self, warmup: int, settle: float = 0.0) -> float:
         """Seconds of one step once warm, measured in the child."""
-        return float(self._ask({"cmd": "calibrate", "warmup": warmup})["seconds"])
+        return float(self._ask({"cmd": "calibrate", "warmup": warmup, "settle": settle})["seconds"])
 
     def sample(self, steps: int, settle: float) -> float:
         """Seconds per step over ``steps`` consecutive steps, measured in the child."""
@@ -196,6 +198,15 @@ def _policy_context(policy: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def _without_memory_policy() -> None:
+    """Mark the memory policy of every generated module imported as applied, so that
+    none changes glibc's thresholds (``_keep_freed_memory`` in the modules)."""
+    for name, module in list(sys.modules.items()):
+        done = getattr(module, "_memory_set", None) if name.startswith("generated.") else None
+        if isinstance(done, list) and not done:
+            done.append(True)
+
+
 def _handle(state: dict[str, Any], command: dict[str, Any], start: float) -> dict | None:
     """The reply to one command (None for ``quit``); ``state`` holds the prepared row."""
     cmd = command["cmd"]
@@ -211,7 +222,7 @@ def _handle(state: dict[str, Any], command: dict[str, Any], start: float) -> dic
         np.savez(path, __cost__=np.float64(cost), **grads)
         return {"result": str(path)}
     if cmd == "calibrate":
-        return {"seconds": prepared.calibrate(command["warmup"])}
+        return {"seconds": prepared.calibrate(command["warmup"], command.get("settle", 0.0))}
     if cmd == "sample":
         return {"seconds": prepared.sample(command["steps"], command["settle"])}
     raise ValueError(f"unknown command {cmd!r}")
@@ -228,6 +239,8 @@ def _prepare(state: dict[str, Any], command: dict[str, Any], start: float) -> di
     context.__enter__()  # for the child's whole life
     imported = time.perf_counter()
     prepared = build_backend(command["backend"], problem)
+    if command["policy"] == "malloc":
+        _without_memory_policy()
     first = time.perf_counter()
     prepared.step()
     state.update(prepared=prepared, folder=command["folder"], count=0)
