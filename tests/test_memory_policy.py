@@ -75,9 +75,7 @@ KEPT = 200
 
 def _child(module: str, **env: str) -> dict:
     clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"
+        k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"
     }
     clean.update(env)
     done = subprocess.run(

@@ -98,7 +98,7 @@ CHILD = textwrap.dedent(
     def counts():
         blas = {c.filepath: c.num_threads for c in ThreadpoolController().lib_controllers
                 if c.user_api == "blas"}
-        return {"numba": numba.get_num_threads(), "blas": blas}
+        return {"numba": numba.get_num_threads(), "blas": blas, "split": grn_numba._split[0]}
 
     rng = np.random.default_rng(0)
 
@@ -172,6 +172,7 @@ def test_each_call_runs_one_pool_alone_and_restores_the_counts():
     assert start["blas"] and all(count > 1 for count in start["blas"].values())
     assert all(grn_inside["blas"][k] == 1 for k in start["blas"])
     assert grn_inside["numba"] == start["numba"]
+    assert grn_inside["split"] == start["numba"] and start["split"] == 1  # large products split
     assert mlp_inside["numba"] == 1
     assert all(mlp_inside["blas"][k] == start["blas"][k] for k in start["blas"])
     assert all(_same(after, start) for after in report["after"])
@@ -202,4 +203,67 @@ def test_a_count_the_user_lowered_is_left_alone(mode, pool):
         assert before["blas"] and all(count == 1 for count in before["blas"].values())
         for _policy, inside in report["inside"]:
             assert all(inside["blas"][k] == 1 for k in before["blas"])
+            assert inside["split"] == 1  # BLAS on one thread by the user's choice: no split
     assert all(_same(after, before) for after in report["after"])
+
+
+# --- the split products (``_matmul``) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        ((3000, 64), (64, 512)),  # rows split: the input's projection
+        ((64, 3001), (3001, 512)),  # columns split: a weight gradient (odd sizes)
+        ((3001, 512), (512, 64)),  # rows split: the input's gradient
+        ((5, 7), (7, 3)),  # too small: one product
+    ],
+)
+def test_a_split_product_equals_the_product(monkeypatch, dtype, left, right):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(left).astype(dtype)
+    b = rng.standard_normal(right).astype(dtype)
+    monkeypatch.setattr(grn_numba, "_split", [3])
+    for x, y in ((a, b), (np.asfortranarray(a), b), (b.T.copy().T, a.T.copy().T)):
+        if x.shape[1] != y.shape[0]:
+            continue
+        got = grn_numba._matmul(x, y)
+        want = x @ y
+        assert got.shape == want.shape and got.dtype == want.dtype
+        tol = 1e-4 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+@pytest.mark.skipif(_cores() < 2, reason="one core: nothing to split over")
+def test_a_large_grn_step_splits_its_products_and_matches_numpy():
+    from generated import grn_numpy
+
+    rng = np.random.default_rng(1)
+    T, B, D, H = 30, 64, 64, 256  # products of 2 * 1920 * 64 * 512 = 126 MFLOP
+    params = {n: rng.normal(size=s) * 0.3 for n, s in grn_numpy.param_shapes(D, H).items()}
+    x = rng.normal(size=(T, B, D))
+    policy = grn_numba._threads(params, x)
+    if getattr(policy, "policy", None) != "blas1" or numba.get_num_threads() < 2:
+        pytest.skip("this process's thread counts were set by the user")
+    splits = []
+    real = grn_numba._matmul
+
+    def counted(a, b):
+        splits.append(grn_numba._split[0])
+        return real(a, b)
+
+    grn_numba._matmul, saved = counted, real
+    try:
+        a, cache = grn_numba.forward(params, x)
+        grads, dx, _ = grn_numba.backward(params, cache, np.ones_like(a))
+    finally:
+        grn_numba._matmul = saved
+    assert splits and all(parts == numba.get_num_threads() for parts in splits)
+    assert grn_numba._split == [1]  # undone when the call ends
+    want_a, want_cache = grn_numpy.forward(params, x)
+    want_grads, want_dx, _ = grn_numpy.backward(params, want_cache, np.ones_like(want_a))
+    np.testing.assert_allclose(a, want_a, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-9, atol=1e-9)
+    for name, value in want_grads.items():
+        np.testing.assert_allclose(grads[name], value, rtol=1e-9, atol=1e-9)

@@ -31,6 +31,10 @@ from symbolic.backends.numpy import printer as numpy_printer
 from symbolic.ir import COUPLED, Assign, CostDerivation, Kernel, MatVec, names
 from symbolic.model import RECURRENT
 
+#: The Numba modules' matrix product (templates/numba/_threads.py.j2): ``a @ b``, its rows
+#: or columns split across the cores where the call keeps BLAS on one thread.
+MATMUL = "_matmul"
+
 
 def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
     """The template and the layout keys of a cell module."""
@@ -431,10 +435,12 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
     whole = plan.whole_place(kernel, stored)
     grads = plan.gradients(kernel, whole, "_T * _B", "(0, 1)", accumulated)
     return {
-        "projections": numpy_printer.lines(plan.projections(kernel, "_T * _B", "_T, _B, {}")),
+        "projections": numpy_printer.lines(
+            plan.projections(kernel, "_T * _B", "_T, _B, {}"), MATMUL
+        ),
         "forward_alloc": alloc,
-        "stored_alloc": numpy_printer.lines(stored_code),
-        "grad_lines": numpy_printer.lines(grads),
+        "stored_alloc": numpy_printer.lines(stored_code, MATMUL),
+        "grad_lines": numpy_printer.lines(grads, MATMUL),
         "forward_phases": forward,
         "forward_scratch": forward_scratch,
         "forward_job_rows": forward_rows["job"],
