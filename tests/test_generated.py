@@ -34,9 +34,13 @@ DATA = {name: tomllib.loads(path.read_text()) for name, path in SPECS.items()}
 #: The standard library's sys and os: a Numba module keeps its on-disk cache under its own
 #: name and reads the thread variables; threadpoolctl (a dependency, imported inside a try)
 #: applies its thread policy (templates/numba/_threads.py.j2).
+# Beside NumPy (and Numba), the standard library only: os, sys and ctypes for the memory
+# policy (templates/_memory.py.j2); math, threadpoolctl and concurrent (the split
+# products) for the thread policy.
+MEMORY = {"os", "sys", "ctypes"}
 ALLOWED_IMPORTS = {
-    "numpy": {"numpy"},
-    "numba": {"numpy", "numba", "math", "sys", "os", "threadpoolctl"},
+    "numpy": {"numpy", *MEMORY},
+    "numba": {"numpy", "numba", "math", "threadpoolctl", "concurrent", *MEMORY},
 }
 
 N_IN, N_OUT, T, B = 3, 4, 3, 2

@@ -272,9 +272,10 @@ compiled = [n for n, f in vars(mod).items()
 if mod.KIND == "cost":
     mod.loss(np.full((4, 5), 0.5), np.zeros((4, 5)))
 else:
-    params = mod.init_params(3, 5)
+    n_in = 5 if getattr(mod, "INPUT_ELEMENTWISE", False) else 3  # n_in = n_out there
+    params = mod.init_params(n_in, 5)
     lead = (4, 2) if mod.KIND == "recurrent" else (2,)
-    a, cache = mod.forward(params, np.ones((*lead, 3)))
+    a, cache = mod.forward(params, np.ones((*lead, n_in)))
     mod.backward(params, cache, np.ones_like(a))
 print(json.dumps(dict(imported=imported - start, first=time.perf_counter() - imported,
                       compiled_at_import=compiled)))

@@ -90,3 +90,16 @@ def test_missing_frameworks_are_skipped_with_a_note(monkeypatch):
         row = section.row(key)
         assert row.status == "skipped" and row.reason == "not installed here"
     assert section.row("numpy").timed
+
+
+@pytest.mark.parametrize("module", ["generated.highway_numba", "generated.grn_numba"])
+def test_first_call_runs_every_kind_of_numba_module(tmp_path, module):
+    """The first-call section calls each module with inputs it accepts (an elementwise
+    input needs n_in = n_out) and nothing compiles at import."""
+    pytest.importorskip("numba")
+    from symbolic.bench.runner import first_call
+
+    cold = first_call(module, str(tmp_path))
+    warm = first_call(module, str(tmp_path))
+    assert cold["compiled_at_import"] == [] and warm["compiled_at_import"] == []
+    assert cold["first"] > 0 and warm["first"] >= 0
