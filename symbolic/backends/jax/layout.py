@@ -164,6 +164,11 @@ def gradients(kernel: Kernel, whole, shape: str, axes: str) -> dict:
     names[cell.input] = "_x"
     vector = dict(kernel.vector_grads)
     matrix = dict(kernel.matrix_grads)
+    # an adjoint the derivation made a number (a product under sign or step) is a Python
+    # number: broadcast over the lanes, as wide as its matrix has rows
+    constant = {
+        st.target for st in kernel.backward if isinstance(st, Assign) and not ir.names(st.expr)
+    }
     lines = []
     for param, kind in cell.params.items():
         if kind == "vector":
@@ -174,12 +179,20 @@ def gradients(kernel: Kernel, whole, shape: str, axes: str) -> dict:
                 expr = f"_lanes({expr}, {shape}, _dtype)"
             text = f"_jnp.sum({expr}, axis={axes})"
         else:
+            rows = shape.replace("_n_out", f'params["{param}"].shape[0]')
             text = " + ".join(
-                f"_outer_sum({names.get(adj, adj)}, {names.get(arg, arg)})"
+                f"_outer_sum(_lanes({names.get(adj, adj)}, {rows}, _dtype), {names.get(arg, arg)})"
+                if adj in constant
+                else f"_outer_sum({names.get(adj, adj)}, {names.get(arg, arg)})"
                 for adj, arg in matrix[param]
             )
         lines.append({"param": param, "code": text})
-    adjoints = [whole(adj) for adj, _ in kernel.input_grads]
+    adjoints = [
+        f"_lanes({whole(adj)}, {shape.replace('_n_out', f'{m}.shape[0]')}, _dtype)"
+        if adj in constant
+        else whole(adj)
+        for adj, m in kernel.input_grads
+    ]
     matrices = [m for _, m in kernel.input_grads]
     if not adjoints:
         dx = "_jnp.zeros_like(_x)"

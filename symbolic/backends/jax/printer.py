@@ -18,6 +18,13 @@ class JaxPrinter(Printer):
     functions = REDUCTIONS
     sqrt = "_jnp.sqrt"
 
+    def _call(self, name: str, arg: sp.Expr) -> str:
+        """A primitive's call; on a constant, of its float value (lax's functions, as
+        ``jax.nn.sigmoid`` and ``lax.erf``, refuse integers)."""
+        if arg.is_number and name in self.forms:
+            return self.forms[name].call.format(self._value(arg))
+        return super()._call(name, arg)
+
 
 def code(expr: sp.Expr, names: Mapping[str, str] | None = None) -> str:
     """The JAX code of ``expr``, with symbols renamed through ``names``."""
