@@ -169,6 +169,12 @@ def gradients(kernel: Kernel, whole, shape: str, axes: str) -> dict:
     constant = {
         st.target for st in kernel.backward if isinstance(st, Assign) and not ir.names(st.expr)
     }
+
+    def lane_wide(adj: str, array: str, param: str) -> str:
+        if adj not in constant:
+            return array
+        return f"_lanes({array}, {shape.replace('_n_out', f'params[{param!r}].shape[0]')}, _dtype)"
+
     lines = []
     for param, kind in cell.params.items():
         if kind == "vector":
@@ -179,20 +185,12 @@ def gradients(kernel: Kernel, whole, shape: str, axes: str) -> dict:
                 expr = f"_lanes({expr}, {shape}, _dtype)"
             text = f"_jnp.sum({expr}, axis={axes})"
         else:
-            rows = shape.replace("_n_out", f'params["{param}"].shape[0]')
             text = " + ".join(
-                f"_outer_sum(_lanes({names.get(adj, adj)}, {rows}, _dtype), {names.get(arg, arg)})"
-                if adj in constant
-                else f"_outer_sum({names.get(adj, adj)}, {names.get(arg, arg)})"
+                f"_outer_sum({lane_wide(adj, names.get(adj, adj), param)}, {names.get(arg, arg)})"
                 for adj, arg in matrix[param]
             )
         lines.append({"param": param, "code": text})
-    adjoints = [
-        f"_lanes({whole(adj)}, {shape.replace('_n_out', f'{m}.shape[0]')}, _dtype)"
-        if adj in constant
-        else whole(adj)
-        for adj, m in kernel.input_grads
-    ]
+    adjoints = [lane_wide(adj, whole(adj), m) for adj, m in kernel.input_grads]
     matrices = [m for _, m in kernel.input_grads]
     if not adjoints:
         dx = "_jnp.zeros_like(_x)"
