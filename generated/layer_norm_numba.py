@@ -240,20 +240,25 @@ _USER_SET = any(
 _pools = []  # the BLAS libraries (threadpoolctl's controllers), found at the first call
 # Under blas1 a large product would run on one core while the other cores idle. So
 # ``_matmul`` splits it (its rows, or its columns where the right operand is the larger)
-# into one part per Numba thread and runs the parts at once from Python threads: NumPy
-# releases the GIL in a product, each part runs on one BLAS thread in its own caller, and
-# no BLAS worker is left spinning into the loops. Measured on 2 cores, float64, the GRN's
-# input product at (T, B, D, H) = (200, 64, 64, 256) took 14.1 ms split against 26.3 on
-# one thread (13.6 with BLAS's two), its weight-gradient product 11.5 against 20.5, and
-# the whole step 72.6-74.3 ms against 76.6-89.6 (three runs each, in plain scripts).
+# into one part per Numba thread, each run by BLAS on one thread in its caller:
+# - where BLAS is OpenBLAS, the parts run in a parallel loop of their own, each calling
+#   OpenBLAS's gemm by its address: the loops' own threads do the work;
+# - elsewhere they run from Python threads (NumPy releases the GIL in a product), which
+#   share the cores with the loops' threads while these still spin after the last loop.
+# Measured on 2 cores at (T, B, D, H) = (200, 64, 64, 256), the GRN's input product took
+# 14.1 ms split against 26.3 on one thread, float64; in place, in a whole step, the parts
+# on the loops' threads took the float32 step from 32.3-34.2 ms to 24.0-24.1 and the
+# float64 one from 61.6-64.0 to 52.2-54.1 against the parts on Python threads (two runs
+# each, plain scripts).
 _SPLIT_FLOPS = 16e6  # below, a product costs less than handing half of it to a thread
-_split = [1]  # the parts of a large product in the current call (blas1 only)
-_helpers = []  # the threads that run the other parts, started at the first split
+_split = [1, None]  # the parts of a large product in this call (blas1), and the gemm
+_helpers = []  # the Python threads that run the other parts, started at the first split
+_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS = 101, 111, 112
 
 
 def _matmul(a, b):
     """``a @ b``, split across the cores within a call whose policy is blas1."""
-    parts = _split[0]
+    parts, gemm = _split
     if parts < 2 or a.ndim != 2 or b.ndim != 2:
         return a @ b
     rows, inner = a.shape
@@ -261,11 +266,16 @@ def _matmul(a, b):
     by_rows = rows >= cols  # each part reads a share of the larger operand
     if 2.0 * rows * inner * cols < _SPLIT_FLOPS or (rows if by_rows else cols) < 8 * parts:
         return a @ b
+    out = np.empty((rows, cols), np.result_type(a.dtype, b.dtype))
+    if gemm is not None and a.dtype == b.dtype == out.dtype and out.dtype in _DTYPES:
+        layouts = [_cblas_layout(a), _cblas_layout(b)]
+        if None not in layouts:
+            _gemm_call(gemm, a, b, out, parts, by_rows, *layouts)
+            return out
     if not _helpers:
         from concurrent.futures import ThreadPoolExecutor
 
         _helpers.append(ThreadPoolExecutor(parts - 1, thread_name_prefix="layer_norm_matmul"))
-    out = np.empty((rows, cols), np.result_type(a.dtype, b.dtype))
     size = rows if by_rows else cols
     edges = [size * k // parts for k in range(parts + 1)]
     pieces = [
@@ -279,6 +289,161 @@ def _matmul(a, b):
     return out
 
 
+def _cblas_layout(m):
+    """``(transposed, leading dimension)`` of a matrix as CBLAS reads it in row-major
+    order (a C-ordered matrix as is, an F-ordered one as its C-ordered transpose), or None
+    where it is neither."""
+    if m.flags.c_contiguous:
+        return _CBLAS_NO_TRANS, max(m.shape[1], 1)
+    if m.flags.f_contiguous:
+        return _CBLAS_TRANS, max(m.shape[0], 1)
+    return None
+
+
+def _gemm_call(gemm, a, b, out, parts, by_rows, layout_a, layout_b):
+    """``out = a @ b`` in ``parts`` shares of out's rows (or columns), one per Numba
+    thread, each computed by the gemm at ``gemm`` = (sgemm, dgemm, 64-bit integers)."""
+    rows, inner = a.shape
+    cols = b.shape[1]
+    item = out.itemsize
+    # the bytes from one row of a (column of b) to the next, and from one of out's to the next
+    step_a = item * (inner if layout_a[0] == _CBLAS_NO_TRANS else 1)
+    step_b = item * (1 if layout_b[0] == _CBLAS_NO_TRANS else inner)
+    step_out = item * cols if by_rows else item
+    one = out.dtype.type(1.0)
+    _gemm_parts(
+        gemm[0] if out.dtype == np.float32 else gemm[1],
+        gemm[2],
+        parts,
+        by_rows,
+        rows,
+        cols,
+        inner,
+        one,
+        one - one,
+        a.ctypes.data,
+        *layout_a,
+        step_a,
+        b.ctypes.data,
+        *layout_b,
+        step_b,
+        out.ctypes.data,
+        cols,
+        step_out,
+    )
+
+
+def _cblas_gemm(width):
+    """A compiled call of CBLAS's ``?gemm`` at a run-time address, its integers ``width``
+    bits wide (32, or 64 where OpenBLAS was built with 64-bit integers)."""
+
+    @numba.extending.intrinsic
+    def call(typingctx, address, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        real_type = alpha
+
+        def codegen(context, builder, signature, args):
+            from llvmlite import ir
+
+            integer, enum = ir.IntType(width), ir.IntType(32)
+            real = context.get_value_type(real_type)
+            pointer = real.as_pointer()
+            arguments = [enum, enum, enum, integer, integer, integer, real, pointer, integer]
+            arguments += [pointer, integer, real, pointer, integer]
+            function = builder.inttoptr(
+                args[0], ir.FunctionType(ir.VoidType(), arguments).as_pointer()
+            )
+
+            def cast(value, kind):
+                return builder.trunc(value, kind) if kind.width < 64 else value
+
+            address_, ta_, tb_, m_, n_, k_, alpha_, a_, lda_, b_, ldb_, beta_, c_, ldc_ = args
+            values = [ir.Constant(enum, _CBLAS_ROW_MAJOR), cast(ta_, enum), cast(tb_, enum)]
+            values += [cast(v, integer) for v in (m_, n_, k_)]
+            values += [alpha_, builder.inttoptr(a_, pointer), cast(lda_, integer)]
+            values += [builder.inttoptr(b_, pointer), cast(ldb_, integer), beta_]
+            values += [builder.inttoptr(c_, pointer), cast(ldc_, integer)]
+            builder.call(function, values)
+            return context.get_dummy_value()
+
+        types = (address, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        return numba.types.void(*types), codegen
+
+    return call
+
+
+_gemm_lp64 = _cblas_gemm(32)
+_gemm_ilp64 = _cblas_gemm(64)
+
+
+@_jit(parallel=True)
+def _gemm_parts(
+    gemm,
+    ilp64,
+    parts,
+    by_rows,
+    m,
+    n,
+    k,
+    one,
+    zero,
+    a,
+    ta,
+    lda,
+    step_a,
+    b,
+    tb,
+    ldb,
+    step_b,
+    c,
+    ldc,
+    step_c,
+):
+    size = m if by_rows else n
+    for part in numba.prange(parts):
+        lo = size * part // parts
+        hi = size * (part + 1) // parts
+        pa = a + lo * step_a if by_rows else a
+        pb = b if by_rows else b + lo * step_b
+        rows = hi - lo if by_rows else m
+        cols = n if by_rows else hi - lo
+        if ilp64:
+            _gemm_ilp64(
+                gemm, ta, tb, rows, cols, k, one, pa, lda, pb, ldb, zero, c + lo * step_c, ldc
+            )
+        else:
+            _gemm_lp64(
+                gemm, ta, tb, rows, cols, k, one, pa, lda, pb, ldb, zero, c + lo * step_c, ldc
+            )
+
+
+def _openblas_gemm(pool):
+    """``(sgemm, dgemm, 64-bit integers)`` of an OpenBLAS library (threadpoolctl's
+    controller), their addresses found by the names OpenBLAS builds give them; None for
+    another BLAS, or where they are not found."""
+    if getattr(pool, "internal_api", None) != "openblas":
+        return None
+    try:
+        import ctypes
+
+        library = ctypes.CDLL(pool.filepath)
+    except (OSError, TypeError):
+        return None
+    for prefix in ("scipy_", ""):
+        for suffix in ("64_", ""):
+            names = [
+                prefix + n + suffix for n in ("openblas_get_config", "cblas_sgemm", "cblas_dgemm")
+            ]
+            if all(hasattr(library, n) for n in names):
+                config = getattr(library, names[0])
+                config.restype = ctypes.c_char_p
+                ilp64 = b"USE64BITINT" in (config() or b"")
+                sgemm, dgemm = (
+                    ctypes.cast(getattr(library, n), ctypes.c_void_p).value for n in names[1:]
+                )
+                return sgemm, dgemm, ilp64
+    return None
+
+
 def _blas_pools():
     if not _pools:
         try:
@@ -287,7 +452,7 @@ def _blas_pools():
             _pools.append(None)
             return []
         found = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-        _pools.append([(c, c.num_threads) for c in found])
+        _pools.append([(c, c.num_threads, _openblas_gemm(c)) for c in found])
     return _pools[0] or []
 
 
@@ -318,15 +483,17 @@ class _threads:
                 numba.set_num_threads(1)
                 self.undo.append(lambda: numba.set_num_threads(count))
             return
-        for pool, initial in _blas_pools():
+        gemm = None
+        for pool, initial, found in _blas_pools():
             count = pool.get_num_threads()
             if count > 1 and count == initial:  # not limited by the user since
                 pool.set_num_threads(1)
                 self.undo.append(lambda pool=pool, count=count: pool.set_num_threads(count))
+                gemm = gemm or found
         threads = numba.get_num_threads()
         if self.undo and threads > 1:  # BLAS lowered here, not by the user
-            _split[0] = threads
-            self.undo.append(lambda: _split.__setitem__(0, 1))
+            _split[:] = [threads, gemm]
+            self.undo.append(lambda: _split.__setitem__(slice(None), [1, None]))
 
     def __exit__(self, *exc):
         for undo in reversed(self.undo):

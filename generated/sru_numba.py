@@ -92,15 +92,18 @@ def _keep_freed_memory():
 
 
 @numba.extending.intrinsic
-def _float_from_bits(typingctx, bits):
+def _float_from_bits(
+    typingctx, bits
+):  # the float32 or float64 whose bits are an int32's or int64's
+    width = numba.types.float32 if bits == numba.types.int32 else numba.types.float64
+
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(numba.types.float64))
+        return builder.bitcast(args[0], context.get_value_type(width))
 
-    return numba.types.float64(numba.types.int64), codegen
+    return width(numba.types.int32 if width == numba.types.float32 else numba.types.int64), codegen
 
 
-@_jit(error_model="numpy")
-def _exp(x):
+def _exp64(x):
     y = min(max(x, -708.0), 709.78)
     k = math.floor(y * 1.4426950408889634 + 0.5)
     r = (y - k * 0.6931471803691238) - k * 1.9082149292705877e-10
@@ -124,9 +127,39 @@ def _exp(x):
     return e if x == x else x  # NaN stays NaN
 
 
-@_jit(error_model="numpy")
+def _exp32(x):
+    y = min(max(x, np.float32(-103.972)), np.float32(88.7228))
+    k = np.floor(y * np.float32(1.44269504) + np.float32(0.5))
+    r = y - k * np.float32(0.693359375)
+    r = r - k * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * (r * r) + r + np.float32(1.0)
+    n = numba.int32(k)
+    half = n >> 1
+    e = p * _float_from_bits(numba.int32((half + 127) << 23))
+    e = e * _float_from_bits(numba.int32((n - half + 127) << 23))
+    e = np.float32(0.0) if x < np.float32(-103.972) else e
+    e = np.float32(math.inf) if x > np.float32(88.7228) else e
+    return e if x == x else x  # NaN stays NaN
+
+
+def _exp(x):  # compiled code takes the overload below, in x's precision
+    return math.exp(x)
+
+
+@numba.extending.overload(_exp, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+def _exp_typed(x):
+    return _exp32 if x == numba.types.float32 else _exp64
+
+
+@_jit(error_model="numpy", fastmath={"contract"})
 def _sigmoid(x):
-    return 1.0 / (1.0 + _exp(-x))
+    return np.float32(1.0) / (np.float32(1.0) + _exp(-x))
 
 
 def _np_sigmoid(z, out=None):
@@ -312,20 +345,25 @@ _USER_SET = any(
 _pools = []  # the BLAS libraries (threadpoolctl's controllers), found at the first call
 # Under blas1 a large product would run on one core while the other cores idle. So
 # ``_matmul`` splits it (its rows, or its columns where the right operand is the larger)
-# into one part per Numba thread and runs the parts at once from Python threads: NumPy
-# releases the GIL in a product, each part runs on one BLAS thread in its own caller, and
-# no BLAS worker is left spinning into the loops. Measured on 2 cores, float64, the GRN's
-# input product at (T, B, D, H) = (200, 64, 64, 256) took 14.1 ms split against 26.3 on
-# one thread (13.6 with BLAS's two), its weight-gradient product 11.5 against 20.5, and
-# the whole step 72.6-74.3 ms against 76.6-89.6 (three runs each, in plain scripts).
+# into one part per Numba thread, each run by BLAS on one thread in its caller:
+# - where BLAS is OpenBLAS, the parts run in a parallel loop of their own, each calling
+#   OpenBLAS's gemm by its address: the loops' own threads do the work;
+# - elsewhere they run from Python threads (NumPy releases the GIL in a product), which
+#   share the cores with the loops' threads while these still spin after the last loop.
+# Measured on 2 cores at (T, B, D, H) = (200, 64, 64, 256), the GRN's input product took
+# 14.1 ms split against 26.3 on one thread, float64; in place, in a whole step, the parts
+# on the loops' threads took the float32 step from 32.3-34.2 ms to 24.0-24.1 and the
+# float64 one from 61.6-64.0 to 52.2-54.1 against the parts on Python threads (two runs
+# each, plain scripts).
 _SPLIT_FLOPS = 16e6  # below, a product costs less than handing half of it to a thread
-_split = [1]  # the parts of a large product in the current call (blas1 only)
-_helpers = []  # the threads that run the other parts, started at the first split
+_split = [1, None]  # the parts of a large product in this call (blas1), and the gemm
+_helpers = []  # the Python threads that run the other parts, started at the first split
+_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS = 101, 111, 112
 
 
 def _matmul(a, b):
     """``a @ b``, split across the cores within a call whose policy is blas1."""
-    parts = _split[0]
+    parts, gemm = _split
     if parts < 2 or a.ndim != 2 or b.ndim != 2:
         return a @ b
     rows, inner = a.shape
@@ -333,11 +371,16 @@ def _matmul(a, b):
     by_rows = rows >= cols  # each part reads a share of the larger operand
     if 2.0 * rows * inner * cols < _SPLIT_FLOPS or (rows if by_rows else cols) < 8 * parts:
         return a @ b
+    out = np.empty((rows, cols), np.result_type(a.dtype, b.dtype))
+    if gemm is not None and a.dtype == b.dtype == out.dtype and out.dtype in _DTYPES:
+        layouts = [_cblas_layout(a), _cblas_layout(b)]
+        if None not in layouts:
+            _gemm_call(gemm, a, b, out, parts, by_rows, *layouts)
+            return out
     if not _helpers:
         from concurrent.futures import ThreadPoolExecutor
 
         _helpers.append(ThreadPoolExecutor(parts - 1, thread_name_prefix="sru_matmul"))
-    out = np.empty((rows, cols), np.result_type(a.dtype, b.dtype))
     size = rows if by_rows else cols
     edges = [size * k // parts for k in range(parts + 1)]
     pieces = [
@@ -351,6 +394,161 @@ def _matmul(a, b):
     return out
 
 
+def _cblas_layout(m):
+    """``(transposed, leading dimension)`` of a matrix as CBLAS reads it in row-major
+    order (a C-ordered matrix as is, an F-ordered one as its C-ordered transpose), or None
+    where it is neither."""
+    if m.flags.c_contiguous:
+        return _CBLAS_NO_TRANS, max(m.shape[1], 1)
+    if m.flags.f_contiguous:
+        return _CBLAS_TRANS, max(m.shape[0], 1)
+    return None
+
+
+def _gemm_call(gemm, a, b, out, parts, by_rows, layout_a, layout_b):
+    """``out = a @ b`` in ``parts`` shares of out's rows (or columns), one per Numba
+    thread, each computed by the gemm at ``gemm`` = (sgemm, dgemm, 64-bit integers)."""
+    rows, inner = a.shape
+    cols = b.shape[1]
+    item = out.itemsize
+    # the bytes from one row of a (column of b) to the next, and from one of out's to the next
+    step_a = item * (inner if layout_a[0] == _CBLAS_NO_TRANS else 1)
+    step_b = item * (1 if layout_b[0] == _CBLAS_NO_TRANS else inner)
+    step_out = item * cols if by_rows else item
+    one = out.dtype.type(1.0)
+    _gemm_parts(
+        gemm[0] if out.dtype == np.float32 else gemm[1],
+        gemm[2],
+        parts,
+        by_rows,
+        rows,
+        cols,
+        inner,
+        one,
+        one - one,
+        a.ctypes.data,
+        *layout_a,
+        step_a,
+        b.ctypes.data,
+        *layout_b,
+        step_b,
+        out.ctypes.data,
+        cols,
+        step_out,
+    )
+
+
+def _cblas_gemm(width):
+    """A compiled call of CBLAS's ``?gemm`` at a run-time address, its integers ``width``
+    bits wide (32, or 64 where OpenBLAS was built with 64-bit integers)."""
+
+    @numba.extending.intrinsic
+    def call(typingctx, address, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        real_type = alpha
+
+        def codegen(context, builder, signature, args):
+            from llvmlite import ir
+
+            integer, enum = ir.IntType(width), ir.IntType(32)
+            real = context.get_value_type(real_type)
+            pointer = real.as_pointer()
+            arguments = [enum, enum, enum, integer, integer, integer, real, pointer, integer]
+            arguments += [pointer, integer, real, pointer, integer]
+            function = builder.inttoptr(
+                args[0], ir.FunctionType(ir.VoidType(), arguments).as_pointer()
+            )
+
+            def cast(value, kind):
+                return builder.trunc(value, kind) if kind.width < 64 else value
+
+            address_, ta_, tb_, m_, n_, k_, alpha_, a_, lda_, b_, ldb_, beta_, c_, ldc_ = args
+            values = [ir.Constant(enum, _CBLAS_ROW_MAJOR), cast(ta_, enum), cast(tb_, enum)]
+            values += [cast(v, integer) for v in (m_, n_, k_)]
+            values += [alpha_, builder.inttoptr(a_, pointer), cast(lda_, integer)]
+            values += [builder.inttoptr(b_, pointer), cast(ldb_, integer), beta_]
+            values += [builder.inttoptr(c_, pointer), cast(ldc_, integer)]
+            builder.call(function, values)
+            return context.get_dummy_value()
+
+        types = (address, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        return numba.types.void(*types), codegen
+
+    return call
+
+
+_gemm_lp64 = _cblas_gemm(32)
+_gemm_ilp64 = _cblas_gemm(64)
+
+
+@_jit(parallel=True)
+def _gemm_parts(
+    gemm,
+    ilp64,
+    parts,
+    by_rows,
+    m,
+    n,
+    k,
+    one,
+    zero,
+    a,
+    ta,
+    lda,
+    step_a,
+    b,
+    tb,
+    ldb,
+    step_b,
+    c,
+    ldc,
+    step_c,
+):
+    size = m if by_rows else n
+    for part in numba.prange(parts):
+        lo = size * part // parts
+        hi = size * (part + 1) // parts
+        pa = a + lo * step_a if by_rows else a
+        pb = b if by_rows else b + lo * step_b
+        rows = hi - lo if by_rows else m
+        cols = n if by_rows else hi - lo
+        if ilp64:
+            _gemm_ilp64(
+                gemm, ta, tb, rows, cols, k, one, pa, lda, pb, ldb, zero, c + lo * step_c, ldc
+            )
+        else:
+            _gemm_lp64(
+                gemm, ta, tb, rows, cols, k, one, pa, lda, pb, ldb, zero, c + lo * step_c, ldc
+            )
+
+
+def _openblas_gemm(pool):
+    """``(sgemm, dgemm, 64-bit integers)`` of an OpenBLAS library (threadpoolctl's
+    controller), their addresses found by the names OpenBLAS builds give them; None for
+    another BLAS, or where they are not found."""
+    if getattr(pool, "internal_api", None) != "openblas":
+        return None
+    try:
+        import ctypes
+
+        library = ctypes.CDLL(pool.filepath)
+    except (OSError, TypeError):
+        return None
+    for prefix in ("scipy_", ""):
+        for suffix in ("64_", ""):
+            names = [
+                prefix + n + suffix for n in ("openblas_get_config", "cblas_sgemm", "cblas_dgemm")
+            ]
+            if all(hasattr(library, n) for n in names):
+                config = getattr(library, names[0])
+                config.restype = ctypes.c_char_p
+                ilp64 = b"USE64BITINT" in (config() or b"")
+                sgemm, dgemm = (
+                    ctypes.cast(getattr(library, n), ctypes.c_void_p).value for n in names[1:]
+                )
+                return sgemm, dgemm, ilp64
+    return None
+
+
 def _blas_pools():
     if not _pools:
         try:
@@ -359,7 +557,7 @@ def _blas_pools():
             _pools.append(None)
             return []
         found = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-        _pools.append([(c, c.num_threads) for c in found])
+        _pools.append([(c, c.num_threads, _openblas_gemm(c)) for c in found])
     return _pools[0] or []
 
 
@@ -390,15 +588,17 @@ class _threads:
                 numba.set_num_threads(1)
                 self.undo.append(lambda: numba.set_num_threads(count))
             return
-        for pool, initial in _blas_pools():
+        gemm = None
+        for pool, initial, found in _blas_pools():
             count = pool.get_num_threads()
             if count > 1 and count == initial:  # not limited by the user since
                 pool.set_num_threads(1)
                 self.undo.append(lambda pool=pool, count=count: pool.set_num_threads(count))
+                gemm = gemm or found
         threads = numba.get_num_threads()
         if self.undo and threads > 1:  # BLAS lowered here, not by the user
-            _split[0] = threads
-            self.undo.append(lambda: _split.__setitem__(0, 1))
+            _split[:] = [threads, gemm]
+            self.undo.append(lambda: _split.__setitem__(slice(None), [1, None]))
 
     def __exit__(self, *exc):
         for undo in reversed(self.undo):
@@ -419,13 +619,24 @@ def _states(value, name, batch, n_out, dtype):
     return out
 
 
-# Lanes are processed in blocks: within a block the inner loop runs over neighbouring
-# neurons, so every load and store of a time step is contiguous in memory.
+# Each thread of a kernel takes one contiguous share of the lanes (batch x neuron) and
+# walks it, step after step, in blocks of neighbouring neurons: a step reads and writes
+# each (T, B, n) array's share as one contiguous run, which the hardware prefetches, and
+# the share's states stay in the core's cache. (One job per block of lanes, each walking
+# every step on its own, would touch a new cache line per array and step: measured on 2
+# cores, float32, at (T, B, D, H) = (200, 64, 64, 256), the forward loop took 15.4 ms
+# so against 4.9.) Within a block, each primitive call has a loop of its own, which
+# LLVM vectorizes.
 _BLOCK = 64
+
+
+def _jobs():
+    return numba.get_num_threads()
 
 
 @_jit(parallel=True, error_model="numpy")
 def _forward_kernel(
+    _jobs,
     _p_vf,
     _p_bf,
     _p_vr,
@@ -442,66 +653,72 @@ def _forward_kernel(
     r_seq,
 ):
     _T, _B, _n = h_seq.shape
-    _blocks = (_n + _BLOCK - 1) // _BLOCK
-    for _job in numba.prange(_B * _blocks):
-        _b = _job // _blocks
-        _i0 = (_job - _b * _blocks) * _BLOCK
-        _i1 = min(_i0 + _BLOCK, _n)
-        _k_f = np.empty(_BLOCK)
-        _k_r = np.empty(_BLOCK)
-        _r__p_bf = _p_bf[_i0:_i1]
-        _r__p_br = _p_br[_i0:_i1]
-        _r__p_vf = _p_vf[_i0:_i1]
-        _r__p_vr = _p_vr[_i0:_i1]
-        _r__s_c = _s_c[_b, _i0:_i1]
+    _lanes = _B * _n
+    for _job in numba.prange(_jobs):
+        _l0 = _lanes * _job // _jobs
+        _l1 = _lanes * (_job + 1) // _jobs
+        _k_f = np.empty(_BLOCK, h_seq.dtype)
+        _k_r = np.empty(_BLOCK, h_seq.dtype)
         for _t in range(_T):
-            _r_W_x_seq = W_x_seq[_t, _b, _i0:_i1]
-            _r_Wf_x_seq = Wf_x_seq[_t, _b, _i0:_i1]
-            _r_Wr_x_seq = Wr_x_seq[_t, _b, _i0:_i1]
-            _r__x = _x[_t, _b, _i0:_i1]
-            _r_c_seq = c_seq[_t, _b, _i0:_i1]
-            _r_ct_seq = ct_seq[_t, _b, _i0:_i1]
-            _r_f_seq = f_seq[_t, _b, _i0:_i1]
-            _r_h_seq = h_seq[_t, _b, _i0:_i1]
-            _r_r_seq = r_seq[_t, _b, _i0:_i1]
-            # one vectorizable loop per primitive call
-            for _k in range(_i1 - _i0):
-                Wf_x = _r_Wf_x_seq[_k]
-                bf = _r__p_bf[_k]
-                c = _r__s_c[_k]
-                vf = _r__p_vf[_k]
-                # f = sigmoid(Wf @ x + vf * c + bf)
-                f = _sigmoid(Wf_x + bf + c * vf)
-                _k_f[_k] = f
-            # one vectorizable loop per primitive call
-            for _k in range(_i1 - _i0):
-                Wr_x = _r_Wr_x_seq[_k]
-                br = _r__p_br[_k]
-                c = _r__s_c[_k]
-                vr = _r__p_vr[_k]
-                # r = sigmoid(Wr @ x + vr * c + br)
-                r = _sigmoid(Wr_x + br + c * vr)
-                _k_r[_k] = r
-            for _k in range(_i1 - _i0):
-                W_x = _r_W_x_seq[_k]
-                c = _r__s_c[_k]
-                f = _k_f[_k]
-                r = _k_r[_k]
-                x = _r__x[_k]
-                # ct = f * c + (1 - f) * (W @ x)
-                ct = W_x * (1 - f) + c * f
-                # h = r * ct + (1 - r) * x
-                h = ct * r + x * (1 - r)
-                _r_c_seq[_k] = c
-                _r_ct_seq[_k] = ct
-                _r_f_seq[_k] = f
-                _r_h_seq[_k] = h
-                _r_r_seq[_k] = r
-                _r__s_c[_k] = ct
+            _l = _l0
+            while _l < _l1:
+                _b = _l // _n
+                _i0 = _l - _b * _n
+                _i1 = min(_n, _i0 + _BLOCK, _i0 + _l1 - _l)
+                _l += _i1 - _i0
+                _r__p_bf = _p_bf[_i0:_i1]
+                _r__p_br = _p_br[_i0:_i1]
+                _r__p_vf = _p_vf[_i0:_i1]
+                _r__p_vr = _p_vr[_i0:_i1]
+                _r__s_c = _s_c[_b, _i0:_i1]
+                _r_W_x_seq = W_x_seq[_t, _b, 2, _i0:_i1]
+                _r_Wf_x_seq = Wf_x_seq[_t, _b, 0, _i0:_i1]
+                _r_Wr_x_seq = Wr_x_seq[_t, _b, 1, _i0:_i1]
+                _r__x = _x[_t, _b, _i0:_i1]
+                _r_c_seq = c_seq[_t, _b, _i0:_i1]
+                _r_ct_seq = ct_seq[_t, _b, _i0:_i1]
+                _r_f_seq = f_seq[_t, _b, _i0:_i1]
+                _r_h_seq = h_seq[_t, _b, _i0:_i1]
+                _r_r_seq = r_seq[_t, _b, _i0:_i1]
+                # one vectorizable loop per primitive call
+                for _k in range(_i1 - _i0):
+                    Wf_x = _r_Wf_x_seq[_k]
+                    bf = _r__p_bf[_k]
+                    c = _r__s_c[_k]
+                    vf = _r__p_vf[_k]
+                    # f = sigmoid(Wf @ x + vf * c + bf)
+                    f = _sigmoid(Wf_x + bf + c * vf)
+                    _k_f[_k] = f
+                # one vectorizable loop per primitive call
+                for _k in range(_i1 - _i0):
+                    Wr_x = _r_Wr_x_seq[_k]
+                    br = _r__p_br[_k]
+                    c = _r__s_c[_k]
+                    vr = _r__p_vr[_k]
+                    # r = sigmoid(Wr @ x + vr * c + br)
+                    r = _sigmoid(Wr_x + br + c * vr)
+                    _k_r[_k] = r
+                for _k in range(_i1 - _i0):
+                    W_x = _r_W_x_seq[_k]
+                    c = _r__s_c[_k]
+                    f = _k_f[_k]
+                    r = _k_r[_k]
+                    x = _r__x[_k]
+                    # ct = f * c + (1 - f) * (W @ x)
+                    ct = W_x * (1 - f) + c * f
+                    # h = r * ct + (1 - r) * x
+                    h = ct * r + x * (1 - r)
+                    _r_c_seq[_k] = c
+                    _r_ct_seq[_k] = ct
+                    _r_f_seq[_k] = f
+                    _r_h_seq[_k] = h
+                    _r_r_seq[_k] = r
+                    _r__s_c[_k] = ct
 
 
 @_jit(parallel=True, error_model="numpy")
 def _backward_kernel(
+    _jobs,
     _p_vf,
     _p_vr,
     _dout,
@@ -520,68 +737,73 @@ def _backward_kernel(
     _g_vr,
 ):
     _T, _B, _n = _dout.shape
-    _blocks = (_n + _BLOCK - 1) // _BLOCK
-    for _job in numba.prange(_B * _blocks):
-        _b = _job // _blocks
-        _i0 = (_job - _b * _blocks) * _BLOCK
-        _i1 = min(_i0 + _BLOCK, _n)
-        _r__g_vf = _g_vf[_b, _i0:_i1]
-        _r__g_vr = _g_vr[_b, _i0:_i1]
-        _r__p_vf = _p_vf[_i0:_i1]
-        _r__p_vr = _p_vr[_i0:_i1]
-        _r__s_dc_next = _s_dc_next[_b, _i0:_i1]
+    _lanes = _B * _n
+    for _job in numba.prange(_jobs):
+        _l0 = _lanes * _job // _jobs
+        _l1 = _lanes * (_job + 1) // _jobs
         for _t in range(_T - 1, -1, -1):
-            _r_W_x_seq = W_x_seq[_t, _b, _i0:_i1]
-            _r__dout = _dout[_t, _b, _i0:_i1]
-            _r__elem_dx_seq = _elem_dx_seq[_t, _b, _i0:_i1]
-            _r__x = _x[_t, _b, _i0:_i1]
-            _r_c_seq = c_seq[_t, _b, _i0:_i1]
-            _r_ct_seq = ct_seq[_t, _b, _i0:_i1]
-            _r_dW_x_seq = dW_x_seq[_t, _b, _i0:_i1]
-            _r_dWf_x_seq = dWf_x_seq[_t, _b, _i0:_i1]
-            _r_dWr_x_seq = dWr_x_seq[_t, _b, _i0:_i1]
-            _r_f_seq = f_seq[_t, _b, _i0:_i1]
-            _r_r_seq = r_seq[_t, _b, _i0:_i1]
-            for _k in range(_i1 - _i0):
-                W_x = _r_W_x_seq[_k]
-                c = _r_c_seq[_k]
-                ct = _r_ct_seq[_k]
-                dc_next = _r__s_dc_next[_k]
-                dh_in = _r__dout[_k]
-                f = _r_f_seq[_k]
-                r = _r_r_seq[_k]
-                vf = _r__p_vf[_k]
-                vr = _r__p_vr[_k]
-                x = _r__x[_k]
-                # adjoint of h = r * ct + (1 - r) * x
-                dh = dh_in
-                # adjoint of ct = f * c + (1 - f) * (W @ x)
-                dct = dc_next + dh * r
-                # adjoint of r = sigmoid(Wr @ x + vr * c + br)
-                dr = dh * (ct - x)
-                # adjoint of f = sigmoid(Wf @ x + vf * c + bf)
-                df = dct * (-W_x + c)
-                # shared subexpression
-                _c0 = 1 - f
-                # adjoint of Wf_x = Wf@x
-                dWf_x = _c0 * df * f
-                # shared subexpression
-                _c2 = 1 - r
-                # adjoint of Wr_x = Wr@x
-                dWr_x = _c2 * dr * r
-                # adjoint of W_x = W@x
-                dW_x = _c0 * dct
-                # adjoint of c: flows to the step before
-                dc = dWf_x * vf + dWr_x * vr + dct * f
-                # adjoint of x as a lane value
-                _elem_dx = _c2 * dh
-                _r__elem_dx_seq[_k] = _elem_dx
-                _r_dW_x_seq[_k] = dW_x
-                _r_dWf_x_seq[_k] = dWf_x
-                _r_dWr_x_seq[_k] = dWr_x
-                _r__g_vf[_k] += c * dWf_x
-                _r__g_vr[_k] += c * dWr_x
-                _r__s_dc_next[_k] = dc
+            _l = _l0
+            while _l < _l1:
+                _b = _l // _n
+                _i0 = _l - _b * _n
+                _i1 = min(_n, _i0 + _BLOCK, _i0 + _l1 - _l)
+                _l += _i1 - _i0
+                _r__g_vf = _g_vf[_b, _i0:_i1]
+                _r__g_vr = _g_vr[_b, _i0:_i1]
+                _r__p_vf = _p_vf[_i0:_i1]
+                _r__p_vr = _p_vr[_i0:_i1]
+                _r__s_dc_next = _s_dc_next[_b, _i0:_i1]
+                _r_W_x_seq = W_x_seq[_t, _b, _i0:_i1]
+                _r__dout = _dout[_t, _b, _i0:_i1]
+                _r__elem_dx_seq = _elem_dx_seq[_t, _b, _i0:_i1]
+                _r__x = _x[_t, _b, _i0:_i1]
+                _r_c_seq = c_seq[_t, _b, _i0:_i1]
+                _r_ct_seq = ct_seq[_t, _b, _i0:_i1]
+                _r_dW_x_seq = dW_x_seq[_t, _b, 2, _i0:_i1]
+                _r_dWf_x_seq = dWf_x_seq[_t, _b, 0, _i0:_i1]
+                _r_dWr_x_seq = dWr_x_seq[_t, _b, 1, _i0:_i1]
+                _r_f_seq = f_seq[_t, _b, _i0:_i1]
+                _r_r_seq = r_seq[_t, _b, _i0:_i1]
+                for _k in range(_i1 - _i0):
+                    W_x = _r_W_x_seq[_k]
+                    c = _r_c_seq[_k]
+                    ct = _r_ct_seq[_k]
+                    dc_next = _r__s_dc_next[_k]
+                    dh_in = _r__dout[_k]
+                    f = _r_f_seq[_k]
+                    r = _r_r_seq[_k]
+                    vf = _r__p_vf[_k]
+                    vr = _r__p_vr[_k]
+                    x = _r__x[_k]
+                    # adjoint of h = r * ct + (1 - r) * x
+                    dh = dh_in
+                    # adjoint of ct = f * c + (1 - f) * (W @ x)
+                    dct = dc_next + dh * r
+                    # adjoint of r = sigmoid(Wr @ x + vr * c + br)
+                    dr = dh * (ct - x)
+                    # adjoint of f = sigmoid(Wf @ x + vf * c + bf)
+                    df = dct * (-W_x + c)
+                    # shared subexpression
+                    _c0 = 1 - f
+                    # adjoint of Wf_x = Wf@x
+                    dWf_x = _c0 * df * f
+                    # shared subexpression
+                    _c2 = 1 - r
+                    # adjoint of Wr_x = Wr@x
+                    dWr_x = _c2 * dr * r
+                    # adjoint of W_x = W@x
+                    dW_x = _c0 * dct
+                    # adjoint of c: flows to the step before
+                    dc = dWf_x * vf + dWr_x * vr + dct * f
+                    # adjoint of x as a lane value
+                    _elem_dx = _c2 * dh
+                    _r__elem_dx_seq[_k] = _elem_dx
+                    _r_dW_x_seq[_k] = dW_x
+                    _r_dWf_x_seq[_k] = dWf_x
+                    _r_dWr_x_seq[_k] = dWr_x
+                    _r__g_vf[_k] += c * dWf_x
+                    _r__g_vr[_k] += c * dWr_x
+                    _r__s_dc_next[_k] = dc
 
 
 def forward(params, x, state0=None):
@@ -622,8 +844,6 @@ def _forward(params, x, state0=None):
     # (the matrices stacked: one product for all of them)
     _W_in = np.concatenate((Wf, Wr, W))
     _P = (_matmul(_x2, _W_in.T)).reshape(_T, _B, 3 * _n_out)
-    Wf_x_seq = _P[:, :, :_n_out]
-    Wr_x_seq = _P[:, :, _n_out : 2 * _n_out]
     W_x_seq = _P[:, :, 2 * _n_out :]
     c_seq = np.empty((_T, _B, _n_out), _dtype)
     ct_seq = np.empty((_T, _B, _n_out), _dtype)
@@ -632,13 +852,14 @@ def _forward(params, x, state0=None):
     r_seq = np.empty((_T, _B, _n_out), _dtype)
     _s_c = np.array(_state0["c"], dtype=_dtype, order="C")
     _forward_kernel(
+        _jobs(),
         vf,
         bf,
         vr,
         br,
-        Wf_x_seq,
-        Wr_x_seq,
-        W_x_seq,
+        _P.reshape(_T, _B, 3, _n_out),
+        _P.reshape(_T, _B, 3, _n_out),
+        _P.reshape(_T, _B, 3, _n_out),
         _x,
         _s_c,
         c_seq,
@@ -699,15 +920,13 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
     f_seq = cache["f"]
     r_seq = cache["r"]
     _dP = np.empty((_T, _B, 3 * _n_out), _dtype)
-    dWf_x_seq = _dP[:, :, :_n_out]
-    dWr_x_seq = _dP[:, :, _n_out : 2 * _n_out]
-    dW_x_seq = _dP[:, :, 2 * _n_out :]
     _elem_dx_seq = np.empty((_T, _B, _n_out), _dtype)
     # Per-lane sums of the vector parameters' gradients, accumulated in float64.
     _g_vf = np.zeros((_B, _n_out), np.float64)
     _g_vr = np.zeros((_B, _n_out), np.float64)
     _s_dc_next = np.array(_dstate["c"], dtype=_dtype, order="C")
     _backward_kernel(
+        _jobs(),
         vf,
         vr,
         _dout,
@@ -719,9 +938,9 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
         _x,
         _s_dc_next,
         _elem_dx_seq,
-        dW_x_seq,
-        dWf_x_seq,
-        dWr_x_seq,
+        _dP.reshape(_T, _B, 3, _n_out),
+        _dP.reshape(_T, _B, 3, _n_out),
+        _dP.reshape(_T, _B, 3, _n_out),
         _g_vf,
         _g_vr,
     )

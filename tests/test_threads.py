@@ -210,6 +210,12 @@ def test_a_count_the_user_lowered_is_left_alone(mode, pool):
 # --- the split products (``_matmul``) -------------------------------------------------------
 
 
+def _openblas_gemm():
+    """The gemm addresses of a BLAS library the module can call from its loops, or None."""
+    return next((found for _, _, found in grn_numba._blas_pools() if found), None)
+
+
+@pytest.mark.parametrize("path", ["loops", "python threads"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     ("left", "right"),
@@ -220,19 +226,39 @@ def test_a_count_the_user_lowered_is_left_alone(mode, pool):
         ((5, 7), (7, 3)),  # too small: one product
     ],
 )
-def test_a_split_product_equals_the_product(monkeypatch, dtype, left, right):
+def test_a_split_product_equals_the_product(monkeypatch, path, dtype, left, right):
+    gemm = _openblas_gemm() if path == "loops" else None
+    if path == "loops" and gemm is None:
+        pytest.skip("BLAS is not OpenBLAS: its gemm is not called from the loops")
+    calls = []
+    real = grn_numba._gemm_parts
+
+    def counted(*args):
+        calls.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(grn_numba, "_gemm_parts", counted)
+    monkeypatch.setattr(grn_numba, "_split", [3, gemm])
     rng = np.random.default_rng(0)
     a = rng.standard_normal(left).astype(dtype)
     b = rng.standard_normal(right).astype(dtype)
-    monkeypatch.setattr(grn_numba, "_split", [3])
-    for x, y in ((a, b), (np.asfortranarray(a), b), (b.T.copy().T, a.T.copy().T)):
-        if x.shape[1] != y.shape[0]:
-            continue
+
+    def strided(m):  # the same values, in memory neither C- nor F-ordered
+        return np.repeat(m, 2, axis=1)[:, ::2]
+
+    cases = [(a, b), (np.asfortranarray(a), b), (a, np.asfortranarray(b))]
+    cases += [(np.asfortranarray(a), np.asfortranarray(b)), (strided(a), b)]
+    large = 2.0 * left[0] * left[1] * right[1] >= grn_numba._SPLIT_FLOPS
+    for index, (x, y) in enumerate(cases):
+        calls.clear()
         got = grn_numba._matmul(x, y)
         want = x @ y
         assert got.shape == want.shape and got.dtype == want.dtype
         tol = 1e-4 if dtype == np.float32 else 1e-12
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+        # BLAS's gemm runs in the loops wherever it can read both operands as they are
+        expected = path == "loops" and large and index < 4
+        assert bool(calls) == expected, (index, calls)
 
 
 @pytest.mark.skipif(_cores() < 2, reason="one core: nothing to split over")
@@ -250,7 +276,7 @@ def test_a_large_grn_step_splits_its_products_and_matches_numpy():
     real = grn_numba._matmul
 
     def counted(a, b):
-        splits.append(grn_numba._split[0])
+        splits.append(list(grn_numba._split))
         return real(a, b)
 
     grn_numba._matmul, saved = counted, real
@@ -259,8 +285,10 @@ def test_a_large_grn_step_splits_its_products_and_matches_numpy():
         grads, dx, _ = grn_numba.backward(params, cache, np.ones_like(a))
     finally:
         grn_numba._matmul = saved
-    assert splits and all(parts == numba.get_num_threads() for parts in splits)
-    assert grn_numba._split == [1]  # undone when the call ends
+    assert splits and all(parts == numba.get_num_threads() for parts, _ in splits)
+    # where BLAS is OpenBLAS, the parts run in the loops' threads
+    assert all(gemm == _openblas_gemm() for _, gemm in splits)
+    assert grn_numba._split == [1, None]  # undone when the call ends
     want_a, want_cache = grn_numpy.forward(params, x)
     want_grads, want_dx, _ = grn_numpy.backward(params, want_cache, np.ones_like(want_a))
     np.testing.assert_allclose(a, want_a, rtol=1e-10, atol=1e-12)

@@ -337,15 +337,55 @@ def _phases(stmts, place, final_stores) -> tuple[list[dict], list[str], dict[str
     return phases, sorted(scratch.values()), {k: sorted(v.values()) for k, v in rows.items()}
 
 
+def _stacks(kernel: Kernel) -> dict[str, tuple[str, int, int]]:
+    """``name -> (buffer, j, k)`` for the projections and the stored adjoints that are
+    block j of k in one buffer (``_P`` or ``_dP``, (T, B, k * n)).
+
+    The kernels take such a buffer as (T, B, k, n) and read block j's lanes as
+    ``buffer[_t, _b, j, _i0:_i1]``: a row Numba knows to be contiguous. (A view
+    ``_P[:, :, j * n:(j + 1) * n]`` has strides Numba only knows at run time, and LLVM
+    then loads and stores each lane on its own.)"""
+    info = plan.stacking(kernel)
+    found: dict[str, tuple[str, int, int]] = {}
+    k = len(info["pre"])
+    if info["stacked"]:
+        for j, st in enumerate(info["pre"]):
+            found[st.target] = ("_P", j, k)
+    if info["backward_stacked"]:
+        for j, adj in enumerate(info["adjoints"]):
+            found[adj] = ("_dP", j, k)
+    return found
+
+
+def _step_lane(name: str, stacks: dict[str, tuple[str, int, int]]) -> str:
+    """The index prefix of ``name``'s (T, B, n) values, as its kernel argument holds them."""
+    return f"{STEP_LANE}{stacks[name][1]}, " if name in stacks else STEP_LANE
+
+
+def _kernel_arguments(entries: list[dict], stacks) -> list[dict]:
+    """``entries`` (with their ``name`` or ``target`` and ``array``), each with ``passed``:
+    what the kernel's caller passes (a stacked buffer as (T, B, k, n))."""
+    out = []
+    for entry in entries:
+        name = entry.get("target", entry.get("name"))
+        arg = entry["array"]
+        if name in stacks:
+            buffer, _, k = stacks[name]
+            arg = f"{buffer}.reshape(_T, _B, {k}, _n_out)"
+        out.append(dict(entry, passed=arg))
+    return out
+
+
 def _diagonal_forward(kernel: Kernel, context: dict):
     """The forward kernel's loops of a diagonal recurrence, and the buffers it writes:
     ``(phases, scratch, rows, allocations)``."""
     cell = kernel.cell
+    stacks = _stacks(kernel)
     place: dict[str, Lane] = {}
     for p in context["vector_params"]:
         place[p["name"]] = Lane(p["array"], "")
     for st in kernel.pre:
-        place[st.target] = Lane(naming.sequence(st.target), STEP_LANE)
+        place[st.target] = Lane(naming.sequence(st.target), _step_lane(st.target, stacks))
     for state in cell.states:
         place[state] = Lane(naming.state_array(state), "_b, ")
     if cell.input_elementwise:
@@ -391,6 +431,7 @@ def _diagonal_forward(kernel: Kernel, context: dict):
 def _diagonal_backward(kernel: Kernel, context: dict):
     """The backward kernel's loops of a diagonal recurrence: ``(phases, scratch, rows)``."""
     cell = kernel.cell
+    stacks = _stacks(kernel)
     bplace: dict[str, Lane] = {}
     for p in context["backward_vector_params"]:
         bplace[p["name"]] = Lane(p["array"], "")
@@ -403,7 +444,8 @@ def _diagonal_backward(kernel: Kernel, context: dict):
         carried = naming.carried(state)
         bplace[carried] = Lane(naming.state_array(carried), "_b, ")
     bfinal = [
-        (Lane(naming.sequence(name), STEP_LANE), "=", sp.Symbol(name)) for name in kernel.stored
+        (Lane(naming.sequence(name), _step_lane(name, stacks)), "=", sp.Symbol(name))
+        for name in kernel.stored
     ]
     vector = dict(kernel.vector_grads)
     for g in context["grads"]:
@@ -434,9 +476,19 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
     }
     whole = plan.whole_place(kernel, stored)
     grads = plan.gradients(kernel, whole, "_T * _B", "(0, 1)", accumulated)
+    # The kernels read a stacked block through its buffer: its view is bound only where
+    # other code reads it (the cache, the gradients).
+    stacks = _stacks(kernel)
+    cached = {naming.sequence(n) for n in kernel.cached}
+    forward_read = {naming.sequence(st.target) for st in kernel.pre if st.target not in stacks}
+    grad_reads = {n for node in grads for n in node.reads()}
+    unread = {naming.sequence(n) for n in stacks} - cached - grad_reads
+    stored_code = [n for n in stored_code if not (n.writes() & unread and not n.reads() - {"_dP"})]
     return {
+        "pre": _kernel_arguments(context["pre"], stacks),
+        "stored": _kernel_arguments(context["stored"], stacks),
         "projections": numpy_printer.lines(
-            plan.projections(kernel, "_T * _B", "_T, _B, {}"), MATMUL
+            plan.projections(kernel, "_T * _B", "_T, _B, {}", read=forward_read | cached), MATMUL
         ),
         "forward_alloc": alloc,
         "stored_alloc": numpy_printer.lines(stored_code, MATMUL),

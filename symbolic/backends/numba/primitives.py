@@ -33,20 +33,22 @@ FORMS: dict[str, Form] = {
     "sigmoid": Form(
         call="_sigmoid({0})",
         # Scalar code for a compiled loop: with the polynomial _exp below, LLVM vectorizes it.
+        # The float32 ones keep a float32 argument in float32 (a float64 one promotes them
+        # exactly).
         helper="""
-@_jit(error_model="numpy")
+@_jit(error_model="numpy", fastmath={"contract"})
 def _sigmoid(x):
-    return 1.0 / (1.0 + _exp(-x))
+    return np.float32(1.0) / (np.float32(1.0) + _exp(-x))
 """,
         requires=("exp",),
     ),
     "tanh": Form(
         call="_tanh({0})",
-        # Cephes' rational form near 0 (exact to 1 ulp, no cancellation), 1 - 2/(e^2|x| + 1)
-        # beyond; both branches are computed and one selected, so the loop vectorizes.
+        # Cephes' forms: near 0 a rational (float64) or a polynomial (float32) in x*x, exact
+        # to about 1 ulp with no cancellation; beyond, 1 - 2/(e^2|x| + 1). Both branches are
+        # computed and one selected, so the loop vectorizes.
         helper="""
-@_jit(error_model="numpy")
-def _tanh(x):
+def _tanh64(x):
     a = abs(x)
     z = x * x
     p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z
@@ -58,25 +60,52 @@ def _tanh(x):
     large = (1.0 - s) / (1.0 + s)
     large = large if x >= 0 else -large
     return small if a < 0.625 else large
+
+
+def _tanh32(x):
+    a = abs(x)
+    z = x * x
+    p = np.float32(-5.70498872745e-3) * z + np.float32(2.06390887954e-2)
+    p = p * z + np.float32(-5.37397155531e-2)
+    p = p * z + np.float32(1.33314422036e-1)
+    p = p * z + np.float32(-3.33332819422e-1)
+    small = p * z * x + x
+    s = _exp(np.float32(-2.0) * a)
+    large = (np.float32(1.0) - s) / (np.float32(1.0) + s)
+    large = large if x >= np.float32(0.0) else -large
+    return small if a < np.float32(0.625) else large
+
+
+def _tanh(x):  # compiled code takes the overload below, in x's precision
+    return math.tanh(x)
+
+
+@numba.extending.overload(_tanh, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+def _tanh_typed(x):
+    return _tanh32 if x == numba.types.float32 else _tanh64
 """,
         requires=("exp",),
     ),
     "exp": Form(
         call="_exp({0})",
-        # exp(x) = 2**k * exp(r), |r| <= ln(2)/2, exp(r) by its degree-13 Taylor polynomial
-        # (error below 1e-17), 2**k built from its bits: pure arithmetic, so a compiled loop
-        # over lanes vectorizes (math.exp is a library call per element).
+        # exp(x) = 2**k * exp(r), |r| <= ln(2)/2, with exp(r) by a polynomial and 2**k built
+        # from its bits: pure arithmetic, so a compiled loop over lanes vectorizes (math.exp
+        # is a library call per element). float64: the degree-13 Taylor polynomial (error
+        # below 1e-17). float32: Cephes' degree-7 form, in float32 (about 1 ulp), 16 lanes
+        # to a vector where float64 has 8; 2**k as two factors, so results in float32's
+        # subnormal range are kept.
         helper="""
 @numba.extending.intrinsic
-def _float_from_bits(typingctx, bits):
+def _float_from_bits(typingctx, bits):  # the float32 or float64 whose bits are an int32's or int64's
+    width = numba.types.float32 if bits == numba.types.int32 else numba.types.float64
+
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(numba.types.float64))
+        return builder.bitcast(args[0], context.get_value_type(width))
 
-    return numba.types.float64(numba.types.int64), codegen
+    return width(numba.types.int32 if width == numba.types.float32 else numba.types.int64), codegen
 
 
-@_jit(error_model="numpy")
-def _exp(x):
+def _exp64(x):
     y = min(max(x, -708.0), 709.78)
     k = math.floor(y * 1.4426950408889634 + 0.5)
     r = (y - k * 0.6931471803691238) - k * 1.9082149292705877e-10
@@ -98,6 +127,36 @@ def _exp(x):
     e = 0.0 if x <= -708.0 else e
     e = math.inf if x >= 709.78 else e
     return e if x == x else x  # NaN stays NaN
+
+
+def _exp32(x):
+    y = min(max(x, np.float32(-103.972)), np.float32(88.7228))
+    k = np.floor(y * np.float32(1.44269504) + np.float32(0.5))
+    r = y - k * np.float32(0.693359375)
+    r = r - k * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * (r * r) + r + np.float32(1.0)
+    n = numba.int32(k)
+    half = n >> 1
+    e = p * _float_from_bits(numba.int32((half + 127) << 23))
+    e = e * _float_from_bits(numba.int32((n - half + 127) << 23))
+    e = np.float32(0.0) if x < np.float32(-103.972) else e
+    e = np.float32(math.inf) if x > np.float32(88.7228) else e
+    return e if x == x else x  # NaN stays NaN
+
+
+def _exp(x):  # compiled code takes the overload below, in x's precision
+    return math.exp(x)
+
+
+@numba.extending.overload(_exp, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+def _exp_typed(x):
+    return _exp32 if x == numba.types.float32 else _exp64
 """,
     ),
     "log": Form(
