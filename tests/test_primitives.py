@@ -274,3 +274,48 @@ def test_compiled_transcendentals_are_accurate_everywhere(name):
     assert rel.max() < 1e-15
     assert np.array_equal(out[np.isinf(ref)], ref[np.isinf(ref)])
     assert np.all(np.abs(out[~finite & ~np.isinf(ref)]) < 1e-300)
+
+
+@pytest.mark.parametrize("name", ["exp", "sigmoid", "tanh"])
+def test_compiled_transcendentals_keep_float32_in_float32(name):
+    """A float32 argument is computed in float32 (twice the lanes of a vector), within
+    3 ulp of the correctly rounded value wherever that is a normal float32, to the
+    nearest subnormal below, and exactly at 0, the infinities and NaN."""
+    numba = pytest.importorskip("numba")
+    prim = PRIMITIVES[name]
+    namespace = numba_primitives.namespace()
+    call = numba_primitives.FORMS[name].call.format("v")
+    exec(f"def one(v):\n    return {call}\n", namespace)
+    exec(
+        "def kernel(x, out):\n"
+        "    for i in range(x.size):\n"
+        f"        out[i] = {numba_primitives.FORMS[name].call.format('x[i]')}\n",
+        namespace,
+    )
+    one = numba.njit(namespace["one"])
+    one(np.float32(0.5))
+    assert one.nopython_signatures[0].return_type == numba.float32
+    kernel = numba.njit(namespace["kernel"])
+    rng = np.random.default_rng(1)
+    x = np.concatenate(
+        [
+            rng.standard_normal(20000) * 3,
+            rng.uniform(-110, 95, 20000),  # exp's overflow, subnormal and underflow ranges
+            rng.standard_normal(2000) * 1e-6,
+            [0.0, -0.0, 0.625, -0.625, 88.72, 88.73, -87.3, -103.9, -104.0],
+            [np.inf, -np.inf, np.nan],
+        ]
+    ).astype(np.float32)
+    out = np.empty_like(x)
+    kernel(x, out)
+    with np.errstate(over="ignore", under="ignore"):
+        exact = prim.reference(x.astype(np.float64))
+        rounded = exact.astype(np.float32)
+    tiny = np.finfo(np.float32).tiny
+    normal = np.isfinite(rounded) & (np.abs(rounded) >= tiny)
+    ulp = np.spacing(np.abs(rounded[normal])).astype(np.float64)
+    assert (np.abs(out[normal] - exact[normal]) / ulp).max() <= 3
+    small = np.isfinite(rounded) & ~normal  # subnormal or zero
+    assert np.all(np.abs(out[small].astype(np.float64) - exact[small]) <= 2 * tiny * 2.0**-23)
+    special = ~np.isfinite(rounded)
+    np.testing.assert_array_equal(out[special], rounded[special])

@@ -362,18 +362,38 @@ def _step_lane(name: str, stacks: dict[str, tuple[str, int, int]]) -> str:
     return f"{STEP_LANE}{stacks[name][1]}, " if name in stacks else STEP_LANE
 
 
-def _kernel_arguments(entries: list[dict], stacks) -> list[dict]:
+def _kernel_arguments(entries: list[dict], stacks, chunked: bool = False) -> list[dict]:
     """``entries`` (with their ``name`` or ``target`` and ``array``), each with ``passed``:
-    what the kernel's caller passes (a stacked buffer as (T, B, k, n))."""
+    what the kernel's caller passes (a stacked buffer as (T, B, k, n); in a chunk of
+    steps, the chunk's buffer, or the chunk's steps of a (T, B, n) array)."""
     out = []
     for entry in entries:
         name = entry.get("target", entry.get("name"))
         arg = entry["array"]
         if name in stacks:
             buffer, _, k = stacks[name]
-            arg = f"{buffer}.reshape(_T, _B, {k}, _n_out)"
+            steps = "_t1 - _t0" if chunked else "_T"
+            arg = f"{buffer}.reshape({steps}, _B, {k}, _n_out)"
+        elif chunked:
+            arg = f"{arg}[_t0:_t1]"
         out.append(dict(entry, passed=arg))
     return out
+
+
+def _chunkable(kernel: Kernel, info: dict, unread: set[str]) -> bool:
+    """Whether the passes run a chunk of steps at a time: the input's projections of a
+    chunk computed just before the kernel reads them, the adjoints' products and sums
+    just after it writes them, so that these blocks stay in the cache. That needs every
+    projection and its adjoint in the stacked buffers and read by nothing else (the
+    cache, the gradients), and an input that only enters through the products."""
+    cell = kernel.cell
+    return (
+        info["stacked"]
+        and info["backward_stacked"]
+        and not cell.input_elementwise
+        and kernel.input_adjoint is None
+        and unread == {naming.sequence(n) for n in _stacks(kernel)}
+    )
 
 
 def _diagonal_forward(kernel: Kernel, context: dict):
@@ -483,12 +503,32 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
     forward_read = {naming.sequence(st.target) for st in kernel.pre if st.target not in stacks}
     grad_reads = {n for node in grads for n in node.reads()}
     unread = {naming.sequence(n) for n in stacks} - cached - grad_reads
-    stored_code = [n for n in stored_code if not (n.writes() & unread and not n.reads() - {"_dP"})]
+    chunked = _chunkable(kernel, info, unread)
+    if chunked:
+        grads = plan.gradients(kernel, whole, "_T * _B", "(0, 1)", accumulated, stacked_done=True)
+        stored_code = [n for n in stored_code if "_dP" not in n.writes() | n.reads()]
+    else:
+        stored_code = [
+            n for n in stored_code if not (n.writes() & unread and not n.reads() - {"_dP"})
+        ]
+    projections = plan.projections(
+        kernel,
+        "_T * _B",
+        "_t1 - _t0, _B, {}" if chunked else "_T, _B, {}",
+        read=forward_read | cached,
+        source_rows="_t0 * _B : _t1 * _B" if chunked else None,
+    )
     return {
-        "pre": _kernel_arguments(context["pre"], stacks),
-        "stored": _kernel_arguments(context["stored"], stacks),
+        "pre": _kernel_arguments(context["pre"], stacks, chunked),
+        "stored": _kernel_arguments(context["stored"], stacks, chunked),
+        "chunked": chunked,
+        "stack_width": len(info["pre"]),
+        "chunk_sums": chunked and any("_dP_sum" in node.reads() for node in grads),
         "projections": numpy_printer.lines(
-            plan.projections(kernel, "_T * _B", "_T, _B, {}", read=forward_read | cached), MATMUL
+            [n for n in projections if not (chunked and "_P" in n.writes())], MATMUL
+        ),
+        "chunk_projection": numpy_printer.lines(
+            [n for n in projections if chunked and "_P" in n.writes()], MATMUL
         ),
         "forward_alloc": alloc,
         "stored_alloc": numpy_printer.lines(stored_code, MATMUL),

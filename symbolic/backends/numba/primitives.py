@@ -33,12 +33,14 @@ FORMS: dict[str, Form] = {
     "sigmoid": Form(
         call="_sigmoid({0})",
         # Scalar code for a compiled loop: with the polynomial _exp below, LLVM vectorizes it.
-        # The float32 ones keep a float32 argument in float32 (a float64 one promotes them
-        # exactly).
+        # e^-|x| never overflows, so a large negative x keeps its tiny value (e^x / (1 + e^x))
+        # down to the subnormals. The float32 ones keep a float32 argument in float32 (a
+        # float64 one promotes them exactly).
         helper="""
 @_jit(error_model="numpy", fastmath={"contract"})
 def _sigmoid(x):
-    return np.float32(1.0) / (np.float32(1.0) + _exp(-x))
+    e = _exp(-abs(x))
+    return (np.float32(1.0) if x >= 0 else e) / (np.float32(1.0) + e)
 """,
         requires=("exp",),
     ),

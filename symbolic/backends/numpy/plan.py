@@ -165,7 +165,12 @@ def _affine_in(expr: sp.Expr, name: str, params: set[str]):
 
 
 def projections(
-    kernel: Kernel, rows: str, shape: str, folds=None, read: set[str] | None = None
+    kernel: Kernel,
+    rows: str,
+    shape: str,
+    folds=None,
+    read: set[str] | None = None,
+    source_rows: str | None = None,
 ) -> list[Node]:
     """The forward products of the input (``_x2`` is (rows, n_in)), reshaped by
     ``shape`` (a format string taking the width).
@@ -174,6 +179,7 @@ def projections(
     (its matrix's rows scaled by c, and v as a bias column against a column of ones).
     ``read``: the names the code reads, when known: a view of a block nobody reads is
     not bound.
+    ``source_rows``: the product of these rows of the input only (a chunk of steps).
     """
     pre = kernel.pre
     if not pre:
@@ -191,7 +197,8 @@ def projections(
         code += _bias_column(biases, rows)
         source = "_x1"
     width = f"{k} * _n_out" if k > 1 else "_n_out"
-    product = Paren(Op("@", (Name(source), transposed("_W_in"))))
+    operand = Name(source) if source_rows is None else at(source, source_rows)
+    product = Paren(Op("@", (operand, transposed("_W_in"))))
     code.append(let("_P", method(product, "reshape", Raw(shape.format(width)))))
     for j, s in enumerate(pre):
         if read is not None and naming.sequence(s.target) not in read:
@@ -236,8 +243,18 @@ def _bias_column(biases: list[sp.Expr], rows: str) -> list[Node]:
     ]
 
 
-def gradients(kernel: Kernel, place, rows: str, sum_axes: str, vector_done: set[str]):
-    """Matrix gradients, vector gradients not accumulated already, and dx."""
+def gradients(
+    kernel: Kernel,
+    place,
+    rows: str,
+    sum_axes: str,
+    vector_done: set[str],
+    stacked_done: bool = False,
+):
+    """Matrix gradients, vector gradients not accumulated already, and dx.
+
+    ``stacked_done``: the stacked adjoints' products and sums (``_dW_in``, ``_dP_sum``,
+    ``_dx``) were accumulated already, a chunk of steps at a time: only read here."""
     cell = kernel.cell
     info = stacking(kernel)
     code: list[Node] = []
@@ -246,7 +263,8 @@ def gradients(kernel: Kernel, place, rows: str, sum_axes: str, vector_done: set[
     from_stack: dict[str, Expr] = {}
     summed: dict[str, Expr] = {}
     if info["backward_stacked"]:
-        code += _stacked_gradients(kernel, info, rows, vector_done, from_stack, summed)
+        stacked = _stacked_gradients(kernel, info, rows, vector_done, from_stack, summed)
+        code += [] if stacked_done else stacked
     for name, kind in cell.params.items():
         if kind == "vector":
             if name in vector_done:
@@ -268,7 +286,8 @@ def gradients(kernel: Kernel, place, rows: str, sum_axes: str, vector_done: set[
             adj_code = method(place(adj), "reshape", Raw(rows), Raw("_n_out"))
             terms.append(transposed(Paren(Op("@", (transposed(arg_code), adj_code)))))
         code.append(grad(name, Op("+", tuple(terms))))
-    code.append(If(Name("need_dx"), tuple(_input_gradient(kernel, info, place, rows))))
+    if not (stacked_done and info["backward_stacked"]):
+        code.append(If(Name("need_dx"), tuple(_input_gradient(kernel, info, place, rows))))
     return code
 
 
