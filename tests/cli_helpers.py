@@ -1,12 +1,15 @@
 """Running the ``derivgen`` command inside the test process (shared by the fault, hostile
-and training tests)."""
+and training tests), and a Python script in a child process of its own (the thread and
+memory policy tests, which need a fresh process)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -37,3 +40,18 @@ def one_line_error(done: subprocess.CompletedProcess, status: int, *words: str) 
     (line,) = [x for x in done.stderr.splitlines() if not x.startswith("validate:")]
     assert line.startswith("derivgen") and all(w in line for w in words), line
     return line
+
+
+def child_json(script: str, arg: str, env: dict[str, str]) -> dict:
+    """Run ``python -c script arg`` from the repository's root with exactly ``env``; the
+    last line it prints, read as JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, arg],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -12,15 +12,12 @@ freed top of the heap is returned to the system) and not under the policy.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
-import subprocess
 import sys
 import textwrap
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from cli_helpers import child_json
 
 
 def _glibc() -> bool:
@@ -78,16 +75,7 @@ def _child(module: str, **env: str) -> dict:
         k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"
     }
     clean.update(env)
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, module],
-        capture_output=True,
-        text=True,
-        env=clean,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json(CHILD, module, clean)
 
 
 @pytest.mark.parametrize(

@@ -8,14 +8,12 @@ environment, as a user's script starts.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from cli_helpers import child_json
 
 numba = pytest.importorskip("numba")
 pytest.importorskip("threadpoolctl")
@@ -146,16 +144,7 @@ def _same(a: dict, b: dict) -> bool:
 def _child(mode: str, **env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
     clean.update(env)
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, mode],
-        capture_output=True,
-        text=True,
-        env=clean,
-        timeout=600,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json(CHILD, mode, clean)
 
 
 def _cores() -> int:

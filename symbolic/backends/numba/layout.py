@@ -337,15 +337,14 @@ def _phases(stmts, place, final_stores) -> tuple[list[dict], list[str], dict[str
     return phases, sorted(scratch.values()), {k: sorted(v.values()) for k, v in rows.items()}
 
 
-def _stacks(kernel: Kernel) -> dict[str, tuple[str, int, int]]:
+def _stacks(info: dict) -> dict[str, tuple[str, int, int]]:
     """``name -> (buffer, j, k)`` for the projections and the stored adjoints that are
     block j of k in one buffer (``_P`` or ``_dP``, (T, B, k * n)).
 
     The kernels take such a buffer as (T, B, k, n) and read block j's lanes as
     ``buffer[_t, _b, j, _i0:_i1]``: a row Numba knows to be contiguous. (A view
     ``_P[:, :, j * n:(j + 1) * n]`` has strides Numba only knows at run time, and LLVM
-    then loads and stores each lane on its own.)"""
-    info = plan.stacking(kernel)
+    then loads and stores each lane on its own.) ``info``: :func:`plan.stacking`'s."""
     found: dict[str, tuple[str, int, int]] = {}
     k = len(info["pre"])
     if info["stacked"]:
@@ -380,7 +379,7 @@ def _kernel_arguments(entries: list[dict], stacks, chunked: bool = False) -> lis
     return out
 
 
-def _chunkable(kernel: Kernel, info: dict, unread: set[str]) -> bool:
+def _chunkable(kernel: Kernel, stacks, info: dict, unread: set[str]) -> bool:
     """Whether the passes run a chunk of steps at a time: the input's projections of a
     chunk computed just before the kernel reads them, the adjoints' products and sums
     just after it writes them, so that these blocks stay in the cache. That needs every
@@ -392,15 +391,14 @@ def _chunkable(kernel: Kernel, info: dict, unread: set[str]) -> bool:
         and info["backward_stacked"]
         and not cell.input_elementwise
         and kernel.input_adjoint is None
-        and unread == {naming.sequence(n) for n in _stacks(kernel)}
+        and unread == {naming.sequence(n) for n in stacks}
     )
 
 
-def _diagonal_forward(kernel: Kernel, context: dict):
+def _diagonal_forward(kernel: Kernel, context: dict, stacks):
     """The forward kernel's loops of a diagonal recurrence, and the buffers it writes:
     ``(phases, scratch, rows, allocations)``."""
     cell = kernel.cell
-    stacks = _stacks(kernel)
     place: dict[str, Lane] = {}
     for p in context["vector_params"]:
         place[p["name"]] = Lane(p["array"], "")
@@ -448,10 +446,9 @@ def _diagonal_forward(kernel: Kernel, context: dict):
     return forward, scratch, rows, alloc
 
 
-def _diagonal_backward(kernel: Kernel, context: dict):
+def _diagonal_backward(kernel: Kernel, context: dict, stacks):
     """The backward kernel's loops of a diagonal recurrence: ``(phases, scratch, rows)``."""
     cell = kernel.cell
-    stacks = _stacks(kernel)
     bplace: dict[str, Lane] = {}
     for p in context["backward_vector_params"]:
         bplace[p["name"]] = Lane(p["array"], "")
@@ -486,9 +483,10 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
     """Layout of a diagonal recurrence for the Numba backend: one kernel per pass,
     parallel over blocks of lanes, sequential over time, each step of a block split
     into vectorizable loops (see :func:`_phases`)."""
-    forward, forward_scratch, forward_rows, alloc = _diagonal_forward(kernel, context)
-    backward, backward_scratch, backward_rows = _diagonal_backward(kernel, context)
     info = plan.stacking(kernel)
+    stacks = _stacks(info)
+    forward, forward_scratch, forward_rows, alloc = _diagonal_forward(kernel, context, stacks)
+    backward, backward_scratch, backward_rows = _diagonal_backward(kernel, context, stacks)
     stored_code, stored = plan.stored_buffers(kernel, info)
 
     accumulated = {
@@ -498,12 +496,11 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
     grads = plan.gradients(kernel, whole, "_T * _B", "(0, 1)", accumulated)
     # The kernels read a stacked block through its buffer: its view is bound only where
     # other code reads it (the cache, the gradients).
-    stacks = _stacks(kernel)
     cached = {naming.sequence(n) for n in kernel.cached}
     forward_read = {naming.sequence(st.target) for st in kernel.pre if st.target not in stacks}
     grad_reads = {n for node in grads for n in node.reads()}
     unread = {naming.sequence(n) for n in stacks} - cached - grad_reads
-    chunked = _chunkable(kernel, info, unread)
+    chunked = _chunkable(kernel, stacks, info, unread)
     if chunked:
         grads = plan.gradients(kernel, whole, "_T * _B", "(0, 1)", accumulated, stacked_done=True)
         stored_code = [n for n in stored_code if "_dP" not in n.writes() | n.reads()]
