@@ -278,7 +278,7 @@ def backward(params, cache, da, dstate=None, *, need_dx=True):
         da = _bk_da[:_m]
         dW_x = dW_x_seq[_lo:_hi]
         # adjoint of W_x = W@x: dW_x = _dW_x_per_da * da
-        np.heaviside(a, 0.0, out=_dW_x_per_da)
+        np.sign(np.maximum(a, 0, out=_dW_x_per_da), out=_dW_x_per_da)
         # adjoint of h: flows to the step before: dh = _dh_per_da * da
         np.multiply(_dW_x_per_da, u, out=_dh_per_da)
         for _k in range(_m - 1, -1, -1):

@@ -72,6 +72,29 @@ def test_sigmoid_is_accurate_everywhere(backend, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_sigmoid_raises_nothing_where_the_user_traps_floating_point_errors(backend, dtype):
+    """With every floating-point error trapped (np.errstate(all="raise")), a sigmoid layer
+    and its gradient run on arguments whose e^-z overflows or underflows (flags raised
+    inside the module, where they are expected), with the right limits."""
+    mod = module("dense_sigmoid", backend)
+    z = np.array([-1e4, -800.0, -720.0, -104.0, -90.0, -20.0, 0.0, 20.0, 90.0, 800.0], dtype)
+    n = z.size
+    params = {"W": np.eye(n, dtype=dtype), "B": np.zeros(n, dtype=dtype)}
+    with np.errstate(all="raise"):
+        try:
+            a, cache = mod.forward(params, z[None, :])
+            grads, dx = mod.backward(params, cache, np.ones_like(a))
+        except FloatingPointError as error:
+            pytest.fail(f"raised {error!r} under np.errstate(all='raise')")
+    want = _exact_sigmoid(z, dtype)
+    assert _ulps(a[0], want, dtype).max() <= 4
+    assert a[0, 0] == 0.0 and a[0, -1] == 1.0
+    for value in (*grads.values(), dx):
+        assert np.all(np.isfinite(value))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_log_of_a_sigmoid_in_a_cost_is_finite(backend, dtype):
     """bce_logits takes log(sigmoid(z)) and log(1 - sigmoid(z)): finite for every finite
     z (computed as -softplus(-z), -softplus(z)), and right where it can be checked."""

@@ -41,8 +41,8 @@ CALLS = {
         "np.exp(": "torch.exp(",
         "np.log(": "torch.log(",
         "np.logaddexp(0, x)": "_softplus(x)",
+        "np.sign(np.maximum(x, 0))": "_step(x)",  # before relu's
         "np.maximum(x, 0)": "torch.relu(x)",
-        "np.heaviside(x, 0.0)": "_step(x)",
     },
     "jax": {
         "np.sqrt(": "_jnp.sqrt(",
@@ -51,8 +51,8 @@ CALLS = {
         "np.exp(": "_jnp.exp(",
         "np.log(": "_jnp.log(",
         "np.logaddexp(0, x)": "_jnp.logaddexp(x, 0.0)",
+        "np.sign(np.maximum(x, 0))": "_step(x)",  # before relu's
         "np.maximum(x, 0)": "_relu(x)",
-        "np.heaviside(x, 0.0)": "_step(x)",
     },
 }
 
@@ -118,7 +118,7 @@ CASES = [
         id="softplus",
     ),
     pytest.param(P("relu")(x), "np.maximum(x, 0)", "max(x, 0.0)", id="relu"),
-    pytest.param(P("step")(x), "np.heaviside(x, 0.0)", "_step(x)", id="step"),
+    pytest.param(P("step")(x), "np.sign(np.maximum(x, 0))", "_step(x)", id="step"),
     # primitives inside expressions: arguments printed recursively, precedence kept
     pytest.param(P("tanh")(x + y), "np.tanh(x + y)", "_tanh(x + y)", id="tanh-of-sum"),
     pytest.param(
@@ -146,7 +146,7 @@ CASES = [
         "(max(x, 0.0) + math.log1p(math.exp(-abs(x))))**2",
         id="softplus-squared",
     ),
-    pytest.param(y * P("step")(x), "y*np.heaviside(x, 0.0)", "y*_step(x)", id="step-times"),
+    pytest.param(y * P("step")(x), "y*np.sign(np.maximum(x, 0))", "y*_step(x)", id="step-times"),
 ]
 
 
