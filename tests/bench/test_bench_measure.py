@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -55,6 +56,34 @@ def test_a_competitor_with_wrong_gradients_is_rejected_and_not_timed():
     table = "\n".join(section_table(section))
     assert "rejected: gradient check failed" in table
     assert "REJECTED" in settings.log.getvalue()
+
+
+def test_the_grn_bound_reports_its_products_alone_and_its_transcendentals():
+    """The GRN's bound row says what its two parts take, each timed on its own: the
+    products alone (the lower bound) and the pass of exp and tanh; the section's table
+    carries that under the bound's row."""
+    settings = Settings(
+        workloads=[QUICK_WORKLOADS["B2"]],
+        dtypes=["float64"],
+        backends=["numpy", "gemm"],
+        repeats=2,
+        min_sample_ms=0.1,
+        settle=0.0,
+        quick=True,
+        log=io.StringIO(),
+    )
+    (section,) = Bench(settings).run()
+    bound = section.row("gemm")
+    assert bound.timed
+    note = "; ".join(bound.notes)
+    found = re.search(
+        r"matrix products alone ([0-9.e+-]+) ms and the pass of exp and tanh ([0-9.e+-]+) ms",
+        note,
+    )
+    assert found, bound.notes
+    products, transcendentals = (float(v) for v in found.groups())
+    assert 0 < products and 0 < transcendentals
+    assert found.group(0) in "\n".join(section_table(section))
 
 
 def test_relative_error():
