@@ -24,6 +24,8 @@ import sympy as sp
 
 from symbolic import ir, naming, primitives, reductions, sizes
 from symbolic.backends.base import statement
+from symbolic.backends.numba.primitives import FORMS
+from symbolic.backends.numba.primitives import helpers as numba_helpers
 from symbolic.backends.numba.printer import code
 from symbolic.backends.numpy import plan
 from symbolic.backends.numpy import primitives as numpy_primitives
@@ -49,10 +51,52 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
 
 
 def cost(derivation: CostDerivation, keys: dict) -> tuple[str, dict]:
-    """The template and the layout keys of a cost module (its sums are NumPy code)."""
-    return "cost.py.j2", plan.cost_context(
-        derivation.per_unit, derivation.gradient, derivation.cost.prediction
-    )
+    """The template and the layout keys of a cost module: one compiled loop over the
+    elements (:func:`cost_loop_context`), or whole-array NumPy code for a cost that
+    reduces over a row's units (softmax) or calls a function LLVM cannot vectorize (log:
+    measured at (T, B, n) = (200, 64, 256), the cross-entropy's loop took 27 ms in float32
+    against NumPy's 10.6)."""
+    per_unit, gradient = derivation.per_unit, derivation.gradient
+    used = primitives.used(per_unit) | primitives.used(gradient)
+    scalar = any(not FORMS[name].vectorizes for name in used if name in FORMS)
+    if scalar or reductions.has_reduction(per_unit) or reductions.has_reduction(gradient):
+        return "cost.py.j2", plan.cost_context(per_unit, gradient, derivation.cost.prediction)
+    return "cost_loop.py.j2", cost_loop_context(derivation)
+
+
+def cost_loop_context(derivation: CostDerivation) -> dict:
+    """The loop of an elementwise cost: each element's cost added to its unit's running
+    sum (float64; a sum per unit keeps the adds independent, so LLVM vectorizes them) and
+    its gradient written, in one pass over the prediction and the target instead of
+    NumPy's several. The shared subexpressions of the two are computed once."""
+    cost = derivation.cost
+    gradient = sp.factor_terms(derivation.gradient)
+    names_ = (sp.Symbol(f"_e{i}") for i in range(1 << 30))
+    shared, (value, grad_expr) = sp.cse([derivation.per_unit, gradient], symbols=names_)
+    body = [f"{sym} = {code(expr)}" for sym, expr in shared]
+    used = primitives.used(derivation.per_unit) | primitives.used(derivation.gradient)
+    used |= reductions.used(derivation.per_unit) | reductions.used(derivation.gradient)
+    helpers = numba_helpers(used)
+    value_code = code(value)
+    grad_code = code(grad_expr)
+    loads = [
+        {"name": cost.prediction, "array": "_pa", "index": "_r, _u"},
+        {"name": cost.target, "array": "_ya", "index": "_r, _u"},
+    ]
+    for name, kind in cost.inputs.items():
+        index = "_r" if kind == "row" else "_u"
+        loads.append({"name": name, "array": f"_in_{name}", "index": index})
+    printed = body + [value_code, grad_code]
+    return {
+        "loop_loads": loads,
+        "loop_body": body,
+        "loop_value": value_code,
+        "loop_gradient": grad_code,
+        "helpers": helpers,
+        # NumPy code calls the NumPy helpers: this module has none
+        "numpy_helpers": [],
+        "uses_math": any("math." in text for text in printed + helpers),
+    }
 
 
 def _segments(stmts, place, writes_extra=None, widths=None) -> list[dict]:

@@ -22,11 +22,14 @@ class Form:
         helper: Source of a compiled helper the code calls, emitted once into each
             module that uses the primitive.
         requires: Primitives whose helpers this helper calls.
+        vectorizes: False where the code calls the C library's scalar function (LLVM
+            cannot vectorize a loop around it; NumPy's whole-array ufunc is SIMD code).
     """
 
     call: str
     helper: str = ""
     requires: tuple[str, ...] = ()
+    vectorizes: bool = True
 
 
 FORMS: dict[str, Form] = {
@@ -163,9 +166,11 @@ def _exp_typed(x):
     ),
     "log": Form(
         call="math.log({0})",
+        vectorizes=False,
     ),
     "softplus": Form(
         call="(max({0}, 0.0) + math.log1p(math.exp(-abs({0}))))",
+        vectorizes=False,
     ),
     "step": Form(
         call="_step({0})",
@@ -194,6 +199,7 @@ def _sign(x):
     ),
     "erf": Form(
         call="math.erf({0})",
+        vectorizes=False,
     ),
 }
 
