@@ -51,6 +51,23 @@ def _keep_freed_memory():
     libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
 
 
+def _np_softplus(z, out=None):
+    """log(1 + e^z) as max(z, 0) + log1p(e^-|z|): no overflow, and no cancellation
+    for large negative z."""
+    z = np.asarray(z)
+    dtype = z.dtype if z.dtype.kind == "f" else np.float64
+    if out is None:
+        out = np.empty_like(z, dtype=dtype)
+    tail = np.empty_like(z, dtype=dtype)
+    np.abs(z, out=tail)
+    with np.errstate(under="ignore"):
+        np.negative(tail, out=tail)
+        np.exp(tail, out=tail)
+    np.log1p(tail, out=tail)
+    np.maximum(z, 0, out=out)
+    return np.add(out, tail, out=out)
+
+
 NAME = "bce_logits"
 KIND = "cost"
 PARAMS = ()
@@ -89,10 +106,10 @@ def loss(a, y):
     # _u0 = softplus(-z)
     _u0 = np.empty_like(z)
     np.negative(z, out=_u0)
-    np.logaddexp(0, _u0, out=_u0)
+    _np_softplus(_u0, out=_u0)
     # _u1 = softplus(z)
     _u1 = np.empty_like(z)
-    np.logaddexp(0, z, out=_u1)
+    _np_softplus(z, out=_u1)
     # _u2 = 1 - y
     _u2 = np.empty_like(z)
     np.subtract(1.0, y, out=_u2)

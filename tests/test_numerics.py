@@ -94,6 +94,48 @@ def test_sigmoid_raises_nothing_where_the_user_traps_floating_point_errors(backe
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_softplus_is_accurate_and_raises_nothing_where_the_user_traps_errors(dtype):
+    """The NumPy modules' softplus, max(z, 0) + log1p(e^-|z|), against mpmath over the
+    whole float range, within 2 ulp of the exact value (np.logaddexp(0, z), its former
+    form, as the second oracle), with every floating-point error trapped; inf, -inf and
+    NaN kept; the output written in place over the argument alike."""
+    softplus = module("bce_logits", "numpy")._np_softplus
+    rng = np.random.default_rng(5)
+    limit = float(np.finfo(dtype).max)
+    z = np.concatenate(
+        [
+            rng.standard_normal(400) * 4,
+            rng.uniform(-120, 120, 300),
+            -np.logspace(-30, np.log10(limit) - 0.01, 150),
+            np.logspace(-30, np.log10(limit) - 0.01, 150),
+            [0.0, -0.0, -745.2, -103.9, 88.7, 709.7],
+        ]
+    ).astype(dtype)
+    with np.errstate(all="raise"):
+        try:
+            got = softplus(z)
+            inplace = softplus(z.copy(), out=None)
+            again = z.copy()
+            softplus(again, out=again)
+        except FloatingPointError as error:
+            pytest.fail(f"raised {error!r} under np.errstate(all='raise')")
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(inplace, got)
+    np.testing.assert_array_equal(again, got)
+    mpmath.mp.dps = 60
+    exact = np.array([float(mpmath.log1p(mpmath.exp(mpmath.mpf(float(v))))) for v in z])
+    want = exact.astype(dtype)
+    err = _ulps(got, want, dtype)
+    worst = int(err.argmax())
+    assert err.max() <= 2, f"softplus({z[worst]!r}) = {got[worst]!r}, exact {exact[worst]!r}"
+    with np.errstate(all="ignore"):
+        former = np.logaddexp(0, z)
+    assert _ulps(got, former, dtype).max() <= 2
+    special = softplus(np.array([np.inf, -np.inf, np.nan], dtype))
+    assert special[0] == np.inf and special[1] == 0.0 and np.isnan(special[2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_log_of_a_sigmoid_in_a_cost_is_finite(backend, dtype):
     """bce_logits takes log(sigmoid(z)) and log(1 - sigmoid(z)): finite for every finite

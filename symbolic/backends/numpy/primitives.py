@@ -75,8 +75,28 @@ def _np_sigmoid(z, out=None):
         out="np.log({i}, out={o})",
     ),
     "softplus": Form(
-        call="np.logaddexp(0, {0})",
-        out="np.logaddexp(0, {i}, out={o})",
+        # max(z, 0) + log1p(e^-|z|), the form np.logaddexp(0, z) computes one element at a
+        # time (no SIMD loop): on a million random values, one core, 17 ms in either dtype
+        # against 4.2 (float64) and 2.0 (float32) for these passes
+        call="_np_softplus({0})",
+        out="_np_softplus({i}, out={o})",
+        helper="""
+def _np_softplus(z, out=None):
+    \"\"\"log(1 + e^z) as max(z, 0) + log1p(e^-|z|): no overflow, and no cancellation
+    for large negative z.\"\"\"
+    z = np.asarray(z)
+    dtype = z.dtype if z.dtype.kind == "f" else np.float64
+    if out is None:
+        out = np.empty_like(z, dtype=dtype)
+    tail = np.empty_like(z, dtype=dtype)
+    np.abs(z, out=tail)
+    with np.errstate(under="ignore"):
+        np.negative(tail, out=tail)
+        np.exp(tail, out=tail)
+    np.log1p(tail, out=tail)
+    np.maximum(z, 0, out=out)
+    return np.add(out, tail, out=out)
+""",
     ),
     "step": Form(
         # in the argument's dtype (a comparison's bool would make tanh(step(z)) float16),
