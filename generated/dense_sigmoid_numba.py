@@ -157,19 +157,6 @@ def _sigmoid(x):
     return (np.float32(1.0) if x >= 0 else e) / (np.float32(1.0) + e)
 
 
-def _np_sigmoid(z, out=None):
-    """1/(1 + e^-z), accurate to a few ulp wherever the value is a normal number (0 for
-    z < -709.78 in float64, -88.72 in float32)."""
-    z = np.asarray(z)
-    if out is None:
-        out = np.empty_like(z, dtype=z.dtype if z.dtype.kind == "f" else np.float64)
-    with np.errstate(over="ignore", under="ignore"):
-        np.negative(z, out=out)
-        np.exp(out, out=out)
-        np.add(out, 1.0, out=out)
-        return np.divide(1.0, out, out=out)
-
-
 NAME = "dense_sigmoid"
 KIND = "feedforward"
 PARAMS = (

@@ -400,8 +400,51 @@ def render(compiled: Compiled, backend: str) -> Module:
     name, keys = layout(compiled, backend)
     template = environment(backends.get(backend)).get_template(name)
     text = template.render(**keys)
+    called = _called_helpers(text, keys.get("numpy_helpers", []))
+    if called != keys.get("numpy_helpers", []):
+        keys = keys | {"numpy_helpers": called}
+        text = template.render(**keys)
     _check_code_ignores_display_text(template, keys, text, compiled.model)
     return Module(f"{compiled.model.name}_{backend}.py", text)
+
+
+def _called_helpers(text: str, helpers: list[str]) -> list[str]:
+    """The NumPy helpers that the module's code calls. A Numba module's kernels call a
+    primitive's compiled form, not its NumPy helper: that helper would be dead code. A
+    helper is kept where code outside the helpers reads one of its functions, or where a
+    kept helper does."""
+    if not helpers:
+        return helpers
+    owner: dict[str, int] = {}  # a helper's function name -> its index
+    for index, source in enumerate(helpers):
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.Assign):
+                for name in _defined_names(node):
+                    owner[name] = index
+    reads: dict[int | None, set[str]] = {}  # per helper (None: the rest of the module)
+    for node in ast.parse(text).body:
+        names = _defined_names(node)
+        index = next((owner[n] for n in names if n in owner), None)
+        reads.setdefault(index, set()).update(
+            n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+        )
+    kept: set[int] = set()
+    frontier = [None]
+    while frontier:
+        for name in reads.get(frontier.pop(), set()):
+            index = owner.get(name)
+            if index is not None and index not in kept:
+                kept.add(index)
+                frontier.append(index)
+    return [h for i, h in enumerate(helpers) if i in kept]
+
+
+def _defined_names(node: ast.stmt) -> list[str]:
+    if isinstance(node, ast.FunctionDef | ast.ClassDef):
+        return [node.name]
+    if isinstance(node, ast.Assign):
+        return [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return []
 
 
 #: Context keys holding display text (they reach docstrings and comments only).

@@ -81,7 +81,7 @@ class Rendering:
 def rendering(name: str, backend: str) -> Rendering:
     """Render through ``symbolic.render.render`` itself, recording the template it picks
     and the exact keyword arguments it passes (so the test follows any layout choice)."""
-    seen: dict = {}
+    seen: list = []
     real = environment(backends.get(backend))
 
     class Spy:
@@ -90,17 +90,19 @@ def rendering(name: str, backend: str) -> Rendering:
 
             class Recorder:
                 def render(self, **context):
-                    # the first rendering is the module's (render renders again with
-                    # placeholder display texts, to check that the code ignores them)
-                    seen.setdefault("template", f"{backend}/{template_name}")
-                    seen.setdefault("context", context)
-                    return template.render(**context)
+                    text = template.render(**context)
+                    seen.append((f"{backend}/{template_name}", context, text))
+                    return text
 
             return Recorder()
 
     with mock.patch.object(render_stage, "environment", lambda _: Spy()):
         module = render_stage.render(compile_model(MODELS[name]), backend)
-    return Rendering(seen["template"], seen["context"], module.text)
+    # the module's rendering is the one whose text it is (render renders again without
+    # the helpers its code never calls, and with placeholder display texts, to check
+    # that the code ignores them)
+    template, context, _ = next(r for r in seen if r[2] == module.text)
+    return Rendering(template, context, module.text)
 
 
 def renderings_of(template: str) -> list[Rendering]:
@@ -496,3 +498,36 @@ def test_cost_blocks_name_the_cost_and_its_gradient(case):
     text = module_path(spec, backend).read_text(encoding="utf-8")
     assert f"# C = sum of {_normalized(data['per_unit'])}" in text
     assert f"# dC/d{data['prediction']}" in text
+
+
+def _top_level_functions_never_read(text: str) -> set[str]:
+    tree = ast.parse(text)
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    read = set()
+    for node in tree.body:
+        own = node.name if isinstance(node, ast.FunctionDef) else None
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id != own:
+                read.add(n.id)
+    return {name for name in defined if name.startswith("_np_") and name not in read}
+
+
+@pytest.mark.parametrize("path", sorted(default_out().glob("*.py")), ids=lambda p: p.stem)
+def test_no_module_carries_a_numpy_helper_its_code_never_calls(path):
+    """A Numba module's kernels call a primitive's compiled form: the primitive's NumPy
+    helper is left out unless whole-array code (a reduction, a cost) calls it."""
+    assert _top_level_functions_never_read(path.read_text(encoding="utf-8")) == set()
+
+
+def test_called_helpers_keeps_what_the_code_or_a_kept_helper_reads():
+    helpers = [
+        "def _np_a(z):\n    return _np_b(z) + 1",
+        "def _np_b(z):\n    return z",
+        "def _np_c(z):\n    return _np_d(z)",
+        "def _np_d(z):\n    return z",
+        "def _np_e(z):\n    return z",
+    ]
+    text = "\n\n".join(helpers) + "\n\n\ndef forward(x):\n    return _np_a(x) + _np_e\n"
+    assert render_stage._called_helpers(text, helpers) == [helpers[0], helpers[1], helpers[4]]
+    assert render_stage._called_helpers(text.replace("_np_a(x) + ", ""), helpers) == [helpers[4]]
+    assert render_stage._called_helpers(text, []) == []
