@@ -183,3 +183,75 @@ def test_wrong_arguments_are_refused_as_numpy_refuses_them(argument, bad, words)
     for module in (loop, whole):
         with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
             module.loss(**args)
+
+
+#: Random costs drawn for the loop (derandomized: the same ones every run).
+FUZZ_COSTS = 60
+
+
+def _random_costs(count: int) -> list:
+    from hypothesis import HealthCheck, Phase, given, settings
+    from spec_strategies import costs
+
+    found = []
+
+    @settings(
+        max_examples=count,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(costs())
+    def collect(example):
+        found.append(example)
+
+    collect()
+    return found
+
+
+def test_random_costs_in_the_loop_are_validated_and_agree_with_numpy():
+    """The fuzzer's costs (every primitive, powers, quotients, reductions, row and unit
+    inputs): each one the loop takes is validated as ``derivgen generate`` validates a
+    module (the interpreter, finite differences), and agrees with its NumPy module in
+    both dtypes; each one it leaves to NumPy code has a reduction or a scalar C call."""
+    from symbolic import reductions
+    from symbolic.backends.numba.primitives import FORMS
+    from symbolic.generate import compile_model
+    from symbolic.primitives import used
+
+    looped = 0
+    for example in _random_costs(FUZZ_COSTS):
+        model = parse.loads(example.text, "fz_cost.toml")
+        derived = compile_model(model).derivation
+        template = _template(model)
+        exprs = (derived.per_unit, derived.gradient)
+        scalar = any(not FORMS[n].vectorizes for e in exprs for n in used(e) if n in FORMS)
+        reduces = any(reductions.has_reduction(e) for e in exprs)
+        assert template == ("cost.py.j2" if scalar or reduces else "cost_loop.py.j2"), example.text
+        if template != "cost_loop.py.j2":
+            continue
+        loop, whole = (
+            validate.load(validate.stage(m.text, m.filename))
+            for m in (render_model(model, "numba"), render_model(model, "numpy"))
+        )
+        try:
+            validate.check_cost(model, loop, "numba")
+        except validate.CannotValidate:
+            continue  # NaN, inf or huge wherever tried (the fuzzer counts these apart)
+        looped += 1
+        rng = np.random.default_rng(looped)
+        for dtype in (np.float64, np.float32):
+            shape = (3, 4, 5)
+            a = rng.uniform(-1, 1, shape).astype(dtype)
+            y = rng.uniform(0, 1, shape).astype(dtype)
+            inputs = _inputs(model, shape, rng, dtype)
+            with np.errstate(all="ignore"):
+                C, da = loop.loss(a, y, **inputs)
+                C_np, da_np = whole.loss(a, y, **inputs)
+            tol = 1e-12 if dtype == np.float64 else 1e-4
+            assert C == pytest.approx(C_np, rel=tol, abs=tol), example.text
+            scale = float(np.nanmax(np.abs(da_np))) if np.isfinite(da_np).any() else 1.0
+            np.testing.assert_allclose(da, da_np, rtol=tol, atol=tol * scale, err_msg=example.text)
+    assert looped >= 10, f"only {looped} of {FUZZ_COSTS} random costs took the loop"
