@@ -319,3 +319,51 @@ def test_compiled_transcendentals_keep_float32_in_float32(name):
     assert np.all(np.abs(out[small].astype(np.float64) - exact[small]) <= 2 * tiny * 2.0**-23)
     special = ~np.isfinite(rounded)
     np.testing.assert_array_equal(out[special], rounded[special])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=lambda d: np.dtype(d).name)
+def test_compiled_log_is_within_one_ulp_everywhere(dtype):
+    """The Numba modules' log (fdlibm's reduction and polynomial, from the argument's
+    bits): within 1 ulp of the exact value (mpmath) over the normal and subnormal range,
+    exact at 1, -inf at +-0, NaN below 0 and at NaN, inf at inf; a float32 argument
+    computed in float32."""
+    numba = pytest.importorskip("numba")
+    mpmath = pytest.importorskip("mpmath")
+    namespace = numba_primitives.namespace()
+    call = numba_primitives.FORMS["log"].call
+    exec(f"def one(v):\n    return {call.format('v')}\n", namespace)
+    exec(
+        f"def kernel(x, out):\n    for i in range(x.size):\n        out[i] = {call.format('x[i]')}\n",
+        namespace,
+    )
+    one = numba.njit(namespace["one"])
+    kernel = numba.njit(namespace["kernel"])
+    info = np.finfo(dtype)
+    rng = np.random.default_rng(3)
+    lo, hi = np.log(float(info.smallest_subnormal)), np.log(float(info.max))
+    x = np.concatenate(
+        [
+            rng.uniform(0, 3, 3000),
+            np.exp(rng.uniform(lo, hi, 3000)),  # every binade, subnormals included
+            1 + rng.standard_normal(1000) * 1e-6,  # near 1, where log is near 0
+            rng.uniform(0.7, 1.42, 1000),  # either side of the reduction's sqrt(2)
+            [info.smallest_subnormal, info.tiny, 1.0, 2.0, 0.5, info.max, np.sqrt(2.0)],
+        ]
+    ).astype(dtype)
+    x = x[np.isfinite(x) & (x > 0)]
+    out = np.empty_like(x)
+    kernel(x, out)
+    assert one(dtype(0.5)) == pytest.approx(math.log(0.5), rel=1e-6)
+    assert one.nopython_signatures[0].return_type == numba.from_dtype(np.dtype(dtype))
+    mpmath.mp.dps = 40
+    exact = np.array([float(mpmath.log(mpmath.mpf(float(v)))) for v in x])
+    nonzero = exact != 0
+    ulp = np.spacing(np.abs(exact[nonzero].astype(dtype))).astype(np.float64)
+    err = np.abs(out[nonzero].astype(np.float64) - exact[nonzero]) / ulp
+    assert err.max() <= 1.0, f"log({x[nonzero][err.argmax()]!r}): {err.max():.2f} ulp"
+    assert np.all(out[x == 1] == 0)
+    special = np.array([0.0, -0.0, -1.0, -np.inf, np.nan, np.inf], dtype)
+    got = np.empty_like(special)
+    kernel(special, got)
+    assert got[0] == got[1] == -np.inf
+    assert np.isnan(got[2:5]).all() and got[5] == np.inf

@@ -165,8 +165,80 @@ def _exp_typed(x):
 """,
     ),
     "log": Form(
-        call="math.log({0})",
-        vectorizes=False,
+        call="_log({0})",
+        # log(x) = k*ln(2) + log(1 + f), x = 2**k * (1 + f) with sqrt(2)/2 < 1 + f < sqrt(2)
+        # read from x's bits, and log(1 + f) = f - f*f/2 + s*(f*f/2 + R(s*s)), s = f/(2 + f),
+        # R the polynomial of fdlibm's log (float64) and logf (float32): within 1 ulp,
+        # subnormals scaled first. Pure arithmetic, so a loop vectorizes: on 3.3 million
+        # values, one core, 4.0 ms float64 and 2.2 float32 against 12-14 and 8.7 for
+        # math.log (a C call per element; NumPy's SIMD log: 2.9 and 1.3).
+        helper="""
+@numba.extending.intrinsic
+def _bits_of_float(typingctx, value):  # the int32 or int64 with a float32's or float64's bits
+    width = numba.types.int32 if value == numba.types.float32 else numba.types.int64
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(width))
+
+    return width(value), codegen
+
+
+def _log64(x):
+    tiny = x < 2.2250738585072014e-308
+    bits = _bits_of_float(x * 18014398509481984.0 if tiny else x)
+    k = ((bits >> 52) & 0x7FF) - (1077 if tiny else 1023)
+    m = _float_from_bits((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+    big = m > 1.4142135623730951
+    m = m * 0.5 if big else m
+    k = k + 1 if big else k
+    f = m - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01))
+    t2 = w * (2.857142874366239149e-01 + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01))
+    r = z * (6.666666666666735130e-01 + t2) + t1
+    h = 0.5 * f * f
+    dk = np.float64(k)
+    out = dk * 6.93147180369123816490e-01 - ((h - (s * (h + r) + dk * 1.90821492927058770002e-10)) - f)
+    out = -math.inf if x == 0.0 else out
+    out = math.inf if x == math.inf else out
+    out = math.nan if x < 0.0 else out
+    return out if x == x else x  # NaN stays NaN
+
+
+def _log32(x):
+    tiny = x < np.float32(1.17549435e-38)
+    bits = _bits_of_float(x * np.float32(33554432.0) if tiny else x)
+    k = ((bits >> 23) & 0xFF) - (152 if tiny else 127)
+    m = _float_from_bits(numba.int32((bits & 0x007FFFFF) | 0x3F800000))
+    big = m > np.float32(1.41421356)
+    m = m * np.float32(0.5) if big else m
+    k = k + 1 if big else k
+    f = m - np.float32(1.0)
+    s = f / (np.float32(2.0) + f)
+    z = s * s
+    w = z * z
+    t1 = w * (np.float32(0.40000972152) + w * np.float32(0.24279078841))
+    r = z * (np.float32(0.66666662693) + w * np.float32(0.28498786688)) + t1
+    h = np.float32(0.5) * f * f
+    dk = np.float32(k)
+    out = dk * np.float32(6.9313812256e-01) - ((h - (s * (h + r) + dk * np.float32(9.0580006145e-06))) - f)
+    out = np.float32(-math.inf) if x == np.float32(0.0) else out
+    out = np.float32(math.inf) if x == np.float32(math.inf) else out
+    out = np.float32(math.nan) if x < np.float32(0.0) else out
+    return out if x == x else x  # NaN stays NaN
+
+
+def _log(x):  # compiled code takes the overload below, in x's precision
+    return math.log(x)
+
+
+@numba.extending.overload(_log, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+def _log_typed(x):
+    return _log32 if x == numba.types.float32 else _log64
+""",
+        requires=("exp",),  # _float_from_bits
     ),
     "softplus": Form(
         call="(max({0}, 0.0) + math.log1p(math.exp(-abs({0}))))",
