@@ -1,8 +1,8 @@
 """The Numba backend's compiled cost loop (templates/numba/cost_loop.py.j2).
 
 An elementwise cost's Numba module computes C and its gradient in one compiled pass; a
-cost that reduces over a row's units, or calls a function LLVM cannot vectorize (softplus,
-erf), keeps NumPy's whole-array code. Each loop module is checked against two
+cost that reduces over a row's units, or calls a function LLVM cannot vectorize (erf),
+keeps NumPy's whole-array code. Each loop module is checked against two
 oracles that share none of its code: the NumPy module of the same spec (whole-array
 ufuncs) and the reference interpreter (``evaluate.cost``), with finite differences along
 random directions for the gradient; over float32 and float64, 2-D and 3-D predictions,
@@ -26,6 +26,7 @@ SPECS = {path.stem: path for path in builtin_specs()}
 #: inputs, a cost of the prediction alone.
 LOOP_COSTS = {
     "log_ratio": 'per_unit = "log(1 + (a - y)**2) - y*log(2 + a)"',
+    "logistic": 'per_unit = "y*softplus(-a) + (1 - y)*softplus(a) + softplus(a - y)**2"',
     "huber_like": 'per_unit = "sqrt(1 + (a - y)**2) - 1"',
     "abs_err": 'per_unit = "abs(a - y)**(3/2)"',
     "gated": 'per_unit = "sigmoid(a)*(a - y)**2 + tanh(a - y)**2"',
@@ -64,8 +65,10 @@ def test_elementwise_costs_take_the_loop_and_the_others_numpy_code():
     assert _template(parse.load(SPECS["squared_error"])) == "cost_loop.py.j2"
     assert _template(parse.load(SPECS["masked_squared_error"])) == "cost_loop.py.j2"
     assert _template(parse.load(SPECS["cross_entropy"])) == "cost_loop.py.j2"  # log
-    # softplus: scalar C calls in a loop (NumPy's ufuncs are SIMD code)
-    assert _template(parse.load(SPECS["bce_logits"])) == "cost.py.j2"
+    assert _template(parse.load(SPECS["bce_logits"])) == "cost_loop.py.j2"  # softplus
+    # erf: a scalar C call in a loop (NumPy's ufuncs are SIMD code)
+    erf = _spec("erf_cost", 'per_unit = "erf(a - y)**2"')
+    assert _template(parse.loads(erf, "erf_cost.toml")) == "cost.py.j2"
     # a row's reductions
     assert _template(parse.load(SPECS["softmax_cross_entropy"])) == "cost.py.j2"
     assert _template(parse.load(SPECS["weighted_softmax_cross_entropy"])) == "cost.py.j2"
@@ -73,10 +76,10 @@ def test_elementwise_costs_take_the_loop_and_the_others_numpy_code():
         model = parse.loads(_spec(name, body), f"{name}.toml")
         assert _template(model) == "cost_loop.py.j2", name
         assert _template(model, "numpy") == "cost.py.j2"
-    from generated import bce_logits_numba, squared_error_numba
+    from generated import softmax_cross_entropy_numba, squared_error_numba
 
     assert hasattr(squared_error_numba, "_loss_loop")
-    assert not hasattr(bce_logits_numba, "_loss_loop")
+    assert not hasattr(softmax_cross_entropy_numba, "_loss_loop")
 
 
 def _inputs(model, shape, rng, dtype):

@@ -242,7 +242,7 @@ def test_to_elementary_rewrites_nested_calls():
     assert to_elementary(expr) == 1 / (1 + sp.exp(-(sp.tanh(X) + 1)))
 
 
-@pytest.mark.parametrize("name", ["exp", "sigmoid", "tanh"])
+@pytest.mark.parametrize("name", ["exp", "sigmoid", "tanh", "softplus"])
 def test_compiled_transcendentals_are_accurate_everywhere(name):
     """The vectorizable polynomial forms stay within a few ulp of NumPy's libm over
     tiny, moderate and huge arguments (where exp overflows to inf or underflows to 0)."""
@@ -276,7 +276,7 @@ def test_compiled_transcendentals_are_accurate_everywhere(name):
     assert np.all(np.abs(out[~finite & ~np.isinf(ref)]) < 1e-300)
 
 
-@pytest.mark.parametrize("name", ["exp", "sigmoid", "tanh"])
+@pytest.mark.parametrize("name", ["exp", "sigmoid", "tanh", "softplus"])
 def test_compiled_transcendentals_keep_float32_in_float32(name):
     """A float32 argument is computed in float32 (twice the lanes of a vector), within
     3 ulp of the correctly rounded value wherever that is a normal float32, to the

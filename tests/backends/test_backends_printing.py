@@ -114,7 +114,7 @@ CASES = [
     pytest.param(
         P("softplus")(x),
         "_np_softplus(x)",
-        "(max(x, 0.0) + math.log1p(math.exp(-abs(x))))",
+        "_softplus(x)",
         id="softplus",
     ),
     pytest.param(P("relu")(x), "np.maximum(x, 0)", "max(x, 0.0)", id="relu"),
@@ -143,7 +143,7 @@ CASES = [
     pytest.param(
         P("softplus")(x) ** 2,
         "_np_softplus(x)**2",
-        "(max(x, 0.0) + math.log1p(math.exp(-abs(x))))**2",
+        "_softplus(x)**2",
         id="softplus-squared",
     ),
     pytest.param(y * P("step")(x), "y*np.sign(np.maximum(x, 0))", "y*_step(x)", id="step-times"),

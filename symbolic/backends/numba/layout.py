@@ -53,9 +53,9 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
 def cost(derivation: CostDerivation, keys: dict) -> tuple[str, dict]:
     """The template and the layout keys of a cost module: one compiled loop over the
     elements (:func:`cost_loop_context`), or whole-array NumPy code for a cost that
-    reduces over a row's units (softmax) or calls a function LLVM cannot vectorize
-    (softplus, erf: a C call per element; measured at (T, B, n) = (200, 64, 256), the
-    logistic loss on logits took 130 ms in a loop against NumPy's 55, float64)."""
+    reduces over a row's units (softmax) or calls a function LLVM cannot vectorize (erf,
+    a C call per element: measured at (T, B, n) = (200, 64, 256), the cross-entropy's loop
+    took 27 ms in float32 with such a log, against NumPy's 10.6)."""
     per_unit, gradient = derivation.per_unit, derivation.gradient
     used = primitives.used(per_unit) | primitives.used(gradient)
     scalar = any(not FORMS[name].vectorizes for name in used if name in FORMS)

@@ -241,8 +241,23 @@ def _log_typed(x):
         requires=("exp",),  # _float_from_bits
     ),
     "softplus": Form(
-        call="(max({0}, 0.0) + math.log1p(math.exp(-abs({0}))))",
-        vectorizes=False,
+        call="_softplus({0})",
+        # max(x, 0) + log1p(e^-|x|), log1p(e) as log(u)*e/(u - 1) with u = 1 + e (exact
+        # where u rounds to 1: e itself), from the vectorizable exp and log above
+        # (inlined in Numba's IR: LLVM would keep a call to it, exp and log being too large
+        # together for its inliner, and a loop with a call does not vectorize: 26 ms on a
+        # million values against 3.1)
+        helper="""
+@_jit(error_model="numpy", fastmath={"contract"}, inline="always")
+def _softplus(x):
+    e = _exp(-abs(x))
+    u = np.float32(1.0) + e
+    d = u - np.float32(1.0)
+    tail = _log(u) * (e / (d if d != 0 else np.float32(1.0)))  # both sides: no branch
+    tail = e if d == 0 else tail
+    return max(x, np.float32(0.0)) + tail
+""",
+        requires=("exp", "log"),
     ),
     "step": Form(
         call="_step({0})",
