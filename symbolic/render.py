@@ -418,9 +418,8 @@ def _called_helpers(text: str, helpers: list[str]) -> list[str]:
     owner: dict[str, int] = {}  # a helper's function name -> its index
     for index, source in enumerate(helpers):
         for node in ast.parse(source).body:
-            if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.Assign):
-                for name in _defined_names(node):
-                    owner[name] = index
+            for name in _defined_names(node):
+                owner[name] = index
     reads: dict[int | None, set[str]] = {}  # per helper (None: the rest of the module)
     for node in ast.parse(text).body:
         names = _defined_names(node)
@@ -440,6 +439,7 @@ def _called_helpers(text: str, helpers: list[str]) -> list[str]:
 
 
 def _defined_names(node: ast.stmt) -> list[str]:
+    """The names a top-level statement binds: a function's or class's, an assignment's."""
     if isinstance(node, ast.FunctionDef | ast.ClassDef):
         return [node.name]
     if isinstance(node, ast.Assign):

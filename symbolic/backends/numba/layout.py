@@ -18,6 +18,7 @@ planned by the NumPy backend's plan.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import sympy as sp
@@ -31,7 +32,7 @@ from symbolic.backends.numpy import plan
 from symbolic.backends.numpy import primitives as numpy_primitives
 from symbolic.backends.numpy import printer as numpy_printer
 from symbolic.ir import COUPLED, Assign, CostDerivation, Kernel, MatVec, names
-from symbolic.model import RECURRENT
+from symbolic.model import RECURRENT, ROW
 
 #: The Numba modules' matrix product (templates/numba/_threads.py.j2): ``a @ b``, its rows
 #: or columns split across the cores where the call keeps BLAS on one thread.
@@ -53,9 +54,9 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
 def cost(derivation: CostDerivation, keys: dict) -> tuple[str, dict]:
     """The template and the layout keys of a cost module: one compiled loop over the
     elements (:func:`cost_loop_context`), or whole-array NumPy code for a cost that
-    reduces over a row's units (softmax) or calls a function LLVM cannot vectorize (erf,
-    a C call per element: measured at (T, B, n) = (200, 64, 256), the cross-entropy's loop
-    took 27 ms in float32 with such a log, against NumPy's 10.6)."""
+    reduces over a row's units (softmax) or calls a function LLVM cannot vectorize (erf:
+    a C call per element; with math.log, such a call, the cross-entropy's loop took 27 ms
+    in float32 at (T, B, n) = (200, 64, 256), against NumPy's 10.6)."""
     per_unit, gradient = derivation.per_unit, derivation.gradient
     used = primitives.used(per_unit) | primitives.used(gradient)
     scalar = any(not FORMS[name].vectorizes for name in used if name in FORMS)
@@ -71,8 +72,8 @@ def cost_loop_context(derivation: CostDerivation) -> dict:
     NumPy's several. The shared subexpressions of the two are computed once."""
     cost = derivation.cost
     gradient = sp.factor_terms(derivation.gradient)
-    names_ = (sp.Symbol(f"_e{i}") for i in range(1 << 30))
-    shared, (value, grad_expr) = sp.cse([derivation.per_unit, gradient], symbols=names_)
+    symbols = (sp.Symbol(f"_e{i}") for i in itertools.count())
+    shared, (value, grad_expr) = sp.cse([derivation.per_unit, gradient], symbols=symbols)
     body = [f"{sym} = {code(expr)}" for sym, expr in shared]
     used = primitives.used(derivation.per_unit) | primitives.used(derivation.gradient)
     used |= reductions.used(derivation.per_unit) | reductions.used(derivation.gradient)
@@ -84,7 +85,7 @@ def cost_loop_context(derivation: CostDerivation) -> dict:
         {"name": cost.target, "array": "_ya", "index": "_r, _u"},
     ]
     for name, kind in cost.inputs.items():
-        index = "_r" if kind == "row" else "_u"
+        index = "_r" if kind == ROW else "_u"
         loads.append({"name": name, "array": f"_in_{name}", "index": index})
     printed = body + [value_code, grad_code]
     return {
