@@ -25,6 +25,8 @@ import re
 import zlib
 from dataclasses import dataclass, field
 
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from symbolic.primitives import PRIMITIVES
@@ -439,3 +441,31 @@ def _cost_inputs(per_unit: str, features: set[str]) -> tuple[str, list[str]]:
 def specs() -> st.SearchStrategy[FuzzSpec]:
     """Cells (feedforward and recurrent) and costs, mostly cells."""
     return st.one_of(cells(), cells(("recurrent",)), costs())
+
+
+def examples(
+    strategy: st.SearchStrategy[FuzzSpec],
+    count: int,
+    *,
+    derandomize: bool = True,
+    seed: int | None = None,
+) -> list[FuzzSpec]:
+    """``count`` examples of ``strategy`` (the same ones every run when derandomized)."""
+    found: list[FuzzSpec] = []
+
+    @settings(
+        max_examples=count,
+        deadline=None,
+        derandomize=derandomize,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(strategy)
+    def collect(example):
+        found.append(example)
+
+    if seed is not None:
+        collect = hypothesis_seed(seed)(collect)
+    collect()
+    return found

@@ -194,25 +194,9 @@ FUZZ_COSTS = 60
 
 
 def _random_costs(count: int) -> list:
-    from hypothesis import HealthCheck, Phase, given, settings
-    from spec_strategies import costs
+    from spec_strategies import costs, examples
 
-    found = []
-
-    @settings(
-        max_examples=count,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(costs())
-    def collect(example):
-        found.append(example)
-
-    collect()
-    return found
+    return examples(costs(), count)
 
 
 def test_random_costs_in_the_loop_are_validated_and_agree_with_numpy():

@@ -26,9 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import seed as hypothesis_seed
-from spec_strategies import FEATURES, FuzzSpec, specs
+from spec_strategies import FEATURES, FuzzSpec, examples, specs
 
 from symbolic import parse, validate
 from symbolic.backends import UnsupportedSpec
@@ -50,24 +48,7 @@ LONG_BACKENDS = ("numpy", "numba", "jax")
 
 def draw(count: int, *, derandomize: bool = True, seed: int | None = None) -> list[FuzzSpec]:
     """``count`` examples of the strategy (the same ones every run when derandomized)."""
-    found: list[FuzzSpec] = []
-
-    @settings(
-        max_examples=count,
-        deadline=None,
-        derandomize=derandomize,
-        database=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(specs())
-    def collect(example):
-        found.append(example)
-
-    if seed is not None:
-        collect = hypothesis_seed(seed)(collect)
-    collect()
-    return found
+    return examples(specs(), count, derandomize=derandomize, seed=seed)
 
 
 @pytest.fixture(scope="module")
