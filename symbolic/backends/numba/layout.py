@@ -58,25 +58,26 @@ def cost(derivation: CostDerivation, keys: dict) -> tuple[str, dict]:
     a C call per element; with math.log, such a call, the cross-entropy's loop took 27 ms
     in float32 at (T, B, n) = (200, 64, 256), against NumPy's 10.6)."""
     per_unit, gradient = derivation.per_unit, derivation.gradient
-    used = primitives.used(per_unit) | primitives.used(gradient)
+    used = set().union(
+        *(f(e) for f in (primitives.used, reductions.used) for e in (per_unit, gradient))
+    )
     scalar = any(not FORMS[name].vectorizes for name in used if name in FORMS)
     if scalar or reductions.has_reduction(per_unit) or reductions.has_reduction(gradient):
         return "cost.py.j2", plan.cost_context(per_unit, gradient, derivation.cost.prediction)
-    return "cost_loop.py.j2", cost_loop_context(derivation)
+    return "cost_loop.py.j2", cost_loop_context(derivation, used)
 
 
-def cost_loop_context(derivation: CostDerivation) -> dict:
+def cost_loop_context(derivation: CostDerivation, used: set[str]) -> dict:
     """The loop of an elementwise cost: each element's cost added to its unit's running
     sum (float64; a sum per unit keeps the adds independent, so LLVM vectorizes them) and
     its gradient written, in one pass over the prediction and the target instead of
-    NumPy's several. The shared subexpressions of the two are computed once."""
+    NumPy's several. The shared subexpressions of the two are computed once. ``used``:
+    the primitives and functions the two call."""
     cost = derivation.cost
     gradient = sp.factor_terms(derivation.gradient)
     symbols = (sp.Symbol(f"_e{i}") for i in itertools.count())
     shared, (value, grad_expr) = sp.cse([derivation.per_unit, gradient], symbols=symbols)
     body = [f"{sym} = {code(expr)}" for sym, expr in shared]
-    used = primitives.used(derivation.per_unit) | primitives.used(derivation.gradient)
-    used |= reductions.used(derivation.per_unit) | reductions.used(derivation.gradient)
     helpers = numba_helpers(used)
     value_code = code(value)
     grad_code = code(grad_expr)
