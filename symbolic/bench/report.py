@@ -19,6 +19,7 @@ from symbolic.bench.competitors import COMPETITORS
 from symbolic.bench.machine import busy, load, machine_lines
 from symbolic.bench.measure import Section, Settings
 from symbolic.bench.runner import ChildError, first_call
+from symbolic.bench.stats import Paired, paired_ratio
 from symbolic.bench.steps import GEMM, NUMPY, REFERENCE
 from symbolic.bench.workloads import TOLERANCES
 
@@ -34,6 +35,19 @@ def _fmt_ratio(value: float) -> str:
 def _median_ms(row: Row | None) -> float | None:
     """A row's median, or None when it is absent or was not timed."""
     return row.median_ms if row is not None and row.timed else None
+
+
+def _paired(numerator: Row | None, denominator: Row | None) -> Paired | None:
+    """The two rows' time ratio within each round (``symbolic.bench.stats``), or None
+    where either has no samples."""
+    if numerator is None or denominator is None or not (numerator.timed and denominator.timed):
+        return None
+    return paired_ratio(numerator.samples, denominator.samples)
+
+
+def _per_round(paired: Paired | None) -> str:
+    """``; 1.07 per round (0.98-1.20, 96% interval)``, or nothing."""
+    return "; " + paired.text() if paired is not None else ""
 
 
 def _cell_status(row: Row) -> str:
@@ -130,18 +144,39 @@ def criteria_lines(sections: list[Section], quick: bool) -> list[str]:
     lines = ["## Targets", ""]
     if quick:
         lines += ["(--quick: toy sizes, not the workloads' own; verdicts for illustration)", ""]
-    lines += ["| target | measured | verdict |", "|---|---:|---|"]
+    lines += [
+        "A verdict reads the ratio of the two rows' medians. Beside it, the same ratio taken "
+        "within each round (the two samples seconds apart, under the same load): its median "
+        "over the rounds and the interval that holds the median ratio with the coverage "
+        "given (order statistics of the rounds' ratios, symbolic/bench/stats.py). An "
+        "interval that straddles the target says this run cannot tell.",
+        "",
+        "| target | measured | verdict |",
+        "|---|---:|---|",
+    ]
     for section in sections:
         lines += _section_targets(section)
     lines.append("")
     return lines
 
 
-def _verdict(target: str, value: float | None, text: str, ok: bool) -> str:
-    """One target's table line."""
+def _verdict(
+    target: str,
+    value: float | None,
+    text: str,
+    ok: bool,
+    paired: Paired | None = None,
+    limit: float | None = None,
+) -> str:
+    """One target's table line; where the per-round interval of ``paired`` holds
+    ``limit``, the verdict says that the run cannot tell."""
     if value is None:
         return f"| {target} | - | not measured |"
-    return f"| {target} | {text} | {'met' if ok else 'NOT met'} |"
+    verdict = "met" if ok else "NOT met"
+    if paired is not None and paired.low is not None and limit is not None:
+        if paired.low <= limit <= paired.high:
+            verdict += " (the interval holds the target: this run cannot tell)"
+    return f"| {target} | {text + _per_round(paired)} | {verdict} |"
 
 
 def _section_targets(section: Section) -> list[str]:
@@ -157,8 +192,10 @@ def _section_targets(section: Section) -> list[str]:
             _verdict(
                 f"{name} {dtype}: generated numba >= 1.3x faster than the fastest framework",
                 speedup,
-                f"{speedup:.2f}x (vs {fastest.label})" if speedup else "",
+                f"{speedup:.2f}x (vs {fastest.label})" if speedup and fastest else "",
                 bool(speedup and speedup >= 1.3),
+                _paired(fastest, section.row(NUMBA)),
+                1.3,
             )
         )
     hand = [
@@ -172,8 +209,10 @@ def _section_targets(section: Section) -> list[str]:
         _verdict(
             f"{name} {dtype}: the module's own policy within 5% of the best hand-picked one",
             ratio,
-            f"{ratio:.2f} (best: {POLICY_LABELS[best.policy]})" if ratio else "",
+            f"{ratio:.2f} (best: {POLICY_LABELS[best.policy]})" if ratio and best else "",
             bool(ratio and ratio <= 1.05),
+            _paired(section.row(NUMBA), best),
+            1.05,
         )
     )
     return lines + _bound_targets(section, own)
@@ -192,6 +231,8 @@ def _bound_targets(section: Section, own: float | None) -> list[str]:
                 ratio,
                 f"{ratio:.2f}x" if ratio else "",
                 bool(ratio and ratio <= 1.3),
+                _paired(section.row(NUMBA), section.row(GEMM)),
+                1.3,
             )
         )
     if name == "A2":
@@ -205,6 +246,8 @@ def _bound_targets(section: Section, own: float | None) -> list[str]:
                     ratio,
                     f"{ratio:.2f}x" if ratio else "",
                     bool(ratio and ratio <= 1.05),
+                    _paired(row, section.row(GEMM)),
+                    1.05,
                 )
             )
     return lines
@@ -282,13 +325,15 @@ def thread_note_lines(sections: list[Section]) -> list[str]:
             comparisons.append(
                 f"| {section.workload.name} {section.dtype} | {own.chosen} "
                 f"{_fmt_ms(own.median_ms)} ms | {POLICY_LABELS[other.policy]} "
-                f"{_fmt_ms(other.median_ms)} ms | {own.median_ms / other.median_ms:.2f} |"
+                f"{_fmt_ms(other.median_ms)} ms | {own.median_ms / other.median_ms:.2f} | "
+                f"{_per_round(_paired(own, other))[2:]} |"
             )
     if comparisons:
         lines += [
             "",
-            "| workload | the module's policy | hand-picked policy | time ratio (own / hand) |",
-            "|---|---:|---:|---:|",
+            "| workload | the module's policy | hand-picked policy | time ratio (own / hand) "
+            "| within each round |",
+            "|---|---:|---:|---:|---|",
             *comparisons,
         ]
     lines.append("")
