@@ -4,7 +4,7 @@
 """Softmax cross-entropy on logits (max-shifted log-sum-exp) (softmax_cross_entropy): the cost and its gradient in NumPy.
 
 C = sum over units (and time steps) of y * (log(sum(exp(a - max(a)))) + max(a) - a), divided by the batch size
-(the batch axis is -2). dC/da per unit: (-y + exp(a - unit_max(a))*unit_sum(y/unit_sum(exp(a - unit_max(a)))) + max_share(a)*unit_sum(y) + max_share(a)*unit_sum(-exp(a - unit_max(a))*unit_sum(y/unit_sum(exp(a - unit_max(a)))))) / batch size.
+(the batch axis is -2). dC/da per unit: (-y + exp(a - unit_max(a))*unit_sum(y)/unit_sum(exp(a - unit_max(a)))) / batch size.
 """
 
 import os
@@ -49,19 +49,6 @@ def _keep_freed_memory():
     if not libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20):  # glibc before 2.35: at most 32 MiB
         libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
     libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
-
-
-def _np_max_share(z, out=None):
-    """1/k at the k units (last axis) where z reaches its maximum, 0 elsewhere: tied
-    maxima share max's gradient equally. NaN on a row holding a NaN."""
-    z = np.asarray(z)
-    top = np.equal(z, np.max(z, axis=-1, keepdims=True, initial=-np.inf)).astype(z.dtype)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = top / np.sum(top, axis=-1, keepdims=True)
-    if out is None:
-        return share
-    np.copyto(out, share)
-    return out
 
 
 def _np_unit_max(z, out=None):
@@ -118,7 +105,7 @@ def loss(a, y):
     # an empty batch has no mean: NaN, as 0/0 is in IEEE arithmetic
     _scale = 1.0 / _batch if _batch else float("nan")
     # C = sum of y * (log(sum(exp(a - max(a)))) + max(a) - a), over every unit and step, divided by the batch size
-    # dC/da = (-y + exp(a - unit_max(a))*unit_sum(y/unit_sum(exp(a - unit_max(a)))) + max_share(a)*unit_sum(y) + max_share(a)*unit_sum(-exp(a - unit_max(a))*unit_sum(y/unit_sum(exp(a - unit_max(a)))))) / batch size
+    # dC/da = (-y + exp(a - unit_max(a))*unit_sum(y)/unit_sum(exp(a - unit_max(a)))) / batch size
     _cw0 = np.empty_like(a)
     # _u0 = unit_max(a)
     _u0 = np.empty_like(a)
@@ -130,29 +117,15 @@ def loss(a, y):
     # _u2 = unit_sum(_u1)
     _u2 = np.empty_like(a)
     _np_unit_sum(_u1, out=_u2)
-    # _u3 = max_share(a)
-    _u3 = np.empty_like(a)
-    _np_max_share(a, out=_u3)
-    # _u4 = _u1*unit_sum(y/_u2)
-    _u4 = np.empty_like(a)
-    np.copyto(_u4, y)
-    np.divide(_u4, _u2, out=_u4)
-    _np_unit_sum(_u4, out=_u4)
-    np.multiply(_u4, _u1, out=_u4)
     _buf = np.empty_like(a)
     np.log(_u2, out=_buf)
     np.add(_buf, _u0, out=_buf)
     np.subtract(_buf, a, out=_buf)
     np.multiply(_buf, y, out=_buf)
     _sum = float(np.sum(_buf))
-    _grad = np.empty_like(a)
-    np.negative(_u4, out=_grad)
-    _np_unit_sum(_grad, out=_grad)
-    np.multiply(_grad, _u3, out=_grad)
     _np_unit_sum(y, out=_cw0)
-    np.multiply(_cw0, _u3, out=_cw0)
-    np.add(_grad, _cw0, out=_grad)
-    np.add(_grad, _u4, out=_grad)
-    np.subtract(_grad, y, out=_grad)
-    np.multiply(_grad, _scale, out=_grad)
-    return _sum * _scale, _grad
+    np.multiply(_u1, _cw0, out=_u1)
+    np.divide(_u1, _u2, out=_u1)
+    np.subtract(_u1, y, out=_u1)
+    np.multiply(_u1, _scale, out=_u1)
+    return _sum * _scale, _u1

@@ -4,7 +4,7 @@
 """Softmax cross-entropy on logits (max-shifted log-sum-exp) (softmax_cross_entropy): the cost and its gradient in PyTorch.
 
 C = sum over units (and time steps) of y * (log(sum(exp(a - max(a)))) + max(a) - a), divided by the batch size
-(the batch axis is -2). dC/da per unit: (-y + exp(a - unit_max(a))*unit_sum(y/unit_sum(exp(a - unit_max(a)))) + max_share(a)*unit_sum(y) + max_share(a)*unit_sum(-exp(a - unit_max(a))*unit_sum(y/unit_sum(exp(a - unit_max(a)))))) / batch size.
+(the batch axis is -2). dC/da per unit: (-y + exp(a - unit_max(a))*unit_sum(y)/unit_sum(exp(a - unit_max(a)))) / batch size.
 
 Tensors in, tensors out, on any device, float32 or float64. ``cost`` is differentiable
 (its backward multiplies the derived gradient, a ``torch.library`` custom op); ``loss``
@@ -40,14 +40,6 @@ def _op_name(base):
         n += 1
         name = f"{base}_{n}"
     return f"derivgen::{name}"
-
-
-def _max_share(z):
-    """1/k at the k units where z reaches its maximum, 0 elsewhere (NaN rows: NaN)."""
-    if z.shape[-1] == 0:  # a layer of no units
-        return z
-    top = (z == torch.amax(z, dim=-1, keepdim=True)).to(z.dtype)
-    return top / torch.sum(top, dim=-1, keepdim=True)
 
 
 def _unit_max(z):
@@ -89,15 +81,9 @@ def _loss_op(a: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     _scale = 1.0 / _batch if _batch else float("nan")
     # C = sum of y * (log(sum(exp(a - max(a)))) + max(a) - a), over every unit and step, divided by the batch size
     _sum = (y * (-a + torch.log(_unit_sum(torch.exp(a - _unit_max(a)))) + _unit_max(a))).sum()
-    # dC/da = (-y + exp(a - unit_max(a))*unit_sum(y/unit_sum(exp(a - unit_max(a)))) + max_share(a)*unit_sum(y) + max_share(a)*unit_sum(-exp(a - unit_max(a))*unit_sum(y/unit_sum(exp(a - unit_max(a)))))) / batch size
+    # dC/da = (-y + exp(a - unit_max(a))*unit_sum(y)/unit_sum(exp(a - unit_max(a)))) / batch size
     _grad = (
-        -y
-        + torch.exp(a - _unit_max(a)) * _unit_sum(y / _unit_sum(torch.exp(a - _unit_max(a))))
-        + _max_share(a) * _unit_sum(y)
-        + _max_share(a)
-        * _unit_sum(
-            -torch.exp(a - _unit_max(a)) * _unit_sum(y / _unit_sum(torch.exp(a - _unit_max(a))))
-        )
+        -y + torch.exp(a - _unit_max(a)) * _unit_sum(y) / _unit_sum(torch.exp(a - _unit_max(a)))
     ) * _scale
     return _sum * _scale, _grad
 

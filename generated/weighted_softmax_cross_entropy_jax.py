@@ -4,7 +4,7 @@
 """Class-weighted softmax cross-entropy on logits, masked (weighted_softmax_cross_entropy): the cost and its gradient in JAX.
 
 C = sum over units (and time steps) of m * w * y * (log(sum(exp(a - max(a)))) + max(a) - a), divided by the batch size
-(the batch axis is -2). dC/da per unit: (-m*w*y + exp(a - unit_max(a))*unit_sum(m*w*y/unit_sum(exp(a - unit_max(a)))) + max_share(a)*unit_sum(-exp(a - unit_max(a))*unit_sum(m*w*y/unit_sum(exp(a - unit_max(a))))) + max_share(a)*unit_sum(m*w*y)) / batch size.
+(the batch axis is -2). dC/da per unit: (-m*w*y + exp(a - unit_max(a))*unit_sum(m*w*y)/unit_sum(exp(a - unit_max(a)))) / batch size.
 
 ``loss`` is jit-compiled; ``cost`` is the differentiable entry point: its
 ``jax.custom_vjp`` makes JAX's gradient the derived one.
@@ -31,14 +31,6 @@ _DTYPES = (_jnp.dtype("float32"), _jnp.dtype("float64"))
 def _lanes(value, shape, dtype):
     """``value`` over every unit: a constant is broadcast."""
     return _jnp.broadcast_to(_jnp.asarray(value, dtype), shape)
-
-
-def _max_share(z):
-    """1/k at the k units where z reaches its maximum, 0 elsewhere (NaN rows: NaN)."""
-    if _jnp.shape(z)[-1] == 0:  # a layer of no units
-        return z
-    top = (z == _jnp.max(z, axis=-1, keepdims=True)).astype(z.dtype)
-    return top / _jnp.sum(top, axis=-1, keepdims=True)
 
 
 def _unit_max(z):
@@ -115,16 +107,10 @@ def _loss_impl(_a, _y, m, w):
         )
         * _scale
     )
-    # dC/da = (-m*w*y + exp(a - unit_max(a))*unit_sum(m*w*y/unit_sum(exp(a - unit_max(a)))) + max_share(a)*unit_sum(-exp(a - unit_max(a))*unit_sum(m*w*y/unit_sum(exp(a - unit_max(a))))) + max_share(a)*unit_sum(m*w*y)) / batch size
+    # dC/da = (-m*w*y + exp(a - unit_max(a))*unit_sum(m*w*y)/unit_sum(exp(a - unit_max(a)))) / batch size
     return _C, _lanes(
         -m * w * y
-        + _jnp.exp(a - _unit_max(a)) * _unit_sum(m * w * y / _unit_sum(_jnp.exp(a - _unit_max(a))))
-        + _max_share(a)
-        * _unit_sum(
-            -_jnp.exp(a - _unit_max(a))
-            * _unit_sum(m * w * y / _unit_sum(_jnp.exp(a - _unit_max(a))))
-        )
-        + _max_share(a) * _unit_sum(m * w * y),
+        + _jnp.exp(a - _unit_max(a)) * _unit_sum(m * w * y) / _unit_sum(_jnp.exp(a - _unit_max(a))),
         _a.shape,
         _a.dtype,
     ) * _scale

@@ -4,7 +4,7 @@
 """Class-weighted softmax cross-entropy on logits, masked (weighted_softmax_cross_entropy): the cost and its gradient in NumPy.
 
 C = sum over units (and time steps) of m * w * y * (log(sum(exp(a - max(a)))) + max(a) - a), divided by the batch size
-(the batch axis is -2). dC/da per unit: (-m*w*y + exp(a - unit_max(a))*unit_sum(m*w*y/unit_sum(exp(a - unit_max(a)))) + max_share(a)*unit_sum(-exp(a - unit_max(a))*unit_sum(m*w*y/unit_sum(exp(a - unit_max(a))))) + max_share(a)*unit_sum(m*w*y)) / batch size.
+(the batch axis is -2). dC/da per unit: (-m*w*y + exp(a - unit_max(a))*unit_sum(m*w*y)/unit_sum(exp(a - unit_max(a)))) / batch size.
 """
 
 import os
@@ -49,19 +49,6 @@ def _keep_freed_memory():
     if not libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20):  # glibc before 2.35: at most 32 MiB
         libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
     libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
-
-
-def _np_max_share(z, out=None):
-    """1/k at the k units (last axis) where z reaches its maximum, 0 elsewhere: tied
-    maxima share max's gradient equally. NaN on a row holding a NaN."""
-    z = np.asarray(z)
-    top = np.equal(z, np.max(z, axis=-1, keepdims=True, initial=-np.inf)).astype(z.dtype)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = top / np.sum(top, axis=-1, keepdims=True)
-    if out is None:
-        return share
-    np.copyto(out, share)
-    return out
 
 
 def _np_unit_max(z, out=None):
@@ -151,7 +138,7 @@ def loss(a, y, *, m=None, w=None):
     # an empty batch has no mean: NaN, as 0/0 is in IEEE arithmetic
     _scale = 1.0 / _batch if _batch else float("nan")
     # C = sum of m * w * y * (log(sum(exp(a - max(a)))) + max(a) - a), over every unit and step, divided by the batch size
-    # dC/da = (-m*w*y + exp(a - unit_max(a))*unit_sum(m*w*y/unit_sum(exp(a - unit_max(a)))) + max_share(a)*unit_sum(-exp(a - unit_max(a))*unit_sum(m*w*y/unit_sum(exp(a - unit_max(a))))) + max_share(a)*unit_sum(m*w*y)) / batch size
+    # dC/da = (-m*w*y + exp(a - unit_max(a))*unit_sum(m*w*y)/unit_sum(exp(a - unit_max(a)))) / batch size
     _cw0 = np.empty_like(a)
     # _u0 = unit_max(a)
     _u0 = np.empty_like(a)
@@ -167,29 +154,15 @@ def loss(a, y, *, m=None, w=None):
     _u3 = np.empty_like(a)
     np.multiply(m, w, out=_u3)
     np.multiply(_u3, y, out=_u3)
-    # _u4 = max_share(a)
-    _u4 = np.empty_like(a)
-    _np_max_share(a, out=_u4)
-    # _u5 = _u1*unit_sum(_u3/_u2)
-    _u5 = np.empty_like(a)
-    np.copyto(_u5, _u3)
-    np.divide(_u5, _u2, out=_u5)
-    _np_unit_sum(_u5, out=_u5)
-    np.multiply(_u5, _u1, out=_u5)
     _buf = np.empty_like(a)
     np.log(_u2, out=_buf)
     np.add(_buf, _u0, out=_buf)
     np.subtract(_buf, a, out=_buf)
     np.multiply(_buf, _u3, out=_buf)
     _sum = float(np.sum(_buf))
-    _grad = np.empty_like(a)
-    _np_unit_sum(_u3, out=_grad)
-    np.multiply(_grad, _u4, out=_grad)
-    np.negative(_u5, out=_cw0)
-    _np_unit_sum(_cw0, out=_cw0)
-    np.multiply(_cw0, _u4, out=_cw0)
-    np.add(_grad, _cw0, out=_grad)
-    np.subtract(_grad, _u3, out=_grad)
-    np.add(_grad, _u5, out=_grad)
-    np.multiply(_grad, _scale, out=_grad)
-    return _sum * _scale, _grad
+    _np_unit_sum(_u3, out=_cw0)
+    np.multiply(_u1, _cw0, out=_u1)
+    np.divide(_u1, _u2, out=_u1)
+    np.subtract(_u1, _u3, out=_u1)
+    np.multiply(_u1, _scale, out=_u1)
+    return _sum * _scale, _u1

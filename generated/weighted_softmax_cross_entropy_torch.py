@@ -4,7 +4,7 @@
 """Class-weighted softmax cross-entropy on logits, masked (weighted_softmax_cross_entropy): the cost and its gradient in PyTorch.
 
 C = sum over units (and time steps) of m * w * y * (log(sum(exp(a - max(a)))) + max(a) - a), divided by the batch size
-(the batch axis is -2). dC/da per unit: (-m*w*y + exp(a - unit_max(a))*unit_sum(m*w*y/unit_sum(exp(a - unit_max(a)))) + max_share(a)*unit_sum(-exp(a - unit_max(a))*unit_sum(m*w*y/unit_sum(exp(a - unit_max(a))))) + max_share(a)*unit_sum(m*w*y)) / batch size.
+(the batch axis is -2). dC/da per unit: (-m*w*y + exp(a - unit_max(a))*unit_sum(m*w*y)/unit_sum(exp(a - unit_max(a)))) / batch size.
 
 Tensors in, tensors out, on any device, float32 or float64. ``cost`` is differentiable
 (its backward multiplies the derived gradient, a ``torch.library`` custom op); ``loss``
@@ -41,14 +41,6 @@ def _op_name(base):
         n += 1
         name = f"{base}_{n}"
     return f"derivgen::{name}"
-
-
-def _max_share(z):
-    """1/k at the k units where z reaches its maximum, 0 elsewhere (NaN rows: NaN)."""
-    if z.shape[-1] == 0:  # a layer of no units
-        return z
-    top = (z == torch.amax(z, dim=-1, keepdim=True)).to(z.dtype)
-    return top / torch.sum(top, dim=-1, keepdim=True)
 
 
 def _unit_max(z):
@@ -132,17 +124,12 @@ def _loss_op(
     _sum = (
         m * w * y * (-a + torch.log(_unit_sum(torch.exp(a - _unit_max(a)))) + _unit_max(a))
     ).sum()
-    # dC/da = (-m*w*y + exp(a - unit_max(a))*unit_sum(m*w*y/unit_sum(exp(a - unit_max(a)))) + max_share(a)*unit_sum(-exp(a - unit_max(a))*unit_sum(m*w*y/unit_sum(exp(a - unit_max(a))))) + max_share(a)*unit_sum(m*w*y)) / batch size
+    # dC/da = (-m*w*y + exp(a - unit_max(a))*unit_sum(m*w*y)/unit_sum(exp(a - unit_max(a)))) / batch size
     _grad = (
         -m * w * y
         + torch.exp(a - _unit_max(a))
-        * _unit_sum(m * w * y / _unit_sum(torch.exp(a - _unit_max(a))))
-        + _max_share(a)
-        * _unit_sum(
-            -torch.exp(a - _unit_max(a))
-            * _unit_sum(m * w * y / _unit_sum(torch.exp(a - _unit_max(a))))
-        )
-        + _max_share(a) * _unit_sum(m * w * y)
+        * _unit_sum(m * w * y)
+        / _unit_sum(torch.exp(a - _unit_max(a)))
     ) * _scale
     return _sum * _scale, _grad
 

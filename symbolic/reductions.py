@@ -65,16 +65,44 @@ class Reduction(sp.Function):
         )
 
 
+def _same_at_every_unit(expr: sp.Expr) -> bool:
+    """True when ``expr`` is the same at every unit: numbers and reductions only (a
+    reduction's value is broadcast to every unit)."""
+    held = {call: sp.Dummy() for call in expr.atoms(Reduction)}
+    return expr.xreplace(held).free_symbols <= set(held.values())
+
+
+def _linear(cls: type, arg: sp.Expr) -> sp.Expr | None:
+    """``sum(k*e) = k*sum(e)`` (and so for ``mean``) where ``k`` is the same at every unit:
+    the factors that do not vary over the units move out of the reduction. Adjoints make
+    such sums (the softmax cross-entropy's ``sum(y/sum(exp(...)))``); with the factor out,
+    SymPy cancels what the max-shift added (``sum(exp(a - m))/sum(exp(a - m))``), and the
+    code makes one pass over the units fewer for each."""
+    if not isinstance(arg, sp.Mul):
+        return None
+    outside = [f for f in arg.args if _same_at_every_unit(f)]
+    if not outside or len(outside) == len(arg.args):
+        return None
+    inside = [f for f in arg.args if not _same_at_every_unit(f)]
+    return sp.Mul(*outside) * cls(sp.Mul(*inside))
+
+
 class unit_sum(Reduction):  # noqa: N801 - the name printed in the stages' output
-    """``sum(e)``: the sum over the layer's units."""
-
-
-class unit_mean(Reduction):  # noqa: N801
-    """``mean(e)``: the mean over the layer's units (of a constant: the constant)."""
+    """``sum(e)``: the sum over the layer's units (``sum(k*e) = k*sum(e)`` for a ``k``
+    the same at every unit)."""
 
     @classmethod
     def eval(cls, arg):
-        return arg if arg.is_number else None
+        return _linear(cls, arg)
+
+
+class unit_mean(Reduction):  # noqa: N801
+    """``mean(e)``: the mean over the layer's units (of a constant: the constant;
+    ``mean(k*e) = k*mean(e)`` for a ``k`` the same at every unit)."""
+
+    @classmethod
+    def eval(cls, arg):
+        return arg if arg.is_number else _linear(cls, arg)
 
 
 class unit_max(Reduction):  # noqa: N801

@@ -26,8 +26,8 @@ import pytest
 import sympy as sp
 
 from symbolic import backends, evaluate, parse, primitives, reductions
-from symbolic.derive import derive
-from symbolic.generate import builtin_specs
+from symbolic.derive import derive, derive_cost
+from symbolic.generate import builtin_specs, specs_dir
 from symbolic.generate import render_model as render
 from symbolic.model import RECURRENT
 from symbolic.parse import SpecError
@@ -408,6 +408,45 @@ def test_maximum_at_a_tie_is_torch_maximum_autograd():
         at = {x: float(a[k].detach()), y: float(b[k].detach())}
         assert float(rule[0].xreplace(at)) == float(a.grad[k])
         assert float(rule[1].xreplace(at)) == float(b.grad[k])
+
+
+@pytest.mark.parametrize("name", [reductions.SUM, reductions.MEAN])
+def test_factors_the_same_at_every_unit_move_out_of_sum_and_mean(name):
+    func = reductions.FUNCTIONS[name].func
+    e, y = sp.symbols("e y", real=True)
+    total = reductions.unit_sum(sp.exp(e))
+    rng = np.random.default_rng(11)
+    env = {"e": rng.standard_normal(7), "y": rng.uniform(0.5, 2.0, 7)}
+    for k in (
+        sp.Integer(3),
+        1 / total,
+        -2 * reductions.unit_max(e),
+        sp.exp(reductions.unit_mean(e)),
+    ):
+        built = func(k * y * sp.exp(e))
+        assert built == k * func(y * sp.exp(e))  # k outside; y, which varies, inside
+        held = func(k * y * sp.exp(e), evaluate=False)  # the sum as written
+        np.testing.assert_allclose(
+            np.broadcast_to(evaluate.expression(built, env), (7,)),
+            np.broadcast_to(evaluate.expression(held, env), (7,)),
+            rtol=1e-14,
+        )
+    # nothing to move: every factor varies, or none does; max keeps its sign-bound argument
+    assert func(y * e).args == (y * e,)
+    assert reductions.unit_max(2 * e).args == (2 * e,)
+
+
+def test_the_softmax_cross_entropy_gradient_keeps_no_max_share():
+    # d/da of log(sum(exp(a - m))) + m: the max-shift's terms cancel once sum(y/S) = sum(y)/S
+    cost = parse.load(specs_dir() / "softmax_cross_entropy.toml")
+    gradient = derive_cost(cost).gradient
+    assert reductions.used(gradient) == {reductions.SUM, reductions.MAX}
+    rng = np.random.default_rng(2)
+    for scale in (1.0, 800.0):  # 800: exp(a) alone would overflow
+        a, y = scale * rng.standard_normal(6), rng.uniform(0.0, 1.0, 6)
+        softmax = np.exp(a - a.max()) / np.exp(a - a.max()).sum()
+        got = evaluate.expression(gradient, {"a": a, "y": y})
+        np.testing.assert_allclose(got, softmax * y.sum() - y, rtol=1e-13, atol=1e-15)
 
 
 # --- 4. softmax cross-entropy --------------------------------------------------------------
