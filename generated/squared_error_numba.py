@@ -91,7 +91,8 @@ SPEC_SHA256 = "9dec4489b97794e88af68128720e95e82b9160d7078c8386aec1a723fca603e5"
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-# The cost and its gradient in one pass, on one thread. NumPy's form makes three passes
+# The cost and its gradient in one pass over each row (after the passes that reduce the
+# row, where the cost has reductions), on one thread. NumPy's form makes three passes
 # over arrays of the prediction's size (the difference, its sum of squares, the scaled
 # gradient): measured on 2 cores at (T, B, n) = (200, 64, 256), the squared error took
 # 4.1-4.6 ms in float64 that way against 2.1-2.4 in this loop, and 1.8-2.0 ms against
@@ -106,9 +107,8 @@ def _loss_loop(_pa, _ya, _scale, _grad):
         for _u in range(_n):
             a = _pa[_r, _u]
             y = _ya[_r, _u]
-            _e0 = a - y
-            _sums[_u] += _e0**2
-            _grad[_r, _u] = (2 * _e0) * _scale
+            _sums[_u] += (a - y) ** 2
+            _grad[_r, _u] = (2 * a - 2 * y) * _scale
     return _sums.sum()
 
 

@@ -1,8 +1,9 @@
 """The Numba backend's compiled cost loop (templates/numba/cost_loop.py.j2).
 
-An elementwise cost's Numba module computes C and its gradient in one compiled pass; a
-cost that reduces over a row's units, or calls a function LLVM cannot vectorize (erf),
-keeps NumPy's whole-array code. Each loop module is checked against two
+A cost's Numba module computes C and its gradient in one compiled loop over the rows
+(passes over a row's units first where it reduces them: a softmax's max and sums); a
+cost that calls a function LLVM cannot vectorize (erf), or whose gradient needs
+``max_share`` (a cost's own max), keeps NumPy's whole-array code. Each loop module is checked against two
 oracles that share none of its code: the NumPy module of the same spec (whole-array
 ufuncs) and the reference interpreter (``evaluate.cost``), with finite differences along
 random directions for the gradient; over float32 and float64, 2-D and 3-D predictions,
@@ -21,9 +22,10 @@ from symbolic.render import layout
 
 SPECS = {path.stem: path for path in builtin_specs()}
 
-#: Elementwise costs over the constructs a loop may hold: arithmetic, powers (integer,
-#: rational, negative), every vectorizing primitive, maximum/minimum, pi, row and unit
-#: inputs, a cost of the prediction alone.
+#: Costs over the constructs a loop may hold: arithmetic, powers (integer, rational,
+#: negative), every vectorizing primitive, maximum/minimum, pi, row and unit inputs, a
+#: cost of the prediction alone; a row's reductions (sum, mean, max inside a log-sum-exp),
+#: nested two deep, with inputs inside them.
 LOOP_COSTS = {
     "log_ratio": 'per_unit = "log(1 + (a - y)**2) - y*log(2 + a)"',
     "logistic": 'per_unit = "y*softplus(-a) + (1 - y)*softplus(a) + softplus(a - y)**2"',
@@ -36,6 +38,14 @@ LOOP_COSTS = {
     "prediction_only": 'per_unit = "a**4/4"',
     "row_and_unit": 'per_unit = "m*w*(a - y)**2"\n[inputs]\nm = "row"\nw = "unit"',
     "unit_weighted": 'per_unit = "w*abs(a - y) + w**2*a"\n[inputs]\nw = "unit"',
+    "softmax": 'per_unit = "y*(log(sum(exp(a - max(a)))) + max(a) - a)"',
+    "nested_means": 'per_unit = "(a - mean(a))**2/(1 + mean((a - mean(a))**2)) + sum(y)*a/4"',
+    # a later pass reads back exp(a), the argument an earlier one summed
+    "nested_reuse": 'per_unit = "y*log(sum(log(exp(a) + sum(exp(a)))))"',
+    "weighted_softmax": (
+        'per_unit = "m*w*y*(log(sum(w*exp(a - max(a)))) + max(a) - a) + mean(m*a*y)"'
+        '\n[inputs]\nm = "row"\nw = "unit"'
+    ),
 }
 
 
@@ -69,9 +79,12 @@ def test_elementwise_costs_take_the_loop_and_the_others_numpy_code():
     # erf: a scalar C call in a loop (NumPy's ufuncs are SIMD code)
     erf = _spec("erf_cost", 'per_unit = "erf(a - y)**2"')
     assert _template(parse.loads(erf, "erf_cost.toml")) == "cost.py.j2"
-    # a row's reductions
-    assert _template(parse.load(SPECS["softmax_cross_entropy"])) == "cost.py.j2"
-    assert _template(parse.load(SPECS["weighted_softmax_cross_entropy"])) == "cost.py.j2"
+    # a row's reductions: passes over the row first
+    assert _template(parse.load(SPECS["softmax_cross_entropy"])) == "cost_loop.py.j2"
+    assert _template(parse.load(SPECS["weighted_softmax_cross_entropy"])) == "cost_loop.py.j2"
+    # a cost's own max: its adjoint shares the gradient among tied maxima (max_share)
+    top = _spec("top_cost", 'per_unit = "max(a - y) + (a - y)**2"')
+    assert _template(parse.loads(top, "top_cost.toml")) == "cost.py.j2"
     for name, body in LOOP_COSTS.items():
         model = parse.loads(_spec(name, body), f"{name}.toml")
         assert _template(model) == "cost_loop.py.j2", name
@@ -79,7 +92,7 @@ def test_elementwise_costs_take_the_loop_and_the_others_numpy_code():
     from generated import softmax_cross_entropy_numba, squared_error_numba
 
     assert hasattr(squared_error_numba, "_loss_loop")
-    assert not hasattr(softmax_cross_entropy_numba, "_loss_loop")
+    assert hasattr(softmax_cross_entropy_numba, "_loss_loop")
 
 
 def _inputs(model, shape, rng, dtype):
@@ -171,6 +184,38 @@ def test_empty_batches_units_and_nan(dtype):
     assert np.isnan(da[1, 2]) and np.isfinite(np.delete(da.ravel(), 5)).all()
 
 
+@pytest.mark.parametrize("name", ["softmax", "nested_means", "weighted_softmax"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_reducing_loop_on_empty_rows_nan_and_inf_does_what_numpy_does(name, dtype):
+    model, loop, whole = _modules(name)
+    rng = np.random.default_rng(9)
+    for shape in [(3, 0, 4), (0, 4), (3, 2, 0), (4, 1)]:
+        a = rng.uniform(-1, 1, shape).astype(dtype)
+        inputs = _inputs(model, shape, rng, dtype)
+        with np.errstate(all="ignore"):
+            C, da = loop.loss(a, a, **inputs)
+            C_np, da_np = whole.loss(a, a, **inputs)
+        assert da.shape == shape and da.dtype == dtype
+        assert C == pytest.approx(C_np, rel=1e-5, nan_ok=True), (shape, C, C_np)
+        np.testing.assert_allclose(da, da_np, rtol=1e-5, atol=1e-6)
+    a = rng.uniform(-1, 1, (3, 5)).astype(dtype)
+    y = rng.uniform(0, 1, (3, 5)).astype(dtype)
+    a[1, 2] = np.nan  # a NaN spreads over its row (its max, its sums), not further
+    a[2, 0] = np.inf
+    inputs = _inputs(model, a.shape, rng, dtype)
+    with np.errstate(all="ignore"):
+        C, da = loop.loss(a, y, **inputs)
+        C_np, da_np = whole.loss(a, y, **inputs)
+    assert np.isnan(C) and np.isnan(C_np)
+    np.testing.assert_array_equal(np.isnan(da), np.isnan(da_np))
+    np.testing.assert_allclose(da[0], da_np[0], rtol=1e-5)
+    assert np.isfinite(da[0]).all()
+    if hasattr(loop, "_row_max"):  # NumPy's max: NaN wherever one value is NaN
+        row = np.array([1.0, np.nan, 0.5, 2.0], dtype)
+        assert np.isnan(loop._row_max(row, 4)) and loop._row_max(row, 1) == 1.0
+        assert loop._row_max(row[:0], 0) == -np.inf
+
+
 @pytest.mark.parametrize(
     "argument, bad, words",
     [
@@ -203,7 +248,7 @@ def test_random_costs_in_the_loop_are_validated_and_agree_with_numpy():
     """The fuzzer's costs (every primitive, powers, quotients, reductions, row and unit
     inputs): each one the loop takes is validated as ``derivgen generate`` validates a
     module (the interpreter, finite differences), and agrees with its NumPy module in
-    both dtypes; each one it leaves to NumPy code has a reduction or a scalar C call."""
+    both dtypes; each one it leaves to NumPy code needs max_share or a scalar C call."""
     from symbolic import reductions
     from symbolic.backends.numba.primitives import FORMS
     from symbolic.generate import compile_model
@@ -216,8 +261,8 @@ def test_random_costs_in_the_loop_are_validated_and_agree_with_numpy():
         template = _template(model)
         exprs = (derived.per_unit, derived.gradient)
         scalar = any(not FORMS[n].vectorizes for e in exprs for n in used(e) if n in FORMS)
-        reduces = any(reductions.has_reduction(e) for e in exprs)
-        assert template == ("cost.py.j2" if scalar or reduces else "cost_loop.py.j2"), example.text
+        shares = any(reductions.MAX_SHARE in reductions.used(e) for e in exprs)
+        assert template == ("cost.py.j2" if scalar or shares else "cost_loop.py.j2"), example.text
         if template != "cost_loop.py.j2":
             continue
         loop, whole = (

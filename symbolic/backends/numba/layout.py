@@ -53,30 +53,150 @@ def cell(kernel: Kernel, keys: dict) -> tuple[str, dict]:
 
 def cost(derivation: CostDerivation, keys: dict) -> tuple[str, dict]:
     """The template and the layout keys of a cost module: one compiled loop over the
-    elements (:func:`cost_loop_context`), or whole-array NumPy code for a cost that
-    reduces over a row's units (softmax) or calls a function LLVM cannot vectorize (erf:
-    a C call per element; with math.log, such a call, the cross-entropy's loop took 27 ms
-    in float32 at (T, B, n) = (200, 64, 256), against NumPy's 10.6)."""
+    rows (:func:`cost_loop_context`), or whole-array NumPy code for a cost that calls a
+    function LLVM cannot vectorize (erf: a C call per element; with math.log, such a call,
+    the cross-entropy's loop took 27 ms in float32 at (T, B, n) = (200, 64, 256), against
+    NumPy's 10.6) or the internal ``max_share`` (the adjoint of a cost's own ``max``)."""
     per_unit, gradient = derivation.per_unit, derivation.gradient
     used = set().union(
         *(f(e) for f in (primitives.used, reductions.used) for e in (per_unit, gradient))
     )
     scalar = any(not FORMS[name].vectorizes for name in used if name in FORMS)
-    if scalar or reductions.has_reduction(per_unit) or reductions.has_reduction(gradient):
+    if scalar or reductions.MAX_SHARE in used:
         return "cost.py.j2", plan.cost_context(per_unit, gradient, derivation.cost.prediction)
     return "cost_loop.py.j2", cost_loop_context(derivation, used)
 
 
+#: How the row loop reduces a row, by reduction: the helper over the row's values (None:
+#: no pass, the value is the count of units) and what divides its result.
+_ROW_REDUCERS = {
+    reductions.SUM: ("_row_sum", None),
+    reductions.MEAN: ("_row_sum", "_n"),
+    reductions.MAX: ("_row_max", None),
+    reductions.COUNT: (None, None),
+}
+
+
+def _staged(
+    exprs: list[sp.Expr],
+) -> tuple[list[sp.Expr], list[tuple[sp.Symbol, str, sp.Expr, int]]]:
+    """``exprs`` with every reduction over the units replaced by a symbol, innermost
+    first, and the reductions: ``(symbol, function, argument, level)``, the argument in
+    the symbols of the reductions inside it, the level 1 + the deepest of those (0 for
+    none): the reductions of one level are computed in one pass over the row."""
+    found: list[tuple[sp.Symbol, str, sp.Expr, int]] = []
+    level: dict[sp.Symbol, int] = {}
+    counter = itertools.count()
+    while True:
+        inner = sorted(
+            {
+                node
+                for e in exprs
+                for node in sp.preorder_traversal(e)
+                if reductions.is_reduction(node) and not reductions.has_reduction(node.args[0])
+            },
+            key=sp.default_sort_key,
+        )
+        if not inner:
+            return exprs, found
+        held = {}
+        for call in inner:
+            symbol = sp.Symbol(f"_s{next(counter)}")
+            arg = call.args[0]
+            level[symbol] = 1 + max((level[s] for s in arg.free_symbols if s in level), default=0)
+            found.append((symbol, type(call).__name__, arg, level[symbol]))
+            held[call] = symbol
+        exprs = [e.xreplace(held) for e in exprs]
+
+
+def _row_passes(found, symbols) -> tuple[list[dict], dict[sp.Expr, sp.Symbol]]:
+    """The passes over a row before the elementwise one: per level, a loop writing each
+    reduction's argument into a row of the scratch array of its own, then each reduced.
+    Also ``{argument: symbol}``: what a later pass reads back from the scratch row
+    instead of computing it again (the softmax's exp(a - max(a)), summed in one pass and
+    used in the gradient)."""
+    passes, kept = [], {}
+    slots = {f[0]: index for index, f in enumerate(found)}
+    looped_all = [f for f in found if _ROW_REDUCERS[f[1]][0] is not None]
+    rows = {f[0]: index for index, f in enumerate(looped_all)}
+    for depth in sorted({f[3] for f in found}):
+        level = [f for f in found if f[3] == depth]
+        looped = [f for f in level if f in looped_all]
+        args = [f[2].xreplace(kept) for f in looped]
+        read = sorted({s for arg in args for s in arg.free_symbols if s in kept.values()}, key=str)
+        shared, args = sp.cse(args, symbols=symbols) if looped else ([], [])
+        reduce = []
+        for symbol, name, _, _ in level:
+            helper, divisor = _ROW_REDUCERS[name]
+            value = "_n"
+            if helper is not None:
+                value = f"{helper}(_scratch[{rows[symbol]}], _n)"
+                value += f" / {divisor}" if divisor else ""
+            reduce.append({"symbol": str(symbol), "slot": slots[symbol], "value": value})
+        stores = []
+        for f, arg in zip(looped, args, strict=True):
+            stores.append({"row": rows[f[0]], "value": code(arg)})
+            if not isinstance(f[2], sp.Symbol | sp.Number):
+                kept[f[2]] = sp.Symbol(f"_k{rows[f[0]]}")
+        passes.append(
+            {
+                "body": [f"{k} = _scratch[{str(k)[2:]}, _u]" for k in read]
+                + [f"{sym} = {code(expr)}" for sym, expr in shared],
+                "stores": stores,
+                "reduce": reduce,
+            }
+        )
+    return passes, kept
+
+
+def _hoisted(exprs, scalars, symbols) -> tuple[list[sp.Expr], list[tuple[sp.Symbol, sp.Expr]]]:
+    """``exprs`` with their parts that depend on the row's reduced values alone (no
+    element) computed once per row: ``(exprs, [(symbol, part)])``. In a product, the
+    factors of the row alone are gathered first (``sum(y)*exp(...)/S``: ``sum(y)/S``)."""
+    hoisted: dict[sp.Expr, sp.Symbol] = {}
+
+    def row_only(e: sp.Expr) -> bool:
+        return not e.is_Atom and e.free_symbols <= scalars
+
+    def visit(e: sp.Expr) -> sp.Expr:
+        if e.is_Atom:
+            return e
+        if row_only(e):
+            if e not in hoisted:
+                hoisted[e] = next(symbols)
+            return hoisted[e]
+        if isinstance(e, sp.Mul):
+            outer = [f for f in e.args if f.free_symbols <= scalars]
+            if len(outer) > 1 and any(not f.is_Number for f in outer):
+                rest = [visit(f) for f in e.args if f not in outer]
+                return sp.Mul(visit(sp.Mul(*outer)), *rest, evaluate=False)
+        return e.func(*[visit(a) for a in e.args])
+
+    out = [visit(e) for e in exprs]
+    return out, [(symbol, e) for e, symbol in hoisted.items()]
+
+
 def cost_loop_context(derivation: CostDerivation, used: set[str]) -> dict:
-    """The loop of an elementwise cost: each element's cost added to its unit's running
-    sum (float64; a sum per unit keeps the adds independent, so LLVM vectorizes them) and
-    its gradient written, in one pass over the prediction and the target instead of
-    NumPy's several. The shared subexpressions of the two are computed once. ``used``:
-    the primitives and functions the two call."""
+    """The loop of a cost, row by row. Where the cost reduces over a row's units (a
+    softmax's sum and max), passes over the row come first: each writes the arguments of
+    the reductions of one level into a scratch row (a loop LLVM vectorizes) and reduces
+    them (a sum vectorized, in float64); the reduced values are then constants of the
+    row. The last pass adds each element's cost to its unit's running sum (float64; a sum
+    per unit keeps the adds independent, so LLVM vectorizes them) and writes its
+    gradient, in one pass over the prediction and the target instead of NumPy's several.
+    The shared subexpressions of a pass are computed once. ``used``: the primitives and
+    functions the cost calls."""
     cost = derivation.cost
     gradient = sp.factor_terms(derivation.gradient)
+    (value, grad_expr), found = _staged([derivation.per_unit, gradient])
     symbols = (sp.Symbol(f"_e{i}") for i in itertools.count())
-    shared, (value, grad_expr) = sp.cse([derivation.per_unit, gradient], symbols=symbols)
+    passes, kept = _row_passes(found, symbols)
+    scalars = {f[0] for f in found}
+    (value, grad_expr), per_row = _hoisted(
+        [value.xreplace(kept), grad_expr.xreplace(kept)], scalars, symbols
+    )
+    loads_kept = [f"{symbol} = _scratch[{str(symbol)[2:]}, _u]" for symbol in kept.values()]
+    shared, (value, grad_expr) = sp.cse([value, grad_expr], symbols=symbols)
     body = [f"{sym} = {code(expr)}" for sym, expr in shared]
     helpers = numba_helpers(used)
     value_code = code(value)
@@ -88,12 +208,22 @@ def cost_loop_context(derivation: CostDerivation, used: set[str]) -> dict:
     for name, kind in cost.inputs.items():
         index = "_r" if kind == ROW else "_u"
         loads.append({"name": name, "array": f"_in_{name}", "index": index})
-    printed = body + [value_code, grad_code]
+    row_body = [f"{sym} = {code(expr)}" for sym, expr in per_row]
+    printed = body + row_body + [value_code, grad_code]
+    printed += [line for p in passes for line in p["body"] + [s["value"] for s in p["stores"]]]
     return {
         "loop_loads": loads,
-        "loop_body": body,
+        "row_body": row_body,
+        "loop_body": [line for line in loads_kept if line.split(" =")[0] in " ".join(printed)]
+        + body,
         "loop_value": value_code,
         "loop_gradient": grad_code,
+        "row_passes": passes,
+        "scratch_rows": sum(len(p["stores"]) for p in passes),
+        "reduced": len(found),
+        "row_helpers": sorted(
+            {r["value"].split("(")[0] for p in passes for r in p["reduce"] if "(" in r["value"]}
+        ),
         "helpers": helpers,
         # NumPy code calls the NumPy helpers: this module has none
         "numpy_helpers": [],
