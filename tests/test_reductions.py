@@ -468,6 +468,26 @@ def test_softmax_cross_entropy_is_its_closed_form(backend, scale):
     np.testing.assert_allclose(da, (softmax - y) / 4, atol=1e-15)
 
 
+@pytest.mark.parametrize("backend", backends.array_backends())
+def test_multiclass_hinge_is_its_closed_form(backend):
+    cost = importlib.import_module(f"generated.multiclass_hinge_{backend}")
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((3, 7, 5))  # scores: no ties
+    classes = rng.integers(0, 5, (3, 7))
+    y = np.eye(5)[classes]
+    C, da = cost.loss(a, y)
+    true = np.take_along_axis(a, classes[..., None], -1)[..., 0]
+    others = np.where(y == 1, -np.inf, a)
+    margin = 1 + others.max(axis=-1) - true
+    assert C == pytest.approx(np.maximum(margin, 0).sum() / 7, rel=1e-12)
+    want = np.zeros_like(a)
+    for index in np.ndindex(classes.shape):
+        if margin[index] > 0:  # the runner-up's score up, the class's down
+            want[index][np.argmax(others[index])] += 1 / 7
+            want[index][classes[index]] -= 1 / 7
+    np.testing.assert_allclose(da, want, atol=1e-15)
+
+
 # --- parsing ---------------------------------------------------------------------------
 
 
