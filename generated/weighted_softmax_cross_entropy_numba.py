@@ -296,7 +296,7 @@ def _row_max(values, n):
 def _loss_loop(_pa, _ya, _in_m, _in_w, _scale, _grad):
     _rows, _n = _pa.shape
     _sums = np.zeros(_n)  # one running sum per unit: independent adds, vectorized
-    _scratch = np.empty((3, _n), _pa.dtype)  # a reduction's argument, per unit
+    _scratch = np.empty((2, _n), _pa.dtype)  # a reduction's argument, per unit
     _reduced = np.empty(3, _pa.dtype)  # the row's reductions, in its dtype
     for _r in range(_rows):
         for _u in range(_n):
@@ -304,19 +304,18 @@ def _loss_loop(_pa, _ya, _in_m, _in_w, _scale, _grad):
             y = _ya[_r, _u]
             m = _in_m[_r]
             w = _in_w[_u]
-            _scratch[0, _u] = a
-            _scratch[1, _u] = m * w * y
-        _reduced[0] = _row_max(_scratch[0], _n)
+            _scratch[0, _u] = m * w * y
+        _reduced[0] = _row_max(_pa[_r], _n)
         _s0 = _reduced[0]
-        _reduced[1] = _row_sum(_scratch[1], _n)
+        _reduced[1] = _row_sum(_scratch[0], _n)
         _s1 = _reduced[1]
         for _u in range(_n):
             a = _pa[_r, _u]
             y = _ya[_r, _u]
             m = _in_m[_r]
             w = _in_w[_u]
-            _scratch[2, _u] = _exp(-_s0 + a)
-        _reduced[2] = _row_sum(_scratch[2], _n)
+            _scratch[1, _u] = _exp(-_s0 + a)
+        _reduced[2] = _row_sum(_scratch[1], _n)
         _s2 = _reduced[2]
         _e0 = _log(_s2)
         _e1 = _s1 / _s2
@@ -325,10 +324,10 @@ def _loss_loop(_pa, _ya, _in_m, _in_w, _scale, _grad):
             y = _ya[_r, _u]
             m = _in_m[_r]
             w = _in_w[_u]
-            _k2 = _scratch[2, _u]
+            _k1 = _scratch[1, _u]
             _e2 = m * w * y
             _sums[_u] += _e2 * (_e0 + _s0 - a)
-            _grad[_r, _u] = (_e1 * _k2 - _e2) * _scale
+            _grad[_r, _u] = (_e1 * _k1 - _e2) * _scale
     return _sums.sum()
 
 

@@ -40,6 +40,11 @@ LOOP_COSTS = {
     "unit_weighted": 'per_unit = "w*abs(a - y) + w**2*a"\n[inputs]\nw = "unit"',
     "softmax": 'per_unit = "y*(log(sum(exp(a - max(a)))) + max(a) - a)"',
     "nested_means": 'per_unit = "(a - mean(a))**2/(1 + mean((a - mean(a))**2)) + sum(y)*a/4"',
+    # reductions of the rows themselves: the target's, a unit input's, a row input's
+    "bare_rows": (
+        'per_unit = "(a - max(y))**2*mean(w) + sum(a)*w + mean(m)*a"'
+        '\n[inputs]\nm = "row"\nw = "unit"'
+    ),
     # a later pass reads back exp(a), the argument an earlier one summed
     "nested_reuse": 'per_unit = "y*log(sum(log(exp(a) + sum(exp(a)))))"',
     "weighted_softmax": (

@@ -109,15 +109,18 @@ def _staged(
         exprs = [e.xreplace(held) for e in exprs]
 
 
-def _row_passes(found, symbols) -> tuple[list[dict], dict[sp.Expr, sp.Symbol]]:
+def _row_passes(found, symbols, rows_of) -> tuple[list[dict], dict[sp.Expr, sp.Symbol]]:
     """The passes over a row before the elementwise one: per level, a loop writing each
-    reduction's argument into a row of the scratch array of its own, then each reduced.
-    Also ``{argument: symbol}``: what a later pass reads back from the scratch row
-    instead of computing it again (the softmax's exp(a - max(a)), summed in one pass and
-    used in the gradient)."""
+    reduction's argument into a row of the scratch array of its own, then each reduced
+    (an argument that is an input's row, ``rows_of``, is reduced where it lies). Also
+    ``{argument: symbol}``: what a later pass reads back from the scratch row instead of
+    computing it again (the softmax's exp(a - max(a)), summed in one pass and used in the
+    gradient)."""
     passes, kept = [], {}
     slots = {f[0]: index for index, f in enumerate(found)}
-    looped_all = [f for f in found if _ROW_REDUCERS[f[1]][0] is not None]
+    looped_all = [
+        f for f in found if _ROW_REDUCERS[f[1]][0] is not None and str(f[2]) not in rows_of
+    ]
     rows = {f[0]: index for index, f in enumerate(looped_all)}
     for depth in sorted({f[3] for f in found}):
         level = [f for f in found if f[3] == depth]
@@ -126,12 +129,12 @@ def _row_passes(found, symbols) -> tuple[list[dict], dict[sp.Expr, sp.Symbol]]:
         read = sorted({s for arg in args for s in arg.free_symbols if s in kept.values()}, key=str)
         shared, args = sp.cse(args, symbols=symbols) if looped else ([], [])
         reduce = []
-        for symbol, name, _, _ in level:
+        for symbol, name, arg, _ in level:
             helper, divisor = _ROW_REDUCERS[name]
             value = "_n"
             if helper is not None:
-                value = f"{helper}(_scratch[{rows[symbol]}], _n)"
-                value += f" / {divisor}" if divisor else ""
+                row = rows_of.get(str(arg), f"_scratch[{rows.get(symbol)}]")
+                value = f"{helper}({row}, _n)" + (f" / {divisor}" if divisor else "")
             reduce.append({"symbol": str(symbol), "slot": slots[symbol], "value": value})
         stores = []
         for f, arg in zip(looped, args, strict=True):
@@ -190,7 +193,11 @@ def cost_loop_context(derivation: CostDerivation, used: set[str]) -> dict:
     gradient = sp.factor_terms(derivation.gradient)
     (value, grad_expr), found = _staged([derivation.per_unit, gradient])
     symbols = (sp.Symbol(f"_e{i}") for i in itertools.count())
-    passes, kept = _row_passes(found, symbols)
+    # the rows a reduction may read where they lie: the prediction's, the target's, a
+    # unit input (a row input is one value per row, not a row of values)
+    rows_of = {cost.prediction: "_pa[_r]", cost.target: "_ya[_r]"}
+    rows_of |= {name: f"_in_{name}" for name, kind in cost.inputs.items() if kind != ROW}
+    passes, kept = _row_passes(found, symbols, rows_of)
     scalars = {f[0] for f in found}
     (value, grad_expr), per_row = _hoisted(
         [value.xreplace(kept), grad_expr.xreplace(kept)], scalars, symbols
