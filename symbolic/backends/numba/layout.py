@@ -202,7 +202,9 @@ def cost_loop_context(derivation: CostDerivation, used: set[str]) -> dict:
     (value, grad_expr), per_row = _hoisted(
         [value.xreplace(kept), grad_expr.xreplace(kept)], scalars, symbols
     )
-    loads_kept = [f"{symbol} = _scratch[{str(symbol)[2:]}, _u]" for symbol in kept.values()]
+    # what the last pass reads back from the scratch rows
+    read = {s for e in (value, grad_expr) for s in e.free_symbols} & set(kept.values())
+    loads_kept = [f"{k} = _scratch[{str(k)[2:]}, _u]" for k in sorted(read, key=str)]
     shared, (value, grad_expr) = sp.cse([value, grad_expr], symbols=symbols)
     body = [f"{sym} = {code(expr)}" for sym, expr in shared]
     helpers = numba_helpers(used)
@@ -221,8 +223,7 @@ def cost_loop_context(derivation: CostDerivation, used: set[str]) -> dict:
     return {
         "loop_loads": loads,
         "row_body": row_body,
-        "loop_body": [line for line in loads_kept if line.split(" =")[0] in " ".join(printed)]
-        + body,
+        "loop_body": loads_kept + body,
         "loop_value": value_code,
         "loop_gradient": grad_code,
         "row_passes": passes,
