@@ -6,9 +6,9 @@
 C = sum over units (and time steps) of y * (log(sum(exp(a - max(a)))) + max(a) - a), divided by the batch size
 (the batch axis is -2). dC/da per unit: (-y + exp(a - unit_max(a))*unit_sum(y)/unit_sum(exp(a - unit_max(a)))) / batch size.
 
-Row by row: 2 pass(es) over the row's units reduce it (sum, mean, max), then
-one pass adds each element's cost to its unit's running sum (float64, whatever the
-dtype) and writes its gradient.
+Row by row: the row's reductions over its units (sum, mean, max) first, then one pass
+adds each element's cost to its unit's running sum (float64, whatever the dtype) and
+writes its gradient.
 """
 
 import math
