@@ -143,7 +143,8 @@ def test_generated_folder_holds_a_module_per_spec_and_backend(fresh):
 
 def _generate_in_subprocess(seed: str, out: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONHASHSEED=seed)
-    argv = [sys.executable, "-m", "symbolic.cli", "generate", "--out", str(out)]
+    # the bytes written are the question here, not the numbers (validated elsewhere)
+    argv = [sys.executable, "-m", "symbolic.cli", "generate", "--no-validate", "--out", str(out)]
     return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
