@@ -229,9 +229,8 @@ def cost_loop_context(derivation: CostDerivation, used: set[str]) -> dict:
         "row_passes": passes,
         "scratch_rows": sum(len(p["stores"]) for p in passes),
         "reduced": len(found),
-        "row_helpers": sorted(
-            {r["value"].split("(")[0] for p in passes for r in p["reduce"] if "(" in r["value"]}
-        ),
+        # the compiled helpers the reductions call (a count calls none)
+        "row_helpers": sorted({_ROW_REDUCERS[f[1]][0] for f in found} - {None}),
         "helpers": helpers,
         # NumPy code calls the NumPy helpers: this module has none
         "numpy_helpers": [],
