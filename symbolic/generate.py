@@ -75,31 +75,40 @@ def default_out() -> Path:
 
 def format_code(text: str, filename: str) -> str:
     """``ruff format`` the text (isolated from any local configuration)."""
-    try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ruff",
-                "format",
-                "--isolated",
-                "--line-length",
-                str(LINE_LENGTH),
-                "--stdin-filename",
-                filename,
-                "-",
-            ],
-            input=text.encode(),
-            capture_output=True,
-            check=False,
-        )
-    except OSError as exc:  # pragma: no cover - ruff is a dependency
-        raise RuntimeError(f"cannot run ruff to format {filename}: {exc}") from exc
-    if result.returncode != 0:
-        raise GeneratorBug(
-            f"ruff could not format {filename} (a template bug): {result.stderr.decode()}"
-        )
-    return result.stdout.decode()
+    return format_all([Module(filename, text)])[0].text
+
+
+def format_all(modules: Sequence[Module]) -> list[Module]:
+    """``ruff format`` every module in one run (isolated from any local configuration):
+    one process for all of them, where one per module took 2.6 of the 10 s that
+    regenerating the built-in specs took."""
+    if not modules:
+        return []
+    with tempfile.TemporaryDirectory(prefix="derivgen-format-") as folder:
+        paths = []
+        for index, module in enumerate(modules):
+            # a folder per module: two modules may share a file name
+            path = Path(folder, str(index), module.filename)
+            path.parent.mkdir()
+            path.write_text(module.text, encoding="utf-8")
+            paths.append(path)
+        command = [sys.executable, "-m", "ruff", "format", "--isolated", "--no-cache"]
+        command += ["--line-length", str(LINE_LENGTH), "--", *map(str, paths)]
+        try:
+            result = subprocess.run(command, capture_output=True, check=False)
+        except OSError as exc:  # pragma: no cover - ruff is a dependency
+            raise RuntimeError(f"cannot run ruff to format the modules: {exc}") from exc
+        if result.returncode != 0:
+            errors = result.stderr.decode(errors="replace")
+            bad = [m.filename for m, p in zip(modules, paths, strict=True) if str(p) in errors]
+            for module, path in zip(modules, paths, strict=True):
+                errors = errors.replace(str(path), module.filename)
+            names = ", ".join(bad or [m.filename for m in modules])
+            raise GeneratorBug(f"ruff could not format {names} (a template bug): {errors}")
+        return [
+            Module(m.filename, p.read_text(encoding="utf-8"))
+            for m, p in zip(modules, paths, strict=True)
+        ]
 
 
 def compile_model(model: Cell | Cost) -> Compiled:
@@ -113,11 +122,15 @@ def compile_model(model: Cell | Cost) -> Compiled:
 def module(compiled: Compiled, backend: str) -> Module:
     """One backend's module of a compiled model, formatted (a template bug is a
     :class:`GeneratorBug`)."""
+    return format_all([_rendered(compiled, backend)])[0]
+
+
+def _rendered(compiled: Compiled, backend: str) -> Module:
+    """One backend's module, not yet formatted."""
     try:
-        rendered = render(compiled, backend)
+        return render(compiled, backend)
     except TemplateBug as exc:
         raise GeneratorBug(str(exc)) from None
-    return Module(rendered.filename, format_code(rendered.text, rendered.filename))
 
 
 def render_model(model: Cell | Cost, backend: str) -> Module:
@@ -163,11 +176,12 @@ def build_models(
                 f"two specs define '{model.name}' (also {names[model.name]})",
             )
         names[model.name] = model.path
-    modules = []
+    built = []
     for model in models:
         compiled = compile_model(model)
-        modules += [(model, module(compiled, backend)) for backend in backends]
-    return modules
+        built += [(model, _rendered(compiled, backend)) for backend in backends]
+    formatted = format_all([rendered for _, rendered in built])
+    return [(model, module) for (model, _), module in zip(built, formatted, strict=True)]
 
 
 class GeneratorBug(RuntimeError):

@@ -11,6 +11,7 @@ shared partials in ``templates/``) receive strings only and hold layout, not log
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +39,21 @@ from symbolic.model import RECURRENT, ROW, UNIT, Cell, Cost, Init
 
 
 def environment(backend: Backend) -> jinja2.Environment:
-    """The Jinja environment of a backend: its templates, then the shared partials;
+    """The Jinja environment of a backend (see :func:`new_environment`), shared: one per
+    template folder and process, so that each template is compiled once (Jinja reloads a
+    template whose file changed since). Not to be changed: make a new one for that."""
+    return _shared_environment(str(backend.templates), str(templates_root()))
+
+
+def new_environment(backend: Backend) -> jinja2.Environment:
+    """A new Jinja environment of a backend: its templates, then the shared partials;
     strict (a missing key is an error), no stray whitespace."""
+    return _new_environment(str(backend.templates), str(templates_root()))
+
+
+def _new_environment(templates: str, shared: str) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(backend.templates), str(templates_root())]),
+        loader=jinja2.FileSystemLoader([templates, shared]),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -52,6 +64,9 @@ def environment(backend: Backend) -> jinja2.Environment:
     # comments only through this filter
     env.filters["text"] = printing.display
     return env
+
+
+_shared_environment = functools.cache(_new_environment)
 
 
 @dataclass(frozen=True)
@@ -454,17 +469,28 @@ DISPLAY_KEYS = ("title", "spec_file", "per_unit_source", "gradient_source")
 def _code_shape(text: str) -> str:
     """The module's code as a tree, its docstrings removed (comments are not in it)."""
     tree = ast.parse(text)
-    for node in ast.walk(tree):
+    # A docstring is the first statement of a module's, a class's or a function's body:
+    # only statements are visited (an expression holds no statement).
+    statements: list[ast.AST] = [tree]
+    while statements:
+        node = statements.pop()
         body = getattr(node, "body", None)
         if (
-            isinstance(body, list)
+            isinstance(node, _WITH_DOCSTRING)
             and body
             and isinstance(body[0], ast.Expr)
             and isinstance(body[0].value, ast.Constant)
             and isinstance(body[0].value.value, str)
         ):
             body[0] = ast.Pass()
+        for field in _STATEMENT_LISTS:
+            statements.extend(getattr(node, field, ()))
     return ast.dump(tree, include_attributes=False)
+
+
+_WITH_DOCSTRING = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+#: The fields that hold statements (``handlers`` and ``cases`` hold nodes with bodies).
+_STATEMENT_LISTS = ("body", "orelse", "finalbody", "handlers", "cases")
 
 
 def _check_code_ignores_display_text(template, context: dict, text: str, model) -> None:

@@ -35,18 +35,22 @@ KIND_OF = {path: parse.load(path).kind for path in SPECS}
 BACKENDS = list(BUILTIN)
 
 
-_REAL_BUILD = gen.build
+_REAL_BUILD_MODELS = gen.build_models
 _BUILT: dict[tuple, list] = {}
 
 
-def cached_build(specs, backends):
-    """``generate.build`` memoized: the checks below exercise comparing and writing, and
-    rendering every module again for each of them would only cost time (rendering is
-    what the golden test checks)."""
+def cached_build_models(specs, backends):
+    """``generate.build_models`` memoized: the checks below exercise comparing and
+    writing, and rendering every module again for each of them would only cost time
+    (rendering is what the golden test checks)."""
     key = (tuple(str(s) for s in specs), tuple(backends))
     if key not in _BUILT:
-        _BUILT[key] = _REAL_BUILD(specs, backends)
+        _BUILT[key] = _REAL_BUILD_MODELS(specs, backends)
     return _BUILT[key]
+
+
+def cached_build(specs, backends):
+    return [module for _, module in cached_build_models(specs, backends)]
 
 
 def expected_files() -> dict[str, str]:
@@ -86,7 +90,7 @@ def fresh_dir(tmp_path_factory, fresh) -> Path:
 
 @pytest.fixture
 def fast_build(monkeypatch):
-    monkeypatch.setattr(gen, "build", cached_build)
+    monkeypatch.setattr(gen, "build_models", cached_build_models)
 
 
 @pytest.fixture
@@ -411,3 +415,75 @@ def test_generated_modules_pass_ruff(command):
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_modules_are_formatted_in_one_run_as_each_alone():
+    """``format_all`` formats many modules in one ruff process: each comes out as
+    ``ruff format`` makes it alone (on standard input), in order, names kept, even two
+    modules of one name."""
+    texts = ["x=( 1,2 )\n", "def f( a ):\n  return a\n", "y = [1,\n2]\n", "z=1\n"]
+    modules = [
+        gen.Module(name, text)
+        for name, text in zip(["a.py", "b.py", "a.py", "c.py"], texts, strict=True)
+    ]
+    alone = []
+    for module in modules:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ruff",
+                "format",
+                "--isolated",
+                "--line-length",
+                str(gen.LINE_LENGTH),
+                "--stdin-filename",
+                module.filename,
+                "-",
+            ],
+            input=module.text,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        alone.append(result.stdout)
+    formatted = gen.format_all(modules)
+    assert [m.filename for m in formatted] == [m.filename for m in modules]
+    assert [m.text for m in formatted] == alone
+    assert alone[0] == "x = (1, 2)\n"
+    assert gen.format_all([]) == []
+
+
+def test_a_module_ruff_cannot_format_is_a_generator_bug_named_alone():
+    modules = [gen.Module("good.py", "x = 1\n"), gen.Module("bad.py", "def (:\n")]
+    with pytest.raises(gen.GeneratorBug) as info:
+        gen.format_all(modules)
+    message = str(info.value)
+    assert message.startswith("ruff could not format bad.py (a template bug)")
+    assert "bad.py:1:" in message and "good.py" not in message
+    assert "derivgen-format-" not in message  # no temporary path
+
+
+def test_the_shared_template_environment_compiles_once_and_reloads_an_edited_file(tmp_path):
+    """One Jinja environment per template folder and process (each template compiled
+    once), which still sees a template edited since: an engineer's edit is never
+    hidden by the process's cache."""
+    from symbolic import render
+    from symbolic.backends import get
+
+    numpy = get("numpy")
+    assert render.environment(numpy) is render.environment(numpy)
+    assert render.new_environment(numpy) is not render.environment(numpy)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    template = tmp_path / "cell.py.j2"
+    template.write_text("x = {{ value }}\n")
+    env = render._shared_environment(str(tmp_path), str(shared))
+    first = env.get_template("cell.py.j2")
+    assert first.render(value=1) == "x = 1\n"
+    assert env.get_template("cell.py.j2") is first  # compiled once
+    template.write_text("y = {{ value }}\n")
+    later = template.stat().st_mtime + 5
+    os.utime(template, (later, later))
+    assert render._shared_environment(str(tmp_path), str(shared)) is env
+    assert env.get_template("cell.py.j2").render(value=2) == "y = 2\n"

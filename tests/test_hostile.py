@@ -121,10 +121,8 @@ def test_the_code_never_depends_on_display_text(monkeypatch):
     """The structural guard: a template that lets the title into code is caught."""
     from symbolic import generate, parse, render
 
-    real = render.environment
-
     def leaky(backend):
-        env = real(backend)
+        env = render.new_environment(backend)  # not the shared one: it is changed below
         env.filters["text"] = lambda t: t  # what a careless template would do
         loader_source = env.loader.get_source
 
@@ -142,6 +140,29 @@ def test_the_code_never_depends_on_display_text(monkeypatch):
     model = parse.load(ROOT / "symbolic" / "specs" / "dense_tanh.toml")
     with pytest.raises(render.TemplateBug, match="depends on display text"):
         render.render(generate.compile_model(model), "numpy")
+
+
+def test_the_code_shape_leaves_out_docstrings_and_comments_only():
+    """What the guard above compares: docstrings (of the module, classes, functions,
+    nested or async) and comments are left out; everything else is code, a string
+    statement inside an ``if`` too."""
+    from symbolic.render import _code_shape
+
+    def module(doc: str, comment: str, code: str = "1") -> str:
+        return (
+            f'"""{doc}"""\n'
+            f"# {comment}\n"
+            f'class C:\n    """{doc}"""\n\n'
+            f'    def m(self):\n        """{doc}"""\n\n'
+            f'        def inner():\n            """{doc}"""\n            return {code}  # {comment}\n\n'
+            f"        return inner\n\n\n"
+            f'async def g():\n    """{doc}"""\n    if True:\n        "kept"\n'
+        )
+
+    base = _code_shape(module("a title", "an equation"))
+    assert _code_shape(module("another\ntitle, two lines", "x = 2")) == base
+    assert _code_shape(module("a title", "an equation", code="2")) != base
+    assert _code_shape(module("a", "b").replace('"kept"', '"changed"')) != base
 
 
 def test_cli_messages_are_one_line_and_printable(tmp_path):
