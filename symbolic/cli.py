@@ -56,6 +56,7 @@ def _cmd_generate(args) -> int:
         args.out,
         check_only=args.check,
         validate=args.validate,
+        revalidate=args.revalidate,
     )
     if args.check:
         if problems:
@@ -151,6 +152,12 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         dest="validate",
         action="store_false",
         help="write without first running every module against its spec",
+    )
+    gen.add_argument(
+        "--revalidate",
+        action="store_true",
+        help="validate every module, even those that passed before exactly as they are "
+        "(same spec, module text, derivgen code, libraries and machine)",
     )
     gen.set_defaults(func=_cmd_generate)
 

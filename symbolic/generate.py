@@ -192,8 +192,12 @@ class Unvalidated(ValueError):
     """Specs whose modules could not be validated (exit status 2, like a bad spec)."""
 
 
-def validate_modules(built: list[tuple[Cell | Cost, Module]], *, progress: bool = True) -> None:
-    """Run every module against its spec before anything is written.
+def validate_modules(
+    built: list[tuple[Cell | Cost, Module]], *, progress: bool = True, revalidate: bool = False
+) -> None:
+    """Run every module against its spec before anything is written. A spec whose
+    modules passed before, exactly as they are now (``validate.remembered``), is not run
+    again unless ``revalidate``.
 
     Raises:
         GeneratorBug: A module disagrees with the reference evaluator, with finite
@@ -217,8 +221,19 @@ def validate_modules(built: list[tuple[Cell | Cost, Module]], *, progress: bool 
         key = str(model.path)
         job = jobs.setdefault(key, validate.Job(key, model.text, []))
         job.modules.append((backend, str(path)))
+    todo = [job for job in jobs.values() if revalidate or not validate.remembered(job)]
+    if progress and len(todo) < len(jobs):
+        modules = sum(len(job.modules) for job in jobs.values() if job not in todo)
+        print(
+            f"validate: {modules} module(s) of {len(jobs) - len(todo)} spec(s) unchanged since "
+            "they passed (derivgen generate --revalidate runs them again)",
+            file=sys.stderr,
+        )
     try:
-        verdicts = validate.run(list(jobs.values()), progress=progress)
+        verdicts = validate.run(todo, progress=progress)
+        for job in todo:
+            if all(v.status == "ok" for v in verdicts if v.spec == job.spec):
+                validate.remember(job)
     finally:
         if scratch is not None:
             import shutil
@@ -321,11 +336,13 @@ def generate(
     check_only: bool = False,
     validate: bool = True,
     progress: bool = True,
+    revalidate: bool = False,
 ) -> tuple[list[Path], list[Problem]]:
     """Regenerate (or check) the modules of ``specs`` (default: the built-in specs).
 
     Every module is validated (run against its spec) before anything is written, unless
-    ``validate`` is False; ``check_only`` compares and writes nothing.
+    ``validate`` is False (a spec's modules that passed before exactly as they are, unless
+    ``revalidate``); ``check_only`` compares and writes nothing.
 
     Returns:
         ``(written, problems)``: the files written (none with ``check_only``) and the
@@ -346,7 +363,7 @@ def generate(
     if check_only:
         return [], check(out, modules, orphans=builtin and set(backends) == set(registry.names()))
     if validate:
-        validate_modules(built, progress=progress)
+        validate_modules(built, progress=progress, revalidate=revalidate)
     files = {m.filename: m.text for m in modules}
     files["__init__.py"] = INIT_TEXT
     return write.write_files(out, files), []

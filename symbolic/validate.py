@@ -25,9 +25,11 @@ function, say) cannot be validated: that is the spec's problem, reported as
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
+import platform
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -759,6 +761,71 @@ class Verdict:
     module: str
     status: str
     message: str = ""
+
+
+# --- remembered verdicts -----------------------------------------------------------------
+# ``derivgen generate`` validates every module before writing it. A spec's modules whose
+# validation passed are remembered, so that regenerating after an edit validates only
+# what changed: the record's name is a digest of everything the verdict depends on (the
+# spec's text, each module's text, derivgen's own code, the Python and library versions
+# and the machine), so any change to one of them validates again.
+
+
+def remembered(job: Job) -> bool:
+    """Whether every module of ``job`` passed validation before, exactly as they are."""
+    try:
+        return _record(job).is_file()
+    except OSError:
+        return False
+
+
+def remember(job: Job) -> None:
+    """Record that every module of ``job`` passed (nothing if the cache is not writable)."""
+    try:
+        path = _record(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".record.", dir=path.parent)
+        os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _record(job: Job) -> Path:
+    digest = hashlib.sha256(_fingerprint().encode())
+    for part in (
+        job.text,
+        *(f"{b}\0{Path(p).read_text(encoding='utf-8')}" for b, p in job.modules),
+    ):
+        digest.update(hashlib.sha256(part.encode("utf-8")).digest())
+    return cache_root() / "validate" / "verdicts" / digest.hexdigest()
+
+
+@functools.cache
+def _fingerprint() -> str:
+    """What a verdict depends on besides the spec and its modules: derivgen's code (every
+    source file of the package), the versions of Python and of the libraries the modules
+    and the checks run on, and the machine."""
+    from importlib import metadata
+
+    parts = [sys.version, platform.platform(), platform.machine(), _cpu_model()]
+    for name in ("numpy", "sympy", "numba", "llvmlite", "jax", "jaxlib", "torch"):
+        try:
+            parts.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{name} none")
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        parts.append(f"{path.relative_to(package)} {hashlib.sha256(path.read_bytes()).hexdigest()}")
+    return "\n".join(parts)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            return next((line for line in handle if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
 
 
 def _describe(exc: BaseException, path: str) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import collections
+import functools
 import json
 import re
 import symtable
@@ -30,7 +31,8 @@ from spec_strategies import FEATURES, FuzzSpec, examples, specs
 
 from symbolic import parse, validate
 from symbolic.backends import UnsupportedSpec
-from symbolic.generate import render_model as render
+from symbolic.generate import compile_model
+from symbolic.render import render
 
 #: Examples in CI's sample, how many of them Numba compiles and JAX runs, and how many
 #: JAX modules are checked statically (JAX's share of the suite kept near 20 s).
@@ -70,14 +72,21 @@ def _refusal(exc: Exception) -> str:
 
 def generated(example: FuzzSpec, backends) -> tuple[object, dict[str, str], dict[str, str]]:
     """(model, backend -> module text, backend -> refusal reason)."""
-    model = parse.loads(example.text, f"fuzz-{example.kind}.toml")
+    model, compiled = _compiled(example.text, example.kind)
     texts, refused = {}, {}
     for backend in backends:
         try:
-            texts[backend] = render(model, backend).text
+            texts[backend] = render(compiled, backend).text
         except UnsupportedSpec as exc:
             refused[backend] = _refusal(exc)
     return model, texts, refused
+
+
+@functools.lru_cache(maxsize=SAMPLE)
+def _compiled(text: str, kind: str):
+    """An example parsed, derived and lowered once for every backend and test."""
+    model = parse.loads(text, f"fuzz-{kind}.toml")
+    return model, compile_model(model)
 
 
 def test_sample_numpy_validated(sample, tmp_path):

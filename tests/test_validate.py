@@ -166,6 +166,94 @@ def test_no_validate_writes_what_validation_would_refuse(broken_templates, tmp_p
     assert code == 0 and (out / "grn_numpy.py").exists()
 
 
+# --- remembered verdicts ------------------------------------------------------------------
+
+
+@pytest.fixture
+def counted(tmp_path, monkeypatch):
+    """A private cache folder, and the specs each validation run was given."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ran: list[list[str]] = []
+    real = validate.run
+
+    def counting(jobs, **options):
+        ran.append(sorted(Path(job.spec).name for job in jobs))
+        return real(jobs, **options)
+
+    monkeypatch.setattr(validate, "run", counting)
+    return ran
+
+
+def test_modules_that_passed_are_not_validated_again_until_something_changes(
+    counted, tmp_path, monkeypatch
+):
+    from symbolic import generate as gen
+
+    built = gen.build_models([SPECS["grn"], SPECS["dense_tanh"]], ["numpy"])
+    both = ["dense_tanh.toml", "grn.toml"]
+    gen.validate_modules(built, progress=False)
+    gen.validate_modules(built, progress=False)
+    assert counted == [both, []]
+    gen.validate_modules(built, progress=False, revalidate=True)
+    assert counted[-1] == both
+    # a module's text changed
+    (model, module), rest = built[0], built[1:]
+    edited = gen.Module(module.filename, module.text + "# edited\n")
+    gen.validate_modules([(model, edited), *rest], progress=False)
+    assert counted[-1] == [Path(model.path).name]
+    # the spec's text changed (a comment: the same modules)
+    spec = tmp_path / "grn.toml"
+    spec.write_text(SPECS["grn"].read_text() + "# a comment\n")
+    gen.validate_modules(gen.build_models([spec], ["numpy"]), progress=False)
+    assert counted[-1] == ["grn.toml"]
+    # derivgen's code, a library or the machine changed
+    monkeypatch.setattr(validate, "_fingerprint", lambda: "another derivgen")
+    gen.validate_modules(built, progress=False)
+    assert counted[-1] == both
+
+
+def test_the_fingerprint_holds_the_code_and_the_libraries():
+    fingerprint = validate._fingerprint()
+    assert "validate.py " in fingerprint and "generate.py " in fingerprint
+    assert f"numpy {np.__version__}" in fingerprint
+
+
+def test_a_module_that_failed_is_validated_again(broken_templates, counted, tmp_path, capsys):
+    out = tmp_path / "out"
+    for _ in range(2):
+        code = cli("generate", "--backend", "numpy", "--out", str(out), str(SPECS["grn"]))
+        assert code == 3 and "is wrong by" in capsys.readouterr().err
+    assert counted == [["grn.toml"], ["grn.toml"]]
+
+
+def test_the_cli_says_what_it_did_not_validate_again(counted, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["generate", "--backend", "numpy", "--out", str(out), str(SPECS["grn"])]
+    assert cli(*args) == 0
+    capsys.readouterr()
+    assert cli(*args) == 0
+    err = capsys.readouterr().err
+    assert "1 module(s) of 1 spec(s) unchanged since they passed" in err
+    assert "--revalidate" in err
+    assert cli(*args, "--revalidate") == 0
+    assert counted == [["grn.toml"], [], ["grn.toml"]]
+
+
+def test_without_a_writable_cache_everything_is_validated_every_time(tmp_path, monkeypatch):
+    from symbolic import generate as gen
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    ran = []
+    real = validate.run
+    monkeypatch.setattr(validate, "run", lambda jobs, **o: ran.append(len(jobs)) or real(jobs, **o))
+    built = gen.build_models([SPECS["dense_tanh"]], ["numpy"])
+    gen.validate_modules(built, progress=False)
+    gen.validate_modules(built, progress=False)
+    assert ran == [1, 1]
+
+
 NOWHERE_FINITE = """\
 name = "log_of_a_product"
 kind = "feedforward"
