@@ -771,10 +771,15 @@ class Verdict:
 # and the machine), so any change to one of them validates again.
 
 
+# A record stands for one of the job's pieces (see :func:`pieces`): a module with the
+# NumPy module it was compared with. So the same records serve a spec validated whole or
+# in pieces.
+
+
 def remembered(job: Job) -> bool:
     """Whether every module of ``job`` passed validation before, exactly as they are."""
     try:
-        return _record(job).is_file()
+        return all(_record(piece).is_file() for piece in pieces(job))
     except OSError:
         return False
 
@@ -782,13 +787,29 @@ def remembered(job: Job) -> bool:
 def remember(job: Job) -> None:
     """Record that every module of ``job`` passed (nothing if the cache is not writable)."""
     try:
-        path = _record(job)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".record.", dir=path.parent)
-        os.close(fd)
-        os.replace(tmp, path)
+        for piece in pieces(job):
+            path = _record(piece)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".record.", dir=path.parent)
+            os.close(fd)
+            os.replace(tmp, path)
     except OSError:
         pass
+
+
+def pieces(job: Job) -> list[Job]:
+    """A spec's modules split into one job per module other than NumPy's, each with
+    NumPy's first where it is there (each is compared with it): the pieces run in
+    parallel, so that validating one spec takes its slowest module's time (a Numba
+    compilation), not the sum of all. Measured on 2 cores: the GRN's four modules in
+    8.3 s split against 14.2 whole; but the 22 built-in specs in 25.8 s split against
+    22.4 whole (NumPy's module runs once per piece): ``derivgen generate`` splits only
+    when fewer specs than workers are left to validate."""
+    reference = [m for m in job.modules if m[0] == "numpy"]
+    others = [m for m in job.modules if m[0] != "numpy"]
+    if len(others) < 2:
+        return [job]
+    return [Job(job.spec, job.text, [*reference, other]) for other in others]
 
 
 def _record(job: Job) -> Path:
@@ -879,12 +900,12 @@ def validate_job(job: Job, seed: int = 0, report=None) -> list[Verdict]:
 
 
 def _worker() -> int:
-    """``python -m symbolic.validate``: jobs as JSON on stdin, a JSON line per event."""
+    """``python -m symbolic.validate``: one job as a JSON line on stdin at a time, a JSON
+    line per event on stdout, ``{"done": spec}`` after each job; ends at the end of stdin."""
     import json
     import warnings
 
     warnings.simplefilter("ignore")  # Numba's performance hints are not findings
-    jobs = [Job(**j) for j in json.load(sys.stdin)]
 
     def report(event, value):
         if event == "start":
@@ -892,8 +913,11 @@ def _worker() -> int:
         else:
             print(json.dumps({"verdict": value.__dict__}), flush=True)
 
-    for job in jobs:
-        validate_job(job, report=report)
+    while line := sys.stdin.readline():
+        if line.strip():
+            job = Job(**json.loads(line))
+            validate_job(job, report=report)
+            print(json.dumps({"done": job.spec}), flush=True)
     return 0
 
 
@@ -902,23 +926,24 @@ def _weight(job: Job) -> int:
     return sum(1 if backend == "numpy" else 10 for backend, _ in job.modules)
 
 
-#: Jobs one worker process takes before a fresh one continues (compiled code and loaded
-#: modules stay in a process until it ends).
+#: Jobs one worker process validates before a fresh one continues (compiled code and
+#: loaded modules stay in a process until it ends).
 CHUNK = 32
 
 
 def run(jobs: list[Job], workers: int | None = None, progress: bool = True) -> list[Verdict]:
     """Validate every job in worker processes (one per core, at most ``workers``).
 
-    Workers take chunks of jobs from a shared queue, the heaviest first. A worker that
-    dies (a crash inside compiled code) takes the blame for the module it was checking:
-    a ``bug`` verdict naming it; the jobs it had not reached go back to the queue.
+    Each worker process takes one job at a time from a shared queue, the heaviest first,
+    and gives way to a fresh process after ``CHUNK`` jobs. A worker that dies (a crash
+    inside compiled code) takes the blame for the module it was checking: a ``bug``
+    verdict naming it; the other jobs go on in a fresh process.
     """
     import threading
 
     if not jobs:
         return []
-    count = max(1, min(workers or os.cpu_count() or 1, len(jobs), 4))
+    count = max(1, min(workers or default_workers(), len(jobs)))
     pool = _Pool(jobs, progress)
     threads = [threading.Thread(target=pool.drive) for _ in range(count)]
     for thread in threads:
@@ -929,10 +954,16 @@ def run(jobs: list[Job], workers: int | None = None, progress: bool = True) -> l
     return pool.verdicts
 
 
+def default_workers() -> int:
+    """Worker processes :func:`run` starts by default: one per core, at most 4."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 class _Pool:
     """What the threads of :func:`run` share: the queue of jobs left (heaviest first), the
     verdicts so far and the progress bar, behind one lock. Each thread drives one worker
-    process at a time."""
+    process at a time, handing it one job at a time, so that no process holds jobs
+    another could be running."""
 
     def __init__(self, jobs: list[Job], progress: bool):
         import collections
@@ -947,28 +978,17 @@ class _Pool:
         self.lock = threading.Lock()
         self.bar = Progress(total, "validate", enabled=progress)
 
-    def take(self) -> list[Job]:
+    def take(self) -> Job | None:
         with self.lock:
-            return [self.queue.popleft() for _ in range(min(CHUNK, len(self.queue)))]
+            return self.queue.popleft() if self.queue else None
 
     def drive(self) -> None:
-        while chunk := self.take():
-            self.drive_chunk(chunk)
+        while (job := self.take()) is not None:
+            self.drive_process(job)
 
-    def drive_chunk(self, chunk: list[Job]) -> None:
-        """One worker process validates ``chunk``; if it dies, the module it was at is blamed."""
-        code, current, finished, tail = self.stream(chunk)
-        culprit = next(
-            (j for j in chunk for _, path in j.modules if Path(path).name == current), None
-        )
-        if code == 0 and (culprit is None or (culprit.spec, current) in finished):
-            return
-        self.blame(chunk, culprit, current, code, tail)
-
-    def stream(self, chunk: list[Job]) -> tuple[int, str | None, set, list[str]]:
-        """Run a worker on ``chunk``, collecting its verdicts as they come; its exit status,
-        the module it started last, the ``(spec, module)`` pairs it finished and the last
-        line of its standard error."""
+    def drive_process(self, job: Job) -> None:
+        """One worker process validates ``job``, then the next ones from the queue (at most
+        ``CHUNK``); if it dies, the module it was at is blamed."""
         import json
         import subprocess
 
@@ -981,36 +1001,45 @@ class _Pool:
                 env=self.env,
                 text=True,
             )
-            proc.stdin.write(json.dumps([j.__dict__ for j in chunk]))
-            proc.stdin.close()
-            current, finished = None, set()
-            for line in proc.stdout:
-                event = json.loads(line)
-                if "start" in event:
-                    current = event["start"]
-                    continue
-                verdict = Verdict(**event["verdict"])
-                finished.add((verdict.spec, verdict.module))
-                with self.lock:
-                    self.verdicts.append(verdict)
-                    self.bar.update(1, module=verdict.module)
+            done, last, pending = 0, job, [Path(p).name for _, p in job.modules]
+            try:
+                while job is not None:
+                    last, pending = job, [Path(p).name for _, p in job.modules]
+                    proc.stdin.write(json.dumps(job.__dict__) + "\n")
+                    proc.stdin.flush()
+                    for line in proc.stdout:
+                        event = json.loads(line)
+                        if "done" in event:
+                            break
+                        if "verdict" in event:
+                            verdict = Verdict(**event["verdict"])
+                            pending.remove(verdict.module)
+                            with self.lock:
+                                self.verdicts.append(verdict)
+                                self.bar.update(1, module=verdict.module)
+                    else:  # the output ended before the job did: the process died
+                        break
+                    done += 1
+                    job = self.take() if done < CHUNK else None
+                proc.stdin.close()
+            except OSError:  # the process died before it could read the job
+                pass
             code = proc.wait()
             errors.seek(0)
             tail = errors.read().strip().splitlines()[-1:]
-        return code, current, finished, tail
+        if job is not None or code != 0:
+            self.blame(last, pending[0] if pending else None, code, tail)
 
-    def blame(self, chunk: list[Job], culprit, current, code: int, tail: list[str]) -> None:
-        """A ``bug`` verdict for the module a dead worker was checking."""
-        spec = culprit.spec if culprit else chunk[0].spec
-        message = f"{spec}: {current}: the validating process died (exit status {code})"
+    def blame(self, job: Job, module: str | None, code: int, tail: list[str]) -> None:
+        """A ``bug`` verdict for the module a dead worker was checking: the first of its
+        job without a verdict (or its last module, if it died once the job was done)."""
+        module = module or Path(job.modules[-1][1]).name
+        message = f"{job.spec}: {module}: the validating process died (exit status {code})"
+        spec = job.spec
         with self.lock:
-            self.verdicts.append(Verdict(spec, str(current), "bug", message + (
+            self.verdicts.append(Verdict(spec, module, "bug", message + (
                 f": {tail[0]}" if tail else "")))  # fmt: skip
-            self.bar.update(1, module=str(current))
-            # what the dead worker never reached goes back to the queue
-            index = chunk.index(culprit) if culprit else -1
-            for job in chunk[index + 1 :]:
-                self.queue.appendleft(job)
+            self.bar.update(1, module=module)
 
 
 if __name__ == "__main__":

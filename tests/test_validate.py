@@ -233,7 +233,7 @@ def test_the_cli_says_what_it_did_not_validate_again(counted, tmp_path, capsys):
     capsys.readouterr()
     assert cli(*args) == 0
     err = capsys.readouterr().err
-    assert "1 module(s) of 1 spec(s) unchanged since they passed" in err
+    assert "1 module(s) unchanged since they passed" in err
     assert "--revalidate" in err
     assert cli(*args, "--revalidate") == 0
     assert counted == [["grn.toml"], [], ["grn.toml"]]
@@ -292,3 +292,67 @@ def test_a_worker_that_dies_is_reported_and_the_rest_still_validated(tmp_path):
     assert verdicts["crash.toml"].module == "crash_numpy.py"
     assert "died (exit status 7)" in verdicts["crash.toml"].message
     assert verdicts["good.toml"].status == "ok"
+
+
+def _pid_modules(tmp_path, count):
+    """Jobs whose module records the validating process's id when it is loaded."""
+    log = tmp_path / "pids"
+    model, _ = _module_text("dense_tanh")
+    jobs = []
+    for index in range(count):
+        path = tmp_path / f"m{index}" / "pid_numpy.py"
+        path.parent.mkdir()
+        path.write_text(
+            f"import os\nwith open({str(log)!r}, 'a') as f:\n    f.write(f'{{os.getpid()}}\\n')\n"
+        )
+        jobs.append(validate.Job(f"spec{index}.toml", model.text, [("numpy", str(path))]))
+    return jobs, log
+
+
+def test_jobs_are_handed_out_one_at_a_time_to_every_worker(tmp_path):
+    """Two jobs and two workers: each runs in its own process at once (a worker never
+    holds a job the other could be running)."""
+    jobs, log = _pid_modules(tmp_path, 2)
+    verdicts = validate.run(jobs, workers=2, progress=False)
+    assert sorted(v.spec for v in verdicts) == ["spec0.toml", "spec1.toml"]
+    assert len(set(log.read_text().split())) == 2
+
+
+def test_a_worker_gives_way_to_a_fresh_one_after_chunk_jobs(tmp_path, monkeypatch):
+    jobs, log = _pid_modules(tmp_path, 5)
+    monkeypatch.setattr(validate, "CHUNK", 2)
+    verdicts = validate.run(jobs, workers=1, progress=False)
+    assert len(verdicts) == 5
+    pids = log.read_text().split()
+    assert len(pids) == 5 and len(set(pids)) == 3  # 2 + 2 + 1
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+
+
+def test_fewer_specs_than_workers_are_split_by_module_and_each_finding_told_once(
+    broken_templates, tmp_path, monkeypatch
+):
+    """One spec, two workers: its modules run in parallel, each beside NumPy's; the
+    NumPy module's finding is told once, however many pieces ran it."""
+    from symbolic import generate as gen
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(validate, "default_workers", lambda: 2)
+    given = []
+    real = validate.run
+    monkeypatch.setattr(validate, "run", lambda jobs, **o: given.append(jobs) or real(jobs, **o))
+    built = gen.build_models([SPECS["dense_tanh"]], ["numpy", "numba", "torch"])
+    gen.validate_modules(built, progress=False)
+    assert [[b for b, _ in job.modules] for job in given[-1]] == [
+        ["numpy", "numba"],
+        ["numpy", "torch"],
+    ]
+    two = gen.build_models([SPECS["dense_tanh"], SPECS["dense_sigmoid"]], ["numpy", "numba"])
+    gen.validate_modules(two, progress=False)  # dense_tanh's pieces are remembered
+    assert [Path(job.spec).name for job in given[-1]] == ["dense_sigmoid.toml"]
+    gen.validate_modules(two, progress=False, revalidate=True)
+    assert [len(job.modules) for job in given[-1]] == [2, 2]  # whole
+    broken = gen.build_models([SPECS["grn"]], ["numpy", "numba", "torch"])
+    with pytest.raises(gen.GeneratorBug) as info:
+        gen.validate_modules(broken, progress=False)
+    assert len(given[-1]) == 2
+    assert str(info.value).count("grn_numpy.py: ") == 1
