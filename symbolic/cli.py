@@ -97,15 +97,7 @@ def _cmd_run(args) -> int:
     return run_main(args)
 
 
-def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
-    """The command's parser; ``selected`` is the subcommand whose options to load."""
-    parser = argparse.ArgumentParser(
-        prog="derivgen",
-        description="Neural-network equations -> verified, fast NumPy and Numba code.",
-    )
-    parser.add_argument("--version", action="version", version=f"derivgen {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _verify_arguments(sub) -> None:
     verify = sub.add_parser(
         "verify", help="verify the paper's derivatives, or the [claims] of spec files"
     )
@@ -131,6 +123,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     )
     verify.set_defaults(func=_cmd_verify)
 
+
+def _generate_arguments(sub) -> None:
     gen = sub.add_parser("generate", help="regenerate generated/ from the specs")
     gen.add_argument(
         "spec", nargs="*", type=write.path_argument, help="spec files (default: the built-in specs)"
@@ -160,6 +154,19 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         "(same spec, module text, derivgen code, libraries and machine)",
     )
     gen.set_defaults(func=_cmd_generate)
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The command's parser; ``selected`` is the subcommand whose options to load."""
+    parser = argparse.ArgumentParser(
+        prog="derivgen",
+        description="Neural-network equations -> verified, fast NumPy and Numba code.",
+    )
+    parser.add_argument("--version", action="version", version=f"derivgen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _verify_arguments(sub)
+    _generate_arguments(sub)
 
     # The heavier commands bring their own options; only the one being run is imported,
     # so that `derivgen generate` never depends on the training or benchmark stack.

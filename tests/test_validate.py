@@ -340,18 +340,18 @@ def test_fewer_specs_than_workers_are_split_by_module_and_each_finding_told_once
     given = []
     real = validate.run
     monkeypatch.setattr(validate, "run", lambda jobs, **o: given.append(jobs) or real(jobs, **o))
-    built = gen.build_models([SPECS["dense_tanh"]], ["numpy", "numba", "torch"])
+    built = gen.build_models([SPECS["dense_tanh"]], ["numpy", "torch", "jax"])
     gen.validate_modules(built, progress=False)
     assert [[b for b, _ in job.modules] for job in given[-1]] == [
-        ["numpy", "numba"],
         ["numpy", "torch"],
+        ["numpy", "jax"],
     ]
-    two = gen.build_models([SPECS["dense_tanh"], SPECS["dense_sigmoid"]], ["numpy", "numba"])
+    two = gen.build_models([SPECS["dense_tanh"], SPECS["dense_sigmoid"]], ["numpy", "torch"])
     gen.validate_modules(two, progress=False)  # dense_tanh's pieces are remembered
     assert [Path(job.spec).name for job in given[-1]] == ["dense_sigmoid.toml"]
     gen.validate_modules(two, progress=False, revalidate=True)
     assert [len(job.modules) for job in given[-1]] == [2, 2]  # whole
-    broken = gen.build_models([SPECS["grn"]], ["numpy", "numba", "torch"])
+    broken = gen.build_models([SPECS["grn"]], ["numpy", "torch", "jax"])
     with pytest.raises(gen.GeneratorBug) as info:
         gen.validate_modules(broken, progress=False)
     assert len(given[-1]) == 2
