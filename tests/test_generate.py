@@ -385,8 +385,8 @@ def test_check_finds_a_module_whose_spec_changed(tmp_path):
 def test_out_writes_elsewhere_and_leaves_generated_alone(tmp_path, fresh):
     before = snapshot(GENERATED)
     out = tmp_path / "elsewhere" / "nested"
-    # --revalidate: every shipped module validated here, whatever this machine remembers
-    assert cli("generate", "--revalidate", "--out", str(out)) == 0
+    # without validating: test_validate.py validates every shipped module as imported
+    assert cli("generate", "--no-validate", "--out", str(out)) == 0
     assert snapshot(GENERATED) == before
     assert {p.name: p.read_text() for p in out.iterdir()} == fresh
 

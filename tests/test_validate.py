@@ -25,6 +25,7 @@ from symbolic.generate import builtin_specs, format_code
 from symbolic.generate import render_model as render
 
 SPECS = {p.stem: p for p in builtin_specs()}
+BUILTIN_BACKENDS = tuple(backends.BUILTIN)
 
 
 def cli(*args: str) -> int:
@@ -60,6 +61,33 @@ def test_interpreter_equals_the_hand_written_mlp_layer_and_cost():
     np.testing.assert_allclose(a, want, rtol=1e-14)
     y = rng.uniform(size=a.shape)
     assert evaluate.cost(cost, a, y) == pytest.approx(reference.squared_error(a, y)[0], 1e-14)
+
+
+# --- the shipped modules ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", sorted(SPECS), ids=str)
+def test_every_shipped_module_passes_validation_as_users_import_it(spec):
+    """Each module in ``generated/`` (what ``derivgen generate`` writes: the golden test
+    holds it to that), imported as ``generated.<name>`` the way a user's script imports
+    it, passes every check ``derivgen generate`` runs, the other backends agreeing with
+    NumPy's. (Imported under its own name, a Numba module reuses the compiled code the
+    other tests of the suite cache.)"""
+    import importlib
+
+    model = parse.load(SPECS[spec])
+    results = {}
+    for backend in BUILTIN_BACKENDS:
+        if backends.get(backend).missing():
+            continue
+        label = f"{model.name}_{backend}.py"
+        module = validate._adapted(
+            backend, importlib.import_module(f"generated.{model.name}_{backend}")
+        )
+        results[backend] = validate.check(model, module, label)
+        if backend != "numpy":
+            validate.check_agreement(model, label, results[backend], results["numpy"])
+    assert "numpy" in results and len(results) > 1
 
 
 # --- every check can fail -------------------------------------------------------------
