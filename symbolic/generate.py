@@ -237,8 +237,12 @@ def validate_modules(
         )
     try:
         verdicts = validate.run(todo, progress=progress)
-        for job in todo:
-            if all(v.status == "ok" for v in verdicts if v.spec == job.spec):
+        passed = {(v.spec, v.module) for v in verdicts if v.status == "ok"}
+        failed = {v.spec for v in verdicts if v.status != "ok"}
+        for job in todo:  # remembered: every module has said ok, none of its spec failed
+            if job.spec not in failed and all(
+                (job.spec, Path(path).name) in passed for _, path in job.modules
+            ):
                 validate.remember(job)
     finally:
         if scratch is not None:

@@ -768,12 +768,9 @@ class Verdict:
 # validation passed are remembered, so that regenerating after an edit validates only
 # what changed: the record's name is a digest of everything the verdict depends on (the
 # spec's text, each module's text, derivgen's own code, the Python and library versions
-# and the machine), so any change to one of them validates again.
-
-
-# A record stands for one of the job's pieces (see :func:`pieces`): a module with the
-# NumPy module it was compared with. So the same records serve a spec validated whole or
-# in pieces.
+# and the machine), so any change to one of them validates again. A record stands for
+# one of the job's pieces (see :func:`pieces`): a module with the NumPy module it was
+# compared with. So the same records serve a spec validated whole or in pieces.
 
 
 def remembered(job: Job) -> bool:

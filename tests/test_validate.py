@@ -401,3 +401,27 @@ def test_fewer_specs_than_workers_are_split_by_module_and_each_finding_told_once
     wrong.clear()
     gen.validate_modules(grn, progress=False)  # nothing of the failed spec was remembered
     assert len(given[-1]) == 2
+
+
+def test_a_module_without_a_verdict_is_not_remembered(tmp_path, monkeypatch):
+    """Only modules that said ok are remembered: a run that returned no verdict for one
+    (it never got to it) leaves its spec to validate again."""
+    from symbolic import generate as gen
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    given = []
+
+    def run(jobs, **options):
+        given.append(jobs)
+        return [
+            validate.Verdict(job.spec, Path(path).name, "ok")
+            for job in jobs
+            for backend, path in job.modules
+            if backend == "numpy"  # the others' verdicts are missing
+        ]
+
+    monkeypatch.setattr(validate, "run", run)
+    built = gen.build_models([SPECS["dense_tanh"]], ["numpy", "numba"])
+    gen.validate_modules(built, progress=False)
+    gen.validate_modules(built, progress=False)
+    assert len(given) == 2 and all(len(jobs) == 1 for jobs in given)
