@@ -140,16 +140,26 @@ def _row_passes(found, symbols, rows_of) -> tuple[list[dict], dict[sp.Expr, sp.S
         for f, arg in zip(looped, args, strict=True):
             stores.append({"row": rows[f[0]], "value": code(arg)})
             if not isinstance(f[2], sp.Symbol | sp.Number):
-                kept[f[2]] = sp.Symbol(f"_k{rows[f[0]]}")
+                kept[f[2]] = _kept_symbol(rows[f[0]])
         passes.append(
             {
-                "body": [f"{k} = _scratch[{str(k)[2:]}, _u]" for k in read]
+                "body": [_read_back(k) for k in read]
                 + [f"{sym} = {code(expr)}" for sym, expr in shared],
                 "stores": stores,
                 "reduce": reduce,
             }
         )
     return passes, kept
+
+
+def _kept_symbol(row: int) -> sp.Symbol:
+    """The symbol of the argument a pass wrote into scratch row ``row``."""
+    return sp.Symbol(f"_k{row}")
+
+
+def _read_back(symbol: sp.Symbol) -> str:
+    """The line that reads a kept argument (:func:`_kept_symbol`) back from its row."""
+    return f"{symbol} = _scratch[{str(symbol).removeprefix('_k')}, _u]"
 
 
 def _hoisted(exprs, scalars, symbols) -> tuple[list[sp.Expr], list[tuple[sp.Symbol, sp.Expr]]]:
@@ -204,7 +214,7 @@ def cost_loop_context(derivation: CostDerivation, used: set[str]) -> dict:
     )
     # what the last pass reads back from the scratch rows
     read = {s for e in (value, grad_expr) for s in e.free_symbols} & set(kept.values())
-    loads_kept = [f"{k} = _scratch[{str(k)[2:]}, _u]" for k in sorted(read, key=str)]
+    loads_kept = [_read_back(k) for k in sorted(read, key=str)]
     shared, (value, grad_expr) = sp.cse([value, grad_expr], symbols=symbols)
     body = [f"{sym} = {code(expr)}" for sym, expr in shared]
     helpers = numba_helpers(used)
