@@ -785,11 +785,9 @@ def remember(job: Job) -> None:
     """Record that every module of ``job`` passed (nothing if the cache is not writable)."""
     try:
         for piece in pieces(job):
-            path = _record(piece)
+            path = _record(piece)  # an empty file: its name is the record
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".record.", dir=path.parent)
-            os.close(fd)
-            os.replace(tmp, path)
+            path.touch()
     except OSError:
         pass
 
