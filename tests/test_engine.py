@@ -17,6 +17,10 @@ import pytest
 from symbolic.backends import UnsupportedSpec
 from symbolic.generate import generate
 
+#: One test worker runs this file: its fixture generates and validates every cell below,
+#: and its tests compile the Numba modules, which every worker would do again.
+pytestmark = pytest.mark.xdist_group("engine")
+
 CELLS = {
     # the README's walk-through: the GRN's candidate given a reset gate
     "grn_reset": """

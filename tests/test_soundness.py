@@ -26,6 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 REGRESSIONS = sorted((ROOT / "tests" / "regressions").glob("*.toml"))
 
+#: One test worker runs this file: its fixture validates every regression spec (Numba
+#: compiling each), which every worker that ran one of its tests would do again.
+pytestmark = pytest.mark.xdist_group("soundness")
+
 
 #: Specs a backend refuses, with the reason (each refusal is itself checked below).
 REFUSED = {
