@@ -10,16 +10,14 @@ from __future__ import annotations
 import importlib
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
+from once import once
 
 from symbolic.backends import UnsupportedSpec
 from symbolic.generate import generate
-
-#: One test worker runs this file: its fixture generates and validates every cell below,
-#: and its tests compile the Numba modules, which every worker would do again.
-pytestmark = pytest.mark.xdist_group("engine")
 
 CELLS = {
     # the README's walk-through: the GRN's candidate given a reset gate
@@ -101,15 +99,20 @@ def _write(tmp_path, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """Generate every cell above into an importable temporary package."""
-    root = tmp_path_factory.mktemp("engine")
-    specs = [_write(root, name) for name in CELLS]
-    generate(specs, ["numpy", "numba"], out=root / "edge_cells")
+    """Generate every cell above into an importable temporary package, once for every
+    test worker (the Numba cache beside it is shared too)."""
+    root = Path(once(tmp_path_factory, "engine", _generated))
     sys.path.insert(0, str(root))
     yield "edge_cells"
     sys.path.remove(str(root))
     for key in [k for k in sys.modules if k.startswith("edge_cells")]:
         del sys.modules[key]
+
+
+def _generated(root: Path) -> str:
+    specs = [_write(root, name) for name in CELLS]
+    generate(specs, ["numpy", "numba"], out=root / "edge_cells")
+    return str(root)
 
 
 def _fd_worst(module, dtype=np.float64, seed=0) -> float:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from once import once
 
 from symbolic import parse, validate
 from symbolic.backends import BUILTIN
@@ -25,10 +26,6 @@ BACKENDS = tuple(BUILTIN)
 ROOT = Path(__file__).resolve().parent.parent
 
 REGRESSIONS = sorted((ROOT / "tests" / "regressions").glob("*.toml"))
-
-#: One test worker runs this file: its fixture validates every regression spec (Numba
-#: compiling each), which every worker that ran one of its tests would do again.
-pytestmark = pytest.mark.xdist_group("soundness")
 
 
 #: Specs a backend refuses, with the reason (each refusal is itself checked below).
@@ -48,9 +45,14 @@ def _built():
 
 
 @pytest.fixture(scope="module")
-def verdicts() -> dict[str, list[validate.Verdict]]:
+def verdicts(tmp_path_factory) -> dict[str, list[validate.Verdict]]:
     """Every regression spec, every backend, validated in worker processes (in parallel,
-    as ``derivgen generate`` validates)."""
+    as ``derivgen generate`` validates), once for every test worker."""
+    found = once(tmp_path_factory, "soundness", lambda _: _validated())
+    return {spec: [validate.Verdict(**v) for v in vs] for spec, vs in found.items()}
+
+
+def _validated() -> dict[str, list[dict]]:
     jobs = []
     for model, module in sorted(_built(), key=lambda mb: not mb[1].filename.endswith("numpy.py")):
         path = validate.stage(module.text, module.filename)
@@ -60,9 +62,9 @@ def verdicts() -> dict[str, list[validate.Verdict]]:
             job = validate.Job(str(model.path), model.text, [])
             jobs.append(job)
         job.modules.append((backend, str(path)))
-    out: dict[str, list[validate.Verdict]] = {}
+    out: dict[str, list[dict]] = {}
     for verdict in validate.run(jobs, progress=False):
-        out.setdefault(verdict.spec, []).append(verdict)
+        out.setdefault(verdict.spec, []).append(dict(verdict.__dict__))
     return out
 
 
