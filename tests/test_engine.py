@@ -99,8 +99,8 @@ def _write(tmp_path, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """Generate every cell above into an importable temporary package, once for every
-    test worker (the Numba cache beside it is shared too)."""
+    """Generate every cell above into an importable temporary package, once for all the
+    test workers (the Numba cache beside it is shared too)."""
     root = Path(once(tmp_path_factory, "engine", _generated))
     sys.path.insert(0, str(root))
     yield "edge_cells"

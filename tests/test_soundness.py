@@ -47,7 +47,7 @@ def _built():
 @pytest.fixture(scope="module")
 def verdicts(tmp_path_factory) -> dict[str, list[validate.Verdict]]:
     """Every regression spec, every backend, validated in worker processes (in parallel,
-    as ``derivgen generate`` validates), once for every test worker."""
+    as ``derivgen generate`` validates), once for all the test workers."""
     found = once(tmp_path_factory, "soundness", lambda _: _validated())
     return {spec: [validate.Verdict(**v) for v in vs] for spec, vs in found.items()}
 
