@@ -213,7 +213,8 @@ def init_params(n_in, n_out, *, seed=0, dtype=np.float64, steps=None):
 # numba1. A thread count set by the user (an environment variable, threadpoolctl's
 # limits, numba.set_num_threads) is left alone.
 # A parallel loop also costs a launch: where one holds less than _REGION_FLOPS of work
-# (a small batch, or a matrix-coupled step's loop), the loops run on one thread.
+# (a small batch), the loops run on one thread. (A matrix-coupled cell's per-step kernels
+# are compiled for one thread: see them.)
 _PRODUCTS = (1, 0)
 _LANE_FLOPS = 26
 _RATIO = 24.0
