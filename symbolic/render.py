@@ -415,28 +415,38 @@ def render(compiled: Compiled, backend: str) -> Module:
     name, keys = layout(compiled, backend)
     template = environment(backends.get(backend)).get_template(name)
     text = template.render(**keys)
-    called = _called_helpers(text, keys.get("numpy_helpers", []))
+    tree = _parsed(text, compiled.model)
+    called = _called_helpers(tree, keys.get("numpy_helpers", []))
     if called != keys.get("numpy_helpers", []):
         keys = keys | {"numpy_helpers": called}
         text = template.render(**keys)
-    _check_code_ignores_display_text(template, keys, text, compiled.model)
+        tree = _parsed(text, compiled.model)
+    _check_code_ignores_display_text(template, keys, tree, compiled.model)
     return Module(f"{compiled.model.name}_{backend}.py", text)
 
 
-def _called_helpers(text: str, helpers: list[str]) -> list[str]:
-    """The NumPy helpers that the module's code calls. A Numba module's kernels call a
-    primitive's compiled form, not its NumPy helper: that helper would be dead code. A
-    helper is kept where code outside the helpers reads one of its functions, or where a
-    kept helper does."""
+def _parsed(text: str, model) -> ast.Module:
+    """A rendered module's tree (parsed once for every check below)."""
+    try:
+        return ast.parse(text)
+    except SyntaxError as exc:
+        raise TemplateBug(f"{model.path}: the rendered module is not Python: {exc}") from None
+
+
+def _called_helpers(module: str | ast.Module, helpers: list[str]) -> list[str]:
+    """The NumPy helpers that the module's code (its text or its tree) calls. A Numba
+    module's kernels call a primitive's compiled form, not its NumPy helper: that helper
+    would be dead code. A helper is kept where code outside the helpers reads one of its
+    functions, or where a kept helper does."""
     if not helpers:
         return helpers
     owner: dict[str, int] = {}  # a helper's function name -> its index
     for index, source in enumerate(helpers):
-        for node in ast.parse(source).body:
-            for name in _defined_names(node):
-                owner[name] = index
+        for name in _helper_names(source):
+            owner[name] = index
     reads: dict[int | None, set[str]] = {}  # per helper (None: the rest of the module)
-    for node in ast.parse(text).body:
+    tree = ast.parse(module) if isinstance(module, str) else module
+    for node in tree.body:
         names = _defined_names(node)
         index = next((owner[n] for n in names if n in owner), None)
         reads.setdefault(index, set()).update(
@@ -453,6 +463,12 @@ def _called_helpers(text: str, helpers: list[str]) -> list[str]:
     return [h for i, h in enumerate(helpers) if i in kept]
 
 
+@functools.lru_cache(maxsize=256)
+def _helper_names(source: str) -> tuple[str, ...]:
+    """The names a helper's source binds (the same few helpers recur in every module)."""
+    return tuple(name for node in ast.parse(source).body for name in _defined_names(node))
+
+
 def _defined_names(node: ast.stmt) -> list[str]:
     """The names a top-level statement binds: a function's or class's, an assignment's."""
     if isinstance(node, ast.FunctionDef | ast.ClassDef):
@@ -466,9 +482,13 @@ def _defined_names(node: ast.stmt) -> list[str]:
 DISPLAY_KEYS = ("title", "spec_file", "per_unit_source", "gradient_source")
 
 
-def _code_shape(text: str) -> str:
-    """The module's code as a tree, its docstrings removed (comments are not in it)."""
-    tree = ast.parse(text)
+def _code_shape(module: str | ast.Module) -> list:
+    """The module's code (its text, or its tree, which this changes) as a flat list: each
+    node's type, then its fields in order (a list's length before its items, a value with
+    its type, so that 1 and 1.0 differ); docstrings are removed, and comments are not in
+    the tree. Two parsed modules have the same list exactly where ``ast.dump`` (without
+    positions) gives the same text for both; the list costs about a third as much."""
+    tree = ast.parse(module) if isinstance(module, str) else module
     # A docstring is the first statement of a module's, a class's or a function's body:
     # only statements are visited (an expression holds no statement).
     statements: list[ast.AST] = [tree]
@@ -485,7 +505,26 @@ def _code_shape(text: str) -> str:
             body[0] = ast.Pass()
         for field in _STATEMENT_LISTS:
             statements.extend(getattr(node, field, ()))
-    return ast.dump(tree, include_attributes=False)
+    return _flat(tree, [])
+
+
+def _flat(node: ast.AST, out: list) -> list:
+    """``node`` in pre-order, appended to ``out`` (see ``_code_shape``)."""
+    out.append(type(node))
+    for field in node._fields:
+        value = getattr(node, field, None)
+        if isinstance(value, ast.AST):
+            _flat(value, out)
+        elif isinstance(value, list):
+            out.append(len(value))
+            for item in value:
+                if isinstance(item, ast.AST):
+                    _flat(item, out)
+                else:
+                    out.append((type(item), item))
+        else:
+            out.append((type(value), value))
+    return out
 
 
 _WITH_DOCSTRING = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
@@ -493,7 +532,7 @@ _WITH_DOCSTRING = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionD
 _STATEMENT_LISTS = ("body", "orelse", "finalbody", "handlers", "cases")
 
 
-def _check_code_ignores_display_text(template, context: dict, text: str, model) -> None:
+def _check_code_ignores_display_text(template, context: dict, tree: ast.Module, model) -> None:
     """A structural guard: the module rendered with every display text replaced by a
     placeholder must be the same code, docstrings and comments aside. If a title or an
     equation as written could change a single statement, that is a template bug."""
@@ -503,11 +542,7 @@ def _check_code_ignores_display_text(template, context: dict, text: str, model) 
             plain[key] = "TEXT"
     if "equations" in plain:
         plain["equations"] = [dict(eq, source="TEXT") for eq in plain["equations"]]
-    try:
-        same = _code_shape(text) == _code_shape(template.render(**plain))
-    except SyntaxError as exc:
-        raise TemplateBug(f"{model.path}: the rendered module is not Python: {exc}") from None
-    if not same:
+    if _code_shape(tree) != _code_shape(_parsed(template.render(**plain), model)):
         raise TemplateBug(
             f"{model.path}: the generated code depends on display text (a title, a file "
             "name or an equation as written): a template bug"

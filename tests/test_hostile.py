@@ -12,6 +12,7 @@ named ``PWNED``).
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -170,6 +171,11 @@ def test_the_code_shape_leaves_out_docstrings_and_comments_only():
     assert _code_shape(module("another\ntitle, two lines", "x = 2")) == base
     assert _code_shape(module("a title", "an equation", code="2")) != base
     assert _code_shape(module("a", "b").replace('"kept"', '"changed"')) != base
+    # Values that compare equal in Python but are different code.
+    for code in ("1.0", "True"):
+        assert _code_shape(module("a title", "an equation", code=code)) != base, code
+    # A tree spelled the same way as text gives the same shape.
+    assert _code_shape(ast.parse(module("a title", "x"))) == base
 
 
 def test_cli_messages_are_one_line_and_printable(tmp_path):
