@@ -103,6 +103,9 @@ class Row:
     steps_per_sample: int = 1
     samples: list[float] = field(default_factory=list)  # seconds per step
     notes: list[str] = field(default_factory=list)
+    # How it was built (again for a fresh child process), and its child processes so far.
+    build: Callable[[], Prepared | Child] | None = field(default=None, repr=False)
+    processes: int = 0
 
     @property
     def timed(self) -> bool:

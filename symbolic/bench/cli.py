@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of parameters and data")
     parser.add_argument(
+        "--processes",
+        type=int,
+        help="child processes each child row's samples are spread over, the rounds split "
+        "evenly between them (3; --quick 1): a process can keep one speed all its life",
+    )
+    parser.add_argument(
         "--no-first-call",
         dest="first_call",
         action="store_false",
@@ -74,6 +80,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     def pick(value, normal, quick):
         return value if value is not None else (quick if args.quick else normal)
 
+    processes = pick(getattr(args, "processes", None), 3, 1)
+    if processes < 1:
+        print(
+            f"derivgen bench: error: --processes must be 1 or more, not {processes}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
     return Settings(
         workloads=[table[n] for n in names],
         dtypes=["float32", "float64"] if args.dtype == "both" else [args.dtype],
@@ -86,6 +100,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         quick=args.quick,
         seed=args.seed,
         first_call=getattr(args, "first_call", True),
+        processes=processes,
     )
 
 

@@ -16,7 +16,11 @@ Per workload and dtype:
    process idles for ``--settle`` seconds so that the previous row's spinning worker
    threads (OpenBLAS spins about 0.1 s after each call) have gone to sleep, then runs
    one untimed step, which wakes the row's own threads: a sample times the steady state
-   of a training loop.
+   of a training loop;
+5. the rows in child processes get fresh ones between parts of the rounds (``--processes``
+   parts): a process can keep one speed for its whole life (on a 2-core virtual machine
+   the same GRN step ran at a median of 21 ms in some processes and 43 in others), and a
+   user's script is any one of them.
 
 Medians and speed-ups are the report's (``symbolic.bench.report``).
 """
@@ -81,6 +85,7 @@ class Settings:
     log: TextIO | None = None
     extra: dict[str, tuple[str, Factory]] = field(default_factory=dict)
     first_call: bool = True
+    processes: int = 1
 
 
 def relative_error(reference_result: Result, result: Result) -> tuple[float, str]:
@@ -178,6 +183,8 @@ class Bench:
             start = time.perf_counter()
             row.prepared = build()
             built = time.perf_counter() - start
+            row.build = build
+            row.processes = 1 if isinstance(row.prepared, Child) else 0
         except Unavailable as exc:
             row.status, row.reason = "skipped", str(exc)
             self.say(f"{tag}: skipped: {exc}")
@@ -255,6 +262,8 @@ class Bench:
             + ", ".join(f"{r.key} x{r.steps_per_sample}" for r in timed)
         )
         for round_index in range(settings.repeats):
+            if self._fresh_processes(round_index):
+                timed = self._respawn(timed, tag)
             shift = round_index % max(1, len(timed))
             parts = []
             for row in timed[shift:] + timed[:shift]:
@@ -264,6 +273,38 @@ class Bench:
             self.say(
                 f"{tag} round {round_index + 1}/{settings.repeats} (ms/step): " + ", ".join(parts)
             )
+
+    def _fresh_processes(self, round_index: int) -> bool:
+        """Whether the rows in child processes start fresh ones before this round: the
+        rounds are split evenly between ``processes`` processes per row."""
+        n, repeats = self.settings.processes, self.settings.repeats
+        return (
+            n > 1
+            and round_index > 0
+            and round_index * n // repeats != (round_index - 1) * n // repeats
+        )
+
+    def _respawn(self, timed: list[Row], tag: str) -> list[Row]:
+        """Every row in a child process gets a fresh one, warmed up like the first (its
+        steps per sample kept). A process keeps its speed for its whole life on some
+        machines (where its threads and its memory landed), so each row's samples come
+        from several. A row whose fresh process fails loses its samples and says why."""
+        kept = []
+        for row in timed:
+            if isinstance(row.prepared, Child) and row.build is not None:
+                row.prepared.close()
+                try:
+                    row.prepared = row.build()
+                    row.prepared.calibrate(self.settings.warmup, self.settings.settle)
+                except Exception as exc:
+                    row.prepared, row.samples, row.status = None, [], "failed"
+                    row.reason = f"its fresh child process failed: {str(exc)[:160]}"
+                    self.say(f"{tag} {row.label}: {row.reason}")
+                    continue
+                row.processes += 1
+            kept.append(row)
+        self.say(f"{tag} fresh child processes for every generated row")
+        return kept
 
     def _calibrate(self, row: Row) -> None:
         """Warm up, then choose the steps per sample from one step's time so that a sample

@@ -304,7 +304,9 @@ def thread_note_lines(sections: list[Section]) -> list[str]:
     lines.append(
         "Every row of the generated modules (and the hand-written NumPy and the matrix "
         "products' rows) runs in a child process of its own with a clean environment "
-        "(no OpenBLAS, OpenMP, MKL or Numba thread variables), as a user's script does. "
+        "(no OpenBLAS, OpenMP, MKL or Numba thread variables), as a user's script does; "
+        "with several child processes a row (the run's first line), a fresh one takes over "
+        "for each part of the rounds. "
         "The plain `generated numba` row is the module's own thread policy "
         "(templates/numba/_threads.py.j2: BLAS on one thread where the products are small beside "
         "the elementwise work, Numba on one thread where they dominate); the rows in "
@@ -409,7 +411,8 @@ def _preamble_lines(settings: Settings, started: float, load_before: str) -> lis
     lines.append(
         f"Run {when}, {finished - started:.0f} s; `derivgen bench` with repeats "
         f"{settings.repeats}, samples of at least {settings.min_sample_ms:g} ms, settle "
-        f"{settings.settle:g} s, compile budget {settings.compile_budget:g} s"
+        f"{settings.settle:g} s, compile budget {settings.compile_budget:g} s, "
+        f"{settings.processes} child process{'es' if settings.processes > 1 else ''} a row"
         + (", --quick (toy sizes)" if settings.quick else "")
         + f". Load average before {load_before}, after {load()}."
     )

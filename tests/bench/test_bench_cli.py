@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from symbolic import bench
+from symbolic.bench.cli import settings_from_args
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -61,3 +64,13 @@ def test_quick_bench_writes_a_table_with_every_row(tmp_path, capsys):
                 assert " ok (" in row or "oracle" in row, row
     assert "CPU:" in report and "BLAS" in report
     assert "## Targets" in report and "## Thread pools" in report
+
+
+def test_child_processes_a_row_default_to_three_and_one_for_quick(capsys):
+    assert settings_from_args(_args()).processes == 3
+    assert settings_from_args(_args("--quick")).processes == 1
+    assert settings_from_args(_args("--processes", "5")).processes == 5
+    with pytest.raises(SystemExit) as exc:
+        settings_from_args(_args("--processes", "0"))
+    assert exc.value.code == 2
+    assert "--processes must be 1 or more" in capsys.readouterr().err

@@ -132,3 +132,73 @@ def test_first_call_runs_every_kind_of_numba_module(tmp_path, module):
     warm = first_call(module, str(tmp_path))
     assert cold["compiled_at_import"] == [] and warm["compiled_at_import"] == []
     assert cold["first"] > 0 and warm["first"] >= 0
+
+
+def _spread_settings(processes: int) -> Settings:
+    return Settings(
+        workloads=[QUICK_WORKLOADS["B1"]],
+        dtypes=["float64"],
+        backends=["numpy", "reference"],
+        repeats=4,
+        min_sample_ms=0.1,
+        settle=0.0,
+        quick=True,
+        log=io.StringIO(),
+        processes=processes,
+    )
+
+
+def test_a_rows_samples_come_from_as_many_child_processes_as_asked(monkeypatch):
+    """With --processes 2 and 4 rounds, each child row takes 2 rounds in one process and 2
+    in a fresh one; with 1, every sample comes from the same process."""
+    from symbolic.bench.runner import Child
+
+    pids: dict[str, list[int]] = {}
+    real_sample = Child.sample
+
+    def sample(self, steps, settle):
+        pids.setdefault(self.request_backend, []).append(self.proc.pid)
+        return real_sample(self, steps, settle)
+
+    real_init = Child.__init__
+
+    def init(self, request, policy="module"):
+        self.request_backend = request["backend"]
+        real_init(self, request, policy)
+
+    monkeypatch.setattr(Child, "sample", sample)
+    monkeypatch.setattr(Child, "__init__", init)
+    for processes, expected in ((2, 2), (1, 1)):
+        pids.clear()
+        settings = _spread_settings(processes)
+        (section,) = Bench(settings).run()
+        for key in ("numpy", "reference"):
+            row = section.row(key)
+            assert row.status in ("ok", "oracle") and len(row.samples) == 4, row.reason
+            assert row.processes == expected
+            assert len(set(pids[key])) == expected
+            assert pids[key][:2] == [pids[key][0]] * 2 and pids[key][2:] == [pids[key][-1]] * 2
+        assert ("fresh child processes" in settings.log.getvalue()) == (processes > 1)
+
+
+def test_a_row_whose_fresh_process_fails_says_so_and_is_not_timed(monkeypatch):
+    from symbolic.bench import candidates
+
+    real = candidates._in_child
+    built = []
+
+    def flaky(request, policy):
+        built.append(request["backend"])
+        if request["backend"] == "reference" and built.count("reference") > 1:
+            raise RuntimeError("no more processes")
+        return real(request, policy)
+
+    monkeypatch.setattr(candidates, "_in_child", flaky)
+    settings = _spread_settings(2)
+    (section,) = Bench(settings).run()
+    row = section.row("reference")
+    assert row.status == "failed" and not row.timed and row.prepared is None
+    assert "fresh child process failed: no more processes" in row.reason
+    assert section.row("numpy").timed and len(section.row("numpy").samples) == 4
+    table = "\n".join(section_table(section))
+    assert "no more processes" in table
