@@ -286,9 +286,9 @@ class Bench:
 
     def _respawn(self, timed: list[Row], tag: str) -> list[Row]:
         """Every row in a child process gets a fresh one, warmed up like the first (its
-        steps per sample kept). A process keeps its speed for its whole life on some
-        machines (where its threads and its memory landed), so each row's samples come
-        from several. A row whose fresh process fails loses its samples and says why."""
+        steps per sample kept). On some machines a process keeps one speed for its whole
+        life, for reasons a benchmark cannot see, so each row's samples come from several.
+        A row whose fresh process fails loses its samples and says why."""
         kept = []
         for row in timed:
             if isinstance(row.prepared, Child) and row.build is not None:
@@ -303,7 +303,7 @@ class Bench:
                     continue
                 row.processes += 1
             kept.append(row)
-        self.say(f"{tag} fresh child processes for every generated row")
+        self.say(f"{tag} fresh child processes for the rows in child processes")
         return kept
 
     def _calibrate(self, row: Row) -> None:
