@@ -17,6 +17,17 @@ from symbolic.bench.report import section_table
 from symbolic.bench.workloads import QUICK_WORKLOADS, Problem
 
 
+def _quick(workload: str, backends: list[str], **options) -> Settings:
+    """Settings for a fast in-test run of one quick workload in float64."""
+    settings = dict(repeats=2, min_sample_ms=0.1, settle=0.0, quick=True, log=io.StringIO())
+    return Settings(
+        workloads=[QUICK_WORKLOADS[workload]],
+        dtypes=["float64"],
+        backends=backends,
+        **(settings | options),
+    )
+
+
 def _perturbed_reference(scale: float):
     """The hand-written GRN with the largest entry of one gradient multiplied by ``scale``."""
 
@@ -34,15 +45,9 @@ def _perturbed_reference(scale: float):
 
 
 def test_a_competitor_with_wrong_gradients_is_rejected_and_not_timed():
-    settings = Settings(
-        workloads=[QUICK_WORKLOADS["B1"]],
-        dtypes=["float64"],
-        backends=["numpy"],
-        repeats=2,
-        min_sample_ms=0.1,
-        settle=0.0,
-        quick=True,
-        log=io.StringIO(),
+    settings = _quick(
+        "B1",
+        ["numpy"],
         extra={
             "off": ("slightly wrong", _perturbed_reference(1 + 1e-5)),
             "exact": ("exact copy", _perturbed_reference(1.0)),
@@ -62,16 +67,7 @@ def test_the_grn_bound_reports_its_products_alone_and_its_transcendentals():
     """The GRN's bound row says what its two parts take, each timed on its own: the
     products alone (the lower bound) and the pass of exp and tanh; the section's table
     carries that under the bound's row."""
-    settings = Settings(
-        workloads=[QUICK_WORKLOADS["B2"]],
-        dtypes=["float64"],
-        backends=["numpy", "gemm"],
-        repeats=2,
-        min_sample_ms=0.1,
-        settle=0.0,
-        quick=True,
-        log=io.StringIO(),
-    )
+    settings = _quick("B2", ["numpy", "gemm"])
     (section,) = Bench(settings).run()
     bound = section.row("gemm")
     assert bound.timed
@@ -135,17 +131,7 @@ def test_first_call_runs_every_kind_of_numba_module(tmp_path, module):
 
 
 def _spread_settings(processes: int) -> Settings:
-    return Settings(
-        workloads=[QUICK_WORKLOADS["B1"]],
-        dtypes=["float64"],
-        backends=["numpy", "reference"],
-        repeats=4,
-        min_sample_ms=0.1,
-        settle=0.0,
-        quick=True,
-        log=io.StringIO(),
-        processes=processes,
-    )
+    return _quick("B1", ["numpy", "reference"], repeats=4, processes=processes)
 
 
 def test_a_rows_samples_come_from_as_many_child_processes_as_asked(monkeypatch):
