@@ -487,7 +487,7 @@ def _code_shape(module: str | ast.Module) -> list:
     node's type, then its fields in order (a list's length before its items, a value with
     its type, so that 1 and 1.0 differ); docstrings are removed, and comments are not in
     the tree. Two parsed modules have the same list exactly where ``ast.dump`` (without
-    positions) gives the same text for both; the list costs about a third as much."""
+    positions) gives the same text for both; the list costs less than half as much."""
     tree = ast.parse(module) if isinstance(module, str) else module
     # A docstring is the first statement of a module's, a class's or a function's body:
     # only statements are visited (an expression holds no statement).
