@@ -305,7 +305,7 @@ def thread_note_lines(sections: list[Section]) -> list[str]:
         "Every row of the generated modules (and the hand-written NumPy and the matrix "
         "products' rows) runs in a child process of its own with a clean environment "
         "(no OpenBLAS, OpenMP, MKL or Numba thread variables), as a user's script does; "
-        "with several child processes a row (the run's first line), a fresh one takes over "
+        "with several child processes a row (the Run line above), a fresh one takes over "
         "for each part of the rounds. "
         "The plain `generated numba` row is the module's own thread policy "
         "(templates/numba/_threads.py.j2: BLAS on one thread where the products are small beside "
