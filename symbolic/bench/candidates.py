@@ -6,7 +6,7 @@ their own thread policy (templates/numba/_threads.py.j2): the plain "numba" row 
 the hand-picked policies run as extra rows (``numba[blas1]`` ...), each in a child process
 of its own where it is applied the way a user would (see ``symbolic.bench.runner``);
 "numba[frameworks]" times the module after PyTorch and JAX have run a step in the same
-process. The generated modules, the hand-written NumPy and the bounds are timed in child
+process, "numba[product]" each step after a NumPy product of the caller's. The generated modules, the hand-written NumPy and the bounds are timed in child
 processes with a clean environment; the frameworks (and the rows a test adds) here.
 """
 
@@ -30,15 +30,20 @@ BACKENDS = tuple(generated_key(name) for name in backend_names())
 
 #: The generated backend whose modules take a thread policy.
 NUMBA = "numba"
-POLICIES = ("blas1", "numba1", "both", "env", "frameworks", "malloc")
+POLICIES = ("blas1", "numba1", "both", "env", "frameworks", "product", "malloc")
 POLICY_LABELS = {
     "blas1": "BLAS limited to 1 thread by threadpoolctl",
     "numba1": "numba.set_num_threads(1)",
     "both": "both pools on every core, spinning",
     "env": "both pools, OPENBLAS_THREAD_TIMEOUT=1 and OMP_WAIT_POLICY=PASSIVE",
     "frameworks": "its own policy, PyTorch and JAX in the same process",
+    "product": "its own policy, after a NumPy product of the caller's before each step",
     "malloc": "its own thread policy, glibc's memory thresholds left as they were",
 }
+#: The rows that run the module's own policy where a user's script may call it (beside
+#: other frameworks, after a product of its own): what the policy meets, not policies to
+#: pick from.
+CONTEXTS = ("frameworks", "product")
 
 
 def _generated_rows(policies: list[str] | tuple[str, ...]) -> list[str]:
@@ -147,8 +152,9 @@ def make_row(
         "dtype": problem.dtype.name,
         "seed": seed,
         "frameworks": policy == "frameworks",
+        "product": policy == "product",
     }
-    child_policy = "module" if policy in (None, "frameworks") else policy
+    child_policy = "module" if policy in (None, *CONTEXTS) else policy
     return _own_row(key, problem), lambda: _in_child(request, child_policy)
 
 

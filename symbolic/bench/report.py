@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 
-from symbolic.bench.candidates import NUMBA, POLICY_LABELS, Row
+from symbolic.bench.candidates import CONTEXTS, NUMBA, POLICY_LABELS, Row
 from symbolic.bench.competitors import COMPETITORS
 from symbolic.bench.machine import busy, load, machine_lines
 from symbolic.bench.measure import Section, Settings
@@ -201,7 +201,7 @@ def _section_targets(section: Section) -> list[str]:
     hand = [
         r
         for r in section.rows
-        if r.key.startswith(f"{NUMBA}[") and r.policy != "frameworks" and r.timed
+        if r.key.startswith(f"{NUMBA}[") and r.policy not in CONTEXTS and r.timed
     ]
     best = min(hand, key=lambda r: r.median_ms) if hand else None
     ratio = own / best.median_ms if own and best else None
@@ -313,7 +313,10 @@ def thread_note_lines(sections: list[Section]) -> list[str]:
         "brackets apply a policy by hand inside their child. Every module, NumPy's and "
         "Numba's, also applies its memory policy at its first call (templates/_memory.py.j2: "
         "glibc keeps freed arrays for reuse instead of returning them to the system); "
-        "`numba[malloc]` is the module without it. Every sample starts after its process "
+        "`numba[malloc]` is the module without it. `numba[product]` runs a NumPy product "
+        "(BLAS on its own threads, as a user's script leaves it) before each step and "
+        "takes the product's time out: OpenBLAS's worker then spins on the cores the "
+        "module's loops use. Every sample starts after its process "
         "has idled for the settle time and run one untimed step, which wakes its own "
         "threads: a sample is the steady state of a training loop."
     )

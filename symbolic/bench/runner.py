@@ -7,7 +7,9 @@ OpenBLAS, OpenMP, MKL and Numba removed), where the modules apply their own thre
 policy. The hand-picked policies are extra rows, each applied inside its child the way a
 user would (threadpoolctl's limits, ``numba.set_num_threads``, or the environment), and
 the "frameworks in the same process" row imports PyTorch and JAX and runs a step of each
-before timing the generated module.
+before timing the generated module. The "product" row runs a NumPy product before each
+step, as a script that computes between steps does, and takes the product's time out of
+each sample.
 
 Protocol: the parent writes one JSON command per line on the child's stdin and reads one
 JSON line back (``prepare``, ``step``, ``calibrate``, ``sample``, ``quit``). Arrays (the
@@ -24,6 +26,7 @@ empty Numba cache) or warm.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -36,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from symbolic.bench.competitors import JAX_JIT, TORCH_EAGER, prepare
-from symbolic.bench.prepared import Unavailable
+from symbolic.bench.prepared import Prepared, Unavailable
 from symbolic.bench.steps import build_backend, chosen_policy
 from symbolic.bench.workloads import Problem, Workload, make_problem
 
@@ -169,6 +172,29 @@ def _frameworks(problem: Problem) -> str:
     return ", ".join(ran)
 
 
+#: The side of the square NumPy product that ``numba[product]`` runs before each step:
+#: OpenBLAS runs it on its own threads (above 262,144 multiply-adds), and it leaves the
+#: step most of the cache (3 arrays of 0.5 MiB in float64).
+PRODUCT_SIDE = 256
+
+
+def _after_a_product(prepared: Prepared, dtype: np.dtype, times: list[float]) -> Prepared:
+    """``prepared`` with a NumPy product of the caller's before each step, BLAS on its own
+    threads as a user's script leaves it; each product's seconds go to ``times``, so that
+    a sample can take them out (see ``_handle``)."""
+    rng = np.random.default_rng(0)
+    square = rng.standard_normal((PRODUCT_SIDE, PRODUCT_SIDE)).astype(dtype)
+    inner = prepared.step
+
+    def step():
+        start = time.perf_counter()
+        np.matmul(square, square)
+        times.append(time.perf_counter() - start)
+        return inner()
+
+    return dataclasses.replace(prepared, step=step)
+
+
 def _serve() -> int:
     """The child's loop: one JSON command a line on stdin, one JSON reply a line back."""
     start = time.perf_counter()
@@ -224,7 +250,12 @@ def _handle(state: dict[str, Any], command: dict[str, Any], start: float) -> dic
     if cmd == "calibrate":
         return {"seconds": prepared.calibrate(command["warmup"], command.get("settle", 0.0))}
     if cmd == "sample":
-        return {"seconds": prepared.sample(command["steps"], command["settle"])}
+        seconds = prepared.sample(command["steps"], command["settle"])
+        products = state.get("products")
+        if products:  # the timed steps' products, the last ones run, taken out
+            seconds -= sum(products[-command["steps"] :]) / command["steps"]
+            products.clear()
+        return {"seconds": seconds}
     raise ValueError(f"unknown command {cmd!r}")
 
 
@@ -241,8 +272,13 @@ def _prepare(state: dict[str, Any], command: dict[str, Any], start: float) -> di
     prepared = build_backend(command["backend"], problem)
     if command["policy"] == "malloc":
         _without_memory_policy()
+    if command.get("product"):
+        state["products"] = []
+        prepared = _after_a_product(prepared, problem.dtype, state["products"])
     first = time.perf_counter()
     prepared.step()
+    if command.get("product"):
+        note = f"a {PRODUCT_SIDE}x{PRODUCT_SIDE} NumPy product before each step, its time taken out"
     state.update(prepared=prepared, folder=command["folder"], count=0)
     chosen = chosen_policy(command["backend"], problem)
     return {

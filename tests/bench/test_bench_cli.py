@@ -38,7 +38,7 @@ def test_quick_bench_writes_a_table_with_every_row(tmp_path, capsys):
             "--repeats",
             "2",
             "--backends",
-            "numpy,numba,numba[both],reference,gemm",
+            "numpy,numba,numba[both],numba[product],reference,gemm",
             "--out",
             str(out),
         )
@@ -56,7 +56,7 @@ def test_quick_bench_writes_a_table_with_every_row(tmp_path, capsys):
         assert "generated numpy" in labels and "hand-written NumPy" in labels
         assert ("matrix products alone" in labels) == table.startswith("A1")
         numba_rows = [label for label in labels if label.startswith("generated numba")]
-        assert len(numba_rows) == 2
+        assert len(numba_rows) == 3
         for row in rows:
             if row.startswith("| **generated numba") and not _numba_rows_expected():
                 assert "skipped" in row
@@ -64,6 +64,9 @@ def test_quick_bench_writes_a_table_with_every_row(tmp_path, capsys):
                 assert " ok (" in row or "oracle" in row, row
     assert "CPU:" in report and "BLAS" in report
     assert "## Targets" in report and "## Thread pools" in report
+    if _numba_rows_expected():  # a context of the module's own policy, never "the best"
+        assert "(best: both pools on every core" in report
+        assert "(best: its own policy, after a NumPy product" not in report
 
 
 def test_child_processes_a_row_default_to_three_and_one_for_quick(capsys):

@@ -188,3 +188,18 @@ def test_a_row_whose_fresh_process_fails_says_so_and_is_not_timed(monkeypatch):
     assert section.row("numpy").timed and len(section.row("numpy").samples) == 4
     table = "\n".join(section_table(section))
     assert "no more processes" in table
+
+
+def test_the_product_row_takes_the_products_time_out_of_a_sample():
+    from symbolic.bench import runner
+
+    calls = []
+    module = Prepared(lambda: calls.append(1), lambda result: (math.nan, {}))
+    state = {"products": []}
+    state["prepared"] = runner._after_a_product(module, np.dtype(np.float64), state["products"])
+    with_products = state["prepared"].sample(20, 0.0)
+    reply = runner._handle(state, {"cmd": "sample", "steps": 20, "settle": 0.0}, 0.0)
+    assert len(calls) == 40  # every step ran the module's step after its product
+    assert state["products"] == []  # cleared: the next sample takes out its own
+    # a 256x256 product takes far longer than an empty step: what is left is the step's
+    assert 0.0 <= reply["seconds"] < with_products / 5
