@@ -6,8 +6,9 @@ their own thread policy (templates/numba/_threads.py.j2): the plain "numba" row 
 the hand-picked policies run as extra rows (``numba[blas1]`` ...), each in a child process
 of its own where it is applied the way a user would (see ``symbolic.bench.runner``);
 "numba[frameworks]" times the module after PyTorch and JAX have run a step in the same
-process, "numba[product]" each step after a NumPy product of the caller's. The generated modules, the hand-written NumPy and the bounds are timed in child
-processes with a clean environment; the frameworks (and the rows a test adds) here.
+process, "numba[product]" each step after a NumPy product of the caller's. The generated
+modules, the hand-written NumPy and the bounds are timed in child processes with a clean
+environment; the frameworks (and the rows a test adds) here.
 """
 
 from __future__ import annotations
