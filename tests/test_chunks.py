@@ -133,7 +133,7 @@ def test_chunked_gradients_match_finite_differences(monkeypatch, name):
 def test_a_product_into_an_array_or_added_to_it(monkeypatch, path, dtype):
     """``_matmul(a, b, out=..., accumulate=...)`` writes or adds ``a @ b``, split or not."""
     module = importlib.import_module("generated.grn_numba")
-    gemm = next((found for _, _, found in module._blas_pools() if found), None)
+    gemm = next((found for _, _, found, _ in module._blas_pools() if found), None)
     if path == "loops" and gemm is None:
         pytest.skip("BLAS is not OpenBLAS: its gemm is not called from the loops")
     parts = 1 if path == "one product" else 3

@@ -196,12 +196,69 @@ def test_a_count_the_user_lowered_is_left_alone(mode, pool):
     assert all(_same(after, before) for after in report["after"])
 
 
+SPIN = textwrap.dedent(
+    """
+    import ctypes, json, sys, threading
+    import numpy as np
+    from generated import grn_numba
+
+    rng = np.random.default_rng(0)
+    params = {name: rng.normal(size=shape) * 0.3 for name, shape in
+              grn_numba.param_shapes(16, 64).items()}
+    x = rng.normal(size=(50, 16, 16))  # B1's sizes: BLAS on one thread for the call
+    square = rng.normal(size=(256, 256))
+    want = square @ square  # a threaded product: OpenBLAS's pool runs, then spins
+    servers = [(pool, server) for pool, _, _, server in grn_numba._blas_pools() if server]
+    if not servers:
+        print(json.dumps({"server": False}))
+        sys.exit()
+    pool, _ = servers[0]
+    running = ctypes.c_int.in_dll(ctypes.CDLL(pool.filepath), "blas_server_avail")
+    waiting = threading.Event()
+    if sys.argv[1] == "another thread":  # a thread that could be inside a product
+        threading.Thread(target=waiting.wait).start()
+    report = {"server": True, "count": pool.get_num_threads(), "before": running.value}
+    out, cache = grn_numba.forward(params, x)
+    report["after_call"] = running.value
+    report["count_after"] = pool.get_num_threads()
+    report["product_right"] = bool(np.allclose(square @ square, want, rtol=1e-12, atol=0))
+    report["after_product"] = running.value
+    waiting.set()
+    print(json.dumps(report))
+    """
+)
+
+
+@pytest.mark.skipif(_cores() < 2, reason="one core: OpenBLAS runs no pool")
+def test_a_call_stops_the_workers_a_product_of_the_callers_left_spinning():
+    report = child_json(
+        SPIN, "alone", {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    )
+    if not report["server"]:
+        pytest.skip("this BLAS is not OpenBLAS running its own pthreads pool")
+    assert report["count"] > 1 and report["before"] == 1
+    assert report["after_call"] == 0  # the pool stopped by the call
+    assert report["count_after"] == report["count"]  # the count given back
+    assert report["product_right"]  # the caller's next product starts the pool again
+    assert report["after_product"] == 1
+
+
+@pytest.mark.skipif(_cores() < 2, reason="one core: OpenBLAS runs no pool")
+def test_with_another_python_thread_the_pool_is_left_running():
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    report = child_json(SPIN, "another thread", env)
+    if not report["server"]:
+        pytest.skip("this BLAS is not OpenBLAS running its own pthreads pool")
+    assert report["before"] == report["after_call"] == 1
+    assert report["count_after"] == report["count"] and report["product_right"]
+
+
 # --- the split products (``_matmul``) -------------------------------------------------------
 
 
 def _openblas_gemm():
     """The gemm addresses of a BLAS library the module can call from its loops, or None."""
-    return next((found for _, _, found in grn_numba._blas_pools() if found), None)
+    return next((found for _, _, found, _ in grn_numba._blas_pools() if found), None)
 
 
 @pytest.mark.parametrize("path", ["loops", "python threads"])
