@@ -35,13 +35,14 @@ DATA = {name: tomllib.loads(path.read_text()) for name, path in SPECS.items()}
 #: name and reads the thread variables; threadpoolctl (a dependency, imported inside a try)
 #: applies its thread policy (templates/numba/_threads.py.j2).
 # Beside NumPy (and Numba), the standard library only: os, sys and ctypes for the memory
-# policy (templates/_memory.py.j2); math, threadpoolctl and concurrent (the split
-# products) for the thread policy.
+# policy (templates/_memory.py.j2); math, threadpoolctl, concurrent (the split
+# products) and threading (whether another Python thread is alive) for the thread policy.
 MEMORY = {"os", "sys", "ctypes"}
+THREADS = {"math", "threadpoolctl", "concurrent", "threading"}
 ALLOWED_IMPORTS = {
     "numpy": {"numpy", *MEMORY},
     # llvmlite: Numba's code generator, which a compiled call of BLAS's gemm is written in
-    "numba": {"numpy", "numba", "llvmlite", "math", "threadpoolctl", "concurrent", *MEMORY},
+    "numba": {"numpy", "numba", "llvmlite", *THREADS, *MEMORY},
 }
 
 N_IN, N_OUT, T, B = 3, 4, 3, 2
