@@ -411,17 +411,27 @@ def _gemm_parts(
             )
 
 
-def _openblas_gemm(pool):
-    """``(sgemm, dgemm, 64-bit integers)`` of an OpenBLAS library (threadpoolctl's
-    controller), their addresses found by the names OpenBLAS builds give them; None for
-    another BLAS, or where they are not found."""
+def _openblas_library(pool):
+    """The library of threadpoolctl's controller ``pool`` loaded by ctypes, where it is
+    OpenBLAS; None for another BLAS, or where it does not load."""
     if getattr(pool, "internal_api", None) != "openblas":
         return None
     try:
         import ctypes
 
-        library = ctypes.CDLL(pool.filepath)
+        return ctypes.CDLL(pool.filepath)
     except (OSError, TypeError):
+        return None
+
+
+def _openblas_gemm(pool):
+    """``(sgemm, dgemm, 64-bit integers)`` of an OpenBLAS library (threadpoolctl's
+    controller), their addresses found by the names OpenBLAS builds give them; None for
+    another BLAS, or where they are not found."""
+    import ctypes
+
+    library = _openblas_library(pool)
+    if library is None:
         return None
     for prefix in ("scipy_", ""):
         for suffix in ("64_", ""):
@@ -454,19 +464,17 @@ def _openblas_gemm(pool):
 def _openblas_server(pool):
     """``(blas_cpu_number, blas_thread_shutdown_)`` of an OpenBLAS library that runs its
     own pthreads pool (threadpoolctl's controller), or None."""
-    if getattr(pool, "internal_api", None) != "openblas":
-        return None
+    import ctypes
+
     if getattr(pool, "threading_layer", None) != "pthreads":
         return None
-    try:
-        import ctypes
-
-        library = ctypes.CDLL(pool.filepath)
-        count = ctypes.c_int.in_dll(library, "blas_cpu_number")
-        stop = library.blas_thread_shutdown_
-    except (OSError, TypeError, ValueError, AttributeError):
+    library = _openblas_library(pool)
+    if library is None:
         return None
-    return count, stop
+    try:
+        return ctypes.c_int.in_dll(library, "blas_cpu_number"), library.blas_thread_shutdown_
+    except (ValueError, AttributeError):
+        return None
 
 
 def _blas_pools():

@@ -275,10 +275,9 @@ def _prepare(state: dict[str, Any], command: dict[str, Any], start: float) -> di
     if command.get("product"):
         state["products"] = []
         prepared = _after_a_product(prepared, problem.dtype, state["products"])
+        note = f"a {PRODUCT_SIDE}x{PRODUCT_SIDE} NumPy product before each step, its time taken out"
     first = time.perf_counter()
     prepared.step()
-    if command.get("product"):
-        note = f"a {PRODUCT_SIDE}x{PRODUCT_SIDE} NumPy product before each step, its time taken out"
     state.update(prepared=prepared, folder=command["folder"], count=0)
     chosen = chosen_policy(command["backend"], problem)
     return {
