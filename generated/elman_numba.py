@@ -569,14 +569,20 @@ def _openblas_gemm(pool):
 # OpenBLAS's worker spinning for about 0.1 s on a core the loops need, and a parallel
 # loop waits for its slowest thread. Setting BLAS's thread count does not stop a worker
 # that spins, and the count's setter starts a stopped pool again. So where OpenBLAS runs
-# its own pthreads pool and no other Python thread could be inside a product, a call
-# whose policy is blas1 sets OpenBLAS's thread count (its exported `blas_cpu_number`) to
-# one and stops its pool (`blas_thread_shutdown_`, as OpenBLAS does before a fork), and
-# at the end sets the count back; the caller's next threaded product starts the pool
-# again (OpenBLAS starts a stopped pool at its next threaded call, as after a fork).
-# Measured on 2 cores in plain scripts, a GRN step right after a 256x256 product took
-# 1.42 ms against 7.03 (B1, float64) and 69.5 against 122 ms (B2, float64); 0.84 and
-# 57.2 ms with no product.
+# its own pthreads pool and no other Python thread could be inside a product, a long
+# call whose policy is blas1 sets OpenBLAS's thread count (its exported
+# `blas_cpu_number`) to one and stops its pool (`blas_thread_shutdown_`, as OpenBLAS
+# does before a fork), and at the end sets the count back; the caller's next threaded
+# product starts the pool again (as after a fork). That restart costs the product a new
+# thread, 1-4 ms on 2 cores, which only a long call wins back: a call counts as long
+# from _STOP_FLOPS of work (its products and elementwise work, as the policy counts
+# them). Measured on 2 cores in plain scripts, a GRN step with a 256x256 product before
+# it, float64 (the pair's time; with the pool stopped against left spinning): B2 (2.7e9)
+# 50.7-62.3 ms against 123-130, B3 (3.6e7) 6.5-7.0 against 7.7-9.3, B1 (1.2e7) 5.1-5.8
+# against 2.5-3.2; each step alone 0.85-1.05, 4.4-5.1 and 45-64 ms, the product 0.4 ms.
+_STOP_FLOPS = 2e7
+
+
 def _openblas_server(pool):
     """``(blas_cpu_number, blas_thread_shutdown_)`` of an OpenBLAS library that runs its
     own pthreads pool (threadpoolctl's controller), or None."""
@@ -591,6 +597,39 @@ def _openblas_server(pool):
         return ctypes.c_int.in_dll(library, "blas_cpu_number"), library.blas_thread_shutdown_
     except (ValueError, AttributeError):
         return None
+
+
+# Numba's OpenMP threads (its "omp" threading layer, libgomp) spin after each parallel
+# loop for libgomp's default of 300,000 rounds (about 9 ms of a core here) before they
+# sleep, and those spins take the core from whatever the caller runs next: a NumPy
+# product of the caller's right after a call waited for them (its BLAS worker shares
+# their core), and the spinning BLAS worker it leaves behind then slowed the next call
+# in turn. libgomp reads its spin count from the environment once, when it loads, and
+# Numba loads it when its threads start. So the first call starts them with
+# GOMP_SPINCOUNT at _SPINS (about 0.3 ms), then puts the environment back as it was
+# (runtimes loaded later read the user's). Left alone where the user set OMP_WAIT_POLICY
+# or GOMP_SPINCOUNT, where Numba's threads were already running, or for another
+# threading layer. Measured on 2 cores in plain scripts, the B1 GRN step with a 256x256
+# NumPy product before it, float64, the pair's time by spin count: 300,000 10.1-11.7 ms,
+# 10,000 2.3-2.8, 3,000 1.5-2.1, none (OMP_WAIT_POLICY=PASSIVE) 1.2-1.5; the step alone
+# 0.69-0.85 ms at 300,000 and 0.73-0.95 at 10,000 (five processes each, alternating),
+# 0.86-1.07 with none (four); the product alone 0.4 ms.
+_SPINS = "10000"
+_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+_spins_set = []  # True once Numba's threads have been started (or left alone)
+
+
+def _short_spins():
+    if _spins_set:
+        return
+    _spins_set.append(True)
+    if any(v in os.environ for v in _WAIT_VARIABLES):
+        return
+    os.environ["GOMP_SPINCOUNT"] = _SPINS
+    try:
+        numba.get_num_threads()  # starts Numba's threads (a no-op where they run already)
+    finally:
+        os.environ.pop("GOMP_SPINCOUNT", None)
 
 
 def _blas_pools():
@@ -611,6 +650,7 @@ class _threads:
     def __init__(self, params, x):
         self.undo = []
         _keep_freed_memory()
+        _short_spins()
         if _USER_SET:
             return
         try:
@@ -622,6 +662,7 @@ class _threads:
         products = 6.0 * (_PRODUCTS[0] * n_in + _PRODUCTS[1] * n_out)
         small = lanes * _LANE_FLOPS < _REGION_FLOPS
         self.policy = "numba1" if small or products > _RATIO * _LANE_FLOPS else "blas1"
+        self.long = lanes * (_LANE_FLOPS + products) >= _STOP_FLOPS  # see _openblas_server
 
     def __enter__(self):
         if not hasattr(self, "policy"):
@@ -638,7 +679,7 @@ class _threads:
         for pool, initial, found, server in _blas_pools():
             count = pool.get_num_threads()
             if count > 1 and count == initial:  # not limited by the user since
-                if server is not None and threading.active_count() == 1:
+                if server is not None and self.long and threading.active_count() == 1:
                     server[0].value = 1
                     server[1]()  # its spinning workers stopped (see _openblas_server)
                     self.undo.append(lambda n=server[0], count=count: setattr(n, "value", count))

@@ -203,9 +203,12 @@ SPIN = textwrap.dedent(
     from generated import grn_numba
 
     rng = np.random.default_rng(0)
+    mode = sys.argv[1]
+    # BLAS on one thread for both calls; B3's sizes make a long call, B1's a short one
+    T, B, D, H = (50, 16, 16, 64) if mode == "short" else (1000, 8, 8, 32)
     params = {name: rng.normal(size=shape) * 0.3 for name, shape in
-              grn_numba.param_shapes(16, 64).items()}
-    x = rng.normal(size=(50, 16, 16))  # B1's sizes: BLAS on one thread for the call
+              grn_numba.param_shapes(D, H).items()}
+    x = rng.normal(size=(T, B, D))
     square = rng.normal(size=(256, 256))
     want = square @ square  # a threaded product: OpenBLAS's pool runs, then spins
     servers = [(pool, server) for pool, _, _, server in grn_numba._blas_pools() if server]
@@ -215,9 +218,10 @@ SPIN = textwrap.dedent(
     pool, _ = servers[0]
     running = ctypes.c_int.in_dll(ctypes.CDLL(pool.filepath), "blas_server_avail")
     waiting = threading.Event()
-    if sys.argv[1] == "another thread":  # a thread that could be inside a product
+    if mode == "another thread":  # a thread that could be inside a product
         threading.Thread(target=waiting.wait).start()
     report = {"server": True, "count": pool.get_num_threads(), "before": running.value}
+    report["long"] = grn_numba._threads(params, x).long
     out, cache = grn_numba.forward(params, x)
     report["after_call"] = running.value
     report["count_after"] = pool.get_num_threads()
@@ -230,13 +234,13 @@ SPIN = textwrap.dedent(
 
 
 @pytest.mark.skipif(_cores() < 2, reason="one core: OpenBLAS runs no pool")
-def test_a_call_stops_the_workers_a_product_of_the_callers_left_spinning():
+def test_a_long_call_stops_the_workers_a_product_of_the_callers_left_spinning():
     report = child_json(
-        SPIN, "alone", {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+        SPIN, "long", {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
     )
     if not report["server"]:
         pytest.skip("this BLAS is not OpenBLAS running its own pthreads pool")
-    assert report["count"] > 1 and report["before"] == 1
+    assert report["long"] and report["count"] > 1 and report["before"] == 1
     assert report["after_call"] == 0  # the pool stopped by the call
     assert report["count_after"] == report["count"]  # the count given back
     assert report["product_right"]  # the caller's next product starts the pool again
@@ -244,13 +248,62 @@ def test_a_call_stops_the_workers_a_product_of_the_callers_left_spinning():
 
 
 @pytest.mark.skipif(_cores() < 2, reason="one core: OpenBLAS runs no pool")
-def test_with_another_python_thread_the_pool_is_left_running():
+@pytest.mark.parametrize("mode", ["another thread", "short"])
+def test_the_pool_is_left_running_with_another_python_thread_or_for_a_short_call(mode):
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
-    report = child_json(SPIN, "another thread", env)
+    report = child_json(SPIN, mode, env)
     if not report["server"]:
         pytest.skip("this BLAS is not OpenBLAS running its own pthreads pool")
+    assert report["long"] == (mode != "short")  # the restart would cost a short call more
     assert report["before"] == report["after_call"] == 1
     assert report["count_after"] == report["count"] and report["product_right"]
+
+
+IDLE = textwrap.dedent(
+    """
+    import json, os, time
+    import numba
+    import numpy as np
+    from generated import grn_numba
+
+    rng = np.random.default_rng(0)
+    params = {name: rng.normal(size=shape) * 0.3 for name, shape in
+              grn_numba.param_shapes(16, 64).items()}
+    x = rng.normal(size=(50, 16, 16))  # B1's sizes: the loops on both threads
+    grn_numba.forward(params, x)  # the first call starts Numba's threads
+    report = {"layer": numba.threading_layer(), "variable": os.environ.get("GOMP_SPINCOUNT")}
+    idle = []
+    for _ in range(3):  # the process's CPU time while the caller sleeps after a call
+        grn_numba.forward(params, x)
+        cpu = time.process_time()
+        time.sleep(0.3)
+        idle.append(time.process_time() - cpu)
+    report["idle"] = idle
+    print(json.dumps(report))
+    """
+)
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+@pytest.mark.skipif(_cores() < 2, reason="one core: Numba runs its loops on one thread")
+@pytest.mark.parametrize(
+    "user", [{}, {"GOMP_SPINCOUNT": "30000000000"}, {"OMP_WAIT_POLICY": "ACTIVE"}]
+)
+def test_numbas_threads_sleep_soon_after_a_call_unless_the_user_set_the_wait(user):
+    """libgomp's default spin after a parallel loop (about 9 ms of a core) takes the core
+    from the caller's next product; the module's first call starts Numba's threads with a
+    short spin and puts the environment back. A wait the user set is theirs: with a
+    spin that never ends, the same measurement sees a core busy through the caller's
+    sleep (so the measurement can fail)."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES + WAIT_VARIABLES}
+    report = child_json(IDLE, "idle", {**env, **user})
+    if report["layer"] != "omp":
+        pytest.skip(f"Numba's threading layer is {report['layer']}, not libgomp")
+    assert report["variable"] == user.get("GOMP_SPINCOUNT")  # the environment as it was
+    if user:
+        assert min(report["idle"]) > 0.1  # a worker spun through most of the 0.3 s
+    else:
+        assert sorted(report["idle"])[1] < 0.003  # asleep within 3 ms of the call (default: 9)
 
 
 # --- the split products (``_matmul``) -------------------------------------------------------
