@@ -315,8 +315,10 @@ def thread_note_lines(sections: list[Section]) -> list[str]:
         "glibc keeps freed arrays for reuse instead of returning them to the system); "
         "`numba[malloc]` is the module without it. `numba[product]` runs a NumPy product "
         "(BLAS on its own threads, as a user's script leaves it) before each step and "
-        "takes the product's time out: OpenBLAS's worker then spins on the cores the "
-        "module's loops use. Every sample starts after its process "
+        "takes out the time of the same product run alone: what is left is the step "
+        "and what the step and the product cost each other (OpenBLAS's worker spinning "
+        "on the cores the module's loops use, the loops' threads on the product's). "
+        "Every sample starts after its process "
         "has idled for the settle time and run one untimed step, which wakes its own "
         "threads: a sample is the steady state of a training loop."
     )

@@ -8,8 +8,9 @@ policy. The hand-picked policies are extra rows, each applied inside its child t
 user would (threadpoolctl's limits, ``numba.set_num_threads``, or the environment), and
 the "frameworks in the same process" row imports PyTorch and JAX and runs a step of each
 before timing the generated module. The "product" row runs a NumPy product before each
-step, as a script that computes between steps does, and takes the product's time out of
-each sample.
+step, as a script that computes between steps does, and takes out of each sample the
+time of the same product run alone: what is left is the step's time and whatever the
+step and the product cost each other.
 
 Protocol: the parent writes one JSON command per line on the child's stdin and reads one
 JSON line back (``prepare``, ``step``, ``calibrate``, ``sample``, ``quit``). Arrays (the
@@ -33,13 +34,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from symbolic.bench.competitors import JAX_JIT, TORCH_EAGER, prepare
-from symbolic.bench.prepared import Prepared, Unavailable
+from symbolic.bench.prepared import Prepared, Unavailable, seconds_per_step
 from symbolic.bench.steps import build_backend, chosen_policy
 from symbolic.bench.workloads import Problem, Workload, make_problem
 
@@ -178,21 +180,32 @@ def _frameworks(problem: Problem) -> str:
 PRODUCT_SIDE = 256
 
 
-def _after_a_product(prepared: Prepared, dtype: np.dtype, times: list[float]) -> Prepared:
-    """``prepared`` with a NumPy product of the caller's before each step, BLAS on its own
-    threads as a user's script leaves it; each product's seconds go to ``times``, so that
-    a sample can take them out (see ``_handle``)."""
-    rng = np.random.default_rng(0)
-    square = rng.standard_normal((PRODUCT_SIDE, PRODUCT_SIDE)).astype(dtype)
+def _numpy_product(dtype: np.dtype) -> Callable[[], Any]:
+    """A NumPy product as a user's script runs it, BLAS on its own threads."""
+    square = np.random.default_rng(0).standard_normal((PRODUCT_SIDE, PRODUCT_SIDE)).astype(dtype)
+    return lambda: np.matmul(square, square)
+
+
+def _after_a_product(prepared: Prepared, product: Callable[[], Any]) -> Prepared:
+    """``prepared`` with ``product`` run before each step."""
     inner = prepared.step
 
     def step():
-        start = time.perf_counter()
-        np.matmul(square, square)
-        times.append(time.perf_counter() - start)
+        product()
         return inner()
 
     return dataclasses.replace(prepared, step=step)
+
+
+#: At least this many products timed alone for each sample of the product row.
+PRODUCTS_ALONE = 20
+
+
+def _product_alone(product: Callable[[], Any], steps: int) -> float:
+    """Seconds per product run alone, back to back (the pool warm, nothing between them):
+    what the product costs where no step takes its cores."""
+    product()
+    return seconds_per_step(product, max(steps, PRODUCTS_ALONE), 0.0)
 
 
 def _serve() -> int:
@@ -251,10 +264,8 @@ def _handle(state: dict[str, Any], command: dict[str, Any], start: float) -> dic
         return {"seconds": prepared.calibrate(command["warmup"], command.get("settle", 0.0))}
     if cmd == "sample":
         seconds = prepared.sample(command["steps"], command["settle"])
-        products = state.get("products")
-        if products:  # the timed steps' products, the last ones run, taken out
-            seconds -= sum(products[-command["steps"] :]) / command["steps"]
-            products.clear()
+        if state.get("product") is not None:  # the pair's time less the product's alone
+            seconds -= _product_alone(state["product"], command["steps"])
         return {"seconds": seconds}
     raise ValueError(f"unknown command {cmd!r}")
 
@@ -273,9 +284,12 @@ def _prepare(state: dict[str, Any], command: dict[str, Any], start: float) -> di
     if command["policy"] == "malloc":
         _without_memory_policy()
     if command.get("product"):
-        state["products"] = []
-        prepared = _after_a_product(prepared, problem.dtype, state["products"])
-        note = f"a {PRODUCT_SIDE}x{PRODUCT_SIDE} NumPy product before each step, its time taken out"
+        state["product"] = _numpy_product(problem.dtype)
+        prepared = _after_a_product(prepared, state["product"])
+        note = (
+            f"a {PRODUCT_SIDE}x{PRODUCT_SIDE} NumPy product before each step; the time of the"
+            " same product run alone taken out"
+        )
     first = time.perf_counter()
     prepared.step()
     state.update(prepared=prepared, folder=command["folder"], count=0)
