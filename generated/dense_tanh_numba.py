@@ -302,11 +302,16 @@ def init_params(n_in, n_out, *, seed=0, dtype=np.float64, steps=None):
 # limits, numba.set_num_threads) is left alone.
 # A parallel loop also costs a launch: where one holds less than _REGION_FLOPS of work
 # (a small batch), the loops run on one thread. (A matrix-coupled cell's per-step kernels
-# are compiled for one thread: see them.)
+# are compiled for one thread: see them.) Where one loop covers every step, a call with
+# less than _CALL_FLOPS of elementwise work in all runs numba1 too: in two full benchmark
+# runs on 2 cores (each row in its own process) the GRN step at B1 and B3 sizes (2.3e6
+# and 1.2e7 flops) took 1.07-1.64x as long with blas1 as with numba1, both dtypes, and at
+# B2 sizes (1.5e8) 1.28-1.40x as long with numba1 as with blas1.
 _PRODUCTS = (1, 0)
 _LANE_FLOPS = 14
 _RATIO = 24.0
 _REGION_FLOPS = 200_000
+_CALL_FLOPS = 4e7
 _ONE_LOOP = False  # one parallel loop covers every step
 _USER_SET = any(
     os.environ.get(_name)
@@ -564,8 +569,9 @@ def _openblas_gemm(pool):
 # product starts the pool again (as after a fork). That restart costs the product a new
 # thread, 1-4 ms on 2 cores, which only a long call wins back: a call counts as long
 # from _STOP_FLOPS of work (its products and elementwise work, as the policy counts
-# them). Measured on 2 cores in plain scripts, a GRN step with a 256x256 product before
-# it, float64 (the pair's time; with the pool stopped against left spinning): B2 (2.7e9)
+# them; a diagonal recurrence's blas1 call always is, see _CALL_FLOPS). Measured on 2
+# cores in plain scripts, a GRN step under blas1 with a 256x256 product before it,
+# float64 (the pair's time; with the pool stopped against left spinning): B2 (2.7e9)
 # 50.7-62.3 ms against 123-130, B3 (3.6e7) 6.5-7.0 against 7.7-9.3, B1 (1.2e7) 5.1-5.8
 # against 2.5-3.2; each step alone 0.85-1.05, 4.4-5.1 and 45-64 ms, the product 0.4 ms.
 _STOP_FLOPS = 2e7
@@ -648,7 +654,7 @@ class _threads:
         except (AttributeError, IndexError, StopIteration, TypeError):
             return  # the call reports what is wrong with its arguments
         products = 6.0 * (_PRODUCTS[0] * n_in + _PRODUCTS[1] * n_out)
-        small = lanes * _LANE_FLOPS < _REGION_FLOPS
+        small = lanes * _LANE_FLOPS < (_CALL_FLOPS if _ONE_LOOP else _REGION_FLOPS)
         self.policy = "numba1" if small or products > _RATIO * _LANE_FLOPS else "blas1"
         self.long = lanes * (_LANE_FLOPS + products) >= _STOP_FLOPS  # see _openblas_server
 

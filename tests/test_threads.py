@@ -41,10 +41,11 @@ def _dense_arrays(batch: int, n_in: int, n_out: int):
 @pytest.mark.parametrize(
     ("module", "arrays", "expected"),
     [
-        # the GRN at the benchmark's sizes: elementwise work dominates, BLAS on one thread
-        (grn_numba, _grn_arrays(50, 16, 16, 64), "blas1"),
+        # the GRN at B2's sizes: elementwise work dominates, BLAS on one thread
         (grn_numba, _grn_arrays(200, 64, 64, 256), "blas1"),
-        (grn_numba, _grn_arrays(1000, 8, 8, 32), "blas1"),
+        # at B1's and B3's, too little elementwise work in all for the loops' threads
+        (grn_numba, _grn_arrays(50, 16, 16, 64), "numba1"),
+        (grn_numba, _grn_arrays(1000, 8, 8, 32), "numba1"),
         # a 1024-wide input: the products dominate, the loops on one thread
         (grn_numba, _grn_arrays(50, 256, 1024, 256), "numba1"),
         # too little work for a parallel loop to pay for its launch
@@ -63,11 +64,23 @@ def test_the_policy_has_a_threshold_between_the_two_pools():
     """Widening the input moves a GRN from blas1 to numba1 once, and never back."""
     seen = []
     for width in (8, 64, 256, 512, 1024, 2048, 4096):
-        params, x = _grn_arrays(50, 64, width, 256)
+        params, x = _grn_arrays(200, 64, width, 256)
         seen.append(grn_numba._threads(params, x).policy)
     assert seen[0] == "blas1" and seen[-1] == "numba1"
     switch = seen.index("numba1")
     assert all(policy == "numba1" for policy in seen[switch:]), seen
+
+
+def test_a_short_sequence_runs_its_loops_on_one_thread():
+    """Where one loop covers every step, the call's elementwise work in all decides: a
+    longer sequence moves a GRN from numba1 to blas1 once, and never back."""
+    seen = []
+    for steps in (1, 10, 50, 100, 200, 1000):
+        params, x = _grn_arrays(steps, 64, 64, 256)
+        seen.append(grn_numba._threads(params, x).policy)
+    assert seen[0] == "numba1" and seen[-1] == "blas1"
+    switch = seen.index("blas1")
+    assert all(policy == "blas1" for policy in seen[switch:]), seen
 
 
 def test_a_matrix_coupled_step_counts_one_step_of_lanes():
@@ -116,7 +129,7 @@ CHILD = textwrap.dedent(
         numba.set_num_threads(1)
     with (threadpool_limits(1, user_api="blas") if mode == "user-blas" else contextlib.nullcontext()):
         report["before"] = counts()
-        for module, (params, x) in ((grn_numba, grn(50, 16, 16, 64)),
+        for module, (params, x) in ((grn_numba, grn(160, 64, 32, 128)),  # blas1
                                     (dense_sigmoid_numba, dense(256, 512, 512))):
             policy = module._threads(params, x)
             with policy:
@@ -200,18 +213,20 @@ SPIN = textwrap.dedent(
     """
     import ctypes, json, sys, threading
     import numpy as np
-    from generated import grn_numba
+    from generated import grn_numba, gru_numba
 
     rng = np.random.default_rng(0)
     mode = sys.argv[1]
-    # BLAS on one thread for both calls; B3's sizes make a long call, B1's a short one
-    T, B, D, H = (50, 16, 16, 64) if mode == "short" else (1000, 8, 8, 32)
+    # BLAS on one thread for both calls: the GRN at B2's sizes is a long call, the GRU at
+    # these a short one
+    module = gru_numba if mode == "short" else grn_numba
+    T, B, D, H = (50, 64, 16, 64) if mode == "short" else (200, 64, 64, 256)
     params = {name: rng.normal(size=shape) * 0.3 for name, shape in
-              grn_numba.param_shapes(D, H).items()}
+              module.param_shapes(D, H).items()}
     x = rng.normal(size=(T, B, D))
     square = rng.normal(size=(256, 256))
     want = square @ square  # a threaded product: OpenBLAS's pool runs, then spins
-    servers = [(pool, server) for pool, _, _, server in grn_numba._blas_pools() if server]
+    servers = [(pool, server) for pool, _, _, server in module._blas_pools() if server]
     if not servers:
         print(json.dumps({"server": False}))
         sys.exit()
@@ -221,8 +236,9 @@ SPIN = textwrap.dedent(
     if mode == "another thread":  # a thread that could be inside a product
         threading.Thread(target=waiting.wait).start()
     report = {"server": True, "count": pool.get_num_threads(), "before": running.value}
-    report["long"] = grn_numba._threads(params, x).long
-    out, cache = grn_numba.forward(params, x)
+    policy = module._threads(params, x)
+    report["policy"], report["long"] = policy.policy, policy.long
+    out, cache = module.forward(params, x)
     report["after_call"] = running.value
     report["count_after"] = pool.get_num_threads()
     report["product_right"] = bool(np.allclose(square @ square, want, rtol=1e-12, atol=0))
@@ -240,7 +256,8 @@ def test_a_long_call_stops_the_workers_a_product_of_the_callers_left_spinning():
     )
     if not report["server"]:
         pytest.skip("this BLAS is not OpenBLAS running its own pthreads pool")
-    assert report["long"] and report["count"] > 1 and report["before"] == 1
+    assert report["policy"] == "blas1" and report["long"]
+    assert report["count"] > 1 and report["before"] == 1
     assert report["after_call"] == 0  # the pool stopped by the call
     assert report["count_after"] == report["count"]  # the count given back
     assert report["product_right"]  # the caller's next product starts the pool again
@@ -254,6 +271,7 @@ def test_the_pool_is_left_running_with_another_python_thread_or_for_a_short_call
     report = child_json(SPIN, mode, env)
     if not report["server"]:
         pytest.skip("this BLAS is not OpenBLAS running its own pthreads pool")
+    assert report["policy"] == "blas1"
     assert report["long"] == (mode != "short")  # the restart would cost a short call more
     assert report["before"] == report["after_call"] == 1
     assert report["count_after"] == report["count"] and report["product_right"]
@@ -268,8 +286,8 @@ IDLE = textwrap.dedent(
 
     rng = np.random.default_rng(0)
     params = {name: rng.normal(size=shape) * 0.3 for name, shape in
-              grn_numba.param_shapes(16, 64).items()}
-    x = rng.normal(size=(50, 16, 16))  # B1's sizes: the loops on both threads
+              grn_numba.param_shapes(32, 128).items()}
+    x = rng.normal(size=(160, 64, 32))  # blas1: the loops on both threads
     grn_numba.forward(params, x)  # the first call starts Numba's threads
     report = {"layer": numba.threading_layer(), "variable": os.environ.get("GOMP_SPINCOUNT")}
     idle = []
@@ -365,7 +383,7 @@ def test_a_large_grn_step_splits_its_products_and_matches_numpy():
     from generated import grn_numpy
 
     rng = np.random.default_rng(1)
-    T, B, D, H = 30, 64, 64, 256  # products of 2 * 1920 * 64 * 512 = 126 MFLOP
+    T, B, D, H = 60, 64, 64, 256  # products of 2 * 3840 * 64 * 512 = 252 MFLOP
     params = {n: rng.normal(size=s) * 0.3 for n, s in grn_numpy.param_shapes(D, H).items()}
     x = rng.normal(size=(T, B, D))
     policy = grn_numba._threads(params, x)
