@@ -199,6 +199,8 @@ def _after_a_product(prepared: Prepared, product: Callable[[], Any]) -> Prepared
 
 #: At least this many products timed alone for each sample of the product row.
 PRODUCTS_ALONE = 20
+#: The least a product row's sample reports (a sample must be a positive time).
+SHORTEST_LEFT = 1e-9
 
 
 def _product_alone(product: Callable[[], Any], steps: int) -> float:
@@ -265,7 +267,9 @@ def _handle(state: dict[str, Any], command: dict[str, Any], start: float) -> dic
     if cmd == "sample":
         seconds = prepared.sample(command["steps"], command["settle"])
         if state.get("product") is not None:  # the pair's time less the product's alone
-            seconds -= _product_alone(state["product"], command["steps"])
+            left = seconds - _product_alone(state["product"], command["steps"])
+            # a step far shorter than the product's spread can leave nothing, or less
+            seconds = max(left, SHORTEST_LEFT)
         return {"seconds": seconds}
     raise ValueError(f"unknown command {cmd!r}")
 

@@ -220,3 +220,20 @@ def test_the_product_row_charges_the_step_for_slowing_the_product():
     state = {"product": product, "prepared": runner._after_a_product(module, product)}
     reply = runner._handle(state, {"cmd": "sample", "steps": 10, "settle": 0.0}, 0.0)
     assert reply["seconds"] >= 0.0025
+
+
+def test_a_product_row_sample_stays_a_positive_time():
+    """A step that makes the product faster than alone (noise, for a tiny step) leaves a
+    negative difference: the sample reports the least positive time instead."""
+    from symbolic.bench import runner
+
+    after_a_step = []
+
+    def product():
+        time.sleep(0.0 if after_a_step else 0.002)
+        after_a_step.clear()
+
+    module = Prepared(lambda: after_a_step.append(1), lambda result: (math.nan, {}))
+    state = {"product": product, "prepared": runner._after_a_product(module, product)}
+    reply = runner._handle(state, {"cmd": "sample", "steps": 5, "settle": 0.0}, 0.0)
+    assert reply["seconds"] == runner.SHORTEST_LEFT
