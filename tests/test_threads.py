@@ -154,10 +154,14 @@ def _same(a: dict, b: dict) -> bool:
     return a["numba"] == b["numba"] and all(a["blas"][k] == b["blas"][k] for k in common)
 
 
+def _clean_env(*dropped: str) -> dict[str, str]:
+    """This environment without the thread variables (and ``dropped``), as a user's
+    script starts."""
+    return {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES + dropped}
+
+
 def _child(mode: str, **env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
-    clean.update(env)
-    return child_json(CHILD, mode, clean)
+    return child_json(CHILD, mode, {**_clean_env(), **env})
 
 
 def _cores() -> int:
@@ -251,9 +255,7 @@ SPIN = textwrap.dedent(
 
 @pytest.mark.skipif(_cores() < 2, reason="one core: OpenBLAS runs no pool")
 def test_a_long_call_stops_the_workers_a_product_of_the_callers_left_spinning():
-    report = child_json(
-        SPIN, "long", {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
-    )
+    report = child_json(SPIN, "long", _clean_env())
     if not report["server"]:
         pytest.skip("this BLAS is not OpenBLAS running its own pthreads pool")
     assert report["policy"] == "blas1" and report["long"]
@@ -267,8 +269,7 @@ def test_a_long_call_stops_the_workers_a_product_of_the_callers_left_spinning():
 @pytest.mark.skipif(_cores() < 2, reason="one core: OpenBLAS runs no pool")
 @pytest.mark.parametrize("mode", ["another thread", "short"])
 def test_the_pool_is_left_running_with_another_python_thread_or_for_a_short_call(mode):
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
-    report = child_json(SPIN, mode, env)
+    report = child_json(SPIN, mode, _clean_env())
     if not report["server"]:
         pytest.skip("this BLAS is not OpenBLAS running its own pthreads pool")
     assert report["policy"] == "blas1"
@@ -313,8 +314,7 @@ def test_numbas_threads_sleep_soon_after_a_call_unless_the_user_set_the_wait(use
     short spin and puts the environment back. A wait the user set is theirs: with a
     spin that never ends, the same measurement sees a core busy through the caller's
     sleep (so the measurement can fail)."""
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES + WAIT_VARIABLES}
-    report = child_json(IDLE, "idle", {**env, **user})
+    report = child_json(IDLE, "idle", {**_clean_env(*WAIT_VARIABLES), **user})
     if report["layer"] != "omp":
         pytest.skip(f"Numba's threading layer is {report['layer']}, not libgomp")
     assert report["variable"] == user.get("GOMP_SPINCOUNT")  # the environment as it was
