@@ -421,7 +421,7 @@ def render(compiled: Compiled, backend: str) -> Module:
         keys = keys | {"numpy_helpers": called}
         text = template.render(**keys)
         tree = _parsed(text, compiled.model)
-    _check_code_ignores_display_text(template, keys, tree, compiled.model)
+    _check_code_ignores_display_text(template, keys, text, tree, compiled.model)
     return Module(f"{compiled.model.name}_{backend}.py", text)
 
 
@@ -482,12 +482,14 @@ def _defined_names(node: ast.stmt) -> list[str]:
 DISPLAY_KEYS = ("title", "spec_file", "per_unit_source", "gradient_source")
 
 
-def _code_shape(module: str | ast.Module) -> list:
+def _code_shape(module: str | ast.Module, module_docstring: bool = True) -> list:
     """The module's code (its text, or its tree, which this changes) as a flat list: each
     node's type, then its fields in order (a list's length before its items, a value with
     its type, so that 1 and 1.0 differ); docstrings are removed, and comments are not in
     the tree. Two parsed modules have the same list exactly where ``ast.dump`` (without
-    positions) gives the same text for both; the list costs less than half as much."""
+    positions) gives the same text for both; the list costs less than half as much.
+    With ``module_docstring`` false, the tree holds statements from the middle of a
+    module: a string first among them is code, not the module's docstring."""
     tree = ast.parse(module) if isinstance(module, str) else module
     # A docstring is the first statement of a module's, a class's or a function's body:
     # only statements are visited (an expression holds no statement).
@@ -497,6 +499,7 @@ def _code_shape(module: str | ast.Module) -> list:
         body = getattr(node, "body", None)
         if (
             isinstance(node, _WITH_DOCSTRING)
+            and (module_docstring or node is not tree)
             and body
             and isinstance(body[0], ast.Expr)
             and isinstance(body[0].value, ast.Constant)
@@ -532,21 +535,109 @@ _WITH_DOCSTRING = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionD
 _STATEMENT_LISTS = ("body", "orelse", "finalbody", "handlers", "cases")
 
 
-def _check_code_ignores_display_text(template, context: dict, tree: ast.Module, model) -> None:
+def _check_code_ignores_display_text(
+    template, context: dict, text: str, tree: ast.Module, model
+) -> None:
     """A structural guard: the module rendered with every display text replaced by a
     placeholder must be the same code, docstrings and comments aside. If a title or an
-    equation as written could change a single statement, that is a template bug."""
+    equation as written could change a single statement, that is a template bug.
+
+    Display text reaches a few lines (the banner, the docstrings, some comments): only
+    the top-level statements that hold a line where the two renders differ are parsed
+    again and compared (:func:`_same_code_where_texts_differ`); where that cannot show
+    the two are the same code, the whole placeholder module is parsed and compared."""
     plain = dict(context)
     for key in DISPLAY_KEYS:
         if key in plain:
             plain[key] = "TEXT"
     if "equations" in plain:
         plain["equations"] = [dict(eq, source="TEXT") for eq in plain["equations"]]
-    if _code_shape(tree) != _code_shape(_parsed(template.render(**plain), model)):
+    other = template.render(**plain)
+    if _same_code_where_texts_differ(text, tree, other):
+        return
+    if _code_shape(tree) != _code_shape(_parsed(other, model)):
         raise TemplateBug(
             f"{model.path}: the generated code depends on display text (a title, a file "
             "name or an equation as written): a template bug"
         )
+
+
+def _same_code_where_texts_differ(text: str, tree: ast.Module, other: str) -> bool:
+    """Whether ``other`` is shown to be the same code as ``text`` (whose tree is ``tree``)
+    by comparing only the top-level statements that hold a line where they differ; false
+    where it is not shown (the caller then compares the whole modules).
+
+    The lines where the texts differ are widened to whole top-level statements of
+    ``text`` (and the comments and blank lines between them). Between such regions the
+    texts are the same, and each region of ``text`` starts and ends between top-level
+    statements, where the tokenizer holds no open bracket, string or block. Where the
+    matching region of ``other`` parses on its own, it too is whole statements, so the
+    text after it is read as in ``text``: the modules are the same code exactly where
+    each pair of regions is."""
+    if "\r" in text or "\r" in other:
+        return False  # lines are counted at "\n" below, as the parser counts them here
+    lines, others = text.split("\n"), other.split("\n")
+    spans = [_span(node) for node in tree.body]
+    shift = len(others) - len(lines)  # nonzero only with one region (see _differing_lines)
+    first = spans[0][0] if spans else len(lines)
+    for lo, hi in _widened(_differing_lines(lines, others), spans):
+        try:
+            theirs = ast.parse("\n".join(others[lo : hi + shift]))
+        except SyntaxError:
+            return False
+        held = [node for node, (a, b) in zip(tree.body, spans, strict=True) if a < hi and b > lo]
+        ours = ast.Module(body=held, type_ignores=[])
+        at_start = first >= lo  # the region holds the module's first statement
+        if _code_shape(ours, at_start) != _code_shape(theirs, at_start):
+            return False
+    return True
+
+
+def _span(node: ast.stmt) -> tuple[int, int]:
+    """The lines of a top-level statement, decorators included (0-based, end excluded)."""
+    first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", ()))])
+    return first - 1, node.end_lineno
+
+
+def _differing_lines(lines: list[str], others: list[str]) -> list[tuple[int, int]]:
+    """The runs of lines of ``lines`` that differ from ``others``: line by line where the
+    two have as many lines, else one run between their common first and last lines (which
+    may be empty: lines only added in ``others``)."""
+    if len(lines) == len(others):
+        runs: list[tuple[int, int]] = []
+        for index, (mine, theirs) in enumerate(zip(lines, others, strict=True)):
+            if mine != theirs:
+                if runs and runs[-1][1] == index:
+                    runs[-1] = (runs[-1][0], index + 1)
+                else:
+                    runs.append((index, index + 1))
+        return runs
+    shortest = min(len(lines), len(others))
+    lo = 0
+    while lo < shortest and lines[lo] == others[lo]:
+        lo += 1
+    tail = 0
+    while tail < shortest - lo and lines[-1 - tail] == others[-1 - tail]:
+        tail += 1
+    return [(lo, len(lines) - tail)]
+
+
+def _widened(runs: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The runs widened to whole top-level statements (``spans``), those that then touch
+    merged: regions that start and end between statements."""
+    regions: list[tuple[int, int]] = []
+    for lo, hi in runs:
+        grown = True
+        while grown:
+            grown = False
+            for a, b in spans:
+                if a < max(hi, lo + 1) and b > lo and (a < lo or b > hi):
+                    lo, hi, grown = min(lo, a), max(hi, b), True
+        while regions and lo <= regions[-1][1]:
+            before = regions.pop()
+            lo, hi = min(lo, before[0]), max(hi, before[1])
+        regions.append((lo, hi))
+    return regions
 
 
 class TemplateBug(RuntimeError):

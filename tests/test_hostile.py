@@ -16,10 +16,13 @@ import ast
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 from cli_helpers import derivgen
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = sorted((ROOT / "tests" / "hostile").glob("*.toml"))
@@ -176,6 +179,125 @@ def test_the_code_shape_leaves_out_docstrings_and_comments_only():
         assert _code_shape(module("a title", "an equation", code=code)) != base, code
     # A tree spelled the same way as text gives the same shape.
     assert _code_shape(ast.parse(module("a title", "x"))) == base
+
+
+#: Modules the guard's shortcut is tried on: two shipped ones (a cell and a cost, where
+#: display text reaches the docstring and the comments of the code) and one holding
+#: every construct that spans lines or statements.
+SHORTCUT_BASES = [
+    (ROOT / "generated" / "dense_tanh_numpy.py").read_text(),
+    (ROOT / "generated" / "cross_entropy_numba.py").read_text(),
+    '''# banner
+"""Docstring,
+two lines."""
+
+from __future__ import annotations
+
+import numpy as np
+
+X = (1,
+     2)  # a comment
+Y = "a"; Z = \\
+    3
+
+
+@decorator(
+    "argument")
+class C:
+    """Class docstring."""
+
+    def m(self):
+        """Method docstring."""
+        if X:
+            return """a
+string"""
+        else:
+            return Y
+
+
+def f(x):
+    # a comment
+    try:
+        pass
+    except ValueError:
+        pass
+    return x
+''',
+]
+#: What an edit inserts: pieces that open or close brackets, strings, blocks and lines.
+PIECES = ['"""', "'''", '"', "(", ")", "[", "\\", "#", ":", "\n", "\n    ", "else:", "x = 1"]
+PIECES += ["if x:", "def g():", "@d", "pass", "'doc'", "TEXT", " ", "\r", "\t", "\x0c"]
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(data=st.data())
+def test_the_guards_shortcut_says_same_code_only_where_it_is(data):
+    """The guard compares only the statements around the lines that differ: wherever it
+    says two texts are the same code, parsing both in full gives the same code. The edits
+    insert pieces that open or close strings, brackets and blocks anywhere."""
+    from symbolic.render import _code_shape, _same_code_where_texts_differ
+
+    text = data.draw(st.sampled_from(SHORTCUT_BASES))
+    edited = text
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(edited)))
+        piece = "".join(data.draw(st.lists(st.sampled_from(PIECES), min_size=1, max_size=3)))
+        edited = edited[:at] + piece + edited[at + len(piece) * data.draw(st.integers(0, 1)) :]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an edit may make an escape or a literal invalid
+        if not _same_code_where_texts_differ(text, ast.parse(text), edited):
+            return
+        assert _code_shape(text) == _code_shape(edited)  # edited parses: the same code
+
+
+def test_the_guards_shortcut_sees_through_display_text():
+    """Where only docstrings and comments differ, the shortcut says so (each shipped module
+    is checked that way, so the whole placeholder module is seldom parsed), and a change
+    in code is never let through."""
+    from symbolic.render import _same_code_where_texts_differ
+
+    text = SHORTCUT_BASES[2]
+    for old, new in [
+        ("Docstring,\ntwo lines.", "TEXT"),
+        ("# banner", "# a\n# b"),
+        ("Method docstring.", "TEXT\n\nmore"),
+        ("    # a comment", "    # another"),
+        ("two lines.", 'two\n\nlines, \\"\\"\\" (quotes) \\\n'),
+    ]:
+        assert _same_code_where_texts_differ(text, ast.parse(text), text.replace(old, new))
+    for old, new in [
+        ('Y = "a"', 'Y = "b"'),
+        ("two lines.", 'two lines."""\nimport os\n"""'),
+        ('two lines."""', 'two lines."""\nimport os'),
+        ("return x", "return x  # \n    import os"),
+        ('"""Method docstring."""', '"""Method"""; import os'),
+    ]:
+        assert not _same_code_where_texts_differ(text, ast.parse(text), text.replace(old, new))
+    # A string statement in the middle of a module is code, not a docstring.
+    mid = text.replace("import numpy as np", '"mid"')
+    assert not _same_code_where_texts_differ(mid, ast.parse(mid), mid.replace('"mid"', '"end"'))
+    # The parser ends a line at a carriage return too: the lines are not counted as here.
+    cr = "a = 1\rb = 2\nc = 3\n"
+    assert not _same_code_where_texts_differ(cr, ast.parse(cr), cr.replace("c = 3", "b = 2"))
+
+
+def test_every_shipped_module_is_guarded_by_the_shortcut(monkeypatch):
+    """Each shipped spec, every backend: the guard's shortcut shows the placeholder render
+    is the same code (the whole module is not parsed a second time)."""
+    from symbolic import render
+    from symbolic.backends import BUILTIN
+    from symbolic.generate import build_models
+
+    seen = []
+    shortcut = render._same_code_where_texts_differ
+    monkeypatch.setattr(
+        render,
+        "_same_code_where_texts_differ",
+        lambda *args: seen.append(shortcut(*args)) or seen[-1],
+    )
+    specs = sorted((ROOT / "symbolic" / "specs").glob("*.toml"))
+    built = build_models(specs, list(BUILTIN))
+    assert len(seen) == len(built) == len(specs) * len(BUILTIN) and all(seen)
 
 
 def test_cli_messages_are_one_line_and_printable(tmp_path):
