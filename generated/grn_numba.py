@@ -919,9 +919,13 @@ def _backward_kernel(
                     dh = WTc * dZc + WTu * dZu + _c0 * da
                     _r_dZc_seq[_k] = dZc
                     _r_dZu_seq[_k] = dZu
+                    _r__s_dh_next[_k] = dh
+                for _k in range(_i1 - _i0):
+                    h = _r_h_seq[_k]
+                    dZc = _r_dZc_seq[_k]
+                    dZu = _r_dZu_seq[_k]
                     _r__g_WTu[_k] += dZu * h
                     _r__g_WTc[_k] += dZc * h
-                    _r__s_dh_next[_k] = dh
 
 
 def forward(params, x, state0=None):

@@ -711,7 +711,6 @@ def _backward_kernel(
                     a = _r_a_seq[_k]
                     da_in = _r__dout[_k]
                     dh_next = _r__s_dh_next[_k]
-                    h = _r_h_seq[_k]
                     u = _r__p_u[_k]
                     # adjoint of a = relu(W @ x + u * h + b)
                     da = da_in + dh_next
@@ -720,8 +719,11 @@ def _backward_kernel(
                     # adjoint of h: flows to the step before
                     dh = dW_x * u
                     _r_dW_x_seq[_k] = dW_x
-                    _r__g_u[_k] += dW_x * h
                     _r__s_dh_next[_k] = dh
+                for _k in range(_i1 - _i0):
+                    h = _r_h_seq[_k]
+                    dW_x = _r_dW_x_seq[_k]
+                    _r__g_u[_k] += dW_x * h
 
 
 def forward(params, x, state0=None):

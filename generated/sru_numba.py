@@ -903,9 +903,13 @@ def _backward_kernel(
                     _r_dW_x_seq[_k] = dW_x
                     _r_dWf_x_seq[_k] = dWf_x
                     _r_dWr_x_seq[_k] = dWr_x
+                    _r__s_dc_next[_k] = dc
+                for _k in range(_i1 - _i0):
+                    c = _r_c_seq[_k]
+                    dWf_x = _r_dWf_x_seq[_k]
+                    dWr_x = _r_dWr_x_seq[_k]
                     _r__g_vf[_k] += c * dWf_x
                     _r__g_vr[_k] += c * dWr_x
-                    _r__s_dc_next[_k] = dc
 
 
 def forward(params, x, state0=None):

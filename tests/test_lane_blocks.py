@@ -65,3 +65,53 @@ def test_rows_wider_than_a_block_match_numpy(name, threads, monkeypatch):
         scale = max(1.0, float(np.max(np.abs(value))))
         error = float(np.max(np.abs(got[key] - value))) / scale
         assert error < 1e-10, f"{name}: {key} differs by {error:.2e}"
+
+
+def _loops(phases):
+    """Each loop of a block's step as ``(loads, statements, stores)`` of plain strings."""
+    return [
+        (
+            {load["name"]: load["source"] for load in phase["loads"]},
+            [st["target"] for st in phase["statements"]],
+            [f"{st['lhs']} {st['op']} {st['rhs']}" for st in phase["stores"]],
+        )
+        for phase in phases
+    ]
+
+
+def test_the_gradient_sums_run_in_a_loop_of_their_own():
+    """A vector parameter's per-lane sum runs after the step's loops, in a loop of its own,
+    and reads an adjoint the step stores from the row it is stored in."""
+    import sympy as sp
+
+    from symbolic.backends.numba.layout import STEP_LANE, Lane, _phases
+    from symbolic.ir import Assign
+
+    d_z, h, da = sp.symbols("dZ h da")
+    stmts = [Assign("dZ", 2 * da, "dZ"), Assign("dh", 3 * d_z, "dh")]
+    place = {
+        "da": Lane("_dout", STEP_LANE),
+        "h": Lane("h_seq", STEP_LANE),
+        "dh_next": Lane("_s_dh_next", "_b, "),
+    }
+    final = [
+        (Lane("dZ_seq", STEP_LANE), "=", d_z),
+        (Lane("_s_dh_next", "_b, "), "=", sp.Symbol("dh")),
+    ]
+    sums = [(Lane("_g_W", "_b, "), "+=", d_z * h)]
+    loops = _loops(_phases(stmts, place, final, sums)[0])
+    assert len(loops) == 2
+    step, summed = loops
+    assert step[2] == ["_r_dZ_seq[_k] = dZ", "_r__s_dh_next[_k] = dh"]
+    assert summed == (
+        {"h": "_r_h_seq[_k]", "dZ": "_r_dZ_seq[_k]"},
+        [],
+        ["_r__g_W[_k] += dZ*h"],
+    )
+    # a sum that reads a carried state, which the step's last loop overwrites, stays in
+    # that loop, where the state is read before it is stored
+    late = [(Lane("_g_W", "_b, "), "+=", sp.Symbol("dh_next") * h)]
+    stmts = [Assign("dh", 3 * sp.Symbol("dh_next"), "dh")]
+    (only,) = _loops(_phases(stmts, place, final[1:], late)[0])
+    assert only[2] == ["_r__s_dh_next[_k] = dh", "_r__g_W[_k] += dh_next*h"]
+    assert only[0]["dh_next"] == "_r__s_dh_next[_k]"
