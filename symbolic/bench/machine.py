@@ -20,7 +20,8 @@ from symbolic import __version__
 from symbolic.bench.competitors import versions
 
 
-def _cpu_model() -> str:
+def _cpu_fields() -> dict[str, str]:
+    """The first processor's fields in ``/proc/cpuinfo`` (empty where there is none)."""
     fields: dict[str, str] = {}
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
         for line in handle:
@@ -29,6 +30,11 @@ def _cpu_model() -> str:
                 fields.setdefault(key.strip(), value.strip())
             elif fields:
                 break
+    return fields
+
+
+def _cpu_model() -> str:
+    fields = _cpu_fields()
     if not fields:
         return platform.processor() or platform.machine()
     model = fields.get("model name", "unknown CPU")
@@ -71,6 +77,55 @@ def busy(load_before: str) -> str:
                 "over every backend alike)."
             )
     return ""
+
+
+#: The AVX-512 features OpenBLAS's SkylakeX kernels need.
+AVX512 = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+#: OpenBLAS's x86 kernel sets that use AVX-512 (the rest stop at AVX2 or before).
+AVX512_KERNELS = ("skylakex", "cooperlake", "sapphirerapids")
+
+
+def blas_kernels_warning(blas: list[dict] | None = None, flags: set[str] | None = None) -> str:
+    """A warning when OpenBLAS runs kernels without AVX-512 on a CPU that has it (chosen
+    by OPENBLAS_CORETYPE, or by an OpenBLAS older than the CPU), or "" otherwise.
+
+    ``blas``: threadpoolctl's BLAS entries; ``flags``: the CPU's (both read here when None).
+    """
+    if flags is None:
+        flags = set(_cpu_fields().get("flags", "").split())
+    if not set(AVX512) <= flags:
+        return ""
+    if blas is None:
+        from threadpoolctl import threadpool_info
+
+        blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    slow = sorted(
+        {
+            str(i.get("architecture"))
+            for i in blas
+            if i.get("internal_api") == "openblas"
+            and i.get("architecture")
+            and str(i["architecture"]).lower() not in AVX512_KERNELS
+        }
+    )
+    if not slow:
+        return ""
+    kernels = f"its {'/'.join(slow)} kernels, without AVX-512, on a CPU that has AVX-512"
+    cost = (
+        "every row's matrix products, the bounds' included, run slower than this CPU can "
+        "(README.md, Benchmark)"
+    )
+    chosen = os.environ.get("OPENBLAS_CORETYPE")
+    if chosen:
+        return (
+            f"OPENBLAS_CORETYPE={chosen} in the environment makes OpenBLAS run {kernels}: "
+            f"{cost}. Without the variable, OpenBLAS chooses its kernels from the CPU."
+        )
+    return (
+        f"OpenBLAS runs {kernels} (an OpenBLAS older than the CPU takes it for an older "
+        f"one): {cost}. OPENBLAS_CORETYPE=SkylakeX in the environment before Python "
+        "starts selects its AVX-512 kernels."
+    )
 
 
 def machine_lines() -> list[str]:

@@ -16,7 +16,7 @@ import time
 
 from symbolic.bench.candidates import CONTEXTS, NUMBA, POLICY_LABELS, Row
 from symbolic.bench.competitors import COMPETITORS
-from symbolic.bench.machine import busy, load, machine_lines
+from symbolic.bench.machine import blas_kernels_warning, busy, load, machine_lines
 from symbolic.bench.measure import Section, Settings
 from symbolic.bench.runner import ChildError, first_call
 from symbolic.bench.stats import Paired, paired_ratio
@@ -437,7 +437,7 @@ def _preamble_lines(settings: Settings, started: float, load_before: str) -> lis
         "kernels in the inductor cache then).",
         "",
     ]
-    warning = busy(load_before)
-    if warning:
-        lines += [f"**Warning:** {warning}", ""]
+    for warning in (busy(load_before), blas_kernels_warning()):
+        if warning:
+            lines += [f"**Warning:** {warning}", ""]
     return lines
