@@ -627,12 +627,10 @@ def _widened(runs: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[
     merged: regions that start and end between statements."""
     regions: list[tuple[int, int]] = []
     for lo, hi in runs:
-        grown = True
-        while grown:
-            grown = False
-            for a, b in spans:
-                if a < max(hi, lo + 1) and b > lo and (a < lo or b > hi):
-                    lo, hi, grown = min(lo, a), max(hi, b), True
+        # the statements are disjoint: those the run touches cover every one between
+        touched = [(a, b) for a, b in spans if a < max(hi, lo + 1) and b > lo]
+        lo = min([lo, *(a for a, _ in touched)])
+        hi = max([hi, *(b for _, b in touched)])
         while regions and lo <= regions[-1][1]:
             before = regions.pop()
             lo, hi = min(lo, before[0]), max(hi, before[1])
