@@ -799,8 +799,6 @@ def _forward_kernel(
         _l0 = _lanes * _job // _jobs
         _l1 = _lanes * (_job + 1) // _jobs
         _k_G = np.empty(_BLOCK, a_seq.dtype)
-        _k_Zc = np.empty(_BLOCK, a_seq.dtype)
-        _k_Zu = np.empty(_BLOCK, a_seq.dtype)
         _k_ac = np.empty(_BLOCK, a_seq.dtype)
         for _t in range(_T):
             _l = _l0
@@ -819,6 +817,7 @@ def _forward_kernel(
                 _r_WXu_x_seq = WXu_x_seq[_t, _b, 0, _i0:_i1]
                 _r_a_seq = a_seq[_t, _b, _i0:_i1]
                 _r_ac_seq = ac_seq[_t, _b, _i0:_i1]
+                # one vectorizable loop: the primitive calls and what they read
                 for _k in range(_i1 - _i0):
                     Bc = _r__p_Bc[_k]
                     Bu = _r__p_Bu[_k]
@@ -831,19 +830,11 @@ def _forward_kernel(
                     Zu = Bu + WTu * h + WXu_x
                     # Zc = WTc * h + WXc @ x + Bc
                     Zc = Bc + WTc * h + WXc_x
-                    _k_Zu[_k] = Zu
-                    _k_Zc[_k] = Zc
-                # one vectorizable loop per primitive call
-                for _k in range(_i1 - _i0):
-                    Zu = _k_Zu[_k]
                     # G = sigmoid(Zu)
                     G = _sigmoid(Zu)
-                    _k_G[_k] = G
-                # one vectorizable loop per primitive call
-                for _k in range(_i1 - _i0):
-                    Zc = _k_Zc[_k]
                     # ac = tanh(Zc)
                     ac = _tanh(Zc)
+                    _k_G[_k] = G
                     _k_ac[_k] = ac
                 for _k in range(_i1 - _i0):
                     G = _k_G[_k]

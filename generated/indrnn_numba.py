@@ -665,7 +665,7 @@ def _forward_kernel(
                 _r__s_h = _s_h[_b, _i0:_i1]
                 _r_W_x_seq = W_x_seq[_t, _b, _i0:_i1]
                 _r_a_seq = a_seq[_t, _b, _i0:_i1]
-                # one vectorizable loop per primitive call
+                # one vectorizable loop: the primitive calls and what they read
                 for _k in range(_i1 - _i0):
                     W_x = _r_W_x_seq[_k]
                     b = _r__p_b[_k]

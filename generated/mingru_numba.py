@@ -763,7 +763,7 @@ def _forward_kernel(
                 _r_a_seq = a_seq[_t, _b, _i0:_i1]
                 _r_hc_seq = hc_seq[_t, _b, _i0:_i1]
                 _r_z_seq = z_seq[_t, _b, _i0:_i1]
-                # one vectorizable loop per primitive call
+                # one vectorizable loop: the primitive calls and what they read
                 for _k in range(_i1 - _i0):
                     Wz_x = _r_Wz_x_seq[_k]
                     bz = _r__p_bz[_k]

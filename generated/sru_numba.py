@@ -782,23 +782,20 @@ def _forward_kernel(
                 _r_f_seq = f_seq[_t, _b, _i0:_i1]
                 _r_h_seq = h_seq[_t, _b, _i0:_i1]
                 _r_r_seq = r_seq[_t, _b, _i0:_i1]
-                # one vectorizable loop per primitive call
+                # one vectorizable loop: the primitive calls and what they read
                 for _k in range(_i1 - _i0):
                     Wf_x = _r_Wf_x_seq[_k]
-                    bf = _r__p_bf[_k]
-                    c = _r__s_c[_k]
-                    vf = _r__p_vf[_k]
-                    # f = sigmoid(Wf @ x + vf * c + bf)
-                    f = _sigmoid(Wf_x + bf + c * vf)
-                    _k_f[_k] = f
-                # one vectorizable loop per primitive call
-                for _k in range(_i1 - _i0):
                     Wr_x = _r_Wr_x_seq[_k]
+                    bf = _r__p_bf[_k]
                     br = _r__p_br[_k]
                     c = _r__s_c[_k]
+                    vf = _r__p_vf[_k]
                     vr = _r__p_vr[_k]
+                    # f = sigmoid(Wf @ x + vf * c + bf)
+                    f = _sigmoid(Wf_x + bf + c * vf)
                     # r = sigmoid(Wr @ x + vr * c + br)
                     r = _sigmoid(Wr_x + br + c * vr)
+                    _k_f[_k] = f
                     _k_r[_k] = r
                 for _k in range(_i1 - _i0):
                     W_x = _r_W_x_seq[_k]

@@ -115,3 +115,37 @@ def test_the_gradient_sums_run_in_a_loop_of_their_own():
     (only,) = _loops(_phases(stmts, place, final[1:], late)[0])
     assert only[2] == ["_r__s_dh_next[_k] = dh", "_r__g_W[_k] += dh_next*h"]
     assert only[0]["dh_next"] == "_r__s_dh_next[_k]"
+
+
+def test_a_call_shares_the_loop_of_the_number_free_statements_before_it():
+    """The loops of a block's step: a primitive call joins the loop of the calls and of
+    the number-free statements before it; a statement with a number in it (mixed
+    precision in float32) and any statement after a call start a loop of their own."""
+    import sympy as sp
+
+    from symbolic.backends.numba.layout import STEP_LANE, Lane, _phases
+    from symbolic.ir import Assign
+    from symbolic.primitives import function
+
+    sigmoid, tanh = function("sigmoid"), function("tanh")
+    x, w, h = sp.symbols("x w h")
+    zu, zc, g, ac = sp.symbols("Zu Zc G ac")
+    place = {n: Lane(f"{n}_seq", STEP_LANE) for n in ("x", "w", "h")}
+    final = [(Lane("a_seq", STEP_LANE), "=", sp.Symbol("a"))]
+    gated = [
+        Assign("Zu", w * h + x, "Zu"),
+        Assign("Zc", w * x + h, "Zc"),
+        Assign("G", sigmoid(zu), "G"),
+        Assign("ac", tanh(zc), "ac"),
+        Assign("a", g * ac + (1 - g) * h, "a"),
+    ]
+    loops = _loops(_phases(gated, place, final)[0])
+    assert [targets for _, targets, _ in loops] == [["Zu", "Zc", "G", "ac"], ["a"]]
+    assert loops[0][2] == ["_k_G[_k] = G", "_k_ac[_k] = ac"]  # what the next loop reads
+    assert loops[1][0] == {"G": "_k_G[_k]", "ac": "_k_ac[_k]", "h": "_r_h_seq[_k]"}
+    # a number before the call: the value is stored in the arrays' dtype first
+    scaled = [Assign("Zu", 2 * x + w, "Zu"), Assign("G", sigmoid(zu), "G")]
+    final = [(Lane("a_seq", STEP_LANE), "=", g)]
+    loops = _loops(_phases(scaled, place, final)[0])
+    assert [targets for _, targets, _ in loops] == [["Zu"], ["G"]]
+    assert loops[1][0] == {"Zu": "_k_Zu[_k]"}
