@@ -96,17 +96,18 @@ def _tanh_typed(x):
         # exp(x) = 2**k * exp(r), |r| <= ln(2)/2, with exp(r) by a polynomial and 2**k built
         # from its bits: pure arithmetic, so a compiled loop over lanes vectorizes (math.exp
         # is a library call per element). float64: the degree-13 Taylor polynomial (error
-        # below 1e-17), doubled (its coefficients times 2, exactly: 2**k is built as
-        # 2 * 2**(k - 1), so that k = 1024 has bits, and the doubling costs no multiply in
-        # the chain: 1.53-1.55 ns a value below against 1.57-1.63, the same results but
-        # for 1 ulp near the smallest normal, where one rounding replaces two), as
-        # 2 + 2r + r*r*q(r) with q by Estrin's scheme: its longest chain
-        # of dependent operations is 6 where Horner's rule has 13, and a loop of sigmoids
-        # and tanhs waits on that chain (the out-of-order core holds too few iterations to
-        # hide it). Measured on one core, sigmoid and tanh over 8192 float64 values in the
-        # cache: 1.53-1.68 ns a value against 1.72-1.96 by Horner's rule; largest relative
-        # error 0.71 eps against 0.61 (3 million values, against long double). float32
-        # gained nothing from it (throughput-bound at 16 lanes): Horner's rule there.
+        # below 1e-17) by Estrin's scheme, as 2 + 2r + r*r*q(r): a loop of sigmoids and
+        # tanhs waits on the chain of dependent operations (the out-of-order core holds too
+        # few iterations to hide it), and that chain is 6 long where Horner's rule makes it
+        # 13. The polynomial is doubled (its coefficients times 2, exactly) and 2**k built
+        # as 2 * 2**(k - 1), so that k = 1024 has bits, with no multiply after the
+        # polynomial. Measured on one core, sigmoid and tanh over 8192 float64 values in
+        # the cache: 1.53-1.68 ns a value by Estrin's scheme against 1.72-1.96 by Horner's
+        # rule, then 1.53-1.55 against 1.57-1.63 with the polynomial doubled (the same
+        # results but for 1 ulp near the smallest normal, where one rounding replaces two);
+        # largest relative error 0.71 eps against 0.61 by Horner's rule (3 million values,
+        # against long double). float32 gained nothing from Estrin's scheme (bound by
+        # throughput, 16 lanes to a vector): Horner's rule there.
         # float32: Cephes' degree-7 form, in float32 (about 1 ulp), 16 lanes
         # to a vector where float64 has 8; 2**k as two factors, so results in float32's
         # subnormal range are kept.
