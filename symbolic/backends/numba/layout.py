@@ -461,10 +461,9 @@ def _phases(
 ) -> tuple[list[dict], list[str], dict[str, list[str]]]:
     """Split one lane block's step into loops a compiler can vectorize.
 
-    Each primitive call gets a loop of its own over the block (``_k``), reading and
-    writing small block-local scratch arrays: with only those in it, the loop has no
-    possible aliasing and LLVM vectorizes the call's arithmetic. The other statements
-    are grouped between calls.
+    The statements run in the loops :func:`_call_groups` makes (over the block, ``_k``);
+    a value one loop defines and a later one reads passes through a small block-local
+    scratch array, in the arrays' dtype.
 
     Args:
         stmts: The step's statements (elementwise only).
