@@ -692,6 +692,7 @@ def _forward_kernel(
     _p_B,
     _buf_W_x,
     _buf_a,
+    _returned,
 ):
     _B, _n = _buf_a.shape
     for _b in numba.prange(_B):
@@ -699,12 +700,14 @@ def _forward_kernel(
         # must not overlap: a loop writing where it reads is not vectorized)
         _r__buf_W_x = _buf_W_x[_b]
         _r__buf_a = _buf_a[_b]
+        _r__returned = _returned[_b]
         for _i in range(_n):
             B = _p_B[_i]
             W_x = _r__buf_W_x[_i]
             # a = tanh(W @ x + B)
             a = _tanh(B + W_x)
             _r__buf_a[_i] = a
+            _r__returned[_i] = a
 
 
 @_jit(parallel=True, error_model="numpy")
@@ -754,13 +757,15 @@ def _forward(params, x):
     # W_x = sum_j W_ij x_j
     _buf_W_x = _matmul(_x, W.T)
     _buf_a = np.empty((_B, _n_out), _dtype)
+    _returned = np.empty((_B, _n_out), _dtype)
     _forward_kernel(
         B,
         _buf_W_x,
         _buf_a,
+        _returned,
     )
     cache = {"_x": _x, "a": _buf_a}
-    return _buf_a.copy(), cache
+    return _returned, cache
 
 
 def backward(params, cache, da, *, need_dx=True):

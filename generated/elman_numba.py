@@ -731,6 +731,7 @@ def _forward_1(
     U_h_seq,
     W_x_seq,
     _p_b,
+    _returned,
     a_seq,
     h_seq,
     z_seq,
@@ -747,6 +748,7 @@ def _forward_1(
             z_seq[_t, _b, _i] = z
             a_seq[_t, _b, _i] = a
             h_seq[_t + 1, _b, _i] = a
+            _returned[_t, _b, _i] = a
 
 
 @_jit(error_model="numpy")
@@ -824,6 +826,7 @@ def _forward(params, x, state0=None):
     U_h_seq = np.empty((_T, _B, _n_out), _dtype)
     a_seq = np.empty((_T, _B, _n_out), _dtype)
     z_seq = np.empty((_T, _B, _n_out), _dtype)
+    _returned = np.empty((_T, _B, _n_out), _dtype)
     h_seq = np.empty((_T + 1, _B, _n_out), _dtype)
     h_seq[0] = _state0["h"]
     for _t in range(_T):
@@ -836,6 +839,7 @@ def _forward(params, x, state0=None):
             U_h_seq,
             W_x_seq,
             _p_b,
+            _returned,
             a_seq,
             h_seq,
             z_seq,
@@ -848,7 +852,7 @@ def _forward(params, x, state0=None):
             "h": h_seq[_T],
         },
     }
-    return a_seq.copy(), cache
+    return _returned, cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):

@@ -788,6 +788,7 @@ def _forward_kernel(
     a_seq,
     ac_seq,
     h_seq,
+    _returned,
 ):
     _T, _B, _n = a_seq.shape
     _lanes = _B * _n
@@ -811,6 +812,7 @@ def _forward_kernel(
                 _r_G_seq = G_seq[_t, _b, _i0:_i1]
                 _r_WXc_x_seq = WXc_x_seq[_t, _b, 1, _i0:_i1]
                 _r_WXu_x_seq = WXu_x_seq[_t, _b, 0, _i0:_i1]
+                _r__returned = _returned[_t, _b, _i0:_i1]
                 _r_a_seq = a_seq[_t, _b, _i0:_i1]
                 _r_ac_seq = ac_seq[_t, _b, _i0:_i1]
                 # one vectorizable loop: the primitive calls and what they read
@@ -841,6 +843,7 @@ def _forward_kernel(
                     _r_G_seq[_k] = G
                     _r_a_seq[_k] = a
                     _r_ac_seq[_k] = ac
+                    _r__returned[_k] = a
                     _r__s_h[_k] = a
 
 
@@ -956,6 +959,7 @@ def _forward(params, x, state0=None):
     a_seq = _h_all[1:]
     h_seq = _h_all[:-1]
     ac_seq = np.empty((_T, _B, _n_out), _dtype)
+    _returned = np.empty((_T, _B, _n_out), _dtype)
     _s_h = np.array(_state0["h"], dtype=_dtype, order="C")
     for _t0, _t1 in _chunks(_T, _B * 2 * _n_out * _dtype.itemsize):
         _P = (_matmul(_x2[_t0 * _B : _t1 * _B], _W_in.T)).reshape(_t1 - _t0, _B, 2 * _n_out)
@@ -972,6 +976,7 @@ def _forward(params, x, state0=None):
             a_seq[_t0:_t1],
             ac_seq[_t0:_t1],
             h_seq[_t0:_t1],
+            _returned[_t0:_t1],
         )
     cache = {
         "_x": _x,
@@ -982,7 +987,7 @@ def _forward(params, x, state0=None):
             "h": _s_h,
         },
     }
-    return a_seq.copy(), cache
+    return _returned, cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):

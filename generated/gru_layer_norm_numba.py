@@ -968,6 +968,7 @@ def _forward_16(
     _n,
     _p_bn,
     _p_gn,
+    _returned,
     _t11_seq,
     _t12_seq,
     a_seq,
@@ -994,6 +995,7 @@ def _forward_16(
             n_seq[_t, _b, _i] = n
             a_seq[_t, _b, _i] = a
             h_seq[_t + 1, _b, _i] = a
+            _returned[_t, _b, _i] = a
 
 
 @_jit(error_model="numpy")
@@ -1390,6 +1392,7 @@ def _forward(params, x, state0=None):
     sr_seq = np.empty((_T, _B, _n_out), _dtype)
     sz_seq = np.empty((_T, _B, _n_out), _dtype)
     z_seq = np.empty((_T, _B, _n_out), _dtype)
+    _returned = np.empty((_T, _B, _n_out), _dtype)
     h_seq = np.empty((_T + 1, _B, _n_out), _dtype)
     h_seq[0] = _state0["h"]
     for _t in range(_T):
@@ -1487,6 +1490,7 @@ def _forward(params, x, state0=None):
             _n_out,
             _p_bn,
             _p_gn,
+            _returned,
             _t11_seq,
             _t12_seq,
             a_seq,
@@ -1512,7 +1516,7 @@ def _forward(params, x, state0=None):
             "h": h_seq[_T],
         },
     }
-    return a_seq.copy(), cache
+    return _returned, cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):

@@ -805,6 +805,7 @@ def _forward_4(
     Un_t0_seq,
     Wn_x_seq,
     _p_bn,
+    _returned,
     a_seq,
     h_seq,
     n_seq,
@@ -824,6 +825,7 @@ def _forward_4(
             n_seq[_t, _b, _i] = n
             a_seq[_t, _b, _i] = a
             h_seq[_t + 1, _b, _i] = a
+            _returned[_t, _b, _i] = a
 
 
 @_jit(error_model="numpy")
@@ -990,6 +992,7 @@ def _forward(params, x, state0=None):
     n_seq = np.empty((_T, _B, _n_out), _dtype)
     r_seq = np.empty((_T, _B, _n_out), _dtype)
     z_seq = np.empty((_T, _B, _n_out), _dtype)
+    _returned = np.empty((_T, _B, _n_out), _dtype)
     h_seq = np.empty((_T + 1, _B, _n_out), _dtype)
     h_seq[0] = _state0["h"]
     for _t in range(_T):
@@ -1021,6 +1024,7 @@ def _forward(params, x, state0=None):
             Un_t0_seq,
             Wn_x_seq,
             _p_bn,
+            _returned,
             a_seq,
             h_seq,
             n_seq,
@@ -1037,7 +1041,7 @@ def _forward(params, x, state0=None):
             "h": h_seq[_T],
         },
     }
-    return a_seq.copy(), cache
+    return _returned, cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):

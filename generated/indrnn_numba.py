@@ -647,6 +647,7 @@ def _forward_kernel(
     _s_h,
     a_seq,
     h_seq,
+    _returned,
 ):
     _T, _B, _n = a_seq.shape
     _lanes = _B * _n
@@ -664,6 +665,7 @@ def _forward_kernel(
                 _r__p_u = _p_u[_i0:_i1]
                 _r__s_h = _s_h[_b, _i0:_i1]
                 _r_W_x_seq = W_x_seq[_t, _b, _i0:_i1]
+                _r__returned = _returned[_t, _b, _i0:_i1]
                 _r_a_seq = a_seq[_t, _b, _i0:_i1]
                 # one vectorizable loop: the primitive calls and what they read
                 for _k in range(_i1 - _i0):
@@ -674,6 +676,7 @@ def _forward_kernel(
                     # a = relu(W @ x + u * h + b)
                     a = max(W_x + b + h * u, 0.0)
                     _r_a_seq[_k] = a
+                    _r__returned[_k] = a
                     _r__s_h[_k] = a
 
 
@@ -762,6 +765,7 @@ def _forward(params, x, state0=None):
     _h_all[0] = _state0["h"]
     a_seq = _h_all[1:]
     h_seq = _h_all[:-1]
+    _returned = np.empty((_T, _B, _n_out), _dtype)
     _s_h = np.array(_state0["h"], dtype=_dtype, order="C")
     _forward_kernel(
         _jobs(),
@@ -771,6 +775,7 @@ def _forward(params, x, state0=None):
         _s_h,
         a_seq,
         h_seq,
+        _returned,
     )
     cache = {
         "_x": _x,
@@ -780,7 +785,7 @@ def _forward(params, x, state0=None):
             "h": _s_h,
         },
     }
-    return a_seq.copy(), cache
+    return _returned, cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):

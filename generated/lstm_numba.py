@@ -799,6 +799,7 @@ def _forward_4(
     _p_bg,
     _p_bi,
     _p_bo,
+    _returned,
     _t0_seq,
     a_seq,
     c_seq,
@@ -847,6 +848,7 @@ def _forward_4(
             _t0_seq[_t, _b, _i] = _t0
             a_seq[_t, _b, _i] = a
             h_seq[_t + 1, _b, _i] = a
+            _returned[_t, _b, _i] = a
 
 
 @_jit(error_model="numpy")
@@ -1052,6 +1054,7 @@ def _forward(params, x, state0=None):
     g_seq = np.empty((_T, _B, _n_out), _dtype)
     ig_seq = np.empty((_T, _B, _n_out), _dtype)
     og_seq = np.empty((_T, _B, _n_out), _dtype)
+    _returned = np.empty((_T, _B, _n_out), _dtype)
     h_seq = np.empty((_T + 1, _B, _n_out), _dtype)
     h_seq[0] = _state0["h"]
     c_seq = np.empty((_T + 1, _B, _n_out), _dtype)
@@ -1081,6 +1084,7 @@ def _forward(params, x, state0=None):
             _p_bg,
             _p_bi,
             _p_bo,
+            _returned,
             _t0_seq,
             a_seq,
             c_seq,
@@ -1105,7 +1109,7 @@ def _forward(params, x, state0=None):
             "c": c_seq[_T],
         },
     }
-    return a_seq.copy(), cache
+    return _returned, cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):

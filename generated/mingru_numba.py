@@ -737,6 +737,7 @@ def _forward_kernel(
     h_seq,
     hc_seq,
     z_seq,
+    _returned,
 ):
     _T, _B, _n = a_seq.shape
     _lanes = _B * _n
@@ -756,6 +757,7 @@ def _forward_kernel(
                 _r__s_h = _s_h[_b, _i0:_i1]
                 _r_Wh_x_seq = Wh_x_seq[_t, _b, 1, _i0:_i1]
                 _r_Wz_x_seq = Wz_x_seq[_t, _b, 0, _i0:_i1]
+                _r__returned = _returned[_t, _b, _i0:_i1]
                 _r_a_seq = a_seq[_t, _b, _i0:_i1]
                 _r_hc_seq = hc_seq[_t, _b, _i0:_i1]
                 _r_z_seq = z_seq[_t, _b, _i0:_i1]
@@ -778,6 +780,7 @@ def _forward_kernel(
                     _r_a_seq[_k] = a
                     _r_hc_seq[_k] = hc
                     _r_z_seq[_k] = z
+                    _r__returned[_k] = a
                     _r__s_h[_k] = a
 
 
@@ -873,6 +876,7 @@ def _forward(params, x, state0=None):
     h_seq = _h_all[:-1]
     hc_seq = np.empty((_T, _B, _n_out), _dtype)
     z_seq = np.empty((_T, _B, _n_out), _dtype)
+    _returned = np.empty((_T, _B, _n_out), _dtype)
     _s_h = np.array(_state0["h"], dtype=_dtype, order="C")
     for _t0, _t1 in _chunks(_T, _B * 2 * _n_out * _dtype.itemsize):
         _P = (_matmul(_x2[_t0 * _B : _t1 * _B], _W_in.T)).reshape(_t1 - _t0, _B, 2 * _n_out)
@@ -887,6 +891,7 @@ def _forward(params, x, state0=None):
             h_seq[_t0:_t1],
             hc_seq[_t0:_t1],
             z_seq[_t0:_t1],
+            _returned[_t0:_t1],
         )
     cache = {
         "_x": _x,
@@ -897,7 +902,7 @@ def _forward(params, x, state0=None):
             "h": _s_h,
         },
     }
-    return a_seq.copy(), cache
+    return _returned, cache
 
 
 def backward(params, cache, da, dstate=None, *, need_dx=True):

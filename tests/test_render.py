@@ -531,3 +531,37 @@ def test_called_helpers_keeps_what_the_code_or_a_kept_helper_reads():
     assert render_stage._called_helpers(text, helpers) == [helpers[0], helpers[1], helpers[4]]
     assert render_stage._called_helpers(text.replace("_np_a(x) + ", ""), helpers) == [helpers[4]]
     assert render_stage._called_helpers(text, []) == []
+
+
+@pytest.mark.parametrize("spec", ["dense_sigmoid", "grn", "elman", "layer_norm"])
+def test_a_numba_kernel_writes_the_callers_copy_of_a_cached_output(spec):
+    """Where the cache holds the output, the Numba kernel that computes it stores it a
+    second time, into the array the forward pass returns (no copy read back after the
+    kernel); an output the cache does not hold is returned as it is."""
+    from dataclasses import replace
+
+    from symbolic.backends.numba import layout
+    from symbolic.ir import MatVec
+
+    kernel = compile_model(MODELS[spec]).kernel
+    keys = cell_context(kernel, backends.get("numba"))
+    text = module_path(spec, "numba").read_text(encoding="utf-8")
+    output = MODELS[spec].output
+    if not keys["output_shared"]:
+        assert layout._returned(kernel, keys) == {"returned": keys["output_array"]}
+        assert f"return {keys['output_array']}, cache" in text
+        return
+    assert layout._returned(kernel, keys) == {"returned": layout.RETURNED}
+    assert f"return {layout.RETURNED}, cache" in text and ".copy(), cache" not in text
+    stores = re.findall(
+        rf"\b{layout.RETURNED}\[[^\]]*\] = {output}$|"
+        rf"_r_{layout.RETURNED}\[_[ik]\] = {output}$",
+        text,
+        re.M,
+    )
+    assert len(stores) == 1, stores
+    # an output a matrix product writes (NumPy's, outside the kernels): a copy after it
+    product = MatVec(output, "V", "s", False, output)
+    forward = [st for st in kernel.forward if st.target != output] + [product]
+    copied = layout._returned(replace(kernel, forward=forward), keys)
+    assert copied == {"returned": f"{keys['output_array']}.copy()"}
