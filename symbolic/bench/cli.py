@@ -10,6 +10,7 @@ from pathlib import Path
 
 from symbolic import write
 from symbolic.bench.candidates import BACKENDS_HELP, DEFAULT_BACKENDS, parse_backends
+from symbolic.bench.chart import chart_path, save_chart
 from symbolic.bench.machine import load
 from symbolic.bench.measure import Bench, Settings
 from symbolic.bench.report import render_markdown
@@ -30,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
     parser.add_argument("--repeats", type=int, help="samples per backend (15; --quick 3)")
     parser.add_argument(
-        "--out", type=write.path_argument, help="also write the Markdown report to this file"
+        "--out",
+        type=write.path_argument,
+        help="also write the Markdown report to this file, and its chart beside it "
+        "(the same name with .png)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="toy sizes and few samples: a smoke test"
@@ -116,7 +120,10 @@ def main(args: argparse.Namespace) -> int:
     started = time.time()
     load_before = load()
     sections = Bench(settings).run()
-    report = render_markdown(sections, settings, started, load_before)
+    chart = None
+    if args.out is not None and save_chart(chart_path(args.out), sections):
+        chart = chart_path(args.out)
+    report = render_markdown(sections, settings, started, load_before, chart)
     print(report, end="")
     if args.out is not None:
         write.atomic_write(args.out, report)

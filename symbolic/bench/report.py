@@ -13,6 +13,7 @@ import datetime
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from symbolic.bench.candidates import CONTEXTS, NUMBA, POLICY_LABELS, Row
 from symbolic.bench.competitors import COMPETITORS
@@ -393,10 +394,23 @@ def _first_call_line(module: str) -> str:
 
 
 def render_markdown(
-    sections: list[Section], settings: Settings, started: float, load_before: str
+    sections: list[Section],
+    settings: Settings,
+    started: float,
+    load_before: str,
+    chart: Path | None = None,
 ) -> str:
-    """The whole report."""
+    """The whole report; ``chart``, when given, is the PNG drawn beside it
+    (``symbolic.bench.chart``), shown under the preamble by its name."""
     lines = _preamble_lines(settings, started, load_before)
+    if chart is not None:
+        lines += [
+            f"![medians of every timed row, by workload and dtype]({chart.name})",
+            "",
+            "The chart: each row's median as a point, from its fastest to its slowest sample "
+            "as a whisker, the generated modules in blue, the bound as a dashed red line.",
+            "",
+        ]
     for section in sections:
         lines += section_table(section)
     lines += criteria_lines(sections, settings.quick)

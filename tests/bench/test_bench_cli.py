@@ -63,6 +63,8 @@ def test_quick_bench_writes_a_table_with_every_row(tmp_path, capsys):
             elif not row.startswith("| matrix products"):
                 assert " ok (" in row or "oracle" in row, row
     assert "CPU:" in report and "BLAS" in report
+    assert "](bench.png)" in report  # the chart, drawn beside the report
+    assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "## Targets" in report and "## Thread pools" in report
     if _numba_rows_expected():  # a context of the module's own policy, never "the best"
         assert "(best: both pools on every core" in report
