@@ -12,7 +12,7 @@ from symbolic import write
 from symbolic.bench.candidates import BACKENDS_HELP, DEFAULT_BACKENDS, parse_backends
 from symbolic.bench.chart import chart_path, save_chart
 from symbolic.bench.machine import load
-from symbolic.bench.measure import Bench, Settings
+from symbolic.bench.measure import Bench, Section, Settings
 from symbolic.bench.report import render_markdown
 from symbolic.bench.workloads import QUICK_WORKLOADS, WORKLOADS
 
@@ -108,6 +108,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
+def draw_chart(out: Path, sections: list[Section]) -> Path | None:
+    """The chart of the report ``out``, drawn beside it; None when no row was timed or
+    drawing failed (said on stderr): the report, a long run's result, is written anyway."""
+    path = chart_path(out)
+    try:
+        return path if save_chart(path, sections) else None
+    except Exception as exc:  # noqa: BLE001 - the report matters more than its picture
+        print(f"derivgen bench: warning: no chart drawn ({path}): {exc}", file=sys.stderr)
+        return None
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``derivgen bench``: the report goes to stdout (and --out), progress to stderr.
 
@@ -120,9 +131,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.time()
     load_before = load()
     sections = Bench(settings).run()
-    chart = None
-    if args.out is not None and save_chart(chart_path(args.out), sections):
-        chart = chart_path(args.out)
+    chart = draw_chart(args.out, sections) if args.out is not None else None
     report = render_markdown(sections, settings, started, load_before, chart)
     print(report, end="")
     if args.out is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from symbolic.bench.candidates import Row
 from symbolic.bench.chart import chart_path, save_chart
+from symbolic.bench.cli import draw_chart
 from symbolic.bench.measure import Section
 from symbolic.bench.steps import GEMM, NUMPY, REFERENCE
 from symbolic.bench.workloads import WORKLOADS
@@ -52,3 +53,19 @@ def test_the_chart_sits_beside_the_report_and_never_on_it():
     assert chart_path("out/bench.md") == Path("out/bench.png")
     assert chart_path("report") == Path("report.png")
     assert chart_path("results/run.PNG") == Path("results/run.PNG.png")
+
+
+def test_a_chart_that_cannot_be_drawn_costs_the_report_nothing(tmp_path, monkeypatch, capsys):
+    def broken(path, sections):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr("symbolic.bench.cli.save_chart", broken)
+    assert draw_chart(tmp_path / "bench.md", [_section("B1", "float64")]) is None
+    err = capsys.readouterr().err
+    assert "no chart drawn" in err and "no fonts" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_draw_chart_names_the_chart_it_drew(tmp_path):
+    assert draw_chart(tmp_path / "bench.md", [_section("B1", "float64")]) == tmp_path / "bench.png"
+    assert draw_chart(tmp_path / "b.md", [_section("B1", "float64", timed=False)]) is None
