@@ -861,6 +861,8 @@ def _backward_kernel(
     dZu_seq,
     _g_WTu,
     _g_WTc,
+    _g_Bu,
+    _g_Bc,
 ):
     _T, _B, _n = _dout.shape
     _lanes = _B * _n
@@ -874,6 +876,8 @@ def _backward_kernel(
                 _i0 = _l - _b * _n
                 _i1 = min(_n, _i0 + _BLOCK, _i0 + _l1 - _l)
                 _l += _i1 - _i0
+                _r__g_Bc = _g_Bc[_b, _i0:_i1]
+                _r__g_Bu = _g_Bu[_b, _i0:_i1]
                 _r__g_WTc = _g_WTc[_b, _i0:_i1]
                 _r__g_WTu = _g_WTu[_b, _i0:_i1]
                 _r__p_WTc = _p_WTc[_i0:_i1]
@@ -916,6 +920,8 @@ def _backward_kernel(
                     dZu = _r_dZu_seq[_k]
                     _r__g_WTu[_k] += dZu * h
                     _r__g_WTc[_k] += dZc * h
+                    _r__g_Bu[_k] += dZu
+                    _r__g_Bc[_k] += dZc
 
 
 def forward(params, x, state0=None):
@@ -1027,13 +1033,14 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
     # Per-lane sums of the vector parameters' gradients, accumulated in float64.
     _g_WTu = np.zeros((_B, _n_out), np.float64)
     _g_WTc = np.zeros((_B, _n_out), np.float64)
+    _g_Bu = np.zeros((_B, _n_out), np.float64)
+    _g_Bc = np.zeros((_B, _n_out), np.float64)
     _s_dh_next = np.array(_dstate["h"], dtype=_dtype, order="C")
     # The steps in chunks, last first (see _chunks): after each chunk's loop, the input
     # matrices' gradients (one product for all of them), the sums of the stacked
     # adjoints and the input's gradient take the chunk's share.
     _x2 = _x.reshape(_T * _B, _n_in)
     _dW_in = np.zeros((_n_in, 2 * _n_out), _dtype)
-    _dP_sum = np.zeros(2 * _n_out, _dtype)
     _dx = np.empty((_T * _B, _n_in), _dtype) if need_dx else None
     _W_in = np.concatenate((WXu, WXc)) if need_dx else None
     for _t0, _t1 in reversed(_chunks(_T, _B * 2 * _n_out * _dtype.itemsize)):
@@ -1051,11 +1058,12 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
             _dP.reshape(_t1 - _t0, _B, 2, _n_out),
             _g_WTu,
             _g_WTc,
+            _g_Bu,
+            _g_Bc,
         )
         _dP2 = _dP.reshape((_t1 - _t0) * _B, 2 * _n_out)
         _rows = slice(_t0 * _B, _t1 * _B)
         _matmul(_x2[_rows].T, _dP2, out=_dW_in, accumulate=True)
-        _dP_sum += _dP2.sum(axis=0)
         if need_dx:
             _matmul(_dP2, _W_in, out=_dx[_rows])
     _dW_in = _dW_in.T
@@ -1063,10 +1071,10 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
     grads = {}
     grads["WTu"] = _g_WTu.sum(axis=0).astype(_dtype)
     grads["WTc"] = _g_WTc.sum(axis=0).astype(_dtype)
+    grads["Bu"] = _g_Bu.sum(axis=0).astype(_dtype)
+    grads["Bc"] = _g_Bc.sum(axis=0).astype(_dtype)
     grads["WXu"] = _dW_in[:_n_out]
     grads["WXc"] = _dW_in[_n_out:]
-    grads["Bu"] = _dP_sum[:_n_out]
-    grads["Bc"] = _dP_sum[_n_out:]
     grads = {name: grads[name] for name in PARAMS}
     dx = None if _dx is None else _dx.reshape(_T, _B, _n_in)
     dstate0 = {

@@ -690,6 +690,7 @@ def _backward_kernel(
     _s_dh_next,
     dW_x_seq,
     _g_u,
+    _g_b,
 ):
     _T, _B, _n = _dout.shape
     _lanes = _B * _n
@@ -703,6 +704,7 @@ def _backward_kernel(
                 _i0 = _l - _b * _n
                 _i1 = min(_n, _i0 + _BLOCK, _i0 + _l1 - _l)
                 _l += _i1 - _i0
+                _r__g_b = _g_b[_b, _i0:_i1]
                 _r__g_u = _g_u[_b, _i0:_i1]
                 _r__p_u = _p_u[_i0:_i1]
                 _r__s_dh_next = _s_dh_next[_b, _i0:_i1]
@@ -727,6 +729,7 @@ def _backward_kernel(
                     h = _r_h_seq[_k]
                     dW_x = _r_dW_x_seq[_k]
                     _r__g_u[_k] += dW_x * h
+                    _r__g_b[_k] += dW_x
 
 
 def forward(params, x, state0=None):
@@ -822,6 +825,7 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
     dW_x_seq = np.empty((_T, _B, _n_out), _dtype)
     # Per-lane sums of the vector parameters' gradients, accumulated in float64.
     _g_u = np.zeros((_B, _n_out), np.float64)
+    _g_b = np.zeros((_B, _n_out), np.float64)
     _s_dh_next = np.array(_dstate["h"], dtype=_dtype, order="C")
     _backward_kernel(
         _jobs(),
@@ -832,14 +836,15 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
         _s_dh_next,
         dW_x_seq,
         _g_u,
+        _g_b,
     )
     # Parameter gradients: sums over every step and lane, after the loop.
     grads = {}
     grads["u"] = _g_u.sum(axis=0).astype(_dtype)
+    grads["b"] = _g_b.sum(axis=0).astype(_dtype)
     _x2 = _x.reshape(_T * _B, _n_in)
     _dx = None
     grads["W"] = (_matmul(_x2.T, dW_x_seq.reshape(_T * _B, _n_out))).T
-    grads["b"] = dW_x_seq.sum(axis=(0, 1))
     if need_dx:
         _dx = _matmul(dW_x_seq.reshape(_T * _B, _n_out), W)
     grads = {name: grads[name] for name in PARAMS}

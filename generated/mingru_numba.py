@@ -794,6 +794,8 @@ def _backward_kernel(
     _s_dh_next,
     dWz_x_seq,
     dhc_seq,
+    _g_bz,
+    _g_bh,
 ):
     _T, _B, _n = _dout.shape
     _lanes = _B * _n
@@ -807,6 +809,8 @@ def _backward_kernel(
                 _i0 = _l - _b * _n
                 _i1 = min(_n, _i0 + _BLOCK, _i0 + _l1 - _l)
                 _l += _i1 - _i0
+                _r__g_bh = _g_bh[_b, _i0:_i1]
+                _r__g_bz = _g_bz[_b, _i0:_i1]
                 _r__s_dh_next = _s_dh_next[_b, _i0:_i1]
                 _r__dout = _dout[_t, _b, _i0:_i1]
                 _r_dWz_x_seq = dWz_x_seq[_t, _b, 0, _i0:_i1]
@@ -835,6 +839,11 @@ def _backward_kernel(
                     _r_dWz_x_seq[_k] = dWz_x
                     _r_dhc_seq[_k] = dhc
                     _r__s_dh_next[_k] = dh
+                for _k in range(_i1 - _i0):
+                    dWz_x = _r_dWz_x_seq[_k]
+                    dhc = _r_dhc_seq[_k]
+                    _r__g_bz[_k] += dWz_x
+                    _r__g_bh[_k] += dhc
 
 
 def forward(params, x, state0=None):
@@ -938,13 +947,14 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
     hc_seq = cache["hc"]
     z_seq = cache["z"]
     # Per-lane sums of the vector parameters' gradients, accumulated in float64.
+    _g_bz = np.zeros((_B, _n_out), np.float64)
+    _g_bh = np.zeros((_B, _n_out), np.float64)
     _s_dh_next = np.array(_dstate["h"], dtype=_dtype, order="C")
     # The steps in chunks, last first (see _chunks): after each chunk's loop, the input
     # matrices' gradients (one product for all of them), the sums of the stacked
     # adjoints and the input's gradient take the chunk's share.
     _x2 = _x.reshape(_T * _B, _n_in)
     _dW_in = np.zeros((_n_in, 2 * _n_out), _dtype)
-    _dP_sum = np.zeros(2 * _n_out, _dtype)
     _dx = np.empty((_T * _B, _n_in), _dtype) if need_dx else None
     _W_in = np.concatenate((Wz, Wh)) if need_dx else None
     for _t0, _t1 in reversed(_chunks(_T, _B * 2 * _n_out * _dtype.itemsize)):
@@ -958,20 +968,21 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
             _s_dh_next,
             _dP.reshape(_t1 - _t0, _B, 2, _n_out),
             _dP.reshape(_t1 - _t0, _B, 2, _n_out),
+            _g_bz,
+            _g_bh,
         )
         _dP2 = _dP.reshape((_t1 - _t0) * _B, 2 * _n_out)
         _rows = slice(_t0 * _B, _t1 * _B)
         _matmul(_x2[_rows].T, _dP2, out=_dW_in, accumulate=True)
-        _dP_sum += _dP2.sum(axis=0)
         if need_dx:
             _matmul(_dP2, _W_in, out=_dx[_rows])
     _dW_in = _dW_in.T
     # Parameter gradients: sums over every step and lane, after the loop.
     grads = {}
+    grads["bz"] = _g_bz.sum(axis=0).astype(_dtype)
+    grads["bh"] = _g_bh.sum(axis=0).astype(_dtype)
     grads["Wz"] = _dW_in[:_n_out]
-    grads["bz"] = _dP_sum[:_n_out]
     grads["Wh"] = _dW_in[_n_out:]
-    grads["bh"] = _dP_sum[_n_out:]
     grads = {name: grads[name] for name in PARAMS}
     dx = None if _dx is None else _dx.reshape(_T, _B, _n_in)
     dstate0 = {

@@ -829,7 +829,9 @@ def _backward_kernel(
     dWf_x_seq,
     dWr_x_seq,
     _g_vf,
+    _g_bf,
     _g_vr,
+    _g_br,
 ):
     _T, _B, _n = _dout.shape
     _lanes = _B * _n
@@ -843,6 +845,8 @@ def _backward_kernel(
                 _i0 = _l - _b * _n
                 _i1 = min(_n, _i0 + _BLOCK, _i0 + _l1 - _l)
                 _l += _i1 - _i0
+                _r__g_bf = _g_bf[_b, _i0:_i1]
+                _r__g_br = _g_br[_b, _i0:_i1]
                 _r__g_vf = _g_vf[_b, _i0:_i1]
                 _r__g_vr = _g_vr[_b, _i0:_i1]
                 _r__p_vf = _p_vf[_i0:_i1]
@@ -902,7 +906,9 @@ def _backward_kernel(
                     dWf_x = _r_dWf_x_seq[_k]
                     dWr_x = _r_dWr_x_seq[_k]
                     _r__g_vf[_k] += c * dWf_x
+                    _r__g_bf[_k] += dWf_x
                     _r__g_vr[_k] += c * dWr_x
+                    _r__g_br[_k] += dWr_x
 
 
 def forward(params, x, state0=None):
@@ -1022,7 +1028,9 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
     _elem_dx_seq = np.empty((_T, _B, _n_out), _dtype)
     # Per-lane sums of the vector parameters' gradients, accumulated in float64.
     _g_vf = np.zeros((_B, _n_out), np.float64)
+    _g_bf = np.zeros((_B, _n_out), np.float64)
     _g_vr = np.zeros((_B, _n_out), np.float64)
+    _g_br = np.zeros((_B, _n_out), np.float64)
     _s_dc_next = np.array(_dstate["c"], dtype=_dtype, order="C")
     _backward_kernel(
         _jobs(),
@@ -1041,24 +1049,24 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
         _dP.reshape(_T, _B, 3, _n_out),
         _dP.reshape(_T, _B, 3, _n_out),
         _g_vf,
+        _g_bf,
         _g_vr,
+        _g_br,
     )
     # Parameter gradients: sums over every step and lane, after the loop.
     grads = {}
     grads["vf"] = _g_vf.sum(axis=0).astype(_dtype)
+    grads["bf"] = _g_bf.sum(axis=0).astype(_dtype)
     grads["vr"] = _g_vr.sum(axis=0).astype(_dtype)
+    grads["br"] = _g_br.sum(axis=0).astype(_dtype)
     _x2 = _x.reshape(_T * _B, _n_in)
     _dx = None
     # the input matrices' gradients: one product for all of them
     _dP2 = _dP.reshape(_T * _B, 3 * _n_out)
     _dW_in = (_matmul(_x2.T, _dP2)).T
-    # the sums of the stacked adjoints over every step and lane, at once
-    _dP_sum = _dP2.sum(axis=0)
     grads["W"] = _dW_in[2 * _n_out :]
     grads["Wf"] = _dW_in[:_n_out]
-    grads["bf"] = _dP_sum[:_n_out]
     grads["Wr"] = _dW_in[_n_out : 2 * _n_out]
-    grads["br"] = _dP_sum[_n_out : 2 * _n_out]
     if need_dx:
         _W_in = np.concatenate((Wf, Wr, W))
         _dx = _matmul(_dP2, _W_in) + _elem_dx_seq.reshape(_T * _B, _n_out)

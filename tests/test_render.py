@@ -565,3 +565,20 @@ def test_a_numba_kernel_writes_the_callers_copy_of_a_cached_output(spec):
     forward = [st for st in kernel.forward if st.target != output] + [product]
     copied = layout._returned(replace(kernel, forward=forward), keys)
     assert copied == {"returned": f"{keys['output_array']}.copy()"}
+
+
+@pytest.mark.parametrize("spec", ["grn", "sru", "indrnn", "mingru"])
+def test_a_diagonal_numba_kernel_sums_every_vector_gradient_per_lane(spec):
+    """A diagonal recurrence's backward kernel adds every vector parameter's adjoint, a
+    bias's included, into a (B, n) float64 accumulator while it is in the cache: no sum
+    of the stored adjoints is read again after the kernel."""
+    model = MODELS[spec]
+    text = module_path(spec, "numba").read_text(encoding="utf-8")
+    kernel_text = text[text.index("def _backward_kernel(") : text.index("\ndef forward(")]
+    vectors = [name for name, kind in model.params.items() if kind == "vector"]
+    assert vectors
+    for name in vectors:
+        assert f"    _g_{name} = np.zeros((_B, _n_out), np.float64)" in text, name
+        assert re.search(rf"_r__g_{name}\[_k\] \+= ", kernel_text), name
+        assert f'grads["{name}"] = _g_{name}.sum(axis=0).astype(_dtype)' in text, name
+    assert "_dP_sum" not in text and ".sum(axis=(0, 1))" not in text
