@@ -63,6 +63,8 @@ def _draw_section(axes, section: Section) -> None:
     """One panel: each row's median as a point with its value beside it, a whisker from
     its fastest sample to its slowest, on a log scale of milliseconds per step, the
     report's first row at the top."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     timed = _timed(section)
     places = list(range(len(timed)))
     for place, row in zip(places, timed, strict=True):
@@ -88,14 +90,18 @@ def _draw_section(axes, section: Section) -> None:
     axes.set_yticks(places, [row.label for row in timed], fontsize=8)
     axes.set_ylim(len(timed) - 0.5, -0.5)  # the first row at the top
     axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
     lowest = min(row.min_ms for row in timed)
-    title = f"{section.workload.name} {section.dtype}"
     bound = section.row(GEMM)
     if bound is not None and bound.timed:
         axes.axvline(bound.median_ms, color=BOUND, ls="--", lw=1)
-        title += f"; dashed red: {bound.label}, {bound.median_ms:.3g} ms"
+        axes.set_title(
+            f"dashed: {bound.label}, {bound.median_ms:.3g} ms", fontsize=8, loc="right", color=BOUND
+        )
         lowest = min(lowest, bound.median_ms)
     axes.set_xlim(lowest / 1.3, max(row.max_ms for row in timed) * 1.6)
     axes.set_xlabel("ms per step (point: median; whisker: fastest to slowest sample)", fontsize=8)
-    axes.set_title(title, fontsize=10, loc="left")
+    axes.set_title(f"{section.workload.name} {section.dtype}", fontsize=10, loc="left")
     axes.grid(axis="x", which="both", alpha=0.3)
