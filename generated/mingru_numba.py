@@ -951,8 +951,8 @@ def _backward(params, cache, da, dstate=None, *, need_dx=True):
     _g_bh = np.zeros((_B, _n_out), np.float64)
     _s_dh_next = np.array(_dstate["h"], dtype=_dtype, order="C")
     # The steps in chunks, last first (see _chunks): after each chunk's loop, the input
-    # matrices' gradients (one product for all of them), the sums of the stacked
-    # adjoints and the input's gradient take the chunk's share.
+    # matrices' gradients (one product for all of them) and the input's gradient take
+    # the chunk's share.
     _x2 = _x.reshape(_T * _B, _n_in)
     _dW_in = np.zeros((_n_in, 2 * _n_out), _dtype)
     _dx = np.empty((_T * _B, _n_in), _dtype) if need_dx else None

@@ -32,7 +32,7 @@ def chart_path(report: Path | str) -> Path:
 
 
 def _timed(section: Section) -> list:
-    """The rows drawn as bars: every timed row but the bound, in the report's order."""
+    """The rows drawn as points: every timed row but the bound, in the report's order."""
     return [row for row in section.rows if row.timed and row.key != GEMM]
 
 

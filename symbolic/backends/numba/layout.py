@@ -749,11 +749,17 @@ def _diagonal_backward(kernel: Kernel, context: dict, stacks):
     # thread, 0.072 against 0.129 at (50, 16, 16, 64), 2.11 against 2.51 at
     # (200, 64, 64, 256) on two threads; float64 0.57 against 0.60, 0.075 against
     # 0.090 and 4.18 against 4.47.
+    # A bias's gradient, a stored adjoint summed, is added up here too, while the adjoint
+    # is in the cache, rather than summed from the stored adjoints after the kernel, which
+    # read them again. Old and new GRN module alternating in one process, median ratio
+    # new/old of the step, both orders: B2 (200, 64, 64, 256) float64 0.929 and 0.943,
+    # float32 0.986 and 0.940; B3 (1000, 8, 8, 32) float64 1.063 and 0.953, float32 1.062
+    # and 0.988 (noise of +-6% there); B1 (50, 16, 16, 64) float32 0.997.
     vector = dict(kernel.vector_grads)
     sums = [
         (Lane(g["array"], "_b, "), "+=", vector[g["param"]])
         for g in context["grads"]
-        if g["kind"] == "vector" and not g["stored"]
+        if g["kind"] == "vector"
     ]
     bfinal += [
         (
@@ -766,35 +772,18 @@ def _diagonal_backward(kernel: Kernel, context: dict, stacks):
     return _phases(kernel.backward, bplace, bfinal, sums)
 
 
-def _lane_summed(grads: list[dict]) -> list[dict]:
-    """Every vector parameter's gradient summed per lane inside the backward kernel, a
-    bias's included (its gradient is a stored adjoint summed: ``"stored"`` cleared).
-
-    The kernel adds each adjoint into a (B, n) float64 accumulator while the adjoint is
-    in the cache, where summing the stored adjoints afterwards (``_dP2.sum(axis=0)``, a
-    chunk at a time) read them again. Measured on 2 cores, old and new GRN module in one
-    process, alternating, median ratio new/old of the step (both orders): B2 (200, 64,
-    64, 256) float64 0.929 and 0.943, float32 0.986 and 0.940; B3 (1000, 8, 8, 32) float64
-    1.063 and 0.953, float32 1.062 and 0.988 (noise of +-6% there); B1 (50, 16, 16, 64)
-    float32 0.997. The sums also run in float64 now for float32 arrays, as the other
-    vector gradients' did."""
-    return [g | {"stored": ""} if g["kind"] == "vector" else g for g in grads]
-
-
 def diagonal_context(kernel: Kernel, context: dict) -> dict:
     """Layout of a diagonal recurrence for the Numba backend: one kernel per pass,
     parallel over blocks of lanes, sequential over time, each step of a block split
     into vectorizable loops (see :func:`_phases`)."""
-    context = context | {"grads": _lane_summed(context["grads"])}
     info = plan.stacking(kernel)
     stacks = _stacks(info)
     forward, forward_scratch, forward_rows, alloc = _diagonal_forward(kernel, context, stacks)
     backward, backward_scratch, backward_rows = _diagonal_backward(kernel, context, stacks)
     stored_code, stored = plan.stored_buffers(kernel, info)
 
-    accumulated = {
-        g["param"] for g in context["grads"] if g["kind"] == "vector" and not g["stored"]
-    }
+    # every vector gradient, a bias's too, is summed per lane in the backward kernel
+    accumulated = {g["param"] for g in context["grads"] if g["kind"] == "vector"}
     whole = plan.whole_place(kernel, stored)
     grads = plan.gradients(kernel, whole, "_T * _B", "(0, 1)", accumulated)
     # The kernels read a stacked block through its buffer: its view is bound only where
@@ -823,13 +812,11 @@ def diagonal_context(kernel: Kernel, context: dict) -> dict:
     if returned["returned"] == RETURNED:
         stores = [*stores, {"name": kernel.cell.output, "array": RETURNED}]
     return returned | {
-        "grads": context["grads"],
         "stores": stores,
         "pre": _kernel_arguments(context["pre"], stacks, chunked),
         "stored": _kernel_arguments(context["stored"], stacks, chunked),
         "chunked": chunked,
         "stack_width": len(info["pre"]),
-        "chunk_sums": chunked and any("_dP_sum" in node.reads() for node in grads),
         "projections": numpy_printer.lines(
             [n for n in projections if not (chunked and "_P" in n.writes())], MATMUL
         ),

@@ -253,8 +253,9 @@ def gradients(
 ):
     """Matrix gradients, vector gradients not accumulated already, and dx.
 
-    ``stacked_done``: the stacked adjoints' products and sums (``_dW_in``, ``_dP_sum``,
-    ``_dx``) were accumulated already, a chunk of steps at a time: only read here."""
+    ``stacked_done``: the stacked adjoints' products (``_dW_in``, ``_dx``) were
+    accumulated already, a chunk of steps at a time: only read here; a vector
+    gradient that is a stacked adjoint's sum must be in ``vector_done``."""
     cell = kernel.cell
     info = stacking(kernel)
     code: list[Node] = []
