@@ -3,8 +3,10 @@ started on a problem.
 
 The generated backends are the registry's (``symbolic.backends.names()``). The generated modules choose
 their own thread policy (templates/numba/_threads.py.j2): the plain "numba" row runs it, and
-the hand-picked policies run as extra rows (``numba[blas1]`` ...), each in a child process
-of its own where it is applied the way a user would (see ``symbolic.bench.runner``);
+the hand-picked policies run as extra rows (``numba[blas1]`` ...), applied the way a user
+would (see ``symbolic.bench.runner``): those that can be applied and undone in a running
+process in the own row's child process, alternating with it, the others in a child
+process of their own;
 "numba[frameworks]" times the module after PyTorch and JAX have run a step in the same
 process, "numba[product]" each step after a NumPy product of the caller's. The generated
 modules, the hand-written NumPy and the bounds are timed in child processes with a clean
@@ -22,7 +24,7 @@ from symbolic.backends import names as backend_names
 from symbolic.bench import competitors
 from symbolic.bench.competitors import COMPETITORS, prepare
 from symbolic.bench.prepared import Prepared, Unavailable
-from symbolic.bench.runner import Child, ChildError
+from symbolic.bench.runner import IN_PROCESS, Child, ChildError, Shared
 from symbolic.bench.steps import GEMM, REFERENCE, generated_backend, generated_key, split_backend
 from symbolic.bench.workloads import Problem
 
@@ -100,7 +102,7 @@ class Row:
     competitor: bool
     policy: str | None = None
     chosen: str | None = None
-    prepared: Prepared | Child | None = None
+    prepared: Prepared | Child | Shared | None = None
     status: str = "ok"  # "ok", "oracle", "skipped", "rejected", "failed"
     reason: str = ""
     check_error: float | None = None
@@ -110,8 +112,9 @@ class Row:
     samples: list[float] = field(default_factory=list)  # seconds per step
     notes: list[str] = field(default_factory=list)
     # How it was built (again for a fresh child process), and its child processes so far.
-    build: Callable[[], Prepared | Child] | None = field(default=None, repr=False)
+    build: Callable[[], Prepared | Child | Shared] | None = field(default=None, repr=False)
     processes: int = 0
+    shared: bool = False  # timed in the process of the module's own row
 
     @property
     def timed(self) -> bool:
@@ -135,14 +138,25 @@ class Row:
 
 
 def make_row(
-    key: str, problem: Problem, seed: int, extra: dict[str, tuple[str, Factory]]
-) -> tuple[Row, Callable[[], Prepared | Child]]:
+    key: str,
+    problem: Problem,
+    seed: int,
+    extra: dict[str, tuple[str, Factory]],
+    owner: Row | None = None,
+) -> tuple[Row, Callable[[], Prepared | Child | Shared]]:
     """Row ``key`` for ``problem`` and how to build it: an ``extra`` row's factory or a
-    framework in this process, every other row in a child process of its own."""
+    framework in this process; a hand-picked policy that can be applied inside a running
+    process (``IN_PROCESS``) in the child process of ``owner``, the module's own row, where
+    it has one; every other row in a child process of its own."""
+    base, policy = split_backend(key)
+    if policy in IN_PROCESS and owner is not None and isinstance(owner.prepared, Child):
+        row = _own_row(key, problem)
+        row.label += ", in the same process"
+        row.shared = True
+        return row, lambda: Shared(owner, policy)
     if key in extra:
         label, factory = extra[key]
         return Row(key, label, ours=False, competitor=True), lambda: factory(problem)
-    base, policy = split_backend(key)
     if base in COMPETITORS:
         return Row(key, LABELS[base], False, True), lambda: prepare(base, problem)
     request = {

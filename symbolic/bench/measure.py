@@ -36,10 +36,11 @@ from typing import TextIO
 
 import numpy as np
 
+from symbolic.bench.candidates import NUMBA as NUMBA_KEY
 from symbolic.bench.candidates import Factory, Row, make_row
 from symbolic.bench.competitors import COMPILED, probe_compile
 from symbolic.bench.prepared import Prepared, Unavailable
-from symbolic.bench.runner import Child
+from symbolic.bench.runner import Child, Shared
 from symbolic.bench.steps import GEMM, NUMPY, generated
 from symbolic.bench.workloads import TOLERANCES, Problem, Workload, make_problem, mlp_gemm_flops
 
@@ -162,7 +163,8 @@ class Bench:
         keys = list(settings.backends)
         keys += [k for k in settings.extra if k not in keys]
         for key in keys:
-            row, build = make_row(key, problem, settings.seed, settings.extra)
+            owner = section.row(NUMBA_KEY)
+            row, build = make_row(key, problem, settings.seed, settings.extra, owner)
             section.rows.append(row)
             self._prepare(row, build, problem)
             if row.prepared is None or key == GEMM:
@@ -235,7 +237,12 @@ class Bench:
             row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc)[:160]}"
             self.say(f"{tag}: failed: {row.reason}")
             return
-        if row.ours and row.key != NUMPY and row.compile_seconds is None:
+        if (
+            row.ours
+            and row.key != NUMPY
+            and row.compile_seconds is None
+            and not isinstance(row.prepared, Shared)
+        ):
             # Numba compiles (or loads its cache) on the first call.
             row.compile_seconds = first
         error, where = relative_error(oracle, result)
@@ -288,10 +295,20 @@ class Bench:
         """Every row in a child process gets a fresh one, warmed up like the first (its
         steps per sample kept). On some machines a process keeps one speed for its whole
         life, for reasons a benchmark cannot see, so each row's samples come from several.
-        A row whose fresh process fails loses its samples and says why."""
-        kept = []
-        for row in timed:
-            if isinstance(row.prepared, Child) and row.build is not None:
+        A row whose fresh process fails loses its samples and says why, and so do the rows
+        that share it."""
+        failed = set()
+        # the processes first, then the rows that share one (which calibrate in it anew)
+        for row in sorted(timed, key=lambda r: isinstance(r.prepared, Shared)):
+            if isinstance(row.prepared, Shared):
+                try:
+                    row.prepared.calibrate(self.settings.warmup, self.settings.settle)
+                except Exception as exc:
+                    row.prepared, row.samples, row.status = None, [], "failed"
+                    row.reason = f"the process it shares failed: {str(exc)[:160]}"
+                    self.say(f"{tag} {row.label}: {row.reason}")
+                    failed.add(row.key)
+            elif isinstance(row.prepared, Child) and row.build is not None:
                 row.prepared.close()
                 try:
                     row.prepared = row.build()
@@ -300,11 +317,11 @@ class Bench:
                     row.prepared, row.samples, row.status = None, [], "failed"
                     row.reason = f"its fresh child process failed: {str(exc)[:160]}"
                     self.say(f"{tag} {row.label}: {row.reason}")
+                    failed.add(row.key)
                     continue
                 row.processes += 1
-            kept.append(row)
         self.say(f"{tag} fresh child processes for the rows in child processes")
-        return kept
+        return [row for row in timed if row.key not in failed]
 
     def _calibrate(self, row: Row) -> None:
         """Warm up, then choose the steps per sample from one step's time so that a sample

@@ -210,7 +210,10 @@ def _section_targets(section: Section) -> list[str]:
         _verdict(
             f"{name} {dtype}: the module's own policy within 5% of the best hand-picked one",
             ratio,
-            f"{ratio:.2f} (best: {POLICY_LABELS[best.policy]})" if ratio and best else "",
+            f"{ratio:.2f} (best: {POLICY_LABELS[best.policy]}"
+            f"{', same process' if best.shared else ', another process'})"
+            if ratio and best
+            else "",
             bool(ratio and ratio <= 1.05),
             _paired(section.row(NUMBA), best),
             1.05,
@@ -311,7 +314,13 @@ def thread_note_lines(sections: list[Section]) -> list[str]:
         "The plain `generated numba` row is the module's own thread policy "
         "(templates/numba/_threads.py.j2: BLAS on one thread where the products are small beside "
         "the elementwise work, Numba on one thread where they dominate); the rows in "
-        "brackets apply a policy by hand inside their child. Every module, NumPy's and "
+        "brackets apply a policy by hand. The two a module chooses between (BLAS on one "
+        "thread, Numba on one thread) are timed in the plain row's own process, each sample "
+        "under its policy, applied and undone by hand, alternating with the plain row's "
+        "samples: their ratio within each round compares the policies in one process (one "
+        "module's step can keep a different speed in each process). The others (both pools "
+        "spinning, thread variables set before Python starts, the memory policy left out, "
+        "the contexts below) run in a child process of their own. Every module, NumPy's and "
         "Numba's, also applies its memory policy at its first call (templates/_memory.py.j2: "
         "glibc keeps freed arrays for reuse instead of returning them to the system); "
         "`numba[malloc]` is the module without it. `numba[product]` runs a NumPy product "
@@ -333,15 +342,16 @@ def thread_note_lines(sections: list[Section]) -> list[str]:
             comparisons.append(
                 f"| {section.workload.name} {section.dtype} | {own.chosen} "
                 f"{_fmt_ms(own.median_ms)} ms | {POLICY_LABELS[other.policy]} "
-                f"{_fmt_ms(other.median_ms)} ms | {own.median_ms / other.median_ms:.2f} | "
+                f"{_fmt_ms(other.median_ms)} ms | {'same' if other.shared else 'its own'} | "
+                f"{own.median_ms / other.median_ms:.2f} | "
                 f"{_per_round(_paired(own, other))[2:]} |"
             )
     if comparisons:
         lines += [
             "",
-            "| workload | the module's policy | hand-picked policy | time ratio (own / hand) "
-            "| within each round |",
-            "|---|---:|---:|---:|---|",
+            "| workload | the module's policy | hand-picked policy | process | time ratio "
+            "(own / hand) | within each round |",
+            "|---|---:|---:|---|---:|---|",
             *comparisons,
         ]
     lines.append("")

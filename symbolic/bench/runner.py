@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,13 @@ THREAD_VARIABLES = (
 #: ``malloc``: the module's own thread policy, its memory policy not applied (glibc's
 #: thresholds as the process started with them).
 POLICIES = ("module", "blas1", "numba1", "both", "env", "malloc")
+#: The hand-picked policies timed in the process of the module's own row, alternating with
+#: it (``Shared``, ``_sample_policy``): the two a module chooses between, applied and
+#: undone by hand as a user's script would. The others run in a process of their own:
+#: ``env`` (read by the libraries as they load) and ``malloc`` (glibc's thresholds, which
+#: the memory policy sets once) need one; ``both`` (both pools spinning on every core)
+#: would leave its spinning threads and their effects to the samples after it.
+IN_PROCESS = ("blas1", "numba1")
 
 
 def clean_environment(policy: str = "module") -> dict[str, str]:
@@ -125,9 +132,10 @@ class Child:
             raise ChildError(reply["error"])
         return reply
 
-    def step(self) -> str:
-        """One step in the child; the path of the file its cost and gradients are in."""
-        return self._ask({"cmd": "step"})["result"]
+    def step(self, policy: str | None = None) -> str:
+        """One step in the child (under the hand-picked ``policy``, one of ``IN_PROCESS``,
+        or the row's own); the path of the file its cost and gradients are in."""
+        return self._ask({"cmd": "step", **_policy(policy)})["result"]
 
     @staticmethod
     def to_numpy(path: str) -> tuple[float, dict[str, np.ndarray]]:
@@ -136,13 +144,16 @@ class Child:
             grads = {k: archive[k] for k in archive.files if k != "__cost__"}
             return float(archive["__cost__"]), grads
 
-    def calibrate(self, warmup: int, settle: float = 0.0) -> float:
-        """Seconds of one step once warm, measured in the child."""
-        return float(self._ask({"cmd": "calibrate", "warmup": warmup, "settle": settle})["seconds"])
+    def calibrate(self, warmup: int, settle: float = 0.0, policy: str | None = None) -> float:
+        """Seconds of one step once warm, measured in the child (under ``policy``)."""
+        command = {"cmd": "calibrate", "warmup": warmup, "settle": settle, **_policy(policy)}
+        return float(self._ask(command)["seconds"])
 
-    def sample(self, steps: int, settle: float) -> float:
-        """Seconds per step over ``steps`` consecutive steps, measured in the child."""
-        return float(self._ask({"cmd": "sample", "steps": steps, "settle": settle})["seconds"])
+    def sample(self, steps: int, settle: float, policy: str | None = None) -> float:
+        """Seconds per step over ``steps`` consecutive steps, measured in the child (under
+        ``policy``)."""
+        command = {"cmd": "sample", "steps": steps, "settle": settle, **_policy(policy)}
+        return float(self._ask(command)["seconds"])
 
     def close(self) -> None:
         """End the child and remove its files."""
@@ -156,6 +167,59 @@ class Child:
         for path in Path(self.folder).glob("*"):
             path.unlink(missing_ok=True)
         Path(self.folder).rmdir()
+
+
+def _policy(policy: str | None) -> dict[str, str]:
+    """The command's policy field: none for the row's own."""
+    if policy is None:
+        return {}
+    if policy not in IN_PROCESS:
+        raise ValueError(f"policy {policy!r} cannot be applied inside a running process")
+    return {"policy": policy}
+
+
+class Shared:
+    """A hand-picked policy (one of ``IN_PROCESS``) timed in the child process of the
+    module's own row, ``owner`` (a ``Row`` whose ``prepared`` is a ``Child``): each of its
+    steps and samples runs under the policy, applied just before and undone just after.
+
+    Rows in separate processes compare processes as much as policies: on a 2-core
+    virtual machine one module's B2 step kept a median of 50.4 ms in one process and
+    45.4 in another, same policy, same run. Here the two rows' samples alternate in one
+    process, so their ratio within each round compares the policies alone.
+    """
+
+    compile_seconds = None
+    chosen = None
+    note = "timed in the process of the module's own row, alternating with it"
+    to_numpy = staticmethod(Child.to_numpy)
+
+    def __init__(self, owner: Any, policy: str) -> None:
+        _policy(policy)  # one that can be applied here
+        self.owner, self.policy = owner, policy
+
+    @property
+    def child(self) -> Child:
+        """The owner's process (a fresh one after the owner's is replaced)."""
+        child = self.owner.prepared
+        if not isinstance(child, Child):
+            raise ChildError("the module's own row has no process")
+        return child
+
+    def step(self) -> str:
+        """One step under the policy (see ``Child.step``)."""
+        return self.child.step(self.policy)
+
+    def calibrate(self, warmup: int, settle: float = 0.0) -> float:
+        """See ``Child.calibrate``."""
+        return self.child.calibrate(warmup, settle, self.policy)
+
+    def sample(self, steps: int, settle: float) -> float:
+        """See ``Child.sample``."""
+        return self.child.sample(steps, settle, self.policy)
+
+    def close(self) -> None:
+        """Nothing: the owner's row ends the process."""
 
 
 # --- the child ----------------------------------------------------------------------------
@@ -239,6 +303,33 @@ def _policy_context(policy: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def _sample_policy(policy: str | None) -> Iterator[None]:
+    """Apply a hand-picked policy of ``IN_PROCESS`` around some steps, as a user's script
+    would, and undo it after (None: the module's own policy, nothing applied).
+
+    ``blas1``: threadpoolctl's limit of one BLAS thread; ``numba1``:
+    ``numba.set_num_threads(1)``, then the count as it was."""
+    if policy is None:
+        yield
+    elif policy == "blas1":
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    elif policy == "numba1":
+        import numba
+
+        count = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(count)
+    else:
+        raise ValueError(f"policy {policy!r} cannot be applied inside a running process")
+
+
 def _without_memory_policy() -> None:
     """Mark the memory policy of every generated module imported as applied, so that
     none changes glibc's thresholds (``_keep_freed_memory`` in the modules)."""
@@ -255,6 +346,13 @@ def _handle(state: dict[str, Any], command: dict[str, Any], start: float) -> dic
         return None
     if cmd == "prepare":
         return _prepare(state, command, start)
+    with _sample_policy(command.get("policy")):
+        return _run(state, command)
+
+
+def _run(state: dict[str, Any], command: dict[str, Any]) -> dict[str, Any]:
+    """The reply to ``step``, ``calibrate`` or ``sample``."""
+    cmd = command["cmd"]
     prepared = state["prepared"]
     if cmd == "step":
         cost, grads = prepared.to_numpy(prepared.step())
