@@ -47,6 +47,10 @@ POLICY_LABELS = {
 #: other frameworks, after a product of its own): what the policy meets, not policies to
 #: pick from.
 CONTEXTS = ("frameworks", "product")
+#: The hand-picked thread policies: the candidates the module's own policy is held to.
+#: (``malloc`` runs the module's own thread policy without its memory policy: it shows
+#: what the memory policy is worth, and can only be timed in a process of its own.)
+THREAD_POLICIES = ("blas1", "numba1", "both", "env")
 
 
 def _generated_rows(policies: list[str] | tuple[str, ...]) -> list[str]:

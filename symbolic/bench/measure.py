@@ -300,25 +300,22 @@ class Bench:
         failed = set()
         # the processes first, then the rows that share one (which calibrate in it anew)
         for row in sorted(timed, key=lambda r: isinstance(r.prepared, Shared)):
-            if isinstance(row.prepared, Shared):
-                try:
-                    row.prepared.calibrate(self.settings.warmup, self.settings.settle)
-                except Exception as exc:
-                    row.prepared, row.samples, row.status = None, [], "failed"
-                    row.reason = f"the process it shares failed: {str(exc)[:160]}"
-                    self.say(f"{tag} {row.label}: {row.reason}")
-                    failed.add(row.key)
-            elif isinstance(row.prepared, Child) and row.build is not None:
-                row.prepared.close()
-                try:
+            shared = isinstance(row.prepared, Shared)
+            if not shared and not (isinstance(row.prepared, Child) and row.build is not None):
+                continue
+            try:
+                if not shared:
+                    row.prepared.close()
                     row.prepared = row.build()
-                    row.prepared.calibrate(self.settings.warmup, self.settings.settle)
-                except Exception as exc:
-                    row.prepared, row.samples, row.status = None, [], "failed"
-                    row.reason = f"its fresh child process failed: {str(exc)[:160]}"
-                    self.say(f"{tag} {row.label}: {row.reason}")
-                    failed.add(row.key)
-                    continue
+                row.prepared.calibrate(self.settings.warmup, self.settings.settle)
+            except Exception as exc:
+                row.prepared, row.samples, row.status = None, [], "failed"
+                what = "the process it shares" if shared else "its fresh child process"
+                row.reason = f"{what} failed: {str(exc)[:160]}"
+                self.say(f"{tag} {row.label}: {row.reason}")
+                failed.add(row.key)
+                continue
+            if not shared:
                 row.processes += 1
         self.say(f"{tag} fresh child processes for the rows in child processes")
         return [row for row in timed if row.key not in failed]

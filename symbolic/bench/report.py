@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from symbolic.bench.candidates import CONTEXTS, NUMBA, POLICY_LABELS, Row
+from symbolic.bench.candidates import NUMBA, POLICY_LABELS, THREAD_POLICIES, Row
 from symbolic.bench.competitors import COMPETITORS
 from symbolic.bench.machine import blas_kernels_warning, busy, load, machine_lines
 from symbolic.bench.measure import Section, Settings
@@ -202,13 +202,13 @@ def _section_targets(section: Section) -> list[str]:
     hand = [
         r
         for r in section.rows
-        if r.key.startswith(f"{NUMBA}[") and r.policy not in CONTEXTS and r.timed
+        if r.key.startswith(f"{NUMBA}[") and r.policy in THREAD_POLICIES and r.timed
     ]
     best = min(hand, key=lambda r: r.median_ms) if hand else None
     ratio = own / best.median_ms if own and best else None
     lines.append(
         _verdict(
-            f"{name} {dtype}: the module's own policy within 5% of the best hand-picked one",
+            f"{name} {dtype}: the module's own policy within 5% of the best hand-picked thread policy",
             ratio,
             f"{ratio:.2f} (best: {POLICY_LABELS[best.policy]}"
             f"{', same process' if best.shared else ', another process'})"

@@ -168,7 +168,8 @@ def test_a_rows_samples_come_from_as_many_child_processes_as_asked(monkeypatch):
         assert ("fresh child processes" in settings.log.getvalue()) == (processes > 1)
 
 
-def test_a_row_whose_fresh_process_fails_says_so_and_is_not_timed(monkeypatch):
+def _second_process_fails(monkeypatch, backend: str) -> None:
+    """The row ``backend`` gets its first child process, and no other."""
     from symbolic.bench import candidates
 
     real = candidates._in_child
@@ -176,11 +177,15 @@ def test_a_row_whose_fresh_process_fails_says_so_and_is_not_timed(monkeypatch):
 
     def flaky(request, policy):
         built.append(request["backend"])
-        if request["backend"] == "reference" and built.count("reference") > 1:
+        if request["backend"] == backend and built.count(backend) > 1:
             raise RuntimeError("no more processes")
         return real(request, policy)
 
     monkeypatch.setattr(candidates, "_in_child", flaky)
+
+
+def test_a_row_whose_fresh_process_fails_says_so_and_is_not_timed(monkeypatch):
+    _second_process_fails(monkeypatch, "reference")
     settings = _spread_settings(2)
     (section,) = Bench(settings).run()
     row = section.row("reference")
@@ -189,6 +194,20 @@ def test_a_row_whose_fresh_process_fails_says_so_and_is_not_timed(monkeypatch):
     assert section.row("numpy").timed and len(section.row("numpy").samples) == 4
     table = "\n".join(section_table(section))
     assert "no more processes" in table
+
+
+def test_when_a_shared_process_fails_the_policy_rows_in_it_fail_with_it(monkeypatch):
+    """numba[blas1] and numba[numba1] take their samples in the plain numba row's process:
+    when its fresh one fails, they stop too and say why."""
+    pytest.importorskip("numba")
+    _second_process_fails(monkeypatch, "numba")
+    rows = ["numba", "numba[blas1]", "numba[numba1]"]
+    (section,) = Bench(_quick("B1", rows, repeats=4, processes=2)).run()
+    assert "fresh child process failed: no more processes" in section.row("numba").reason
+    for key in rows[1:]:
+        row = section.row(key)
+        assert row.shared and row.status == "failed" and not row.timed, key
+        assert row.reason.startswith("the process it shares failed")
 
 
 def test_the_product_row_takes_out_the_time_of_the_product_alone():

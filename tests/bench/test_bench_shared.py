@@ -8,7 +8,6 @@ import io
 
 import pytest
 
-from symbolic.bench import candidates
 from symbolic.bench.measure import Bench, Settings
 from symbolic.bench.report import section_table, thread_note_lines
 from symbolic.bench.runner import IN_PROCESS, Child, ChildError, Shared, _sample_policy
@@ -82,25 +81,6 @@ def test_without_the_own_row_a_chosen_policy_gets_a_process_of_its_own(samples):
     row = section.row("numba[blas1]")
     assert row.status == "ok" and not row.shared and len(row.samples) == 4
     assert {(key, policy) for key, policy, _ in samples} == {("numba[blas1]", None)}
-
-
-def test_when_the_shared_process_fails_its_policy_rows_fail_with_it(samples, monkeypatch):
-    real = candidates._in_child
-    built = []
-
-    def flaky(request, policy):
-        built.append(request["backend"])
-        if request["backend"] == "numba" and built.count("numba") > 1:
-            raise RuntimeError("no more processes")
-        return real(request, policy)
-
-    monkeypatch.setattr(candidates, "_in_child", flaky)
-    (section,) = Bench(_settings(2, ROWS[:3])).run()
-    assert "fresh child process failed: no more processes" in section.row("numba").reason
-    for key in ROWS[1:3]:
-        row = section.row(key)
-        assert row.status == "failed" and not row.timed, key
-        assert row.reason.startswith("the process it shares failed")
 
 
 def test_a_policy_applied_to_a_sample_is_undone_after_it():

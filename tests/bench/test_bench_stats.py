@@ -106,3 +106,23 @@ def test_a_target_inside_the_interval_is_reported_as_undecided():
     table = "\n".join(thread_note_lines([section]))
     assert "| within each round |" in table
     assert "per round (" in table.split("| within each round |")[1]
+
+
+def test_the_own_policy_is_held_to_the_thread_policies_not_to_the_module_without_its_memory_policy():
+    """numba[malloc] (the module's own thread policy, its memory policy left out) and the
+    contexts are shown beside it but are not candidates; every other policy is one."""
+    from symbolic.bench.candidates import CONTEXTS, POLICIES, THREAD_POLICIES
+
+    assert set(POLICIES) == {*THREAD_POLICIES, *CONTEXTS, "malloc"}
+    own = [10.0] * 15
+    rows = [_row("numba", own)]
+    rows += [_row(f"numba[{p}]", [8.0] * 15, policy=p) for p in ("malloc", *CONTEXTS)]
+    rows.append(_row("numba[blas1]", [10.2] * 15, policy="blas1"))
+    section = Section(QUICK_WORKLOADS["B1"], "float64", rows, TOLERANCES["float64"])
+    text = "\n".join(criteria_lines([section], quick=True))
+    line = next(x for x in text.splitlines() if "hand-picked thread policy" in x)
+    assert "0.98 (best: BLAS limited to 1 thread" in line and line.endswith("| met |"), line
+    rows[-1].samples = [s * 0.9 for s in rows[-1].samples]
+    text = "\n".join(criteria_lines([section], quick=True))
+    line = next(x for x in text.splitlines() if "hand-picked thread policy" in x)
+    assert "1.09 (best: BLAS limited" in line and "NOT met" in line, line
