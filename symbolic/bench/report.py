@@ -140,7 +140,7 @@ def _gemm_bound_lines(section: Section, gemm_ms: float | None) -> list[str]:
 def criteria_lines(sections: list[Section], quick: bool) -> list[str]:
     """The targets, each with its verdict in this run: the generated Numba GRN 1.3x faster
     than the fastest framework; the module's own policy within 5% of the best hand-picked
-    one; B2 within 1.3x of its products and one pass of its transcendentals; A2 within
+    thread policy (``THREAD_POLICIES``); B2 within 1.3x of its products and one pass of its transcendentals; A2 within
     1.05x of its matrix products."""
     lines = ["## Targets", ""]
     if quick:
