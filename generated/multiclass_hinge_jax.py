@@ -36,8 +36,11 @@ def _max_share(z):
     """1/k at the k units where z reaches its maximum, 0 elsewhere (NaN rows: NaN)."""
     if _jnp.shape(z)[-1] == 0:  # a layer of no units
         return z
-    top = (z == _jnp.max(z, axis=-1, keepdims=True)).astype(z.dtype)
-    return top / _jnp.sum(top, axis=-1, keepdims=True)
+    peak = _jnp.max(z, axis=-1, keepdims=True)
+    top = (z == peak).astype(z.dtype)
+    # NaN said outright: under jit, XLA turns top / k into a select that gives 0 where a
+    # NaN row's k is 0, not 0/0
+    return _jnp.where(_jnp.isnan(peak), _jnp.nan, top / _jnp.sum(top, axis=-1, keepdims=True))
 
 
 def _unit_max(z):

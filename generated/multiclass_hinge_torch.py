@@ -46,8 +46,10 @@ def _max_share(z):
     """1/k at the k units where z reaches its maximum, 0 elsewhere (NaN rows: NaN)."""
     if z.shape[-1] == 0:  # a layer of no units
         return z
-    top = (z == torch.amax(z, dim=-1, keepdim=True)).to(z.dtype)
-    return top / torch.sum(top, dim=-1, keepdim=True)
+    peak = torch.amax(z, dim=-1, keepdim=True)
+    top = (z == peak).to(z.dtype)
+    # NaN said outright, not left to 0/0 (which a compiler may rewrite as a select)
+    return torch.where(torch.isnan(peak), torch.nan, top / torch.sum(top, dim=-1, keepdim=True))
 
 
 def _unit_max(z):

@@ -438,3 +438,13 @@ def test_printing_renames_symbols_also_inside_calls_and_powers():
     assert code(PRIMITIVES["tanh"].func(x) ** 2 + sp.sqrt(h), names) == (
         "_jnp.sqrt(h_seq) + _jnp.tanh(G_seq)**2"
     )
+
+
+def test_max_share_keeps_a_nan_row_nan_under_jit():
+    """max's adjoint on a row holding a NaN is NaN, eager and under jit (where XLA once
+    turned the share's 0/0 into 0: tests/regressions/max_of_a_row_holding_nan.toml)."""
+    share = jax_primitives.namespace()["_max_share"]
+    z = jnp.asarray([[1.0, np.nan, 3.0], [1.0, 3.0, 3.0], [-np.inf, 2.0, np.inf]])
+    want = [[np.nan] * 3, [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]]
+    for run in (share, jax.jit(share)):
+        assert np.array_equal(np.asarray(run(z)), want, equal_nan=True)

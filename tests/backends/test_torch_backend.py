@@ -283,3 +283,15 @@ def test_on_cuda_equals_the_cpu(spec):
     gpu = flat_apply(module)(*[t.detach().requires_grad_() for t in moved])
     for g, c in zip(gpu, cpu, strict=True):
         torch.testing.assert_close(g.cpu(), c, rtol=1e-12, atol=1e-12)
+
+
+def test_max_share_keeps_a_nan_row_nan():
+    """max's adjoint on a row holding a NaN is NaN (said outright, not left to a 0/0 a
+    compiler may rewrite: tests/regressions/max_of_a_row_holding_nan.toml)."""
+    from symbolic.backends.torch import primitives as torch_primitives
+
+    share = torch_primitives.namespace()["_max_share"]
+    z = torch.tensor([[1.0, np.nan, 3.0], [1.0, 3.0, 3.0], [-np.inf, 2.0, np.inf]])
+    got = share(z).numpy()
+    want = [[np.nan] * 3, [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]]
+    assert np.array_equal(got, want, equal_nan=True)
