@@ -604,6 +604,31 @@ def _blas_pools():
     return _pools[0] or []
 
 
+# Numba's thread count, read and set by the C functions that numba.get_num_threads and
+# numba.set_num_threads call after their checks and two locks: the three calls a numba1
+# call makes took 2.2 us the public way and 0.41 this way. On the GRN at the B1 sizes (a
+# 0.24 ms step in float32, two calls) the policy's bookkeeping cost 3-5% of the step
+# against Numba set to one thread by hand (plain scripts, alternating in one process).
+# (Compiled code calling numba.set_num_threads would be as quick, but Numba cannot cache
+# it.) Where a Numba version does not have them, the public functions.
+_counts = []  # (get, set), found once Numba's threads run
+
+
+def _thread_count():
+    if not _counts:
+        numba.get_num_threads()  # starts Numba's threads, which defines the two
+        from numba.np.ufunc import parallel
+
+        found = (
+            getattr(parallel, "_get_num_threads", None),
+            getattr(parallel, "_set_num_threads", None),
+        )
+        _counts.append(
+            found if all(map(callable, found)) else (numba.get_num_threads, numba.set_num_threads)
+        )
+    return _counts[0]
+
+
 class _threads:
     """The policy for one call on ``params`` and ``x``, undone when the call ends."""
 
@@ -627,11 +652,12 @@ class _threads:
     def __enter__(self):
         if not hasattr(self, "policy"):
             return
+        get, put = _thread_count()
         if self.policy == "numba1":
-            count = numba.get_num_threads()
+            count = get()
             if count > 1 and count == numba.config.NUMBA_NUM_THREADS:
-                numba.set_num_threads(1)
-                self.undo.append(lambda: numba.set_num_threads(count))
+                put(1)
+                self.undo.append(lambda: put(count))
             return
         import threading
 
@@ -647,7 +673,7 @@ class _threads:
                     pool.set_num_threads(1)
                     self.undo.append(lambda pool=pool, count=count: pool.set_num_threads(count))
                 gemm = gemm or found
-        threads = numba.get_num_threads()
+        threads = get()
         if self.undo and threads > 1:  # BLAS lowered here, not by the user
             _split[:] = [threads, gemm]
             self.undo.append(lambda: _split.__setitem__(slice(None), [1, None]))

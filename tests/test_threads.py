@@ -169,6 +169,34 @@ def _cores() -> int:
 
 
 @pytest.mark.skipif(_cores() < 2, reason="one core: no pool has threads to limit")
+@pytest.mark.parametrize("internal", [True, False], ids=["numbas-c-functions", "public-ones"])
+def test_numba1_lowers_numbas_count_for_the_call_and_restores_it(monkeypatch, internal):
+    """The policy reads and sets Numba's count through the C functions behind
+    numba.get_num_threads and numba.set_num_threads (cheaper per call), or through the
+    public ones where a Numba version does not have them: the same counts either way."""
+    from numba.np.ufunc import parallel
+
+    module = dense_sigmoid_numba
+    if module._USER_SET:
+        pytest.skip("a thread variable is set: the policy is off")
+    monkeypatch.setattr(module, "_counts", [])
+    if not internal:
+        monkeypatch.setattr(numba.np.ufunc, "parallel", object())  # names neither
+    before = numba.get_num_threads()
+    assert before == numba.config.NUMBA_NUM_THREADS > 1
+    params, x = _dense_arrays(1024, 1024, 1024)
+    call = module._threads(params, x)
+    with call:
+        assert call.policy == "numba1" and numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
+    get, put = module._counts[0]
+    if internal:
+        assert (get, put) == (parallel._get_num_threads, parallel._set_num_threads)
+    else:
+        assert (get, put) == (numba.get_num_threads, numba.set_num_threads)
+
+
+@pytest.mark.skipif(_cores() < 2, reason="one core: no pool has threads to limit")
 def test_each_call_runs_one_pool_alone_and_restores_the_counts():
     report = _child("plain")
     start = report["before"]
