@@ -291,16 +291,9 @@ def _serve() -> int:
 
 
 def _policy_context(policy: str) -> contextlib.AbstractContextManager:
-    """Apply a hand-picked policy that is set from inside the process (see ``POLICIES``)."""
-    if policy == "blas1":
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=1, user_api="blas")
-    if policy == "numba1":
-        import numba
-
-        numba.set_num_threads(1)
-    return contextlib.nullcontext()
+    """Apply a hand-picked policy that is set from inside the process (see ``POLICIES``),
+    as ``_sample_policy`` applies it around a sample."""
+    return _sample_policy(policy) if policy in IN_PROCESS else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
