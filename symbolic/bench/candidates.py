@@ -8,7 +8,9 @@ would (see ``symbolic.bench.runner``): those that can be applied and undone in a
 process in the own row's child process, alternating with it, the others in a child
 process of their own;
 "numba[frameworks]" times the module after PyTorch and JAX have run a step in the same
-process, "numba[product]" each step after a NumPy product of the caller's. The generated
+process, "numba[product]" each step after a NumPy product of the caller's, and
+"numba[notebook]" the same with another Python thread alive, idle, as a notebook's kernel
+has several. The generated
 modules, the hand-written NumPy and the bounds are timed in child processes with a clean
 environment; the frameworks (and the rows a test adds) here.
 """
@@ -33,7 +35,7 @@ BACKENDS = tuple(generated_key(name) for name in backend_names())
 
 #: The generated backend whose modules take a thread policy.
 NUMBA = "numba"
-POLICIES = ("blas1", "numba1", "both", "env", "frameworks", "product", "malloc")
+POLICIES = ("blas1", "numba1", "both", "env", "frameworks", "product", "notebook", "malloc")
 POLICY_LABELS = {
     "blas1": "BLAS limited to 1 thread by threadpoolctl",
     "numba1": "numba.set_num_threads(1)",
@@ -41,12 +43,16 @@ POLICY_LABELS = {
     "env": "both pools, OPENBLAS_THREAD_TIMEOUT=1 and OMP_WAIT_POLICY=PASSIVE",
     "frameworks": "its own policy, PyTorch and JAX in the same process",
     "product": "its own policy, after a NumPy product of the caller's before each step",
+    "notebook": (
+        "its own policy, after a NumPy product of the caller's before each step, another"
+        " Python thread alive (as in a notebook)"
+    ),
     "malloc": "its own thread policy, glibc's memory thresholds left as they were",
 }
 #: The rows that run the module's own policy where a user's script may call it (beside
 #: other frameworks, after a product of its own): what the policy meets, not policies to
 #: pick from.
-CONTEXTS = ("frameworks", "product")
+CONTEXTS = ("frameworks", "product", "notebook")
 #: The hand-picked thread policies: the candidates the module's own policy is held to.
 #: (``malloc`` runs the module's own thread policy without its memory policy: it shows
 #: what the memory policy is worth, and can only be timed in a process of its own.)
@@ -171,7 +177,8 @@ def make_row(
         "dtype": problem.dtype.name,
         "seed": seed,
         "frameworks": policy == "frameworks",
-        "product": policy == "product",
+        "product": policy in ("product", "notebook"),
+        "thread": policy == "notebook",
     }
     child_policy = "module" if policy in (None, *CONTEXTS) else policy
     return _own_row(key, problem), lambda: _in_child(request, child_policy)

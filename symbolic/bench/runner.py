@@ -10,7 +10,8 @@ the "frameworks in the same process" row imports PyTorch and JAX and runs a step
 before timing the generated module. The "product" row runs a NumPy product before each
 step, as a script that computes between steps does, and takes out of each sample the
 time of the same product run alone: what is left is the step's time and whatever the
-step and the product cost each other.
+step and the product cost each other. The "notebook" row does the same with another
+Python thread alive and waiting, as a notebook's kernel has several.
 
 Protocol: the parent writes one JSON command per line on the child's stdin and reads one
 JSON line back (``prepare``, ``step``, ``calibrate``, ``sample``, ``quit``). Arrays (the
@@ -33,6 +34,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -267,6 +269,16 @@ PRODUCTS_ALONE = 20
 SHORTEST_LEFT = 1e-9
 
 
+def _idle_thread() -> threading.Event:
+    """Start a Python thread that waits, as a notebook kernel's do, until the event it
+    returns is set. A generated module stops OpenBLAS's spinning pool only where no other
+    Python thread could be inside a product (templates/numba/_threads.py.j2), so this
+    thread alone changes what the module may do."""
+    release = threading.Event()
+    threading.Thread(target=release.wait, name="derivgen-bench-idle", daemon=True).start()
+    return release
+
+
 def _product_alone(product: Callable[[], Any], steps: int) -> float:
     """Seconds per product run alone, back to back (the pool warm, nothing between them):
     what the product costs where no step takes its cores."""
@@ -385,6 +397,9 @@ def _prepare(state: dict[str, Any], command: dict[str, Any], start: float) -> di
             f"a {PRODUCT_SIDE}x{PRODUCT_SIDE} NumPy product before each step; the time of the"
             " same product run alone taken out"
         )
+    if command.get("thread"):
+        state["idle"] = _idle_thread()
+        note += "; another Python thread alive, waiting (as a notebook's kernel has several)"
     first = time.perf_counter()
     prepared.step()
     state.update(prepared=prepared, folder=command["folder"], count=0)

@@ -260,3 +260,30 @@ def test_a_product_row_sample_stays_a_positive_time():
     state = {"product": product, "prepared": runner._after_a_product(module, product)}
     reply = runner._handle(state, {"cmd": "sample", "steps": 5, "settle": 0.0}, 0.0)
     assert reply["seconds"] == runner.SHORTEST_LEFT
+
+
+def test_the_idle_thread_waits_until_released():
+    import threading
+
+    from symbolic.bench import runner
+
+    before = threading.active_count()
+    release = runner._idle_thread()
+    (thread,) = [t for t in threading.enumerate() if t.name == "derivgen-bench-idle"]
+    assert thread.is_alive() and threading.active_count() == before + 1
+    release.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def test_the_notebook_row_runs_after_a_product_with_another_python_thread_alive():
+    """numba[notebook]: the product row's step, in a child process where another Python
+    thread waits (the module then may not stop OpenBLAS's pool)."""
+    pytest.importorskip("numba")
+    (section,) = Bench(_quick("B1", ["numba", "numba[notebook]"], repeats=2)).run()
+    row = section.row("numba[notebook]")
+    assert row.timed and row.status != "failed", row.reason
+    notes = " ".join(row.notes)
+    assert "NumPy product before each step" in notes
+    assert "another Python thread alive" in notes
+    assert "another Python thread alive" not in " ".join(section.row("numba").notes)
