@@ -10,6 +10,7 @@ switches the backend of a user's pyplot session.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from symbolic import write
@@ -19,6 +20,10 @@ from symbolic.bench.steps import GEMM
 OURS = "tab:blue"
 OTHERS = "0.6"
 BOUND = "tab:red"
+#: A row's label is broken into lines of at most this many characters, so that the long
+#: labels of the policy and context rows leave the panel its width (and the panel's two
+#: titles, left and right, room apart).
+LABEL_WIDTH = 48
 
 
 def chart_path(report: Path | str) -> Path:
@@ -36,6 +41,17 @@ def _timed(section: Section) -> list:
     return [row for row in section.rows if row.timed and row.key != GEMM]
 
 
+def _label(text: str) -> str:
+    """``text`` broken into lines of at most ``LABEL_WIDTH`` characters, at spaces."""
+    return textwrap.fill(text, LABEL_WIDTH, break_long_words=False, break_on_hyphens=False)
+
+
+def _panel_height(section: Section) -> float:
+    """Inches for a panel: its axes and titles, and each row's label lines."""
+    lines = sum(_label(row.label).count("\n") + 1 for row in _timed(section))
+    return 0.9 + 0.15 * len(_timed(section)) + 0.12 * lines
+
+
 def save_chart(path: Path, sections: list[Section]) -> bool:
     """Draw every section with a timed row into one PNG at ``path`` (written atomically).
 
@@ -49,7 +65,7 @@ def save_chart(path: Path, sections: list[Section]) -> bool:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    heights = [0.9 + 0.26 * len(_timed(section)) for section in drawn]
+    heights = [_panel_height(section) for section in drawn]
     figure = Figure(figsize=(11, sum(heights)), layout="constrained")
     FigureCanvasAgg(figure)
     panels = figure.subplots(len(drawn), 1, squeeze=False, height_ratios=heights).ravel()
@@ -87,7 +103,7 @@ def _draw_section(axes, section: Section) -> None:
             va="center",
             fontsize=7,
         )
-    axes.set_yticks(places, [row.label for row in timed], fontsize=8)
+    axes.set_yticks(places, [_label(row.label) for row in timed], fontsize=8)
     axes.set_ylim(len(timed) - 0.5, -0.5)  # the first row at the top
     axes.set_xscale("log")
     axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))

@@ -69,3 +69,22 @@ def test_a_chart_that_cannot_be_drawn_costs_the_report_nothing(tmp_path, monkeyp
 def test_draw_chart_names_the_chart_it_drew(tmp_path):
     assert draw_chart(tmp_path / "bench.md", [_section("B1", "float64")]) == tmp_path / "bench.png"
     assert draw_chart(tmp_path / "b.md", [_section("B1", "float64", timed=False)]) is None
+
+
+def test_long_labels_are_broken_into_lines_and_given_the_height_they_need(tmp_path):
+    from symbolic.bench import chart
+
+    long = (
+        "generated numba (its own policy, after a NumPy product of the caller's before each"
+        " step, another Python thread alive (as in a notebook))"
+    )
+    lines = chart._label(long).split("\n")
+    assert len(lines) == 3 and all(len(line) <= chart.LABEL_WIDTH for line in lines)
+    assert " ".join(lines) == long  # broken at spaces, nothing lost
+    assert chart._label("generated numpy") == "generated numpy"
+    short, wrapped = _section("B1", "float64"), _section("B1", "float64")
+    wrapped.rows[0].label = long
+    assert chart._panel_height(wrapped) > chart._panel_height(short)
+    assert save_chart(tmp_path / "short.png", [short])
+    assert save_chart(tmp_path / "long.png", [wrapped])
+    assert _png_size(tmp_path / "long.png")[1] > _png_size(tmp_path / "short.png")[1]
