@@ -559,6 +559,80 @@ def _openblas_server(pool):
         return None
 
 
+# Where another Python thread is alive (a notebook's kernel always has some) the pool is
+# not stopped: OpenBLAS's shutdown frees the buffers of a product another thread may be
+# running and replaces its worker's job, and the join then waits forever. There a
+# caller's product just before a long blas1 call left the worker spinning through the
+# call, and the loops waited for the core it took: 2.6x the step's time. So such a call
+# first looks whether one of OpenBLAS's workers is running (_native_running), and if one
+# is, runs as numba1: its products use the worker that spins anyway, its loops the
+# caller's core. But those products keep the worker spinning for the next call too, so
+# where the calls have been switched for _FEED_FOR (the caller may have made no product
+# since the first), the next ones run every pool on one thread ("one": nothing feeds the
+# worker) until it sleeps, then blas1 again; if it still spins after _STARVE_FOR, the
+# caller's products feed it: numba1 again, for twice as long before the next try (up to
+# _FEED_MAX). OpenBLAS starts its workers when it loads (NumPy's import); the threads that
+# were not Python's when the module was imported are taken for them (Numba's start later,
+# at the first parallel loop; where they already ran, the look is left out: their short
+# spin after each loop would count). Linux only (/proc). Measured on 2 cores in plain
+# scripts with an idle Python thread alive, the GRN step at B2's sizes, three loops of 40
+# steps 0.3 s apart, the time of a loop (two processes each, the module before this
+# against this one): with a 256x256 product before each step, float32 1607-1771 ms
+# against 807-978, float64 3122-3292 against 1701-1784; with one product before each
+# loop, float32 645-800 against 714-762, float64 1397-1531 against 1347-1497 (the last 20
+# steps level); with none, level (no call switched). The look took 9 us (one worker).
+_FEED_FOR = 0.1  # seconds
+_FEED_MAX = 8.0
+_STARVE_FOR = 0.15  # OpenBLAS's workers sleep 2**28 TSC cycles after their last job
+_spin = {"since": None, "starving": None, "feed_for": _FEED_FOR}
+
+
+def _native_threads():
+    """The tasks (``/proc/self/task`` entries) alive at import that are not Python
+    threads, or an empty tuple where Numba's threads already run or /proc is missing."""
+    import threading
+
+    try:
+        from numba.np.ufunc import parallel
+
+        if getattr(parallel, "_is_initialized", True):
+            return ()
+        python = {str(t.native_id) for t in threading.enumerate()}
+        return tuple(
+            (int(task), f"/proc/self/task/{task}/stat")
+            for task in sorted(os.listdir("/proc/self/task"))
+            if task not in python
+        )
+    except (OSError, ImportError, AttributeError):
+        return ()
+
+
+_NATIVE = _native_threads()
+
+
+def _native_running():
+    """Whether one of ``_NATIVE`` other than the caller's is running (or waiting for a
+    core) now."""
+    import threading
+
+    me = threading.get_native_id()
+    for task, path in _NATIVE:
+        if task == me:
+            continue
+        try:
+            handle = os.open(path, os.O_RDONLY)
+        except OSError:  # the thread ended
+            continue
+        try:
+            stat = os.read(handle, 256)
+        finally:
+            os.close(handle)
+        state = stat.rfind(b")") + 2  # the name, in parentheses, may hold anything
+        if stat[state : state + 1] == b"R":
+            return True
+    return False
+
+
 # Numba's OpenMP threads (its "omp" threading layer, libgomp) spin after each parallel
 # loop for libgomp's default of 300,000 rounds (about 9 ms of a core here) before they
 # sleep, and those spins take the core from whatever the caller runs next: a NumPy
@@ -629,6 +703,21 @@ def _thread_count():
     return _counts[0]
 
 
+def _spinning_policy(now, running):
+    """The policy of a long blas1 call that cannot stop OpenBLAS's pool, at time ``now``,
+    where one of its workers is ``running`` or not (see _FEED_FOR)."""
+    if not running:  # the worker sleeps: the loops have every core
+        _spin.update(since=None, starving=None, feed_for=_FEED_FOR)
+        return "blas1"
+    if _spin["since"] is None:
+        _spin["since"] = now
+    if _spin["starving"] is not None and now - _spin["starving"] >= _STARVE_FOR:
+        _spin.update(since=now, starving=None, feed_for=min(2 * _spin["feed_for"], _FEED_MAX))
+    if _spin["starving"] is None and now - _spin["since"] >= _spin["feed_for"]:
+        _spin["starving"] = now
+    return "numba1" if _spin["starving"] is None else "one"
+
+
 class _threads:
     """The policy for one call on ``params`` and ``x``, undone when the call ends."""
 
@@ -652,20 +741,26 @@ class _threads:
     def __enter__(self):
         if not hasattr(self, "policy"):
             return
+        import threading
+        import time
+
+        alone = threading.active_count() == 1
+        if self.policy == "blas1" and self.long and not alone and _NATIVE:
+            if any(server for *_, server in _blas_pools()):
+                self.policy = _spinning_policy(time.perf_counter(), _native_running())
         get, put = _thread_count()
-        if self.policy == "numba1":
+        if self.policy != "blas1":
             count = get()
             if count > 1 and count == numba.config.NUMBA_NUM_THREADS:
                 put(1)
                 self.undo.append(lambda: put(count))
-            return
-        import threading
-
+            if self.policy == "numba1":
+                return
         gemm = None
         for pool, initial, found, server in _blas_pools():
             count = pool.get_num_threads()
             if count > 1 and count == initial:  # not limited by the user since
-                if server is not None and self.long and threading.active_count() == 1:
+                if server is not None and self.long and alone:
                     server[0].value = 1
                     server[1]()  # its spinning workers stopped (see _openblas_server)
                     self.undo.append(lambda n=server[0], count=count: setattr(n, "value", count))

@@ -38,7 +38,7 @@ DATA = {name: tomllib.loads(path.read_text()) for name, path in SPECS.items()}
 # policy (templates/_memory.py.j2); math, threadpoolctl, concurrent (the split
 # products) and threading (whether another Python thread is alive) for the thread policy.
 MEMORY = {"os", "sys", "ctypes"}
-THREADS = {"math", "threadpoolctl", "concurrent", "threading"}
+THREADS = {"math", "threadpoolctl", "concurrent", "threading", "time"}
 ALLOWED_IMPORTS = {
     "numpy": {"numpy", *MEMORY},
     # llvmlite: Numba's code generator, which a compiled call of BLAS's gemm is written in

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -243,7 +244,8 @@ def test_a_count_the_user_lowered_is_left_alone(mode, pool):
 
 SPIN = textwrap.dedent(
     """
-    import ctypes, json, sys, threading
+    import ctypes, json, sys, threading, time
+    import numba
     import numpy as np
     from generated import grn_numba, gru_numba
 
@@ -268,8 +270,19 @@ SPIN = textwrap.dedent(
     if mode == "another thread":  # a thread that could be inside a product
         threading.Thread(target=waiting.wait).start()
     report = {"server": True, "count": pool.get_num_threads(), "before": running.value}
+    report["native"] = [task for task, _ in module._NATIVE]
+    report["python"] = [t.native_id for t in threading.enumerate()]
+    report["numba_count"] = numba.config.NUMBA_NUM_THREADS
     policy = module._threads(params, x)
     report["policy"], report["long"] = policy.policy, policy.long
+    if mode == "another thread":  # the policy inside a call, the worker spinning or asleep
+        for case, pause in (("spinning", 0.0), ("asleep", 0.4)):
+            square @ square
+            time.sleep(pause)
+            report[case + "_running"] = module._native_running()
+            inside = module._threads(params, x)
+            with inside:
+                report[case] = [inside.policy, numba.get_num_threads(), pool.get_num_threads()]
     out, cache = module.forward(params, x)
     report["after_call"] = running.value
     report["count_after"] = pool.get_num_threads()
@@ -303,6 +316,25 @@ def test_the_pool_is_left_running_with_another_python_thread_or_for_a_short_call
     assert report["policy"] == "blas1"
     assert report["long"] == (mode != "short")  # the restart would cost a short call more
     assert report["before"] == report["after_call"] == 1
+    assert report["count_after"] == report["count"] and report["product_right"]
+
+
+@pytest.mark.skipif(_cores() < 2, reason="one core: OpenBLAS runs no pool")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="no /proc: the look is left out")
+def test_with_another_python_thread_a_long_call_runs_numba1_while_a_blas_worker_spins():
+    """The worker a caller's product left spinning would take a core from the loops: the
+    call runs its loops on one thread and its products on BLAS's threads (the pool that
+    cannot be stopped); once the worker sleeps, blas1 again."""
+    report = child_json(SPIN, "another thread", _clean_env())
+    if not report["server"]:
+        pytest.skip("this BLAS is not OpenBLAS running its own pthreads pool")
+    # OpenBLAS's workers started with NumPy, before the module: taken for them, and no
+    # Python thread among them
+    assert report["native"] and not set(report["native"]) & set(report["python"])
+    assert report["policy"] == "blas1" and report["long"]
+    assert report["spinning_running"] and report["spinning"] == ["numba1", 1, report["count"]]
+    assert not report["asleep_running"] and report["asleep"] == ["blas1", report["numba_count"], 1]
+    assert report["before"] == report["after_call"] == 1  # never stopped
     assert report["count_after"] == report["count"] and report["product_right"]
 
 
@@ -407,8 +439,12 @@ def test_a_split_product_equals_the_product(monkeypatch, path, dtype, left, righ
 
 
 @pytest.mark.skipif(_cores() < 2, reason="one core: nothing to split over")
-def test_a_large_grn_step_splits_its_products_and_matches_numpy():
+def test_a_large_grn_step_splits_its_products_and_matches_numpy(monkeypatch):
     from generated import grn_numpy
+
+    # with pytest's own threads alive, a worker an earlier test's product left spinning
+    # would switch the calls to numba1 (tested on its own above)
+    monkeypatch.setattr(grn_numba, "_native_running", lambda: False)
 
     rng = np.random.default_rng(1)
     T, B, D, H = 60, 64, 64, 256  # products of 2 * 3840 * 64 * 512 = 252 MFLOP
@@ -440,3 +476,94 @@ def test_a_large_grn_step_splits_its_products_and_matches_numpy():
     np.testing.assert_allclose(dx, want_dx, rtol=1e-9, atol=1e-9)
     for name, value in want_grads.items():
         np.testing.assert_allclose(grads[name], value, rtol=1e-9, atol=1e-9)
+
+
+def _run_spinning_policy(monkeypatch, running, seconds: float, step: float = 0.01):
+    """``_spinning_policy`` asked every ``step`` seconds of a simulated clock for
+    ``seconds``, the worker ``running(now, policy of the call before)``: the policies
+    as ``[(start, end, policy), ...]`` runs."""
+    monkeypatch.setattr(
+        grn_numba, "_spin", {"since": None, "starving": None, "feed_for": grn_numba._FEED_FOR}
+    )
+    runs, last = [], None
+    for index in range(round(seconds / step)):
+        now = index * step
+        policy = grn_numba._spinning_policy(now, running(now, last))
+        if runs and runs[-1][2] == policy:
+            runs[-1][1] = now + step
+        else:
+            runs.append([now, now + step, policy])
+        last = policy
+    return runs
+
+
+def test_a_worker_the_caller_keeps_feeding_gets_numba1_and_ever_rarer_tries_to_starve_it(
+    monkeypatch,
+):
+    """A caller whose products keep OpenBLAS's worker spinning: the calls run numba1 (the
+    products use the worker), and try one-thread calls (nothing feeds it) for
+    _STARVE_FOR after _FEED_FOR, then after twice as long, up to _FEED_MAX."""
+    runs = _run_spinning_policy(monkeypatch, lambda now, last: True, seconds=40.0)
+    feeds = [end - start for start, end, policy in runs if policy == "numba1"]
+    starves = [end - start for start, end, policy in runs if policy == "one"]
+    assert {policy for *_, policy in runs} == {"numba1", "one"} and runs[0][2] == "numba1"
+    want = [min(grn_numba._FEED_FOR * 2**k, grn_numba._FEED_MAX) for k in range(len(feeds))]
+    assert feeds[:-1] == pytest.approx(want[:-1], abs=0.011)  # the last one cut by the end
+    assert starves == pytest.approx([grn_numba._STARVE_FOR] * len(starves), abs=0.011)
+    last_20s = sum(
+        end - max(start, 20.0) for start, end, policy in runs if policy == "one" and end > 20
+    )
+    assert last_20s < 0.03 * 20  # the tries cost little once the caller is known
+
+
+def test_a_worker_fed_only_by_the_calls_is_starved_asleep_then_blas1_for_good(monkeypatch):
+    """One product of the caller's, then only the calls: their numba1 products keep the
+    worker spinning (0.1 s after each) until calls on one thread let it sleep; from then
+    on blas1, and the next product starts from _FEED_FOR again."""
+    fed = [0.0]  # the caller's product at 0
+
+    def running(now, last):
+        if last == "numba1":
+            fed[0] = now  # the call before fed the worker
+        return now - fed[0] < 0.1
+
+    runs = _run_spinning_policy(monkeypatch, running, seconds=2.0)
+    assert [policy for *_, policy in runs] == ["numba1", "one", "blas1"]
+    assert runs[0][1] == pytest.approx(grn_numba._FEED_FOR, abs=0.011)
+    assert runs[1][1] - runs[1][0] <= 0.1 + 0.011  # asleep 0.1 s after the last feed
+    assert grn_numba._spin == {"since": None, "starving": None, "feed_for": grn_numba._FEED_FOR}
+
+
+@pytest.mark.skipif(_cores() < 2, reason="one core: no pool has threads to limit")
+@pytest.mark.parametrize("policy", ["numba1", "one"])
+def test_a_switched_call_sets_the_counts_of_its_policy_and_restores_them(monkeypatch, policy):
+    """The wiring in ``_threads.__enter__``: a long blas1 call with another Python thread
+    alive takes the policy ``_spinning_policy`` gives, and its counts: numba1 lowers
+    Numba's count only, one lowers BLAS's too; both are restored."""
+    params, x = _grn_arrays(200, 64, 64, 256)
+    if getattr(grn_numba._threads(params, x), "policy", None) != "blas1":
+        pytest.skip("this process's thread counts were set by the user")
+    if not any(server for *_, server in grn_numba._blas_pools()):
+        pytest.skip("this BLAS is not OpenBLAS running its own pthreads pool")
+    monkeypatch.setattr(grn_numba, "_NATIVE", ((0, "/nonexistent"),))
+    monkeypatch.setattr(grn_numba, "_native_running", lambda: True)
+    monkeypatch.setattr(grn_numba, "_spinning_policy", lambda now, running: policy)
+
+    def blas():  # the libraries the module found, as threadpoolctl reads them
+        return [pool.get_num_threads() for pool, *_ in grn_numba._blas_pools()]
+
+    before = (numba.get_num_threads(), blas())
+    idle = threading.Event()
+    thread = threading.Thread(target=idle.wait)  # another Python thread, as in a notebook
+    thread.start()
+    try:
+        call = grn_numba._threads(params, x)
+        with call:
+            inside = (call.policy, numba.get_num_threads(), blas(), list(grn_numba._split))
+    finally:
+        idle.set()
+        thread.join()
+    assert inside[0] == policy and inside[1] == 1 and inside[3] == [1, None]  # no split
+    assert inside[2] == (before[1] if policy == "numba1" else [1] * len(before[1]))
+    assert policy == "numba1" or max(before[1]) > 1  # the one-thread call lowered BLAS
+    assert (numba.get_num_threads(), blas()) == before
