@@ -671,12 +671,14 @@ class _threads:
     def __enter__(self):
         if not hasattr(self, "policy"):
             return
-        import threading
-        import time
+        alone = True
+        if self.policy == "blas1":  # (a numba1 call skips this: its bookkeeping stays lean)
+            import threading
 
-        alone = threading.active_count() == 1
-        if self.policy == "blas1" and self.long and not alone and _NATIVE:
-            if any(server for *_, server in _blas_pools()):
+            alone = threading.active_count() == 1
+            if self.long and not alone and _NATIVE and any(s for *_, s in _blas_pools()):
+                import time
+
                 self.policy = _spinning_policy(time.perf_counter(), _native_running())
         get, put = _thread_count()
         if self.policy != "blas1":
