@@ -168,15 +168,28 @@ def _verdict(
     ok: bool,
     paired: Paired | None = None,
     limit: float | None = None,
+    at_least: bool = False,
 ) -> str:
-    """One target's table line; where the per-round interval of ``paired`` holds
-    ``limit``, the verdict says that the run cannot tell."""
+    """One target's table line. ``ok`` is the verdict of the ratio of medians; the
+    per-round ratio of ``paired`` must be ``limit`` or above (``at_least``) or at most
+    ``limit``. Where its interval holds ``limit``, the verdict says that the run cannot
+    tell; where the interval lies wholly on the other side of ``limit`` from the ratio
+    of medians (a drift of the machine fell on one row more than the other), the verdict
+    says so and counts as not met."""
     if value is None:
         return f"| {target} | - | not measured |"
     verdict = "met" if ok else "NOT met"
     if paired is not None and paired.low is not None and limit is not None:
+        above = paired.low > limit  # else, outside the interval, wholly below it
         if paired.low <= limit <= paired.high:
             verdict += " (the interval holds the target: this run cannot tell)"
+        elif ok != (above == at_least):
+            side = "above" if above else "below"
+            verdict = (
+                f"{'met' if ok else 'NOT met'} by the medians, "
+                f"{'NOT met' if ok else 'met'} within the rounds (the per-round interval "
+                f"lies wholly {side} the target)"
+            )
     return f"| {target} | {text + _per_round(paired)} | {verdict} |"
 
 
@@ -197,6 +210,7 @@ def _section_targets(section: Section) -> list[str]:
                 bool(speedup and speedup >= 1.3),
                 _paired(fastest, section.row(NUMBA)),
                 1.3,
+                at_least=True,
             )
         )
     hand = [
